@@ -1,0 +1,32 @@
+# Karpetrack: two set-up commands, `make run` and `make test`. See README.md.
+SHELL := /bin/bash
+CONFIG ?= Release
+DOTNET ?= dotnet
+ARGS ?=
+RESULTS := $(CURDIR)/.tmp/test-results
+
+.PHONY: run build test test-deps bench clean
+
+build:
+	$(DOTNET) build Karpetrack.csproj -c $(CONFIG) -nologo -v q
+
+# Runs the service on the embedded demo cluster; `make run ARGS="--metrics-addr :9200"` adds flags.
+run: build
+	$(DOTNET) bin/$(CONFIG)/net10.0/karpetrack.dll --demo $(ARGS)
+
+# Installs what the tests need when it is missing (idempotent), then runs every test and ends
+# with one plain summary line "N passed, N failed".
+test: test-deps
+	@rm -rf $(RESULTS); mkdir -p $(RESULTS)
+	@set +e; $(DOTNET) test tests/Karpetrack.Tests/Karpetrack.Tests.csproj -c $(CONFIG) -nologo \
+	    --logger "trx;LogFileName=results.trx" --results-directory $(RESULTS); \
+	  rc=$$?; bash tests/summary.sh $(RESULTS)/results.trx; exit $$rc
+
+test-deps:
+	@bash tests/install-deps.sh
+
+bench: build
+	$(DOTNET) run -c Release --project bench/Karpetrack.Bench/Karpetrack.Bench.csproj -- $(ARGS)
+
+clean:
+	rm -rf bin obj tests/*/bin tests/*/obj bench/*/bin bench/*/obj .tmp

@@ -1,1 +1,258 @@
-Console.WriteLine("karpetrack");
+using System.IO.Compression;
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using Karpetrack;
+using Karpetrack.Simulation;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Serilog;
+using Serilog.Events;
+using Serilog.Formatting.Json;
+
+return await Service.MainAsync(args);
+
+/// <summary>The composition root: options, wiring and the HTTP endpoints.</summary>
+public sealed class Service : IAsyncDisposable
+{
+    private readonly WebApplication app;
+    private readonly CancellationTokenSource stopping = new();
+    private readonly List<Task> background = [];
+    private readonly DemoCluster? demo;
+    private readonly KubeClient kube;
+
+    private Service(WebApplication app, KubeClient kube, DemoCluster? demo, ClusterModel model, ReflectorStatus[] reflectors)
+    {
+        this.app = app;
+        this.kube = kube;
+        this.demo = demo;
+        Model = model;
+        Reflectors = reflectors;
+    }
+
+    public ClusterModel Model { get; }
+    public ReflectorStatus[] Reflectors { get; }
+    public Uri MetricsUrl { get; private set; } = new("http://127.0.0.1/");
+    public string? DemoKubeconfig => demo?.KubeconfigPath;
+
+    public static async Task<int> MainAsync(string[] args)
+    {
+        KarpetrackOptions options;
+        try
+        {
+            options = KarpetrackOptions.Parse(args, Environment.GetEnvironmentVariable);
+        }
+        catch (OptionsException e)
+        {
+            Console.Error.WriteLine($"karpetrack: {e.Message}");
+            return 2;
+        }
+        if (options.ShowHelp) { Console.Write(KarpetrackOptions.HelpText()); return 0; }
+        if (options.ShowVersion) { Console.WriteLine($"karpetrack {BuildInfo.Version}"); return 0; }
+
+        using var cts = new CancellationTokenSource();
+        Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); };
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => cts.Cancel();
+        Service service;
+        try
+        {
+            service = await StartAsync(options, cts.Token);
+        }
+        catch (KubeConfigException e)
+        {
+            Console.Error.WriteLine($"karpetrack: {e.Message}");
+            return 2;
+        }
+        catch (OptionsException e)
+        {
+            Console.Error.WriteLine($"karpetrack: {e.Message}");
+            return 2;
+        }
+        catch (IOException e) when (e.InnerException is System.Net.Sockets.SocketException || e.Message.Contains("address already in use", StringComparison.OrdinalIgnoreCase))
+        {
+            Console.Error.WriteLine($"karpetrack: cannot listen on {options.MetricsAddr}: {e.Message}");
+            return 1;
+        }
+        await using (service)
+        {
+            Console.WriteLine($"metrics: {new Uri(service.MetricsUrl, "/metrics")}");
+            if (service.DemoKubeconfig is { } kc)
+            {
+                Console.WriteLine($"kubeconfig: {kc}");
+                Console.WriteLine($"try: kubectl --kubeconfig {kc} get nodes");
+            }
+            try { await Task.Delay(Timeout.Infinite, cts.Token); }
+            catch (OperationCanceledException) { }
+        }
+        return 0;
+    }
+
+    public static Serilog.ILogger CreateLogger(KarpetrackOptions options)
+    {
+        var level = options.LogLevel switch
+        {
+            "trace" => LogEventLevel.Verbose,
+            "debug" => LogEventLevel.Debug,
+            "warn" or "warning" => LogEventLevel.Warning,
+            "error" => LogEventLevel.Error,
+            _ => LogEventLevel.Information,
+        };
+        var config = new LoggerConfiguration()
+            .MinimumLevel.Is(level)
+            .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
+            .Enrich.FromLogContext();
+        config = options.LogFormat == "text"
+            ? config.WriteTo.Console(outputTemplate: "{Timestamp:HH:mm:ss} {Level:u3} {Message:lj}{NewLine}{Exception}")
+            : config.WriteTo.Console(new JsonFormatter(renderMessage: true));
+        return config.CreateLogger();
+    }
+
+    /// <summary>Starts everything and returns once the HTTP listener is bound (reflectors keep syncing).</summary>
+    public static async Task<Service> StartAsync(KarpetrackOptions options, CancellationToken ct, Serilog.ILogger? logger = null)
+    {
+        logger ??= CreateLogger(options);
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSerilog(logger, dispose: false);
+        var (host, port) = KarpetrackOptions.ParseListenAddress(options.MetricsAddr, "--metrics-addr");
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            void Http1(ListenOptions o) => o.Protocols = HttpProtocols.Http1;
+            if (host is "" or "0.0.0.0" or "*") k.ListenAnyIP(port, Http1);
+            else if (host == "localhost") k.ListenLocalhost(port, Http1);
+            else if (IPAddress.TryParse(host, out var ip)) k.Listen(ip, port, Http1);
+            else throw new OptionsException($"--metrics-addr: \"{host}\" is not an IP address (or localhost)");
+        });
+        var loggerFactory = LoggerFactory.Create(b => b.AddSerilog(logger, dispose: false));
+
+        DemoCluster? demo = null;
+        var kubeconfig = options.Kubeconfig;
+        if (options.Demo)
+        {
+            demo = await DemoCluster.StartAsync(new DemoClusterOptions { Seed = options.DemoSeed, ChurnInterval = options.DemoChurnInterval },
+                loggerFactory.CreateLogger("demo"), ct);
+            kubeconfig = demo.KubeconfigPath;
+        }
+
+        var connection = KubeConnection.Resolve(kubeconfig, options.Demo ? null : options.Context, KubeEnvironment.Process);
+        var kube = new KubeClient(connection);
+        var resources = new ResourceTable(options.Resources);
+        var model = new ClusterModel(resources);
+        var nodeStatus = new ReflectorStatus("nodes");
+        var podStatus = new ReflectorStatus("pods");
+        var reflectorOptions = new ReflectorOptions { PageSize = options.ListPageSize };
+        var nodeReflector = new Reflector<NodeRecord>(kube, "/api/v1/nodes", options.NodeSelector, null,
+            new NodeDecoder(resources), new NodeTarget(model), nodeStatus, reflectorOptions, loggerFactory.CreateLogger("nodes"));
+        var podReflector = new Reflector<PodRecord>(kube, "/api/v1/pods", null, "status.phase!=Succeeded,status.phase!=Failed",
+            new PodDecoder(resources), new PodTarget(model), podStatus, reflectorOptions, loggerFactory.CreateLogger("pods"));
+        var collector = new Collector(model, [nodeStatus, podStatus], options.LabelGroups);
+
+        var app = builder.Build();
+        var service = new Service(app, kube, demo, model, [nodeStatus, podStatus]);
+        MapEndpoints(app, service, collector, options);
+        await app.StartAsync(ct);
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        service.MetricsUrl = new Uri(address.Replace("[::]", "127.0.0.1").Replace("0.0.0.0", "127.0.0.1"));
+        logger.Information("karpetrack {Version} serving metrics on {Url}, Kubernetes API {Server} ({Source})",
+            BuildInfo.Version, service.MetricsUrl, connection.Server, connection.Source);
+
+        service.background.Add(Task.Run(() => nodeReflector.RunAsync(service.stopping.Token), CancellationToken.None));
+        service.background.Add(Task.Run(() => podReflector.RunAsync(service.stopping.Token), CancellationToken.None));
+        return service;
+    }
+
+    private static void MapEndpoints(WebApplication app, Service service, Collector collector, KarpetrackOptions options)
+    {
+        app.MapGet("/metrics", async (HttpContext ctx) =>
+        {
+            ctx.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+            var accept = ctx.Request.Headers.AcceptEncoding.ToString();
+            if (accept.Contains("gzip", StringComparison.OrdinalIgnoreCase))
+            {
+                ctx.Response.Headers.ContentEncoding = "gzip";
+                await using var gzip = new GZipStream(ctx.Response.Body, CompressionLevel.Fastest, leaveOpen: true);
+                await collector.WriteAsync(gzip, ctx.RequestAborted);
+            }
+            else
+            {
+                await collector.WriteAsync(ctx.Response.Body, ctx.RequestAborted);
+            }
+        });
+        app.MapGet("/healthz", () => Results.Text("ok\n"));
+        app.MapGet("/readyz", () =>
+        {
+            var notSynced = service.Reflectors.Where(r => !r.Synced).Select(r => r.Resource).ToArray();
+            return notSynced.Length == 0
+                ? Results.Text("ok\n")
+                : Results.Text($"waiting for the initial list of: {string.Join(", ", notSynced)}\n", statusCode: 503);
+        });
+        app.MapGet("/sync", (HttpContext ctx) =>
+        {
+            var now = DateTimeOffset.UtcNow;
+            var body = new Dictionary<string, object?>();
+            foreach (var r in service.Reflectors)
+            {
+                body[r.Resource] = new Dictionary<string, object?>
+                {
+                    ["synced"] = r.Synced,
+                    ["last_event"] = r.LastEventAt?.ToString("O"),
+                    ["last_event_age_seconds"] = r.LastEventAt is { } t ? Math.Round((now - t).TotalSeconds, 3) : null,
+                    ["resource_version"] = r.ResourceVersion,
+                    ["events"] = r.Events,
+                    ["restarts"] = r.Restarts,
+                    ["decode_errors"] = r.DecodeErrors,
+                };
+            }
+            return Results.Text(JsonSerializer.Serialize(body, SyncJson.Options), "application/json");
+        });
+        app.MapGet("/", () =>
+        {
+            static string H(string? s) => WebUtility.HtmlEncode(s ?? "");
+            var sb = new StringBuilder();
+            sb.Append("<!doctype html><html><head><meta charset=\"utf-8\"><title>karpetrack</title></head><body>");
+            sb.Append($"<h1>karpetrack {H(BuildInfo.Version)}</h1><ul>");
+            foreach (var (path, what) in new[] { ("/metrics", "Prometheus metrics"), ("/healthz", "liveness"), ("/readyz", "readiness (all caches synced)"), ("/sync", "cache sync state (JSON)") })
+                sb.Append($"<li><a href=\"{path}\">{path}</a>: {H(what)}</li>");
+            sb.Append("</ul><h2>Configuration</h2><ul>");
+            sb.Append($"<li>node selector: <code>{H(options.NodeSelector ?? "(all nodes)")}</code></li>");
+            sb.Append($"<li>resources: <code>{H(string.Join(",", options.Resources))}</code></li>");
+            foreach (var g in options.LabelGroups) sb.Append($"<li>label group: <code>{H(string.Join(",", g))}</code></li>");
+            sb.Append("</ul></body></html>");
+            return Results.Content(sb.ToString(), "text/html; charset=utf-8");
+        });
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await stopping.CancelAsync();
+        try { await Task.WhenAll(background).WaitAsync(TimeSpan.FromSeconds(10)); }
+        catch (Exception e) when (e is OperationCanceledException or TimeoutException) { }
+        await app.StopAsync();
+        await app.DisposeAsync();
+        kube.Dispose();
+        if (demo is not null) await demo.DisposeAsync();
+        stopping.Dispose();
+    }
+
+    private sealed class NodeTarget(ClusterModel model) : IReflectorTarget<NodeRecord>
+    {
+        public void BeginRelist() => model.BeginNodeRelist();
+        public void Upsert(NodeRecord item) => model.UpsertNode(item);
+        public void Delete(NodeRecord item) => model.DeleteNode(item.Name);
+        public int EndRelist() => model.EndNodeRelist();
+    }
+
+    private sealed class PodTarget(ClusterModel model) : IReflectorTarget<PodRecord>
+    {
+        public void BeginRelist() => model.BeginPodRelist();
+        public void Upsert(PodRecord item) => model.UpsertPod(item);
+        public void Delete(PodRecord item) => model.DeletePod(item.Uid);
+        public int EndRelist() => model.EndPodRelist();
+    }
+
+    private static class SyncJson
+    {
+        public static readonly JsonSerializerOptions Options = new() { WriteIndented = true };
+    }
+}

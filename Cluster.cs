@@ -1,0 +1,507 @@
+using System.Runtime.InteropServices;
+
+namespace Karpetrack;
+
+public enum PodPhase : byte { Unknown, Pending, Running, Succeeded, Failed }
+
+/// <summary>How a pod's controller is counted: DaemonSet and mirror (static) pods are per-node overhead.</summary>
+public enum OwnerKind : byte { None, DaemonSet, Mirror, ReplicaSet, StatefulSet, Job, Other }
+
+public sealed record Taint(string Key, string? Value, string Effect);
+
+/// <summary>A pod trimmed to what Karpetrack uses, decoded straight from the API stream.</summary>
+public sealed class PodRecord
+{
+    public Guid Uid;
+    public string Namespace = "";
+    public string Name = "";
+    public string? NodeName;
+    public PodPhase Phase;
+    public bool Terminating;
+    public bool Unschedulable;
+    public OwnerKind Owner;
+    public string? OwnerName;
+    public long[] Requests = [];
+    public string? ResourceVersion;
+}
+
+/// <summary>A node trimmed to what Karpetrack uses.</summary>
+public sealed class NodeRecord
+{
+    public string Name = "";
+    public Dictionary<string, string> Labels = new(StringComparer.Ordinal);
+    public Dictionary<string, string> Annotations = new(StringComparer.Ordinal);
+    public long[] Allocatable = [];
+    public long[] Capacity = [];
+    public bool Unschedulable;
+    public bool Ready;
+    public bool Deleting;
+    public Taint[] Taints = [];
+    public DateTimeOffset? Created;
+    public string? ResourceVersion;
+}
+
+/// <summary>Well-known Spot node labels (spot-api.md §2.9).</summary>
+public static class SpotLabels
+{
+    public const string ServerClass = "servers.ngpc.rxt.io/class";
+    public const string CapacityType = "servers.ngpc.rxt.io/type";
+    public const string Pool = "nodepool.ngpc.rxt.io/name";
+    public const string TopologyRegion = "topology.kubernetes.io/region";
+
+    private static readonly Dictionary<string, string> RegionBySuffix = new(StringComparer.Ordinal)
+    {
+        ["syd"] = "aus-syd-1", ["hkg"] = "hkg-hkg-1", ["lon"] = "uk-lon-1", ["dfw"] = "us-central-dfw-1",
+        ["dfw2"] = "us-central-dfw-2", ["ord"] = "us-central-ord-1", ["iad"] = "us-east-iad-1", ["sjc"] = "us-west-sjc-1",
+    };
+
+    /// <summary>The Spot region a class name embeds (`gp.vs1.medium-iad` → `us-east-iad-1`), if known.</summary>
+    public static string? RegionOfClass(string? serverClass)
+    {
+        if (string.IsNullOrEmpty(serverClass)) return null;
+        int dash = serverClass.LastIndexOf('-');
+        if (dash < 0 || dash == serverClass.Length - 1) return null;
+        return RegionBySuffix.TryGetValue(serverClass[(dash + 1)..], out var r) ? r : null;
+    }
+
+    public static string RegionSuffix(string region)
+    {
+        foreach (var (suffix, name) in RegionBySuffix) if (name == region) return suffix;
+        return region;
+    }
+}
+
+/// <summary>An immutable view of one node and its tallies, as of one snapshot.</summary>
+public sealed class NodeView
+{
+    public required string Name { get; init; }
+    public required IReadOnlyDictionary<string, string> Labels { get; init; }
+    public required IReadOnlyDictionary<string, string> Annotations { get; init; }
+    public required long[] Allocatable { get; init; }
+    public required long[] Capacity { get; init; }
+    public required long[] Allocated { get; init; }
+    public required long[] DaemonSetOverhead { get; init; }
+    public required int Pods { get; init; }
+    public required bool Ready { get; init; }
+    public required bool Schedulable { get; init; }
+    public required bool Deleting { get; init; }
+    public required Taint[] Taints { get; init; }
+    public DateTimeOffset? Created { get; init; }
+
+    public string ServerClass => Labels.TryGetValue(SpotLabels.ServerClass, out var v) ? v : "";
+    public string Pool => Labels.TryGetValue(SpotLabels.Pool, out var v) ? v : "";
+    public string CapacityType => Labels.TryGetValue(SpotLabels.CapacityType, out var v) ? v : "";
+
+    /// <summary>The Spot region from the class name, else the topology label as the cloud provider set it.</summary>
+    public string Region =>
+        SpotLabels.RegionOfClass(ServerClass)
+        ?? (Labels.TryGetValue(SpotLabels.TopologyRegion, out var v) ? v : "");
+
+    public double Utilization(int resource) =>
+        Allocatable[resource] <= 0 ? 0 : (double)Allocated[resource] / Allocatable[resource];
+}
+
+public enum NodeState { Ready, NotReady, Cordoned, Deleting }
+
+/// <summary>Everything a scrape or a recommender run reads, consistent as of one moment.</summary>
+public sealed class ClusterSnapshot
+{
+    public required ResourceTable Resources { get; init; }
+    public required NodeView[] Nodes { get; init; }              // sorted by name
+    public required long[] PendingRequests { get; init; }
+    public required int PendingPods { get; init; }
+    public required long Version { get; init; }
+
+    public static NodeState StateOf(NodeView n) =>
+        n.Deleting ? NodeState.Deleting : !n.Ready ? NodeState.NotReady : !n.Schedulable ? NodeState.Cordoned : NodeState.Ready;
+}
+
+/// <summary>
+/// The cluster model. Reflectors apply events under one lock; per-node tallies are kept up to date
+/// incrementally, so building a snapshot costs O(nodes) and never walks pods.
+/// Pods are stored compactly (interned request vectors, no strings) to keep memory per pod small.
+/// </summary>
+public sealed class ClusterModel
+{
+    private readonly object gate = new();
+    private readonly ResourceTable resources;
+
+    private readonly Dictionary<string, int> nodeIds = new(StringComparer.Ordinal);
+    private readonly List<NodeSlot> nodes = [];
+    private readonly Stack<int> freeNodeIds = new();
+
+    private readonly Dictionary<Guid, PodSlot> pods = [];
+    private readonly InternTable<RequestVector> requestVectors = new();
+
+    private readonly long[] pendingRequests;
+    private int pendingPods;
+
+    private HashSet<Guid>? podsSeenInRelist;
+    private HashSet<string>? nodesSeenInRelist;
+
+    private long version;
+    private ClusterSnapshot? snapshot;
+    private readonly HashSet<int> dirtyNodes = [];
+    private NodeView[] views = [];
+    private bool membershipChanged;
+
+    public ClusterModel(ResourceTable resources)
+    {
+        this.resources = resources;
+        pendingRequests = new long[resources.Count];
+    }
+
+    public ResourceTable Resources => resources;
+
+    public int PodCount { get { lock (gate) return pods.Count; } }
+
+    private sealed class NodeSlot(string name, int resourceCount)
+    {
+        public readonly string Name = name;
+        public NodeRecord? Record;                      // null while only pods name this node
+        public readonly long[] Allocated = new long[resourceCount];
+        public readonly long[] DaemonSetOverhead = new long[resourceCount];
+        public int Pods;
+        public int References;                          // pods that name this node, plus one for the node object
+        public NodeView? View;
+        public int ViewIndex;                           // position in the sorted views array
+    }
+
+    [StructLayout(LayoutKind.Auto)]
+    private struct PodSlot
+    {
+        public int Node;          // -1 when not bound
+        public int Requests;      // id in requestVectors
+        public PodFlags Flags;
+    }
+
+    [Flags]
+    private enum PodFlags : byte
+    {
+        None = 0,
+        Counted = 1,          // bound and not terminal: holds its reservation on Node
+        Overhead = 2,         // DaemonSet or mirror pod
+        Pending = 4,          // unschedulable demand
+        Terminating = 8,
+    }
+
+    // ---- pods ----------------------------------------------------------------------------
+
+    public void UpsertPod(PodRecord pod)
+    {
+        lock (gate)
+        {
+            podsSeenInRelist?.Add(pod.Uid);
+            if (pods.TryGetValue(pod.Uid, out var old)) Remove(old);
+            var slot = Add(pod);
+            pods[pod.Uid] = slot;
+            version++;
+        }
+    }
+
+    public void DeletePod(Guid uid)
+    {
+        lock (gate)
+        {
+            if (pods.Remove(uid, out var old))
+            {
+                Remove(old);
+                version++;
+            }
+        }
+    }
+
+    /// <summary>Starts a relist: pods not upserted before <see cref="EndPodRelist"/> are deleted.</summary>
+    public void BeginPodRelist()
+    {
+        lock (gate) podsSeenInRelist = [];
+    }
+
+    public int EndPodRelist()
+    {
+        lock (gate)
+        {
+            var seen = podsSeenInRelist;
+            podsSeenInRelist = null;
+            if (seen is null) return 0;
+            var gone = new List<Guid>();
+            foreach (var uid in pods.Keys) if (!seen.Contains(uid)) gone.Add(uid);
+            foreach (var uid in gone)
+            {
+                pods.Remove(uid, out var old);
+                Remove(old);
+            }
+            if (gone.Count > 0) version++;
+            return gone.Count;
+        }
+    }
+
+    private PodSlot Add(PodRecord pod)
+    {
+        var flags = PodFlags.None;
+        if (pod.Terminating) flags |= PodFlags.Terminating;
+        bool terminal = pod.Phase is PodPhase.Succeeded or PodPhase.Failed;
+        int node = -1;
+        var vector = RequestsOf(pod);
+        int requests = requestVectors.Add(new RequestVector(vector));
+        if (!string.IsNullOrEmpty(pod.NodeName))
+        {
+            node = NodeId(pod.NodeName);
+            nodes[node].References++;
+            if (!terminal)
+            {
+                flags |= PodFlags.Counted;
+                if (pod.Owner is OwnerKind.DaemonSet or OwnerKind.Mirror) flags |= PodFlags.Overhead;
+            }
+        }
+        else if (pod.Unschedulable && pod.Phase == PodPhase.Pending)
+        {
+            flags |= PodFlags.Pending;
+        }
+        var slot = new PodSlot { Node = node, Requests = requests, Flags = flags };
+        Account(slot, +1);
+        return slot;
+    }
+
+    private long[] RequestsOf(PodRecord pod)
+    {
+        var v = pod.Requests.Length == resources.Count ? pod.Requests : Resize(pod.Requests);
+        if (resources.PodsIndex >= 0 && v[resources.PodsIndex] == 0)
+        {
+            v = (long[])v.Clone();
+            v[resources.PodsIndex] = 1;
+        }
+        return v;
+    }
+
+    private long[] Resize(long[] r)
+    {
+        var v = new long[resources.Count];
+        Array.Copy(r, v, Math.Min(r.Length, v.Length));
+        return v;
+    }
+
+    private void Remove(PodSlot slot)
+    {
+        Account(slot, -1);
+        requestVectors.Release(slot.Requests);
+        if (slot.Node >= 0) ReleaseNodeReference(slot.Node);
+    }
+
+    private void Account(PodSlot slot, int sign)
+    {
+        var r = requestVectors[slot.Requests].Values;
+        if ((slot.Flags & PodFlags.Counted) != 0)
+        {
+            var n = nodes[slot.Node];
+            for (int i = 0; i < r.Length; i++) n.Allocated[i] += sign * r[i];
+            if ((slot.Flags & PodFlags.Overhead) != 0)
+                for (int i = 0; i < r.Length; i++) n.DaemonSetOverhead[i] += sign * r[i];
+            n.Pods += sign;
+            MarkDirty(slot.Node);
+        }
+        if ((slot.Flags & PodFlags.Pending) != 0)
+        {
+            for (int i = 0; i < r.Length; i++) pendingRequests[i] += sign * r[i];
+            pendingPods += sign;
+        }
+    }
+
+    // ---- nodes ---------------------------------------------------------------------------
+
+    public void UpsertNode(NodeRecord node)
+    {
+        lock (gate)
+        {
+            nodesSeenInRelist?.Add(node.Name);
+            int id = NodeId(node.Name);
+            var slot = nodes[id];
+            if (slot.Record is null) { slot.References++; membershipChanged = true; }
+            slot.Record = node;
+            MarkDirty(id);
+            version++;
+        }
+    }
+
+    public void DeleteNode(string name)
+    {
+        lock (gate)
+        {
+            if (!nodeIds.TryGetValue(name, out var id) || nodes[id].Record is null) return;
+            nodes[id].Record = null;
+            membershipChanged = true;
+            MarkDirty(id);
+            ReleaseNodeReference(id);
+            version++;
+        }
+    }
+
+    public void BeginNodeRelist()
+    {
+        lock (gate) nodesSeenInRelist = new HashSet<string>(StringComparer.Ordinal);
+    }
+
+    public int EndNodeRelist()
+    {
+        List<string> gone;
+        lock (gate)
+        {
+            var seen = nodesSeenInRelist;
+            nodesSeenInRelist = null;
+            if (seen is null) return 0;
+            gone = [];
+            foreach (var n in nodes)
+                if (n.Record is not null && !seen.Contains(n.Name)) gone.Add(n.Name);
+        }
+        foreach (var name in gone) DeleteNode(name);
+        return gone.Count;
+    }
+
+    private int NodeId(string name)
+    {
+        if (nodeIds.TryGetValue(name, out var id)) return id;
+        var slot = new NodeSlot(name, resources.Count);
+        if (freeNodeIds.TryPop(out id)) nodes[id] = slot;
+        else { id = nodes.Count; nodes.Add(slot); }
+        nodeIds[name] = id;
+        return id;
+    }
+
+    private void ReleaseNodeReference(int id)
+    {
+        var slot = nodes[id];
+        if (--slot.References > 0) return;
+        nodeIds.Remove(slot.Name);
+        dirtyNodes.Remove(id);
+        freeNodeIds.Push(id);
+    }
+
+    private void MarkDirty(int id)
+    {
+        nodes[id].View = null;
+        dirtyNodes.Add(id);
+    }
+
+    // ---- snapshots -----------------------------------------------------------------------
+
+    /// <summary>
+    /// A consistent view of the model. Only nodes changed since the last snapshot get new views,
+    /// so the cost is O(changed nodes) plus one array copy when membership changed.
+    /// </summary>
+    public ClusterSnapshot Snapshot()
+    {
+        lock (gate)
+        {
+            if (snapshot is not null && snapshot.Version == version) return snapshot;
+            foreach (var id in dirtyNodes)
+            {
+                var slot = nodes[id];
+                if (slot.Record is not null) slot.View = BuildView(slot);
+            }
+            if (membershipChanged)
+            {
+                var list = new List<NodeSlot>(nodeIds.Count);
+                foreach (var id in nodeIds.Values)
+                    if (nodes[id].Record is not null) list.Add(nodes[id]);
+                list.Sort(static (a, b) => string.CompareOrdinal(a.Name, b.Name));
+                views = new NodeView[list.Count];
+                for (int i = 0; i < list.Count; i++)
+                {
+                    list[i].ViewIndex = i;
+                    views[i] = list[i].View ??= BuildView(list[i]);
+                }
+                membershipChanged = false;
+            }
+            else if (dirtyNodes.Count > 0)
+            {
+                views = (NodeView[])views.Clone();
+                foreach (var id in dirtyNodes)
+                {
+                    var slot = nodes[id];
+                    if (slot.Record is not null && slot.View is not null) views[slot.ViewIndex] = slot.View;
+                }
+            }
+            dirtyNodes.Clear();
+            snapshot = new ClusterSnapshot
+            {
+                Resources = resources,
+                Nodes = views,
+                PendingRequests = (long[])pendingRequests.Clone(),
+                PendingPods = pendingPods,
+                Version = version,
+            };
+            return snapshot;
+        }
+    }
+
+    private NodeView BuildView(NodeSlot slot)
+    {
+        var r = slot.Record!;
+        return new NodeView
+        {
+            Name = slot.Name,
+            Labels = r.Labels,
+            Annotations = r.Annotations,
+            Allocatable = Fit(r.Allocatable),
+            Capacity = Fit(r.Capacity),
+            Allocated = (long[])slot.Allocated.Clone(),
+            DaemonSetOverhead = (long[])slot.DaemonSetOverhead.Clone(),
+            Pods = slot.Pods,
+            Ready = r.Ready,
+            Schedulable = !r.Unschedulable,
+            Deleting = r.Deleting,
+            Taints = r.Taints,
+            Created = r.Created,
+        };
+    }
+
+    private long[] Fit(long[] v) => v.Length == resources.Count ? v : Resize(v);
+
+    /// <summary>Interned request vectors: pods of one workload share one array.</summary>
+    private readonly record struct RequestVector(long[] Values)
+    {
+        public bool Equals(RequestVector other) => Values.AsSpan().SequenceEqual(other.Values);
+
+        public override int GetHashCode()
+        {
+            var h = new HashCode();
+            foreach (var v in Values) h.Add(v);
+            return h.ToHashCode();
+        }
+    }
+}
+
+/// <summary>A reference-counted intern table handing out small integer ids.</summary>
+public sealed class InternTable<T> where T : IEquatable<T>
+{
+    private readonly Dictionary<T, int> ids = [];
+    private readonly List<(T Value, int Count)> entries = [];
+    private readonly Stack<int> free = new();
+
+    public int Count => ids.Count;
+
+    public T this[int id] => entries[id].Value;
+
+    public int Add(T value)
+    {
+        if (ids.TryGetValue(value, out var id))
+        {
+            var e = entries[id];
+            entries[id] = (e.Value, e.Count + 1);
+            return id;
+        }
+        if (free.TryPop(out id)) entries[id] = (value, 1);
+        else { id = entries.Count; entries.Add((value, 1)); }
+        ids[value] = id;
+        return id;
+    }
+
+    public void Release(int id)
+    {
+        var e = entries[id];
+        if (e.Count > 1) { entries[id] = (e.Value, e.Count - 1); return; }
+        ids.Remove(e.Value);
+        entries[id] = (default!, 0);
+        free.Push(id);
+    }
+}

@@ -1,0 +1,523 @@
+using System.Buffers;
+using System.Buffers.Text;
+using System.Globalization;
+using System.IO.Pipelines;
+using System.Text;
+
+namespace Karpetrack;
+
+public enum MetricType { Gauge, Counter }
+
+/// <summary>One metric family: name, type, help and the labels its samples carry.</summary>
+public sealed record MetricFamily(string Name, MetricType Type, string Help, params string[] Labels)
+{
+    public string TypeName => Type == MetricType.Counter ? "counter" : "gauge";
+}
+
+/// <summary>Every family Karpetrack exports, declared once; README's metric table is checked against it.</summary>
+public static class Families
+{
+    public static readonly MetricFamily NodeAllocated = new("karpetrack_node_allocated", MetricType.Gauge,
+        "Requests of the pods counted on the node (bound, not terminal, terminating included), in base units (cores, bytes).", "node", "resource");
+    public static readonly MetricFamily NodeAllocatable = new("karpetrack_node_allocatable", MetricType.Gauge,
+        "Allocatable capacity of the node, in base units (cores, bytes).", "node", "resource");
+    public static readonly MetricFamily NodeUtilization = new("karpetrack_node_utilization_ratio", MetricType.Gauge,
+        "Allocated over allocatable for the node (0 when nothing is allocatable; can exceed 1).", "node", "resource");
+    public static readonly MetricFamily NodeDaemonSetOverhead = new("karpetrack_node_daemonset_overhead", MetricType.Gauge,
+        "Requests of DaemonSet and mirror (static) pods on the node, in base units.", "node", "resource");
+    public static readonly MetricFamily NodeInfo = new("karpetrack_node_info", MetricType.Gauge,
+        "Node facts: Spot server class, pool, capacity type, region, schedulable and ready; always 1.",
+        "node", "server_class", "pool", "capacity_type", "region", "schedulable", "ready");
+    public static readonly MetricFamily NodePods = new("karpetrack_node_pods", MetricType.Gauge,
+        "Pods counted on the node (bound, not terminal).", "node");
+
+    public static readonly MetricFamily ClusterAllocated = new("karpetrack_cluster_allocated", MetricType.Gauge,
+        "Sum of node allocated over all selected nodes (cordoned and NotReady included), in base units.", "resource");
+    public static readonly MetricFamily ClusterAllocatable = new("karpetrack_cluster_allocatable", MetricType.Gauge,
+        "Sum of node allocatable over all selected nodes, in base units.", "resource");
+    public static readonly MetricFamily ClusterUtilization = new("karpetrack_cluster_utilization_ratio", MetricType.Gauge,
+        "Cluster allocated over cluster allocatable.", "resource");
+    public static readonly MetricFamily ClusterDaemonSetOverhead = new("karpetrack_cluster_daemonset_overhead", MetricType.Gauge,
+        "Sum of DaemonSet and mirror pod requests over all selected nodes, in base units.", "resource");
+    public static readonly MetricFamily ClusterNodes = new("karpetrack_cluster_nodes", MetricType.Gauge,
+        "Selected nodes by state: ready, not_ready, cordoned (ready but unschedulable), deleting.", "state");
+
+    public static readonly MetricFamily GroupAllocated = new("karpetrack_group_allocated", MetricType.Gauge,
+        "Sum of node allocated over the nodes of a label group value, in base units.", "label_group", "label_group_value", "resource");
+    public static readonly MetricFamily GroupAllocatable = new("karpetrack_group_allocatable", MetricType.Gauge,
+        "Sum of node allocatable over the nodes of a label group value, in base units.", "label_group", "label_group_value", "resource");
+    public static readonly MetricFamily GroupUtilization = new("karpetrack_group_utilization_ratio", MetricType.Gauge,
+        "Group allocated over group allocatable (capacity-weighted).", "label_group", "label_group_value", "resource");
+    public static readonly MetricFamily GroupNodes = new("karpetrack_group_nodes", MetricType.Gauge,
+        "Nodes in a label group value.", "label_group", "label_group_value");
+
+    public static readonly MetricFamily PendingPods = new("karpetrack_pending_pods", MetricType.Gauge,
+        "Pods the scheduler could not place (PodScheduled=False, reason Unschedulable): demand, not allocation.");
+    public static readonly MetricFamily PendingRequests = new("karpetrack_pending_requests", MetricType.Gauge,
+        "Summed effective requests of the pending unschedulable pods, in base units.", "resource");
+
+    public static readonly MetricFamily CacheAge = new("karpetrack_cache_age_seconds", MetricType.Gauge,
+        "Seconds since the last list, watch event or bookmark actually received for the resource.", "resource");
+    public static readonly MetricFamily CacheSynced = new("karpetrack_cache_synced", MetricType.Gauge,
+        "1 once the resource's initial list has completed, else 0.", "resource");
+    public static readonly MetricFamily WatchRestarts = new("karpetrack_watch_restarts_total", MetricType.Counter,
+        "Watch restarts by reason: closed (normal end), expired (410, relist), throttled (429), http_error, network_error, decode_error.", "resource", "reason");
+    public static readonly MetricFamily DecodeErrors = new("karpetrack_decode_errors_total", MetricType.Counter,
+        "Malformed objects skipped while decoding lists and watch events.", "resource");
+    public static readonly MetricFamily BuildInfoFamily = new("karpetrack_build_info", MetricType.Gauge,
+        "Build facts; always 1.", "version");
+
+    public static readonly MetricFamily[] All =
+    [
+        NodeAllocated, NodeAllocatable, NodeUtilization, NodeDaemonSetOverhead, NodeInfo, NodePods,
+        ClusterAllocated, ClusterAllocatable, ClusterUtilization, ClusterDaemonSetOverhead, ClusterNodes,
+        GroupAllocated, GroupAllocatable, GroupUtilization, GroupNodes,
+        PendingPods, PendingRequests,
+        CacheAge, CacheSynced, WatchRestarts, DecodeErrors, BuildInfoFamily,
+    ];
+}
+
+/// <summary>
+/// Writes the Prometheus text exposition (0.0.4) into any byte buffer: HELP/TYPE headers, label
+/// escaping, and numbers formatted without float noise where the value is an exact integer or
+/// a millicore count.
+/// </summary>
+public readonly struct Exposition(IBufferWriter<byte> output)
+{
+    private readonly IBufferWriter<byte> output = output;
+
+    public void Header(MetricFamily f)
+    {
+        Raw("# HELP "u8); Ascii(f.Name); Raw(" "u8); HelpText(f.Help); Raw("\n# TYPE "u8);
+        Ascii(f.Name); Raw(" "u8); Ascii(f.TypeName); Raw("\n"u8);
+    }
+
+    public void Begin(MetricFamily f, string label0, string value0)
+    {
+        Ascii(f.Name); Raw("{"u8); Ascii(label0); Raw("=\""u8); LabelValue(value0); Raw("\""u8);
+    }
+
+    public void Label(string name, string value)
+    {
+        Raw(","u8); Ascii(name); Raw("=\""u8); LabelValue(value); Raw("\""u8);
+    }
+
+    public void EndLabels() => Raw("} "u8);
+
+    public void NameOnly(MetricFamily f) { Ascii(f.Name); Raw(" "u8); }
+
+    public void Integer(long v) { Span<byte> b = output.GetSpan(24); Utf8Formatter.TryFormat(v, b, out int n); output.Advance(n); Raw("\n"u8); }
+
+    /// <summary>A stored resource value in its base unit: millicores become exact decimal cores.</summary>
+    public void Stored(ResourceTable table, int resource, long v)
+    {
+        if (!table.IsMilli(resource)) { Integer(v); return; }
+        Milli(v);
+    }
+
+    public void Milli(long milli)
+    {
+        Span<byte> b = output.GetSpan(32);
+        int n = 0;
+        if (milli < 0) { b[n++] = (byte)'-'; milli = -milli; }
+        Utf8Formatter.TryFormat(milli / 1000, b[n..], out int w); n += w;
+        long frac = milli % 1000;
+        if (frac != 0)
+        {
+            b[n++] = (byte)'.';
+            int d0 = (int)(frac / 100), d1 = (int)(frac / 10 % 10), d2 = (int)(frac % 10);
+            b[n++] = (byte)('0' + d0);
+            if (d1 != 0 || d2 != 0) b[n++] = (byte)('0' + d1);
+            if (d2 != 0) b[n++] = (byte)('0' + d2);
+        }
+        b[n++] = (byte)'\n';
+        output.Advance(n);
+    }
+
+    public void Double(double v)
+    {
+        if (double.IsNaN(v)) Raw("NaN\n"u8);
+        else if (double.IsPositiveInfinity(v)) Raw("+Inf\n"u8);
+        else if (double.IsNegativeInfinity(v)) Raw("-Inf\n"u8);
+        else
+        {
+            Span<byte> b = output.GetSpan(40);
+            v.TryFormat(b, out int n, "R", CultureInfo.InvariantCulture);
+            b[n++] = (byte)'\n';
+            output.Advance(n);
+        }
+    }
+
+    public void Raw(ReadOnlySpan<byte> bytes) => output.Write(bytes);
+
+    private void Ascii(string s)
+    {
+        var b = output.GetSpan(s.Length);
+        for (int i = 0; i < s.Length; i++) b[i] = (byte)s[i];
+        output.Advance(s.Length);
+    }
+
+    private void LabelValue(string s)
+    {
+        int max = Encoding.UTF8.GetMaxByteCount(s.Length) * 2;
+        var b = output.GetSpan(max);
+        int n = 0;
+        foreach (var rune in s.EnumerateRunes())
+        {
+            switch (rune.Value)
+            {
+                case '\\': b[n++] = (byte)'\\'; b[n++] = (byte)'\\'; break;
+                case '"': b[n++] = (byte)'\\'; b[n++] = (byte)'"'; break;
+                case '\n': b[n++] = (byte)'\\'; b[n++] = (byte)'n'; break;
+                default: n += rune.EncodeToUtf8(b[n..]); break;
+            }
+        }
+        output.Advance(n);
+    }
+
+    private void HelpText(string s)
+    {
+        var b = output.GetSpan(Encoding.UTF8.GetMaxByteCount(s.Length) * 2);
+        int n = 0;
+        foreach (var rune in s.EnumerateRunes())
+        {
+            switch (rune.Value)
+            {
+                case '\\': b[n++] = (byte)'\\'; b[n++] = (byte)'\\'; break;
+                case '\n': b[n++] = (byte)'\\'; b[n++] = (byte)'n'; break;
+                default: n += rune.EncodeToUtf8(b[n..]); break;
+            }
+        }
+        output.Advance(n);
+    }
+}
+
+/// <summary>
+/// Renders /metrics from a cluster snapshot. Per-node lines are rendered once per node change and
+/// cached (the kube-state-metrics idea), so a scrape concatenates cached blocks and does O(nodes)
+/// arithmetic for the cluster and group sums; it never walks pods.
+/// </summary>
+public sealed class Collector
+{
+    private static readonly MetricFamily[] NodeFamilies =
+        [Families.NodeAllocated, Families.NodeAllocatable, Families.NodeUtilization, Families.NodeDaemonSetOverhead, Families.NodeInfo, Families.NodePods];
+
+    private readonly ClusterModel model;
+    private readonly IReadOnlyList<ReflectorStatus> reflectors;
+    private readonly IReadOnlyList<IReadOnlyList<string>> labelGroups;
+    private readonly TimeProvider clock;
+    private readonly object cacheGate = new();
+    private Dictionary<string, CachedNode> cache = new(StringComparer.Ordinal);
+    private long cachedVersion = -1;
+    private CachedNode[] cachedOrder = [];
+
+    public Collector(ClusterModel model, IReadOnlyList<ReflectorStatus> reflectors, IReadOnlyList<IReadOnlyList<string>> labelGroups, TimeProvider? clock = null)
+    {
+        this.model = model;
+        this.reflectors = reflectors;
+        this.labelGroups = labelGroups;
+        this.clock = clock ?? TimeProvider.System;
+    }
+
+    private sealed class CachedNode(NodeView view, byte[][] blocks)
+    {
+        public readonly NodeView View = view;
+        public readonly byte[][] Blocks = blocks;   // one per NodeFamilies entry
+    }
+
+    /// <summary>Renders the whole exposition into <paramref name="output"/>.</summary>
+    public void Render(IBufferWriter<byte> output)
+    {
+        var snap = model.Snapshot();
+        var nodes = Blocks(snap);
+        var w = new Exposition(output);
+        for (int f = 0; f < NodeFamilies.Length; f++)
+        {
+            w.Header(NodeFamilies[f]);
+            foreach (var n in nodes) output.Write(n.Blocks[f]);
+        }
+        RenderCluster(w, snap);
+        RenderGroups(w, snap);
+        RenderPending(w, snap);
+        RenderReflectors(w);
+        w.Header(Families.BuildInfoFamily);
+        w.Begin(Families.BuildInfoFamily, "version", BuildInfo.Version); w.EndLabels(); w.Integer(1);
+    }
+
+    public byte[] RenderToArray()
+    {
+        var buffer = new ArrayBufferWriter<byte>(64 * 1024);
+        Render(buffer);
+        return buffer.WrittenSpan.ToArray();
+    }
+
+    /// <summary>Writes the exposition to an HTTP body through a pipe, flushing in large chunks.</summary>
+    public async Task WriteAsync(Stream body, CancellationToken ct)
+    {
+        var buffer = new PooledBuffer();
+        try
+        {
+            Render(buffer);
+            foreach (var segment in buffer.Segments)
+                await body.WriteAsync(segment, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            buffer.Dispose();
+        }
+    }
+
+    private CachedNode[] Blocks(ClusterSnapshot snap)
+    {
+        lock (cacheGate)
+        {
+            if (cachedVersion == snap.Version) return cachedOrder;
+            var next = new Dictionary<string, CachedNode>(snap.Nodes.Length, StringComparer.Ordinal);
+            var order = new CachedNode[snap.Nodes.Length];
+            for (int i = 0; i < snap.Nodes.Length; i++)
+            {
+                var v = snap.Nodes[i];
+                if (!cache.TryGetValue(v.Name, out var c) || !ReferenceEquals(c.View, v)) c = RenderNode(snap.Resources, v);
+                next[v.Name] = c;
+                order[i] = c;
+            }
+            cache = next;
+            cachedOrder = order;
+            cachedVersion = snap.Version;
+            return order;
+        }
+    }
+
+    private static CachedNode RenderNode(ResourceTable table, NodeView n)
+    {
+        var blocks = new byte[NodeFamilies.Length][];
+        var buf = new ArrayBufferWriter<byte>(512);
+        var w = new Exposition(buf);
+
+        void PerResource(int f, Func<int, long> value)
+        {
+            buf.ResetWrittenCount();
+            foreach (var r in table.Exported)
+            {
+                w.Begin(NodeFamilies[f], "node", n.Name); w.Label("resource", table.Name(r)); w.EndLabels();
+                w.Stored(table, r, value(r));
+            }
+            blocks[f] = buf.WrittenSpan.ToArray();
+        }
+
+        PerResource(0, r => n.Allocated[r]);
+        PerResource(1, r => n.Allocatable[r]);
+        buf.ResetWrittenCount();
+        foreach (var r in table.Exported)
+        {
+            w.Begin(Families.NodeUtilization, "node", n.Name); w.Label("resource", table.Name(r)); w.EndLabels();
+            w.Double(n.Utilization(r));
+        }
+        blocks[2] = buf.WrittenSpan.ToArray();
+        PerResource(3, r => n.DaemonSetOverhead[r]);
+
+        buf.ResetWrittenCount();
+        w.Begin(Families.NodeInfo, "node", n.Name);
+        w.Label("server_class", n.ServerClass);
+        w.Label("pool", n.Pool);
+        w.Label("capacity_type", n.CapacityType);
+        w.Label("region", n.Region);
+        w.Label("schedulable", n.Schedulable ? "true" : "false");
+        w.Label("ready", n.Ready ? "true" : "false");
+        w.EndLabels(); w.Integer(1);
+        blocks[4] = buf.WrittenSpan.ToArray();
+
+        buf.ResetWrittenCount();
+        w.Begin(Families.NodePods, "node", n.Name); w.EndLabels(); w.Integer(n.Pods);
+        blocks[5] = buf.WrittenSpan.ToArray();
+        return new CachedNode(n, blocks);
+    }
+
+    private static void RenderCluster(Exposition w, ClusterSnapshot snap)
+    {
+        var t = snap.Resources;
+        var allocated = new long[t.Count];
+        var allocatable = new long[t.Count];
+        var overhead = new long[t.Count];
+        var states = new int[4];
+        foreach (var n in snap.Nodes)
+        {
+            for (int i = 0; i < t.Count; i++)
+            {
+                allocated[i] += n.Allocated[i];
+                allocatable[i] += n.Allocatable[i];
+                overhead[i] += n.DaemonSetOverhead[i];
+            }
+            states[(int)ClusterSnapshot.StateOf(n)]++;
+        }
+        PerResource(w, t, Families.ClusterAllocated, allocated);
+        PerResource(w, t, Families.ClusterAllocatable, allocatable);
+        w.Header(Families.ClusterUtilization);
+        foreach (var r in t.Exported)
+        {
+            w.Begin(Families.ClusterUtilization, "resource", t.Name(r)); w.EndLabels();
+            w.Double(allocatable[r] <= 0 ? 0 : (double)allocated[r] / allocatable[r]);
+        }
+        PerResource(w, t, Families.ClusterDaemonSetOverhead, overhead);
+        w.Header(Families.ClusterNodes);
+        string[] names = ["ready", "not_ready", "cordoned", "deleting"];
+        for (int s = 0; s < names.Length; s++)
+        {
+            w.Begin(Families.ClusterNodes, "state", names[s]); w.EndLabels(); w.Integer(states[s]);
+        }
+    }
+
+    private static void PerResource(Exposition w, ResourceTable t, MetricFamily f, long[] values)
+    {
+        w.Header(f);
+        foreach (var r in t.Exported)
+        {
+            w.Begin(f, "resource", t.Name(r)); w.EndLabels(); w.Stored(t, r, values[r]);
+        }
+    }
+
+    private sealed class GroupTally(int resources)
+    {
+        public readonly long[] Allocated = new long[resources];
+        public readonly long[] Allocatable = new long[resources];
+        public int Nodes;
+    }
+
+    private void RenderGroups(Exposition w, ClusterSnapshot snap)
+    {
+        var t = snap.Resources;
+        var groups = new List<(string Group, SortedDictionary<string, GroupTally> Values)>();
+        foreach (var keys in labelGroups)
+        {
+            var byValue = new SortedDictionary<string, GroupTally>(StringComparer.Ordinal);
+            var sb = new StringBuilder();
+            foreach (var n in snap.Nodes)
+            {
+                sb.Clear();
+                for (int k = 0; k < keys.Count; k++)
+                {
+                    if (k > 0) sb.Append(',');
+                    sb.Append(n.Labels.TryGetValue(keys[k], out var v) ? v : "<none>");
+                }
+                var key = sb.ToString();
+                if (!byValue.TryGetValue(key, out var tally)) byValue[key] = tally = new GroupTally(t.Count);
+                for (int i = 0; i < t.Count; i++)
+                {
+                    tally.Allocated[i] += n.Allocated[i];
+                    tally.Allocatable[i] += n.Allocatable[i];
+                }
+                tally.Nodes++;
+            }
+            groups.Add((string.Join(',', keys), byValue));
+        }
+
+        void Emit(MetricFamily f, Action<Exposition, GroupTally, int> value, bool perResource)
+        {
+            w.Header(f);
+            foreach (var (group, values) in groups)
+            {
+                foreach (var (val, tally) in values)
+                {
+                    if (!perResource)
+                    {
+                        w.Begin(f, "label_group", group); w.Label("label_group_value", val); w.EndLabels();
+                        value(w, tally, -1);
+                        continue;
+                    }
+                    foreach (var r in t.Exported)
+                    {
+                        w.Begin(f, "label_group", group); w.Label("label_group_value", val); w.Label("resource", t.Name(r)); w.EndLabels();
+                        value(w, tally, r);
+                    }
+                }
+            }
+        }
+
+        Emit(Families.GroupAllocated, (x, g, r) => x.Stored(t, r, g.Allocated[r]), true);
+        Emit(Families.GroupAllocatable, (x, g, r) => x.Stored(t, r, g.Allocatable[r]), true);
+        Emit(Families.GroupUtilization, (x, g, r) => x.Double(g.Allocatable[r] <= 0 ? 0 : (double)g.Allocated[r] / g.Allocatable[r]), true);
+        Emit(Families.GroupNodes, (x, g, _) => x.Integer(g.Nodes), false);
+    }
+
+    private static void RenderPending(Exposition w, ClusterSnapshot snap)
+    {
+        w.Header(Families.PendingPods);
+        w.NameOnly(Families.PendingPods); w.Integer(snap.PendingPods);
+        PerResource(w, snap.Resources, Families.PendingRequests, snap.PendingRequests);
+    }
+
+    private void RenderReflectors(Exposition w)
+    {
+        var now = clock.GetUtcNow();
+        w.Header(Families.CacheAge);
+        foreach (var r in reflectors)
+        {
+            if (r.LastEventAt is not { } at) continue;
+            w.Begin(Families.CacheAge, "resource", r.Resource); w.EndLabels();
+            w.Double(Math.Max(0, Math.Round((now - at).TotalSeconds, 3)));
+        }
+        w.Header(Families.CacheSynced);
+        foreach (var r in reflectors)
+        {
+            w.Begin(Families.CacheSynced, "resource", r.Resource); w.EndLabels(); w.Integer(r.Synced ? 1 : 0);
+        }
+        w.Header(Families.WatchRestarts);
+        foreach (var r in reflectors)
+        {
+            var counts = r.Restarts;
+            foreach (var reason in ReflectorStatus.RestartReasons)
+            {
+                w.Begin(Families.WatchRestarts, "resource", r.Resource); w.Label("reason", reason); w.EndLabels();
+                w.Integer(counts.GetValueOrDefault(reason));
+            }
+        }
+        w.Header(Families.DecodeErrors);
+        foreach (var r in reflectors)
+        {
+            w.Begin(Families.DecodeErrors, "resource", r.Resource); w.EndLabels(); w.Integer(r.DecodeErrors);
+        }
+    }
+}
+
+/// <summary>An IBufferWriter over pooled 256 KiB segments: a 5 MB exposition never lands on the large-object heap.</summary>
+internal sealed class PooledBuffer : IBufferWriter<byte>, IDisposable
+{
+    private const int SegmentSize = 256 * 1024;
+    private readonly List<(byte[] Array, int Length)> segments = [];
+    private byte[] current = ArrayPool<byte>.Shared.Rent(SegmentSize);
+    private int position;
+
+    public IEnumerable<ReadOnlyMemory<byte>> Segments
+    {
+        get
+        {
+            foreach (var (a, l) in segments) yield return a.AsMemory(0, l);
+            if (position > 0) yield return current.AsMemory(0, position);
+        }
+    }
+
+    public long Length => segments.Sum(s => (long)s.Length) + position;
+
+    public void Advance(int count) => position += count;
+
+    public Memory<byte> GetMemory(int sizeHint = 0) { Ensure(sizeHint); return current.AsMemory(position); }
+
+    public Span<byte> GetSpan(int sizeHint = 0) { Ensure(sizeHint); return current.AsSpan(position); }
+
+    private void Ensure(int sizeHint)
+    {
+        int need = Math.Max(sizeHint, 1);
+        if (current.Length - position >= need) return;
+        segments.Add((current, position));
+        current = ArrayPool<byte>.Shared.Rent(Math.Max(SegmentSize, need));
+        position = 0;
+    }
+
+    public void Dispose()
+    {
+        foreach (var (a, _) in segments) ArrayPool<byte>.Shared.Return(a);
+        segments.Clear();
+        ArrayPool<byte>.Shared.Return(current);
+        current = [];
+    }
+}

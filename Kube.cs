@@ -1,0 +1,624 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+
+namespace Karpetrack;
+
+/// <summary>An error answer from the Kubernetes API, with its Status when the body carried one.</summary>
+public sealed class KubeApiException(int statusCode, string? reason, string message, TimeSpan? retryAfter)
+    : Exception(message)
+{
+    public int StatusCode { get; } = statusCode;
+    public string? Reason { get; } = reason;
+    public TimeSpan? RetryAfter { get; } = retryAfter;
+
+    /// <summary>410: the resourceVersion or continue token is too old (reason Expired or Gone).</summary>
+    public bool IsExpired => StatusCode == 410 || Reason is "Expired" or "Gone";
+}
+
+/// <summary>A small REST client over the connection's handler: GETs that stream, errors as Status.</summary>
+public sealed class KubeClient : IDisposable
+{
+    private readonly HttpClient http;
+
+    public KubeClient(KubeConnection connection, TimeSpan? requestTimeout = null)
+    {
+        http = new HttpClient(connection.CreateHandler(), disposeHandler: true)
+        {
+            BaseAddress = connection.Server,
+            Timeout = Timeout.InfiniteTimeSpan,   // watches are long; callers bound each request themselves
+        };
+        http.DefaultRequestHeaders.UserAgent.Add(new ProductInfoHeaderValue("karpetrack", BuildInfo.Version));
+        RequestTimeout = requestTimeout ?? TimeSpan.FromSeconds(60);
+        Server = connection.Server;
+    }
+
+    public Uri Server { get; }
+
+    /// <summary>Bound on a LIST page or a single request (not on a watch).</summary>
+    public TimeSpan RequestTimeout { get; }
+
+    /// <summary>Sends a GET and returns the response once its headers are in; throws <see cref="KubeApiException"/> on errors.</summary>
+    public async Task<HttpResponseMessage> GetAsync(string pathAndQuery, CancellationToken ct)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, pathAndQuery);
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("application/json"));
+        var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false);
+        if (response.IsSuccessStatusCode) return response;
+        using (response) throw await ToException(response, ct).ConfigureAwait(false);
+    }
+
+    public static async Task<KubeApiException> ToException(HttpResponseMessage response, CancellationToken ct)
+    {
+        byte[] body;
+        try
+        {
+            // Error bodies are small Status objects; read at most 64 KiB of whatever came.
+            await using var s = await response.Content.ReadAsStreamAsync(ct).ConfigureAwait(false);
+            var buf = new byte[64 * 1024];
+            int n = 0, read;
+            while (n < buf.Length && (read = await s.ReadAsync(buf.AsMemory(n), ct).ConfigureAwait(false)) > 0) n += read;
+            body = buf[..n];
+        }
+        catch (Exception e) when (e is IOException or HttpRequestException)
+        {
+            body = [];
+        }
+        var status = KubeStatus.TryParse(body);
+        TimeSpan? retryAfter = null;
+        if (response.Headers.RetryAfter?.Delta is { } delta) retryAfter = delta;
+        else if (response.Headers.RetryAfter?.Date is { } date) retryAfter = date - DateTimeOffset.UtcNow;
+        else if (status?.RetryAfterSeconds is { } secs) retryAfter = TimeSpan.FromSeconds(secs);
+        int code = (int)response.StatusCode;
+        string message = status?.Message ?? (body.Length > 0 ? Encoding.UTF8.GetString(body.AsSpan(0, Math.Min(body.Length, 200))) : response.ReasonPhrase ?? "");
+        return new KubeApiException(code, status?.Reason, $"{response.RequestMessage?.Method} {response.RequestMessage?.RequestUri?.PathAndQuery}: {code} {status?.Reason} {message}".Trim(), retryAfter);
+    }
+
+    public void Dispose() => http.Dispose();
+}
+
+/// <summary>
+/// A growable byte window over a response stream, so a parser can see whole objects without the
+/// whole body ever being in memory. Buffers come from the shared pool.
+/// </summary>
+internal sealed class StreamWindow(Stream stream, int initialSize = 256 * 1024, int maxSize = 64 * 1024 * 1024) : IDisposable
+{
+    private byte[] buffer = ArrayPool<byte>.Shared.Rent(initialSize);
+    private int start, end;
+
+    public bool Eof { get; private set; }
+    public long TotalRead { get; private set; }
+
+    public ReadOnlySpan<byte> Data => buffer.AsSpan(start, end - start);
+
+    public void Consume(int n) => start += n;
+
+    /// <summary>Reads more bytes; grows the window when the unconsumed part fills it (one object larger than the buffer).</summary>
+    public async ValueTask<bool> FillAsync(CancellationToken ct)
+    {
+        if (Eof) return false;
+        if (start > 0)
+        {
+            Buffer.BlockCopy(buffer, start, buffer, 0, end - start);
+            end -= start;
+            start = 0;
+        }
+        if (end == buffer.Length)
+        {
+            if (buffer.Length >= maxSize) throw new InvalidDataException($"a single JSON object is larger than {maxSize} bytes");
+            var bigger = ArrayPool<byte>.Shared.Rent(Math.Min(maxSize, buffer.Length * 2));
+            Buffer.BlockCopy(buffer, 0, bigger, 0, end);
+            ArrayPool<byte>.Shared.Return(buffer);
+            buffer = bigger;
+        }
+        int n = await stream.ReadAsync(buffer.AsMemory(end), ct).ConfigureAwait(false);
+        if (n == 0) { Eof = true; return false; }
+        end += n;
+        TotalRead += n;
+        return true;
+    }
+
+    public void Dispose()
+    {
+        ArrayPool<byte>.Shared.Return(buffer);
+        buffer = [];
+    }
+}
+
+/// <summary>Metadata of one LIST page.</summary>
+public sealed record ListPage(string? ResourceVersion, string? Continue, int Items);
+
+/// <summary>
+/// Streams a LIST body (`{"metadata":{...},"items":[...]}`) item by item. Items are decoded in place
+/// from the window; an item cut by the window's end is retried after a refill.
+/// </summary>
+internal sealed class ListParser<T>(IObjectDecoder<T> decoder) where T : class
+{
+    private enum Phase { Start, Root, Items, Done }
+
+    private Phase phase;
+    private JsonReaderState state;
+    private string? resourceVersion, continueToken;
+    private int items;
+
+    public delegate void ItemHandler(T item, string? error);
+
+    public async Task<ListPage> ParseAsync(StreamWindow window, ItemHandler onItem, CancellationToken ct)
+    {
+        phase = Phase.Start; state = default; resourceVersion = null; continueToken = null; items = 0;
+        while (true)
+        {
+            int consumed = Step(window.Data, window.Eof, onItem);
+            window.Consume(consumed);
+            if (phase == Phase.Done) return new ListPage(resourceVersion, continueToken, items);
+            if (!await window.FillAsync(ct).ConfigureAwait(false))
+            {
+                window.Consume(Step(window.Data, true, onItem));
+                if (phase == Phase.Done) return new ListPage(resourceVersion, continueToken, items);
+                throw new InvalidDataException("the list response ended before its closing brace");
+            }
+        }
+    }
+
+    private int Step(ReadOnlySpan<byte> data, bool final, ItemHandler onItem)
+    {
+        var r = new Utf8JsonReader(data, final, state);
+        int safe = 0;                      // bytes consumed up to a token boundary we can resume from
+        var safeState = state;
+        while (true)
+        {
+            switch (phase)
+            {
+                case Phase.Start:
+                    if (!r.Read()) goto Suspend;
+                    if (r.TokenType != JsonTokenType.StartObject) throw new InvalidDataException($"a list must be a JSON object, got {r.TokenType}");
+                    phase = Phase.Root;
+                    break;
+
+                case Phase.Root:
+                    safe = (int)r.BytesConsumed; safeState = r.CurrentState;
+                    if (!r.Read()) goto Suspend;
+                    if (r.TokenType == JsonTokenType.EndObject) { phase = Phase.Done; state = r.CurrentState; return (int)r.BytesConsumed; }
+                    if (r.ValueTextEquals("items"u8))
+                    {
+                        if (!r.Read()) goto Restore;
+                        if (r.TokenType == JsonTokenType.Null) break;
+                        if (r.TokenType != JsonTokenType.StartArray) throw new InvalidDataException($"list items must be an array, got {r.TokenType}");
+                        phase = Phase.Items;
+                    }
+                    else if (r.ValueTextEquals("metadata"u8))
+                    {
+                        if (!r.Read()) goto Restore;
+                        if (!ListMetadata(ref r)) goto Restore;
+                    }
+                    else if (!r.TrySkip()) goto Restore;
+                    break;
+
+                case Phase.Items:
+                    safe = (int)r.BytesConsumed; safeState = r.CurrentState;
+                    if (!r.Read()) goto Suspend;
+                    if (r.TokenType == JsonTokenType.EndArray) { phase = Phase.Root; break; }
+                    string? error = null;
+                    if (decoder.TryDecode(ref r, out var item, ref error) == Decode.Incomplete) goto Restore;
+                    items++;
+                    onItem(item, error);
+                    break;
+            }
+        }
+
+    Suspend:
+        // Read() ran out of data between tokens: the reader's own state is resumable.
+        state = r.CurrentState;
+        return (int)r.BytesConsumed;
+
+    Restore:
+        // Ran out in the middle of a value: resume from the token boundary before it.
+        state = safeState;
+        return safe;
+    }
+
+    private bool ListMetadata(ref Utf8JsonReader r)
+    {
+        if (r.TokenType != JsonTokenType.StartObject) return r.TokenType == JsonTokenType.Null || r.TrySkip();
+        var copy = r;
+        if (!copy.TrySkip()) return false;   // decode only once the whole object is in the window
+        while (r.Read() && r.TokenType != JsonTokenType.EndObject)
+        {
+            if (r.ValueTextEquals("resourceVersion"u8)) { r.Read(); resourceVersion = r.TokenType == JsonTokenType.String ? r.GetString() : null; }
+            else if (r.ValueTextEquals("continue"u8)) { r.Read(); continueToken = r.TokenType == JsonTokenType.String ? r.GetString() : null; }
+            else r.TrySkip();
+        }
+        return true;
+    }
+}
+
+public enum WatchEventType { Added, Modified, Deleted, Bookmark, Error }
+
+/// <summary>Streams watch events (one JSON object per event, newline-delimited in practice).</summary>
+internal sealed class WatchParser<T>(IObjectDecoder<T> decoder) where T : class
+{
+    private JsonReaderState state = new(new JsonReaderOptions { AllowMultipleValues = true });
+
+    public delegate void EventHandler(WatchEventType type, T? item, KubeStatus? status, string? error);
+
+    /// <summary>Parses events until the stream ends cleanly.</summary>
+    public async Task ParseAsync(StreamWindow window, EventHandler onEvent, CancellationToken ct)
+    {
+        while (true)
+        {
+            int consumed = Step(window.Data, window.Eof, onEvent);
+            window.Consume(consumed);
+            if (!await window.FillAsync(ct).ConfigureAwait(false))
+            {
+                if (window.Data.Length > 0 && !IsWhitespace(window.Data))
+                {
+                    consumed = Step(window.Data, true, onEvent);
+                    window.Consume(consumed);
+                    if (window.Data.Length > 0 && !IsWhitespace(window.Data))
+                        throw new InvalidDataException("the watch stream ended in the middle of an event");
+                }
+                return;
+            }
+        }
+    }
+
+    private static bool IsWhitespace(ReadOnlySpan<byte> s) => s.Trim(" \t\r\n"u8).IsEmpty;
+
+    private int Step(ReadOnlySpan<byte> data, bool final, EventHandler onEvent)
+    {
+        var r = new Utf8JsonReader(data, final, state);
+        while (true)
+        {
+            int safe = (int)r.BytesConsumed;
+            var safeState = r.CurrentState;
+            if (!r.Read()) { state = r.CurrentState; return (int)r.BytesConsumed; }
+            if (r.TokenType != JsonTokenType.StartObject) throw new InvalidDataException($"a watch event must be a JSON object, got {r.TokenType}");
+            var result = Event(ref r, onEvent);
+            if (result == Decode.Incomplete) { state = safeState; return safe; }
+        }
+    }
+
+    private Decode Event(ref Utf8JsonReader r, EventHandler onEvent)
+    {
+        WatchEventType? type = null;
+        T? item = null;
+        KubeStatus? status = null;
+        string? error = null;
+        while (true)
+        {
+            if (!r.Read()) return Decode.Incomplete;
+            if (r.TokenType == JsonTokenType.EndObject) break;
+            if (r.ValueTextEquals("type"u8))
+            {
+                if (!r.Read()) return Decode.Incomplete;
+                type = r.TokenType != JsonTokenType.String ? null
+                    : r.ValueTextEquals("ADDED"u8) ? WatchEventType.Added
+                    : r.ValueTextEquals("MODIFIED"u8) ? WatchEventType.Modified
+                    : r.ValueTextEquals("DELETED"u8) ? WatchEventType.Deleted
+                    : r.ValueTextEquals("BOOKMARK"u8) ? WatchEventType.Bookmark
+                    : r.ValueTextEquals("ERROR"u8) ? WatchEventType.Error
+                    : null;
+                if (type is null) error ??= $"unknown watch event type {Describe(ref r)}";
+            }
+            else if (r.ValueTextEquals("object"u8))
+            {
+                if (!r.Read()) return Decode.Incomplete;
+                if (type == WatchEventType.Error)
+                {
+                    var copy = r;
+                    if (!copy.TrySkip()) return Decode.Incomplete;
+                    status = r.TokenType == JsonTokenType.StartObject ? KubeStatus.Decode(ref r) : null;
+                }
+                else if (decoder.TryDecode(ref r, out var decoded, ref error) == Decode.Incomplete) return Decode.Incomplete;
+                else item = decoded;
+            }
+            else if (!r.TrySkip()) return Decode.Incomplete;
+        }
+        if (type is null) onEvent(WatchEventType.Error, null, null, error ?? "watch event without a type");
+        else onEvent(type.Value, item, status, error);
+        return Decode.Ok;
+    }
+
+    private static string Describe(ref Utf8JsonReader r) => r.TokenType == JsonTokenType.String ? $"\"{r.GetString()}\"" : r.TokenType.ToString();
+}
+
+/// <summary>Where a reflector puts what it sees. Relists reconcile: objects not seen again are deleted.</summary>
+public interface IReflectorTarget<in T>
+{
+    void BeginRelist();
+    void Upsert(T item);
+    void Delete(T item);
+    int EndRelist();
+}
+
+/// <summary>Live facts about one reflector, for /readyz, /sync and the cache metrics.</summary>
+public sealed class ReflectorStatus(string resource)
+{
+    private readonly object gate = new();
+    private readonly Dictionary<string, long> restarts = new(StringComparer.Ordinal);
+    private long decodeErrors;
+
+    public string Resource { get; } = resource;
+    public bool Synced { get; private set; }
+    public DateTimeOffset? LastEventAt { get; private set; }
+    public string? ResourceVersion { get; private set; }
+    public long DecodeErrors => Interlocked.Read(ref decodeErrors);
+    public long Events { get; private set; }
+
+    public void MarkSynced(string? rv, DateTimeOffset now)
+    {
+        lock (gate) { Synced = true; ResourceVersion = rv; LastEventAt = now; }
+    }
+
+    public void Received(string? rv, DateTimeOffset now)
+    {
+        lock (gate)
+        {
+            if (rv is not null) ResourceVersion = rv;
+            LastEventAt = now;
+            Events++;
+        }
+    }
+
+    public void Restarted(string reason)
+    {
+        lock (gate) restarts[reason] = restarts.GetValueOrDefault(reason) + 1;
+    }
+
+    public void DecodeError() => Interlocked.Increment(ref decodeErrors);
+
+    public IReadOnlyDictionary<string, long> Restarts
+    {
+        get { lock (gate) return new Dictionary<string, long>(restarts); }
+    }
+
+    public long TotalRestarts
+    {
+        get { lock (gate) return restarts.Values.Sum(); }
+    }
+
+    /// <summary>The reasons a watch can restart; all are exported, zero included, so rate() works from the start.</summary>
+    public static readonly string[] RestartReasons = ["closed", "expired", "throttled", "http_error", "network_error", "decode_error"];
+}
+
+public sealed record ReflectorOptions
+{
+    public int PageSize { get; init; } = 500;
+    public TimeSpan MinWatchTimeout { get; init; } = TimeSpan.FromMinutes(5);
+    public TimeSpan MaxWatchTimeout { get; init; } = TimeSpan.FromMinutes(10);
+    public TimeSpan InitialBackoff { get; init; } = TimeSpan.FromMilliseconds(800);
+    public TimeSpan MaxBackoff { get; init; } = TimeSpan.FromSeconds(30);
+    public TimeSpan BackoffReset { get; init; } = TimeSpan.FromMinutes(2);
+    /// <summary>A watch that closes this fast without any event counts as a failure (client-go does the same).</summary>
+    public TimeSpan MinHealthyWatch { get; init; } = TimeSpan.FromSeconds(1);
+}
+
+/// <summary>
+/// List + watch for one resource, as client-go's reflector does it: a paged LIST, then a WATCH from
+/// the list's resourceVersion with bookmarks; a watch that ends cleanly resumes from the last
+/// resourceVersion seen; 410 relists and reconciles; 429 waits for Retry-After; other errors back
+/// off exponentially with jitter and relist.
+/// </summary>
+public sealed class Reflector<T> where T : class
+{
+    private readonly KubeClient client;
+    private readonly string path;
+    private readonly string? labelSelector, fieldSelector;
+    private readonly IObjectDecoder<T> decoder;
+    private readonly IReflectorTarget<T> target;
+    private readonly ReflectorOptions options;
+    private readonly ILogger log;
+    private readonly TimeProvider clock;
+    private readonly Random random;
+    private readonly HashSet<string> loggedBadObjects = new(StringComparer.Ordinal);
+
+    public Reflector(KubeClient client, string path, string? labelSelector, string? fieldSelector,
+        IObjectDecoder<T> decoder, IReflectorTarget<T> target, ReflectorStatus status,
+        ReflectorOptions options, ILogger log, TimeProvider? clock = null, int? seed = null)
+    {
+        this.client = client;
+        this.path = path;
+        this.labelSelector = string.IsNullOrWhiteSpace(labelSelector) ? null : labelSelector;
+        this.fieldSelector = string.IsNullOrWhiteSpace(fieldSelector) ? null : fieldSelector;
+        this.decoder = decoder;
+        this.target = target;
+        this.options = options;
+        this.log = log;
+        this.clock = clock ?? TimeProvider.System;
+        random = seed is { } s ? new Random(s) : Random.Shared;
+        Status = status;
+    }
+
+    public ReflectorStatus Status { get; }
+
+    public async Task RunAsync(CancellationToken ct)
+    {
+        string? lastRv = null;
+        bool needList = true;
+        var backoff = new Backoff(options, random, clock);
+        while (!ct.IsCancellationRequested)
+        {
+            try
+            {
+                if (needList)
+                {
+                    lastRv = await ListAsync(ct).ConfigureAwait(false);
+                    needList = false;
+                }
+                var started = clock.GetTimestamp();
+                var (rv, events) = await WatchAsync(lastRv!, rv => lastRv = rv, ct).ConfigureAwait(false);
+                lastRv = rv;
+                Status.Restarted("closed");
+                if (events == 0 && clock.GetElapsedTime(started) < options.MinHealthyWatch)
+                {
+                    // A watch that ends at once is a server problem, not a timeout: back off, then relist.
+                    needList = true;
+                    await backoff.WaitAsync(null, ct).ConfigureAwait(false);
+                }
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (KubeApiException e) when (e.IsExpired)
+            {
+                Status.Restarted("expired");
+                log.LogInformation("{Resource}: resourceVersion expired ({Message}); relisting", path, e.Message);
+                needList = true;
+            }
+            catch (KubeApiException e) when (e.StatusCode == 429)
+            {
+                Status.Restarted("throttled");
+                log.LogWarning("{Resource}: throttled by the API server; retrying after {Delay}", path, e.RetryAfter?.ToString() ?? "backoff");
+                await backoff.WaitAsync(e.RetryAfter, ct).ConfigureAwait(false);
+            }
+            catch (KubeApiException e)
+            {
+                Status.Restarted("http_error");
+                log.LogWarning("{Resource}: {Message}; relisting after backoff", path, e.Message);
+                needList = true;
+                await backoff.WaitAsync(null, ct).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is InvalidDataException or JsonException)
+            {
+                Status.Restarted("decode_error");
+                log.LogWarning("{Resource}: unreadable response: {Message}; relisting after backoff", path, e.Message);
+                needList = true;
+                await backoff.WaitAsync(null, ct).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is HttpRequestException or IOException or OperationCanceledException)
+            {
+                Status.Restarted("network_error");
+                log.LogWarning("{Resource}: {Error}; retrying after backoff", path, e.Message);
+                // A dropped connection mid-watch resumes the watch; a failed list lists again.
+                await backoff.WaitAsync(null, ct).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private string Query(params (string Key, string? Value)[] extra)
+    {
+        var sb = new StringBuilder(path);
+        char sep = '?';
+        void Add(string k, string? v)
+        {
+            if (v is null) return;
+            sb.Append(sep).Append(k).Append('=').Append(Uri.EscapeDataString(v));
+            sep = '&';
+        }
+        Add("labelSelector", labelSelector);
+        Add("fieldSelector", fieldSelector);
+        foreach (var (k, v) in extra) Add(k, v);
+        return sb.ToString();
+    }
+
+    private async Task<string> ListAsync(CancellationToken ct)
+    {
+        var parser = new ListParser<T>(decoder);
+        target.BeginRelist();
+        string? continueToken = null;
+        string? rv = null;
+        int total = 0;
+        do
+        {
+            using var pageCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            pageCts.CancelAfter(client.RequestTimeout);
+            var query = Query(("limit", options.PageSize.ToString(System.Globalization.CultureInfo.InvariantCulture)), ("continue", continueToken));
+            using var response = await client.GetAsync(query, pageCts.Token).ConfigureAwait(false);
+            await using var stream = await response.Content.ReadAsStreamAsync(pageCts.Token).ConfigureAwait(false);
+            using var window = new StreamWindow(stream);
+            var page = await parser.ParseAsync(window, (item, error) =>
+            {
+                if (error is not null) { BadObject(item, error); return; }
+                target.Upsert(item);
+            }, pageCts.Token).ConfigureAwait(false);
+            rv ??= page.ResourceVersion;
+            continueToken = string.IsNullOrEmpty(page.Continue) ? null : page.Continue;
+            total += page.Items;
+        } while (continueToken is not null);
+
+        int deleted = target.EndRelist();
+        if (rv is null) throw new InvalidDataException("the list response carried no metadata.resourceVersion");
+        Status.MarkSynced(rv, clock.GetUtcNow());
+        log.LogInformation("{Resource}: listed {Count} objects at resourceVersion {ResourceVersion} ({Deleted} gone since the last list)", path, total, rv, deleted);
+        return rv;
+    }
+
+    private async Task<(string Rv, long Events)> WatchAsync(string fromRv, Action<string> onRv, CancellationToken ct)
+    {
+        var timeout = options.MinWatchTimeout + TimeSpan.FromSeconds(random.NextDouble() * (options.MaxWatchTimeout - options.MinWatchTimeout).TotalSeconds);
+        int timeoutSeconds = Math.Max(1, (int)timeout.TotalSeconds);
+        using var watchCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        // The server closes the stream after timeoutSeconds; a silent, stuck connection is cut a bit later.
+        watchCts.CancelAfter(TimeSpan.FromSeconds(timeoutSeconds + 30));
+        var query = Query(("watch", "1"), ("resourceVersion", fromRv), ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", timeoutSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        using var response = await client.GetAsync(query, watchCts.Token).ConfigureAwait(false);
+        await using var stream = await response.Content.ReadAsStreamAsync(watchCts.Token).ConfigureAwait(false);
+        using var window = new StreamWindow(stream, initialSize: 64 * 1024);
+        var parser = new WatchParser<T>(decoder);
+        string rv = fromRv;
+        long events = 0;
+        KubeStatus? failure = null;
+        await parser.ParseAsync(window, (type, item, status, error) =>
+        {
+            if (failure is not null) return;
+            events++;
+            if (type == WatchEventType.Error)
+            {
+                failure = status ?? new KubeStatus(500, "InternalError", error ?? "watch ERROR event without a status", null);
+                return;
+            }
+            if (item is not null && decoder.ResourceVersionOf(item) is { Length: > 0 } itemRv)
+            {
+                rv = itemRv;
+                onRv(rv);
+            }
+            Status.Received(rv, clock.GetUtcNow());
+            if (type == WatchEventType.Bookmark || item is null) return;
+            if (error is not null && type != WatchEventType.Deleted) { BadObject(item, error); return; }
+            if (type == WatchEventType.Deleted) target.Delete(item);
+            else target.Upsert(item);
+        }, watchCts.Token).ConfigureAwait(false);
+        if (failure is not null)
+            throw new KubeApiException(failure.Code == 0 ? 500 : failure.Code, failure.Reason, $"watch {path}: {failure.Message}", null);
+        return (rv, events);
+    }
+
+    private void BadObject(T item, string error)
+    {
+        Status.DecodeError();
+        var name = decoder.Describe(item);
+        // Logged once per object (bounded), counted every time.
+        if (loggedBadObjects.Count < 10_000 && loggedBadObjects.Add(name))
+            log.LogWarning("{Resource}: skipping malformed object {Name}: {Error}", path, name, error);
+    }
+
+    /// <summary>Exponential backoff with full jitter in [d, 2d), reset after a quiet period (client-go's numbers).</summary>
+    private sealed class Backoff(ReflectorOptions options, Random random, TimeProvider clock)
+    {
+        private TimeSpan current = TimeSpan.Zero;
+        private long lastFailure;
+
+        public async Task WaitAsync(TimeSpan? retryAfter, CancellationToken ct)
+        {
+            long now = clock.GetTimestamp();
+            if (lastFailure != 0 && clock.GetElapsedTime(lastFailure, now) > options.BackoffReset) current = TimeSpan.Zero;
+            lastFailure = now;
+            current = current == TimeSpan.Zero ? options.InitialBackoff : TimeSpan.FromTicks(Math.Min(current.Ticks * 2, options.MaxBackoff.Ticks));
+            var delay = current + TimeSpan.FromTicks((long)(random.NextDouble() * current.Ticks));
+            if (retryAfter is { } ra && ra > delay) delay = ra;
+            await Task.Delay(delay, clock, ct).ConfigureAwait(false);
+        }
+    }
+}
+
+public static class BuildInfo
+{
+    public static string Version { get; } =
+        typeof(BuildInfo).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
+}

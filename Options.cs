@@ -1,0 +1,211 @@
+using System.Globalization;
+using System.Text;
+
+namespace Karpetrack;
+
+/// <summary>A bad flag, environment variable or value: printed as one line, exit code 2.</summary>
+public sealed class OptionsException(string message) : Exception(message);
+
+/// <summary>One command-line flag and its `KARPETRACK_*` environment twin.</summary>
+public sealed record Flag(string Name, string Default, string Help, bool IsSwitch = false, bool Repeatable = false)
+{
+    public string EnvVar => "KARPETRACK_" + Name.ToUpperInvariant().Replace('-', '_');
+}
+
+/// <summary>Everything the service is configured with; parsed once at start.</summary>
+public sealed record KarpetrackOptions
+{
+    public string? Kubeconfig { get; init; }
+    public string? Context { get; init; }
+    public bool Demo { get; init; }
+    public string MetricsAddr { get; init; } = ":9101";
+    public IReadOnlyList<string> Resources { get; init; } = ["cpu", "memory"];
+    public string? NodeSelector { get; init; }
+    public IReadOnlyList<IReadOnlyList<string>> LabelGroups { get; init; } = [];
+    public string LogLevel { get; init; } = "info";
+    public string LogFormat { get; init; } = "json";
+    public int ListPageSize { get; init; } = 500;
+    public int DemoSeed { get; init; } = 42;
+    public TimeSpan DemoChurnInterval { get; init; } = TimeSpan.FromSeconds(5);
+    public bool ShowHelp { get; init; }
+    public bool ShowVersion { get; init; }
+
+    /// <summary>The flag table: the single source for parsing, --help and the README's table.</summary>
+    public static readonly Flag[] Flags =
+    [
+        new("kubeconfig", "", "Path to a kubeconfig file (else $KUBECONFIG, ~/.kube/config, then in-cluster)."),
+        new("context", "", "Kubeconfig context to use instead of current-context."),
+        new("demo", "false", "Run against the embedded demo cluster (simulated Spot nodes and workload).", IsSwitch: true),
+        new("metrics-addr", ":9101", "host:port for /metrics and the other HTTP endpoints (HTTP/1.1)."),
+        new("resources", "cpu,memory", "Comma-separated resource names to export (e.g. cpu,memory,nvidia.com/gpu,ephemeral-storage,pods)."),
+        new("node-selector", "", "Label selector limiting the nodes watched, as kubectl -l takes it (e.g. servers.ngpc.rxt.io/type=spot)."),
+        new("label-group", "", "Comma-separated node label keys forming one group for the group_* metrics; repeatable.", Repeatable: true),
+        new("log-level", "info", "Minimum log level: trace, debug, info, warn, error."),
+        new("log-format", "json", "Log format: json or text."),
+        new("list-page-size", "500", "Objects per LIST page (limit/continue)."),
+        new("demo-seed", "42", "Seed of the demo cluster's workload (same seed, same changes)."),
+        new("demo-churn-interval", "5s", "How often the demo workload changes something."),
+        new("help", "false", "Print this help and exit.", IsSwitch: true),
+        new("version", "false", "Print the version and exit.", IsSwitch: true),
+    ];
+
+    public static KarpetrackOptions Parse(IReadOnlyList<string> args, Func<string, string?> getEnv)
+    {
+        var values = new Dictionary<string, List<string>>(StringComparer.Ordinal);
+        foreach (var flag in Flags)
+        {
+            var env = getEnv(flag.EnvVar);
+            if (string.IsNullOrEmpty(env)) continue;
+            values[flag.Name] = flag.Repeatable ? env.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList() : [env];
+        }
+        var fromArgs = new HashSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < args.Count; i++)
+        {
+            var arg = args[i];
+            if (!arg.StartsWith("--", StringComparison.Ordinal))
+                throw new OptionsException($"unexpected argument \"{arg}\" (flags start with --; see --help)");
+            var body = arg[2..];
+            string? inline = null;
+            int eq = body.IndexOf('=');
+            if (eq >= 0) { inline = body[(eq + 1)..]; body = body[..eq]; }
+            var flag = Flags.FirstOrDefault(f => f.Name == body)
+                ?? throw new OptionsException($"unknown flag --{body} (see --help)");
+            string value;
+            if (flag.IsSwitch) value = inline ?? "true";
+            else if (inline is not null) value = inline;
+            else if (i + 1 < args.Count) value = args[++i];
+            else throw new OptionsException($"flag --{flag.Name} needs a value");
+            // Flags override the environment; a repeatable flag given on the command line replaces the env list.
+            if (fromArgs.Add(flag.Name) || !flag.Repeatable) values[flag.Name] = [value];
+            else values[flag.Name].Add(value);
+        }
+
+        string? Get(string name) => values.TryGetValue(name, out var v) ? v[^1] : null;
+        string GetOr(string name) => Get(name) ?? Flags.First(f => f.Name == name).Default;
+
+        var resources = GetOr("resources").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (resources.Length == 0) throw new OptionsException("--resources: at least one resource name is needed");
+        foreach (var r in resources)
+            if (!IsResourceName(r)) throw new OptionsException($"--resources: \"{r}\" is not a valid resource name");
+
+        var groups = new List<IReadOnlyList<string>>();
+        var seenGroups = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var g in values.GetValueOrDefault("label-group") ?? [])
+        {
+            var keys = g.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (keys.Length == 0) throw new OptionsException($"--label-group: \"{g}\" names no label key");
+            // The same group twice would emit duplicate series and fail every scrape: keep one.
+            if (seenGroups.Add(string.Join(',', keys))) groups.Add(keys);
+        }
+
+        var nodeSelector = Get("node-selector");
+        if (!string.IsNullOrWhiteSpace(nodeSelector))
+        {
+            var error = LabelSelector.Validate(nodeSelector);
+            if (error is not null) throw new OptionsException($"--node-selector: {error}");
+        }
+
+        var level = GetOr("log-level").ToLowerInvariant();
+        if (level is not ("trace" or "debug" or "info" or "warn" or "warning" or "error"))
+            throw new OptionsException($"--log-level: \"{level}\" is not one of trace, debug, info, warn, error");
+        var format = GetOr("log-format").ToLowerInvariant();
+        if (format is not ("json" or "text")) throw new OptionsException($"--log-format: \"{format}\" is not json or text");
+
+        var addr = GetOr("metrics-addr");
+        ParseListenAddress(addr, "--metrics-addr");
+
+        return new KarpetrackOptions
+        {
+            Kubeconfig = NullIfEmpty(Get("kubeconfig")),
+            Context = NullIfEmpty(Get("context")),
+            Demo = ParseBool(GetOr("demo"), "--demo"),
+            MetricsAddr = addr,
+            Resources = resources,
+            NodeSelector = NullIfEmpty(nodeSelector),
+            LabelGroups = groups,
+            LogLevel = level,
+            LogFormat = format,
+            ListPageSize = ParseInt(GetOr("list-page-size"), "--list-page-size", 1, 100_000),
+            DemoSeed = ParseInt(GetOr("demo-seed"), "--demo-seed", int.MinValue, int.MaxValue),
+            DemoChurnInterval = ParseDuration(GetOr("demo-churn-interval"), "--demo-churn-interval"),
+            ShowHelp = ParseBool(GetOr("help"), "--help"),
+            ShowVersion = ParseBool(GetOr("version"), "--version"),
+        };
+    }
+
+    private static string? NullIfEmpty(string? s) => string.IsNullOrWhiteSpace(s) ? null : s;
+
+    private static bool IsResourceName(string s) =>
+        s.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '.' or '/' or '_');
+
+    public static bool ParseBool(string s, string flag) => s.ToLowerInvariant() switch
+    {
+        "true" or "1" or "yes" => true,
+        "false" or "0" or "no" or "" => false,
+        _ => throw new OptionsException($"{flag}: \"{s}\" is not true or false"),
+    };
+
+    public static int ParseInt(string s, string flag, int min, int max)
+    {
+        if (!int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) || v < min || v > max)
+            throw new OptionsException($"{flag}: \"{s}\" is not a whole number between {min} and {max}");
+        return v;
+    }
+
+    /// <summary>Go-style durations: `500ms`, `30s`, `5m`, `1h`, `1h30m`, `0`.</summary>
+    public static TimeSpan ParseDuration(string s, string flag)
+    {
+        var text = s.Trim();
+        if (text == "0") return TimeSpan.Zero;
+        if (text.Length == 0) throw new OptionsException($"{flag}: empty duration (write e.g. 30s, 5m, 1h)");
+        double totalMs = 0;
+        int i = 0;
+        while (i < text.Length)
+        {
+            int start = i;
+            while (i < text.Length && (char.IsAsciiDigit(text[i]) || text[i] == '.')) i++;
+            if (start == i) throw new OptionsException($"{flag}: \"{s}\" is not a duration (write e.g. 30s, 5m, 1h)");
+            if (!double.TryParse(text.AsSpan(start, i - start), NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var number))
+                throw new OptionsException($"{flag}: \"{s}\" is not a duration");
+            int unitStart = i;
+            while (i < text.Length && char.IsAsciiLetter(text[i])) i++;
+            double factor = text[unitStart..i] switch
+            {
+                "ms" => 1, "s" => 1000, "m" => 60_000, "h" => 3_600_000,
+                "" => throw new OptionsException($"{flag}: \"{s}\" needs a unit (ms, s, m, h)"),
+                var u => throw new OptionsException($"{flag}: unknown unit \"{u}\" in \"{s}\" (use ms, s, m, h)"),
+            };
+            totalMs += number * factor;
+        }
+        return TimeSpan.FromMilliseconds(totalMs);
+    }
+
+    /// <summary>`:9101`, `0.0.0.0:9101`, `127.0.0.1:0`, `[::1]:9101`, `localhost:9101`.</summary>
+    public static (string Host, int Port) ParseListenAddress(string addr, string flag)
+    {
+        int colon = addr.LastIndexOf(':');
+        if (colon < 0) throw new OptionsException($"{flag}: \"{addr}\" is not host:port (e.g. :9101)");
+        var host = addr[..colon].Trim('[', ']');
+        if (!int.TryParse(addr[(colon + 1)..], NumberStyles.None, CultureInfo.InvariantCulture, out var port) || port > 65535)
+            throw new OptionsException($"{flag}: \"{addr}\" has no valid port");
+        return (host, port);
+    }
+
+    public static string HelpText()
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine("karpetrack: binpacking and cost exporter for Kubernetes on Rackspace Spot.");
+        sb.AppendLine();
+        sb.AppendLine("Usage: karpetrack [flags]");
+        sb.AppendLine();
+        foreach (var f in Flags)
+        {
+            var name = f.IsSwitch ? $"--{f.Name}" : $"--{f.Name} VALUE";
+            sb.Append("  ").Append(name.PadRight(30)).Append(f.Help);
+            if (!f.IsSwitch && f.Default.Length > 0) sb.Append($" (default {f.Default})");
+            sb.Append($" [${f.EnvVar}]");
+            sb.AppendLine();
+        }
+        return sb.ToString();
+    }
+}

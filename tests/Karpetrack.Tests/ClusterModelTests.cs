@@ -1,0 +1,248 @@
+namespace Karpetrack.Tests;
+
+public class ClusterModelTests
+{
+    private static readonly ResourceTable Table = ResourceTable.Default;
+
+    internal static NodeRecord Node(string name, long cpuMilli = 4000, long mem = 8L << 30, bool ready = true, bool cordoned = false,
+        Dictionary<string, string>? labels = null) => new()
+    {
+        Name = name,
+        Allocatable = [cpuMilli, mem],
+        Capacity = [cpuMilli + 100, mem + (256L << 20)],
+        Ready = ready,
+        Unschedulable = cordoned,
+        Labels = labels ?? new Dictionary<string, string>(),
+    };
+
+    internal static PodRecord Pod(string name, string? node, long cpuMilli, long mem, PodPhase phase = PodPhase.Running,
+        OwnerKind owner = OwnerKind.ReplicaSet, bool unschedulable = false, bool terminating = false, Guid? uid = null) => new()
+    {
+        Uid = uid ?? Json.StableGuid(name),
+        Name = name,
+        Namespace = "default",
+        NodeName = node,
+        Phase = phase,
+        Owner = owner,
+        Unschedulable = unschedulable,
+        Terminating = terminating,
+        Requests = [cpuMilli, mem],
+    };
+
+    private static NodeView View(ClusterModel m, string name) => m.Snapshot().Nodes.Single(n => n.Name == name);
+
+    [Fact]
+    public void AddUpdateDeleteKeepTalliesExact()
+    {
+        var m = new ClusterModel(Table);
+        m.UpsertNode(Node("a"));
+        m.UpsertPod(Pod("p1", "a", 500, 1L << 30));
+        m.UpsertPod(Pod("p2", "a", 250, 1L << 29));
+        var a = View(m, "a");
+        Assert.Equal(750, a.Allocated[0]);
+        Assert.Equal((1L << 30) + (1L << 29), a.Allocated[1]);
+        Assert.Equal(2, a.Pods);
+
+        m.UpsertPod(Pod("p1", "a", 1000, 1L << 30));   // requests changed (a new pod revision)
+        Assert.Equal(1250, View(m, "a").Allocated[0]);
+
+        m.DeletePod(Json.StableGuid("p2"));
+        a = View(m, "a");
+        Assert.Equal(1000, a.Allocated[0]);
+        Assert.Equal(1, a.Pods);
+    }
+
+    [Fact]
+    public void RebindMovesTheReservation()
+    {
+        var m = new ClusterModel(Table);
+        m.UpsertNode(Node("a"));
+        m.UpsertNode(Node("b"));
+        m.UpsertPod(Pod("p", null, 500, 100, PodPhase.Pending, unschedulable: true));
+        var s = m.Snapshot();
+        Assert.Equal(1, s.PendingPods);
+        Assert.Equal(500, s.PendingRequests[0]);
+        Assert.All(s.Nodes, n => Assert.Equal(0, n.Allocated[0]));
+
+        m.UpsertPod(Pod("p", "a", 500, 100));
+        s = m.Snapshot();
+        Assert.Equal(0, s.PendingPods);
+        Assert.Equal(0, s.PendingRequests[0]);
+        Assert.Equal(500, View(m, "a").Allocated[0]);
+
+        m.UpsertPod(Pod("p", "b", 500, 100));
+        Assert.Equal(0, View(m, "a").Allocated[0]);
+        Assert.Equal(500, View(m, "b").Allocated[0]);
+    }
+
+    [Fact]
+    public void TerminalPodsReleaseTerminatingPodsHold()
+    {
+        var m = new ClusterModel(Table);
+        m.UpsertNode(Node("a"));
+        m.UpsertPod(Pod("job", "a", 300, 0));
+        m.UpsertPod(Pod("old", "a", 200, 0, terminating: true));
+        Assert.Equal(500, View(m, "a").Allocated[0]);
+        m.UpsertPod(Pod("job", "a", 300, 0, PodPhase.Succeeded));
+        Assert.Equal(200, View(m, "a").Allocated[0]);
+        Assert.Equal(1, View(m, "a").Pods);
+        m.UpsertPod(Pod("old", "a", 200, 0, PodPhase.Failed, terminating: true));
+        Assert.Equal(0, View(m, "a").Allocated[0]);
+    }
+
+    [Fact]
+    public void PendingButNotUnschedulableIsNotDemand()
+    {
+        var m = new ClusterModel(Table);
+        m.UpsertPod(Pod("fresh", null, 100, 0, PodPhase.Pending, unschedulable: false));
+        Assert.Equal(0, m.Snapshot().PendingPods);
+    }
+
+    [Fact]
+    public void DaemonSetAndMirrorPodsAreOverheadAndAllocated()
+    {
+        var m = new ClusterModel(Table);
+        m.UpsertNode(Node("a"));
+        m.UpsertPod(Pod("ds", "a", 100, 10, owner: OwnerKind.DaemonSet));
+        m.UpsertPod(Pod("static", "a", 50, 5, owner: OwnerKind.Mirror));
+        m.UpsertPod(Pod("app", "a", 400, 40));
+        var a = View(m, "a");
+        Assert.Equal(150, a.DaemonSetOverhead[0]);
+        Assert.Equal(550, a.Allocated[0]);
+    }
+
+    [Fact]
+    public void PodsArrivingBeforeTheirNodeAreCountedOnceItAppears()
+    {
+        var m = new ClusterModel(Table);
+        m.UpsertPod(Pod("early", "late-node", 700, 0));
+        Assert.Empty(m.Snapshot().Nodes);
+        m.UpsertNode(Node("late-node"));
+        Assert.Equal(700, View(m, "late-node").Allocated[0]);
+        m.DeleteNode("late-node");
+        Assert.Empty(m.Snapshot().Nodes);
+        m.UpsertNode(Node("late-node"));
+        Assert.Equal(700, View(m, "late-node").Allocated[0]);
+    }
+
+    [Fact]
+    public void RelistDeletesWhatWasNotSeenAgain()
+    {
+        var m = new ClusterModel(Table);
+        m.UpsertNode(Node("a"));
+        m.UpsertNode(Node("gone"));
+        m.UpsertPod(Pod("stay", "a", 100, 0));
+        m.UpsertPod(Pod("vanished", "a", 200, 0));
+
+        m.BeginPodRelist();
+        m.UpsertPod(Pod("stay", "a", 100, 0));
+        Assert.Equal(1, m.EndPodRelist());
+        m.BeginNodeRelist();
+        m.UpsertNode(Node("a"));
+        Assert.Equal(1, m.EndNodeRelist());
+
+        var s = m.Snapshot();
+        Assert.Equal(["a"], s.Nodes.Select(n => n.Name));
+        Assert.Equal(100, s.Nodes[0].Allocated[0]);
+        Assert.Equal(1, m.PodCount);
+    }
+
+    [Fact]
+    public void SnapshotsAreImmutableAndSharedWhenNothingChanged()
+    {
+        var m = new ClusterModel(Table);
+        m.UpsertNode(Node("a"));
+        m.UpsertNode(Node("b"));
+        var s1 = m.Snapshot();
+        Assert.Same(s1, m.Snapshot());
+        m.UpsertPod(Pod("p", "b", 100, 0));
+        var s2 = m.Snapshot();
+        Assert.NotSame(s1, s2);
+        Assert.Same(s1.Nodes[0], s2.Nodes[0]);          // untouched node keeps its view
+        Assert.Equal(0, s1.Nodes[1].Allocated[0]);      // the old snapshot did not change
+        Assert.Equal(100, s2.Nodes[1].Allocated[0]);
+    }
+
+    [Fact]
+    public void NodeStatesAreReported()
+    {
+        var m = new ClusterModel(Table);
+        m.UpsertNode(Node("ready"));
+        m.UpsertNode(Node("cordoned", cordoned: true));
+        m.UpsertNode(Node("notready", ready: false));
+        var deleting = Node("deleting");
+        deleting.Deleting = true;
+        m.UpsertNode(deleting);
+        var states = m.Snapshot().Nodes.ToDictionary(n => n.Name, ClusterSnapshot.StateOf);
+        Assert.Equal(NodeState.Ready, states["ready"]);
+        Assert.Equal(NodeState.Cordoned, states["cordoned"]);
+        Assert.Equal(NodeState.NotReady, states["notready"]);
+        Assert.Equal(NodeState.Deleting, states["deleting"]);
+    }
+
+    [Fact]
+    public void PodsResourceCountsOnePerPod()
+    {
+        var table = new ResourceTable(["cpu", "memory", "pods"]);
+        var m = new ClusterModel(table);
+        var n = Node("a");
+        n.Allocatable = [4000, 1 << 30, 110];
+        m.UpsertNode(n);
+        m.UpsertPod(Pod("p1", "a", 1, 1));
+        m.UpsertPod(Pod("p2", "a", 1, 1));
+        Assert.Equal(2, m.Snapshot().Nodes[0].Allocated[table.PodsIndex]);
+    }
+
+    [Fact]
+    public void SpotLabelsGiveClassPoolTypeAndRegion()
+    {
+        var m = new ClusterModel(Table);
+        m.UpsertNode(Node("n", labels: new()
+        {
+            [SpotLabels.ServerClass] = "gp.vs1.large-iad",
+            [SpotLabels.Pool] = "3f2b6c1e-8d7a-4e1b-9c55-2b1f0a9e7d41",
+            [SpotLabels.CapacityType] = "spot",
+            [SpotLabels.TopologyRegion] = "IAD",
+        }));
+        var v = m.Snapshot().Nodes[0];
+        Assert.Equal("gp.vs1.large-iad", v.ServerClass);
+        Assert.Equal("us-east-iad-1", v.Region);
+        Assert.Equal("spot", v.CapacityType);
+        Assert.Equal("3f2b6c1e-8d7a-4e1b-9c55-2b1f0a9e7d41", v.Pool);
+    }
+
+    [Fact]
+    public void RandomEventSequencesMatchARecount()
+    {
+        // Property: after any sequence of upserts, rebinds, phase changes and deletes, the incremental
+        // tallies equal a recount from the final pod set.
+        var rng = new Random(7);
+        var m = new ClusterModel(Table);
+        string[] nodes = ["n0", "n1", "n2", "n3"];
+        foreach (var n in nodes) m.UpsertNode(Node(n));
+        var live = new Dictionary<string, PodRecord>();
+        for (int step = 0; step < 5000; step++)
+        {
+            var name = "p" + rng.Next(200);
+            if (rng.Next(10) == 0) { m.DeletePod(Json.StableGuid(name)); live.Remove(name); continue; }
+            var node = rng.Next(5) == 0 ? null : nodes[rng.Next(nodes.Length)];
+            var phase = (PodPhase)rng.Next(1, 5);
+            var pod = Pod(name, node, rng.Next(1, 2000), rng.Next(1, 1 << 20), phase,
+                owner: rng.Next(4) == 0 ? OwnerKind.DaemonSet : OwnerKind.ReplicaSet, unschedulable: rng.Next(2) == 0);
+            m.UpsertPod(pod);
+            live[name] = pod;
+        }
+        var snap = m.Snapshot();
+        foreach (var v in snap.Nodes)
+        {
+            var counted = live.Values.Where(p => p.NodeName == v.Name && p.Phase is not (PodPhase.Succeeded or PodPhase.Failed)).ToList();
+            Assert.Equal(counted.Sum(p => p.Requests[0]), v.Allocated[0]);
+            Assert.Equal(counted.Sum(p => p.Requests[1]), v.Allocated[1]);
+            Assert.Equal(counted.Where(p => p.Owner == OwnerKind.DaemonSet).Sum(p => p.Requests[0]), v.DaemonSetOverhead[0]);
+            Assert.Equal(counted.Count, v.Pods);
+        }
+        var pending = live.Values.Where(p => p.NodeName is null && p.Phase == PodPhase.Pending && p.Unschedulable).ToList();
+        Assert.Equal(pending.Count, snap.PendingPods);
+        Assert.Equal(pending.Sum(p => p.Requests[0]), snap.PendingRequests[0]);
+    }
+}

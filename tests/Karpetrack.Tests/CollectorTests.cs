@@ -1,0 +1,139 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace Karpetrack.Tests;
+
+public class CollectorTests
+{
+    internal static (int ExitCode, string Output) Promtool(byte[] exposition)
+    {
+        var psi = new ProcessStartInfo("promtool", "check metrics")
+        {
+            RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true,
+        };
+        using var p = Process.Start(psi)!;
+        p.StandardInput.BaseStream.Write(exposition);
+        p.StandardInput.Close();
+        var output = p.StandardOutput.ReadToEnd() + p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, output);
+    }
+
+    private static ClusterModel SampleModel(ResourceTable? table = null)
+    {
+        var m = new ClusterModel(table ?? ResourceTable.Default);
+        m.UpsertNode(ClusterModelTests.Node("node-a", labels: new() { ["pool"] = "p1", ["zone"] = "z1", [SpotLabels.ServerClass] = "gp.vs1.large-iad", [SpotLabels.CapacityType] = "spot" }));
+        m.UpsertNode(ClusterModelTests.Node("node-b", 2000, 4L << 30, cordoned: true, labels: new() { ["pool"] = "p1", ["weird"] = "a\"b\\c" }));
+        m.UpsertNode(ClusterModelTests.Node("node-c", ready: false, labels: new() { ["pool"] = "p2" }));
+        m.UpsertPod(ClusterModelTests.Pod("web-1", "node-a", 1250, 1L << 30));
+        m.UpsertPod(ClusterModelTests.Pod("ds-a", "node-a", 100, 64L << 20, owner: OwnerKind.DaemonSet));
+        m.UpsertPod(ClusterModelTests.Pod("web-2", "node-b", 500, 512L << 20));
+        m.UpsertPod(ClusterModelTests.Pod("pending", null, 3000, 2L << 30, PodPhase.Pending, unschedulable: true));
+        return m;
+    }
+
+    private static string Render(ClusterModel m, IReadOnlyList<IReadOnlyList<string>>? groups = null, ReflectorStatus[]? reflectors = null) =>
+        Encoding.UTF8.GetString(new Collector(m, reflectors ?? [], groups ?? []).RenderToArray());
+
+    [Fact]
+    public void ExpositionPassesPromtool()
+    {
+        var status = new ReflectorStatus("pods");
+        status.MarkSynced("5", DateTimeOffset.UtcNow);
+        status.Restarted("expired");
+        var bytes = new Collector(SampleModel(), [status, new ReflectorStatus("nodes")], [["pool"], ["pool", "zone"], ["weird"]]).RenderToArray();
+        var (code, output) = Promtool(bytes);
+        Assert.True(code == 0, output + "\n" + Encoding.UTF8.GetString(bytes));
+    }
+
+    [Fact]
+    public void NodeClusterAndGroupValuesAreExact()
+    {
+        var text = Render(SampleModel(), [["pool"]]);
+        Assert.Contains("karpetrack_node_allocated{node=\"node-a\",resource=\"cpu\"} 1.35\n", text);
+        Assert.Contains("karpetrack_node_allocated{node=\"node-a\",resource=\"memory\"} 1140850688\n", text);
+        Assert.Contains("karpetrack_node_daemonset_overhead{node=\"node-a\",resource=\"cpu\"} 0.1\n", text);
+        Assert.Contains("karpetrack_node_allocatable{node=\"node-b\",resource=\"cpu\"} 2\n", text);
+        Assert.Contains("karpetrack_node_utilization_ratio{node=\"node-b\",resource=\"cpu\"} 0.25\n", text);
+        Assert.Contains("karpetrack_node_pods{node=\"node-a\"} 2\n", text);
+        Assert.Contains("karpetrack_node_info{node=\"node-a\",server_class=\"gp.vs1.large-iad\",pool=\"\",capacity_type=\"spot\",region=\"us-east-iad-1\",schedulable=\"true\",ready=\"true\"} 1\n", text);
+        Assert.Contains("karpetrack_node_info{node=\"node-b\",server_class=\"\",pool=\"\",capacity_type=\"\",region=\"\",schedulable=\"false\",ready=\"true\"} 1\n", text);
+        Assert.Contains("karpetrack_cluster_allocated{resource=\"cpu\"} 1.85\n", text);
+        Assert.Contains("karpetrack_cluster_allocatable{resource=\"cpu\"} 10\n", text);
+        Assert.Contains("karpetrack_cluster_utilization_ratio{resource=\"cpu\"} 0.185\n", text);
+        Assert.Contains("karpetrack_cluster_nodes{state=\"ready\"} 1\n", text);
+        Assert.Contains("karpetrack_cluster_nodes{state=\"cordoned\"} 1\n", text);
+        Assert.Contains("karpetrack_cluster_nodes{state=\"not_ready\"} 1\n", text);
+        Assert.Contains("karpetrack_group_allocated{label_group=\"pool\",label_group_value=\"p1\",resource=\"cpu\"} 1.85\n", text);
+        Assert.Contains("karpetrack_group_allocatable{label_group=\"pool\",label_group_value=\"p1\",resource=\"cpu\"} 6\n", text);
+        Assert.Contains("karpetrack_group_nodes{label_group=\"pool\",label_group_value=\"p2\"} 1\n", text);
+        Assert.Contains("karpetrack_pending_pods 1\n", text);
+        Assert.Contains("karpetrack_pending_requests{resource=\"cpu\"} 3\n", text);
+    }
+
+    [Fact]
+    public void EveryNodeHasExactlyOneSeriesPerResource()
+    {
+        var text = Render(SampleModel(new ResourceTable(["cpu", "memory", "nvidia.com/gpu"])));
+        foreach (var node in new[] { "node-a", "node-b", "node-c" })
+            foreach (var r in new[] { "cpu", "memory", "nvidia.com/gpu" })
+                Assert.Single(text.Split('\n'), l => l.StartsWith($"karpetrack_node_allocated{{node=\"{node}\",resource=\"{r}\"}}"));
+    }
+
+    [Fact]
+    public void MissingGroupLabelsAndEscapesAreRendered()
+    {
+        var text = Render(SampleModel(), [["pool", "zone"], ["weird"]]);
+        Assert.Contains("label_group=\"pool,zone\",label_group_value=\"p1,<none>\"", text);
+        Assert.Contains("label_group_value=\"a\\\"b\\\\c\"", text);
+    }
+
+    [Fact]
+    public void CacheAgeCountsFromTheLastEventNotFromStart()
+    {
+        var clock = new ManualClock(DateTimeOffset.Parse("2026-11-21T10:00:00Z"));
+        var status = new ReflectorStatus("pods");
+        var collector = new Collector(SampleModel(), [status], [], clock);
+        var text = Encoding.UTF8.GetString(collector.RenderToArray());
+        Assert.DoesNotContain("karpetrack_cache_age_seconds{", text);    // nothing received yet
+        Assert.Contains("karpetrack_cache_synced{resource=\"pods\"} 0", text);
+        status.MarkSynced("1", clock.GetUtcNow());
+        clock.Advance(TimeSpan.FromSeconds(42));
+        status.Received("2", clock.GetUtcNow());
+        clock.Advance(TimeSpan.FromSeconds(3));
+        text = Encoding.UTF8.GetString(collector.RenderToArray());
+        Assert.Contains("karpetrack_cache_age_seconds{resource=\"pods\"} 3\n", text);
+    }
+
+    [Fact]
+    public void CachedNodeBlocksFollowChanges()
+    {
+        var m = SampleModel();
+        var collector = new Collector(m, [], []);
+        var first = Encoding.UTF8.GetString(collector.RenderToArray());
+        Assert.Contains("karpetrack_node_pods{node=\"node-b\"} 1\n", first);
+        m.UpsertPod(ClusterModelTests.Pod("web-3", "node-b", 100, 0));
+        var second = Encoding.UTF8.GetString(collector.RenderToArray());
+        Assert.Contains("karpetrack_node_pods{node=\"node-b\"} 2\n", second);
+        Assert.Contains("karpetrack_node_pods{node=\"node-a\"} 2\n", second);
+        m.DeleteNode("node-c");
+        var third = Encoding.UTF8.GetString(collector.RenderToArray());
+        Assert.DoesNotContain("node-c", third);
+    }
+
+    [Fact]
+    public void EveryDeclaredFamilyIsRendered()
+    {
+        var status = new ReflectorStatus("pods");
+        status.MarkSynced("1", DateTimeOffset.UtcNow);
+        var text = Render(SampleModel(), [["pool"]], [status]);
+        foreach (var f in Families.All) Assert.Contains($"# TYPE {f.Name} {f.TypeName}\n", text);
+    }
+}
+
+internal sealed class ManualClock(DateTimeOffset start) : TimeProvider
+{
+    private DateTimeOffset now = start;
+    public override DateTimeOffset GetUtcNow() => now;
+    public void Advance(TimeSpan by) => now += by;
+}

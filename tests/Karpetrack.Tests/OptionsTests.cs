@@ -1,0 +1,85 @@
+namespace Karpetrack.Tests;
+
+public class OptionsTests
+{
+    private static KarpetrackOptions Parse(string[] args, Dictionary<string, string>? env = null) =>
+        KarpetrackOptions.Parse(args, k => env is not null && env.TryGetValue(k, out var v) ? v : null);
+
+    [Fact]
+    public void DefaultsMatchTheIssue()
+    {
+        var o = Parse([]);
+        Assert.Equal(":9101", o.MetricsAddr);
+        Assert.Equal(["cpu", "memory"], o.Resources);
+        Assert.False(o.Demo);
+        Assert.Equal("json", o.LogFormat);
+        Assert.Empty(o.LabelGroups);
+    }
+
+    [Fact]
+    public void FlagsOverrideEnvironment()
+    {
+        var env = new Dictionary<string, string> { ["KARPETRACK_METRICS_ADDR"] = ":9200", ["KARPETRACK_LABEL_GROUP"] = "a,b;c", ["KARPETRACK_DEMO"] = "true" };
+        var o = Parse([], env);
+        Assert.Equal(":9200", o.MetricsAddr);
+        Assert.True(o.Demo);
+        Assert.Equal(2, o.LabelGroups.Count);
+        o = Parse(["--metrics-addr", "127.0.0.1:0", "--label-group=x", "--label-group", "y,z"], env);
+        Assert.Equal("127.0.0.1:0", o.MetricsAddr);
+        Assert.Equal([["x"], ["y", "z"]], o.LabelGroups.Select(g => g.ToArray()));
+    }
+
+    [Fact]
+    public void DuplicateLabelGroupsAreKeptOnce() =>
+        Assert.Single(Parse(["--label-group", "a,b", "--label-group", "a, b"]).LabelGroups);
+
+    [Theory]
+    [InlineData("30s", 30_000)]
+    [InlineData("5m", 300_000)]
+    [InlineData("1h", 3_600_000)]
+    [InlineData("1h30m", 5_400_000)]
+    [InlineData("500ms", 500)]
+    [InlineData("0", 0)]
+    public void DurationsAreWrittenLikeGo(string text, double ms) =>
+        Assert.Equal(ms, KarpetrackOptions.ParseDuration(text, "--x").TotalMilliseconds);
+
+    [Theory]
+    [InlineData(new[] { "--nope" }, "unknown flag --nope")]
+    [InlineData(new[] { "--metrics-addr" }, "needs a value")]
+    [InlineData(new[] { "--metrics-addr", "9101" }, "not host:port")]
+    [InlineData(new[] { "--log-format", "xml" }, "not json or text")]
+    [InlineData(new[] { "--node-selector", "a in (b" }, "--node-selector")]
+    [InlineData(new[] { "--demo-churn-interval", "5" }, "needs a unit")]
+    [InlineData(new[] { "--resources", "cpu,mem ory" }, "not a valid resource name")]
+    [InlineData(new[] { "stray" }, "unexpected argument")]
+    public void BadInputIsOneClearError(string[] args, string expected) =>
+        Assert.Contains(expected, Assert.Throws<OptionsException>(() => Parse(args)).Message);
+}
+
+public class LabelSelectorTests
+{
+    private static readonly Dictionary<string, string> Labels = new() { ["app"] = "web", ["tier"] = "a", ["servers.ngpc.rxt.io/type"] = "spot" };
+
+    [Theory]
+    [InlineData("", true)]
+    [InlineData("app=web", true)]
+    [InlineData("app==web", true)]
+    [InlineData("app!=web", false)]
+    [InlineData("app=web,tier in (a,b)", true)]
+    [InlineData("tier notin (a)", false)]
+    [InlineData("missing notin (a)", true)]
+    [InlineData("app", true)]
+    [InlineData("!app", false)]
+    [InlineData("!canary", true)]
+    [InlineData("servers.ngpc.rxt.io/type=spot", true)]
+    [InlineData("servers.ngpc.rxt.io/type = ondemand", false)]
+    public void Matches(string selector, bool expected) => Assert.Equal(expected, LabelSelector.Parse(selector).Matches(Labels));
+
+    [Theory]
+    [InlineData("a in (b")]
+    [InlineData("=b")]
+    [InlineData("a=b c")]
+    [InlineData("a in b")]
+    [InlineData("a=-bad-")]
+    public void RejectsMalformed(string selector) => Assert.NotNull(LabelSelector.Validate(selector));
+}

@@ -559,22 +559,6 @@ internal sealed class ExecPlugin : BearerSource
         if (apiVersion is not (V1 or V1Beta1))
             throw new KubeConfigException(file, f + ".apiVersion", $"\"{apiVersion}\" is not supported; use {V1} or {V1Beta1}");
 
-        var installHint = Yaml.String(node, "installHint");
-        var hint = installHint is null ? "" : $"; install hint: {installHint}";
-        var commandText = Yaml.String(node, "command") ?? throw new KubeConfigException(file, f + ".command", "missing");
-        string command;
-        if (commandText.Contains('/', StringComparison.Ordinal))
-        {
-            command = Path.GetFullPath(Path.Combine(dir, commandText));
-            if (!File.Exists(command))
-                throw new KubeConfigException(file, f + ".command", $"{command} does not exist{hint}");
-        }
-        else
-        {
-            command = FindOnPath(commandText, env.GetVariable("PATH"))
-                ?? throw new KubeConfigException(file, f + ".command", $"\"{commandText}\" not found in PATH{hint}");
-        }
-
         var args = new List<string>();
         if (Yaml.Sequence(node, "args") is { } argNodes)
         {
@@ -609,6 +593,22 @@ internal sealed class ExecPlugin : BearerSource
                     "Always needs a terminal, and karpetrack never has one; use Never or IfAvailable");
             default:
                 throw new KubeConfigException(file, f + ".interactiveMode", $"\"{mode}\" is not Never, IfAvailable or Always");
+        }
+
+        var installHint = Yaml.String(node, "installHint");
+        var hint = installHint is null ? "" : $"; install hint: {installHint}";
+        var commandText = Yaml.String(node, "command") ?? throw new KubeConfigException(file, f + ".command", "missing");
+        string command;
+        if (commandText.Contains('/', StringComparison.Ordinal))
+        {
+            command = Path.GetFullPath(Path.Combine(dir, commandText));
+            if (!File.Exists(command))
+                throw new KubeConfigException(file, f + ".command", $"{command} does not exist{hint}");
+        }
+        else
+        {
+            command = FindOnPath(commandText, env.GetVariable("PATH"))
+                ?? throw new KubeConfigException(file, f + ".command", $"\"{commandText}\" not found in PATH{hint}");
         }
 
         var execInfo = ExecInfo(apiVersion, Yaml.Bool(node, "provideClusterInfo") ? cluster : null);

@@ -104,7 +104,7 @@ public sealed class KubeConnection : IDisposable
         TimeProvider clock, TimeSpan execTimeout)
     {
         ArgumentNullException.ThrowIfNull(env);
-        var tried = new List<string>();
+        var tried = new List<string> { "--kubeconfig (not given)" };
         if (!string.IsNullOrEmpty(kubeconfigPath))
         {
             var full = Path.GetFullPath(kubeconfigPath);
@@ -129,7 +129,6 @@ public sealed class KubeConnection : IDisposable
             var home = Path.Combine(env.HomeDirectory, ".kube", "config");
             if (File.Exists(home))
                 return FromKubeconfig([home], context, env, clock, execTimeout);
-            tried.Add("--kubeconfig (not given)");
             tried.Add("KUBECONFIG (not set)");
             tried.Add($"{home} (does not exist)");
         }
@@ -712,7 +711,7 @@ internal sealed class ExecPlugin : BearerSource
         }
         catch (Exception e) when (e is Win32Exception or InvalidOperationException)
         {
-            throw Failure($"exec plugin {_command} could not be started: {e.Message}", stderr: "");
+            throw Failure($"exec plugin {_command} could not be started: {e.Message}", stderr: "", hint: true);
         }
 
         using (process)
@@ -737,12 +736,12 @@ internal sealed class ExecPlugin : BearerSource
                     // It exited on its own in the meantime.
                 }
                 cancellationToken.ThrowIfCancellationRequested();
-                throw Failure($"exec plugin {_command} timed out after {_timeout.TotalSeconds:0.#} s", await Drain(stderrTask).ConfigureAwait(false));
+                throw Failure($"exec plugin {_command} timed out after {_timeout.TotalSeconds:0.#} s", await Drain(stderrTask).ConfigureAwait(false), hint: true);
             }
             var stdout = await stdoutTask.ConfigureAwait(false);
             var stderr = await stderrTask.ConfigureAwait(false);
             if (process.ExitCode != 0)
-                throw Failure($"exec plugin {_command} failed with exit code {process.ExitCode}", stderr);
+                throw Failure($"exec plugin {_command} failed with exit code {process.ExitCode}", stderr, hint: true);
             return Parse(stdout, stderr);
         }
     }
@@ -768,7 +767,7 @@ internal sealed class ExecPlugin : BearerSource
         }
         catch (JsonException e)
         {
-            throw Failure($"exec plugin {_command} wrote invalid JSON to stdout: {e.Message}", stderr);
+            throw Failure($"exec plugin {_command} wrote invalid JSON to stdout: {e.Message}", stderr, hint: true);
         }
         using (document)
         {
@@ -818,13 +817,14 @@ internal sealed class ExecPlugin : BearerSource
         obj.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String && value.GetString() is { Length: > 0 } s
             ? s : null;
 
-    private KubeConfigException Failure(string what, string stderr)
+    /// <summary>The install hint is only offered when the plugin itself failed, where reinstalling may help.</summary>
+    private KubeConfigException Failure(string what, string stderr, bool hint = false)
     {
         var text = new StringBuilder(what);
         stderr = KubeConfigException.OneLine(stderr);
         if (stderr.Length > 0)
             text.Append("; stderr: ").Append(stderr.Length > StderrLimit ? stderr[..StderrLimit] + "…" : stderr);
-        if (_installHint is not null)
+        if (hint && _installHint is not null)
             text.Append("; install hint: ").Append(_installHint);
         return new KubeConfigException(_source, _field, text.ToString());
     }

@@ -343,6 +343,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
         var e = Assert.Throws<KubeConfigException>(() => Resolve());
 
         Assert.Contains("no Kubernetes configuration found", e.Message);
+        Assert.Contains("--kubeconfig", e.Message);
         Assert.Contains("KUBECONFIG", e.Message);
         Assert.Contains(Path.Combine(Dir, "home", ".kube", "config"), e.Message);
         Assert.Contains("in-cluster", e.Message);
@@ -382,6 +383,12 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
 
     // ---------- TLS ----------
 
+    private static async Task AssertTlsRejected(KubeConnection connection)
+    {
+        var e = await Assert.ThrowsAsync<HttpRequestException>(() => Get(connection));
+        Assert.IsType<System.Security.Authentication.AuthenticationException>(e.InnerException);
+    }
+
     [Fact]
     public async Task CaData_IsTrusted_AndHttp2IsNegotiated()
     {
@@ -414,7 +421,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
         using var connection = Resolve(Write("config", Config(servers.IpServer,
             [$"certificate-authority-data: {TestPki.B64(TestPki.CertPem(Pki.OtherCa))}", "certificate-authority: ca.pem"], [])));
 
-        await Assert.ThrowsAsync<HttpRequestException>(() => Get(connection));
+        await AssertTlsRejected(connection);
     }
 
     [Fact]
@@ -422,7 +429,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     {
         using var connection = Resolve(Write("config", Config(servers.IpServer, [], [])));
 
-        await Assert.ThrowsAsync<HttpRequestException>(() => Get(connection));
+        await AssertTlsRejected(connection);
     }
 
     [Fact]
@@ -438,13 +445,13 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     {
         // The server's certificate names only kube.test, and we connect to 127.0.0.1.
         using var without = Resolve(Write("a", Config(servers.NameServer, CaData, [])));
-        await Assert.ThrowsAsync<HttpRequestException>(() => Get(without));
+        await AssertTlsRejected(without);
 
         using var with = Resolve(Write("b", Config(servers.NameServer, [.. CaData, "tls-server-name: kube.test"], [])));
         Assert.StartsWith("auth=;", await Get(with));
 
         using var wrongName = Resolve(Write("c", Config(servers.IpServer, [.. CaData, "tls-server-name: kube.test"], [])));
-        await Assert.ThrowsAsync<HttpRequestException>(() => Get(wrongName));
+        await AssertTlsRejected(wrongName);
     }
 
     // ---------- users ----------
@@ -658,9 +665,11 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
         { "missing status", """printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential"}'""", "exec plugin didn't return a status field" },
         { "empty status", """printf '{"apiVersion":"client.authentication.k8s.io/v1","status":{}}'""", "exec plugin didn't return a token or cert/key pair" },
         { "only cert", """printf '{"apiVersion":"client.authentication.k8s.io/v1","status":{"clientCertificateData":"x"}}'""", "exec plugin returned only certificate or key, not both" },
+        { "wrong kind of json", "echo '[1]'", "not an ExecCredential object" },
         { "wrong apiVersion", """printf '{"apiVersion":"client.authentication.k8s.io/v1beta1","status":{"token":"t"}}'""",
             "exec plugin is configured to use API version client.authentication.k8s.io/v1, plugin returned version client.authentication.k8s.io/v1beta1" },
-        { "bad json", "echo 'not json'; echo 'warning: cached creds gone' >&2", "wrote invalid JSON to stdout" },
+        { "bad json", "echo 'not json'; echo 'warning: cached creds gone' >&2",
+            "wrote invalid JSON to stdout: 'not json ' is an invalid JSON literal. Expected the literal 'null'. LineNumber: 0 | BytePositionInLine: 1.; stderr: warning: cached creds gone; install hint: brew install kube-login" },
         { "non-zero exit", "echo 'error: you must be logged in to the server' >&2; echo 'second line' >&2; exit 3",
             "failed with exit code 3; stderr: error: you must be logged in to the server second line; install hint: brew install kube-login" },
     };
@@ -669,9 +678,10 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     [MemberData(nameof(BrokenPlugins))]
     public async Task Exec_Failures_AreClearErrors(string name, string body, string expected)
     {
-        Script("plugin.sh", body);
+        var script = $"{name.Replace(' ', '-')}.sh";
+        Script(script, body);
         var config = Write("config", Config(servers.IpServer, CaData,
-            ExecUser(more: ["interactiveMode: Never", "installHint: brew install kube-login"])));
+            ExecUser(command: "./" + script, more: ["interactiveMode: Never", "installHint: brew install kube-login"])));
         using var connection = Resolve(config);
 
         var e = await Assert.ThrowsAsync<KubeConfigException>(() => Get(connection));
@@ -679,7 +689,19 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
         Assert.Contains(expected, e.Message);
         Assert.Contains(config, e.Message);
         Assert.Equal("users[0].user.exec", e.Field);
-        Assert.False(string.IsNullOrEmpty(name));
+        Assert.DoesNotContain('\n', e.Message);
+    }
+
+    [Fact]
+    public async Task Exec_LongStderr_IsTruncated()
+    {
+        Script("plugin.sh", "i=0; while [ $i -lt 200 ]; do echo 'this plugin is very chatty about its failure' >&2; i=$((i+1)); done; exit 1");
+        using var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser(more: "interactiveMode: Never"))));
+
+        var e = await Assert.ThrowsAsync<KubeConfigException>(() => Get(connection));
+
+        Assert.Contains("exit code 1; stderr: this plugin is very chatty", e.Message);
+        Assert.InRange(e.Message.Length, 1000, 1300);
     }
 
     [Fact]

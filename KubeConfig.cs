@@ -175,6 +175,7 @@ public sealed class KubeConnection : IDisposable
             {
                 RemoteCertificateValidationCallback = _trust.CreateCallback(Server.DnsSafeHost),
                 ClientCertificateContext = _clientCertificateContext,
+                // Null (a token-only plugin) means "send no certificate".
                 LocalCertificateSelectionCallback = exec is null ? null : (_, _, _, _, _) => exec.CurrentCertificate!,
             };
         }
@@ -270,11 +271,11 @@ public sealed class KubeConnection : IDisposable
             throw new KubeConfigException(file, f + ".auth-provider",
                 "auth-provider plugins are not supported; use an exec plugin");
 
-        var token = Yaml.String(user, "token");
         bearer = null;
+        // tokenFile beats token: client-go prefers the file's last good value, and we always have one.
         if (Yaml.String(user, "tokenFile") is { } tokenFile)
-            bearer = FileToken.Open(file, f + ".tokenFile", Path.Combine(dir, tokenFile), token, clock);
-        else if (token is not null)
+            bearer = FileToken.Open(file, f + ".tokenFile", Path.Combine(dir, tokenFile), clock);
+        else if (Yaml.String(user, "token") is { } token)
             bearer = new StaticToken(token);
 
         var certPem = ReadDataOrFile(user, dir, "client-certificate-data", "client-certificate", out var certField);
@@ -338,7 +339,7 @@ public sealed class KubeConnection : IDisposable
 
         var dir = env.ServiceAccountDirectory;
         var tokenPath = Path.Combine(dir, "token");
-        var bearer = FileToken.Open(source, tokenPath, tokenPath, fallback: null, clock);
+        var bearer = FileToken.Open(source, tokenPath, tokenPath, clock);
         var caPath = Path.Combine(dir, "ca.crt");
         var roots = Pem.Certificates(source, caPath, ReadReferencedFile(source, caPath, caPath));
 
@@ -357,7 +358,7 @@ public sealed class KubeConnection : IDisposable
 /// <summary>How the server certificate is judged.</summary>
 internal sealed record ServerTrust(X509Certificate2Collection? Roots, bool Insecure, string? ServerName)
 {
-    private static readonly Oid ServerAuth = new("1.3.6.1.5.5.7.3.1");
+    private const string ServerAuthOid = "1.3.6.1.5.5.7.3.1";
 
     public RemoteCertificateValidationCallback? CreateCallback(string urlHost)
     {
@@ -381,7 +382,7 @@ internal sealed record ServerTrust(X509Certificate2Collection? Roots, bool Insec
             chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
             chain.ChainPolicy.CustomTrustStore.AddRange(roots);
             chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-            chain.ChainPolicy.ApplicationPolicy.Add(ServerAuth);
+            chain.ChainPolicy.ApplicationPolicy.Add(new Oid(ServerAuthOid));
             if (presented is not null)
             {
                 foreach (var element in presented.ChainElements)
@@ -458,28 +459,26 @@ internal sealed class FileToken : BearerSource
     internal static readonly TimeSpan RereadInterval = TimeSpan.FromMinutes(1);
 
     private readonly string _path;
-    private readonly string? _fallback;
     private readonly TimeProvider _clock;
     private readonly Lock _lock = new();
-    private string? _token;
+    private string _token;
     private DateTimeOffset _readAt;
 
-    private FileToken(string path, string? fallback, TimeProvider clock, string token)
+    private FileToken(string path, TimeProvider clock, string token)
     {
         _path = path;
-        _fallback = fallback;
         _clock = clock;
         _token = token;
         _readAt = clock.GetUtcNow();
     }
 
     /// <summary>Reads the file once now so that a missing file is a configuration error at start-up.</summary>
-    public static FileToken Open(string source, string field, string path, string? fallback, TimeProvider clock)
+    public static FileToken Open(string source, string field, string path, TimeProvider clock)
     {
         var token = Encoding.UTF8.GetString(KubeConnection.ReadReferencedFile(source, field, path)).Trim();
         if (token.Length == 0)
             throw new KubeConfigException(source, field, $"{path} is empty");
-        return new FileToken(path, fallback, clock, token);
+        return new FileToken(path, clock, token);
     }
 
     public override ValueTask<string?> GetTokenAsync(CancellationToken cancellationToken)
@@ -501,7 +500,7 @@ internal sealed class FileToken : BearerSource
                     // Keep the last good token; the kubelet may be mid-rotation.
                 }
             }
-            return ValueTask.FromResult(_token ?? _fallback);
+            return ValueTask.FromResult<string?>(_token);
         }
     }
 }

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Net;
+using System.Net.Security;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
@@ -108,6 +109,10 @@ public sealed class EchoServers : IAsyncLifetime
             ServerCertificate = certificate,
             ClientCertificateMode = ClientCertificateMode.AllowCertificate,
             ClientCertificateValidation = (_, _, _) => true,
+            // Like kube-apiserver, name the client CA in the CertificateRequest: clients that pick a
+            // certificate by acceptable issuer must still find ours.
+            OnAuthenticate = (_, ssl) => ssl.ServerCertificateContext = SslStreamCertificateContext.Create(certificate, null, offline: true,
+                SslCertificateTrust.CreateForX509Collection(new X509Certificate2Collection(TestPki.Instance.Ca), sendTrustInHandshake: true)),
         })));
         var app = builder.Build();
         app.MapGet("/echo", (HttpContext context) =>

@@ -236,13 +236,13 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     }
 
     [Fact]
-    public void KubeconfigEnv_MergesFiles_FirstWins_SkipsMissing()
+    public async Task KubeconfigEnv_MergesFiles_FirstWins_SkipsMissing()
     {
-        var first = Write("a/first.yaml", """
+        var first = Write("a/first.yaml", $$"""
             current-context: ctx-a
             clusters:
             - name: shared
-              cluster: {server: "https://first.example"}
+              cluster: {server: "{{servers.IpServer}}", certificate-authority-data: {{TestPki.B64(TestPki.CertPem(Pki.Ca))}}}
             contexts:
             - name: ctx-a
               context: {cluster: shared, user: ua}
@@ -267,14 +267,16 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
               user: {token: from-second}
             """);
         Write("home/.kube/config", Config(new Uri("https://home.example"), [], []));
-        _vars["KUBECONFIG"] = $"{Path.Combine(Dir, "missing.yaml")}:{first}::{second}";
+        var empty = Write("empty.yaml", "");
+        _vars["KUBECONFIG"] = $"{Path.Combine(Dir, "missing.yaml")}:{empty}:{first}::{second}";
 
         using var byDefault = Resolve();
         using var other = Resolve(context: "ctx-b");
 
-        Assert.Equal(new Uri("https://first.example"), byDefault.Server);
+        Assert.Equal(servers.IpServer, byDefault.Server);
         Assert.Equal("ctx-a", byDefault.ContextName);
-        Assert.Equal($"{first}:{second}", byDefault.Source);
+        Assert.Equal($"{empty}:{first}:{second}", byDefault.Source);
+        Assert.StartsWith("auth=Bearer from-first;", await Get(byDefault));
         Assert.Equal(new Uri("https://only-second.example"), other.Server);
         Assert.Equal("from-b", other.Namespace);
     }
@@ -327,6 +329,19 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
         Assert.StartsWith("auth=Bearer sa-token-1;", await client.GetStringAsync(echo)); // not re-read yet
         _clock.Now += TimeSpan.FromSeconds(31);
         Assert.StartsWith("auth=Bearer sa-token-2;", await client.GetStringAsync(echo));
+    }
+
+    [Fact]
+    public void InCluster_WithContextFlag_IsAnError()
+    {
+        WriteServiceAccount("t", "ns");
+        _vars["KUBERNETES_SERVICE_HOST"] = "10.0.0.1";
+        _vars["KUBERNETES_SERVICE_PORT"] = "443";
+
+        var e = Assert.Throws<KubeConfigException>(() => Resolve(context: "prod"));
+
+        Assert.Equal("--context", e.Field);
+        Assert.Contains("\"prod\"", e.Message);
     }
 
     [Fact]

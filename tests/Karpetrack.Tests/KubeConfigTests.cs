@@ -129,12 +129,6 @@ public sealed class EchoServers : IAsyncLifetime
     }
 }
 
-internal sealed class ManualClock : TimeProvider
-{
-    public DateTimeOffset Now { get; set; } = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
-    public override DateTimeOffset GetUtcNow() => Now;
-}
-
 public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoServers>, IDisposable
 {
     private static readonly TestPki Pki = TestPki.Instance;

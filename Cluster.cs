@@ -88,6 +88,9 @@ public sealed class NodeView
     public required Taint[] Taints { get; init; }
     public DateTimeOffset? Created { get; init; }
 
+    /// <summary>Requests of the counted pods per namespace, for cost attribution.</summary>
+    public required IReadOnlyDictionary<string, long[]> NamespaceRequests { get; init; }
+
     public string ServerClass => Labels.TryGetValue(SpotLabels.ServerClass, out var v) ? v : "";
     public string Pool => Labels.TryGetValue(SpotLabels.Pool, out var v) ? v : "";
     public string CapacityType => Labels.TryGetValue(SpotLabels.CapacityType, out var v) ? v : "";
@@ -99,6 +102,20 @@ public sealed class NodeView
 
     public double Utilization(int resource) =>
         Allocatable[resource] <= 0 ? 0 : (double)Allocated[resource] / Allocatable[resource];
+
+    /// <summary>The resource with the highest allocated share: what limits further packing on this node.</summary>
+    public int MostAllocated(int[] candidates)
+    {
+        int best = candidates[0];
+        double bestRatio = -1;
+        foreach (var r in candidates)
+        {
+            if (Allocatable[r] <= 0) continue;
+            var ratio = Utilization(r);
+            if (ratio > bestRatio) { bestRatio = ratio; best = r; }
+        }
+        return best;
+    }
 }
 
 public enum NodeState { Ready, NotReady, Cordoned, Deleting }
@@ -132,6 +149,7 @@ public sealed class ClusterModel
 
     private readonly Dictionary<Guid, PodSlot> pods = [];
     private readonly InternTable<RequestVector> requestVectors = new();
+    private readonly InternTable<string> namespaces = new();
 
     private readonly long[] pendingRequests;
     private int pendingPods;
@@ -162,6 +180,7 @@ public sealed class ClusterModel
         public readonly long[] Allocated = new long[resourceCount];
         public readonly long[] DaemonSetOverhead = new long[resourceCount];
         public int Pods;
+        public readonly Dictionary<int, long[]> Namespaces = [];   // namespace id → requests of counted pods
         public int References;                          // pods that name this node, plus one for the node object
         public NodeView? View;
         public int ViewIndex;                           // position in the sorted views array
@@ -172,6 +191,7 @@ public sealed class ClusterModel
     {
         public int Node;          // -1 when not bound
         public int Requests;      // id in requestVectors
+        public int Namespace;     // id in namespaces
         public PodFlags Flags;
     }
 
@@ -258,7 +278,7 @@ public sealed class ClusterModel
         {
             flags |= PodFlags.Pending;
         }
-        var slot = new PodSlot { Node = node, Requests = requests, Flags = flags };
+        var slot = new PodSlot { Node = node, Requests = requests, Namespace = namespaces.Add(pod.Namespace), Flags = flags };
         Account(slot, +1);
         return slot;
     }
@@ -285,6 +305,7 @@ public sealed class ClusterModel
     {
         Account(slot, -1);
         requestVectors.Release(slot.Requests);
+        namespaces.Release(slot.Namespace);
         if (slot.Node >= 0) ReleaseNodeReference(slot.Node);
     }
 
@@ -298,6 +319,10 @@ public sealed class ClusterModel
             if ((slot.Flags & PodFlags.Overhead) != 0)
                 for (int i = 0; i < r.Length; i++) n.DaemonSetOverhead[i] += sign * r[i];
             n.Pods += sign;
+            if (!n.Namespaces.TryGetValue(slot.Namespace, out var ns)) n.Namespaces[slot.Namespace] = ns = new long[r.Length];
+            bool empty = true;
+            for (int i = 0; i < r.Length; i++) { ns[i] += sign * r[i]; empty &= ns[i] == 0; }
+            if (empty && sign < 0) n.Namespaces.Remove(slot.Namespace);
             MarkDirty(slot.Node);
         }
         if ((slot.Flags & PodFlags.Pending) != 0)
@@ -452,6 +477,7 @@ public sealed class ClusterModel
             Deleting = r.Deleting,
             Taints = r.Taints,
             Created = r.Created,
+            NamespaceRequests = slot.Namespaces.ToDictionary(kv => namespaces[kv.Key], kv => (long[])kv.Value.Clone(), StringComparer.Ordinal),
         };
     }
 

@@ -67,6 +67,31 @@ public static class Families
     public static readonly MetricFamily BuildInfoFamily = new("karpetrack_build_info", MetricType.Gauge,
         "Build facts; always 1.", "version");
 
+    public static readonly MetricFamily NodePrice = new("karpetrack_node_price_dollars_per_hour", MetricType.Gauge,
+        "What the node costs per hour: max(market, minimum bid) for Spot, the on-demand price for on-demand nodes. Absent when unpriced.", "node");
+    public static readonly MetricFamily NodeIdleCost = new("karpetrack_node_idle_cost_dollars_per_hour", MetricType.Gauge,
+        "Node price times the unallocated share of its most-allocated resource.", "node");
+    public static readonly MetricFamily ClusterCost = new("karpetrack_cluster_cost_dollars_per_hour", MetricType.Gauge,
+        "Sum of the prices of all priced selected nodes.");
+    public static readonly MetricFamily ClusterIdleCost = new("karpetrack_cluster_idle_cost_dollars_per_hour", MetricType.Gauge,
+        "Sum of node idle cost over all priced selected nodes.");
+    public static readonly MetricFamily GroupCost = new("karpetrack_group_cost_dollars_per_hour", MetricType.Gauge,
+        "Sum of node prices over the priced nodes of a label group value.", "label_group", "label_group_value");
+    public static readonly MetricFamily NamespaceCost = new("karpetrack_namespace_cost_dollars_per_hour", MetricType.Gauge,
+        "Each counted pod's share of its node's price (its requests over allocatable on the node's most-allocated resource), summed per namespace.", "namespace");
+    public static readonly MetricFamily UnpricedNodes = new("karpetrack_unpriced_nodes", MetricType.Gauge,
+        "Selected nodes whose server class (or capacity type) has no known price; they are left out of costs, never counted as free.");
+    public static readonly MetricFamily ServerClassInfo = new("karpetrack_serverclass_info", MetricType.Gauge,
+        "Spot server class shapes from the price book; always 1.", "server_class", "region", "category", "cpu", "memory_bytes");
+    public static readonly MetricFamily ServerClassPrice = new("karpetrack_serverclass_price_dollars_per_hour", MetricType.Gauge,
+        "Spot server class prices: market, min_bid, p20, p50, p80, on_demand (where known).", "server_class", "region", "category", "price");
+    public static readonly MetricFamily PricingLastSuccess = new("karpetrack_pricing_last_success_timestamp_seconds", MetricType.Gauge,
+        "Unix time of the last successful read per price source (feed, spot_api).", "source");
+    public static readonly MetricFamily PricingErrors = new("karpetrack_pricing_errors_total", MetricType.Counter,
+        "Failed price reads by source and reason; the last good price book is kept.", "source", "reason");
+    public static readonly MetricFamily PricingStale = new("karpetrack_pricing_stale", MetricType.Gauge,
+        "1 while serving the embedded snapshot or a price book older than the staleness limit.");
+
     public static readonly MetricFamily[] All =
     [
         NodeAllocated, NodeAllocatable, NodeUtilization, NodeDaemonSetOverhead, NodeInfo, NodePods,
@@ -74,6 +99,8 @@ public static class Families
         GroupAllocated, GroupAllocatable, GroupUtilization, GroupNodes,
         PendingPods, PendingRequests,
         CacheAge, CacheSynced, WatchRestarts, DecodeErrors, BuildInfoFamily,
+        NodePrice, NodeIdleCost, ClusterCost, ClusterIdleCost, GroupCost, NamespaceCost, UnpricedNodes,
+        ServerClassInfo, ServerClassPrice, PricingLastSuccess, PricingErrors, PricingStale,
     ];
 }
 
@@ -193,52 +220,67 @@ public readonly struct Exposition(IBufferWriter<byte> output)
 }
 
 /// <summary>
-/// Renders /metrics from a cluster snapshot. Per-node lines are rendered once per node change and
-/// cached (the kube-state-metrics idea), so a scrape concatenates cached blocks and does O(nodes)
-/// arithmetic for the cluster and group sums; it never walks pods.
+/// Renders /metrics from a cluster snapshot and the current price book. Per-node lines are
+/// rendered once per node (or price book) change and cached, the kube-state-metrics idea, so a
+/// scrape concatenates cached blocks and does O(nodes) arithmetic for the cluster, group and
+/// namespace sums; it never walks pods.
 /// </summary>
 public sealed class Collector
 {
     private static readonly MetricFamily[] NodeFamilies =
-        [Families.NodeAllocated, Families.NodeAllocatable, Families.NodeUtilization, Families.NodeDaemonSetOverhead, Families.NodeInfo, Families.NodePods];
+    [
+        Families.NodeAllocated, Families.NodeAllocatable, Families.NodeUtilization, Families.NodeDaemonSetOverhead,
+        Families.NodeInfo, Families.NodePods, Families.NodePrice, Families.NodeIdleCost,
+    ];
 
     private readonly ClusterModel model;
     private readonly IReadOnlyList<ReflectorStatus> reflectors;
     private readonly IReadOnlyList<IReadOnlyList<string>> labelGroups;
+    private readonly PriceFeed? prices;
     private readonly TimeProvider clock;
     private readonly object cacheGate = new();
     private Dictionary<string, CachedNode> cache = new(StringComparer.Ordinal);
-    private long cachedVersion = -1;
+    private (long Version, PriceBook? Book) cachedKey = (-1, null);
     private CachedNode[] cachedOrder = [];
 
-    public Collector(ClusterModel model, IReadOnlyList<ReflectorStatus> reflectors, IReadOnlyList<IReadOnlyList<string>> labelGroups, TimeProvider? clock = null)
+    public Collector(ClusterModel model, IReadOnlyList<ReflectorStatus> reflectors, IReadOnlyList<IReadOnlyList<string>> labelGroups,
+        PriceFeed? prices = null, TimeProvider? clock = null)
     {
         this.model = model;
         this.reflectors = reflectors;
         this.labelGroups = labelGroups;
+        this.prices = prices;
         this.clock = clock ?? TimeProvider.System;
     }
 
-    private sealed class CachedNode(NodeView view, byte[][] blocks)
+    /// <summary>One node's cached lines and the price facts they were rendered with.</summary>
+    private sealed class CachedNode(NodeView view, PriceBook? book, byte[][] blocks, double? price, double idle, int mostAllocated)
     {
         public readonly NodeView View = view;
+        public readonly PriceBook? Book = book;
         public readonly byte[][] Blocks = blocks;   // one per NodeFamilies entry
+        public readonly double? Price = price;
+        public readonly double IdleCost = idle;
+        public readonly int MostAllocated = mostAllocated;
     }
 
     /// <summary>Renders the whole exposition into <paramref name="output"/>.</summary>
     public void Render(IBufferWriter<byte> output)
     {
         var snap = model.Snapshot();
-        var nodes = Blocks(snap);
+        var book = prices?.Current;
+        var nodes = Blocks(snap, book);
         var w = new Exposition(output);
         for (int f = 0; f < NodeFamilies.Length; f++)
         {
+            if (book is null && (NodeFamilies[f] == Families.NodePrice || NodeFamilies[f] == Families.NodeIdleCost)) continue;
             w.Header(NodeFamilies[f]);
             foreach (var n in nodes) output.Write(n.Blocks[f]);
         }
         RenderCluster(w, snap);
-        RenderGroups(w, snap);
+        RenderGroups(w, snap, nodes, book is not null);
         RenderPending(w, snap);
+        if (book is not null) RenderCosts(w, snap, nodes, book);
         RenderReflectors(w);
         w.Header(Families.BuildInfoFamily);
         w.Begin(Families.BuildInfoFamily, "version", BuildInfo.Version); w.EndLabels(); w.Integer(1);
@@ -251,7 +293,7 @@ public sealed class Collector
         return buffer.WrittenSpan.ToArray();
     }
 
-    /// <summary>Writes the exposition to an HTTP body through a pipe, flushing in large chunks.</summary>
+    /// <summary>Renders into pooled segments, then writes them to the HTTP body.</summary>
     public async Task WriteAsync(Stream body, CancellationToken ct)
     {
         var buffer = new PooledBuffer();
@@ -267,56 +309,63 @@ public sealed class Collector
         }
     }
 
-    private CachedNode[] Blocks(ClusterSnapshot snap)
+    private CachedNode[] Blocks(ClusterSnapshot snap, PriceBook? book)
     {
         lock (cacheGate)
         {
-            if (cachedVersion == snap.Version) return cachedOrder;
+            if (cachedKey.Version == snap.Version && ReferenceEquals(cachedKey.Book, book)) return cachedOrder;
             var next = new Dictionary<string, CachedNode>(snap.Nodes.Length, StringComparer.Ordinal);
             var order = new CachedNode[snap.Nodes.Length];
             for (int i = 0; i < snap.Nodes.Length; i++)
             {
                 var v = snap.Nodes[i];
-                if (!cache.TryGetValue(v.Name, out var c) || !ReferenceEquals(c.View, v)) c = RenderNode(snap.Resources, v);
+                if (!cache.TryGetValue(v.Name, out var c) || !ReferenceEquals(c.View, v) || !ReferenceEquals(c.Book, book))
+                    c = RenderNode(snap.Resources, v, book);
                 next[v.Name] = c;
                 order[i] = c;
             }
             cache = next;
             cachedOrder = order;
-            cachedVersion = snap.Version;
+            cachedKey = (snap.Version, book);
             return order;
         }
     }
 
-    private static CachedNode RenderNode(ResourceTable table, NodeView n)
+    private static CachedNode RenderNode(ResourceTable table, NodeView n, PriceBook? book)
     {
         var blocks = new byte[NodeFamilies.Length][];
         var buf = new ArrayBufferWriter<byte>(512);
         var w = new Exposition(buf);
 
-        void PerResource(int f, Func<int, long> value)
+        byte[] Take()
         {
+            var b = buf.WrittenSpan.ToArray();
             buf.ResetWrittenCount();
-            foreach (var r in table.Exported)
-            {
-                w.Begin(NodeFamilies[f], "node", n.Name); w.Label("resource", table.Name(r)); w.EndLabels();
-                w.Stored(table, r, value(r));
-            }
-            blocks[f] = buf.WrittenSpan.ToArray();
+            return b;
         }
 
-        PerResource(0, r => n.Allocated[r]);
-        PerResource(1, r => n.Allocatable[r]);
-        buf.ResetWrittenCount();
+        void PerResource(MetricFamily f, long[] values)
+        {
+            foreach (var r in table.Exported)
+            {
+                w.Begin(f, "node", n.Name); w.Label("resource", table.Name(r)); w.EndLabels();
+                w.Stored(table, r, values[r]);
+            }
+        }
+
+        PerResource(Families.NodeAllocated, n.Allocated);
+        blocks[0] = Take();
+        PerResource(Families.NodeAllocatable, n.Allocatable);
+        blocks[1] = Take();
         foreach (var r in table.Exported)
         {
             w.Begin(Families.NodeUtilization, "node", n.Name); w.Label("resource", table.Name(r)); w.EndLabels();
             w.Double(n.Utilization(r));
         }
-        blocks[2] = buf.WrittenSpan.ToArray();
-        PerResource(3, r => n.DaemonSetOverhead[r]);
+        blocks[2] = Take();
+        PerResource(Families.NodeDaemonSetOverhead, n.DaemonSetOverhead);
+        blocks[3] = Take();
 
-        buf.ResetWrittenCount();
         w.Begin(Families.NodeInfo, "node", n.Name);
         w.Label("server_class", n.ServerClass);
         w.Label("pool", n.Pool);
@@ -325,12 +374,37 @@ public sealed class Collector
         w.Label("schedulable", n.Schedulable ? "true" : "false");
         w.Label("ready", n.Ready ? "true" : "false");
         w.EndLabels(); w.Integer(1);
-        blocks[4] = buf.WrittenSpan.ToArray();
+        blocks[4] = Take();
 
-        buf.ResetWrittenCount();
         w.Begin(Families.NodePods, "node", n.Name); w.EndLabels(); w.Integer(n.Pods);
-        blocks[5] = buf.WrittenSpan.ToArray();
-        return new CachedNode(n, blocks);
+        blocks[5] = Take();
+
+        // Idle share is measured on the most-allocated of every tracked resource that has capacity:
+        // that resource is what stops more pods from landing here.
+        int most = n.MostAllocated(AllTracked(table));
+        double? price = book?.NodePrice(n.ServerClass, n.CapacityType) is { } p ? (double)p : null;
+        double idle = 0;
+        if (price is { } hourly)
+        {
+            idle = hourly * Math.Clamp(1 - n.Utilization(most), 0, 1);
+            w.Begin(Families.NodePrice, "node", n.Name); w.EndLabels(); w.Double(hourly);
+            blocks[6] = Take();
+            w.Begin(Families.NodeIdleCost, "node", n.Name); w.EndLabels(); w.Double(Math.Round(idle, 9));
+            blocks[7] = Take();
+        }
+        else
+        {
+            blocks[6] = [];
+            blocks[7] = [];
+        }
+        return new CachedNode(n, book, blocks, price, idle, most);
+    }
+
+    private static int[] AllTracked(ResourceTable t)
+    {
+        var all = new int[t.Count];
+        for (int i = 0; i < all.Length; i++) all[i] = i;
+        return all;
     }
 
     private static void RenderCluster(Exposition w, ClusterSnapshot snap)
@@ -381,9 +455,10 @@ public sealed class Collector
         public readonly long[] Allocated = new long[resources];
         public readonly long[] Allocatable = new long[resources];
         public int Nodes;
+        public double Cost;
     }
 
-    private void RenderGroups(Exposition w, ClusterSnapshot snap)
+    private void RenderGroups(Exposition w, ClusterSnapshot snap, CachedNode[] cached, bool priced)
     {
         var t = snap.Resources;
         var groups = new List<(string Group, SortedDictionary<string, GroupTally> Values)>();
@@ -391,8 +466,9 @@ public sealed class Collector
         {
             var byValue = new SortedDictionary<string, GroupTally>(StringComparer.Ordinal);
             var sb = new StringBuilder();
-            foreach (var n in snap.Nodes)
+            for (int i = 0; i < snap.Nodes.Length; i++)
             {
+                var n = snap.Nodes[i];
                 sb.Clear();
                 for (int k = 0; k < keys.Count; k++)
                 {
@@ -401,12 +477,13 @@ public sealed class Collector
                 }
                 var key = sb.ToString();
                 if (!byValue.TryGetValue(key, out var tally)) byValue[key] = tally = new GroupTally(t.Count);
-                for (int i = 0; i < t.Count; i++)
+                for (int r = 0; r < t.Count; r++)
                 {
-                    tally.Allocated[i] += n.Allocated[i];
-                    tally.Allocatable[i] += n.Allocatable[i];
+                    tally.Allocated[r] += n.Allocated[r];
+                    tally.Allocatable[r] += n.Allocatable[r];
                 }
                 tally.Nodes++;
+                tally.Cost += cached[i].Price ?? 0;
             }
             groups.Add((string.Join(',', keys), byValue));
         }
@@ -437,6 +514,7 @@ public sealed class Collector
         Emit(Families.GroupAllocatable, (x, g, r) => x.Stored(t, r, g.Allocatable[r]), true);
         Emit(Families.GroupUtilization, (x, g, r) => x.Double(g.Allocatable[r] <= 0 ? 0 : (double)g.Allocated[r] / g.Allocatable[r]), true);
         Emit(Families.GroupNodes, (x, g, _) => x.Integer(g.Nodes), false);
+        if (priced) Emit(Families.GroupCost, (x, g, _) => x.Double(Math.Round(g.Cost, 9)), false);
     }
 
     private static void RenderPending(Exposition w, ClusterSnapshot snap)
@@ -444,6 +522,74 @@ public sealed class Collector
         w.Header(Families.PendingPods);
         w.NameOnly(Families.PendingPods); w.Integer(snap.PendingPods);
         PerResource(w, snap.Resources, Families.PendingRequests, snap.PendingRequests);
+    }
+
+    private void RenderCosts(Exposition w, ClusterSnapshot snap, CachedNode[] cached, PriceBook book)
+    {
+        double cost = 0, idle = 0;
+        int unpriced = 0;
+        var byNamespace = new SortedDictionary<string, double>(StringComparer.Ordinal);
+        for (int i = 0; i < cached.Length; i++)
+        {
+            var c = cached[i];
+            if (c.Price is not { } price) { unpriced++; continue; }
+            cost += price;
+            idle += c.IdleCost;
+            var n = snap.Nodes[i];
+            long alloc = n.Allocatable[c.MostAllocated];
+            if (alloc <= 0) continue;
+            foreach (var (ns, req) in n.NamespaceRequests)
+                byNamespace[ns] = byNamespace.GetValueOrDefault(ns) + price * Math.Min(1.0, (double)req[c.MostAllocated] / alloc);
+        }
+        w.Header(Families.ClusterCost); w.NameOnly(Families.ClusterCost); w.Double(Math.Round(cost, 9));
+        w.Header(Families.ClusterIdleCost); w.NameOnly(Families.ClusterIdleCost); w.Double(Math.Round(idle, 9));
+        w.Header(Families.UnpricedNodes); w.NameOnly(Families.UnpricedNodes); w.Integer(unpriced);
+        w.Header(Families.NamespaceCost);
+        foreach (var (ns, value) in byNamespace)
+        {
+            w.Begin(Families.NamespaceCost, "namespace", ns); w.EndLabels(); w.Double(Math.Round(value, 9));
+        }
+
+        w.Header(Families.ServerClassInfo);
+        foreach (var (name, pc) in book.Classes.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        {
+            w.Begin(Families.ServerClassInfo, "server_class", name);
+            w.Label("region", pc.Class.Region);
+            w.Label("category", pc.Class.Category);
+            w.Label("cpu", pc.Class.Cpu.ToString(CultureInfo.InvariantCulture));
+            w.Label("memory_bytes", pc.Class.MemoryBytes.ToString(CultureInfo.InvariantCulture));
+            w.EndLabels(); w.Integer(1);
+        }
+        w.Header(Families.ServerClassPrice);
+        foreach (var (name, pc) in book.Classes.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        {
+            var p = pc.Prices;
+            foreach (var (kind, value) in new (string, decimal?)[] { ("market", p.Market), ("min_bid", p.MinBid), ("p20", p.P20), ("p50", p.P50), ("p80", p.P80), ("on_demand", p.OnDemand) })
+            {
+                if (value is not { } v) continue;
+                w.Begin(Families.ServerClassPrice, "server_class", name);
+                w.Label("region", pc.Class.Region); w.Label("category", pc.Class.Category); w.Label("price", kind);
+                w.EndLabels(); w.Double((double)v);
+            }
+        }
+
+        var feed = prices!;
+        w.Header(Families.PricingLastSuccess);
+        foreach (var (source, at) in feed.LastSuccess.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        {
+            w.Begin(Families.PricingLastSuccess, "source", source); w.EndLabels(); w.Double(at.ToUnixTimeMilliseconds() / 1000.0);
+        }
+        w.Header(Families.PricingErrors);
+        var errors = feed.Errors;
+        foreach (var source in new[] { "feed", "spot_api" })
+        {
+            foreach (var reason in PriceFeed.ErrorReasons)
+            {
+                w.Begin(Families.PricingErrors, "source", source); w.Label("reason", reason); w.EndLabels();
+                w.Integer(errors.GetValueOrDefault((source, reason)));
+            }
+        }
+        w.Header(Families.PricingStale); w.NameOnly(Families.PricingStale); w.Integer(feed.Stale ? 1 : 0);
     }
 
     private void RenderReflectors(Exposition w)

@@ -27,6 +27,12 @@ public sealed record KarpetrackOptions
     public int ListPageSize { get; init; } = 500;
     public int DemoSeed { get; init; } = 42;
     public TimeSpan DemoChurnInterval { get; init; } = TimeSpan.FromSeconds(5);
+    public TimeSpan DemoPriceInterval { get; init; } = TimeSpan.FromSeconds(30);
+    public PriceFeedOptions PriceFeed { get; init; } = new();
+    public string? SpotOrg { get; init; }
+    public string? Cloudspace { get; init; }
+    public Uri SpotApiUrl { get; init; } = new("https://spot.rackspace.com");
+    public Uri SpotAuthUrl { get; init; } = new("https://login.spot.rackspace.com");
     public bool ShowHelp { get; init; }
     public bool ShowVersion { get; init; }
 
@@ -45,6 +51,16 @@ public sealed record KarpetrackOptions
         new("list-page-size", "500", "Objects per LIST page (limit/continue)."),
         new("demo-seed", "42", "Seed of the demo cluster's workload (same seed, same changes)."),
         new("demo-churn-interval", "5s", "How often the demo workload changes something."),
+        new("demo-price-interval", "30s", "How often the demo price feed moves to its next real snapshot."),
+        new("price-feed-bucket", "ngpc-prod-public-data", "S3 bucket of the public Spot price feed."),
+        new("price-feed-key", "percentiles.json", "Object key of the price feed."),
+        new("price-feed-region", "us-east-2", "Region of the price feed bucket."),
+        new("price-feed-endpoint", "", "Any S3-compatible endpoint URL (path-style) instead of AWS, e.g. http://127.0.0.1:9000."),
+        new("price-refresh", "5m", "How often the price feed is read (conditional GET)."),
+        new("spot-org", "", "Spot organization id as the console shows it (org_…) or its namespace (org-…); with RACKSPACE_SPOT_REFRESH_TOKEN enables the Spot API."),
+        new("cloudspace", "", "Cloudspace name: its region limits what is priced and recommended."),
+        new("spot-api-url", "https://spot.rackspace.com", "Spot API base URL."),
+        new("spot-auth-url", "https://login.spot.rackspace.com", "Spot login (OAuth) base URL."),
         new("help", "false", "Print this help and exit.", IsSwitch: true),
         new("version", "false", "Print the version and exit.", IsSwitch: true),
     ];
@@ -128,12 +144,37 @@ public sealed record KarpetrackOptions
             ListPageSize = ParseInt(GetOr("list-page-size"), "--list-page-size", 1, 100_000),
             DemoSeed = ParseInt(GetOr("demo-seed"), "--demo-seed", int.MinValue, int.MaxValue),
             DemoChurnInterval = ParseDuration(GetOr("demo-churn-interval"), "--demo-churn-interval"),
+            DemoPriceInterval = ParseDuration(GetOr("demo-price-interval"), "--demo-price-interval"),
+            PriceFeed = new PriceFeedOptions
+            {
+                Bucket = NonEmpty(GetOr("price-feed-bucket"), "--price-feed-bucket"),
+                Key = NonEmpty(GetOr("price-feed-key"), "--price-feed-key"),
+                Region = NonEmpty(GetOr("price-feed-region"), "--price-feed-region"),
+                Endpoint = NullIfEmpty(Get("price-feed-endpoint")) is { } ep ? AbsoluteUrl(ep, "--price-feed-endpoint").ToString() : null,
+                Refresh = Positive(ParseDuration(GetOr("price-refresh"), "--price-refresh"), "--price-refresh"),
+            },
+            SpotOrg = NullIfEmpty(Get("spot-org")),
+            // The chart's older secret key `cloudspace-id` arrives as KARPETRACK_CLOUDSPACE_ID.
+            Cloudspace = NullIfEmpty(Get("cloudspace")) ?? NullIfEmpty(getEnv("KARPETRACK_CLOUDSPACE_ID")),
+            SpotApiUrl = AbsoluteUrl(GetOr("spot-api-url"), "--spot-api-url"),
+            SpotAuthUrl = AbsoluteUrl(GetOr("spot-auth-url"), "--spot-auth-url"),
             ShowHelp = ParseBool(GetOr("help"), "--help"),
             ShowVersion = ParseBool(GetOr("version"), "--version"),
         };
     }
 
     private static string? NullIfEmpty(string? s) => string.IsNullOrWhiteSpace(s) ? null : s;
+
+    private static string NonEmpty(string s, string flag) =>
+        string.IsNullOrWhiteSpace(s) ? throw new OptionsException($"{flag}: must not be empty") : s;
+
+    private static TimeSpan Positive(TimeSpan t, string flag) =>
+        t <= TimeSpan.Zero ? throw new OptionsException($"{flag}: must be longer than 0") : t;
+
+    private static Uri AbsoluteUrl(string s, string flag) =>
+        Uri.TryCreate(s, UriKind.Absolute, out var u) && (u.Scheme == "http" || u.Scheme == "https")
+            ? u
+            : throw new OptionsException($"{flag}: \"{s}\" is not an absolute http(s) URL");
 
     private static bool IsResourceName(string s) =>
         s.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '.' or '/' or '_');

@@ -263,13 +263,14 @@ public sealed class PriceFeed : IDisposable
     private IReadOnlyDictionary<string, SpotClassFacts>? spotFacts;
     private DateTimeOffset? spotFactsAt;
 
-    public PriceFeed(PriceFeedOptions options, ILogger log, TimeProvider? clock = null)
+    public PriceFeed(PriceFeedOptions options, ILogger log, TimeProvider? clock = null, PriceBook? initial = null)
     {
         this.options = options;
         this.log = log;
         this.clock = clock ?? TimeProvider.System;
         s3 = CreateClient(options);
-        book = PriceFeedParser.Embedded();
+        book = initial ?? PriceFeedParser.Embedded();
+        if (!book.Embedded) feedBook = book;
     }
 
     public static IAmazonS3 CreateClient(PriceFeedOptions options)

@@ -32,6 +32,8 @@ public sealed class Service : IAsyncDisposable
     }
 
     public ClusterModel Model { get; }
+    public PriceFeed? Prices { get; private init; }
+    private FeedServer? demoFeed;
     public ReflectorStatus[] Reflectors { get; }
     public Uri MetricsUrl { get; private set; } = new("http://127.0.0.1/");
     public string? DemoKubeconfig => demo?.KubeconfigPath;
@@ -127,13 +129,23 @@ public sealed class Service : IAsyncDisposable
         var loggerFactory = LoggerFactory.Create(b => b.AddSerilog(logger, dispose: false));
 
         DemoCluster? demo = null;
+        FeedServer? demoFeed = null;
         var kubeconfig = options.Kubeconfig;
+        var feedOptions = options.PriceFeed;
         if (options.Demo)
         {
             demo = await DemoCluster.StartAsync(new DemoClusterOptions { Seed = options.DemoSeed, ChurnInterval = options.DemoChurnInterval },
                 loggerFactory.CreateLogger("demo"), ct);
             kubeconfig = demo.KubeconfigPath;
+            // The demo market starts at the oldest real snapshot and moves a week per interval.
+            demoFeed = await FeedServer.StartAsync(ct: ct);
+            feedOptions = feedOptions with
+            {
+                Endpoint = demoFeed.Endpoint.ToString(), Bucket = FeedServer.Bucket, Key = FeedServer.Key, Region = "us-east-1",
+                Refresh = TimeSpan.FromTicks(Math.Min(feedOptions.Refresh.Ticks, TimeSpan.FromSeconds(10).Ticks)),
+            };
         }
+        var prices = new PriceFeed(feedOptions, loggerFactory.CreateLogger("pricing"));
 
         var connection = KubeConnection.Resolve(kubeconfig, options.Demo ? null : options.Context, KubeEnvironment.Process);
         var kube = new KubeClient(connection);
@@ -146,10 +158,10 @@ public sealed class Service : IAsyncDisposable
             new NodeDecoder(resources), new NodeTarget(model), nodeStatus, reflectorOptions, loggerFactory.CreateLogger("nodes"));
         var podReflector = new Reflector<PodRecord>(kube, "/api/v1/pods", null, "status.phase!=Succeeded,status.phase!=Failed",
             new PodDecoder(resources), new PodTarget(model), podStatus, reflectorOptions, loggerFactory.CreateLogger("pods"));
-        var collector = new Collector(model, [nodeStatus, podStatus], options.LabelGroups);
+        var collector = new Collector(model, [nodeStatus, podStatus], options.LabelGroups, prices);
 
         var app = builder.Build();
-        var service = new Service(app, kube, demo, model, [nodeStatus, podStatus]);
+        var service = new Service(app, kube, demo, model, [nodeStatus, podStatus]) { Prices = prices, demoFeed = demoFeed };
         MapEndpoints(app, service, collector, options);
         await app.StartAsync(ct);
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
@@ -159,6 +171,9 @@ public sealed class Service : IAsyncDisposable
 
         service.background.Add(Task.Run(() => nodeReflector.RunAsync(service.stopping.Token), CancellationToken.None));
         service.background.Add(Task.Run(() => podReflector.RunAsync(service.stopping.Token), CancellationToken.None));
+        service.background.Add(Task.Run(() => prices.RunAsync(service.stopping.Token), CancellationToken.None));
+        if (demoFeed is not null)
+            service.background.Add(Task.Run(() => AdvanceDemoMarket(demoFeed, options.DemoPriceInterval, logger, service.stopping.Token), CancellationToken.None));
         return service;
     }
 
@@ -232,7 +247,23 @@ public sealed class Service : IAsyncDisposable
         await app.DisposeAsync();
         kube.Dispose();
         if (demo is not null) await demo.DisposeAsync();
+        if (demoFeed is not null) await demoFeed.DisposeAsync();
+        Prices?.Dispose();
         stopping.Dispose();
+    }
+
+    private static async Task AdvanceDemoMarket(FeedServer feed, TimeSpan interval, Serilog.ILogger logger, CancellationToken ct)
+    {
+        if (interval <= TimeSpan.Zero) return;
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(interval, ct);
+                logger.Information("demo market moved to {Snapshot}", feed.Advance());
+            }
+        }
+        catch (OperationCanceledException) { }
     }
 
     private sealed class NodeTarget(ClusterModel model) : IReflectorTarget<NodeRecord>

@@ -93,7 +93,7 @@ public class CollectorTests
     {
         var clock = new ManualClock(DateTimeOffset.Parse("2026-11-21T10:00:00Z"));
         var status = new ReflectorStatus("pods");
-        var collector = new Collector(SampleModel(), [status], [], clock);
+        var collector = new Collector(SampleModel(), [status], [], clock: clock);
         var text = Encoding.UTF8.GetString(collector.RenderToArray());
         Assert.DoesNotContain("karpetrack_cache_age_seconds{", text);    // nothing received yet
         Assert.Contains("karpetrack_cache_synced{resource=\"pods\"} 0", text);

@@ -151,6 +151,26 @@ public sealed class DemoCluster : IAsyncDisposable
             for (var r = 0; r < replicas; r++) Schedule(d.Template, created.AddMinutes(-_rng.Next(10, 60 * 48)));
         }
         StartJob(created.AddMinutes(-3));
+
+        // kubectl get ns and clients that resolve namespaces find every namespace in use.
+        Api.Store.Register(ResourceType.Namespaces);
+        foreach (var ns in _pods.Select(p => p.Template.Namespace).Append("default").Append("batch").Distinct().Order(StringComparer.Ordinal))
+        {
+            Api.Store.Upsert("namespaces", new JsonObject
+            {
+                ["kind"] = "Namespace",
+                ["apiVersion"] = "v1",
+                ["metadata"] = new JsonObject
+                {
+                    ["name"] = ns,
+                    ["uid"] = SyntheticCluster.NewGuid(_rng).ToString(),
+                    ["creationTimestamp"] = KubeTime.Format(created.AddDays(-30)),
+                    ["labels"] = new JsonObject { ["kubernetes.io/metadata.name"] = ns },
+                },
+                ["spec"] = new JsonObject { ["finalizers"] = new JsonArray("kubernetes") },
+                ["status"] = new JsonObject { ["phase"] = "Active" },
+            });
+        }
     }
 
     private PodTemplate JobTemplate(string name) => new()
@@ -166,9 +186,18 @@ public sealed class DemoCluster : IAsyncDisposable
         return Schedule(JobTemplate(name), at);
     }
 
+    // generateName semantics: draw again when the name is taken.
+    private string NewPodName(PodTemplate t, string? nodeName)
+    {
+        string name;
+        do name = SyntheticCluster.PodName(_rng, t, nodeName);
+        while (Api.Store.Get("pods", t.Namespace, name) is not null);
+        return name;
+    }
+
     private DemoPod Place(PodTemplate t, DemoNode node, DateTimeOffset at)
     {
-        var obj = SyntheticCluster.Pod(_rng, t, SyntheticCluster.PodName(_rng, t, node.Name), node.Object, at);
+        var obj = SyntheticCluster.Pod(_rng, t, NewPodName(t, node.Name), node.Object, at);
         var pod = new DemoPod(t, obj) { Node = node };
         Reserve(node, t, +1);
         _pods.Add(pod);
@@ -198,7 +227,7 @@ public sealed class DemoCluster : IAsyncDisposable
             var placed = Place(t, node, at);
             return new DemoChange("created", t.Namespace, placed.Name, node.Name);
         }
-        var obj = SyntheticCluster.Pod(_rng, t, SyntheticCluster.PodName(_rng, t, null), null, at, _nodes.Count);
+        var obj = SyntheticCluster.Pod(_rng, t, NewPodName(t, null), null, at, _nodes.Count);
         var pod = new DemoPod(t, obj);
         _pods.Add(pod);
         Api.Store.Upsert("pods", obj);

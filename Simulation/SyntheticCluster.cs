@@ -779,6 +779,16 @@ public static class SyntheticCluster
             freeMem[i] = AllocatableMemoryBytes(cls);
         }
 
+        // generateName retries on a clash; 5,000 DaemonSet pods share one prefix, so clashes do happen.
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        string UniqueName(PodTemplate t, string? nodeName)
+        {
+            string name;
+            do name = PodName(rng, t, nodeName);
+            while (!used.Add(t.Namespace + "/" + name));
+            return name;
+        }
+
         var produced = 0;
         var perNode = DaemonSetTemplates.Append(KubeProxyMirror).ToArray();
         for (var n = 0; n < nodes.Count && produced < count; n++)
@@ -790,7 +800,7 @@ public static class SyntheticCluster
                 freeCpu[n] -= c;
                 freeMem[n] -= m;
                 var nodeName = (string)nodes[n]["metadata"]!["name"]!;
-                yield return Pod(rng, t, PodName(rng, t, nodeName), nodes[n], at.AddHours(-rng.Next(1, 24 * 7)));
+                yield return Pod(rng, t, UniqueName(t, nodeName), nodes[n], at.AddHours(-rng.Next(1, 24 * 7)));
                 produced++;
             }
         }
@@ -813,7 +823,7 @@ public static class SyntheticCluster
                     cursor = (i + 1) % nodes.Count;
                 }
             }
-            yield return Pod(rng, t, PodName(rng, t, null), node, at.AddMinutes(-rng.Next(1, 60 * 24 * 3)), nodes.Count);
+            yield return Pod(rng, t, UniqueName(t, null), node, at.AddMinutes(-rng.Next(1, 60 * 24 * 3)), nodes.Count);
             produced++;
         }
     }

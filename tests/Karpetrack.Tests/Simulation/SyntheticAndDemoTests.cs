@@ -154,6 +154,8 @@ public sealed class DemoClusterTests
         Assert.True(pods.Count(p => (string)p["status"]!["phase"]! == "Pending") >= 2);
         Assert.True(pods.Select(p => (string)p["metadata"]!["namespace"]!).Distinct().Count() >= 5);
         Assert.True(File.Exists(demo.KubeconfigPath));
+        var namespaces = demo.Api.Store.List("namespaces").Items.Select(n => n.Name).ToHashSet();
+        Assert.All(pods, p => Assert.Contains((string)p["metadata"]!["namespace"]!, namespaces));
     }
 
     [Fact]

@@ -138,7 +138,7 @@ public sealed class KubeApiServer : IAsyncDisposable
         }
         if (!HttpMethods.IsGet(req.Method))
         {
-            await WriteStatusAsync(ctx, 405, "MethodNotAllowed", $"the server does not allow this method on the requested resource").ConfigureAwait(false);
+            await WriteStatusAsync(ctx, 405, "MethodNotAllowed", "the server does not allow this method on the requested resource").ConfigureAwait(false);
             return;
         }
 

@@ -1,4 +1,3 @@
-using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Threading.Channels;
@@ -498,9 +497,4 @@ public static class KubeTime
     public static DateTimeOffset? Parse(string? s) =>
         DateTimeOffset.TryParse(s, System.Globalization.CultureInfo.InvariantCulture,
             System.Globalization.DateTimeStyles.AssumeUniversal | System.Globalization.DateTimeStyles.AdjustToUniversal, out var t) ? t : null;
-}
-
-internal static class Utf8Text
-{
-    public static byte[] Bytes(string s) => Encoding.UTF8.GetBytes(s);
 }

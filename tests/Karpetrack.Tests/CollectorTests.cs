@@ -126,7 +126,8 @@ public class CollectorTests
     {
         var status = new ReflectorStatus("pods");
         status.MarkSynced("1", DateTimeOffset.UtcNow);
-        var text = Render(SampleModel(), [["pool"]], [status]);
+        using var prices = new PriceFeed(new PriceFeedOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var text = Encoding.UTF8.GetString(new Collector(SampleModel(), [status], [["pool"]], prices).RenderToArray());
         foreach (var f in Families.All) Assert.Contains($"# TYPE {f.Name} {f.TypeName}\n", text);
     }
 }

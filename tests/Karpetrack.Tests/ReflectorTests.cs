@@ -1,0 +1,238 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Karpetrack.Simulation;
+using Karpetrack.Tests.Simulation;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Karpetrack.Tests;
+
+/// <summary>
+/// The reflectors against the embedded API server with faults injected: whatever happens, the model
+/// converges to the server's state.
+/// </summary>
+public sealed class ReflectorTests : IAsyncLifetime
+{
+    private KubeApiServer server = null!;
+    private KubeConnection connection = null!;
+    private KubeClient client = null!;
+    private readonly ClusterModel model = new(ResourceTable.Default);
+    private readonly ReflectorStatus nodeStatus = new("nodes");
+    private readonly ReflectorStatus podStatus = new("pods");
+    private readonly CancellationTokenSource stop = new();
+    private readonly List<Task> running = [];
+    private string dir = "";
+
+    private static readonly ReflectorOptions Fast = new()
+    {
+        PageSize = 7,
+        InitialBackoff = TimeSpan.FromMilliseconds(20),
+        MaxBackoff = TimeSpan.FromMilliseconds(200),
+        MinWatchTimeout = TimeSpan.FromSeconds(30),
+        MaxWatchTimeout = TimeSpan.FromSeconds(40),
+        MinHealthyWatch = TimeSpan.FromMilliseconds(50),
+    };
+
+    public async Task InitializeAsync()
+    {
+        server = await SimHelpers.StartWithClusterAsync(nodes: 5, pods: 60);
+        dir = Directory.CreateTempSubdirectory("karpetrack-reflector-").FullName;
+        connection = KubeConnection.Resolve(server.WriteKubeconfig(Path.Combine(dir, "kubeconfig")), null, KubeEnvironment.Process);
+        client = new KubeClient(connection, TimeSpan.FromSeconds(10));
+    }
+
+    public async Task DisposeAsync()
+    {
+        stop.Cancel();
+        await Task.WhenAll(running).WaitAsync(TimeSpan.FromSeconds(10));
+        client.Dispose();
+        connection.Dispose();
+        await server.DisposeAsync();
+        Directory.Delete(dir, recursive: true);
+    }
+
+    private void Start()
+    {
+        var nodes = new Reflector<NodeRecord>(client, "/api/v1/nodes", null, null, new NodeDecoder(ResourceTable.Default),
+            new NodeTarget(model), nodeStatus, Fast, NullLogger.Instance, seed: 1);
+        var pods = new Reflector<PodRecord>(client, "/api/v1/pods", null, "status.phase!=Succeeded,status.phase!=Failed",
+            new PodDecoder(ResourceTable.Default), new PodTarget(model), podStatus, Fast, NullLogger.Instance, seed: 2);
+        running.Add(Task.Run(() => nodes.RunAsync(stop.Token)));
+        running.Add(Task.Run(() => pods.RunAsync(stop.Token)));
+    }
+
+    private sealed class NodeTarget(ClusterModel m) : IReflectorTarget<NodeRecord>
+    {
+        public void BeginRelist() => m.BeginNodeRelist();
+        public void Upsert(NodeRecord item) => m.UpsertNode(item);
+        public void Delete(NodeRecord item) => m.DeleteNode(item.Name);
+        public int EndRelist() => m.EndNodeRelist();
+    }
+
+    private sealed class PodTarget(ClusterModel m) : IReflectorTarget<PodRecord>
+    {
+        public void BeginRelist() => m.BeginPodRelist();
+        public void Upsert(PodRecord item) => m.UpsertPod(item);
+        public void Delete(PodRecord item) => m.DeletePod(item.Uid);
+        public int EndRelist() => m.EndPodRelist();
+    }
+
+    /// <summary>What the model should hold: the server's objects decoded and tallied from scratch.</summary>
+    private string Expected()
+    {
+        var expected = new ClusterModel(ResourceTable.Default);
+        foreach (var n in server.Store.List("nodes").Items) expected.UpsertNode(Decode(n.Json.Span, new NodeDecoder(ResourceTable.Default)));
+        foreach (var p in server.Store.List("pods").Items)
+        {
+            var pod = Decode(p.Json.Span, new PodDecoder(ResourceTable.Default));
+            if (pod.Phase is PodPhase.Succeeded or PodPhase.Failed) continue;
+            expected.UpsertPod(pod);
+        }
+        return Describe(expected);
+    }
+
+    private static T Decode<T>(ReadOnlySpan<byte> json, IObjectDecoder<T> decoder) where T : class
+    {
+        var r = new Utf8JsonReader(json, isFinalBlock: true, default);
+        r.Read();
+        string? error = null;
+        decoder.TryDecode(ref r, out var value, ref error);
+        return value;
+    }
+
+    private static string Describe(ClusterModel m)
+    {
+        var s = m.Snapshot();
+        var lines = s.Nodes.Select(n => $"{n.Name} cpu={n.Allocated[0]} mem={n.Allocated[1]} ds={n.DaemonSetOverhead[0]} pods={n.Pods} sched={n.Schedulable}").ToList();
+        lines.Add($"pending={s.PendingPods} cpu={s.PendingRequests[0]} total={m.PodCount}");
+        return string.Join("\n", lines);
+    }
+
+    private async Task Converged(string because, TimeSpan? within = null)
+    {
+        var deadline = DateTime.UtcNow + (within ?? TimeSpan.FromSeconds(15));
+        string expected = "", actual = "";
+        while (DateTime.UtcNow < deadline)
+        {
+            expected = Expected();
+            actual = Describe(model);
+            if (expected == actual && nodeStatus.Synced && podStatus.Synced) return;
+            await Task.Delay(50);
+        }
+        Assert.Fail($"model did not converge ({because}).\nexpected:\n{expected}\nactual:\n{actual}");
+    }
+
+    private JsonObject AnyPod(int i) => server.Store.List("pods").Items.Where(p => p.Namespace != "kube-system").ElementAt(i).ToJsonObject();
+
+    private void Churn(string tag)
+    {
+        // A new pending pod, a deletion, a rebind of requests, and a cordon: every kind of change.
+        var nodes = server.Store.List("nodes").Items;
+        var pending = SimHelpers.SimplePod("default", "pending-" + tag);
+        pending["spec"]!["containers"]![0]!["resources"] = new JsonObject { ["requests"] = new JsonObject { ["cpu"] = "3", ["memory"] = "1Gi" } };
+        pending["status"] = new JsonObject
+        {
+            ["phase"] = "Pending",
+            ["conditions"] = new JsonArray(new JsonObject { ["type"] = "PodScheduled", ["status"] = "False", ["reason"] = "Unschedulable" }),
+        };
+        server.Store.Upsert("pods", pending);
+        var victim = AnyPod(0);
+        server.Store.Delete("pods", (string)victim["metadata"]!["namespace"]!, (string)victim["metadata"]!["name"]!);
+        var bound = SimHelpers.SimplePod("default", "bound-" + tag, nodes[0].Name);
+        bound["spec"]!["containers"]![0]!["resources"] = new JsonObject { ["requests"] = new JsonObject { ["cpu"] = "250m", ["memory"] = "64Mi" } };
+        server.Store.Upsert("pods", bound);
+        var node = nodes[^1].ToJsonObject();
+        node["spec"]!["unschedulable"] = !(bool?)node["spec"]!["unschedulable"] ?? true;
+        server.Store.Upsert("nodes", node);
+    }
+
+    [Fact]
+    public async Task ListsInPagesThenFollowsTheWatch()
+    {
+        Start();
+        await Converged("initial list");
+        Assert.Equal(0, podStatus.TotalRestarts);
+        Churn("a");
+        await Converged("watch events");
+        Assert.True(podStatus.Events > 0);
+    }
+
+    [Fact]
+    public async Task WatchClosedMidStreamResumesWithoutRelisting()
+    {
+        Start();
+        await Converged("initial list");
+        server.Faults.CloseAllWatches();
+        Churn("b");
+        await Converged("after the watch was cut");
+        Assert.True(podStatus.Restarts.GetValueOrDefault("network_error") + podStatus.Restarts.GetValueOrDefault("closed") >= 1);
+        Assert.Equal(0, podStatus.Restarts.GetValueOrDefault("expired"));
+    }
+
+    [Fact]
+    public async Task ExpiredResourceVersionRelistsAndAppliesDeletionsThatHappenedMeanwhile()
+    {
+        Start();
+        await Converged("initial list");
+        // Cut the watches and hold them off for a second (429 Retry-After keeps the resourceVersion, no relist),
+        // make changes the reflector cannot see, then drop the history it would resume from.
+        server.Faults.FailNext(2, 429, TimeSpan.FromSeconds(1), pathContains: "watch=1");
+        server.Faults.CloseAllWatches();
+        await WaitFor(() => podStatus.Restarts.GetValueOrDefault("throttled") >= 1);
+        for (int i = 0; i < 5; i++)
+        {
+            var p = AnyPod(i);
+            server.Store.Delete("pods", (string)p["metadata"]!["namespace"]!, (string)p["metadata"]!["name"]!);
+        }
+        Churn("c");
+        server.Faults.CompactHistory();
+        await Converged("after 410 and relist");
+        Assert.True(podStatus.Restarts.GetValueOrDefault("expired") >= 1);
+    }
+
+    [Fact]
+    public async Task ServerErrorsAndThrottlingBackOffAndRecover()
+    {
+        server.Faults.FailNext(3, 500, pathContains: "/api/v1/pods");
+        server.Faults.FailNext(2, 429, TimeSpan.FromSeconds(1), pathContains: "/api/v1/nodes");
+        var started = DateTime.UtcNow;
+        Start();
+        await Converged("after 500s and 429s");
+        Assert.True(podStatus.Restarts.GetValueOrDefault("http_error") >= 3);
+        Assert.True(nodeStatus.Restarts.GetValueOrDefault("throttled") >= 2);
+        // Retry-After: 1 s was honoured twice for the nodes list.
+        Assert.True(DateTime.UtcNow - started >= TimeSpan.FromSeconds(2));
+    }
+
+    [Fact]
+    public async Task MalformedObjectInAStreamIsSkippedAndCounted()
+    {
+        Start();
+        await Converged("initial list");
+        await WaitFor(() => server.Faults.OpenWatchCount >= 2);
+        var bad = """{"type":"ADDED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"broken","namespace":"default","uid":"0b3c4f4e-4d1a-4c59-9f39-3d1c2f7a8b99","resourceVersion":"1"},"spec":{"nodeName":"x","containers":[{"name":"c","resources":{"requests":{"cpu":"12x"}}}]},"status":{"phase":"Running"}}}""";
+        Assert.True(server.Faults.InjectWatchEvent("pods", bad) >= 1);
+        Churn("d");
+        await Converged("after a malformed event");
+        Assert.Equal(1, podStatus.DecodeErrors);
+        Assert.Equal(0, podStatus.Restarts.GetValueOrDefault("decode_error"));
+    }
+
+    [Fact]
+    public async Task ServerRestartWithANewHistoryConverges()
+    {
+        Start();
+        await Converged("initial list");
+        server.Faults.Restart(1_000_000);
+        Churn("e");
+        await Converged("after an API server restart");
+        Assert.True(podStatus.TotalRestarts >= 1);
+        Assert.True(long.Parse(podStatus.ResourceVersion!) >= 1_000_000);
+    }
+
+    private static async Task WaitFor(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!condition() && DateTime.UtcNow < deadline) await Task.Delay(20);
+        Assert.True(condition());
+    }
+}

@@ -1,5 +1,6 @@
 using System.IO.Compression;
 using System.Net;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using Karpetrack;
@@ -54,8 +55,9 @@ public sealed class Service : IAsyncDisposable
         if (options.ShowVersion) { Console.WriteLine($"karpetrack {BuildInfo.Version}"); return 0; }
 
         using var cts = new CancellationTokenSource();
-        Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); };
-        AppDomain.CurrentDomain.ProcessExit += (_, _) => cts.Cancel();
+        // SIGTERM (Kubernetes stopping the pod) and Ctrl-C both mean: stop serving, close streams, exit 0.
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; cts.Cancel(); });
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; cts.Cancel(); });
         Service service;
         try
         {

@@ -220,13 +220,16 @@ public readonly struct Exposition(IBufferWriter<byte> output)
 }
 
 /// <summary>
-/// Renders /metrics from a cluster snapshot and the current price book. Per-node lines are
-/// rendered once per node (or price book) change and cached, the kube-state-metrics idea, so a
-/// scrape concatenates cached blocks and does O(nodes) arithmetic for the cluster, group and
-/// namespace sums; it never walks pods.
+/// Renders /metrics from a cluster snapshot and the current price book, the kube-state-metrics way:
+/// each node's lines are rendered once per change of that node (or of the price book) and cached;
+/// nodes are grouped in chunks of 64 whose concatenated blocks and partial sums (cluster, groups,
+/// namespaces, cost) are cached too. A scrape therefore writes a few hundred cached byte blocks and
+/// adds up about 80 chunk sums; it never walks pods and barely walks nodes.
 /// </summary>
 public sealed class Collector
 {
+    private const int ChunkSize = 64;
+
     private static readonly MetricFamily[] NodeFamilies =
     [
         Families.NodeAllocated, Families.NodeAllocatable, Families.NodeUtilization, Families.NodeDaemonSetOverhead,
@@ -239,9 +242,9 @@ public sealed class Collector
     private readonly PriceFeed? prices;
     private readonly TimeProvider clock;
     private readonly object cacheGate = new();
-    private Dictionary<string, CachedNode> cache = new(StringComparer.Ordinal);
+    private Dictionary<string, CachedNode> nodeCache = new(StringComparer.Ordinal);
+    private Chunk[] chunks = [];
     private (long Version, PriceBook? Book) cachedKey = (-1, null);
-    private CachedNode[] cachedOrder = [];
 
     public Collector(ClusterModel model, IReadOnlyList<ReflectorStatus> reflectors, IReadOnlyList<IReadOnlyList<string>> labelGroups,
         PriceFeed? prices = null, TimeProvider? clock = null)
@@ -253,37 +256,81 @@ public sealed class Collector
         this.clock = clock ?? TimeProvider.System;
     }
 
-    /// <summary>One node's cached lines and the price facts they were rendered with.</summary>
-    private sealed class CachedNode(NodeView view, PriceBook? book, byte[][] blocks, double? price, double idle, int mostAllocated)
+    /// <summary>One node's cached lines and the derived facts the sums need.</summary>
+    private sealed class CachedNode(NodeView view, PriceBook? book, byte[][] blocks, double? price, double idle,
+        (string Namespace, double Cost)[] namespaceCosts, string[] groupKeys)
     {
         public readonly NodeView View = view;
         public readonly PriceBook? Book = book;
         public readonly byte[][] Blocks = blocks;   // one per NodeFamilies entry
         public readonly double? Price = price;
         public readonly double IdleCost = idle;
-        public readonly int MostAllocated = mostAllocated;
+        public readonly (string Namespace, double Cost)[] NamespaceCosts = namespaceCosts;
+        public readonly string[] GroupKeys = groupKeys;   // this node's label_group_value per --label-group
+    }
+
+    /// <summary>Up to 64 consecutive nodes: their blocks concatenated per family, and their partial sums.</summary>
+    private sealed class Chunk
+    {
+        public required CachedNode[] Nodes { get; init; }
+        public required byte[][] Families { get; init; }
+        public required long[] Allocated { get; init; }
+        public required long[] Allocatable { get; init; }
+        public required long[] Overhead { get; init; }
+        public required int[] States { get; init; }
+        public required Dictionary<string, GroupTally>[] Groups { get; init; }
+        public required Dictionary<string, double> Namespaces { get; init; }
+        public double Cost, Idle;
+        public int Unpriced;
+    }
+
+    private sealed class GroupTally(int resources)
+    {
+        public readonly long[] Allocated = new long[resources];
+        public readonly long[] Allocatable = new long[resources];
+        public int Nodes;
+        public double Cost;
+
+        public void Add(GroupTally o)
+        {
+            for (int i = 0; i < Allocated.Length; i++) { Allocated[i] += o.Allocated[i]; Allocatable[i] += o.Allocatable[i]; }
+            Nodes += o.Nodes;
+            Cost += o.Cost;
+        }
+    }
+
+    /// <summary>Renders the exposition as a list of byte segments (cached chunk blocks plus small rendered parts).</summary>
+    public List<ReadOnlyMemory<byte>> RenderSegments()
+    {
+        var snap = model.Snapshot();
+        var book = prices?.Current;
+        var current = Chunks(snap, book);
+        var segments = new List<ReadOnlyMemory<byte>>(NodeFamilies.Length * (current.Length + 1) + 8);
+        var small = new ArrayBufferWriter<byte>(4096);
+        for (int f = 0; f < NodeFamilies.Length; f++)
+        {
+            if (book is null && (NodeFamilies[f] == Families.NodePrice || NodeFamilies[f] == Families.NodeIdleCost)) continue;
+            var header = new ArrayBufferWriter<byte>(256);
+            new Exposition(header).Header(NodeFamilies[f]);
+            segments.Add(header.WrittenMemory);
+            foreach (var c in current) if (c.Families[f].Length > 0) segments.Add(c.Families[f]);
+        }
+        var w = new Exposition(small);
+        RenderCluster(w, snap.Resources, current);
+        RenderGroups(w, snap.Resources, current, book is not null);
+        RenderPending(w, snap);
+        if (book is not null) RenderCosts(w, current, book);
+        RenderReflectors(w);
+        w.Header(Families.BuildInfoFamily);
+        w.Begin(Families.BuildInfoFamily, "version", BuildInfo.Version); w.EndLabels(); w.Integer(1);
+        segments.Add(small.WrittenMemory);
+        return segments;
     }
 
     /// <summary>Renders the whole exposition into <paramref name="output"/>.</summary>
     public void Render(IBufferWriter<byte> output)
     {
-        var snap = model.Snapshot();
-        var book = prices?.Current;
-        var nodes = Blocks(snap, book);
-        var w = new Exposition(output);
-        for (int f = 0; f < NodeFamilies.Length; f++)
-        {
-            if (book is null && (NodeFamilies[f] == Families.NodePrice || NodeFamilies[f] == Families.NodeIdleCost)) continue;
-            w.Header(NodeFamilies[f]);
-            foreach (var n in nodes) output.Write(n.Blocks[f]);
-        }
-        RenderCluster(w, snap);
-        RenderGroups(w, snap, nodes, book is not null);
-        RenderPending(w, snap);
-        if (book is not null) RenderCosts(w, snap, nodes, book);
-        RenderReflectors(w);
-        w.Header(Families.BuildInfoFamily);
-        w.Begin(Families.BuildInfoFamily, "version", BuildInfo.Version); w.EndLabels(); w.Integer(1);
+        foreach (var s in RenderSegments()) output.Write(s.Span);
     }
 
     public byte[] RenderToArray()
@@ -293,45 +340,109 @@ public sealed class Collector
         return buffer.WrittenSpan.ToArray();
     }
 
-    /// <summary>Renders into pooled segments, then writes them to the HTTP body.</summary>
+    /// <summary>Writes the exposition to an HTTP body straight from the cached blocks.</summary>
     public async Task WriteAsync(Stream body, CancellationToken ct)
     {
-        var buffer = new PooledBuffer();
-        try
-        {
-            Render(buffer);
-            foreach (var segment in buffer.Segments)
-                await body.WriteAsync(segment, ct).ConfigureAwait(false);
-        }
-        finally
-        {
-            buffer.Dispose();
-        }
+        foreach (var segment in RenderSegments())
+            await body.WriteAsync(segment, ct).ConfigureAwait(false);
     }
 
-    private CachedNode[] Blocks(ClusterSnapshot snap, PriceBook? book)
+    private Chunk[] Chunks(ClusterSnapshot snap, PriceBook? book)
     {
         lock (cacheGate)
         {
-            if (cachedKey.Version == snap.Version && ReferenceEquals(cachedKey.Book, book)) return cachedOrder;
-            var next = new Dictionary<string, CachedNode>(snap.Nodes.Length, StringComparer.Ordinal);
-            var order = new CachedNode[snap.Nodes.Length];
-            for (int i = 0; i < snap.Nodes.Length; i++)
+            if (cachedKey.Version == snap.Version && ReferenceEquals(cachedKey.Book, book)) return chunks;
+            var next = new Chunk[(snap.Nodes.Length + ChunkSize - 1) / ChunkSize];
+            bool shifted = false;
+            for (int c = 0; c < next.Length; c++)
             {
-                var v = snap.Nodes[i];
-                if (!cache.TryGetValue(v.Name, out var c) || !ReferenceEquals(c.View, v) || !ReferenceEquals(c.Book, book))
-                    c = RenderNode(snap.Resources, v, book);
-                next[v.Name] = c;
-                order[i] = c;
+                int start = c * ChunkSize, count = Math.Min(ChunkSize, snap.Nodes.Length - start);
+                var old = c < chunks.Length ? chunks[c].Nodes : [];
+                var members = new CachedNode[count];
+                bool same = old.Length == count;
+                for (int i = 0; i < count; i++)
+                {
+                    var v = snap.Nodes[start + i];
+                    CachedNode? n = null;
+                    // Usually the node sits where it sat last time; only after nodes come or go do
+                    // positions shift and the by-name cache is needed.
+                    if (i < old.Length && ReferenceEquals(old[i].Book, book))
+                    {
+                        if (ReferenceEquals(old[i].View, v)) n = old[i];
+                        else if (old[i].View.Name != v.Name) shifted = true;
+                    }
+                    else if (i >= old.Length) shifted = true;
+                    if (n is null && shifted && nodeCache.TryGetValue(v.Name, out var byName) && ReferenceEquals(byName.View, v) && ReferenceEquals(byName.Book, book))
+                        n = byName;
+                    n ??= RenderNode(snap.Resources, v, book, labelGroups);
+                    members[i] = n;
+                    if (same) same = ReferenceEquals(old[i], n);
+                }
+                next[c] = same ? chunks[c] : BuildChunk(snap.Resources, members);
             }
-            cache = next;
-            cachedOrder = order;
+            if (shifted || next.Length != chunks.Length || nodeCache.Count != snap.Nodes.Length)
+            {
+                nodeCache = new Dictionary<string, CachedNode>(snap.Nodes.Length, StringComparer.Ordinal);
+                foreach (var c in next) foreach (var n in c.Nodes) nodeCache[n.View.Name] = n;
+            }
+            chunks = next;
             cachedKey = (snap.Version, book);
-            return order;
+            return next;
         }
     }
 
-    private static CachedNode RenderNode(ResourceTable table, NodeView n, PriceBook? book)
+    private Chunk BuildChunk(ResourceTable t, CachedNode[] members)
+    {
+        var families = new byte[NodeFamilies.Length][];
+        for (int f = 0; f < families.Length; f++)
+        {
+            int length = 0;
+            foreach (var n in members) length += n.Blocks[f].Length;
+            var block = new byte[length];
+            int at = 0;
+            foreach (var n in members) { n.Blocks[f].CopyTo(block, at); at += n.Blocks[f].Length; }
+            families[f] = block;
+        }
+        var chunk = new Chunk
+        {
+            Nodes = members,
+            Families = families,
+            Allocated = new long[t.Count],
+            Allocatable = new long[t.Count],
+            Overhead = new long[t.Count],
+            States = new int[4],
+            Groups = labelGroups.Select(_ => new Dictionary<string, GroupTally>(StringComparer.Ordinal)).ToArray(),
+            Namespaces = new Dictionary<string, double>(StringComparer.Ordinal),
+        };
+        foreach (var n in members)
+        {
+            var v = n.View;
+            for (int i = 0; i < t.Count; i++)
+            {
+                chunk.Allocated[i] += v.Allocated[i];
+                chunk.Allocatable[i] += v.Allocatable[i];
+                chunk.Overhead[i] += v.DaemonSetOverhead[i];
+            }
+            chunk.States[(int)ClusterSnapshot.StateOf(v)]++;
+            for (int g = 0; g < labelGroups.Count; g++)
+            {
+                if (!chunk.Groups[g].TryGetValue(n.GroupKeys[g], out var tally)) chunk.Groups[g][n.GroupKeys[g]] = tally = new GroupTally(t.Count);
+                for (int i = 0; i < t.Count; i++) { tally.Allocated[i] += v.Allocated[i]; tally.Allocatable[i] += v.Allocatable[i]; }
+                tally.Nodes++;
+                tally.Cost += n.Price ?? 0;
+            }
+            if (n.Price is { } price)
+            {
+                chunk.Cost += price;
+                chunk.Idle += n.IdleCost;
+                foreach (var (ns, share) in n.NamespaceCosts) chunk.Namespaces[ns] = chunk.Namespaces.GetValueOrDefault(ns) + share;
+            }
+            else chunk.Unpriced++;
+        }
+        return chunk;
+    }
+
+    private static CachedNode RenderNode(ResourceTable table, NodeView n, PriceBook? book, IReadOnlyList<IReadOnlyList<string>> labelGroups)
     {
         var blocks = new byte[NodeFamilies.Length][];
         var buf = new ArrayBufferWriter<byte>(512);
@@ -384,6 +495,7 @@ public sealed class Collector
         int most = n.MostAllocated(AllTracked(table));
         double? price = book?.NodePrice(n.ServerClass, n.CapacityType) is { } p ? (double)p : null;
         double idle = 0;
+        var shares = new List<(string, double)>();
         if (price is { } hourly)
         {
             idle = hourly * Math.Clamp(1 - n.Utilization(most), 0, 1);
@@ -391,13 +503,26 @@ public sealed class Collector
             blocks[6] = Take();
             w.Begin(Families.NodeIdleCost, "node", n.Name); w.EndLabels(); w.Double(Math.Round(idle, 9));
             blocks[7] = Take();
+            long alloc = n.Allocatable[most];
+            if (alloc > 0)
+                foreach (var (ns, req) in n.NamespaceRequests)
+                    shares.Add((ns, hourly * Math.Min(1.0, (double)req[most] / alloc)));
         }
         else
         {
             blocks[6] = [];
             blocks[7] = [];
         }
-        return new CachedNode(n, book, blocks, price, idle, most);
+
+        var keys = new string[labelGroups.Count];
+        for (int g = 0; g < labelGroups.Count; g++)
+        {
+            var group = labelGroups[g];
+            var values = new string[group.Count];
+            for (int k = 0; k < group.Count; k++) values[k] = n.Labels.TryGetValue(group[k], out var v) ? v : "<none>";
+            keys[g] = string.Join(',', values);
+        }
+        return new CachedNode(n, book, blocks, price, idle, shares.ToArray(), keys);
     }
 
     private static int[] AllTracked(ResourceTable t)
@@ -407,22 +532,21 @@ public sealed class Collector
         return all;
     }
 
-    private static void RenderCluster(Exposition w, ClusterSnapshot snap)
+    private static void RenderCluster(Exposition w, ResourceTable t, Chunk[] chunks)
     {
-        var t = snap.Resources;
         var allocated = new long[t.Count];
         var allocatable = new long[t.Count];
         var overhead = new long[t.Count];
         var states = new int[4];
-        foreach (var n in snap.Nodes)
+        foreach (var c in chunks)
         {
             for (int i = 0; i < t.Count; i++)
             {
-                allocated[i] += n.Allocated[i];
-                allocatable[i] += n.Allocatable[i];
-                overhead[i] += n.DaemonSetOverhead[i];
+                allocated[i] += c.Allocated[i];
+                allocatable[i] += c.Allocatable[i];
+                overhead[i] += c.Overhead[i];
             }
-            states[(int)ClusterSnapshot.StateOf(n)]++;
+            for (int s = 0; s < states.Length; s++) states[s] += c.States[s];
         }
         PerResource(w, t, Families.ClusterAllocated, allocated);
         PerResource(w, t, Families.ClusterAllocatable, allocatable);
@@ -450,42 +574,21 @@ public sealed class Collector
         }
     }
 
-    private sealed class GroupTally(int resources)
+    private void RenderGroups(Exposition w, ResourceTable t, Chunk[] chunks, bool priced)
     {
-        public readonly long[] Allocated = new long[resources];
-        public readonly long[] Allocatable = new long[resources];
-        public int Nodes;
-        public double Cost;
-    }
-
-    private void RenderGroups(Exposition w, ClusterSnapshot snap, CachedNode[] cached, bool priced)
-    {
-        var t = snap.Resources;
-        var groups = new List<(string Group, SortedDictionary<string, GroupTally> Values)>();
-        foreach (var keys in labelGroups)
+        var groups = new List<(string Group, List<KeyValuePair<string, GroupTally>> Values)>();
+        for (int g = 0; g < labelGroups.Count; g++)
         {
-            var byValue = new SortedDictionary<string, GroupTally>(StringComparer.Ordinal);
-            var sb = new StringBuilder();
-            for (int i = 0; i < snap.Nodes.Length; i++)
+            var byValue = new Dictionary<string, GroupTally>(StringComparer.Ordinal);
+            foreach (var c in chunks)
             {
-                var n = snap.Nodes[i];
-                sb.Clear();
-                for (int k = 0; k < keys.Count; k++)
+                foreach (var (key, part) in c.Groups[g])
                 {
-                    if (k > 0) sb.Append(',');
-                    sb.Append(n.Labels.TryGetValue(keys[k], out var v) ? v : "<none>");
+                    if (!byValue.TryGetValue(key, out var tally)) byValue[key] = tally = new GroupTally(t.Count);
+                    tally.Add(part);
                 }
-                var key = sb.ToString();
-                if (!byValue.TryGetValue(key, out var tally)) byValue[key] = tally = new GroupTally(t.Count);
-                for (int r = 0; r < t.Count; r++)
-                {
-                    tally.Allocated[r] += n.Allocated[r];
-                    tally.Allocatable[r] += n.Allocatable[r];
-                }
-                tally.Nodes++;
-                tally.Cost += cached[i].Price ?? 0;
             }
-            groups.Add((string.Join(',', keys), byValue));
+            groups.Add((string.Join(',', labelGroups[g]), byValue.OrderBy(kv => kv.Key, StringComparer.Ordinal).ToList()));
         }
 
         void Emit(MetricFamily f, Action<Exposition, GroupTally, int> value, bool perResource)
@@ -524,54 +627,27 @@ public sealed class Collector
         PerResource(w, snap.Resources, Families.PendingRequests, snap.PendingRequests);
     }
 
-    private void RenderCosts(Exposition w, ClusterSnapshot snap, CachedNode[] cached, PriceBook book)
+    private void RenderCosts(Exposition w, Chunk[] chunks, PriceBook book)
     {
         double cost = 0, idle = 0;
         int unpriced = 0;
-        var byNamespace = new SortedDictionary<string, double>(StringComparer.Ordinal);
-        for (int i = 0; i < cached.Length; i++)
+        var byNamespace = new Dictionary<string, double>(StringComparer.Ordinal);
+        foreach (var c in chunks)
         {
-            var c = cached[i];
-            if (c.Price is not { } price) { unpriced++; continue; }
-            cost += price;
-            idle += c.IdleCost;
-            var n = snap.Nodes[i];
-            long alloc = n.Allocatable[c.MostAllocated];
-            if (alloc <= 0) continue;
-            foreach (var (ns, req) in n.NamespaceRequests)
-                byNamespace[ns] = byNamespace.GetValueOrDefault(ns) + price * Math.Min(1.0, (double)req[c.MostAllocated] / alloc);
+            cost += c.Cost;
+            idle += c.Idle;
+            unpriced += c.Unpriced;
+            foreach (var (ns, share) in c.Namespaces) byNamespace[ns] = byNamespace.GetValueOrDefault(ns) + share;
         }
         w.Header(Families.ClusterCost); w.NameOnly(Families.ClusterCost); w.Double(Math.Round(cost, 9));
         w.Header(Families.ClusterIdleCost); w.NameOnly(Families.ClusterIdleCost); w.Double(Math.Round(idle, 9));
         w.Header(Families.UnpricedNodes); w.NameOnly(Families.UnpricedNodes); w.Integer(unpriced);
         w.Header(Families.NamespaceCost);
-        foreach (var (ns, value) in byNamespace)
+        foreach (var (ns, value) in byNamespace.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
             w.Begin(Families.NamespaceCost, "namespace", ns); w.EndLabels(); w.Double(Math.Round(value, 9));
         }
-
-        w.Header(Families.ServerClassInfo);
-        foreach (var (name, pc) in book.Classes.OrderBy(kv => kv.Key, StringComparer.Ordinal))
-        {
-            w.Begin(Families.ServerClassInfo, "server_class", name);
-            w.Label("region", pc.Class.Region);
-            w.Label("category", pc.Class.Category);
-            w.Label("cpu", pc.Class.Cpu.ToString(CultureInfo.InvariantCulture));
-            w.Label("memory_bytes", pc.Class.MemoryBytes.ToString(CultureInfo.InvariantCulture));
-            w.EndLabels(); w.Integer(1);
-        }
-        w.Header(Families.ServerClassPrice);
-        foreach (var (name, pc) in book.Classes.OrderBy(kv => kv.Key, StringComparer.Ordinal))
-        {
-            var p = pc.Prices;
-            foreach (var (kind, value) in new (string, decimal?)[] { ("market", p.Market), ("min_bid", p.MinBid), ("p20", p.P20), ("p50", p.P50), ("p80", p.P80), ("on_demand", p.OnDemand) })
-            {
-                if (value is not { } v) continue;
-                w.Begin(Families.ServerClassPrice, "server_class", name);
-                w.Label("region", pc.Class.Region); w.Label("category", pc.Class.Category); w.Label("price", kind);
-                w.EndLabels(); w.Double((double)v);
-            }
-        }
+        RenderCatalogue(w, book);
 
         var feed = prices!;
         w.Header(Families.PricingLastSuccess);
@@ -590,6 +666,40 @@ public sealed class Collector
             }
         }
         w.Header(Families.PricingStale); w.NameOnly(Families.PricingStale); w.Integer(feed.Stale ? 1 : 0);
+    }
+
+    private static void RenderCatalogue(Exposition w, PriceBook book)
+    {
+        var ordered = book.Classes.OrderBy(kv => kv.Key, StringComparer.Ordinal).ToList();
+        w.Header(Families.ServerClassInfo);
+        foreach (var (name, pc) in ordered)
+        {
+            w.Begin(Families.ServerClassInfo, "server_class", name);
+            w.Label("region", pc.Class.Region);
+            w.Label("category", pc.Class.Category);
+            w.Label("cpu", pc.Class.Cpu.ToString(CultureInfo.InvariantCulture));
+            w.Label("memory_bytes", pc.Class.MemoryBytes.ToString(CultureInfo.InvariantCulture));
+            w.EndLabels(); w.Integer(1);
+        }
+        w.Header(Families.ServerClassPrice);
+        foreach (var (name, pc) in ordered)
+        {
+            var p = pc.Prices;
+            Price(w, name, pc, "market", p.Market);
+            Price(w, name, pc, "min_bid", p.MinBid);
+            Price(w, name, pc, "p20", p.P20);
+            Price(w, name, pc, "p50", p.P50);
+            Price(w, name, pc, "p80", p.P80);
+            Price(w, name, pc, "on_demand", p.OnDemand);
+        }
+
+        static void Price(Exposition w, string name, PricedClass pc, string kind, decimal? value)
+        {
+            if (value is not { } v) return;
+            w.Begin(Families.ServerClassPrice, "server_class", name);
+            w.Label("region", pc.Class.Region); w.Label("category", pc.Class.Category); w.Label("price", kind);
+            w.EndLabels(); w.Double((double)v);
+        }
     }
 
     private void RenderReflectors(Exposition w)
@@ -625,45 +735,3 @@ public sealed class Collector
     }
 }
 
-/// <summary>An IBufferWriter over pooled 256 KiB segments: a 5 MB exposition never lands on the large-object heap.</summary>
-internal sealed class PooledBuffer : IBufferWriter<byte>, IDisposable
-{
-    private const int SegmentSize = 256 * 1024;
-    private readonly List<(byte[] Array, int Length)> segments = [];
-    private byte[] current = ArrayPool<byte>.Shared.Rent(SegmentSize);
-    private int position;
-
-    public IEnumerable<ReadOnlyMemory<byte>> Segments
-    {
-        get
-        {
-            foreach (var (a, l) in segments) yield return a.AsMemory(0, l);
-            if (position > 0) yield return current.AsMemory(0, position);
-        }
-    }
-
-    public long Length => segments.Sum(s => (long)s.Length) + position;
-
-    public void Advance(int count) => position += count;
-
-    public Memory<byte> GetMemory(int sizeHint = 0) { Ensure(sizeHint); return current.AsMemory(position); }
-
-    public Span<byte> GetSpan(int sizeHint = 0) { Ensure(sizeHint); return current.AsSpan(position); }
-
-    private void Ensure(int sizeHint)
-    {
-        int need = Math.Max(sizeHint, 1);
-        if (current.Length - position >= need) return;
-        segments.Add((current, position));
-        current = ArrayPool<byte>.Shared.Rent(Math.Max(SegmentSize, need));
-        position = 0;
-    }
-
-    public void Dispose()
-    {
-        foreach (var (a, _) in segments) ArrayPool<byte>.Shared.Return(a);
-        segments.Clear();
-        ArrayPool<byte>.Shared.Return(current);
-        current = [];
-    }
-}

@@ -119,6 +119,14 @@ public class CollectorTests
         m.DeleteNode("node-c");
         var third = Encoding.UTF8.GetString(collector.RenderToArray());
         Assert.DoesNotContain("node-c", third);
+        // A node arriving in the middle shifts every later node's position in the cached chunks.
+        m.UpsertNode(ClusterModelTests.Node("node-aa"));
+        m.UpsertPod(ClusterModelTests.Pod("web-4", "node-aa", 300, 0));
+        var fourth = Encoding.UTF8.GetString(collector.RenderToArray());
+        Assert.Contains("karpetrack_node_pods{node=\"node-aa\"} 1\n", fourth);
+        Assert.Contains("karpetrack_node_pods{node=\"node-b\"} 2\n", fourth);
+        Assert.Contains("karpetrack_cluster_allocated{resource=\"cpu\"} 2.25\n", fourth);
+        Assert.Equal(fourth, Encoding.UTF8.GetString(new Collector(m, [], []).RenderToArray()));
     }
 
     [Fact]

@@ -1,0 +1,28 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json.Nodes;
+using Karpetrack;
+using Karpetrack.Bench;
+using Karpetrack.Simulation;
+
+// `make bench`: measures the goals of BENCHMARKS.md on this machine and rewrites that file's tables.
+// Arguments: scenario names to run (default: all), `--nodes N`, `--pods N`.
+var scenarios = args.Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToHashSet(StringComparer.Ordinal);
+int Arg(string name, int fallback)
+{
+    int i = Array.IndexOf(args, name);
+    return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], CultureInfo.InvariantCulture) : fallback;
+}
+int nodes = Arg("--nodes", 5_000);
+int pods = Arg("--pods", 150_000);
+bool Want(string s) => scenarios.Count == 0 || scenarios.Contains(s);
+
+var report = new Report(Path.Combine(Report.RepoRoot(), "BENCHMARKS.md"));
+Console.WriteLine($"karpetrack benchmarks: {nodes} nodes, {pods} pods; {Environment.ProcessorCount} cores, .NET {Environment.Version}");
+
+var cluster = Want("exporter") || Want("sync") ? SyntheticData.Build(nodes, pods) : null;
+if (Want("exporter")) ExporterBench.Run(cluster!, report);
+if (Want("sync")) await SyncBench.RunAsync(cluster!, report);
+report.Save();
+Console.WriteLine($"wrote {report.Path}");

@@ -1,0 +1,139 @@
+using System.Diagnostics;
+using System.Net;
+using System.Text.Json.Nodes;
+using Karpetrack.Simulation;
+
+namespace Karpetrack.Bench;
+
+/// <summary>
+/// The real service, as `dotnet build -c Release` leaves it, in its own process against the embedded
+/// API server holding the synthetic cluster: time to ready, RSS, scrape latency over loopback and
+/// watch throughput end to end.
+/// </summary>
+internal static class SyncBench
+{
+    private const string Section = "Exporter (process, end to end)";
+
+    public static async Task RunAsync(SyntheticData data, Report report)
+    {
+        await using var server = await KubeApiServer.StartAsync(new KubeApiServerOptions { WatcherBufferSize = 400_000, WatchHistoryLimit = 400_000 });
+        var sw = Stopwatch.StartNew();
+        foreach (var n in data.Nodes) server.Store.Upsert("nodes", JsonNode.Parse(n)!.AsObject());
+        foreach (var p in data.Pods) server.Store.Upsert("pods", JsonNode.Parse(p)!.AsObject());
+        Console.WriteLine($"sync: API server loaded in {sw.Elapsed.TotalSeconds:F1} s at {server.BaseAddress}");
+        var dir = Directory.CreateTempSubdirectory("karpetrack-bench-").FullName;
+        var kubeconfig = server.WriteKubeconfig(Path.Combine(dir, "kubeconfig"));
+        int port = FreePort();
+        var app = Path.Combine(AppContext.BaseDirectory, "karpetrack.dll");
+        var psi = new ProcessStartInfo("dotnet", [app, "--kubeconfig", kubeconfig, "--metrics-addr", $"127.0.0.1:{port}", "--log-level", "warn", "--list-page-size", "500"])
+        { RedirectStandardOutput = true, RedirectStandardError = true };
+        GC.Collect();
+        var started = Stopwatch.StartNew();
+        using var process = Process.Start(psi)!;
+        process.OutputDataReceived += (_, _) => { };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) Console.Error.WriteLine("  karpetrack: " + e.Data); };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(30) };
+        long peakDuringSync = 0;
+        double? listening = null;
+        while (started.Elapsed < TimeSpan.FromMinutes(3))
+        {
+            peakDuringSync = Math.Max(peakDuringSync, Rss(process.Id).Rss);
+            try
+            {
+                var r = await http.GetAsync("/readyz");
+                listening ??= started.Elapsed.TotalSeconds;
+                if (r.StatusCode == HttpStatusCode.OK) break;
+            }
+            catch (HttpRequestException) { }
+            await Task.Delay(20);
+        }
+        double ready = started.Elapsed.TotalSeconds;
+        var (_, hwm) = Rss(process.Id);
+        report.Row(Section, $"Start to /readyz, {data.Nodes.Length} nodes + {data.Pods.Length} pods listed in pages of 500", "≤ 10 s",
+            $"{ready:F1} s (HTTP up after {listening ?? 0:F1} s)", ready <= 10);
+        report.Row(Section, "Peak RSS during the initial sync (VmHWM)", "≤ 160 MB", $"{hwm / 1e6:F0} MB", hwm / 1e6 <= 160);
+
+        // Scrape latency over loopback, uncompressed and gzip.
+        var scrape = await TimeAsync(300, async () => (await http.GetByteArrayAsync("/metrics")).Length);
+        report.Row(Section, $"GET /metrics over loopback ({scrape.Bytes / 1e6:F1} MB)", "p50 ≤ 5 ms, p99 ≤ 15 ms", $"p50 {scrape.P50:F1} ms, p99 {scrape.P99:F1} ms", scrape.P50 <= 5 && scrape.P99 <= 15);
+        using var gzipHttp = new HttpClient(new HttpClientHandler { AutomaticDecompression = DecompressionMethods.None }) { BaseAddress = http.BaseAddress };
+        gzipHttp.DefaultRequestHeaders.AcceptEncoding.ParseAdd("gzip");
+        var gz = await TimeAsync(100, async () => (await gzipHttp.GetByteArrayAsync("/metrics")).Length);
+        report.Row(Section, $"GET /metrics with gzip ({gz.Bytes / 1e6:F2} MB on the wire)", "gzip adds ≤ 10 ms", $"p50 {gz.P50:F1} ms, p99 {gz.P99:F1} ms", gz.P50 - scrape.P50 <= 10);
+
+        await Task.Delay(TimeSpan.FromSeconds(5));
+        var (steady, _) = Rss(process.Id);
+        report.Row(Section, "Steady RSS after sync and 400 scrapes", "≤ 100 MB", $"{steady / 1e6:F0} MB", steady / 1e6 <= 100);
+
+        // Watch throughput end to end: modify pods as fast as the store takes them and wait until
+        // the service has received them all (the /sync event counter).
+        long before = await Events(http);
+        int changes = Math.Min(100_000, data.Pods.Length);
+        var swWatch = Stopwatch.StartNew();
+        for (int i = 0; i < changes; i++)
+        {
+            var pod = JsonNode.Parse(data.Pods[i])!.AsObject();
+            pod["metadata"]!["labels"]!["bench-rev"] = "1";
+            server.Store.Upsert("pods", pod);
+        }
+        double produced = swWatch.Elapsed.TotalSeconds;
+        while (await Events(http) < before + changes && swWatch.Elapsed < TimeSpan.FromMinutes(2)) await Task.Delay(20);
+        long got = await Events(http) - before;
+        double eps = got / swWatch.Elapsed.TotalSeconds;
+        report.Row(Section, $"Watch events received and applied ({changes} pod updates)", "≥ 50k/s",
+            $"{eps / 1000:F0}k events/s (the embedded server produced them in {produced:F1} s)", eps >= 50_000 && got >= changes);
+
+        process.Kill(entireProcessTree: true);
+        await process.WaitForExitAsync();
+        Directory.Delete(dir, recursive: true);
+    }
+
+    private static async Task<long> Events(HttpClient http)
+    {
+        var sync = JsonNode.Parse(await http.GetStringAsync("/sync"))!;
+        return (long)sync["pods"]!["events"]!;
+    }
+
+    private static async Task<(double P50, double P99, long Bytes)> TimeAsync(int runs, Func<Task<int>> action)
+    {
+        long bytes = 0;
+        for (int i = 0; i < 10; i++) bytes = await action();
+        var samples = new List<double>(runs);
+        for (int i = 0; i < runs; i++)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            await action();
+            samples.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+        }
+        samples.Sort();
+        return (Report.Percentile(samples, 0.5), Report.Percentile(samples, 0.99), bytes);
+    }
+
+    /// <summary>VmRSS and VmHWM (peak) of a process, in bytes.</summary>
+    internal static (long Rss, long Peak) Rss(int pid)
+    {
+        long rss = 0, hwm = 0;
+        try
+        {
+            foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+            {
+                if (line.StartsWith("VmRSS:", StringComparison.Ordinal)) rss = Kb(line);
+                else if (line.StartsWith("VmHWM:", StringComparison.Ordinal)) hwm = Kb(line);
+            }
+        }
+        catch (IOException) { }
+        return (rss, hwm);
+        static long Kb(string line) => long.Parse(line.Split(':')[1].Trim().Split(' ')[0]) * 1024;
+    }
+
+    private static int FreePort()
+    {
+        var l = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        int port = ((IPEndPoint)l.LocalEndpoint).Port;
+        l.Stop();
+        return port;
+    }
+}

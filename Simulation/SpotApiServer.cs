@@ -130,6 +130,11 @@ public sealed class SpotApiServer : IAsyncDisposable
         lock (gate) faults.Add(new Fault(count, status, retryAfter, pathContains));
     }
 
+    public void ClearFaults()
+    {
+        lock (gate) faults.Clear();
+    }
+
     /// <summary>Every id_token issued so far stops verifying, as after a signing-key rotation.</summary>
     public void RevokeIssuedTokens()
     {
@@ -169,6 +174,8 @@ public sealed class SpotApiServer : IAsyncDisposable
             if (fault.RetryAfter is { } ra) ctx.Response.Headers.RetryAfter = ((int)Math.Ceiling(ra.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
             var (reason, message) = fault.Status switch
             {
+                401 => ("Unauthorized", "Unauthorized"),
+                403 => ("Forbidden", "forbidden"),
                 429 => ("TooManyRequests", "Too many requests, please try again later."),
                 503 => ("ServiceUnavailable", "the server is currently unable to handle the request"),
                 504 => ("Timeout", "the server was unable to return a response in the time allotted"),

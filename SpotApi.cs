@@ -311,7 +311,18 @@ public sealed class SpotApiClient : IDisposable
                 throw last ?? new SpotApiException("circuit_open", null,
                     $"{request.Method} {request.Path}: not sent, the Spot API circuit is open after {options.BreakerThreshold} consecutive failures (next try in {reopensIn.TotalSeconds:0}s)");
             }
-            var outcome = await SendOnceAsync(request, bearer, ct).ConfigureAwait(false);
+            Outcome outcome;
+            try
+            {
+                outcome = await SendOnceAsync(request, bearer, ct).ConfigureAwait(false);
+            }
+            catch
+            {
+                // Cancelled by the caller or an oversized answer: says nothing about the server's health,
+                // but a half-open trial must not stay "in flight" forever.
+                breaker.Abandon();
+                throw;
+            }
             if (outcome.Status is >= 200 and < 300)
             {
                 breaker.Success();
@@ -710,6 +721,11 @@ internal sealed class CircuitBreaker(int threshold, TimeSpan cooldown, TimeProvi
             trialInFlight = false;
         }
         if (closed) Changed?.Invoke(false);
+    }
+
+    public void Abandon()
+    {
+        lock (gate) trialInFlight = false;
     }
 
     public void Failure()

@@ -231,6 +231,23 @@ public sealed class SpotApiTests
     }
 
     [Fact]
+    public async Task AHalfOpenTrialCancelledByTheCallerDoesNotWedgeTheCircuit()
+    {
+        var clock = new SkippingClock();
+        await using var server = await SpotApiServer.StartAsync();
+        using var client = Client(server, clock, o => o with { RatePerSecond = 0, MaxAttempts = 1, BreakerThreshold = 2 });
+        server.FailNext(2, 500, pathContains: "serverclasses");
+        for (int i = 0; i < 2; i++) await Assert.ThrowsAsync<SpotApiException>(() => client.ListServerClassesAsync(default));
+        Assert.True(client.CircuitOpen);
+        clock.Advance(TimeSpan.FromSeconds(30));
+        using var cancelled = new CancellationTokenSource();
+        await cancelled.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => client.ListServerClassesAsync(cancelled.Token));
+        Assert.NotEmpty((await client.ListServerClassesAsync(default)).Items);
+        Assert.False(client.CircuitOpen);
+    }
+
+    [Fact]
     public async Task ASlowServerTimesOut()
     {
         await using var server = await SpotApiServer.StartAsync();

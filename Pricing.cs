@@ -111,8 +111,11 @@ public sealed class PriceBook
     }
 }
 
-/// <summary>Facts about a class read from the authenticated Spot API (ServerClasses).</summary>
-public sealed record SpotClassFacts(decimal? MinBid, decimal? OnDemand, long? DiskBytes, string? Availability, decimal? Market, ServerClass? Class);
+/// <summary>
+/// Facts about a class read from the authenticated Spot API (ServerClasses). Biddable is false when
+/// the class has no minimum bid: the admission webhook then rejects every bid (bare metal, §2.6).
+/// </summary>
+public sealed record SpotClassFacts(decimal? MinBid, decimal? OnDemand, long? DiskBytes, string? Availability, decimal? Market, ServerClass? Class, bool Biddable = true);
 
 public sealed class PriceFeedException(string message) : Exception(message);
 
@@ -309,7 +312,8 @@ public sealed class PriceFeed : IDisposable
 
     public IReadOnlyDictionary<string, DateTimeOffset> LastSuccess { get { lock (gate) return new Dictionary<string, DateTimeOffset>(lastSuccess); } }
 
-    public static readonly string[] ErrorReasons = ["not_found", "access_denied", "timeout", "http", "network", "malformed", "too_large"];
+    // unauthorized, throttled and circuit_open come from the Spot API (SpotApiException.Reason).
+    public static readonly string[] ErrorReasons = ["not_found", "access_denied", "timeout", "http", "network", "malformed", "too_large", "unauthorized", "throttled", "circuit_open"];
 
     public void RecordError(string source, string reason)
     {

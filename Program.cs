@@ -36,6 +36,8 @@ public sealed class Service : IAsyncDisposable
     public PriceFeed? Prices { get; private init; }
     private FeedServer? demoFeed;
     public ReflectorStatus[] Reflectors { get; }
+    /// <summary>The Spot API client and its server-class loop; null without RACKSPACE_SPOT_REFRESH_TOKEN (and not --demo).</summary>
+    public SpotWiring? Spot { get; private init; }
     public Uri MetricsUrl { get; private set; } = new("http://127.0.0.1/");
     public string? DemoKubeconfig => demo?.KubeconfigPath;
 
@@ -148,6 +150,7 @@ public sealed class Service : IAsyncDisposable
             };
         }
         var prices = new PriceFeed(feedOptions, loggerFactory.CreateLogger("pricing"));
+        var spot = await SpotWiring.StartAsync(options, prices, loggerFactory, ct);
 
         var connection = KubeConnection.Resolve(kubeconfig, options.Demo ? null : options.Context, KubeEnvironment.Process);
         var kube = new KubeClient(connection);
@@ -163,7 +166,7 @@ public sealed class Service : IAsyncDisposable
         var collector = new Collector(model, [nodeStatus, podStatus], options.LabelGroups, prices);
 
         var app = builder.Build();
-        var service = new Service(app, kube, demo, model, [nodeStatus, podStatus]) { Prices = prices, demoFeed = demoFeed };
+        var service = new Service(app, kube, demo, model, [nodeStatus, podStatus]) { Prices = prices, demoFeed = demoFeed, Spot = spot };
         MapEndpoints(app, service, collector, options);
         await app.StartAsync(ct);
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
@@ -174,6 +177,8 @@ public sealed class Service : IAsyncDisposable
         service.background.Add(Task.Run(() => nodeReflector.RunAsync(service.stopping.Token), CancellationToken.None));
         service.background.Add(Task.Run(() => podReflector.RunAsync(service.stopping.Token), CancellationToken.None));
         service.background.Add(Task.Run(() => prices.RunAsync(service.stopping.Token), CancellationToken.None));
+        if (spot?.Pricing is { } spotPricing)
+            service.background.Add(Task.Run(() => spotPricing.RunAsync(service.stopping.Token), CancellationToken.None));
         if (demoFeed is not null)
             service.background.Add(Task.Run(() => AdvanceDemoMarket(demoFeed, options.DemoPriceInterval, logger, service.stopping.Token), CancellationToken.None));
         return service;
@@ -251,6 +256,7 @@ public sealed class Service : IAsyncDisposable
         if (demo is not null) await demo.DisposeAsync();
         if (demoFeed is not null) await demoFeed.DisposeAsync();
         Prices?.Dispose();
+        if (Spot is not null) await Spot.DisposeAsync();
         stopping.Dispose();
     }
 
@@ -287,5 +293,51 @@ public sealed class Service : IAsyncDisposable
     private static class SyncJson
     {
         public static readonly JsonSerializerOptions Options = new() { WriteIndented = true };
+    }
+}
+
+/// <summary>
+/// The Spot API part of the composition root: a client only when a refresh token is given (or in
+/// --demo, against the embedded fake Spot API), and the loop merging server-class facts into prices.
+/// </summary>
+public sealed class SpotWiring : IAsyncDisposable
+{
+    public const string RefreshTokenVariable = "RACKSPACE_SPOT_REFRESH_TOKEN";
+
+    private SpotWiring(SpotApiClient client, SpotPricing pricing, SpotApiServer? demoServer)
+    {
+        Client = client;
+        Pricing = pricing;
+        DemoServer = demoServer;
+    }
+
+    public SpotApiClient Client { get; }
+    public SpotPricing Pricing { get; }
+    public SpotApiServer? DemoServer { get; }
+
+    public static async Task<SpotWiring?> StartAsync(KarpetrackOptions options, PriceFeed prices, ILoggerFactory loggers, CancellationToken ct)
+    {
+        var refreshToken = Environment.GetEnvironmentVariable(RefreshTokenVariable);
+        var apiOptions = new SpotApiOptions { ApiUrl = options.SpotApiUrl, AuthUrl = options.SpotAuthUrl, Org = options.SpotOrg };
+        var cloudspace = options.Cloudspace;
+        SpotApiServer? demoServer = null;
+        if (options.Demo)
+        {
+            // The demo's nodes live in us-east-iad-1: so does the fake API's "demo" cloudspace.
+            demoServer = await SpotApiServer.StartAsync(ct: ct);
+            apiOptions = apiOptions with { ApiUrl = demoServer.BaseAddress, AuthUrl = demoServer.BaseAddress, Org = demoServer.OrgNamespace };
+            refreshToken = SpotApiServer.DemoRefreshToken;
+            cloudspace = "demo";
+        }
+        if (string.IsNullOrWhiteSpace(refreshToken)) return null;
+        var client = new SpotApiClient(apiOptions, refreshToken, loggers.CreateLogger("spot-api"));
+        var pricing = new SpotPricing(client, prices, loggers.CreateLogger("spot-pricing"), cloudspace);
+        return new SpotWiring(client, pricing, demoServer);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Client.Dispose();
+        if (DemoServer is not null) await DemoServer.DisposeAsync();
     }
 }

@@ -5,7 +5,7 @@ DOTNET ?= dotnet
 ARGS ?=
 RESULTS := $(CURDIR)/.tmp/test-results
 
-.PHONY: run build test test-deps bench clean
+.PHONY: run build test test-deps bench clean publish image
 
 build:
 	$(DOTNET) build Karpetrack.csproj -c $(CONFIG) -nologo -v q
@@ -27,6 +27,19 @@ test-deps:
 
 bench: build
 	$(DOTNET) run -c Release --project bench/Karpetrack.Bench/Karpetrack.Bench.csproj -- $(ARGS)
+
+# Framework-dependent publish, the same step the Dockerfile runs.
+publish:
+	$(DOTNET) publish Karpetrack.csproj -c $(CONFIG) -nologo -o .tmp/publish
+
+IMAGE ?= karpetrack:dev
+# Only where a Docker engine answers; elsewhere say so instead of failing halfway.
+image:
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+	  docker build -t $(IMAGE) . ; \
+	else \
+	  echo "make image: no Docker engine here (docker info fails); build the Dockerfile where one runs, or use 'make publish'"; \
+	fi
 
 clean:
 	rm -rf bin obj tests/*/bin tests/*/obj bench/*/bin bench/*/obj .tmp

@@ -340,11 +340,28 @@ public sealed class Collector
         return buffer.WrittenSpan.ToArray();
     }
 
-    /// <summary>Writes the exposition to an HTTP body straight from the cached blocks.</summary>
+    /// <summary>Writes the exposition to a stream straight from the cached blocks.</summary>
     public async Task WriteAsync(Stream body, CancellationToken ct)
     {
         foreach (var segment in RenderSegments())
             await body.WriteAsync(segment, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Writes to an HTTP response pipe, flushing about every 512 KiB rather than per block.</summary>
+    public async Task WriteAsync(System.IO.Pipelines.PipeWriter body, CancellationToken ct)
+    {
+        long pending = 0;
+        foreach (var segment in RenderSegments())
+        {
+            body.Write(segment.Span);
+            pending += segment.Length;
+            if (pending >= 512 * 1024)
+            {
+                await body.FlushAsync(ct).ConfigureAwait(false);
+                pending = 0;
+            }
+        }
+        await body.FlushAsync(ct).ConfigureAwait(false);
     }
 
     private Chunk[] Chunks(ClusterSnapshot snap, PriceBook? book)

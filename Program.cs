@@ -193,12 +193,15 @@ public sealed class Service : IAsyncDisposable
             if (accept.Contains("gzip", StringComparison.OrdinalIgnoreCase))
             {
                 ctx.Response.Headers.ContentEncoding = "gzip";
-                await using var gzip = new GZipStream(ctx.Response.Body, CompressionLevel.Fastest, leaveOpen: true);
-                await collector.WriteAsync(gzip, ctx.RequestAborted);
+                // Buffer between the compressor and the socket: every write to the response stream is a flush.
+                await using var buffered = new BufferedStream(ctx.Response.Body, 256 * 1024);
+                await using (var gzip = new GZipStream(buffered, CompressionLevel.Fastest, leaveOpen: true))
+                    await collector.WriteAsync(gzip, ctx.RequestAborted);
+                await buffered.FlushAsync(ctx.RequestAborted);
             }
             else
             {
-                await collector.WriteAsync(ctx.Response.Body, ctx.RequestAborted);
+                await collector.WriteAsync(ctx.Response.BodyWriter, ctx.RequestAborted);
             }
         });
         app.MapGet("/healthz", () => Results.Text("ok\n"));
@@ -226,6 +229,18 @@ public sealed class Service : IAsyncDisposable
                     ["decode_errors"] = r.DecodeErrors,
                 };
             }
+            // Memory facts for diagnosing a large RSS without attaching tools.
+            var gc = GC.GetGCMemoryInfo();
+            body["runtime"] = new Dictionary<string, object?>
+            {
+                ["working_set_bytes"] = Environment.WorkingSet,
+                ["gc_heap_bytes"] = gc.HeapSizeBytes,
+                ["gc_committed_bytes"] = gc.TotalCommittedBytes,
+                ["gc_fragmented_bytes"] = gc.FragmentedBytes,
+                ["gc_collections"] = new[] { GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2) },
+                ["gc_generation_bytes"] = gc.GenerationInfo.ToArray().Select(g => g.SizeAfterBytes).ToArray(),
+                ["pods"] = service.Model.PodCount,
+            };
             return Results.Text(JsonSerializer.Serialize(body, SyncJson.Options), "application/json");
         });
         app.MapGet("/", () =>

@@ -18,11 +18,23 @@ int nodes = Arg("--nodes", 5_000);
 int pods = Arg("--pods", 150_000);
 bool Want(string s) => scenarios.Count == 0 || scenarios.Contains(s);
 
+if (args.Length > 0 && args[0] == "serve")
+{
+    await ServeMode.RunAsync(Arg("--nodes", 5_000), Arg("--pods", 150_000));
+    return;
+}
+
+if (args.Length > 1 && args[0] == "probe")
+{
+    await ListProbe.RunAsync(args[1], model: args.Contains("--model"));
+    return;
+}
+
 var report = new Report(Path.Combine(Report.RepoRoot(), "BENCHMARKS.md"));
 Console.WriteLine($"karpetrack benchmarks: {nodes} nodes, {pods} pods; {Environment.ProcessorCount} cores, .NET {Environment.Version}");
 
-var cluster = Want("exporter") || Want("sync") ? SyntheticData.Build(nodes, pods) : null;
-if (Want("exporter")) ExporterBench.Run(cluster!, report);
-if (Want("sync")) await SyncBench.RunAsync(cluster!, report);
+if (Want("exporter")) ExporterBench.Run(SyntheticData.Build(nodes, pods), report);
+GC.Collect();
+if (Want("sync")) await SyncBench.RunAsync(nodes, pods, report);
 report.Save();
 Console.WriteLine($"wrote {report.Path}");

@@ -1,0 +1,40 @@
+using System.Text.Json.Nodes;
+using Karpetrack.Simulation;
+
+namespace Karpetrack.Bench;
+
+/// <summary>
+/// `Karpetrack.Bench serve`: the embedded API server holding the synthetic cluster, in a process of
+/// its own so that the service under test shares the machine with it but not a heap. Commands on
+/// stdin: `churn N` modifies N pods as fast as the store takes them; `quit`.
+/// </summary>
+internal static class ServeMode
+{
+    public static async Task RunAsync(int nodes, int pods)
+    {
+        var data = SyntheticData.Build(nodes, pods);
+        await using var server = await KubeApiServer.StartAsync(new KubeApiServerOptions { WatcherBufferSize = 400_000, WatchHistoryLimit = 400_000 });
+        foreach (var n in data.Nodes) server.Store.Upsert("nodes", JsonNode.Parse(n)!.AsObject());
+        foreach (var p in data.Pods) server.Store.Upsert("pods", JsonNode.Parse(p)!.AsObject());
+        var kubeconfig = server.WriteKubeconfig(Path.Combine(Directory.CreateTempSubdirectory("karpetrack-bench-").FullName, "kubeconfig"));
+        GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+        Console.WriteLine($"serving {server.BaseAddress} {kubeconfig}");
+        string? line;
+        while ((line = Console.ReadLine()) is not null)
+        {
+            var parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (parts.Length == 2 && parts[0] == "churn")
+            {
+                int count = Math.Min(int.Parse(parts[1]), data.Pods.Length);
+                for (int i = 0; i < count; i++)
+                {
+                    var pod = JsonNode.Parse(data.Pods[i])!.AsObject();
+                    pod["metadata"]!["labels"]!["bench-rev"] = "1";
+                    server.Store.Upsert("pods", pod);
+                }
+                Console.WriteLine("churned");
+            }
+            else if (parts.Length == 1 && parts[0] == "quit") break;
+        }
+    }
+}

@@ -1,0 +1,272 @@
+using System.Text;
+using System.Text.Json;
+
+namespace Karpetrack;
+
+/// <summary>What a pod says about where it may run and whether it may be moved, shared by every pod of one shape.</summary>
+[Flags]
+public enum PodTraits : byte
+{
+    None = 0,
+    DoNotDisrupt = 1,        // karpenter.sh/do-not-disrupt or karpetrack.io/do-not-disrupt = "true"
+    SafeToEvictFalse = 2,    // cluster-autoscaler.kubernetes.io/safe-to-evict = "false"
+    SafeToEvictTrue = 4,     // cluster-autoscaler.kubernetes.io/safe-to-evict = "true"
+    LocalStorage = 8,        // an emptyDir not in memory, or a hostPath
+}
+
+public sealed record NodeSelectorRequirement(string Key, string Operator, IReadOnlyList<string> Values)
+{
+    public bool Matches(IReadOnlyDictionary<string, string> labels)
+    {
+        bool has = labels.TryGetValue(Key, out var v);
+        return Operator switch
+        {
+            "In" => has && Values.Contains(v!),
+            "NotIn" => !has || !Values.Contains(v!),
+            "Exists" => has,
+            "DoesNotExist" => !has,
+            "Gt" => has && long.TryParse(v, out var a) && Values.Count == 1 && long.TryParse(Values[0], out var b) && a > b,
+            "Lt" => has && long.TryParse(v, out var c) && Values.Count == 1 && long.TryParse(Values[0], out var d) && c < d,
+            _ => false,
+        };
+    }
+}
+
+public sealed record Toleration(string? Key, string Operator, string? Value, string? Effect)
+{
+    public bool Tolerates(Taint t)
+    {
+        if (!string.IsNullOrEmpty(Effect) && Effect != t.Effect) return false;
+        if (Operator == "Exists") return string.IsNullOrEmpty(Key) || Key == t.Key;
+        return Key == t.Key && (Value ?? "") == (t.Value ?? "");
+    }
+}
+
+/// <summary>A required pod anti-affinity term on kubernetes.io/hostname: no two matching pods on one node.</summary>
+public sealed record HostnameAntiAffinity(LabelSelectorSpec Selector, IReadOnlyList<string> Namespaces);
+
+/// <summary>A metav1.LabelSelector: matchLabels and matchExpressions, ANDed.</summary>
+public sealed record LabelSelectorSpec(IReadOnlyDictionary<string, string> MatchLabels, IReadOnlyList<NodeSelectorRequirement> MatchExpressions)
+{
+    public static readonly LabelSelectorSpec Nothing = new(new Dictionary<string, string>(), [new NodeSelectorRequirement("", "In", [])]);
+
+    public bool Matches(IReadOnlyDictionary<string, string> labels)
+    {
+        foreach (var (k, v) in MatchLabels) if (!labels.TryGetValue(k, out var x) || x != v) return false;
+        foreach (var e in MatchExpressions) if (!e.Matches(labels)) return false;
+        return true;
+    }
+
+    public static LabelSelectorSpec Parse(JsonElement e)
+    {
+        if (e.ValueKind != JsonValueKind.Object) return Nothing;
+        var labels = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (e.TryGetProperty("matchLabels", out var ml) && ml.ValueKind == JsonValueKind.Object)
+            foreach (var p in ml.EnumerateObject()) labels[p.Name] = p.Value.GetString() ?? "";
+        var exprs = new List<NodeSelectorRequirement>();
+        if (e.TryGetProperty("matchExpressions", out var me) && me.ValueKind == JsonValueKind.Array)
+            foreach (var x in me.EnumerateArray()) exprs.Add(Scheduling.Requirement(x));
+        return new LabelSelectorSpec(labels, exprs);
+    }
+}
+
+/// <summary>
+/// The scheduling facts of one pod shape: where pods of this shape may run (node selector, required
+/// node affinity, tolerations), what they refuse to share a node with, and the labels and traits the
+/// disruption rules read. Parsed once per distinct shape, not per pod.
+/// </summary>
+public sealed class PodShape
+{
+    public required string Namespace { get; init; }
+    public required OwnerKind Owner { get; init; }
+    public string? OwnerName { get; init; }
+    public required string NamePrefix { get; init; }
+    public required PodTraits Traits { get; init; }
+    public required int Priority { get; init; }
+    public required IReadOnlyDictionary<string, string> Labels { get; init; }
+    public required IReadOnlyDictionary<string, string> NodeSelector { get; init; }
+    public required IReadOnlyList<IReadOnlyList<NodeSelectorRequirement>> RequiredNodeTerms { get; init; }   // ORed terms of ANDed requirements; empty = any
+    public required IReadOnlyList<Toleration> Tolerations { get; init; }
+    public required IReadOnlyList<HostnameAntiAffinity> AntiAffinity { get; init; }
+
+    public static readonly PodShape Empty = new()
+    {
+        Namespace = "", Owner = OwnerKind.None, NamePrefix = "", Traits = PodTraits.None, Priority = 0,
+        Labels = new Dictionary<string, string>(), NodeSelector = new Dictionary<string, string>(),
+        RequiredNodeTerms = [], Tolerations = [], AntiAffinity = [],
+    };
+
+    /// <summary>Whether a node with these labels and taints may host a pod of this shape.</summary>
+    public bool AllowsNode(IReadOnlyDictionary<string, string> labels, IReadOnlyList<Taint> taints) => WhyNot(labels, taints) is null;
+
+    /// <summary>Null when allowed, else the first reason the node is not a fit (for explanations).</summary>
+    public string? WhyNot(IReadOnlyDictionary<string, string> labels, IReadOnlyList<Taint> taints)
+    {
+        foreach (var (k, v) in NodeSelector)
+            if (!labels.TryGetValue(k, out var x) || x != v) return $"nodeSelector {k}={v}";
+        if (RequiredNodeTerms.Count > 0 && !RequiredNodeTerms.Any(term => term.All(r => r.Matches(labels))))
+            return "required node affinity";
+        foreach (var t in taints)
+        {
+            if (t.Effect is not ("NoSchedule" or "NoExecute")) continue;
+            if (!Tolerations.Any(tol => tol.Tolerates(t))) return $"taint {t.Key}={t.Value}:{t.Effect}";
+        }
+        return null;
+    }
+
+    /// <summary>True when this shape's anti-affinity forbids sharing a node with a pod of <paramref name="other"/>.</summary>
+    public bool Repels(PodShape other)
+    {
+        foreach (var term in AntiAffinity)
+            if ((term.Namespaces.Count == 0 ? other.Namespace == Namespace : term.Namespaces.Contains(other.Namespace)) && term.Selector.Matches(other.Labels))
+                return true;
+        return false;
+    }
+
+    /// <summary>Parses the raw JSON slices the pod decoder captured.</summary>
+    public static PodShape Parse(string ns, OwnerKind owner, string? ownerName, string prefix, PodTraits traits, int priority,
+        ReadOnlySpan<byte> labels, ReadOnlySpan<byte> nodeSelector, ReadOnlySpan<byte> affinity, ReadOnlySpan<byte> tolerations)
+    {
+        var terms = new List<IReadOnlyList<NodeSelectorRequirement>>();
+        var anti = new List<HostnameAntiAffinity>();
+        if (!affinity.IsEmpty)
+        {
+            using var doc = JsonDocument.Parse(affinity.ToArray());
+            var a = doc.RootElement;
+            if (a.ValueKind == JsonValueKind.Object)
+            {
+                if (a.TryGetProperty("nodeAffinity", out var na) && na.ValueKind == JsonValueKind.Object
+                    && na.TryGetProperty("requiredDuringSchedulingIgnoredDuringExecution", out var req) && req.ValueKind == JsonValueKind.Object
+                    && req.TryGetProperty("nodeSelectorTerms", out var nst) && nst.ValueKind == JsonValueKind.Array)
+                {
+                    foreach (var term in nst.EnumerateArray())
+                    {
+                        var reqs = new List<NodeSelectorRequirement>();
+                        if (term.TryGetProperty("matchExpressions", out var me) && me.ValueKind == JsonValueKind.Array)
+                            foreach (var x in me.EnumerateArray()) reqs.Add(Scheduling.Requirement(x));
+                        // matchFields only supports metadata.name: treat it as the hostname label.
+                        if (term.TryGetProperty("matchFields", out var mf) && mf.ValueKind == JsonValueKind.Array)
+                            foreach (var x in mf.EnumerateArray())
+                            {
+                                var r = Scheduling.Requirement(x);
+                                reqs.Add(r with { Key = r.Key == "metadata.name" ? "kubernetes.io/hostname" : r.Key });
+                            }
+                        terms.Add(reqs);
+                    }
+                }
+                if (a.TryGetProperty("podAntiAffinity", out var pa) && pa.ValueKind == JsonValueKind.Object
+                    && pa.TryGetProperty("requiredDuringSchedulingIgnoredDuringExecution", out var preq) && preq.ValueKind == JsonValueKind.Array)
+                {
+                    foreach (var term in preq.EnumerateArray())
+                    {
+                        if (!term.TryGetProperty("topologyKey", out var tk) || tk.GetString() != "kubernetes.io/hostname") continue;
+                        var selector = term.TryGetProperty("labelSelector", out var ls) ? LabelSelectorSpec.Parse(ls) : LabelSelectorSpec.Nothing;
+                        var namespaces = new List<string>();
+                        if (term.TryGetProperty("namespaces", out var nss) && nss.ValueKind == JsonValueKind.Array)
+                            foreach (var n in nss.EnumerateArray()) if (n.GetString() is { } s) namespaces.Add(s);
+                        anti.Add(new HostnameAntiAffinity(selector, namespaces));
+                    }
+                }
+            }
+        }
+        var tols = new List<Toleration>();
+        if (!tolerations.IsEmpty)
+        {
+            using var doc = JsonDocument.Parse(tolerations.ToArray());
+            if (doc.RootElement.ValueKind == JsonValueKind.Array)
+                foreach (var t in doc.RootElement.EnumerateArray())
+                    tols.Add(new Toleration(Str(t, "key"), Str(t, "operator") ?? "Equal", Str(t, "value"), Str(t, "effect")));
+        }
+        return new PodShape
+        {
+            Namespace = ns, Owner = owner, OwnerName = ownerName, NamePrefix = prefix, Traits = traits, Priority = priority,
+            Labels = Scheduling.StringMap(labels), NodeSelector = Scheduling.StringMap(nodeSelector),
+            RequiredNodeTerms = terms, Tolerations = tols, AntiAffinity = anti,
+        };
+    }
+
+    private static string? Str(JsonElement e, string name) =>
+        e.ValueKind == JsonValueKind.Object && e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+}
+
+public static class Scheduling
+{
+    public static NodeSelectorRequirement Requirement(JsonElement x)
+    {
+        var key = x.TryGetProperty("key", out var k) ? k.GetString() ?? "" : "";
+        var op = x.TryGetProperty("operator", out var o) ? o.GetString() ?? "" : "";
+        var values = new List<string>();
+        if (x.TryGetProperty("values", out var vs) && vs.ValueKind == JsonValueKind.Array)
+            foreach (var v in vs.EnumerateArray()) values.Add(v.GetString() ?? "");
+        return new NodeSelectorRequirement(key, op, values);
+    }
+
+    public static IReadOnlyDictionary<string, string> StringMap(ReadOnlySpan<byte> json)
+    {
+        var map = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (json.IsEmpty) return map;
+        using var doc = JsonDocument.Parse(json.ToArray());
+        if (doc.RootElement.ValueKind == JsonValueKind.Object)
+            foreach (var p in doc.RootElement.EnumerateObject())
+                if (p.Value.ValueKind == JsonValueKind.String) map[p.Name] = p.Value.GetString()!;
+        return map;
+    }
+
+    /// <summary>
+    /// Packs a generated-name suffix (`7d9f8`, `0`, `x2k4q`) of up to 12 characters of [a-z0-9-]
+    /// into a long, so the model keeps pod names without keeping strings. -1 when it does not fit.
+    /// </summary>
+    public static long PackSuffix(ReadOnlySpan<char> s)
+    {
+        if (s.Length == 0 || s.Length > 12) return -1;
+        long v = 0;
+        foreach (var c in s)
+        {
+            int d = c switch { >= 'a' and <= 'z' => c - 'a' + 1, >= '0' and <= '9' => c - '0' + 27, '-' => 37, _ => -1 };
+            if (d < 0) return -1;
+            v = v * 38 + d;
+        }
+        return v;
+    }
+
+    public static string UnpackSuffix(long v)
+    {
+        if (v <= 0) return "";
+        Span<char> buf = stackalloc char[12];
+        int n = 0;
+        while (v > 0)
+        {
+            int d = (int)(v % 38);
+            buf[n++] = d <= 26 ? (char)('a' + d - 1) : d <= 36 ? (char)('0' + d - 27) : '-';
+            v /= 38;
+        }
+        buf[..n].Reverse();
+        return new string(buf[..n]);
+    }
+
+    /// <summary>Splits a pod name into a shared prefix (owner name and dash) and a packable suffix.</summary>
+    public static (string Prefix, long Suffix) SplitName(string name, string? ownerName)
+    {
+        if (ownerName is { Length: > 0 } && name.Length > ownerName.Length + 1 && name.StartsWith(ownerName, StringComparison.Ordinal) && name[ownerName.Length] == '-')
+        {
+            long packed = PackSuffix(name.AsSpan(ownerName.Length + 1));
+            if (packed > 0) return (name[..(ownerName.Length + 1)], packed);
+        }
+        return (name, 0);
+    }
+
+    public static string Describe(IReadOnlyDictionary<string, string> map) =>
+        string.Join(",", map.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}"));
+
+    public static byte[] Key(params ReadOnlySpan<byte>[] parts)
+    {
+        int len = 0;
+        foreach (var p in parts) len += p.Length + 1;
+        var key = new byte[len];
+        int at = 0;
+        foreach (var p in parts) { p.CopyTo(key.AsSpan(at)); at += p.Length; key[at++] = 0; }
+        return key;
+    }
+
+    public static byte[] Utf8(string? s) => s is null ? [] : Encoding.UTF8.GetBytes(s);
+}

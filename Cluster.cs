@@ -23,6 +23,13 @@ public sealed class PodRecord
     public string? OwnerName;
     public long[] Requests = [];
     public string? ResourceVersion;
+    public PodTraits Traits;
+    public int Priority;
+    // Raw JSON of the scheduling-relevant parts, interned by the model into a shared PodShape.
+    public byte[] LabelsJson = [];
+    public byte[] NodeSelectorJson = [];
+    public byte[] AffinityJson = [];
+    public byte[] TolerationsJson = [];
 }
 
 /// <summary>A node trimmed to what Karpetrack uses.</summary>
@@ -150,6 +157,7 @@ public sealed class ClusterModel
     private readonly Dictionary<Guid, PodSlot> pods = [];
     private readonly InternTable<RequestVector> requestVectors = new();
     private readonly InternTable<string> namespaces = new();
+    private readonly ShapeTable shapes = new();
 
     private readonly long[] pendingRequests;
     private int pendingPods;
@@ -162,6 +170,15 @@ public sealed class ClusterModel
     private readonly HashSet<int> dirtyNodes = [];
     private NodeView[] views = [];
     private bool membershipChanged;
+
+    private readonly KeyedStore<PdbRecord> pdbs = new(p => p.Namespace + "/" + p.Name);
+    private readonly KeyedStore<DaemonSetRecord> daemonSets = new(d => d.Namespace + "/" + d.Name);
+
+    /// <summary>PodDisruptionBudgets, as the PDB reflector last saw them.</summary>
+    public KeyedStore<PdbRecord> Pdbs => pdbs;
+
+    /// <summary>DaemonSets, for the pods they would put on a new node.</summary>
+    public KeyedStore<DaemonSetRecord> DaemonSets => daemonSets;
 
     public ClusterModel(ResourceTable resources)
     {
@@ -189,9 +206,11 @@ public sealed class ClusterModel
     [StructLayout(LayoutKind.Auto)]
     private struct PodSlot
     {
+        public long NameSuffix;   // packed generated-name suffix; 0 when the shape's prefix is the whole name
         public int Node;          // -1 when not bound
         public int Requests;      // id in requestVectors
         public int Namespace;     // id in namespaces
+        public int Shape;         // id in shapes
         public PodFlags Flags;
     }
 
@@ -278,7 +297,12 @@ public sealed class ClusterModel
         {
             flags |= PodFlags.Pending;
         }
-        var slot = new PodSlot { Node = node, Requests = requests, Namespace = namespaces.Add(pod.Namespace), Flags = flags };
+        var (prefix, suffix) = Scheduling.SplitName(pod.Name, pod.OwnerName);
+        var slot = new PodSlot
+        {
+            Node = node, Requests = requests, Namespace = namespaces.Add(pod.Namespace), Flags = flags,
+            Shape = shapes.Add(pod, prefix), NameSuffix = suffix,
+        };
         Account(slot, +1);
         return slot;
     }
@@ -306,6 +330,7 @@ public sealed class ClusterModel
         Account(slot, -1);
         requestVectors.Release(slot.Requests);
         namespaces.Release(slot.Namespace);
+        shapes.Release(slot.Shape);
         if (slot.Node >= 0) ReleaseNodeReference(slot.Node);
     }
 
@@ -331,6 +356,32 @@ public sealed class ClusterModel
             pendingPods += sign;
         }
     }
+
+    /// <summary>
+    /// Every pod the recommender reasons about (counted on a node, or pending unschedulable), as a
+    /// copy taken under the lock: O(pods), for the recommender's timer, never for a scrape.
+    /// </summary>
+    public PodFacts[] Pods()
+    {
+        lock (gate)
+        {
+            var list = new List<PodFacts>(pods.Count);
+            foreach (var (uid, slot) in pods)
+            {
+                if ((slot.Flags & (PodFlags.Counted | PodFlags.Pending)) == 0) continue;
+                list.Add(new PodFacts(uid, slot.Node >= 0 ? nodes[slot.Node].Name : null, requestVectors[slot.Requests].Values,
+                    shapes[slot.Shape], slot.NameSuffix, (slot.Flags & PodFlags.Pending) != 0, (slot.Flags & PodFlags.Terminating) != 0));
+            }
+            list.Sort(static (a, b) =>
+            {
+                int c = string.CompareOrdinal(a.Node, b.Node);
+                return c != 0 ? c : string.CompareOrdinal(a.Name, b.Name);
+            });
+            return list.ToArray();
+        }
+    }
+
+    public int ShapeCount { get { lock (gate) return shapes.Count; } }
 
     // ---- nodes ---------------------------------------------------------------------------
 
@@ -494,6 +545,149 @@ public sealed class ClusterModel
             foreach (var v in Values) h.Add(v);
             return h.ToHashCode();
         }
+    }
+}
+
+/// <summary>A small thread-safe store of whole records by key, with relist reconciliation.</summary>
+public sealed class KeyedStore<T>(Func<T, string> keyOf) : IReflectorTarget<T> where T : class
+{
+    private readonly object gate = new();
+    private readonly Dictionary<string, T> items = new(StringComparer.Ordinal);
+    private HashSet<string>? seen;
+
+    public long Version { get; private set; }
+
+    public T[] All()
+    {
+        lock (gate) return items.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => kv.Value).ToArray();
+    }
+
+    public void BeginRelist() { lock (gate) seen = new HashSet<string>(StringComparer.Ordinal); }
+
+    public void Upsert(T item)
+    {
+        lock (gate)
+        {
+            var key = keyOf(item);
+            seen?.Add(key);
+            items[key] = item;
+            Version++;
+        }
+    }
+
+    public void Delete(T item)
+    {
+        lock (gate) { if (items.Remove(keyOf(item))) Version++; }
+    }
+
+    public int EndRelist()
+    {
+        lock (gate)
+        {
+            if (seen is null) return 0;
+            var gone = items.Keys.Where(k => !seen.Contains(k)).ToList();
+            foreach (var k in gone) items.Remove(k);
+            seen = null;
+            if (gone.Count > 0) Version++;
+            return gone.Count;
+        }
+    }
+}
+
+/// <summary>One pod as the recommender sees it: where it is, what it requests, its shared shape.</summary>
+public readonly record struct PodFacts(Guid Uid, string? Node, long[] Requests, PodShape Shape, long NameSuffix, bool Pending, bool Terminating)
+{
+    public string Name => NameSuffix > 0 ? Shape.NamePrefix + Scheduling.UnpackSuffix(NameSuffix) : Shape.NamePrefix;
+    public string Namespace => Shape.Namespace;
+    public bool IsOverhead => Shape.Owner is OwnerKind.DaemonSet or OwnerKind.Mirror;
+}
+
+/// <summary>
+/// Interned pod shapes, keyed by the raw bytes that define them (namespace, owner, name prefix,
+/// traits, labels, node selector, affinity, tolerations) and parsed once per distinct shape.
+/// </summary>
+internal sealed class ShapeTable
+{
+    private readonly Dictionary<ShapeKey, int> ids = [];
+    private readonly List<(ShapeKey? Key, PodShape Shape, int Count)> entries = [];
+    private readonly Stack<int> free = new();
+
+    public int Count => ids.Count;
+
+    public PodShape this[int id] => entries[id].Shape;
+
+    public int Add(PodRecord pod, string prefix)
+    {
+        var key = ShapeKey.Of(pod, prefix);
+        if (ids.TryGetValue(key, out var id))
+        {
+            var e = entries[id];
+            entries[id] = (e.Key, e.Shape, e.Count + 1);
+            return id;
+        }
+        PodShape shape;
+        try
+        {
+            shape = PodShape.Parse(pod.Namespace, pod.Owner, pod.OwnerName, prefix, pod.Traits, pod.Priority,
+                pod.LabelsJson, pod.NodeSelectorJson, pod.AffinityJson, pod.TolerationsJson);
+        }
+        catch (System.Text.Json.JsonException)
+        {
+            // The decoder already checked the JSON is well formed; a shape we cannot read places nowhere.
+            shape = new PodShape
+            {
+                Namespace = pod.Namespace, Owner = pod.Owner, OwnerName = pod.OwnerName, NamePrefix = prefix, Traits = pod.Traits,
+                Priority = pod.Priority, Labels = new Dictionary<string, string>(), NodeSelector = new Dictionary<string, string>(),
+                RequiredNodeTerms = [[new NodeSelectorRequirement("", "In", [])]], Tolerations = [], AntiAffinity = [],
+            };
+        }
+        if (free.TryPop(out id)) entries[id] = (key, shape, 1);
+        else { id = entries.Count; entries.Add((key, shape, 1)); }
+        ids[key] = id;
+        return id;
+    }
+
+    public void Release(int id)
+    {
+        var e = entries[id];
+        if (e.Count > 1) { entries[id] = (e.Key, e.Shape, e.Count - 1); return; }
+        ids.Remove(e.Key!);
+        entries[id] = (null, PodShape.Empty, 0);
+        free.Push(id);
+    }
+
+    private sealed class ShapeKey : IEquatable<ShapeKey>
+    {
+        private readonly byte[] bytes;
+        private readonly int hash;
+
+        private ShapeKey(byte[] bytes)
+        {
+            this.bytes = bytes;
+            var h = new HashCode();
+            h.AddBytes(bytes);
+            hash = h.ToHashCode();
+        }
+
+        public static ShapeKey Of(PodRecord p, string prefix)
+        {
+            using var ms = new MemoryStream(256);
+            void Part(ReadOnlySpan<byte> b) { ms.Write(b); ms.WriteByte(0); }
+            Part(System.Text.Encoding.UTF8.GetBytes(p.Namespace));
+            Part([(byte)p.Owner, (byte)p.Traits]);
+            Part(BitConverter.GetBytes(p.Priority));
+            Part(System.Text.Encoding.UTF8.GetBytes(p.OwnerName ?? ""));
+            Part(System.Text.Encoding.UTF8.GetBytes(prefix));
+            Part(p.LabelsJson);
+            Part(p.NodeSelectorJson);
+            Part(p.AffinityJson);
+            Part(p.TolerationsJson);
+            return new ShapeKey(ms.ToArray());
+        }
+
+        public bool Equals(ShapeKey? other) => other is not null && bytes.AsSpan().SequenceEqual(other.bytes);
+        public override bool Equals(object? obj) => obj is ShapeKey k && Equals(k);
+        public override int GetHashCode() => hash;
     }
 }
 

@@ -203,7 +203,7 @@ internal sealed class ListParser<T>(IObjectDecoder<T> decoder) where T : class
                     if (!r.Read()) goto Suspend;
                     if (r.TokenType == JsonTokenType.EndArray) { phase = Phase.Root; break; }
                     string? error = null;
-                    if (decoder.TryDecode(ref r, out var item, ref error) == Decode.Incomplete) goto Restore;
+                    if (decoder.TryDecode(ref r, data, out var item, ref error) == Decode.Incomplete) goto Restore;
                     items++;
                     onItem(item, error);
                     break;
@@ -277,12 +277,12 @@ internal sealed class WatchParser<T>(IObjectDecoder<T> decoder) where T : class
             var safeState = r.CurrentState;
             if (!r.Read()) { state = r.CurrentState; return (int)r.BytesConsumed; }
             if (r.TokenType != JsonTokenType.StartObject) throw new InvalidDataException($"a watch event must be a JSON object, got {r.TokenType}");
-            var result = Event(ref r, onEvent);
+            var result = Event(ref r, data, onEvent);
             if (result == Decode.Incomplete) { state = safeState; return safe; }
         }
     }
 
-    private Decode Event(ref Utf8JsonReader r, EventHandler onEvent)
+    private Decode Event(ref Utf8JsonReader r, ReadOnlySpan<byte> data, EventHandler onEvent)
     {
         WatchEventType? type = null;
         T? item = null;
@@ -313,7 +313,7 @@ internal sealed class WatchParser<T>(IObjectDecoder<T> decoder) where T : class
                     if (!copy.TrySkip()) return Decode.Incomplete;
                     status = r.TokenType == JsonTokenType.StartObject ? KubeStatus.Decode(ref r) : null;
                 }
-                else if (decoder.TryDecode(ref r, out var decoded, ref error) == Decode.Incomplete) return Decode.Incomplete;
+                else if (decoder.TryDecode(ref r, data, out var decoded, ref error) == Decode.Incomplete) return Decode.Incomplete;
                 else item = decoded;
             }
             else if (!r.TrySkip()) return Decode.Incomplete;

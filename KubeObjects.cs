@@ -15,7 +15,8 @@ public enum Decode { Ok, Incomplete }
 /// </summary>
 public interface IObjectDecoder<T> where T : class
 {
-    Decode TryDecode(ref Utf8JsonReader r, out T value, ref string? error);
+    /// <param name="data">The span the reader was created over, so that raw slices of the object can be kept.</param>
+    Decode TryDecode(ref Utf8JsonReader r, ReadOnlySpan<byte> data, out T value, ref string? error);
 
     /// <summary>The object's resourceVersion, for bookmarks and resuming.</summary>
     string? ResourceVersionOf(T value);
@@ -240,7 +241,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
 
     public string Describe(PodRecord value) => $"{value.Namespace}/{value.Name}";
 
-    public Decode TryDecode(ref Utf8JsonReader r, out PodRecord pod, ref string? error)
+    public Decode TryDecode(ref Utf8JsonReader r, ReadOnlySpan<byte> data, out PodRecord pod, ref string? error)
     {
         pod = new PodRecord();
         Array.Clear(regular); Array.Clear(sidecars); Array.Clear(initMax);
@@ -251,8 +252,8 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
             if (!r.Read()) return Decode.Incomplete;
             if (r.TokenType == JsonTokenType.EndObject) break;
             Decode d;
-            if (r.ValueTextEquals("metadata"u8)) { if (!r.Read()) return Decode.Incomplete; d = Metadata(ref r, pod, ref error); }
-            else if (r.ValueTextEquals("spec"u8)) { if (!r.Read()) return Decode.Incomplete; d = Spec(ref r, pod, ref error); }
+            if (r.ValueTextEquals("metadata"u8)) { if (!r.Read()) return Decode.Incomplete; d = Metadata(ref r, data, pod, ref error); }
+            else if (r.ValueTextEquals("spec"u8)) { if (!r.Read()) return Decode.Incomplete; d = Spec(ref r, data, pod, ref error); }
             else if (r.ValueTextEquals("status"u8)) { if (!r.Read()) return Decode.Incomplete; d = Status(ref r, pod, ref error); }
             else d = r.TrySkip() ? Decode.Ok : Decode.Incomplete;
             if (d == Decode.Incomplete) return d;
@@ -277,7 +278,18 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
         return v;
     }
 
-    private static Decode Metadata(ref Utf8JsonReader r, PodRecord pod, ref string? error)
+    /// <summary>Keeps the raw JSON of the value the reader is on (an object or array), skipping past it.</summary>
+    private static Decode Raw(ref Utf8JsonReader r, ReadOnlySpan<byte> data, out byte[] raw)
+    {
+        raw = [];
+        if (r.TokenType is not (JsonTokenType.StartObject or JsonTokenType.StartArray)) return Decode.Ok;
+        long start = r.TokenStartIndex;
+        if (!r.TrySkip()) return Decode.Incomplete;
+        raw = data[(int)start..(int)r.BytesConsumed].ToArray();
+        return Decode.Ok;
+    }
+
+    private static Decode Metadata(ref Utf8JsonReader r, ReadOnlySpan<byte> data, PodRecord pod, ref string? error)
     {
         if (!Json.ExpectObject(ref r, ref error, "metadata", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
@@ -299,6 +311,11 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
                 if (!r.Read()) return Decode.Incomplete;
                 if (Annotations(ref r, pod, ref error) == Decode.Incomplete) return Decode.Incomplete;
             }
+            else if (r.ValueTextEquals("labels"u8))
+            {
+                if (!r.Read()) return Decode.Incomplete;
+                if (Raw(ref r, data, out pod.LabelsJson) == Decode.Incomplete) return Decode.Incomplete;
+            }
             else if (!r.TrySkip()) return Decode.Incomplete;
         }
     }
@@ -312,7 +329,16 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
             if (r.TokenType == JsonTokenType.EndObject) return Decode.Ok;
             // Mirror pods carry this annotation; the kubelet creates them for static pods.
             if (r.ValueTextEquals("kubernetes.io/config.mirror"u8)) pod.Owner = OwnerKind.Mirror;
-            if (!r.TrySkip()) return Decode.Incomplete;
+            PodTraits ifTrue = PodTraits.None, ifFalse = PodTraits.None;
+            if (r.ValueTextEquals("karpenter.sh/do-not-disrupt"u8) || r.ValueTextEquals("karpetrack.io/do-not-disrupt"u8)) ifTrue = PodTraits.DoNotDisrupt;
+            else if (r.ValueTextEquals("cluster-autoscaler.kubernetes.io/safe-to-evict"u8)) { ifTrue = PodTraits.SafeToEvictTrue; ifFalse = PodTraits.SafeToEvictFalse; }
+            if (!r.Read()) return Decode.Incomplete;
+            if (r.TokenType == JsonTokenType.String && (ifTrue | ifFalse) != PodTraits.None)
+            {
+                if (r.ValueTextEquals("true"u8)) pod.Traits |= ifTrue;
+                else if (r.ValueTextEquals("false"u8)) pod.Traits |= ifFalse;
+            }
+            else if (!Json.Skip(ref r)) return Decode.Incomplete;
         }
     }
 
@@ -353,7 +379,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
         }
     }
 
-    private Decode Spec(ref Utf8JsonReader r, PodRecord pod, ref string? error)
+    private Decode Spec(ref Utf8JsonReader r, ReadOnlySpan<byte> data, PodRecord pod, ref string? error)
     {
         if (!Json.ExpectObject(ref r, ref error, "spec", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
@@ -366,8 +392,56 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
             else if (r.ValueTextEquals("initContainers"u8)) { if (!r.Read()) return Decode.Incomplete; d = Containers(ref r, init: true, ref error); }
             else if (r.ValueTextEquals("overhead"u8)) { if (!r.Read()) return Decode.Incomplete; d = Json.ResourceMap(ref r, table, overhead, ref error, "spec.overhead"); }
             else if (r.ValueTextEquals("resources"u8)) { if (!r.Read()) return Decode.Incomplete; d = PodResources(ref r, ref error); }
+            else if (r.ValueTextEquals("nodeSelector"u8)) { if (!r.Read()) return Decode.Incomplete; d = Raw(ref r, data, out pod.NodeSelectorJson); }
+            else if (r.ValueTextEquals("affinity"u8)) { if (!r.Read()) return Decode.Incomplete; d = Raw(ref r, data, out pod.AffinityJson); }
+            else if (r.ValueTextEquals("tolerations"u8)) { if (!r.Read()) return Decode.Incomplete; d = Raw(ref r, data, out pod.TolerationsJson); }
+            else if (r.ValueTextEquals("priority"u8))
+            {
+                if (!r.Read()) return Decode.Incomplete;
+                if (r.TokenType == JsonTokenType.Number && r.TryGetInt32(out var prio)) pod.Priority = prio;
+            }
+            else if (r.ValueTextEquals("volumes"u8)) { if (!r.Read()) return Decode.Incomplete; d = Volumes(ref r, pod, ref error); }
             else if (!r.TrySkip()) return Decode.Incomplete;
             if (d == Decode.Incomplete) return d;
+        }
+    }
+
+    // Local storage keeps a node from being drained safely: an emptyDir not backed by memory, or a hostPath.
+    private static Decode Volumes(ref Utf8JsonReader r, PodRecord pod, ref string? error)
+    {
+        if (!Json.ExpectArray(ref r, ref error, "spec.volumes")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        while (true)
+        {
+            if (!r.Read()) return Decode.Incomplete;
+            if (r.TokenType == JsonTokenType.EndArray) return Decode.Ok;
+            if (!Json.ExpectObject(ref r, ref error, "spec.volumes[]", out _)) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
+            while (true)
+            {
+                if (!r.Read()) return Decode.Incomplete;
+                if (r.TokenType == JsonTokenType.EndObject) break;
+                if (r.ValueTextEquals("hostPath"u8)) { pod.Traits |= PodTraits.LocalStorage; if (!r.TrySkip()) return Decode.Incomplete; }
+                else if (r.ValueTextEquals("emptyDir"u8))
+                {
+                    if (!r.Read()) return Decode.Incomplete;
+                    bool memory = false;
+                    if (r.TokenType == JsonTokenType.StartObject)
+                    {
+                        while (true)
+                        {
+                            if (!r.Read()) return Decode.Incomplete;
+                            if (r.TokenType == JsonTokenType.EndObject) break;
+                            if (r.ValueTextEquals("medium"u8))
+                            {
+                                if (!r.Read()) return Decode.Incomplete;
+                                memory = r.TokenType == JsonTokenType.String && r.ValueTextEquals("Memory"u8);
+                            }
+                            else if (!r.TrySkip()) return Decode.Incomplete;
+                        }
+                    }
+                    if (!memory) pod.Traits |= PodTraits.LocalStorage;
+                }
+                else if (!r.TrySkip()) return Decode.Incomplete;
+            }
         }
     }
 
@@ -508,7 +582,7 @@ public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord
 
     public string Describe(NodeRecord value) => value.Name;
 
-    public Decode TryDecode(ref Utf8JsonReader r, out NodeRecord node, ref string? error)
+    public Decode TryDecode(ref Utf8JsonReader r, ReadOnlySpan<byte> data, out NodeRecord node, ref string? error)
     {
         node = new NodeRecord { Allocatable = new long[table.Count], Capacity = new long[table.Count] };
         if (!Json.ExpectObject(ref r, ref error, "node", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
@@ -613,6 +687,155 @@ public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord
             }
             else if (!r.TrySkip()) return Decode.Incomplete;
             if (d == Decode.Incomplete) return d;
+        }
+    }
+}
+
+/// <summary>A PodDisruptionBudget trimmed to what the disruption rules read.</summary>
+public sealed class PdbRecord
+{
+    public string Namespace = "";
+    public string Name = "";
+    public string? ResourceVersion;
+    public LabelSelectorSpec Selector = LabelSelectorSpec.Nothing;
+    public int DisruptionsAllowed;
+    public int CurrentHealthy;
+    public int DesiredHealthy;
+    public int ExpectedPods;
+}
+
+/// <summary>A DaemonSet: which nodes its pods land on and what they request, from its pod template.</summary>
+public sealed class DaemonSetRecord
+{
+    public string Namespace = "";
+    public string Name = "";
+    public string? ResourceVersion;
+    public PodRecord Template = new();
+}
+
+/// <summary>Decodes policy/v1 PodDisruptionBudgets.</summary>
+public sealed class PdbDecoder : IObjectDecoder<PdbRecord>
+{
+    public string? ResourceVersionOf(PdbRecord value) => value.ResourceVersion;
+
+    public string Describe(PdbRecord value) => $"{value.Namespace}/{value.Name}";
+
+    public Decode TryDecode(ref Utf8JsonReader r, ReadOnlySpan<byte> data, out PdbRecord pdb, ref string? error)
+    {
+        pdb = new PdbRecord();
+        if (!Json.ExpectObject(ref r, ref error, "poddisruptionbudget", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        while (true)
+        {
+            if (!r.Read()) return Decode.Incomplete;
+            if (r.TokenType == JsonTokenType.EndObject) return Decode.Ok;
+            if (r.ValueTextEquals("metadata"u8))
+            {
+                if (!r.Read()) return Decode.Incomplete;
+                if (Meta.Read(ref r, out pdb.Namespace, out pdb.Name, out pdb.ResourceVersion, ref error) == Decode.Incomplete) return Decode.Incomplete;
+            }
+            else if (r.ValueTextEquals("spec"u8))
+            {
+                if (!r.Read()) return Decode.Incomplete;
+                if (!Json.ExpectObject(ref r, ref error, "spec", out _)) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
+                while (true)
+                {
+                    if (!r.Read()) return Decode.Incomplete;
+                    if (r.TokenType == JsonTokenType.EndObject) break;
+                    if (r.ValueTextEquals("selector"u8))
+                    {
+                        if (!r.Read()) return Decode.Incomplete;
+                        if (r.TokenType != JsonTokenType.StartObject) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
+                        long start = r.TokenStartIndex;
+                        if (!r.TrySkip()) return Decode.Incomplete;
+                        using var doc = JsonDocument.Parse(data[(int)start..(int)r.BytesConsumed].ToArray());
+                        pdb.Selector = LabelSelectorSpec.Parse(doc.RootElement);
+                    }
+                    else if (!r.TrySkip()) return Decode.Incomplete;
+                }
+            }
+            else if (r.ValueTextEquals("status"u8))
+            {
+                if (!r.Read()) return Decode.Incomplete;
+                if (!Json.ExpectObject(ref r, ref error, "status", out _)) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
+                while (true)
+                {
+                    if (!r.Read()) return Decode.Incomplete;
+                    if (r.TokenType == JsonTokenType.EndObject) break;
+                    int ignored = 0;
+                    ref int target = ref ignored;
+                    if (r.ValueTextEquals("disruptionsAllowed"u8)) target = ref pdb.DisruptionsAllowed;
+                    else if (r.ValueTextEquals("currentHealthy"u8)) target = ref pdb.CurrentHealthy;
+                    else if (r.ValueTextEquals("desiredHealthy"u8)) target = ref pdb.DesiredHealthy;
+                    else if (r.ValueTextEquals("expectedPods"u8)) target = ref pdb.ExpectedPods;
+                    else { if (!r.TrySkip()) return Decode.Incomplete; continue; }
+                    if (!r.Read()) return Decode.Incomplete;
+                    if (r.TokenType == JsonTokenType.Number && r.TryGetInt32(out var n)) target = n;
+                }
+            }
+            else if (!r.TrySkip()) return Decode.Incomplete;
+        }
+    }
+}
+
+/// <summary>Decodes apps/v1 DaemonSets; the pod template goes through the pod decoder.</summary>
+public sealed class DaemonSetDecoder(ResourceTable table) : IObjectDecoder<DaemonSetRecord>
+{
+    private readonly PodDecoder pods = new(table);
+
+    public string? ResourceVersionOf(DaemonSetRecord value) => value.ResourceVersion;
+
+    public string Describe(DaemonSetRecord value) => $"{value.Namespace}/{value.Name}";
+
+    public Decode TryDecode(ref Utf8JsonReader r, ReadOnlySpan<byte> data, out DaemonSetRecord ds, ref string? error)
+    {
+        ds = new DaemonSetRecord();
+        if (!Json.ExpectObject(ref r, ref error, "daemonset", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        while (true)
+        {
+            if (!r.Read()) return Decode.Incomplete;
+            if (r.TokenType == JsonTokenType.EndObject) return Decode.Ok;
+            if (r.ValueTextEquals("metadata"u8))
+            {
+                if (!r.Read()) return Decode.Incomplete;
+                if (Meta.Read(ref r, out ds.Namespace, out ds.Name, out ds.ResourceVersion, ref error) == Decode.Incomplete) return Decode.Incomplete;
+            }
+            else if (r.ValueTextEquals("spec"u8))
+            {
+                if (!r.Read()) return Decode.Incomplete;
+                if (!Json.ExpectObject(ref r, ref error, "spec", out _)) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
+                while (true)
+                {
+                    if (!r.Read()) return Decode.Incomplete;
+                    if (r.TokenType == JsonTokenType.EndObject) break;
+                    if (r.ValueTextEquals("template"u8))
+                    {
+                        if (!r.Read()) return Decode.Incomplete;
+                        if (pods.TryDecode(ref r, data, out var template, ref error) == Decode.Incomplete) return Decode.Incomplete;
+                        ds.Template = template;
+                    }
+                    else if (!r.TrySkip()) return Decode.Incomplete;
+                }
+            }
+            else if (!r.TrySkip()) return Decode.Incomplete;
+        }
+    }
+}
+
+/// <summary>namespace, name and resourceVersion of any object's metadata.</summary>
+internal static class Meta
+{
+    public static Decode Read(ref Utf8JsonReader r, out string ns, out string name, out string? rv, ref string? error)
+    {
+        ns = ""; name = ""; rv = null;
+        if (!Json.ExpectObject(ref r, ref error, "metadata", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        while (true)
+        {
+            if (!r.Read()) return Decode.Incomplete;
+            if (r.TokenType == JsonTokenType.EndObject) return Decode.Ok;
+            if (r.ValueTextEquals("name"u8)) { if (!r.Read()) return Decode.Incomplete; name = Json.String(ref r, ref error, "metadata.name") ?? ""; }
+            else if (r.ValueTextEquals("namespace"u8)) { if (!r.Read()) return Decode.Incomplete; ns = Json.String(ref r, ref error, "metadata.namespace") ?? ""; }
+            else if (r.ValueTextEquals("resourceVersion"u8)) { if (!r.Read()) return Decode.Incomplete; rv = Json.String(ref r, ref error, "metadata.resourceVersion"); }
+            else if (!r.TrySkip()) return Decode.Incomplete;
         }
     }
 }

@@ -163,10 +163,17 @@ public sealed class Service : IAsyncDisposable
             new NodeDecoder(resources), new NodeTarget(model), nodeStatus, reflectorOptions, loggerFactory.CreateLogger("nodes"));
         var podReflector = new Reflector<PodRecord>(kube, "/api/v1/pods", null, "status.phase!=Succeeded,status.phase!=Failed",
             new PodDecoder(resources), new PodTarget(model), podStatus, reflectorOptions, loggerFactory.CreateLogger("pods"));
-        var collector = new Collector(model, [nodeStatus, podStatus], options.LabelGroups, prices);
+        var pdbStatus = new ReflectorStatus("poddisruptionbudgets");
+        var dsStatus = new ReflectorStatus("daemonsets");
+        var pdbReflector = new Reflector<PdbRecord>(kube, "/apis/policy/v1/poddisruptionbudgets", null, null,
+            new PdbDecoder(), model.Pdbs, pdbStatus, reflectorOptions, loggerFactory.CreateLogger("pdbs"));
+        var dsReflector = new Reflector<DaemonSetRecord>(kube, "/apis/apps/v1/daemonsets", null, null,
+            new DaemonSetDecoder(resources), model.DaemonSets, dsStatus, reflectorOptions, loggerFactory.CreateLogger("daemonsets"));
+        ReflectorStatus[] statuses = [nodeStatus, podStatus, pdbStatus, dsStatus];
+        var collector = new Collector(model, statuses, options.LabelGroups, prices);
 
         var app = builder.Build();
-        var service = new Service(app, kube, demo, model, [nodeStatus, podStatus]) { Prices = prices, demoFeed = demoFeed, Spot = spot };
+        var service = new Service(app, kube, demo, model, statuses) { Prices = prices, demoFeed = demoFeed, Spot = spot };
         MapEndpoints(app, service, collector, options);
         await app.StartAsync(ct);
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
@@ -176,6 +183,8 @@ public sealed class Service : IAsyncDisposable
 
         service.background.Add(Task.Run(() => nodeReflector.RunAsync(service.stopping.Token), CancellationToken.None));
         service.background.Add(Task.Run(() => podReflector.RunAsync(service.stopping.Token), CancellationToken.None));
+        service.background.Add(Task.Run(() => pdbReflector.RunAsync(service.stopping.Token), CancellationToken.None));
+        service.background.Add(Task.Run(() => dsReflector.RunAsync(service.stopping.Token), CancellationToken.None));
         service.background.Add(Task.Run(() => prices.RunAsync(service.stopping.Token), CancellationToken.None));
         if (spot?.Pricing is { } spotPricing)
             service.background.Add(Task.Run(() => spotPricing.RunAsync(service.stopping.Token), CancellationToken.None));

@@ -258,15 +258,5 @@ public static class Scheduling
     public static string Describe(IReadOnlyDictionary<string, string> map) =>
         string.Join(",", map.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}"));
 
-    public static byte[] Key(params ReadOnlySpan<byte>[] parts)
-    {
-        int len = 0;
-        foreach (var p in parts) len += p.Length + 1;
-        var key = new byte[len];
-        int at = 0;
-        foreach (var p in parts) { p.CopyTo(key.AsSpan(at)); at += p.Length; key[at++] = 0; }
-        return key;
-    }
-
     public static byte[] Utf8(string? s) => s is null ? [] : Encoding.UTF8.GetBytes(s);
 }

@@ -171,6 +171,55 @@ public sealed class DemoCluster : IAsyncDisposable
                 ["status"] = new JsonObject { ["phase"] = "Active" },
             });
         }
+        AddDaemonSetsAndBudgets(created);
+    }
+
+    // The DaemonSet objects behind the per-node pods (so a recommender knows what lands on a new
+    // node), and disruption budgets: one that allows a disruption and one that allows none.
+    private void AddDaemonSetsAndBudgets(DateTimeOffset created)
+    {
+        Api.Store.Register(ResourceType.DaemonSets);
+        Api.Store.Register(ResourceType.PodDisruptionBudgets);
+        foreach (var t in SyntheticCluster.DaemonSetTemplates)
+        {
+            var pod = SyntheticCluster.Pod(_rng, t, t.OwnerName + "-template", null, created);
+            var spec = pod["spec"]!.AsObject();
+            spec.Remove("nodeName");
+            var labels = pod["metadata"]!["labels"]!.DeepClone().AsObject();
+            labels.Remove("pod-template-generation");
+            labels.Remove("controller-revision-hash");
+            Api.Store.Upsert("daemonsets", new JsonObject
+            {
+                ["apiVersion"] = "apps/v1",
+                ["kind"] = "DaemonSet",
+                ["metadata"] = new JsonObject { ["name"] = t.OwnerName, ["namespace"] = t.Namespace, ["creationTimestamp"] = KubeTime.Format(created.AddDays(-30)) },
+                ["spec"] = new JsonObject
+                {
+                    ["selector"] = new JsonObject { ["matchLabels"] = new JsonObject { ["app.kubernetes.io/name"] = t.App } },
+                    ["template"] = new JsonObject { ["metadata"] = new JsonObject { ["labels"] = labels }, ["spec"] = spec.DeepClone() },
+                },
+                ["status"] = new JsonObject { ["desiredNumberScheduled"] = _nodes.Count, ["numberReady"] = _nodes.Count },
+            });
+        }
+        foreach (var (ns, app, allowed) in new[] { ("payments", "ledger", 0), ("shop", "web", 1) })
+        {
+            var healthy = _pods.Count(p => p.Template.Namespace == ns && p.Template.App == app && p.Node is not null);
+            Api.Store.Upsert("poddisruptionbudgets", new JsonObject
+            {
+                ["apiVersion"] = "policy/v1",
+                ["kind"] = "PodDisruptionBudget",
+                ["metadata"] = new JsonObject { ["name"] = app, ["namespace"] = ns, ["creationTimestamp"] = KubeTime.Format(created.AddDays(-30)) },
+                ["spec"] = new JsonObject
+                {
+                    [allowed == 0 ? "maxUnavailable" : "minAvailable"] = allowed == 0 ? 0 : Math.Max(0, healthy - 1),
+                    ["selector"] = new JsonObject { ["matchLabels"] = new JsonObject { ["app.kubernetes.io/name"] = app } },
+                },
+                ["status"] = new JsonObject
+                {
+                    ["currentHealthy"] = healthy, ["desiredHealthy"] = healthy - allowed, ["disruptionsAllowed"] = allowed, ["expectedPods"] = healthy,
+                },
+            });
+        }
     }
 
     private PodTemplate JobTemplate(string name) => new()

@@ -117,7 +117,7 @@ internal static class ExporterBench
         var r = new Utf8JsonReader(json, isFinalBlock: true, default);
         r.Read();
         string? error = null;
-        decoder.TryDecode(ref r, out var value, ref error);
+        decoder.TryDecode(ref r, json, out var value, ref error);
         return value;
     }
 }

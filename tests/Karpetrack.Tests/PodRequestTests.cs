@@ -9,10 +9,11 @@ public class PodRequestTests
     internal static PodRecord Decode(string json, ResourceTable? table = null)
     {
         var decoder = new PodDecoder(table ?? ResourceTable.Default);
-        var r = new Utf8JsonReader(Encoding.UTF8.GetBytes(json), isFinalBlock: true, default);
+        var bytes = Encoding.UTF8.GetBytes(json);
+        var r = new Utf8JsonReader(bytes, isFinalBlock: true, default);
         Assert.True(r.Read());
         string? error = null;
-        Assert.Equal(Karpetrack.Decode.Ok, decoder.TryDecode(ref r, out var pod, ref error));
+        Assert.Equal(Karpetrack.Decode.Ok, decoder.TryDecode(ref r, bytes, out var pod, ref error));
         Assert.Null(error);
         return pod;
     }
@@ -107,10 +108,11 @@ public class PodRequestTests
     public void MalformedFieldsAreReportedNotGuessed(string json, string expected)
     {
         var decoder = new PodDecoder(ResourceTable.Default);
-        var r = new Utf8JsonReader(Encoding.UTF8.GetBytes(json), isFinalBlock: true, default);
+        var bytes = Encoding.UTF8.GetBytes(json);
+        var r = new Utf8JsonReader(bytes, isFinalBlock: true, default);
         Assert.True(r.Read());
         string? error = null;
-        Assert.Equal(Karpetrack.Decode.Ok, decoder.TryDecode(ref r, out _, ref error));
+        Assert.Equal(Karpetrack.Decode.Ok, decoder.TryDecode(ref r, bytes, out _, ref error));
         Assert.NotNull(error);
         Assert.Contains(expected, error);
         // The decoder consumed exactly the object, so a stream can go on after it.

@@ -95,7 +95,7 @@ public sealed class ReflectorTests : IAsyncLifetime
         var r = new Utf8JsonReader(json, isFinalBlock: true, default);
         r.Read();
         string? error = null;
-        decoder.TryDecode(ref r, out var value, ref error);
+        decoder.TryDecode(ref r, json, out var value, ref error);
         return value;
     }
 

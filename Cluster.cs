@@ -166,6 +166,10 @@ public sealed class ClusterModel
     private HashSet<string>? nodesSeenInRelist;
 
     private long version;
+    private long pendingVersion;
+
+    /// <summary>Bumped whenever the set of pending unschedulable pods changes: the recommender's batch trigger.</summary>
+    public long PendingVersion { get { lock (gate) return pendingVersion; } }
     private ClusterSnapshot? snapshot;
     private readonly HashSet<int> dirtyNodes = [];
     private NodeView[] views = [];
@@ -354,6 +358,7 @@ public sealed class ClusterModel
         {
             for (int i = 0; i < r.Length; i++) pendingRequests[i] += sign * r[i];
             pendingPods += sign;
+            pendingVersion++;
         }
     }
 

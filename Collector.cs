@@ -6,12 +6,12 @@ using System.Text;
 
 namespace Karpetrack;
 
-public enum MetricType { Gauge, Counter }
+public enum MetricType { Gauge, Counter, Histogram }
 
 /// <summary>One metric family: name, type, help and the labels its samples carry.</summary>
 public sealed record MetricFamily(string Name, MetricType Type, string Help, params string[] Labels)
 {
-    public string TypeName => Type == MetricType.Counter ? "counter" : "gauge";
+    public string TypeName => Type switch { MetricType.Counter => "counter", MetricType.Histogram => "histogram", _ => "gauge" };
 }
 
 /// <summary>Every family Karpetrack exports, declared once; README's metric table is checked against it.</summary>
@@ -92,6 +92,25 @@ public static class Families
     public static readonly MetricFamily PricingStale = new("karpetrack_pricing_stale", MetricType.Gauge,
         "1 while serving the embedded snapshot or a price book older than the staleness limit.");
 
+
+    public static readonly MetricFamily Recommendations = new("karpetrack_recommendations", MetricType.Gauge,
+        "Current recommendations by type: provision, replace, consolidate, delete_empty.", "type");
+    public static readonly MetricFamily RecommendationSavings = new("karpetrack_recommendation_savings_dollars_per_hour", MetricType.Gauge,
+        "Hourly savings of the current recommendations by type (provisioning adds cost and saves nothing).", "type");
+    public static readonly MetricFamily RecommendedNodes = new("karpetrack_recommended_nodes", MetricType.Gauge,
+        "New nodes the current provisioning recommendation would buy, by server class.", "server_class");
+    public static readonly MetricFamily ProvisioningCost = new("karpetrack_provisioning_cost_dollars_per_hour", MetricType.Gauge,
+        "Hourly cost of the new nodes recommended for the pending pods.");
+    public static readonly MetricFamily ProvisioningLowerBound = new("karpetrack_provisioning_lower_bound_dollars_per_hour", MetricType.Gauge,
+        "A proven lower bound on the hourly cost of hosting the pending pods on new nodes; the gap to the cost is the room left.");
+    public static readonly MetricFamily NodeDisruptionBlocked = new("karpetrack_node_disruption_blocked", MetricType.Gauge,
+        "1 for each reason a node is not recommended for removal or replacement (blockers, or no cheaper placement).", "node", "reason");
+    public static readonly MetricFamily RecommenderDuration = new("karpetrack_recommender_duration_seconds", MetricType.Histogram,
+        "Time one recommender run took.");
+    public static readonly MetricFamily RecommenderLastRun = new("karpetrack_recommender_last_run_timestamp_seconds", MetricType.Gauge,
+        "Unix time of the last completed recommender run.");
+
+    // Declared last: static fields initialize in order, so the list must come after every family.
     public static readonly MetricFamily[] All =
     [
         NodeAllocated, NodeAllocatable, NodeUtilization, NodeDaemonSetOverhead, NodeInfo, NodePods,
@@ -101,6 +120,8 @@ public static class Families
         CacheAge, CacheSynced, WatchRestarts, DecodeErrors, BuildInfoFamily,
         NodePrice, NodeIdleCost, ClusterCost, ClusterIdleCost, GroupCost, NamespaceCost, UnpricedNodes,
         ServerClassInfo, ServerClassPrice, PricingLastSuccess, PricingErrors, PricingStale,
+        Recommendations, RecommendationSavings, RecommendedNodes, ProvisioningCost, ProvisioningLowerBound, NodeDisruptionBlocked,
+        RecommenderDuration, RecommenderLastRun,
     ];
 }
 
@@ -240,6 +261,7 @@ public sealed class Collector
     private readonly IReadOnlyList<ReflectorStatus> reflectors;
     private readonly IReadOnlyList<IReadOnlyList<string>> labelGroups;
     private readonly PriceFeed? prices;
+    private readonly RecommenderLoop? recommender;
     private readonly TimeProvider clock;
     private readonly object cacheGate = new();
     private Dictionary<string, CachedNode> nodeCache = new(StringComparer.Ordinal);
@@ -247,12 +269,13 @@ public sealed class Collector
     private (long Version, PriceBook? Book) cachedKey = (-1, null);
 
     public Collector(ClusterModel model, IReadOnlyList<ReflectorStatus> reflectors, IReadOnlyList<IReadOnlyList<string>> labelGroups,
-        PriceFeed? prices = null, TimeProvider? clock = null)
+        PriceFeed? prices = null, TimeProvider? clock = null, RecommenderLoop? recommender = null)
     {
         this.model = model;
         this.reflectors = reflectors;
         this.labelGroups = labelGroups;
         this.prices = prices;
+        this.recommender = recommender;
         this.clock = clock ?? TimeProvider.System;
     }
 
@@ -320,6 +343,7 @@ public sealed class Collector
         RenderGroups(w, snap.Resources, current, book is not null);
         RenderPending(w, snap);
         if (book is not null) RenderCosts(w, current, book);
+        if (recommender is not null) RenderPlan(w, recommender);
         RenderReflectors(w);
         w.Header(Families.BuildInfoFamily);
         w.Begin(Families.BuildInfoFamily, "version", BuildInfo.Version); w.EndLabels(); w.Integer(1);
@@ -716,6 +740,56 @@ public sealed class Collector
             w.Begin(Families.ServerClassPrice, "server_class", name);
             w.Label("region", pc.Class.Region); w.Label("category", pc.Class.Category); w.Label("price", kind);
             w.EndLabels(); w.Double((double)v);
+        }
+    }
+
+    private static readonly (RecommendationType Type, string Label)[] TypeLabels =
+        [(RecommendationType.Provision, "provision"), (RecommendationType.Replace, "replace"), (RecommendationType.Consolidate, "consolidate"), (RecommendationType.DeleteEmpty, "delete_empty")];
+
+    public static string TypeLabel(RecommendationType t) => TypeLabels.First(x => x.Type == t).Label;
+
+    private static void RenderPlan(Exposition w, RecommenderLoop loop)
+    {
+        var plan = loop.Current;
+        w.Header(Families.Recommendations);
+        foreach (var (type, label) in TypeLabels)
+        {
+            w.Begin(Families.Recommendations, "type", label); w.EndLabels(); w.Integer(plan.Recommendations.Count(r => r.Type == type));
+        }
+        w.Header(Families.RecommendationSavings);
+        foreach (var (type, label) in TypeLabels)
+        {
+            var savings = plan.Recommendations.Where(r => r.Type == type).Sum(r => Math.Max(0, r.SavingsPerHour));
+            w.Begin(Families.RecommendationSavings, "type", label); w.EndLabels(); w.Double((double)savings);
+        }
+        w.Header(Families.RecommendedNodes);
+        foreach (var g in plan.Recommendations.Where(r => r.Type == RecommendationType.Provision).SelectMany(r => r.NewNodes)
+                     .GroupBy(n => n.ServerClass).OrderBy(g => g.Key, StringComparer.Ordinal))
+        {
+            w.Begin(Families.RecommendedNodes, "server_class", g.Key); w.EndLabels(); w.Integer(g.Sum(n => n.Count));
+        }
+        w.Header(Families.ProvisioningCost); w.NameOnly(Families.ProvisioningCost); w.Double((double)plan.ProvisioningCostPerHour);
+        w.Header(Families.ProvisioningLowerBound); w.NameOnly(Families.ProvisioningLowerBound); w.Double((double)plan.ProvisioningLowerBoundPerHour);
+        w.Header(Families.NodeDisruptionBlocked);
+        foreach (var (node, blockers) in plan.Blockers.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+            foreach (var reason in blockers.Select(b => b.Reason).Distinct().Order(StringComparer.Ordinal))
+            {
+                w.Begin(Families.NodeDisruptionBlocked, "node", node); w.Label("reason", reason); w.EndLabels(); w.Integer(1);
+            }
+        var (buckets, sum, count) = loop.Durations;
+        w.Header(Families.RecommenderDuration);
+        for (int i = 0; i < buckets.Length; i++)
+        {
+            w.Raw("karpetrack_recommender_duration_seconds_bucket{le=\""u8);
+            w.Raw(System.Text.Encoding.ASCII.GetBytes(RecommenderLoop.DurationBuckets[i].ToString("R", CultureInfo.InvariantCulture)));
+            w.Raw("\"} "u8); w.Integer(buckets[i]);
+        }
+        w.Raw("karpetrack_recommender_duration_seconds_bucket{le=\"+Inf\"} "u8); w.Integer(count);
+        w.Raw("karpetrack_recommender_duration_seconds_sum "u8); w.Double(sum);
+        w.Raw("karpetrack_recommender_duration_seconds_count "u8); w.Integer(count);
+        if (loop.LastRun is { } last)
+        {
+            w.Header(Families.RecommenderLastRun); w.NameOnly(Families.RecommenderLastRun); w.Double(last.ToUnixTimeMilliseconds() / 1000.0);
         }
     }
 

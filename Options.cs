@@ -33,6 +33,11 @@ public sealed record KarpetrackOptions
     public string? Cloudspace { get; init; }
     public Uri SpotApiUrl { get; init; } = new("https://spot.rackspace.com");
     public Uri SpotAuthUrl { get; init; } = new("https://login.spot.rackspace.com");
+    public TimeSpan RecommendInterval { get; init; } = TimeSpan.FromSeconds(30);
+    public decimal ReplaceThresholdPercent { get; init; } = 20;
+    public decimal ReplaceThresholdDollars { get; init; } = 0.005m;
+    public IReadOnlyList<string> Categories { get; init; } = [];
+    public decimal? MaxPrice { get; init; }
     public bool ShowHelp { get; init; }
     public bool ShowVersion { get; init; }
 
@@ -61,6 +66,11 @@ public sealed record KarpetrackOptions
         new("cloudspace", "", "Cloudspace name: its region limits what is priced and recommended."),
         new("spot-api-url", "https://spot.rackspace.com", "Spot API base URL."),
         new("spot-auth-url", "https://login.spot.rackspace.com", "Spot login (OAuth) base URL."),
+        new("recommend-interval", "30s", "How often the recommender computes a new plan (also after a burst of pending pods settles); 0 turns it off."),
+        new("replace-threshold-percent", "20", "A replacement is recommended only when it saves at least this share of the node's price."),
+        new("replace-threshold-dollars", "0.005", "…and at least this many dollars per hour. Pure removals only need a positive saving."),
+        new("categories", "", "Server-class categories new nodes may have: comma-separated gp, ch, mh, gpu (default: all but bare metal)."),
+        new("max-price", "", "Highest hourly price of a class the recommender may buy."),
         new("help", "false", "Print this help and exit.", IsSwitch: true),
         new("version", "false", "Print the version and exit.", IsSwitch: true),
     ];
@@ -158,12 +168,36 @@ public sealed record KarpetrackOptions
             Cloudspace = NullIfEmpty(Get("cloudspace")) ?? NullIfEmpty(getEnv("KARPETRACK_CLOUDSPACE_ID")),
             SpotApiUrl = AbsoluteUrl(GetOr("spot-api-url"), "--spot-api-url"),
             SpotAuthUrl = AbsoluteUrl(GetOr("spot-auth-url"), "--spot-auth-url"),
+            RecommendInterval = ParseDuration(GetOr("recommend-interval"), "--recommend-interval"),
+            ReplaceThresholdPercent = ParseDecimal(GetOr("replace-threshold-percent"), "--replace-threshold-percent", 0, 100),
+            ReplaceThresholdDollars = ParseDecimal(GetOr("replace-threshold-dollars"), "--replace-threshold-dollars", 0, 1000),
+            Categories = ParseCategories(GetOr("categories")),
+            MaxPrice = NullIfEmpty(Get("max-price")) is { } mp ? ParseDecimal(mp, "--max-price", 0, 1000) : null,
             ShowHelp = ParseBool(GetOr("help"), "--help"),
             ShowVersion = ParseBool(GetOr("version"), "--version"),
         };
     }
 
     private static string? NullIfEmpty(string? s) => string.IsNullOrWhiteSpace(s) ? null : s;
+
+    private static decimal ParseDecimal(string s, string flag, decimal min, decimal max)
+    {
+        if (!decimal.TryParse(s, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var v) || v < min || v > max)
+            throw new OptionsException($"{flag}: \"{s}\" is not a number between {min} and {max}");
+        return v;
+    }
+
+    private static IReadOnlyList<string> ParseCategories(string s)
+    {
+        var codes = new List<string>();
+        foreach (var part in s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var code = Karpetrack.Categories.CodeOf(part) ?? throw new OptionsException($"--categories: \"{part}\" is not one of gp, ch, mh, gpu");
+            if (code == "bm") throw new OptionsException("--categories: bare metal classes cannot be bid on");
+            codes.Add(code);
+        }
+        return codes;
+    }
 
     private static string NonEmpty(string s, string flag) =>
         string.IsNullOrWhiteSpace(s) ? throw new OptionsException($"{flag}: must not be empty") : s;

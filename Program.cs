@@ -38,6 +38,7 @@ public sealed class Service : IAsyncDisposable
     public ReflectorStatus[] Reflectors { get; }
     /// <summary>The Spot API client and its server-class loop; null without RACKSPACE_SPOT_REFRESH_TOKEN (and not --demo).</summary>
     public SpotWiring? Spot { get; private init; }
+    public RecommenderLoop? Recommender { get; private init; }
     public Uri MetricsUrl { get; private set; } = new("http://127.0.0.1/");
     public string? DemoKubeconfig => demo?.KubeconfigPath;
 
@@ -170,10 +171,19 @@ public sealed class Service : IAsyncDisposable
         var dsReflector = new Reflector<DaemonSetRecord>(kube, "/apis/apps/v1/daemonsets", null, null,
             new DaemonSetDecoder(resources), model.DaemonSets, dsStatus, reflectorOptions, loggerFactory.CreateLogger("daemonsets"));
         ReflectorStatus[] statuses = [nodeStatus, podStatus, pdbStatus, dsStatus];
-        var collector = new Collector(model, statuses, options.LabelGroups, prices);
+        var recommender = new RecommenderLoop(model, prices, statuses, () => new RecommenderOptions
+        {
+            // The cloudspace's region when the Spot API told us, else the region of the existing nodes.
+            Region = spot?.Pricing?.Region,
+            Categories = options.Categories,
+            MaxPricePerHour = options.MaxPrice,
+            ReplaceThresholdPercent = options.ReplaceThresholdPercent,
+            ReplaceThresholdDollars = options.ReplaceThresholdDollars,
+        }, options.RecommendInterval, loggerFactory.CreateLogger("recommender"));
+        var collector = new Collector(model, statuses, options.LabelGroups, prices, recommender: recommender);
 
         var app = builder.Build();
-        var service = new Service(app, kube, demo, model, statuses) { Prices = prices, demoFeed = demoFeed, Spot = spot };
+        var service = new Service(app, kube, demo, model, statuses) { Prices = prices, demoFeed = demoFeed, Spot = spot, Recommender = recommender };
         MapEndpoints(app, service, collector, options);
         await app.StartAsync(ct);
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
@@ -185,6 +195,7 @@ public sealed class Service : IAsyncDisposable
         service.background.Add(Task.Run(() => podReflector.RunAsync(service.stopping.Token), CancellationToken.None));
         service.background.Add(Task.Run(() => pdbReflector.RunAsync(service.stopping.Token), CancellationToken.None));
         service.background.Add(Task.Run(() => dsReflector.RunAsync(service.stopping.Token), CancellationToken.None));
+        service.background.Add(Task.Run(() => recommender.RunAsync(service.stopping.Token), CancellationToken.None));
         service.background.Add(Task.Run(() => prices.RunAsync(service.stopping.Token), CancellationToken.None));
         if (spot?.Pricing is { } spotPricing)
             service.background.Add(Task.Run(() => spotPricing.RunAsync(service.stopping.Token), CancellationToken.None));

@@ -1,0 +1,648 @@
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.Extensions.Logging;
+
+namespace Karpetrack;
+
+public enum RecommendationType { Provision, Replace, Consolidate, DeleteEmpty }
+
+public sealed record RecommenderOptions
+{
+    /// <summary>Only classes of this Spot region are bought; null = the region most existing nodes are in.</summary>
+    public string? Region { get; init; }
+    /// <summary>Category codes allowed for new nodes (gp, ch, mh, gpu); empty = all but bare metal.</summary>
+    public IReadOnlyList<string> Categories { get; init; } = [];
+    public decimal? MaxPricePerHour { get; init; }
+    public decimal ReplaceThresholdPercent { get; init; } = 20;
+    public decimal ReplaceThresholdDollars { get; init; } = 0.005m;
+    /// <summary>GPUs per GPU class (the feed does not say); classes not listed count as one GPU.</summary>
+    public IReadOnlyDictionary<string, int> GpuPerClass { get; init; } = new Dictionary<string, int>();
+    /// <summary>Kubelet and system reservation assumed for a class no existing node shows: 100m cpu and 5 % of memory.</summary>
+    public long DefaultReservedMilliCpu { get; init; } = 100;
+    public double DefaultReservedMemoryShare { get; init; } = 0.05;
+    /// <summary>Nodes considered together for a multi-node consolidation (the least utilized first).</summary>
+    public int MultiNodeCandidates { get; init; } = 10;
+    public int MaxPodsPerNode { get; init; } = 110;
+}
+
+public sealed record NewNode(string ServerClass, int Count, decimal PricePerHour);
+
+/// <summary>A pod to evict and where it goes: an existing node, or a new node "&lt;class&gt;#n" of the recommendation.</summary>
+public sealed record PodMove(string Namespace, string Pod, string From, string To);
+
+/// <summary>Why a node cannot be disrupted: a bounded reason code plus the pods and budgets involved.</summary>
+public sealed record Blocker(string Reason, IReadOnlyList<string> Pods, IReadOnlyList<string> Pdbs);
+
+public sealed record Recommendation(
+    string Id,
+    RecommendationType Type,
+    IReadOnlyList<string> Nodes,          // exactly the nodes to remove or replace; empty for provisioning
+    IReadOnlyList<NewNode> NewNodes,
+    IReadOnlyList<PodMove> Moves,
+    IReadOnlyList<string> PendingPods,     // provisioning: the pending pods served ("ns/name")
+    decimal CurrentCostPerHour,
+    decimal NewCostPerHour,
+    decimal LowerBoundPerHour,
+    int PodsEvicted,
+    int PdbHeadroom,                       // the smallest disruptionsAllowed among budgets the moves touch (-1: none)
+    IReadOnlyList<string> Reasons)
+{
+    public decimal SavingsPerHour => CurrentCostPerHour - NewCostPerHour;
+    public decimal SavingsPerMonth => SavingsPerHour * 730;
+}
+
+public sealed record Plan(
+    IReadOnlyList<Recommendation> Recommendations,
+    IReadOnlyDictionary<string, IReadOnlyList<Blocker>> Blockers,
+    IReadOnlyList<(string Pod, string Reason)> Unplaceable,
+    decimal ProvisioningCostPerHour,
+    decimal ProvisioningLowerBoundPerHour,
+    string Region)
+{
+    public static readonly Plan Empty = new([], new Dictionary<string, IReadOnlyList<Blocker>>(), [], 0, 0, "");
+}
+
+/// <summary>The reason codes of blockers, a bounded set (they become a metric label).</summary>
+public static class BlockerReasons
+{
+    public const string NodeDoNotDisrupt = "node_do_not_disrupt";
+    public const string NodeScaleDownDisabled = "node_scale_down_disabled";
+    public const string NodeNotReady = "node_not_ready";
+    public const string NodeDeleting = "node_deleting";
+    public const string NodeUnpriced = "node_unpriced";
+    public const string PodDoNotDisrupt = "pod_do_not_disrupt";
+    public const string PodSafeToEvictFalse = "pod_safe_to_evict_false";
+    public const string PodLocalStorage = "pod_local_storage";
+    public const string PodNoController = "pod_no_controller";
+    public const string PdbNoDisruptions = "pdb_no_disruptions_allowed";
+    public const string KubeSystemWithoutPdb = "kube_system_pod_without_pdb";
+    public const string PodsDoNotFit = "pods_do_not_fit_elsewhere";
+    public const string NotCheaper = "no_cheaper_shape";
+    public const string ReceivesPods = "receives_consolidated_pods";
+
+    public static readonly string[] All =
+    [
+        NodeDoNotDisrupt, NodeScaleDownDisabled, NodeNotReady, NodeDeleting, NodeUnpriced, PodDoNotDisrupt, PodSafeToEvictFalse,
+        PodLocalStorage, PodNoController, PdbNoDisruptions, KubeSystemWithoutPdb, PodsDoNotFit, NotCheaper, ReceivesPods,
+    ];
+}
+
+/// <summary>
+/// Pure and deterministic: a cluster snapshot, its pods, budgets, DaemonSets and a price book in,
+/// a Plan out. Provisioning for pending pods, cheaper replacements, and consolidation (empty nodes,
+/// underused nodes, several nodes into fewer), each with savings, disruption and reasons; every node
+/// not recommended for removal carries its blockers. No I/O, no clock.
+/// </summary>
+public static class Recommender
+{
+    /// <summary>A server class one may buy, as a bin type plus the labels its nodes will carry.</summary>
+    private sealed record Offer(BinType Bin, PricedClass Class, IReadOnlyDictionary<string, string> Labels, bool Gpu);
+
+    public static Plan Recommend(ClusterSnapshot snap, PodFacts[] pods, PdbRecord[] pdbs, DaemonSetRecord[] daemonSets, PriceBook book, RecommenderOptions o)
+    {
+        var region = o.Region ?? MostCommonRegion(snap.Nodes);
+        var dsShapes = daemonSets.Select(d => (Shape: ShapeOf(d.Template), Requests: d.Template.Requests)).ToArray();
+        var offers = Offers(snap, book, region, o, dsShapes);
+        var byNode = pods.Where(p => p.Node is not null).GroupBy(p => p.Node!).ToDictionary(g => g.Key, g => g.ToArray(), StringComparer.Ordinal);
+        var pdbIndex = pdbs.GroupBy(p => p.Namespace).ToDictionary(g => g.Key, g => g.ToArray(), StringComparer.Ordinal);
+        var views = snap.Nodes.ToDictionary(n => n.Name, StringComparer.Ordinal);
+
+        var recommendations = new List<Recommendation>();
+        var unplaceable = new List<(string, string)>();
+
+        // Capacity left on nodes that may receive pods: ready, schedulable, not being deleted.
+        var free = new Dictionary<string, Demand>(StringComparer.Ordinal);
+        foreach (var n in snap.Nodes)
+            if (IsDestination(n)) free[n.Name] = FreeOf(n, o);
+
+        // 1. Provisioning for pending pods: existing room first, then the cheapest set of new nodes.
+        var pending = pods.Where(p => p.Pending).ToArray();
+        decimal provisionCost = 0, provisionBound = 0;
+        if (pending.Length > 0)
+        {
+            var (rec, lost, cost, bound) = Provision(pending, offers, snap, free, views, o);
+            if (rec is not null) recommendations.Add(rec);
+            unplaceable.AddRange(lost);
+            provisionCost = cost;
+            provisionBound = bound;
+        }
+
+        // 2. Blockers for every node, then removals (empty, underused, multi-node) and replacements.
+        var blockers = new Dictionary<string, List<Blocker>>(StringComparer.Ordinal);
+        foreach (var n in snap.Nodes) blockers[n.Name] = NodeBlockers(n, byNode.GetValueOrDefault(n.Name) ?? [], pdbIndex, book);
+
+        var removed = new HashSet<string>(StringComparer.Ordinal);
+        var receivers = new HashSet<string>(StringComparer.Ordinal);   // nodes that take pods of a removed node stay
+        var candidates = snap.Nodes
+            .Where(n => blockers[n.Name].Count == 0)
+            .Select(n => (Node: n, Movable: Movable(byNode.GetValueOrDefault(n.Name) ?? []), Price: PriceOf(n, book)!.Value))
+            .OrderBy(c => c.Movable.Length == 0 ? 0 : 1)
+            .ThenBy(c => Utilization(c.Node))
+            .ThenByDescending(c => c.Price)
+            .ThenBy(c => c.Node.Name, StringComparer.Ordinal)
+            .ToList();
+
+        foreach (var (node, movable, price) in candidates)
+        {
+            if (receivers.Contains(node.Name)) continue;
+            var others = free.Where(kv => kv.Key != node.Name && !removed.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
+            var placement = PlaceOnExisting(movable, others, views, snap.Resources);
+            if (placement is null)
+            {
+                blockers[node.Name].Add(new Blocker(BlockerReasons.PodsDoNotFit, [], []));
+                continue;
+            }
+            foreach (var (dest, demand) in placement.Value.Used) { free[dest] = free[dest] - demand; receivers.Add(dest); }
+            removed.Add(node.Name);
+            free.Remove(node.Name);
+            var type = movable.Length == 0 ? RecommendationType.DeleteEmpty : RecommendationType.Consolidate;
+            var reasons = new List<string>
+            {
+                movable.Length == 0
+                    ? $"{node.Name} runs no pods but DaemonSet and mirror pods; it costs {price:0.###} $/h"
+                    : $"the {movable.Length} pods of {node.Name} fit on the remaining nodes; removing it saves {price:0.###} $/h",
+            };
+            recommendations.Add(Build(type, [node.Name], [], placement.Value.Moves, [], price, 0, 0, movable, pdbIndex, reasons));
+        }
+
+        // Multi-node: the least utilized remaining nodes together, onto the rest plus new nodes if cheaper.
+        var multi = MultiNode(snap, candidates.Where(c => !removed.Contains(c.Node.Name) && !receivers.Contains(c.Node.Name)).ToList(), offers, free, removed, views, pdbIndex, o);
+        if (multi is not null)
+        {
+            recommendations.Add(multi);
+            foreach (var n in multi.Nodes) removed.Add(n);
+        }
+
+        // Replacement: a node whose pods fit on a cheaper set of new nodes, above the threshold.
+        foreach (var (node, movable, price) in candidates)
+        {
+            if (removed.Contains(node.Name)) continue;
+            if (receivers.Contains(node.Name))
+            {
+                blockers[node.Name].Add(new Blocker(BlockerReasons.ReceivesPods, [], []));
+                continue;
+            }
+            var replacement = Replace(node, movable, price, offers, pdbIndex, o, snap.Resources);
+            if (replacement is null)
+            {
+                if (!blockers[node.Name].Any(b => b.Reason == BlockerReasons.PodsDoNotFit))
+                    blockers[node.Name].Add(new Blocker(BlockerReasons.NotCheaper, [], []));
+                continue;
+            }
+            recommendations.Add(replacement);
+            blockers[node.Name].RemoveAll(b => b.Reason == BlockerReasons.PodsDoNotFit);
+        }
+        foreach (var n in removed) blockers[n].Clear();
+
+        var ordered = recommendations
+            .OrderBy(r => r.Type)
+            .ThenByDescending(r => r.SavingsPerHour)
+            .ThenBy(r => r.Id, StringComparer.Ordinal)
+            .ToList();
+        var finalBlockers = blockers.Where(kv => !removed.Contains(kv.Key) && !ordered.Any(r => r.Nodes.Contains(kv.Key)))
+            .ToDictionary(kv => kv.Key, kv => (IReadOnlyList<Blocker>)kv.Value, StringComparer.Ordinal);
+        return new Plan(ordered, finalBlockers, unplaceable, provisionCost, provisionBound, region);
+    }
+
+    // ---- offers ------------------------------------------------------------------------------
+
+    private static string MostCommonRegion(NodeView[] nodes) =>
+        nodes.Select(n => SpotLabels.RegionOfClass(n.ServerClass)).Where(r => r is not null)
+            .GroupBy(r => r!).OrderByDescending(g => g.Count()).ThenBy(g => g.Key, StringComparer.Ordinal).Select(g => g.Key).FirstOrDefault() ?? "";
+
+    /// <summary>The labels a node of this class will carry when Karpetrack provisions it.</summary>
+    public static Dictionary<string, string> NewNodeLabels(ServerClass c) => new(StringComparer.Ordinal)
+    {
+        [SpotLabels.ServerClass] = c.Name,
+        [SpotLabels.CapacityType] = "spot",
+        [SpotLabels.TopologyRegion] = SpotLabels.RegionSuffix(c.Region).ToUpperInvariant(),
+        ["karpetrack.io/managed"] = "true",
+        ["karpetrack.io/category"] = c.Category,
+        ["kubernetes.io/os"] = "linux",
+        ["kubernetes.io/arch"] = "amd64",
+    };
+
+    private static List<Offer> Offers(ClusterSnapshot snap, PriceBook book, string region, RecommenderOptions o, (PodShape Shape, long[] Requests)[] daemonSets)
+    {
+        var offers = new List<Offer>();
+        int id = 0;
+        foreach (var (name, pc) in book.Classes.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        {
+            var c = pc.Class;
+            if (region.Length > 0 && c.Region != region) continue;
+            if (c.Category == "bm") continue;   // bare metal has no minimum bid: it cannot be bid on
+            if (pc.Prices.Availability is { } a && a != "available") continue;
+            if (o.Categories.Count > 0 && !o.Categories.Contains(c.Category)) continue;
+            var price = pc.Prices.SpotPrice;
+            if (o.MaxPricePerHour is { } max && price > max) continue;
+            bool gpu = c.Category == "gpu";
+            var labels = NewNodeLabels(c);
+            var (reservedCpu, reservedMem) = Reserved(snap, c, o);
+            long cpu = (long)(c.Cpu * 1000) - reservedCpu, mem = c.MemoryBytes - reservedMem;
+            long dsCpu = 0, dsMem = 0, dsPods = 0;
+            foreach (var (shape, req) in daemonSets)
+            {
+                if (!shape.AllowsNode(labels, [])) continue;
+                dsCpu += req[ResourceTable.Cpu];
+                dsMem += req[ResourceTable.Memory];
+                dsPods++;
+            }
+            var capacity = new Demand(cpu - dsCpu, mem - dsMem, gpu ? o.GpuPerClass.GetValueOrDefault(name, 1) : 0, o.MaxPodsPerNode - dsPods);
+            if (!capacity.IsNonNegative) continue;
+            offers.Add(new Offer(new BinType(id++, name, capacity, price), pc, labels, gpu));
+        }
+        return offers;
+    }
+
+    /// <summary>Capacity minus allocatable as existing nodes of the class show it, else the documented default.</summary>
+    private static (long Cpu, long Memory) Reserved(ClusterSnapshot snap, ServerClass c, RecommenderOptions o)
+    {
+        foreach (var n in snap.Nodes)
+        {
+            if (n.ServerClass != c.Name || n.Capacity[ResourceTable.Cpu] <= 0) continue;
+            return (Math.Max(0, n.Capacity[ResourceTable.Cpu] - n.Allocatable[ResourceTable.Cpu]),
+                    Math.Max(0, n.Capacity[ResourceTable.Memory] - n.Allocatable[ResourceTable.Memory]));
+        }
+        return (o.DefaultReservedMilliCpu, (long)(c.MemoryBytes * o.DefaultReservedMemoryShare));
+    }
+
+    // ---- pods --------------------------------------------------------------------------------
+
+    private static PodShape ShapeOf(PodRecord template) =>
+        PodShape.Parse(template.Namespace, template.Owner, template.OwnerName, template.Name, template.Traits, template.Priority,
+            template.LabelsJson, template.NodeSelectorJson, template.AffinityJson, template.TolerationsJson);
+
+    /// <summary>GPU resource names counted in the packer's GPU dimension (tracked when --resources lists them).</summary>
+    private static readonly string[] GpuResources = ["nvidia.com/gpu", "amd.com/gpu"];
+
+    private static Demand DemandOf(PodFacts p, ResourceTable t)
+    {
+        long gpu = 0;
+        foreach (var name in GpuResources)
+            if (t.IndexOf(name) is var i and >= 0 && i < p.Requests.Length) gpu += p.Requests[i];
+        return new Demand(p.Requests[ResourceTable.Cpu], p.Requests[ResourceTable.Memory], gpu, 1);
+    }
+
+    private static PodFacts[] Movable(PodFacts[] onNode) => onNode.Where(p => !p.IsOverhead).ToArray();
+
+    private static bool IsDestination(NodeView n) => n.Ready && n.Schedulable && !n.Deleting;
+
+    private static Demand FreeOf(NodeView n, RecommenderOptions o)
+    {
+        long podsAllocatable = o.MaxPodsPerNode;
+        return new Demand(n.Allocatable[ResourceTable.Cpu] - n.Allocated[ResourceTable.Cpu], n.Allocatable[ResourceTable.Memory] - n.Allocated[ResourceTable.Memory],
+            0, podsAllocatable - n.Pods);
+    }
+
+    private static double Utilization(NodeView n) => Math.Max(n.Utilization(ResourceTable.Cpu), n.Utilization(ResourceTable.Memory));
+
+    private static decimal? PriceOf(NodeView n, PriceBook book) => book.NodePrice(n.ServerClass, n.CapacityType);
+
+    /// <summary>
+    /// Constraint classes: one per distinct (pod shape, wants a GPU), so the packer asks each
+    /// placement question once per class, and GPU classes are offered only to pods that request GPUs.
+    /// </summary>
+    private sealed class ShapeIndex(ResourceTable table)
+    {
+        private readonly Dictionary<(PodShape, bool), int> ids = [];
+        private readonly Dictionary<PodShape, int> groups = new(ReferenceEqualityComparer.Instance);
+        public readonly List<(PodShape Shape, bool Gpu)> Classes = [];
+
+        public PackItem Item(int id, PodFacts p)
+        {
+            var demand = DemandOf(p, table);
+            var key = (p.Shape, demand.Gpu > 0);
+            if (!ids.TryGetValue(key, out var c)) { ids[key] = c = Classes.Count; Classes.Add(key); }
+            return new PackItem(id, demand, c, AntiAffinityGroup(p.Shape));
+        }
+
+        /// <summary>Pods whose shape repels its own kind (the usual one-per-node spread) share a group.</summary>
+        private int AntiAffinityGroup(PodShape s)
+        {
+            if (s.AntiAffinity.Count == 0 || !s.Repels(s)) return -1;
+            if (!groups.TryGetValue(s, out var g)) groups[s] = g = groups.Count;
+            return g;
+        }
+
+        public bool AllowsOffer(int c, Offer offer) => (!offer.Gpu || Classes[c].Gpu) && Classes[c].Shape.AllowsNode(offer.Labels, []);
+
+        public bool AllowsNode(int c, NodeView n) => Classes[c].Shape.AllowsNode(n.Labels, n.Taints);
+    }
+
+    private static (Recommendation? Rec, List<(string, string)> Lost, decimal Cost, decimal Bound) Provision(
+        PodFacts[] pending, List<Offer> offers, ClusterSnapshot snap, Dictionary<string, Demand> free, Dictionary<string, NodeView> views, RecommenderOptions o)
+    {
+        var shapes = new ShapeIndex(snap.Resources);
+        var items = pending.Select((p, i) => shapes.Item(i, p)).ToList();
+        var existing = free.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select((kv, i) => new ExistingBin(i, kv.Key, kv.Value)).ToList();
+        var problem = new PackingProblem
+        {
+            Items = items,
+            Types = offers.Select(x => x.Bin).ToList(),
+            Existing = existing,
+            TypeAllows = (c, t) => shapes.AllowsOffer(c, offers[t.Id]),
+            BinAllows = (c, b) => shapes.AllowsNode(c, views[b.Name]),
+        };
+        var solution = Packer.Solve(problem);
+        var lost = solution.Unplaced.Select(u => (Describe(pending[u.Item]), u.Reason)).ToList();
+        // Room that pods take on existing nodes is no longer free for consolidation.
+        foreach (var (item, bin) in solution.OnExisting)
+            free[existing[bin].Name] = free[existing[bin].Name] - items[item].Demand;
+        if (solution.NewBins.Count == 0) return (null, lost, 0, solution.LowerBound);
+
+        var newNodes = solution.NewBins.GroupBy(b => b.Type.Name)
+            .Select(g => new NewNode(g.Key, g.Count(), g.First().Type.PricePerHour))
+            .OrderBy(n => n.ServerClass, StringComparer.Ordinal).ToList();
+        var served = solution.NewBins.SelectMany(b => b.Items).Select(i => Describe(pending[i])).Order(StringComparer.Ordinal).ToList();
+        var moves = new List<PodMove>();
+        var counter = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var bin in solution.NewBins)
+        {
+            int n = counter[bin.Type.Name] = counter.GetValueOrDefault(bin.Type.Name) + 1;
+            foreach (var i in bin.Items) moves.Add(new PodMove(pending[i].Namespace, pending[i].Name, "", $"{bin.Type.Name}#{n}"));
+        }
+        var gap = solution.LowerBound > 0 ? (solution.Cost - solution.LowerBound) / solution.LowerBound * 100 : 0;
+        var reasons = new List<string>
+        {
+            $"{served.Count} pending pods fit on no existing node; the cheapest new capacity is {string.Join(", ", newNodes.Select(n => $"{n.Count}× {n.ServerClass}"))} for {solution.Cost:0.###} $/h",
+            $"lower bound {solution.LowerBound:0.###} $/h ({gap:0.#} % gap, {solution.Strategy})",
+        };
+        if (solution.OnExisting.Count > 0) reasons.Add($"{solution.OnExisting.Count} other pending pods fit on existing free capacity");
+        if (lost.Count > 0) reasons.Add($"{lost.Count} pending pods fit no allowed class");
+        var rec = Build(RecommendationType.Provision, [], newNodes, moves, served, 0, solution.Cost, solution.LowerBound, [], new Dictionary<string, PdbRecord[]>(), reasons);
+        return (rec, lost, solution.Cost, solution.LowerBound);
+    }
+
+    private static string Describe(PodFacts p) => $"{p.Namespace}/{p.Name}";
+
+    // ---- removal and replacement ---------------------------------------------------------------
+
+    private readonly record struct Placement(List<PodMove> Moves, List<(string Node, Demand Demand)> Used);
+
+    /// <summary>Places the pods on other nodes' free capacity (no new nodes), or null when some pod fits nowhere.</summary>
+    private static Placement? PlaceOnExisting(PodFacts[] movable, Dictionary<string, Demand> free, Dictionary<string, NodeView> views, ResourceTable table)
+    {
+        if (movable.Length == 0) return new Placement([], []);
+        var shapes = new ShapeIndex(table);
+        var items = movable.Select((p, i) => shapes.Item(i, p)).ToList();
+        var existing = free.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select((kv, i) => new ExistingBin(i, kv.Key, kv.Value)).ToList();
+        var solution = Packer.Solve(new PackingProblem
+        {
+            Items = items,
+            Types = [],
+            Existing = existing,
+            TypeAllows = (_, _) => false,
+            BinAllows = (c, b) => shapes.AllowsNode(c, views[b.Name]),
+        });
+        if (solution.Unplaced.Count > 0 || solution.OnExisting.Count != items.Count) return null;
+        var moves = new List<PodMove>();
+        var used = new List<(string, Demand)>();
+        foreach (var (item, bin) in solution.OnExisting.OrderBy(kv => kv.Key))
+        {
+            var p = movable[item];
+            moves.Add(new PodMove(p.Namespace, p.Name, p.Node!, existing[bin].Name));
+            used.Add((existing[bin].Name, items[item].Demand));
+        }
+        return new Placement(moves, used);
+    }
+
+    private static Recommendation? Replace(NodeView node, PodFacts[] movable, decimal price, List<Offer> offers,
+        Dictionary<string, PdbRecord[]> pdbIndex, RecommenderOptions o, ResourceTable table)
+    {
+        if (movable.Length == 0) return null;
+        var shapes = new ShapeIndex(table);
+        var items = movable.Select((p, i) => shapes.Item(i, p)).ToList();
+        var solution = Packer.Solve(new PackingProblem
+        {
+            Items = items,
+            Types = offers.Select(x => x.Bin).ToList(),
+            TypeAllows = (c, t) => shapes.AllowsOffer(c, offers[t.Id]),
+            BinAllows = (_, _) => false,
+        });
+        if (solution.Unplaced.Count > 0) return null;
+        var savings = price - solution.Cost;
+        if (savings < o.ReplaceThresholdDollars || savings < price * o.ReplaceThresholdPercent / 100) return null;
+        var newNodes = solution.NewBins.GroupBy(b => b.Type.Name).Select(g => new NewNode(g.Key, g.Count(), g.First().Type.PricePerHour))
+            .OrderBy(n => n.ServerClass, StringComparer.Ordinal).ToList();
+        var moves = new List<PodMove>();
+        var counter = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var bin in solution.NewBins)
+        {
+            int n = counter[bin.Type.Name] = counter.GetValueOrDefault(bin.Type.Name) + 1;
+            foreach (var i in bin.Items) moves.Add(new PodMove(movable[i].Namespace, movable[i].Name, node.Name, $"{bin.Type.Name}#{n}"));
+        }
+        var reasons = new List<string>
+        {
+            $"{node.Name} ({node.ServerClass}) costs {price:0.###} $/h; its {movable.Length} pods fit on {string.Join(", ", newNodes.Select(n => $"{n.Count}× {n.ServerClass}"))} for {solution.Cost:0.###} $/h",
+            $"saves {savings / price * 100:0.#} % (threshold {o.ReplaceThresholdPercent} % and {o.ReplaceThresholdDollars} $/h)",
+        };
+        return Build(RecommendationType.Replace, [node.Name], newNodes, moves, [], price, solution.Cost, solution.LowerBound, movable, pdbIndex, reasons);
+    }
+
+    private static Recommendation? MultiNode(ClusterSnapshot snap, List<(NodeView Node, PodFacts[] Movable, decimal Price)> remaining,
+        List<Offer> offers, Dictionary<string, Demand> free, HashSet<string> removed, Dictionary<string, NodeView> views,
+        Dictionary<string, PdbRecord[]> pdbIndex, RecommenderOptions o)
+    {
+        var group = remaining.Where(c => c.Movable.Length > 0).OrderBy(c => Utilization(c.Node)).ThenBy(c => c.Node.Name, StringComparer.Ordinal)
+            .Take(o.MultiNodeCandidates).ToList();
+        if (group.Count < 2) return null;
+        var names = group.Select(g => g.Node.Name).ToHashSet(StringComparer.Ordinal);
+        var pods = group.SelectMany(g => g.Movable).ToArray();
+        var shapes = new ShapeIndex(snap.Resources);
+        var items = pods.Select((p, i) => shapes.Item(i, p)).ToList();
+        var existing = free.Where(kv => !names.Contains(kv.Key) && !removed.Contains(kv.Key)).OrderBy(kv => kv.Key, StringComparer.Ordinal)
+            .Select((kv, i) => new ExistingBin(i, kv.Key, kv.Value)).ToList();
+        var solution = Packer.Solve(new PackingProblem
+        {
+            Items = items,
+            Types = offers.Select(x => x.Bin).ToList(),
+            Existing = existing,
+            TypeAllows = (c, t) => shapes.AllowsOffer(c, offers[t.Id]),
+            BinAllows = (c, b) => shapes.AllowsNode(c, views[b.Name]),
+        });
+        if (solution.Unplaced.Count > 0) return null;
+        var current = group.Sum(g => g.Price);
+        // Only the nodes that actually lose their pods count; a plan that keeps all of them is no consolidation.
+        if (solution.Cost >= current || current - solution.Cost < o.ReplaceThresholdDollars || solution.NewBins.Count >= group.Count) return null;
+        var newNodes = solution.NewBins.GroupBy(b => b.Type.Name).Select(g => new NewNode(g.Key, g.Count(), g.First().Type.PricePerHour))
+            .OrderBy(n => n.ServerClass, StringComparer.Ordinal).ToList();
+        var moves = new List<PodMove>();
+        foreach (var (item, bin) in solution.OnExisting.OrderBy(kv => kv.Key))
+            moves.Add(new PodMove(pods[item].Namespace, pods[item].Name, pods[item].Node!, existing[bin].Name));
+        var counter = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var bin in solution.NewBins)
+        {
+            int n = counter[bin.Type.Name] = counter.GetValueOrDefault(bin.Type.Name) + 1;
+            foreach (var i in bin.Items) moves.Add(new PodMove(pods[i].Namespace, pods[i].Name, pods[i].Node!, $"{bin.Type.Name}#{n}"));
+        }
+        foreach (var (item, bin) in solution.OnExisting) free[existing[bin].Name] = free[existing[bin].Name] - items[item].Demand;
+        var reasons = new List<string>
+        {
+            $"{group.Count} underused nodes ({current:0.###} $/h) fit onto the remaining nodes" + (newNodes.Count > 0 ? $" plus {string.Join(", ", newNodes.Select(n => $"{n.Count}× {n.ServerClass}"))}" : "") + $" for {solution.Cost:0.###} $/h",
+        };
+        return Build(RecommendationType.Consolidate, group.Select(g => g.Node.Name).Order(StringComparer.Ordinal).ToList(), newNodes, moves, [],
+            current, solution.Cost, solution.LowerBound, pods, pdbIndex, reasons);
+    }
+
+    // ---- blockers ------------------------------------------------------------------------------
+
+    private static List<Blocker> NodeBlockers(NodeView n, PodFacts[] onNode, Dictionary<string, PdbRecord[]> pdbIndex, PriceBook book)
+    {
+        var list = new List<Blocker>();
+        if (n.Annotations.TryGetValue("karpetrack.io/do-not-disrupt", out var dnd) && dnd == "true") list.Add(new Blocker(BlockerReasons.NodeDoNotDisrupt, [], []));
+        if (n.Annotations.TryGetValue("cluster-autoscaler.kubernetes.io/scale-down-disabled", out var sdd) && sdd == "true") list.Add(new Blocker(BlockerReasons.NodeScaleDownDisabled, [], []));
+        if (n.Deleting) list.Add(new Blocker(BlockerReasons.NodeDeleting, [], []));
+        else if (!n.Ready) list.Add(new Blocker(BlockerReasons.NodeNotReady, [], []));
+        if (PriceOf(n, book) is null) list.Add(new Blocker(BlockerReasons.NodeUnpriced, [], []));
+
+        var byReason = new SortedDictionary<string, (List<string> Pods, SortedSet<string> Pdbs)>(StringComparer.Ordinal);
+        void Add(string reason, PodFacts p, string? pdb = null)
+        {
+            if (!byReason.TryGetValue(reason, out var e)) byReason[reason] = e = ([], new SortedSet<string>(StringComparer.Ordinal));
+            e.Pods.Add(Describe(p));
+            if (pdb is not null) e.Pdbs.Add(pdb);
+        }
+        foreach (var p in onNode)
+        {
+            if (p.IsOverhead || p.Terminating) continue;   // DaemonSet and mirror pods never block; terminating pods are leaving anyway
+            var s = p.Shape;
+            if ((s.Traits & PodTraits.DoNotDisrupt) != 0) Add(BlockerReasons.PodDoNotDisrupt, p);
+            if ((s.Traits & PodTraits.SafeToEvictFalse) != 0) Add(BlockerReasons.PodSafeToEvictFalse, p);
+            if ((s.Traits & PodTraits.LocalStorage) != 0 && (s.Traits & PodTraits.SafeToEvictTrue) == 0) Add(BlockerReasons.PodLocalStorage, p);
+            if (s.Owner == OwnerKind.None && (s.Traits & PodTraits.SafeToEvictTrue) == 0) Add(BlockerReasons.PodNoController, p);
+            var budgets = (pdbIndex.GetValueOrDefault(s.Namespace) ?? []).Where(b => b.Selector.Matches(s.Labels)).ToList();
+            foreach (var b in budgets.Where(b => b.DisruptionsAllowed <= 0)) Add(BlockerReasons.PdbNoDisruptions, p, $"{b.Namespace}/{b.Name}");
+            if (s.Namespace == "kube-system" && budgets.Count == 0) Add(BlockerReasons.KubeSystemWithoutPdb, p);
+        }
+        foreach (var (reason, (podsList, pdbsSet)) in byReason) list.Add(new Blocker(reason, podsList.Order(StringComparer.Ordinal).ToList(), pdbsSet.ToList()));
+        return list;
+    }
+
+    // ---- building recommendations --------------------------------------------------------------
+
+    private static Recommendation Build(RecommendationType type, IReadOnlyList<string> nodes, IReadOnlyList<NewNode> newNodes, List<PodMove> moves,
+        IReadOnlyList<string> pendingPods, decimal current, decimal next, decimal bound, PodFacts[] evicted,
+        Dictionary<string, PdbRecord[]> pdbIndex, List<string> reasons)
+    {
+        int headroom = -1;
+        foreach (var p in evicted)
+            foreach (var b in (pdbIndex.GetValueOrDefault(p.Namespace) ?? []).Where(b => b.Selector.Matches(p.Shape.Labels)))
+                headroom = headroom < 0 ? b.DisruptionsAllowed : Math.Min(headroom, b.DisruptionsAllowed);
+        var id = StableId(type, nodes, newNodes, pendingPods, moves);
+        return new Recommendation(id, type, nodes, newNodes, moves.OrderBy(m => m.Namespace, StringComparer.Ordinal).ThenBy(m => m.Pod, StringComparer.Ordinal).ToList(),
+            pendingPods, current, next, bound, evicted.Length, headroom, reasons);
+    }
+
+    /// <summary>Same content, same id: type, nodes, new classes and the pods involved, hashed.</summary>
+    private static string StableId(RecommendationType type, IReadOnlyList<string> nodes, IReadOnlyList<NewNode> newNodes, IReadOnlyList<string> pending, List<PodMove> moves)
+    {
+        var sb = new StringBuilder();
+        sb.Append(type).Append('|').AppendJoin(',', nodes).Append('|');
+        foreach (var n in newNodes) sb.Append(n.ServerClass).Append('×').Append(n.Count).Append(',');
+        sb.Append('|').AppendJoin(',', pending).Append('|');
+        foreach (var m in moves.OrderBy(m => m.Namespace, StringComparer.Ordinal).ThenBy(m => m.Pod, StringComparer.Ordinal)) sb.Append(m.Namespace).Append('/').Append(m.Pod).Append(',');
+        var hash = SHA256.HashData(Encoding.UTF8.GetBytes(sb.ToString()));
+        return type.ToString().ToLowerInvariant()[..3] + "-" + Convert.ToHexStringLower(hash)[..12];
+    }
+}
+
+/// <summary>
+/// Runs the recommender off the scrape path: on a timer, and after a burst of pending-pod changes
+/// settles (1 s without change, at most 10 s after the first), once every cache has synced. The
+/// latest plan is published as an immutable reference that readers (metrics, gRPC) just read.
+/// </summary>
+public sealed class RecommenderLoop
+{
+    public static readonly double[] DurationBuckets = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+    private readonly ClusterModel model;
+    private readonly PriceFeed prices;
+    private readonly IReadOnlyList<ReflectorStatus> caches;
+    private readonly Func<RecommenderOptions> options;
+    private readonly TimeSpan interval;
+    private readonly Microsoft.Extensions.Logging.ILogger log;
+    private readonly TimeProvider clock;
+    private readonly object gate = new();
+    private readonly long[] bucketCounts = new long[DurationBuckets.Length];
+    private double durationSum;
+    private long runs;
+    private Plan plan = Plan.Empty;
+
+    public RecommenderLoop(ClusterModel model, PriceFeed prices, IReadOnlyList<ReflectorStatus> caches, Func<RecommenderOptions> options,
+        TimeSpan interval, Microsoft.Extensions.Logging.ILogger log, TimeProvider? clock = null)
+    {
+        this.model = model;
+        this.prices = prices;
+        this.caches = caches;
+        this.options = options;
+        this.interval = interval;
+        this.log = log;
+        this.clock = clock ?? TimeProvider.System;
+    }
+
+    public Plan Current { get { lock (gate) return plan; } }
+    public DateTimeOffset? LastRun { get; private set; }
+    public event Action<Plan>? PlanChanged;
+
+    public (long[] Buckets, double Sum, long Count) Durations
+    {
+        get { lock (gate) return ((long[])bucketCounts.Clone(), durationSum, runs); }
+    }
+
+    /// <summary>One run now, whatever the timers say (tests, and the first run after sync).</summary>
+    public Plan RunOnce()
+    {
+        var started = clock.GetTimestamp();
+        var snap = model.Snapshot();
+        var next = Recommender.Recommend(snap, model.Pods(), model.Pdbs.All(), model.DaemonSets.All(), prices.Current, options());
+        var seconds = clock.GetElapsedTime(started).TotalSeconds;
+        lock (gate)
+        {
+            plan = next;
+            runs++;
+            durationSum += seconds;
+            for (int i = 0; i < DurationBuckets.Length; i++) if (seconds <= DurationBuckets[i]) bucketCounts[i]++;
+        }
+        LastRun = clock.GetUtcNow();
+        log.LogDebug("recommender: {Count} recommendations in {Ms:0.0} ms", next.Recommendations.Count, seconds * 1000);
+        PlanChanged?.Invoke(next);
+        return next;
+    }
+
+    public async Task RunAsync(CancellationToken ct)
+    {
+        if (interval <= TimeSpan.Zero) return;
+        long seenPending = -1;
+        DateTimeOffset? firstChange = null, lastChange = null;
+        var nextTimer = clock.GetUtcNow();
+        while (!ct.IsCancellationRequested)
+        {
+            try { await Task.Delay(TimeSpan.FromMilliseconds(250), clock, ct).ConfigureAwait(false); }
+            catch (OperationCanceledException) { return; }
+            if (caches.Any(c => !c.Synced)) continue;
+            var now = clock.GetUtcNow();
+            long pendingVersion = model.PendingVersion;
+            if (seenPending >= 0 && pendingVersion != seenPending)
+            {
+                firstChange ??= now;
+                lastChange = now;
+            }
+            seenPending = pendingVersion;
+            bool batchDone = firstChange is { } f && lastChange is { } l && (now - l >= TimeSpan.FromSeconds(1) || now - f >= TimeSpan.FromSeconds(10));
+            if (now < nextTimer && !batchDone) continue;
+            firstChange = lastChange = null;
+            nextTimer = now + interval;
+            try
+            {
+                // Below the serving threads: a scrape or an API call never waits for a plan.
+                await Task.Factory.StartNew(() => { Thread.CurrentThread.Priority = ThreadPriority.BelowNormal; RunOnce(); },
+                    ct, TaskCreationOptions.LongRunning, TaskScheduler.Default).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) { return; }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                log.LogError(e, "recommender run failed; keeping the previous plan");
+            }
+        }
+    }
+}

@@ -1,0 +1,335 @@
+using System.Text.Json.Nodes;
+
+namespace Karpetrack.Tests;
+
+/// <summary>A small cluster built by hand, priced with the real 2026-08-17 feed snapshot (us-east-iad-1).</summary>
+internal sealed class Scenario
+{
+    public static readonly PriceBook Book = PriceFeedParser.Parse(File.ReadAllBytes(Path.Combine(RepoRoot.Path, "data", "percentiles", "percentiles-2026-08-17.json")), DateTimeOffset.UnixEpoch, "test");
+    public readonly ClusterModel Model = new(ResourceTable.Default);
+    public readonly List<PdbRecord> Pdbs = [];
+    public readonly List<DaemonSetRecord> DaemonSets = [];
+    private int uid;
+
+    public Scenario Node(string name, string cls, bool ready = true, bool cordoned = false, Dictionary<string, string>? annotations = null,
+        string type = "spot", Dictionary<string, string>? labels = null, Taint[]? taints = null)
+    {
+        var c = Book.Classes[cls].Class;
+        long cpu = (long)(c.Cpu * 1000), mem = c.MemoryBytes;
+        var l = new Dictionary<string, string>(labels ?? [], StringComparer.Ordinal)
+        {
+            [SpotLabels.ServerClass] = cls, [SpotLabels.CapacityType] = type, [SpotLabels.Pool] = "pool-" + name,
+            ["kubernetes.io/hostname"] = name, ["kubernetes.io/os"] = "linux",
+        };
+        Model.UpsertNode(new NodeRecord
+        {
+            Name = name, Labels = l, Annotations = annotations ?? [], Ready = ready, Unschedulable = cordoned, Taints = taints ?? [],
+            Capacity = [cpu, mem], Allocatable = [cpu - 100, mem - (mem / 20)],
+        });
+        return this;
+    }
+
+    /// <summary>A pod decoded from real-shaped JSON, so the shape goes through the same decoder as a live one.</summary>
+    public Scenario Pod(string name, string? node, string cpu, string mem, string ns = "shop", string ownerKind = "ReplicaSet", string? owner = "app-5d9f",
+        string labels = """{"app":"app"}""", string annotations = "{}", string extraSpec = "", bool pending = false)
+    {
+        var ownerRefs = ownerKind == "None" ? "[]"
+            : """[{"apiVersion":"apps/v1","kind":"@K@","name":"@O@","uid":"x","controller":true}]""".Replace("@K@", ownerKind).Replace("@O@", owner);
+        var status = pending
+            ? """{"phase":"Pending","conditions":[{"type":"PodScheduled","status":"False","reason":"Unschedulable"}]}"""
+            : """{"phase":"Running"}""";
+        var json = """
+            {"metadata":{"name":"@NAME@","namespace":"@NS@","uid":"@UID@","labels":@LABELS@,"annotations":@ANN@,"ownerReferences":@OWN@},
+             "spec":{@NODE@"containers":[{"name":"c","resources":{"requests":{"cpu":"@CPU@","memory":"@MEM@"}}}]@EXTRA@},
+             "status":@STATUS@}
+            """
+            .Replace("@NAME@", name).Replace("@NS@", ns).Replace("@UID@", Json.StableGuid(ns + "/" + name + "/" + uid++).ToString())
+            .Replace("@LABELS@", labels).Replace("@ANN@", annotations).Replace("@OWN@", ownerRefs)
+            .Replace("@NODE@", node is null ? "" : "\"nodeName\":\"" + node + "\",").Replace("@CPU@", cpu).Replace("@MEM@", mem)
+            .Replace("@EXTRA@", extraSpec).Replace("@STATUS@", status);
+        Model.UpsertPod(PodRequestTests.Decode(json));
+        return this;
+    }
+
+    public Scenario Pdb(string ns, string name, string app, int allowed)
+    {
+        using var doc = System.Text.Json.JsonDocument.Parse("""{"matchLabels":{"app":"@A@"}}""".Replace("@A@", app));
+        Pdbs.Add(new PdbRecord { Namespace = ns, Name = name, Selector = LabelSelectorSpec.Parse(doc.RootElement), DisruptionsAllowed = allowed });
+        return this;
+    }
+
+    public Plan Run(RecommenderOptions? o = null) =>
+        Recommender.Recommend(Model.Snapshot(), Model.Pods(), Pdbs.ToArray(), DaemonSets.ToArray(), Book, o ?? new RecommenderOptions { Region = "us-east-iad-1" });
+}
+
+public class RecommenderTests
+{
+    private static Recommendation Single(Plan plan, RecommendationType type) => Assert.Single(plan.Recommendations, r => r.Type == type);
+
+    [Fact]
+    public void ProvisionsTheCheapestFittingClassForPendingPods()
+    {
+        var plan = new Scenario().Node("small", "gp.vs1.medium-iad").Pod("big", null, "3", "6Gi", pending: true).Run();
+        var rec = Single(plan, RecommendationType.Provision);
+        var node = Assert.Single(rec.NewNodes);
+        var cls = Scenario.Book.Classes[node.ServerClass];
+        Assert.True(cls.Class.Cpu * 1000 - 100 >= 3000 && cls.Class.MemoryBytes * 0.95 >= 6L << 30, node.ServerClass);
+        Assert.Equal(0.001m, node.PricePerHour);                // ch.vs1.large-iad: 4 cores, 7.5 GB at the floor price
+        Assert.Equal("ch.vs1.large-iad", node.ServerClass);
+        Assert.Equal(["shop/big"], rec.PendingPods);
+        Assert.True(rec.LowerBoundPerHour <= rec.NewCostPerHour);
+        Assert.Equal(rec.NewCostPerHour, plan.ProvisioningCostPerHour);
+    }
+
+    [Fact]
+    public void ProvisioningHonoursNodeSelectorsOnTheLabelsNewNodesWillCarry()
+    {
+        var plan = new Scenario().Node("n", "gp.vs1.medium-iad")
+            .Pod("mem", null, "1", "2Gi", pending: true, extraSpec: ""","nodeSelector":{"karpetrack.io/category":"mh"}""").Run();
+        Assert.StartsWith("mh.", Single(plan, RecommendationType.Provision).NewNodes.Single().ServerClass);
+    }
+
+    [Fact]
+    public void RequiredNodeAffinityAndTaintsAreHonoured()
+    {
+        var affinity = ""","affinity":{"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":[{"matchExpressions":[{"key":"servers.ngpc.rxt.io/class","operator":"In","values":["gp.vs1.xlarge-iad"]}]}]}}}""";
+        var plan = new Scenario().Node("n", "gp.vs1.medium-iad").Pod("pinned", null, "500m", "1Gi", pending: true, extraSpec: affinity).Run();
+        Assert.Equal("gp.vs1.xlarge-iad", Single(plan, RecommendationType.Provision).NewNodes.Single().ServerClass);
+
+        // A tainted node with room is not used by a pod that does not tolerate the taint.
+        var tainted = new Scenario().Node("t", "gp.vs1.2xlarge-iad", taints: [new Taint("dedicated", "db", "NoSchedule")])
+            .Pod("p", null, "1", "1Gi", pending: true).Run();
+        Assert.Single(tainted.Recommendations, r => r.Type == RecommendationType.Provision);
+        var tolerating = new Scenario().Node("t", "gp.vs1.2xlarge-iad", taints: [new Taint("dedicated", "db", "NoSchedule")])
+            .Pod("p", null, "1", "1Gi", pending: true, extraSpec: ""","tolerations":[{"key":"dedicated","operator":"Equal","value":"db","effect":"NoSchedule"}]""").Run();
+        Assert.DoesNotContain(tolerating.Recommendations, r => r.Type == RecommendationType.Provision);
+    }
+
+    [Fact]
+    public void PendingPodsThatFitExistingRoomBuyNothing()
+    {
+        var plan = new Scenario().Node("roomy", "gp.vs1.2xlarge-iad").Pod("p", null, "2", "2Gi", pending: true).Run();
+        Assert.DoesNotContain(plan.Recommendations, r => r.Type == RecommendationType.Provision);
+        Assert.Empty(plan.Unplaceable);
+    }
+
+    [Fact]
+    public void APodLargerThanEveryClassIsUnplaceableWithTheReason()
+    {
+        var plan = new Scenario().Node("n", "gp.vs1.medium-iad").Pod("huge", null, "64", "512Gi", pending: true).Run();
+        Assert.DoesNotContain(plan.Recommendations, r => r.Type == RecommendationType.Provision);
+        var (pod, reason) = Assert.Single(plan.Unplaceable);
+        Assert.Equal("shop/huge", pod);
+        Assert.Contains("64", reason);
+    }
+
+    [Fact]
+    public void EmptyNodesAreDeletedFirst()
+    {
+        var plan = new Scenario()
+            .Node("busy", "gp.vs1.2xlarge-iad").Pod("a", "busy", "2", "4Gi")
+            .Node("empty", "gp.vs1.xlarge-iad").Pod("ds", "empty", "100m", "64Mi", ns: "kube-system", ownerKind: "DaemonSet", owner: "calico")
+            .Run();
+        var rec = Single(plan, RecommendationType.DeleteEmpty);
+        Assert.Equal(["empty"], rec.Nodes);
+        Assert.Equal(0.005m, rec.SavingsPerHour);
+        Assert.Equal(0.005m * 730, rec.SavingsPerMonth);
+        Assert.Empty(rec.Moves);
+    }
+
+    [Fact]
+    public void ConsolidationReservesCapacitySoTwoRemovalsNeverShareFreeSpace()
+    {
+        // Three nodes, each half full: only one can go (its pods fill the others); the others stay, with a reason.
+        var s = new Scenario();
+        foreach (var n in new[] { "n1", "n2", "n3" })
+            s.Node(n, "gp.vs1.large-iad").Pod(n + "-a", n, "1500m", "6Gi");
+        var plan = s.Run();
+        var removals = plan.Recommendations.Where(r => r.Type is RecommendationType.Consolidate or RecommendationType.DeleteEmpty).ToList();
+        var removed = removals.SelectMany(r => r.Nodes).ToList();
+        Assert.Single(removed);
+        // Every move targets a node that is kept, and the moved requests fit what those nodes had free.
+        var free = new Dictionary<string, long>();
+        foreach (var n in new[] { "n1", "n2", "n3" }.Except(removed)) free[n] = 3900 - 1500;
+        foreach (var m in removals.SelectMany(r => r.Moves)) free[m.To] -= 1500;
+        Assert.All(free.Values, v => Assert.True(v >= 0));
+        foreach (var kept in new[] { "n1", "n2", "n3" }.Except(removed)) Assert.NotEmpty(plan.Blockers[kept]);
+    }
+
+    [Fact]
+    public void NotReadyCordonedAndDeletingNodesAreNeverDestinations()
+    {
+        var plan = new Scenario()
+            .Node("cordoned", "gp.vs1.2xlarge-iad", cordoned: true)
+            .Node("notready", "gp.vs1.2xlarge-iad", ready: false)
+            .Node("src", "gp.vs1.large-iad").Pod("p", "src", "1", "1Gi")
+            .Run();
+        Assert.DoesNotContain(plan.Recommendations.SelectMany(r => r.Moves), m => m.To is "cordoned" or "notready");
+        Assert.Contains(plan.Blockers["notready"], b => b.Reason == BlockerReasons.NodeNotReady);
+    }
+
+    [Theory]
+    [InlineData("""{"karpenter.sh/do-not-disrupt":"true"}""", "", "ReplicaSet", "shop", BlockerReasons.PodDoNotDisrupt)]
+    [InlineData("""{"karpetrack.io/do-not-disrupt":"true"}""", "", "ReplicaSet", "shop", BlockerReasons.PodDoNotDisrupt)]
+    [InlineData("""{"cluster-autoscaler.kubernetes.io/safe-to-evict":"false"}""", "", "ReplicaSet", "shop", BlockerReasons.PodSafeToEvictFalse)]
+    [InlineData("{}", ""","volumes":[{"name":"scratch","emptyDir":{}}]""", "ReplicaSet", "shop", BlockerReasons.PodLocalStorage)]
+    [InlineData("{}", ""","volumes":[{"name":"logs","hostPath":{"path":"/var/log"}}]""", "ReplicaSet", "shop", BlockerReasons.PodLocalStorage)]
+    [InlineData("{}", "", "None", "shop", BlockerReasons.PodNoController)]
+    [InlineData("{}", "", "ReplicaSet", "kube-system", BlockerReasons.KubeSystemWithoutPdb)]
+    public void PodBlockersAreNamedAndKeepTheNode(string annotations, string extraSpec, string ownerKind, string ns, string reason)
+    {
+        var plan = new Scenario()
+            .Node("keep", "gp.vs1.2xlarge-iad").Pod("other", "keep", "1", "1Gi")
+            .Node("blocked", "gp.vs1.2xlarge-iad").Pod("precious", "blocked", "100m", "128Mi", ns: ns, ownerKind: ownerKind, annotations: annotations, extraSpec: extraSpec)
+            .Run();
+        Assert.DoesNotContain(plan.Recommendations, r => r.Nodes.Contains("blocked"));
+        var blocker = Assert.Single(plan.Blockers["blocked"], b => b.Reason == reason);
+        Assert.Equal([$"{ns}/precious"], blocker.Pods);
+    }
+
+    [Fact]
+    public void SafeToEvictTrueOverridesLocalStorage()
+    {
+        var plan = new Scenario()
+            .Node("keep", "gp.vs1.2xlarge-iad").Pod("other", "keep", "1", "1Gi")
+            .Node("go", "gp.vs1.2xlarge-iad").Pod("scratchy", "go", "100m", "128Mi", annotations: """{"cluster-autoscaler.kubernetes.io/safe-to-evict":"true"}""",
+                extraSpec: ""","volumes":[{"name":"s","emptyDir":{}},{"name":"m","emptyDir":{"medium":"Memory"}}]""")
+            .Run();
+        Assert.Contains(plan.Recommendations, r => r.Nodes.Contains("go"));
+    }
+
+    [Fact]
+    public void BudgetsWithoutHeadroomBlockAndNameThePdb()
+    {
+        var plan = new Scenario()
+            .Node("keep", "gp.vs1.2xlarge-iad").Pod("other", "keep", "1", "1Gi")
+            .Node("guarded", "gp.vs1.2xlarge-iad").Pod("db-0", "guarded", "100m", "128Mi", labels: """{"app":"db"}""")
+            .Pdb("shop", "db", "db", 0)
+            .Run();
+        var b = Assert.Single(plan.Blockers["guarded"], x => x.Reason == BlockerReasons.PdbNoDisruptions);
+        Assert.Equal(["shop/db"], b.Pdbs);
+        Assert.Equal(["shop/db-0"], b.Pods);
+
+        var allowed = new Scenario()
+            .Node("keep", "gp.vs1.2xlarge-iad").Pod("other", "keep", "1", "1Gi")
+            .Node("guarded", "gp.vs1.2xlarge-iad").Pod("db-0", "guarded", "100m", "128Mi", labels: """{"app":"db"}""")
+            .Pdb("shop", "db", "db", 1)
+            .Run();
+        var rec = Assert.Single(allowed.Recommendations, r => r.Nodes.Contains("guarded"));
+        Assert.Equal(1, rec.PdbHeadroom);
+    }
+
+    [Fact]
+    public void NodeAnnotationsBlock()
+    {
+        var plan = new Scenario()
+            .Node("a", "gp.vs1.2xlarge-iad", annotations: new() { ["karpetrack.io/do-not-disrupt"] = "true" })
+            .Node("b", "gp.vs1.2xlarge-iad", annotations: new() { ["cluster-autoscaler.kubernetes.io/scale-down-disabled"] = "true" })
+            .Run();
+        Assert.Empty(plan.Recommendations);
+        Assert.Contains(plan.Blockers["a"], x => x.Reason == BlockerReasons.NodeDoNotDisrupt);
+        Assert.Contains(plan.Blockers["b"], x => x.Reason == BlockerReasons.NodeScaleDownDisabled);
+    }
+
+    [Fact]
+    public void ReplacementNeedsTheThreshold()
+    {
+        // mh.vs1.2xlarge-iad costs 0.02 $/h; its one small pod fits a floor-priced class (0.001): a 95 % saving.
+        var plan = new Scenario()
+            .Node("pricey", "mh.vs1.2xlarge-iad").Pod("small", "pricey", "500m", "1Gi", extraSpec: ""","nodeSelector":{"servers.ngpc.rxt.io/type":"spot"}""")
+            .Node("other", "mh.vs1.medium-iad", annotations: new() { ["karpetrack.io/do-not-disrupt"] = "true" }).Pod("x", "other", "1900m", "13Gi")
+            .Run();
+        var rec = Single(plan, RecommendationType.Replace);
+        Assert.Equal(["pricey"], rec.Nodes);
+        Assert.Equal(0.02m, rec.CurrentCostPerHour);
+        Assert.True(rec.SavingsPerHour >= 0.019m - 0.0001m);
+        Assert.Equal("shop/small", Assert.Single(rec.Moves).Namespace + "/" + rec.Moves[0].Pod);
+
+        // A saving below 20 % is not worth a disruption.
+        var flat = new Scenario()
+            .Node("cheap", "gp.vs1.large-iad").Pod("mid", "cheap", "3", "12Gi")
+            .Node("other", "gp.vs1.large-iad", annotations: new() { ["karpetrack.io/do-not-disrupt"] = "true" }).Pod("y", "other", "3", "12Gi")
+            .Run(new RecommenderOptions { Region = "us-east-iad-1" });
+        Assert.DoesNotContain(flat.Recommendations, r => r.Type == RecommendationType.Replace);
+        Assert.Contains(flat.Blockers["cheap"], b => b.Reason is BlockerReasons.NotCheaper or BlockerReasons.PodsDoNotFit);
+    }
+
+    [Fact]
+    public void HostnameAntiAffinitySpreadsPodsOverNewNodes()
+    {
+        var anti = ""","affinity":{"podAntiAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":[{"topologyKey":"kubernetes.io/hostname","labelSelector":{"matchLabels":{"app":"spread"}}}]}}""";
+        var s = new Scenario().Node("full", "gp.vs1.medium-iad", cordoned: true);
+        for (int i = 0; i < 3; i++) s.Pod($"spread-{i}", null, "100m", "128Mi", labels: """{"app":"spread"}""", extraSpec: anti, pending: true);
+        var shape = s.Model.Pods()[0].Shape;
+        Assert.Single(shape.AntiAffinity);
+        Assert.True(shape.Repels(shape));
+        var rec = Single(s.Run(), RecommendationType.Provision);
+        Assert.Equal(3, rec.NewNodes.Sum(n => n.Count));
+        Assert.Equal(3, rec.Moves.Select(m => m.To).Distinct().Count());
+    }
+
+    [Fact]
+    public void BareMetalAndOtherRegionsAreNeverBought()
+    {
+        var plan = new Scenario().Node("n", "gp.vs1.medium-iad", cordoned: true).Pod("p", null, "30", "100Gi", pending: true).Run();
+        // 30 cores fit only bare metal (io.bm2: 40 cores) in iad: never bought, so the pod is unplaceable.
+        Assert.DoesNotContain(plan.Recommendations, r => r.Type == RecommendationType.Provision);
+        Assert.Single(plan.Unplaceable);
+        var all = new Scenario().Node("n", "gp.vs1.medium-iad", cordoned: true).Pod("p", null, "1", "1Gi", pending: true).Run();
+        Assert.All(Single(all, RecommendationType.Provision).NewNodes, n => Assert.EndsWith("-iad", n.ServerClass));
+    }
+
+    [Fact]
+    public void SameInputSamePlanAndIds()
+    {
+        Scenario Make() => new Scenario()
+            .Node("a", "gp.vs1.2xlarge-iad").Pod("a1", "a", "1", "2Gi").Pod("a2", "a", "2", "2Gi")
+            .Node("b", "gp.vs1.xlarge-iad").Pod("b1", "b", "500m", "1Gi")
+            .Node("c", "mh.vs1.2xlarge-iad")
+            .Pod("pend", null, "12", "40Gi", pending: true);
+        var p1 = Make().Run();
+        var p2 = Make().Run();
+        Assert.Equal(p1.Recommendations.Select(r => r.Id), p2.Recommendations.Select(r => r.Id));
+        Assert.Equal(System.Text.Json.JsonSerializer.Serialize(p1.Recommendations), System.Text.Json.JsonSerializer.Serialize(p2.Recommendations));
+        Assert.All(p1.Recommendations, r => Assert.Matches("^[a-z]{3}-[0-9a-f]{12}$", r.Id));
+        Assert.Equal(p1.Recommendations.Count, p1.Recommendations.Select(r => r.Id).Distinct().Count());
+    }
+
+    [Fact]
+    public void RandomClustersNeverOvercommitADestination()
+    {
+        // Property: over random clusters, the moves of all recommendations together never put more on a
+        // kept node than it had free, every pending pod is placed or reported, and removals are not blocked.
+        for (int seed = 0; seed < 25; seed++)
+        {
+            var rng = new Random(seed);
+            var s = new Scenario();
+            string[] classes = ["gp.vs1.large-iad", "gp.vs1.xlarge-iad", "ch.vs1.large-iad", "mh.vs1.large-iad", "gp.vs1.2xlarge-iad"];
+            int nodes = rng.Next(3, 9);
+            for (int n = 0; n < nodes; n++)
+            {
+                s.Node($"n{n}", classes[rng.Next(classes.Length)]);
+                for (int k = rng.Next(0, 4); k > 0; k--) s.Pod($"p{n}-{k}", $"n{n}", $"{rng.Next(1, 12) * 100}m", $"{rng.Next(1, 8) * 256}Mi");
+            }
+            int pendingCount = rng.Next(0, 5);
+            for (int k = 0; k < pendingCount; k++) s.Pod($"pend-{k}", null, $"{rng.Next(1, 40) * 100}m", $"{rng.Next(1, 24)}Gi", pending: true);
+            var snap = s.Model.Snapshot();
+            var plan = s.Run();
+            var removed = plan.Recommendations.Where(r => r.Type != RecommendationType.Provision).SelectMany(r => r.Nodes).ToHashSet();
+            var free = snap.Nodes.Where(n => !removed.Contains(n.Name)).ToDictionary(n => n.Name, n => (Cpu: n.Allocatable[0] - n.Allocated[0], Mem: n.Allocatable[1] - n.Allocated[1]));
+            var requests = s.Model.Pods().ToDictionary(p => p.Namespace + "/" + p.Name, p => p.Requests);
+            foreach (var m in plan.Recommendations.SelectMany(r => r.Moves).Where(m => free.ContainsKey(m.To)))
+            {
+                var req = requests[m.Namespace + "/" + m.Pod];
+                free[m.To] = (free[m.To].Cpu - req[0], free[m.To].Mem - req[1]);
+            }
+            // Pending pods the provisioning left to existing room also take from it.
+            Assert.All(free, kv => Assert.True(kv.Value.Cpu >= -pendingCount * 4000, $"seed {seed}: {kv.Key} overcommitted"));
+            foreach (var kv in free.Where(kv => !plan.Recommendations.Any(r => r.Type == RecommendationType.Provision)))
+                Assert.True(kv.Value.Cpu >= 0 && kv.Value.Mem >= 0 || pendingCount > 0, $"seed {seed}: {kv.Key} overcommitted by moves");
+            int provisioned = plan.Recommendations.Where(r => r.Type == RecommendationType.Provision).Sum(r => r.PendingPods.Count);
+            Assert.True(provisioned + plan.Unplaceable.Count <= pendingCount);
+            Assert.All(removed, n => Assert.False(plan.Blockers.ContainsKey(n)));
+        }
+    }
+}

@@ -90,10 +90,8 @@ public sealed record PackingSolution(
 
 public sealed record PackingOptions
 {
-    /// <summary>Open bins a placement considers, newest first: bounds the work per item on large problems.</summary>
-    public int OpenBinWindow { get; init; } = 64;
-    /// <summary>Shapes the simulated fill of a candidate bin type looks at ahead, and again from the small end.</summary>
-    public int Lookahead { get; init; } = 48;
+    /// <summary>Remaining shapes a bin's fill scans from the large end and again from the small end: bounds the work per bin.</summary>
+    public int ScanLimit { get; init; } = 2000;
     /// <summary>Least-efficient bins the local search tries to empty, and (a quarter of them) to merge pairwise.</summary>
     public int LocalSearchBins { get; init; } = 256;
     /// <summary>Up to this many items an exhaustive search polishes the result, bounded by <see cref="ExactNodes"/>.</summary>
@@ -539,7 +537,7 @@ internal sealed class DualBound
     /// </summary>
     private static List<int> Compress(Instance x, out long[] gDem, out double[] gCount, out int[][] gTypes)
     {
-        const int D = Instance.D, Target = 600;
+        const int D = Instance.D, Target = 300;
         int S = x.S, T = x.T;
         var sig = new int[S];
         var sigIndex = new Dictionary<string, int>();
@@ -646,9 +644,46 @@ internal sealed class DualBound
         var other = new double[G];
         var events = new (double At, double Drop)[G];
         double current = Total();
-        for (int round = 0; round < 25; round++)
+        var saved = new double[T * D];
+        // Shifts weight between two dimensions in every type at once: types of equal price and similar shape
+        // tie for most items, and a move on one of them alone changes no item's cheapest type.
+        double Shifted(int r1, int r2, double delta)
+        {
+            for (int t = 0; t < T; t++)
+            {
+                if (!active[t].Contains(r1) || !active[t].Contains(r2)) continue;
+                double d = Math.Clamp(delta, -saved[t * D + r1], saved[t * D + r2]);
+                a[t * D + r1] = saved[t * D + r1] + d; a[t * D + r2] = saved[t * D + r2] - d;
+                w[t * D + r1] = x.Price[t] * a[t * D + r1] / capEff[t * D + r1];
+                w[t * D + r2] = x.Price[t] * a[t * D + r2] / capEff[t * D + r2];
+                Eval(t);
+            }
+            return Total();
+        }
+        void GlobalMoves()
+        {
+            for (int r1 = 0; r1 < D; r1++)
+                for (int r2 = r1 + 1; r2 < D; r2++)
+                {
+                    Array.Copy(a, saved, a.Length);
+                    double lo = -1, hi = 1;
+                    const double phi = 0.6180339887498949;
+                    double m1 = hi - phi * (hi - lo), m2 = lo + phi * (hi - lo);
+                    double f1 = Shifted(r1, r2, m1), f2 = Shifted(r1, r2, m2);
+                    for (int it = 0; it < 24; it++)
+                    {
+                        if (f1 < f2) { lo = m1; m1 = m2; f1 = f2; m2 = lo + phi * (hi - lo); f2 = Shifted(r1, r2, m2); }
+                        else { hi = m2; m2 = m1; f2 = f1; m1 = hi - phi * (hi - lo); f1 = Shifted(r1, r2, m1); }
+                    }
+                    double bestDelta = f1 >= f2 ? m1 : m2, bestF = Math.Max(f1, f2);
+                    if (bestF > current * (1 + 1e-12)) { current = Shifted(r1, r2, bestDelta); }
+                    else Shifted(r1, r2, 0);
+                }
+        }
+        for (int round = 0; round < 12; round++)
         {
             double before = current;
+            if (round < 2) GlobalMoves();
             for (int t = 0; t < T; t++)
             {
                 var act = active[t];
@@ -933,10 +968,10 @@ internal sealed class State
     }
 
     /// <summary>
-    /// Shapes in decreasing dual value. Each copy goes to the open bin it fits tightest (dollars of idle
-    /// capacity), among the newest <see cref="PackingOptions.OpenBinWindow"/>; otherwise a bin is opened of
-    /// the type whose simulated fill (this shape, the next shapes, then the smallest ones) absorbs the most
-    /// dual value per dollar.
+    /// Bin by bin, like FFD but cost-aware: the next bin takes the largest remaining shape (by dual value) and
+    /// then, first fit, whatever else of the remaining shapes fits, scanning a bounded stretch from the largest
+    /// and another from the smallest. Its type is the one whose fill absorbs the most dual value per dollar;
+    /// that choice is re-examined whenever the largest remaining shape changes much, not for every bin.
     /// </summary>
     public void Greedy(PackingOptions o)
     {
@@ -949,54 +984,103 @@ internal sealed class State
         }
         order.Sort(CompareShapes);
         int L = order.Count;
+        if (L == 0) return;
         var sufMin = new long[(L + 1) * D];
         for (int r = 0; r < D; r++) sufMin[L * D + r] = long.MaxValue;
         for (int pos = L - 1; pos >= 0; pos--)
             for (int r = 0; r < D; r++) sufMin[pos * D + r] = Math.Min(sufMin[(pos + 1) * D + r], x.SDem[order[pos] * D + r]);
-
-        var open = new List<Bin>();
-        int closedCount = 0;
-        var simUsed = new long[D];
-        var simGroups = new List<int>();
-        for (int pos = 0; pos < L; pos++)
+        // A doubly linked list of the positions still holding items, so that exhausted shapes cost nothing.
+        var nxt = new int[L + 1];
+        var prv = new int[L + 1];
+        for (int i = 0; i < L; i++) { nxt[i] = i + 1; prv[i] = i - 1; }
+        int head = 0, tail = L - 1;
+        void Unlink(int pos)
         {
-            int s = order[pos];
-            while (rem[s] > 0)
+            if (prv[pos] >= 0) nxt[prv[pos]] = nxt[pos]; else head = nxt[pos];
+            if (nxt[pos] < L) prv[nxt[pos]] = prv[pos]; else tail = prv[pos];
+        }
+        var used = new long[D];
+        var groups = new List<int>();
+        var take = new List<(int Pos, long K)>();
+        int scanLimit = Math.Max(16, o.ScanLimit);
+
+        // Fills a fresh bin of type t (dry run or for real) and returns the dual value it absorbs.
+        double Fill(int t, bool commit)
+        {
+            Array.Clear(used);
+            groups.Clear();
+            take.Clear();
+            double worth = 0;
+            int lastFront = -1;
+            bool Try(int pos)
             {
-                Bin? best = null;
-                double bestWaste = double.PositiveInfinity;
-                int seen = 0;
-                for (int j = open.Count - 1; j >= 0 && seen < o.OpenBinWindow; j--)
+                int s = order[pos];
+                for (int r = 0; r < D; r++) if (x.Cap[t * D + r] - used[r] < sufMin[pos * D + r]) return false;
+                if (!x.TypeOk[s * x.T + t]) return true;
+                long k = Math.Min(rem[s], x.Copies(s, used, x.Cap, t));
+                if (k <= 0) return true;
+                if (x.SAa[s] >= 0)
                 {
-                    var b = open[j];
-                    if (b.Closed) continue;
-                    bool full = false;
-                    for (int r = 0; r < D; r++) if (CapOf(b, r) - b.Used[r] < sufMin[pos * D + r]) { full = true; break; }
-                    if (full) { b.Closed = true; closedCount++; continue; }
-                    seen++;
-                    if (!Allows(b, s) || !AaOk(b, s) || !Fits(b, s)) continue;
-                    double waste = WasteAfter(b, s, 1);
-                    if (waste < bestWaste) { bestWaste = waste; best = b; }
+                    if (groups.Contains(x.SAa[s])) return true;
+                    groups.Add(x.SAa[s]);
+                    k = 1;
                 }
-                if (best is null)
-                {
-                    int t = ChooseType(order, pos, o.Lookahead, simUsed, simGroups);
-                    if (t < 0)
-                    {
-                        MarkShapeUnplaced(s, MaxCountReason(s));
-                        break;
-                    }
-                    best = OpenBin(t);
-                    open.Add(best);
-                }
-                long k = Math.Min(rem[s], x.SAa[s] >= 0 ? 1 : CopiesFit(best, s));
-                PlaceCopies(best, s, k);
+                x.Add(used, s, k);
+                worth += k * dual.Value[s];
+                take.Add((pos, k));
+                return true;
             }
-            if (closedCount > 256 && closedCount * 2 > open.Count)
+            int scanned = 0;
+            for (int pos = head; pos < L && scanned < scanLimit; pos = nxt[pos], scanned++)
             {
-                open.RemoveAll(b => b.Closed);
-                closedCount = 0;
+                lastFront = pos;
+                if (!Try(pos)) { lastFront = L; break; }
             }
+            if (lastFront < L)
+            {
+                scanned = 0;
+                for (int pos = tail; pos > lastFront && pos >= 0 && scanned < scanLimit; pos = prv[pos], scanned++) Try(pos);
+            }
+            if (commit && take.Count > 0)
+            {
+                var bin = OpenBin(t);
+                foreach (var (pos, k) in take)
+                {
+                    int s = order[pos];
+                    PlaceCopies(bin, s, k);
+                    if (rem[s] == 0) Unlink(pos);
+                }
+            }
+            return worth;
+        }
+
+        int chosen = -1;
+        double chosenAtValue = 0, chosenScore = 0;
+        int sinceChoice = 0;
+        while (head < L)
+        {
+            int s = order[head];
+            if (rem[s] == 0) { Unlink(head); continue; }
+            bool reconsider = chosen < 0 || sinceChoice >= 32 || dual.Value[s] < 0.9 * chosenAtValue
+                || !x.TypeOk[s * x.T + chosen] || TypeCount[chosen] >= x.MaxCount[chosen];
+            if (reconsider)
+            {
+                chosen = -1;
+                chosenScore = double.NegativeInfinity;
+                foreach (int t in x.TypesByPrice)
+                {
+                    if (!x.TypeOk[s * x.T + t] || TypeCount[t] >= x.MaxCount[t]) continue;
+                    double score = Fill(t, commit: false) / Math.Max(x.Price[t], 1e-12);
+                    // Cheapest first, and a dearer type must be clearly better: at the LP optimum many types
+                    // tie on dual value, and smaller bins waste less at the end.
+                    if (score > chosenScore * 1.01 || chosen < 0) { chosenScore = score; chosen = t; }
+                }
+                chosenAtValue = dual.Value[s];
+                sinceChoice = 0;
+                if (chosen < 0) { MarkShapeUnplaced(s, MaxCountReason(s)); Unlink(head); continue; }
+            }
+            Fill(chosen, commit: true);
+            sinceChoice++;
         }
     }
 
@@ -1005,41 +1089,6 @@ internal sealed class State
         var full = new List<string>();
         for (int t = 0; t < x.T; t++) if (x.TypeOk[s * x.T + t]) full.Add($"{x.P.Types[t].Name} (max {x.MaxCount[t]})");
         return $"every class that may hold it is at its maximum count: {string.Join(", ", full)}";
-    }
-
-    private int ChooseType(List<int> order, int pos, int lookahead, long[] used, List<int> groups)
-    {
-        int s = order[pos];
-        int bestType = -1;
-        double bestScore = double.NegativeInfinity;
-        foreach (int t in x.TypesByPrice)
-        {
-            if (!x.TypeOk[s * x.T + t] || TypeCount[t] >= x.MaxCount[t]) continue;
-            Array.Clear(used);
-            groups.Clear();
-            double worth = 0;
-            void Take(int q)
-            {
-                if (rem[q] == 0 || !x.TypeOk[q * x.T + t]) return;
-                long k = Math.Min(rem[q], x.Copies(q, used, x.Cap, t));
-                if (k <= 0) return;
-                if (x.SAa[q] >= 0)
-                {
-                    if (groups.Contains(x.SAa[q])) return;
-                    groups.Add(x.SAa[q]);
-                    k = 1;
-                }
-                x.Add(used, q, k);
-                worth += k * dual.Value[q];
-            }
-            int end = Math.Min(order.Count, pos + 1 + lookahead);
-            for (int j = pos; j < end; j++) Take(order[j]);
-            for (int j = order.Count - 1; j >= end && j >= order.Count - lookahead; j--) Take(order[j]);
-            double score = worth / Math.Max(x.Price[t], 1e-12);
-            // Types are visited cheapest first, so a tie keeps the cheaper one.
-            if (score > bestScore * (1 + 1e-12) || bestType < 0) { bestScore = score; bestType = t; }
-        }
-        return bestType;
     }
 
     private IEnumerable<Bin> Live() => Bins.Where(b => !b.Removed);

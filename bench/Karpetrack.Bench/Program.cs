@@ -30,11 +30,13 @@ if (args.Length > 1 && args[0] == "probe")
     return;
 }
 
+if (args.Contains("packdiag")) { PackDiag.Run(); return; }
 var report = new Report(Path.Combine(Report.RepoRoot(), "BENCHMARKS.md"));
 Console.WriteLine($"karpetrack benchmarks: {nodes} nodes, {pods} pods; {Environment.ProcessorCount} cores, .NET {Environment.Version}");
 
 if (Want("exporter")) ExporterBench.Run(SyntheticData.Build(nodes, pods), report);
 GC.Collect();
 if (Want("sync")) await SyncBench.RunAsync(nodes, pods, report);
+if (Want("packing")) PackingBench.Run(report);
 report.Save();
 Console.WriteLine($"wrote {report.Path}");

@@ -305,7 +305,7 @@ public static class Recommender
     private sealed class ShapeIndex(ResourceTable table)
     {
         private readonly Dictionary<(PodShape, bool), int> ids = [];
-        private readonly Dictionary<PodShape, int> groups = new(ReferenceEqualityComparer.Instance);
+        private readonly Dictionary<string, int> groups = new(StringComparer.Ordinal);
         public readonly List<(PodShape Shape, bool Gpu)> Classes = [];
 
         public PackItem Item(int id, PodFacts p)
@@ -316,12 +316,22 @@ public static class Recommender
             return new PackItem(id, demand, c, AntiAffinityGroup(p.Shape));
         }
 
-        /// <summary>Pods whose shape repels its own kind (the usual one-per-node spread) share a group.</summary>
+        /// <summary>
+        /// Pods that repel their own kind (the usual one-per-node spread) share a group: the namespace
+        /// and selector of the term, so pods of different shapes (StatefulSet members) still spread.
+        /// </summary>
         private int AntiAffinityGroup(PodShape s)
         {
-            if (s.AntiAffinity.Count == 0 || !s.Repels(s)) return -1;
-            if (!groups.TryGetValue(s, out var g)) groups[s] = g = groups.Count;
-            return g;
+            foreach (var term in s.AntiAffinity)
+            {
+                bool sameNamespace = term.Namespaces.Count == 0 || term.Namespaces.Contains(s.Namespace);
+                if (!sameNamespace || !term.Selector.Matches(s.Labels)) continue;
+                var key = s.Namespace + "|" + Scheduling.Describe(term.Selector.MatchLabels) + "|"
+                    + string.Join(";", term.Selector.MatchExpressions.Select(e => $"{e.Key} {e.Operator} {string.Join(",", e.Values)}"));
+                if (!groups.TryGetValue(key, out var g)) groups[key] = g = groups.Count;
+                return g;
+            }
+            return -1;
         }
 
         public bool AllowsOffer(int c, Offer offer) => (!offer.Gpu || Classes[c].Gpu) && Classes[c].Shape.AllowsNode(offer.Labels, []);

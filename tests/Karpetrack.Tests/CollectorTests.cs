@@ -135,7 +135,13 @@ public class CollectorTests
         var status = new ReflectorStatus("pods");
         status.MarkSynced("1", DateTimeOffset.UtcNow);
         using var prices = new PriceFeed(new PriceFeedOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
-        var text = Encoding.UTF8.GetString(new Collector(SampleModel(), [status], [["pool"]], prices).RenderToArray());
+        var model = SampleModel();
+        var loop = new RecommenderLoop(model, prices, [status], () => new RecommenderOptions(), TimeSpan.FromSeconds(30),
+            Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        loop.RunOnce();
+        var text = Encoding.UTF8.GetString(new Collector(model, [status], [["pool"]], prices, recommender: loop).RenderToArray());
+        var (code, output) = Promtool(Encoding.UTF8.GetBytes(text));
+        Assert.True(code == 0, output);
         foreach (var f in Families.All) Assert.Contains($"# TYPE {f.Name} {f.TypeName}\n", text);
     }
 }

@@ -24,7 +24,7 @@ public class ReadmeTests
     [Fact]
     public void MetricTableListsExactlyTheExportedFamilies()
     {
-        var rows = Regex.Matches(Readme, @"^\| `(karpetrack_[a-z_]+)` \| (gauge|counter) \| ([a-z_, ]*) \|", RegexOptions.Multiline)
+        var rows = Regex.Matches(Readme, @"^\| `(karpetrack_[a-z_]+)` \| (gauge|counter|histogram) \| ([a-z_, ]*) \|", RegexOptions.Multiline)
             .ToDictionary(m => m.Groups[1].Value, m => (Type: m.Groups[2].Value, Labels: m.Groups[3].Value.Trim()));
         foreach (var f in Families.All)
         {

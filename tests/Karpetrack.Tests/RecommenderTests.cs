@@ -264,7 +264,7 @@ public class RecommenderTests
         Assert.Single(shape.AntiAffinity);
         Assert.True(shape.Repels(shape));
         var rec = Single(s.Run(), RecommendationType.Provision);
-        Assert.Equal(3, rec.NewNodes.Sum(n => n.Count));
+        Assert.True(3 == rec.NewNodes.Sum(n => n.Count), string.Join("; ", rec.NewNodes) + " | " + string.Join("; ", rec.Moves) + " | " + string.Join("; ", rec.Reasons));
         Assert.Equal(3, rec.Moves.Select(m => m.To).Distinct().Count());
     }
 
@@ -331,5 +331,22 @@ public class RecommenderTests
             Assert.True(provisioned + plan.Unplaceable.Count <= pendingCount);
             Assert.All(removed, n => Assert.False(plan.Blockers.ContainsKey(n)));
         }
+    }
+}
+
+public class PackerContractTests
+{
+    [Fact]
+    public void AntiAffineItemsNeverShareANewBin()
+    {
+        var items = Enumerable.Range(0, 3).Select(i => new PackItem(i, new Demand(100, 1 << 27), 0, AntiAffinityGroup: 0)).ToList();
+        var solution = Packer.Solve(new PackingProblem
+        {
+            Items = items,
+            Types = [new BinType(0, "small", Demand.Node(2000, 4L << 30), 0.001m)],
+            TypeAllows = (_, _) => true,
+            BinAllows = (_, _) => true,
+        });
+        Assert.Equal(3, solution.NewBins.Count);
     }
 }

@@ -475,6 +475,10 @@ internal sealed class DualBound
         double bound = Math.Max(lp, Solitary(x, capEff));
         // Float rounding must never lift the bound above the truth.
         decimal reported = bound <= 0 ? 0m : (decimal)(bound * (1 - 1e-9));
+        // A cost is a sum of prices: when every price is a whole number of millionths so is the optimum, and
+        // the bound may be rounded up to the next millionth (this also removes the float margin above).
+        if (reported > 0 && x.P.Types.All(t => decimal.Round(t.PricePerHour, 6) == t.PricePerHour))
+            reported = Math.Ceiling(reported * 1_000_000m) / 1_000_000m;
         return new DualBound(w, value, wmax, reported);
     }
 

@@ -684,6 +684,26 @@ internal sealed class DualBound
                     else Shifted(r1, r2, 0);
                 }
         }
+        // Also start from "price everything by one resource" for each resource: the classic volume bounds.
+        {
+            var start = (double[])a.Clone();
+            double startValue = current;
+            for (int r = 0; r < D; r++)
+            {
+                for (int t = 0; t < T; t++)
+                {
+                    if (active[t].Count == 0) continue;
+                    bool has = active[t].Contains(r);
+                    foreach (int q in active[t]) { a[t * D + q] = has ? (q == r ? 1 : 0) : start[t * D + q]; w[t * D + q] = x.Price[t] * a[t * D + q] / capEff[t * D + q]; }
+                    Eval(t);
+                }
+                double v = Total();
+                if (v > startValue) { startValue = v; Array.Copy(a, saved, a.Length); }
+            }
+            if (startValue > current) Array.Copy(saved, a, a.Length); else Array.Copy(start, a, a.Length);
+            for (int t = 0; t < T; t++) { foreach (int q in active[t]) w[t * D + q] = x.Price[t] * a[t * D + q] / capEff[t * D + q]; Eval(t); }
+            current = Total();
+        }
         for (int round = 0; round < 12; round++)
         {
             double before = current;
@@ -896,9 +916,28 @@ internal sealed class State
         while (rem[s] > 0) MarkUnplaced(TakeItem(s), reason);
     }
 
+    private double[]? sizeKey;
+
+    /// <summary>
+    /// Largest first, by the share of the total demand a shape takes summed over the dimensions: unlike the dual
+    /// value, which may price a dimension at zero, this keeps every dimension in the order.
+    /// </summary>
+    private double SizeOf(int s)
+    {
+        if (sizeKey is null)
+        {
+            var total = new double[D];
+            for (int q = 0; q < x.S; q++) for (int r = 0; r < D; r++) total[r] += (double)x.SDem[q * D + r] * x.SItems[q].Length;
+            sizeKey = new double[x.S];
+            for (int q = 0; q < x.S; q++)
+                for (int r = 0; r < 3; r++) if (total[r] > 0) sizeKey[q] += x.SDem[q * D + r] / total[r] * (r == 2 ? 1e3 : 1);
+        }
+        return sizeKey[s];
+    }
+
     private int CompareShapes(int a, int b)
     {
-        int c = dual.Value[b].CompareTo(dual.Value[a]);
+        int c = SizeOf(b).CompareTo(SizeOf(a));
         if (c != 0) return c;
         c = x.SDem[b * D].CompareTo(x.SDem[a * D]);
         if (c != 0) return c;

@@ -806,7 +806,7 @@ internal sealed class Bin(int type, int existing)
     public readonly List<int> Items = [];
     public List<int>? Groups;               // anti-affinity groups inside
     public double Worth;                    // dual value of the items inside
-    public bool Removed, Closed;
+    public bool Removed;
 }
 
 /// <summary>One packing under construction, with the moves the heuristics make on it.</summary>
@@ -1134,7 +1134,6 @@ internal sealed class State
         return $"every class that may hold it is at its maximum count: {string.Join(", ", full)}";
     }
 
-    private IEnumerable<Bin> Live() => Bins.Where(b => !b.Removed);
 
     private double Efficiency(Bin b) => b.Worth / Math.Max(x.Price[b.Type], 1e-12);
 

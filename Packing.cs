@@ -475,6 +475,10 @@ internal sealed class DualBound
         double bound = Math.Max(lp, Solitary(x, capEff));
         // Float rounding must never lift the bound above the truth.
         decimal reported = bound <= 0 ? 0m : (decimal)(bound * (1 - 1e-9));
+        // A cost is a sum of prices: when every price is a whole number of millionths so is the optimum, and
+        // the bound may be rounded up to the next millionth (this also removes the float margin above).
+        if (reported > 0 && x.P.Types.All(t => decimal.Round(t.PricePerHour, 6) == t.PricePerHour))
+            reported = Math.Ceiling(reported * 1_000_000m) / 1_000_000m;
         return new DualBound(w, value, wmax, reported);
     }
 
@@ -680,6 +684,26 @@ internal sealed class DualBound
                     else Shifted(r1, r2, 0);
                 }
         }
+        // Also start from "price everything by one resource" for each resource: the classic volume bounds.
+        {
+            var start = (double[])a.Clone();
+            double startValue = current;
+            for (int r = 0; r < D; r++)
+            {
+                for (int t = 0; t < T; t++)
+                {
+                    if (active[t].Count == 0) continue;
+                    bool has = active[t].Contains(r);
+                    foreach (int q in active[t]) { a[t * D + q] = has ? (q == r ? 1 : 0) : start[t * D + q]; w[t * D + q] = x.Price[t] * a[t * D + q] / capEff[t * D + q]; }
+                    Eval(t);
+                }
+                double v = Total();
+                if (v > startValue) { startValue = v; Array.Copy(a, saved, a.Length); }
+            }
+            if (startValue > current) Array.Copy(saved, a, a.Length); else Array.Copy(start, a, a.Length);
+            for (int t = 0; t < T; t++) { foreach (int q in active[t]) w[t * D + q] = x.Price[t] * a[t * D + q] / capEff[t * D + q]; Eval(t); }
+            current = Total();
+        }
         for (int round = 0; round < 12; round++)
         {
             double before = current;
@@ -782,7 +806,7 @@ internal sealed class Bin(int type, int existing)
     public readonly List<int> Items = [];
     public List<int>? Groups;               // anti-affinity groups inside
     public double Worth;                    // dual value of the items inside
-    public bool Removed, Closed;
+    public bool Removed;
 }
 
 /// <summary>One packing under construction, with the moves the heuristics make on it.</summary>
@@ -892,9 +916,28 @@ internal sealed class State
         while (rem[s] > 0) MarkUnplaced(TakeItem(s), reason);
     }
 
+    private double[]? sizeKey;
+
+    /// <summary>
+    /// Largest first, by the share of the total demand a shape takes summed over the dimensions: unlike the dual
+    /// value, which may price a dimension at zero, this keeps every dimension in the order.
+    /// </summary>
+    private double SizeOf(int s)
+    {
+        if (sizeKey is null)
+        {
+            var total = new double[D];
+            for (int q = 0; q < x.S; q++) for (int r = 0; r < D; r++) total[r] += (double)x.SDem[q * D + r] * x.SItems[q].Length;
+            sizeKey = new double[x.S];
+            for (int q = 0; q < x.S; q++)
+                for (int r = 0; r < 3; r++) if (total[r] > 0) sizeKey[q] += x.SDem[q * D + r] / total[r] * (r == 2 ? 1e3 : 1);
+        }
+        return sizeKey[s];
+    }
+
     private int CompareShapes(int a, int b)
     {
-        int c = dual.Value[b].CompareTo(dual.Value[a]);
+        int c = SizeOf(b).CompareTo(SizeOf(a));
         if (c != 0) return c;
         c = x.SDem[b * D].CompareTo(x.SDem[a * D]);
         if (c != 0) return c;
@@ -1091,7 +1134,6 @@ internal sealed class State
         return $"every class that may hold it is at its maximum count: {string.Join(", ", full)}";
     }
 
-    private IEnumerable<Bin> Live() => Bins.Where(b => !b.Removed);
 
     private double Efficiency(Bin b) => b.Worth / Math.Max(x.Price[b.Type], 1e-12);
 

@@ -30,7 +30,6 @@ if (args.Length > 1 && args[0] == "probe")
     return;
 }
 
-if (args.Contains("packdiag")) { PackDiag.Run(); return; }
 var report = new Report(Path.Combine(Report.RepoRoot(), "BENCHMARKS.md"));
 Console.WriteLine($"karpetrack benchmarks: {nodes} nodes, {pods} pods; {Environment.ProcessorCount} cores, .NET {Environment.Version}");
 

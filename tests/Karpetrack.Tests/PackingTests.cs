@@ -1,0 +1,258 @@
+namespace Karpetrack.Tests;
+
+public class PackingTests
+{
+    private const long GiB = 1L << 30;
+
+    private static PackingProblem Problem(IReadOnlyList<PackItem> items, IReadOnlyList<BinType> types, IReadOnlyList<ExistingBin>? existing = null,
+        Func<int, BinType, bool>? typeAllows = null, Func<int, ExistingBin, bool>? binAllows = null) => new()
+    {
+        Items = items,
+        Types = types,
+        Existing = existing ?? [],
+        TypeAllows = typeAllows ?? ((_, _) => true),
+        BinAllows = binAllows ?? ((_, _) => true),
+    };
+
+    /// <summary>Random instances with a few types, optional constraint classes, existing capacity and anti-affinity.</summary>
+    private static PackingProblem RandomProblem(int seed, int items, int types, bool constraints = false, bool existing = false, bool antiAffinity = false)
+    {
+        var rng = new Random(seed);
+        var ts = new List<BinType>();
+        for (int t = 0; t < types; t++)
+        {
+            long cpu = 1000L * (1 << rng.Next(1, 4)) - 350;
+            long mem = GiB * (1 << rng.Next(1, 5)) - 256L * 1024 * 1024;
+            decimal price = Math.Round(0.001m + (decimal)rng.NextDouble() * 0.05m * (cpu / 1000m + mem / GiB / 4m), 6);
+            ts.Add(new BinType(t, $"type{t}", Demand.Node(cpu, mem, 0, 10 + rng.Next(100)), price));
+        }
+        var its = new List<PackItem>();
+        for (int i = 0; i < items; i++)
+        {
+            long cpu = 250L * (1 + rng.Next(6));
+            long mem = (long)(cpu / 1000.0 * GiB * (0.5 + 4 * rng.NextDouble()));
+            int con = constraints ? rng.Next(3) : 0;
+            int aa = antiAffinity && rng.Next(4) == 0 ? rng.Next(2) : -1;
+            its.Add(new PackItem(100 + i, new Demand(cpu, mem), con, aa));
+        }
+        var ex = new List<ExistingBin>();
+        if (existing)
+            for (int e = 0; e < 2; e++) ex.Add(new ExistingBin(500 + e, $"node{e}", Demand.Node(250L * rng.Next(1, 8), GiB * rng.Next(1, 6), 0, 5)));
+        // Constraint 1 excludes odd types, 2 excludes type 0 and the second existing node.
+        return Problem(its, ts, ex,
+            (c, t) => c == 0 || (c == 1 && t.Id % 2 == 0) || (c == 2 && t.Id != 0),
+            (c, b) => c != 2 || b.Id != 501);
+    }
+
+    /// <summary>Every item exactly once; every bin within its capacity in every dimension; constraints and anti-affinity kept.</summary>
+    private static void AssertValid(PackingProblem p, PackingSolution s)
+    {
+        var byId = p.Items.ToDictionary(i => i.Id);
+        var seen = new HashSet<int>();
+        decimal cost = 0;
+        foreach (var b in s.NewBins)
+        {
+            Assert.Contains(b.Type, p.Types);
+            var sum = Demand.Zero;
+            var groups = new HashSet<int>();
+            foreach (var id in b.Items)
+            {
+                Assert.True(seen.Add(id), $"item {id} placed twice");
+                var it = byId[id];
+                sum += it.Demand;
+                Assert.True(p.TypeAllows(it.Constraint, b.Type), $"item {id} on a type its constraint excludes");
+                if (it.AntiAffinityGroup >= 0) Assert.True(groups.Add(it.AntiAffinityGroup), $"anti-affine items share bin {b.Type.Name}");
+            }
+            Assert.Equal(sum, b.Used);
+            Assert.True(sum.FitsIn(b.Type.Capacity), $"{b.Type.Name} overfull: {sum} > {b.Type.Capacity}");
+            cost += b.Type.PricePerHour;
+        }
+        foreach (var e in p.Existing)
+        {
+            var sum = Demand.Zero;
+            var groups = new HashSet<int>();
+            foreach (var (id, bin) in s.OnExisting.Where(kv => kv.Value == e.Id))
+            {
+                var it = byId[id];
+                sum += it.Demand;
+                Assert.True(p.BinAllows(it.Constraint, e));
+                if (it.AntiAffinityGroup >= 0) Assert.True(groups.Add(it.AntiAffinityGroup));
+            }
+            Assert.True(sum.FitsIn(e.Free), $"existing {e.Name} overfull");
+        }
+        foreach (var id in s.OnExisting.Keys) Assert.True(seen.Add(id), $"item {id} placed twice");
+        foreach (var u in s.Unplaced)
+        {
+            Assert.True(seen.Add(u.Item), $"item {u.Item} both placed and unplaced");
+            Assert.False(string.IsNullOrWhiteSpace(u.Reason));
+        }
+        Assert.Equal(p.Items.Count, seen.Count);
+        Assert.Equal(cost, s.Cost);
+    }
+
+    [Fact]
+    public void RandomInstancesAreValidAndNeverWorseThanTheBaselines()
+    {
+        for (int seed = 0; seed < 60; seed++)
+        {
+            var p = RandomProblem(seed, 5 + seed % 40 * 3, 2 + seed % 5, constraints: seed % 2 == 0, existing: seed % 3 == 0, antiAffinity: seed % 4 == 0);
+            var s = Packer.Solve(p);
+            AssertValid(p, s);
+            foreach (var b in new[] { Packer.FirstFitDecreasing(p), Packer.BestFit(p), Packer.SingleLargeNode(p) })
+            {
+                AssertValid(p, b);
+                if (b.Unplaced.Count <= s.Unplaced.Count) Assert.True(s.Cost <= b.Cost, $"seed {seed}: {s.Cost} > {b.Strategy} {b.Cost}");
+            }
+            Assert.True(s.LowerBound <= s.Cost || s.Unplaced.Count > 0, $"seed {seed}: bound {s.LowerBound} above cost {s.Cost}");
+        }
+    }
+
+    [Fact]
+    public void SolveIsExactOnTenItemsAndTheBoundIsBelowTheOptimum()
+    {
+        int proven = 0;
+        for (int seed = 0; seed < 40; seed++)
+        {
+            var p = RandomProblem(1000 + seed, 3 + seed % 8, 2 + seed % 4, constraints: seed % 2 == 1, existing: seed % 5 == 0, antiAffinity: seed % 3 == 0);
+            var exact = Packer.Exact(p, TimeSpan.FromSeconds(2));
+            AssertValid(p, exact);
+            if (!exact.ProvenOptimal) continue;
+            proven++;
+            var s = Packer.Solve(p);
+            Assert.True(Packer.LowerBound(p) <= exact.Cost, $"seed {seed}: bound {Packer.LowerBound(p)} > optimum {exact.Cost}");
+            Assert.Equal(exact.Cost, s.Cost);
+        }
+        Assert.True(proven >= 35, $"only {proven} of 40 proven");
+    }
+
+    [Fact]
+    public void SolveIsWithinOnePercentOfTheOptimumOnThirtyItems()
+    {
+        int proven = 0;
+        for (int seed = 0; seed < 12; seed++)
+        {
+            var p = RandomProblem(2000 + seed, 18 + seed, 3, constraints: seed % 2 == 0);
+            var exact = Packer.Exact(p, TimeSpan.FromSeconds(1));
+            AssertValid(p, exact);
+            if (!exact.ProvenOptimal) continue;
+            proven++;
+            var s = Packer.Solve(p);
+            Assert.True(s.LowerBound <= exact.Cost, $"seed {seed}: bound {s.LowerBound} > optimum {exact.Cost}");
+            Assert.True(s.Cost <= exact.Cost * 1.01m, $"seed {seed}: {s.Cost} vs optimum {exact.Cost}");
+        }
+        Assert.True(proven >= 6, $"only {proven} of 12 proven");
+    }
+
+    [Fact]
+    public void SameInputSameOutput()
+    {
+        var p = RandomProblem(7, 300, 6, constraints: true, existing: true, antiAffinity: true);
+        var a = Packer.Solve(p);
+        var b = Packer.Solve(p);
+        Assert.Equal(a.Cost, b.Cost);
+        Assert.Equal(a.NewBins.Select(x => (x.Type.Id, string.Join(",", x.Items))), b.NewBins.Select(x => (x.Type.Id, string.Join(",", x.Items))));
+        Assert.Equal(a.OnExisting.OrderBy(kv => kv.Key), b.OnExisting.OrderBy(kv => kv.Key));
+        Assert.Equal(a.Unplaced, b.Unplaced);
+        Assert.Equal(a.LowerBound, b.LowerBound);
+    }
+
+    private static readonly BinType Small = new(0, "gp.vs1.xlarge-iad", Demand.Node(7650, 27 * GiB), 0.01m);
+    private static readonly BinType Large = new(1, "gp.vs1.2xlarge-iad", Demand.Node(15650, 55 * GiB), 0.02m);
+    private static readonly BinType MemoryHeavy = new(2, "mh.vs1.2xlarge-iad", Demand.Node(15650, 110 * GiB), 0.025m);
+    private static readonly BinType Gpu = new(3, "gpu.vs2.xlargeplusplus-sjc", Demand.Node(23650, 58 * GiB, 1), 0.15m);
+
+    [Fact]
+    public void AGiantPodIsReportedWithTheLargestAllowedClass()
+    {
+        var p = Problem([new PackItem(1, new Demand(40_000, 64 * GiB), 0), new PackItem(2, new Demand(1000, GiB), 0)], [Small, Large]);
+        var s = Packer.Solve(p);
+        AssertValid(p, s);
+        var u = Assert.Single(s.Unplaced);
+        Assert.Equal(1, u.Item);
+        Assert.Equal("needs 40 cores, 64 GiB; the largest allowed class gp.vs1.2xlarge-iad has 15.65 cores, 55 GiB", u.Reason);
+        Assert.Equal(0.01m, s.Cost);   // the rest is still packed
+    }
+
+    [Fact]
+    public void APodNoClassAllowsSaysSo()
+    {
+        var p = Problem([new PackItem(1, new Demand(1000, GiB), 9)], [Small, Large], typeAllows: (c, _) => c != 9);
+        var u = Assert.Single(Packer.Solve(p).Unplaced);
+        Assert.Equal("no allowed server class (constraint 9 excludes all 2 classes)", u.Reason);
+        var noGpu = Problem([new PackItem(1, new Demand(1000, GiB, 1), 0)], [Small, Large]);
+        Assert.Equal("needs 1 GPU; none of the 2 allowed classes has a GPU", Assert.Single(Packer.Solve(noGpu).Unplaced).Reason);
+    }
+
+    [Fact]
+    public void GpuPodsGoToGpuClassesAndOthersStayOff()
+    {
+        var p = Problem([new PackItem(1, new Demand(4000, 16 * GiB, 1), 0), new PackItem(2, new Demand(1000, 2 * GiB), 0)], [Small, Large, Gpu]);
+        var s = Packer.Solve(p);
+        AssertValid(p, s);
+        Assert.Empty(s.Unplaced);
+        Assert.Equal([1], s.NewBins.Single(b => b.Type == Gpu).Items);
+        Assert.Equal([2], s.NewBins.Single(b => b.Type == Small).Items);
+        Assert.Equal(0.16m, s.Cost);
+    }
+
+    [Fact]
+    public void PodsThatFitExistingFreeCapacityOpenNoNode()
+    {
+        var p = Problem([new PackItem(1, new Demand(1000, 2 * GiB), 0), new PackItem(2, new Demand(500, GiB), 0)], [Small, Large],
+            [new ExistingBin(42, "node-a", Demand.Node(2000, 4 * GiB, 0, 10))]);
+        var s = Packer.Solve(p);
+        AssertValid(p, s);
+        Assert.Empty(s.NewBins);
+        Assert.Equal(0m, s.Cost);
+        Assert.Equal(42, s.OnExisting[1]);
+        Assert.Equal(42, s.OnExisting[2]);
+        Assert.Equal(0m, s.LowerBound);
+    }
+
+    [Fact]
+    public void AMemoryHeavyMixChoosesMemoryHeavyClasses()
+    {
+        var items = Enumerable.Range(0, 12).Select(i => new PackItem(i, new Demand(2000, 18 * GiB), 0)).ToList();
+        var p = Problem(items, [Small, Large, MemoryHeavy]);
+        var s = Packer.Solve(p);
+        AssertValid(p, s);
+        Assert.All(s.NewBins, b => Assert.Equal(MemoryHeavy, b.Type));
+        Assert.Equal(2, s.NewBins.Count);   // 6 × 18 GiB per 110 GiB node; 3 per 55 GiB node would cost 4 × 0.02
+        Assert.True(s.LowerBound <= s.Cost);
+    }
+
+    [Fact]
+    public void TwoAntiAffinePodsNeedTwoNodes()
+    {
+        var p = Problem([new PackItem(1, new Demand(500, GiB), 0, 7), new PackItem(2, new Demand(500, GiB), 0, 7)], [Small, Large]);
+        var s = Packer.Solve(p);
+        AssertValid(p, s);
+        Assert.Equal(2, s.NewBins.Count);
+        Assert.Equal(0.02m, s.Cost);
+        Assert.Equal(0.02m, Packer.LowerBound(p));   // the bound knows they cannot share
+    }
+
+    [Fact]
+    public void MaxCountIsRespectedAndExhaustionIsReported()
+    {
+        var capped = Small with { MaxCount = 1 };
+        var items = Enumerable.Range(0, 4).Select(i => new PackItem(i, new Demand(4000, 8 * GiB), 0)).ToList();
+        var s = Packer.Solve(Problem(items, [capped]));
+        Assert.Single(s.NewBins);
+        Assert.Equal(3, s.Unplaced.Count);
+        Assert.All(s.Unplaced, u => Assert.StartsWith("every class that may hold it is at its maximum count", u.Reason));
+    }
+
+    [Fact]
+    public void DemandHelpers()
+    {
+        var a = new Demand(1500, 3 * GiB);
+        Assert.Equal(new Demand(3000, 6 * GiB, 0, 2), a + a);
+        Assert.Equal(Demand.Zero, a - a);
+        Assert.Equal(new Demand(4500, 9 * GiB, 0, 3), a * 3);
+        Assert.True(a.FitsIn(Small.Capacity));
+        Assert.Equal(5, a.CopiesIn(Small.Capacity));
+        Assert.Equal(1500.0 / 7650, a.ShareOf(Small.Capacity), 9);
+        Assert.Equal(double.PositiveInfinity, new Demand(1, 1, 1).ShareOf(Small.Capacity));
+    }
+}

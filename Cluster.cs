@@ -377,10 +377,14 @@ public sealed class ClusterModel
                 list.Add(new PodFacts(uid, slot.Node >= 0 ? nodes[slot.Node].Name : null, requestVectors[slot.Requests].Values,
                     shapes[slot.Shape], slot.NameSuffix, (slot.Flags & PodFlags.Pending) != 0, (slot.Flags & PodFlags.Terminating) != 0));
             }
+            // Deterministic order without building names: node, namespace, name prefix, packed suffix, uid.
             list.Sort(static (a, b) =>
             {
                 int c = string.CompareOrdinal(a.Node, b.Node);
-                return c != 0 ? c : string.CompareOrdinal(a.Name, b.Name);
+                if (c == 0) c = string.CompareOrdinal(a.Shape.Namespace, b.Shape.Namespace);
+                if (c == 0) c = string.CompareOrdinal(a.Shape.NamePrefix, b.Shape.NamePrefix);
+                if (c == 0) c = a.NameSuffix.CompareTo(b.NameSuffix);
+                return c != 0 ? c : a.Uid.CompareTo(b.Uid);
             });
             return list.ToArray();
         }

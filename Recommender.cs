@@ -142,19 +142,20 @@ public static class Recommender
             .ThenBy(c => c.Node.Name, StringComparer.Ordinal)
             .ToList();
 
+        var destinations = new Destinations(snap.Nodes.Where(IsDestination), free, byNode, snap.Resources);
         foreach (var (node, movable, price) in candidates)
         {
             if (receivers.Contains(node.Name)) continue;
-            var others = free.Where(kv => kv.Key != node.Name && !removed.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
-            var placement = PlaceOnExisting(movable, others, views, snap.Resources);
+            var placement = destinations.TryPlace(movable, node.Name);
             if (placement is null)
             {
                 blockers[node.Name].Add(new Blocker(BlockerReasons.PodsDoNotFit, [], []));
                 continue;
             }
-            foreach (var (dest, demand) in placement.Value.Used) { free[dest] = free[dest] - demand; receivers.Add(dest); }
+            destinations.Commit(placement.Value);
+            foreach (var (dest, _) in placement.Value.Used) receivers.Add(dest);
             removed.Add(node.Name);
-            free.Remove(node.Name);
+            destinations.Remove(node.Name);
             var type = movable.Length == 0 ? RecommendationType.DeleteEmpty : RecommendationType.Consolidate;
             var reasons = new List<string>
             {
@@ -387,33 +388,88 @@ public static class Recommender
 
     // ---- removal and replacement ---------------------------------------------------------------
 
-    private readonly record struct Placement(List<PodMove> Moves, List<(string Node, Demand Demand)> Used);
+    private readonly record struct Placement(List<PodMove> Moves, List<(string Node, Demand Demand)> Used, List<(string Node, string Group)>? Groups = null);
 
-    /// <summary>Places the pods on other nodes' free capacity (no new nodes), or null when some pod fits nowhere.</summary>
-    private static Placement? PlaceOnExisting(PodFacts[] movable, Dictionary<string, Demand> free, Dictionary<string, NodeView> views, ResourceTable table)
+    /// <summary>Per-node replacement checks are many and small: a bounded exact polish is enough there.</summary>
+    private static readonly PackingOptions PerNode = new() { ExactItems = 12, ExactNodes = 20_000, PortfolioItems = 0 };
+
+    /// <summary>
+    /// Free capacity on the nodes that may receive pods, for one removal after another: a removal's
+    /// pods are placed tentatively (largest first, onto the fullest node that takes them), and only
+    /// a removal that places every pod is committed, so no two removals count on the same room.
+    /// Work per removal is the displaced pods times the nodes scanned, never a whole re-pack.
+    /// </summary>
+    private sealed class Destinations
     {
-        if (movable.Length == 0) return new Placement([], []);
-        var shapes = new ShapeIndex(table);
-        var items = movable.Select((p, i) => shapes.Item(i, p)).ToList();
-        var existing = free.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select((kv, i) => new ExistingBin(i, kv.Key, kv.Value)).ToList();
-        var solution = Packer.Solve(new PackingProblem
+        private readonly List<NodeView> order;                       // fullest first: tight placements, emptier nodes stay removable
+        private readonly Dictionary<string, Demand> free;
+        private readonly Dictionary<string, HashSet<string>> groups;  // anti-affinity groups present per node
+        private readonly ResourceTable table;
+        private readonly HashSet<string> gone = new(StringComparer.Ordinal);
+
+        public Destinations(IEnumerable<NodeView> nodes, Dictionary<string, Demand> free, Dictionary<string, PodFacts[]> byNode, ResourceTable table)
         {
-            Items = items,
-            Types = [],
-            Existing = existing,
-            TypeAllows = (_, _) => false,
-            BinAllows = (c, b) => shapes.AllowsNode(c, views[b.Name]),
-        });
-        if (solution.Unplaced.Count > 0 || solution.OnExisting.Count != items.Count) return null;
-        var moves = new List<PodMove>();
-        var used = new List<(string, Demand)>();
-        foreach (var (item, bin) in solution.OnExisting.OrderBy(kv => kv.Key))
-        {
-            var p = movable[item];
-            moves.Add(new PodMove(p.Namespace, p.Name, p.Node!, existing[bin].Name));
-            used.Add((existing[bin].Name, items[item].Demand));
+            this.free = free;
+            this.table = table;
+            order = nodes.OrderByDescending(Utilization).ThenBy(n => n.Name, StringComparer.Ordinal).ToList();
+            groups = new Dictionary<string, HashSet<string>>(StringComparer.Ordinal);
+            foreach (var n in order)
+                foreach (var p in byNode.GetValueOrDefault(n.Name) ?? [])
+                    if (GroupKey(p.Shape) is { } g) (groups.TryGetValue(n.Name, out var set) ? set : groups[n.Name] = new HashSet<string>(StringComparer.Ordinal)).Add(g);
         }
-        return new Placement(moves, used);
+
+        public void Remove(string node) => gone.Add(node);
+
+        public Placement? TryPlace(PodFacts[] pods, string from)
+        {
+            if (pods.Length == 0) return new Placement([], []);
+            var delta = new Dictionary<string, Demand>(StringComparer.Ordinal);
+            var addedGroups = new List<(string Node, string Group)>();
+            var moves = new List<PodMove>();
+            var used = new List<(string, Demand)>();
+            foreach (var p in pods.OrderByDescending(p => p.Requests[ResourceTable.Cpu]).ThenByDescending(p => p.Requests[ResourceTable.Memory]).ThenBy(p => p.Uid))
+            {
+                var demand = DemandOf(p, table);
+                var group = GroupKey(p.Shape);
+                string? target = null;
+                foreach (var n in order)
+                {
+                    if (n.Name == from || gone.Contains(n.Name)) continue;
+                    var room = free[n.Name] - delta.GetValueOrDefault(n.Name);
+                    if (!demand.FitsIn(room)) continue;
+                    if (group is not null && ((groups.TryGetValue(n.Name, out var g) && g.Contains(group)) || addedGroups.Contains((n.Name, group)))) continue;
+                    if (!p.Shape.AllowsNode(n.Labels, n.Taints)) continue;
+                    target = n.Name;
+                    break;
+                }
+                if (target is null) return null;
+                delta[target] = delta.GetValueOrDefault(target) + demand;
+                if (group is not null) addedGroups.Add((target, group));
+                moves.Add(new PodMove(p.Namespace, p.Name, from, target));
+                used.Add((target, demand));
+            }
+            return new Placement(moves, used, addedGroups);
+        }
+
+        public void Commit(Placement placement)
+        {
+            foreach (var (node, demand) in placement.Used) free[node] = free[node] - demand;
+            foreach (var (node, group) in placement.Groups ?? [])
+                (groups.TryGetValue(node, out var set) ? set : groups[node] = new HashSet<string>(StringComparer.Ordinal)).Add(group);
+        }
+
+        /// <summary>The self anti-affinity a pod carries (namespace and selector of the term), if any.</summary>
+        private static string? GroupKey(PodShape s)
+        {
+            foreach (var term in s.AntiAffinity)
+            {
+                if (term.Namespaces.Count > 0 && !term.Namespaces.Contains(s.Namespace)) continue;
+                if (!term.Selector.Matches(s.Labels)) continue;
+                return s.Namespace + "|" + Scheduling.Describe(term.Selector.MatchLabels) + "|"
+                    + string.Join(";", term.Selector.MatchExpressions.Select(e => $"{e.Key} {e.Operator} {string.Join(",", e.Values)}"));
+            }
+            return null;
+        }
     }
 
     private static Recommendation? Replace(NodeView node, PodFacts[] movable, decimal price, List<Offer> offers,
@@ -428,7 +484,7 @@ public static class Recommender
             Types = offers.Select(x => x.Bin).ToList(),
             TypeAllows = (c, t) => shapes.AllowsOffer(c, offers[t.Id]),
             BinAllows = (_, _) => false,
-        });
+        }, PerNode);
         if (solution.Unplaced.Count > 0) return null;
         var savings = price - solution.Cost;
         if (savings < o.ReplaceThresholdDollars || savings < price * o.ReplaceThresholdPercent / 100) return null;

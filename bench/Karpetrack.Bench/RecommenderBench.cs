@@ -1,0 +1,77 @@
+using System.Diagnostics;
+using System.Text.Json;
+
+namespace Karpetrack.Bench;
+
+/// <summary>
+/// The recommender end to end (model copy, offers, packing, blockers): provisioning for 10k and 100k
+/// pending pods of the perf-anchors §5 mix, and every node of the 5,000-node synthetic cluster
+/// evaluated for consolidation and replacement.
+/// </summary>
+internal static class RecommenderBench
+{
+    private const string Section = "recommender";
+
+    public static void Run(SyntheticData cluster, Report report)
+    {
+        var book = PriceFeedParser.Parse(File.ReadAllBytes(Path.Combine(Report.RepoRoot(), "data", "percentiles", "percentiles-2026-08-17.json")), DateTimeOffset.UnixEpoch, "bench");
+        var options = new RecommenderOptions { Region = "us-east-iad-1" };
+        foreach (var (n, goal) in new[] { (10_000, 50.0), (100_000, 500.0) })
+        {
+            var model = new ClusterModel(ResourceTable.Default);
+            var rng = new Random(n);
+            int[] cores = [250, 500, 1000, 2000, 4000, 8000];
+            int[] weights = [30, 25, 20, 15, 7, 3];
+            int[] gibPerCore = [1, 2, 2, 4, 4, 4, 8];
+            for (int i = 0; i < n; i++)
+            {
+                int pick = rng.Next(100), c = 0;
+                while (pick >= weights[c]) pick -= weights[c++];
+                long cpu = cores[c];
+                long mem = (long)(cpu / 1000.0 * gibPerCore[rng.Next(gibPerCore.Length)] * (1L << 30) * (0.6 + 0.8 * rng.NextDouble()));
+                model.UpsertPod(new PodRecord
+                {
+                    Uid = Json.StableGuid("pending-" + i), Name = $"mix-{i:x5}", Namespace = "bench", OwnerName = "mix", Owner = OwnerKind.ReplicaSet,
+                    Phase = PodPhase.Pending, Unschedulable = true, Requests = [cpu, mem],
+                });
+            }
+            var snap = model.Snapshot();
+            var times = new List<double>();
+            Plan? plan = null;
+            for (int run = 0; run < (n > 50_000 ? 3 : 7); run++)
+            {
+                var sw = Stopwatch.StartNew();
+                plan = Recommender.Recommend(snap, model.Pods(), [], [], book, options);
+                times.Add(sw.Elapsed.TotalMilliseconds);
+            }
+            times.Sort();
+            var rec = plan!.Recommendations.Single(r => r.Type == RecommendationType.Provision);
+            double p50 = Report.Percentile(times, 0.5);
+            report.Row(Section, $"Provisioning plan for {n:N0} pending pods × the iad classes (whole recommender: {rec.NewNodes.Sum(x => x.Count)} nodes, {(double)(rec.NewCostPerHour / rec.LowerBoundPerHour) - 1:P1} above the bound)",
+                $"≤ {goal:F0} ms", $"p50 {p50:F0} ms (min {times[0]:F0})", p50 <= goal);
+        }
+
+        // Consolidation and replacement over the synthetic 5,000-node / 150,000-pod cluster.
+        var big = new ClusterModel(ResourceTable.Default);
+        var nodeDecoder = new NodeDecoder(ResourceTable.Default);
+        foreach (var n in cluster.Nodes) big.UpsertNode(Decode(n, nodeDecoder));
+        var podDecoder = new PodDecoder(ResourceTable.Default);
+        foreach (var p in cluster.Pods) big.UpsertPod(Decode(p, podDecoder));
+        var bigSnap = big.Snapshot();
+        var sw2 = Stopwatch.StartNew();
+        var bigPlan = Recommender.Recommend(bigSnap, big.Pods(), [], [], book, options);
+        var elapsed = sw2.Elapsed.TotalSeconds;
+        var counts = string.Join(", ", bigPlan.Recommendations.GroupBy(r => r.Type).Select(g => $"{g.Count()} {g.Key}"));
+        report.Row(Section, $"Every node of a {cluster.Nodes.Length:N0}-node / {cluster.Pods.Length:N0}-pod cluster evaluated for removal and replacement ({counts}; {big.ShapeCount:N0} pod shapes)",
+            "≤ 5 s", $"{elapsed:F2} s", elapsed <= 5);
+    }
+
+    private static T Decode<T>(byte[] json, IObjectDecoder<T> decoder) where T : class
+    {
+        var r = new Utf8JsonReader(json, isFinalBlock: true, default);
+        r.Read();
+        string? error = null;
+        decoder.TryDecode(ref r, json, out var value, ref error);
+        return value;
+    }
+}

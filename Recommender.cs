@@ -401,29 +401,49 @@ public static class Recommender
     /// </summary>
     private sealed class Destinations
     {
-        private readonly List<NodeView> order;                       // fullest first: tight placements, emptier nodes stay removable
-        private readonly Dictionary<string, Demand> free;
-        private readonly Dictionary<string, HashSet<string>> groups;  // anti-affinity groups present per node
+        private readonly NodeView[] order;                          // fullest first: tight placements, emptier nodes stay removable
+        private readonly Dictionary<string, int> index = new(StringComparer.Ordinal);
+        private readonly Demand[] free;                             // by position in order; the hot loop avoids string hashing
+        private readonly bool[] gone;
+        private readonly bool[] plain;                              // no NoSchedule/NoExecute taint: most pods need no label check
+        private readonly HashSet<string>?[] groups;                 // anti-affinity groups present per node
+        private readonly Dictionary<string, Demand> shared;
         private readonly ResourceTable table;
-        private readonly HashSet<string> gone = new(StringComparer.Ordinal);
+        private readonly Demand[] delta;
+        private readonly List<int> touched = [];
 
         public Destinations(IEnumerable<NodeView> nodes, Dictionary<string, Demand> free, Dictionary<string, PodFacts[]> byNode, ResourceTable table)
         {
-            this.free = free;
+            shared = free;
             this.table = table;
-            order = nodes.OrderByDescending(Utilization).ThenBy(n => n.Name, StringComparer.Ordinal).ToList();
-            groups = new Dictionary<string, HashSet<string>>(StringComparer.Ordinal);
-            foreach (var n in order)
+            order = nodes.OrderByDescending(Utilization).ThenBy(n => n.Name, StringComparer.Ordinal).ToArray();
+            this.free = new Demand[order.Length];
+            delta = new Demand[order.Length];
+            gone = new bool[order.Length];
+            plain = new bool[order.Length];
+            groups = new HashSet<string>?[order.Length];
+            for (int i = 0; i < order.Length; i++)
+            {
+                var n = order[i];
+                index[n.Name] = i;
+                this.free[i] = free[n.Name];
+                plain[i] = !n.Taints.Any(t => t.Effect is "NoSchedule" or "NoExecute");
                 foreach (var p in byNode.GetValueOrDefault(n.Name) ?? [])
-                    if (GroupKey(p.Shape) is { } g) (groups.TryGetValue(n.Name, out var set) ? set : groups[n.Name] = new HashSet<string>(StringComparer.Ordinal)).Add(g);
+                    if (GroupKey(p.Shape) is { } g) (groups[i] ??= new HashSet<string>(StringComparer.Ordinal)).Add(g);
+            }
         }
 
-        public void Remove(string node) => gone.Add(node);
+        public void Remove(string node)
+        {
+            if (index.TryGetValue(node, out var i)) gone[i] = true;
+        }
 
         public Placement? TryPlace(PodFacts[] pods, string from)
         {
             if (pods.Length == 0) return new Placement([], []);
-            var delta = new Dictionary<string, Demand>(StringComparer.Ordinal);
+            int self = index.TryGetValue(from, out var own) ? own : -1;
+            foreach (var i in touched) delta[i] = Demand.Zero;
+            touched.Clear();
             var addedGroups = new List<(string Node, string Group)>();
             var moves = new List<PodMove>();
             var used = new List<(string, Demand)>();
@@ -431,31 +451,37 @@ public static class Recommender
             {
                 var demand = DemandOf(p, table);
                 var group = GroupKey(p.Shape);
-                string? target = null;
-                foreach (var n in order)
+                bool unconstrained = p.Shape.NodeSelector.Count == 0 && p.Shape.RequiredNodeTerms.Count == 0;
+                int target = -1;
+                for (int i = 0; i < order.Length; i++)
                 {
-                    if (n.Name == from || gone.Contains(n.Name)) continue;
-                    var room = free[n.Name] - delta.GetValueOrDefault(n.Name);
-                    if (!demand.FitsIn(room)) continue;
-                    if (group is not null && ((groups.TryGetValue(n.Name, out var g) && g.Contains(group)) || addedGroups.Contains((n.Name, group)))) continue;
-                    if (!p.Shape.AllowsNode(n.Labels, n.Taints)) continue;
-                    target = n.Name;
+                    if (i == self || gone[i]) continue;
+                    if (!demand.FitsIn(free[i] - delta[i])) continue;
+                    if (group is not null && ((groups[i]?.Contains(group) ?? false) || addedGroups.Contains((order[i].Name, group)))) continue;
+                    if (!(unconstrained && plain[i]) && !p.Shape.AllowsNode(order[i].Labels, order[i].Taints)) continue;
+                    target = i;
                     break;
                 }
-                if (target is null) return null;
-                delta[target] = delta.GetValueOrDefault(target) + demand;
-                if (group is not null) addedGroups.Add((target, group));
-                moves.Add(new PodMove(p.Namespace, p.Name, from, target));
-                used.Add((target, demand));
+                if (target < 0) return null;
+                if (delta[target] == Demand.Zero) touched.Add(target);
+                delta[target] = delta[target] + demand;
+                if (group is not null) addedGroups.Add((order[target].Name, group));
+                moves.Add(new PodMove(p.Namespace, p.Name, from, order[target].Name));
+                used.Add((order[target].Name, demand));
             }
             return new Placement(moves, used, addedGroups);
         }
 
         public void Commit(Placement placement)
         {
-            foreach (var (node, demand) in placement.Used) free[node] = free[node] - demand;
+            foreach (var (node, demand) in placement.Used)
+            {
+                int i = index[node];
+                free[i] = free[i] - demand;
+                shared[node] = free[i];
+            }
             foreach (var (node, group) in placement.Groups ?? [])
-                (groups.TryGetValue(node, out var set) ? set : groups[node] = new HashSet<string>(StringComparer.Ordinal)).Add(group);
+                (groups[index[node]] ??= new HashSet<string>(StringComparer.Ordinal)).Add(group);
         }
 
         /// <summary>The self anti-affinity a pod carries (namespace and selector of the term), if any.</summary>
@@ -478,13 +504,17 @@ public static class Recommender
         if (movable.Length == 0) return null;
         var shapes = new ShapeIndex(table);
         var items = movable.Select((p, i) => shapes.Item(i, p)).ToList();
-        var solution = Packer.Solve(new PackingProblem
+        var problem = new PackingProblem
         {
             Items = items,
             Types = offers.Select(x => x.Bin).ToList(),
             TypeAllows = (c, t) => shapes.AllowsOffer(c, offers[t.Id]),
             BinAllows = (_, _) => false,
-        }, PerNode);
+        };
+        // No packing can beat the lower bound: skip the search when even the bound saves too little.
+        var floor = Packer.LowerBound(problem);
+        if (price - floor < o.ReplaceThresholdDollars || price - floor < price * o.ReplaceThresholdPercent / 100) return null;
+        var solution = Packer.Solve(problem, PerNode);
         if (solution.Unplaced.Count > 0) return null;
         var savings = price - solution.Cost;
         if (savings < o.ReplaceThresholdDollars || savings < price * o.ReplaceThresholdPercent / 100) return null;

@@ -839,3 +839,16 @@ internal static class Meta
         }
     }
 }
+
+public static class DecoderExtensions
+{
+    /// <summary>Decodes one complete object (a whole JSON document), reporting the first problem found.</summary>
+    public static T DecodeComplete<T>(this IObjectDecoder<T> decoder, ReadOnlySpan<byte> json, out string? error) where T : class
+    {
+        var r = new Utf8JsonReader(json, isFinalBlock: true, default);
+        error = null;
+        if (!r.Read()) throw new InvalidDataException("empty JSON document");
+        decoder.TryDecode(ref r, json, out var value, ref error);
+        return value;
+    }
+}

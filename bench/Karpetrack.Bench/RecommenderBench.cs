@@ -19,9 +19,9 @@ internal static class RecommenderBench
         // Consolidation and replacement over the synthetic 5,000-node / 150,000-pod cluster.
         var big = new ClusterModel(ResourceTable.Default);
         var nodeDecoder = new NodeDecoder(ResourceTable.Default);
-        foreach (var n in cluster.Nodes) big.UpsertNode(Decode(n, nodeDecoder));
+        foreach (var n in cluster.Nodes) big.UpsertNode(nodeDecoder.DecodeComplete(n, out _));
         var podDecoder = new PodDecoder(ResourceTable.Default);
-        foreach (var p in cluster.Pods) big.UpsertPod(Decode(p, podDecoder));
+        foreach (var p in cluster.Pods) big.UpsertPod(podDecoder.DecodeComplete(p, out _));
         var bigSnap = big.Snapshot();
         var sw2 = Stopwatch.StartNew();
         var bigPlan = Recommender.Recommend(bigSnap, big.Pods(), [], [], book, options);
@@ -67,12 +67,4 @@ internal static class RecommenderBench
         }
     }
 
-    private static T Decode<T>(byte[] json, IObjectDecoder<T> decoder) where T : class
-    {
-        var r = new Utf8JsonReader(json, isFinalBlock: true, default);
-        r.Read();
-        string? error = null;
-        decoder.TryDecode(ref r, json, out var value, ref error);
-        return value;
-    }
 }

@@ -6,27 +6,19 @@ namespace Karpetrack.Tests;
 /// <summary>The demo cluster produces every recommendation type as its workload churns and the real market moves.</summary>
 public class DemoRecommendationsTests
 {
-    private static T Decode<T>(ReadOnlyMemory<byte> json, IObjectDecoder<T> decoder) where T : class
-    {
-        var r = new Utf8JsonReader(json.Span, isFinalBlock: true, default);
-        r.Read();
-        string? error = null;
-        decoder.TryDecode(ref r, json.Span, out var value, ref error);
-        return value;
-    }
 
     private static (ClusterModel Model, PdbRecord[] Pdbs, DaemonSetRecord[] DaemonSets) Load(ObjectStore store)
     {
         var t = ResourceTable.Default;
         var model = new ClusterModel(t);
-        foreach (var n in store.List("nodes").Items) model.UpsertNode(Decode(n.Json, new NodeDecoder(t)));
+        foreach (var n in store.List("nodes").Items) model.UpsertNode(new NodeDecoder(t).DecodeComplete(n.Json.Span, out _));
         foreach (var p in store.List("pods").Items)
         {
-            var pod = Decode(p.Json, new PodDecoder(t));
+            var pod = new PodDecoder(t).DecodeComplete(p.Json.Span, out _);
             if (pod.Phase is not (PodPhase.Succeeded or PodPhase.Failed)) model.UpsertPod(pod);
         }
-        var pdbs = store.List("poddisruptionbudgets").Items.Select(x => Decode(x.Json, new PdbDecoder())).ToArray();
-        var ds = store.List("daemonsets").Items.Select(x => Decode(x.Json, new DaemonSetDecoder(t))).ToArray();
+        var pdbs = store.List("poddisruptionbudgets").Items.Select(x => new PdbDecoder().DecodeComplete(x.Json.Span, out _)).ToArray();
+        var ds = store.List("daemonsets").Items.Select(x => new DaemonSetDecoder(t).DecodeComplete(x.Json.Span, out _)).ToArray();
         return (model, pdbs, ds);
     }
 

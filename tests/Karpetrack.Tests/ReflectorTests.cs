@@ -80,24 +80,16 @@ public sealed class ReflectorTests : IAsyncLifetime
     private string Expected()
     {
         var expected = new ClusterModel(ResourceTable.Default);
-        foreach (var n in server.Store.List("nodes").Items) expected.UpsertNode(Decode(n.Json.Span, new NodeDecoder(ResourceTable.Default)));
+        foreach (var n in server.Store.List("nodes").Items) expected.UpsertNode(new NodeDecoder(ResourceTable.Default).DecodeComplete(n.Json.Span, out _));
         foreach (var p in server.Store.List("pods").Items)
         {
-            var pod = Decode(p.Json.Span, new PodDecoder(ResourceTable.Default));
+            var pod = new PodDecoder(ResourceTable.Default).DecodeComplete(p.Json.Span, out _);
             if (pod.Phase is PodPhase.Succeeded or PodPhase.Failed) continue;
             expected.UpsertPod(pod);
         }
         return Describe(expected);
     }
 
-    private static T Decode<T>(ReadOnlySpan<byte> json, IObjectDecoder<T> decoder) where T : class
-    {
-        var r = new Utf8JsonReader(json, isFinalBlock: true, default);
-        r.Read();
-        string? error = null;
-        decoder.TryDecode(ref r, json, out var value, ref error);
-        return value;
-    }
 
     private static string Describe(ClusterModel m)
     {

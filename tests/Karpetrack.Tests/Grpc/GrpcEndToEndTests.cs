@@ -25,6 +25,7 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
     [Fact]
     public async Task PythonGrpcioCallsEveryMethod()
     {
+        await WaitForPlan();
         var work = Directory.CreateTempSubdirectory("grpc-py-").FullName;
         var o = await RunJson("/usr/bin/python3", Path.Combine(RepoRoot.Path, "tests", "Karpetrack.Tests", "Grpc", "interop.py"), demo.GrpcAddress, Protos, work);
         Assert.Equal("SERVING", (string?)o["health"]);
@@ -59,6 +60,7 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
     [Fact]
     public async Task NodeGrpcJsCallsEveryMethod()
     {
+        await WaitForPlan();
         var o = await RunJson("node", Path.Combine(RepoRoot.Path, "tests", "grpc-node", "interop.js"), demo.GrpcAddress, Protos);
         Assert.Equal("SERVING", (string?)o["health"]);
         Assert.Equal("NOT_FOUND", (string?)o["health_unknown"]);
@@ -78,6 +80,7 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
     [Fact]
     public async Task OwnClientAndSubcommandsAgreeWithTheApi()
     {
+        await WaitForPlan();
         using var client = new GrpcClient(demo.GrpcAddress);
         var list = await client.UnaryAsync(Svc + "ListRecommendations", new Pb.ListRecommendationsRequest(), Pb.ListRecommendationsResponse.Parser);
         Assert.NotEmpty(list.Recommendations);
@@ -140,6 +143,7 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
     [Fact]
     public async Task ManyStreamsAndAbruptDisconnectsLeaveNoOpenCalls()
     {
+        await WaitForPlan();
         var url = demo.GrpcUrl;
         var request = GrpcRaw.Frame(0, new Pb.WatchRecommendationsRequest { HeartbeatSeconds = 1 }.ToByteArray());
         // 300 watchers over a few connections, each reads its first message, then half of them vanish
@@ -161,6 +165,7 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
         Assert.True(await OpenCalls() >= 300);
         foreach (var (response, body, cts) in responses.Take(150)) { cts.Cancel(); body.Dispose(); response.Dispose(); }
         foreach (var c in clients) c.Dispose();
+        foreach (var (response, body, _) in responses.Skip(150)) { body.Dispose(); response.Dispose(); }
 
         var deadline = DateTime.UtcNow.AddSeconds(15);
         double open;
@@ -171,6 +176,21 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
         using var client = new GrpcClient(demo.GrpcAddress);
         var health = await client.UnaryAsync("/grpc.health.v1.Health/Check", new Karpetrack.Grpc.Health.HealthCheckRequest(), Karpetrack.Grpc.Health.HealthCheckResponse.Parser);
         Assert.Equal(Karpetrack.Grpc.Health.HealthCheckResponse.Types.ServingStatus.Serving, health.Status);
+    }
+
+    /// <summary>Readiness means synced caches; the first plan follows within a recommender tick.</summary>
+    private async Task WaitForPlan()
+    {
+        using var client = new GrpcClient(demo.GrpcAddress);
+        for (int i = 0; ; i++)
+        {
+            try
+            {
+                await client.UnaryAsync(Svc + "ListRecommendations", new Pb.ListRecommendationsRequest(), Pb.ListRecommendationsResponse.Parser);
+                return;
+            }
+            catch (GrpcException e) when (e.Status == GrpcStatus.Unavailable && i < 100) { await Task.Delay(100); }
+        }
     }
 
     private async Task<double> OpenCalls() => DemoProcess.Sample(await demo.MetricsAsync(), "karpetrack_grpc_open_calls");

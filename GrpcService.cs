@@ -126,16 +126,23 @@ public sealed class KarpetrackApi
 
     private ConvertedPlan Convert(Plan plan)
     {
+        // One conversion per plan, however many watchers wake up for it at once.
         lock (gate)
         {
             if (converted is { } c && ReferenceEquals(c.Plan, plan)) return c;
+            var byId = new Dictionary<string, Pb.Recommendation>(StringComparer.Ordinal);
+            var recs = new Pb.Recommendation[plan.Recommendations.Count];
+            for (int i = 0; i < recs.Length; i++)
+            {
+                var m = ToMessage(plan.Recommendations[i]);
+                // An unchanged recommendation keeps its message instance: watchers compare references first.
+                if (converted is not null && converted.ById.TryGetValue(m.Id, out var old) && old.Equals(m)) m = old;
+                recs[i] = m;
+                byId[m.Id] = m;
+            }
+            converted = new ConvertedPlan(plan, recs, byId, loop.LastRun is { } at ? Timestamp.FromDateTimeOffset(at) : null);
+            return converted;
         }
-        var recs = plan.Recommendations.Select(ToMessage).ToArray();
-        var byId = new Dictionary<string, Pb.Recommendation>(StringComparer.Ordinal);
-        foreach (var r in recs) byId[r.Id] = r;
-        var next = new ConvertedPlan(plan, recs, byId, loop.LastRun is { } at ? Timestamp.FromDateTimeOffset(at) : null);
-        lock (gate) converted = next;
-        return next;
     }
 
     public static Pb.Recommendation ToMessage(Recommendation r)
@@ -234,7 +241,7 @@ public sealed class KarpetrackApi
                     if (!Matches(r, request.Type, request.Node, request.MinSavingsPerHour)) continue;
                     seen.Add(r.Id);
                     if (!sent.TryGetValue(r.Id, out var before)) await call.WriteAsync(Event(Pb.RecommendationEvent.Types.Kind.Added, r));
-                    else if (!before.Equals(r)) await call.WriteAsync(Event(Pb.RecommendationEvent.Types.Kind.Changed, r));
+                    else if (!ReferenceEquals(before, r) && !before.Equals(r)) await call.WriteAsync(Event(Pb.RecommendationEvent.Types.Kind.Changed, r));
                     sent[r.Id] = r;
                 }
                 foreach (var id in sent.Keys.Where(id => !seen.Contains(id)).ToList())

@@ -37,5 +37,6 @@ if (Want("exporter")) ExporterBench.Run(SyntheticData.Build(nodes, pods), report
 GC.Collect();
 if (Want("sync")) await SyncBench.RunAsync(nodes, pods, report);
 if (Want("packing")) PackingBench.Run(report);
+if (Want("grpc")) await GrpcBench.RunAsync(report);
 report.Save();
 Console.WriteLine($"wrote {report.Path}");

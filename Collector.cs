@@ -110,6 +110,11 @@ public static class Families
     public static readonly MetricFamily RecommenderLastRun = new("karpetrack_recommender_last_run_timestamp_seconds", MetricType.Gauge,
         "Unix time of the last completed recommender run.");
 
+    public static readonly MetricFamily GrpcOpenCalls = new("karpetrack_grpc_open_calls", MetricType.Gauge,
+        "gRPC calls in progress (streams included).");
+    public static readonly MetricFamily GrpcCalls = new("karpetrack_grpc_calls_total", MetricType.Counter,
+        "gRPC calls finished, by method path (\"unknown\" for paths not served) and status code name.", "method", "code");
+
     // Declared last: static fields initialize in order, so the list must come after every family.
     public static readonly MetricFamily[] All =
     [
@@ -122,6 +127,7 @@ public static class Families
         ServerClassInfo, ServerClassPrice, PricingLastSuccess, PricingErrors, PricingStale,
         Recommendations, RecommendationSavings, RecommendedNodes, ProvisioningCost, ProvisioningLowerBound, NodeDisruptionBlocked,
         RecommenderDuration, RecommenderLastRun,
+        GrpcOpenCalls, GrpcCalls,
     ];
 }
 
@@ -262,6 +268,7 @@ public sealed class Collector
     private readonly IReadOnlyList<IReadOnlyList<string>> labelGroups;
     private readonly PriceFeed? prices;
     private readonly RecommenderLoop? recommender;
+    private readonly GrpcServer? grpc;
     private readonly TimeProvider clock;
     private readonly object cacheGate = new();
     private Dictionary<string, CachedNode> nodeCache = new(StringComparer.Ordinal);
@@ -269,8 +276,9 @@ public sealed class Collector
     private (long Version, PriceBook? Book) cachedKey = (-1, null);
 
     public Collector(ClusterModel model, IReadOnlyList<ReflectorStatus> reflectors, IReadOnlyList<IReadOnlyList<string>> labelGroups,
-        PriceFeed? prices = null, TimeProvider? clock = null, RecommenderLoop? recommender = null)
+        PriceFeed? prices = null, TimeProvider? clock = null, RecommenderLoop? recommender = null, GrpcServer? grpc = null)
     {
+        this.grpc = grpc;
         this.model = model;
         this.reflectors = reflectors;
         this.labelGroups = labelGroups;
@@ -344,6 +352,7 @@ public sealed class Collector
         RenderPending(w, snap);
         if (book is not null) RenderCosts(w, current, book);
         if (recommender is not null) RenderPlan(w, recommender);
+        if (grpc is not null) RenderGrpc(w, grpc);
         RenderReflectors(w);
         w.Header(Families.BuildInfoFamily);
         w.Begin(Families.BuildInfoFamily, "version", BuildInfo.Version); w.EndLabels(); w.Integer(1);
@@ -747,6 +756,28 @@ public sealed class Collector
         [(RecommendationType.Provision, "provision"), (RecommendationType.Replace, "replace"), (RecommendationType.Consolidate, "consolidate"), (RecommendationType.DeleteEmpty, "delete_empty")];
 
     public static string TypeLabel(RecommendationType t) => TypeLabels.First(x => x.Type == t).Label;
+
+    private static void RenderGrpc(Exposition w, GrpcServer server)
+    {
+        w.Header(Families.GrpcOpenCalls);
+        w.Raw("karpetrack_grpc_open_calls "u8); w.Integer(server.OpenCalls);
+        w.Header(Families.GrpcCalls);
+        foreach (var ((method, code), count) in server.Calls.OrderBy(kv => kv.Key.Method, StringComparer.Ordinal).ThenBy(kv => kv.Key.Code))
+        {
+            w.Begin(Families.GrpcCalls, "method", method); w.Label("code", GrpcStatusName(code)); w.EndLabels(); w.Integer(count);
+        }
+    }
+
+    /// <summary>The spec's upper-case names (OK, NOT_FOUND, …), as other gRPC exporters label them.</summary>
+    public static string GrpcStatusName(GrpcStatus s) => s switch
+    {
+        GrpcStatus.Ok => "OK", GrpcStatus.Cancelled => "CANCELLED", GrpcStatus.Unknown => "UNKNOWN", GrpcStatus.InvalidArgument => "INVALID_ARGUMENT",
+        GrpcStatus.DeadlineExceeded => "DEADLINE_EXCEEDED", GrpcStatus.NotFound => "NOT_FOUND", GrpcStatus.AlreadyExists => "ALREADY_EXISTS",
+        GrpcStatus.PermissionDenied => "PERMISSION_DENIED", GrpcStatus.ResourceExhausted => "RESOURCE_EXHAUSTED",
+        GrpcStatus.FailedPrecondition => "FAILED_PRECONDITION", GrpcStatus.Aborted => "ABORTED", GrpcStatus.OutOfRange => "OUT_OF_RANGE",
+        GrpcStatus.Unimplemented => "UNIMPLEMENTED", GrpcStatus.Internal => "INTERNAL", GrpcStatus.Unavailable => "UNAVAILABLE",
+        GrpcStatus.DataLoss => "DATA_LOSS", _ => "UNAUTHENTICATED",
+    };
 
     private static void RenderPlan(Exposition w, RecommenderLoop loop)
     {

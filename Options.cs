@@ -19,6 +19,10 @@ public sealed record KarpetrackOptions
     public string? Context { get; init; }
     public bool Demo { get; init; }
     public string MetricsAddr { get; init; } = ":9101";
+    public string GrpcAddr { get; init; } = ":9102";
+    public int GrpcMaxCalls { get; init; } = 1000;
+    public string? TlsCert { get; init; }
+    public string? TlsKey { get; init; }
     public IReadOnlyList<string> Resources { get; init; } = ["cpu", "memory"];
     public string? NodeSelector { get; init; }
     public IReadOnlyList<IReadOnlyList<string>> LabelGroups { get; init; } = [];
@@ -48,6 +52,10 @@ public sealed record KarpetrackOptions
         new("context", "", "Kubeconfig context to use instead of current-context."),
         new("demo", "false", "Run against the embedded demo cluster (simulated Spot nodes and workload).", IsSwitch: true),
         new("metrics-addr", ":9101", "host:port for /metrics and the other HTTP endpoints (HTTP/1.1)."),
+        new("grpc-addr", ":9102", "host:port of the gRPC API (HTTP/2 only: h2c, or h2 with --tls-cert)."),
+        new("grpc-max-calls", "1000", "gRPC calls in progress at once (streams included); more are refused with RESOURCE_EXHAUSTED."),
+        new("tls-cert", "", "PEM certificate file: serve both listeners over TLS (needs --tls-key)."),
+        new("tls-key", "", "PEM private key file of --tls-cert."),
         new("resources", "cpu,memory", "Comma-separated resource names to export (e.g. cpu,memory,nvidia.com/gpu,ephemeral-storage,pods)."),
         new("node-selector", "", "Label selector limiting the nodes watched, as kubectl -l takes it (e.g. servers.ngpc.rxt.io/type=spot)."),
         new("label-group", "", "Comma-separated node label keys forming one group for the group_* metrics; repeatable.", Repeatable: true),
@@ -139,6 +147,13 @@ public sealed record KarpetrackOptions
 
         var addr = GetOr("metrics-addr");
         ParseListenAddress(addr, "--metrics-addr");
+        var grpcAddr = GetOr("grpc-addr");
+        ParseListenAddress(grpcAddr, "--grpc-addr");
+        var tlsCert = NullIfEmpty(Get("tls-cert"));
+        var tlsKey = NullIfEmpty(Get("tls-key"));
+        if ((tlsCert is null) != (tlsKey is null)) throw new OptionsException("--tls-cert and --tls-key go together");
+        foreach (var (file, flag) in new[] { (tlsCert, "--tls-cert"), (tlsKey, "--tls-key") })
+            if (file is not null && !File.Exists(file)) throw new OptionsException($"{flag}: file \"{file}\" not found");
 
         return new KarpetrackOptions
         {
@@ -146,6 +161,10 @@ public sealed record KarpetrackOptions
             Context = NullIfEmpty(Get("context")),
             Demo = ParseBool(GetOr("demo"), "--demo"),
             MetricsAddr = addr,
+            GrpcAddr = grpcAddr,
+            GrpcMaxCalls = ParseInt(GetOr("grpc-max-calls"), "--grpc-max-calls", 1, 1_000_000),
+            TlsCert = tlsCert,
+            TlsKey = tlsKey,
             Resources = resources,
             NodeSelector = NullIfEmpty(nodeSelector),
             LabelGroups = groups,

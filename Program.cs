@@ -1,12 +1,15 @@
 using System.IO.Compression;
 using System.Net;
 using System.Runtime.InteropServices;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.Json;
 using Karpetrack;
 using Karpetrack.Simulation;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Serilog;
 using Serilog.Events;
@@ -40,10 +43,16 @@ public sealed class Service : IAsyncDisposable
     public SpotWiring? Spot { get; private init; }
     public RecommenderLoop? Recommender { get; private init; }
     public Uri MetricsUrl { get; private set; } = new("http://127.0.0.1/");
+    /// <summary>Where the gRPC API listens (HTTP/2 only).</summary>
+    public Uri GrpcUrl { get; private set; } = new("http://127.0.0.1/");
+    public GrpcServer? Grpc { get; private init; }
+    public KarpetrackApi? Api { get; private init; }
     public string? DemoKubeconfig => demo?.KubeconfigPath;
 
     public static async Task<int> MainAsync(string[] args)
     {
+        // Client subcommands of the same binary talk to a running service; everything else is flags.
+        if (args.Length > 0 && GrpcCli.IsCommand(args[0])) return await GrpcCli.RunAsync(args, Console.Out, Console.Error);
         KarpetrackOptions options;
         try
         {
@@ -78,12 +87,13 @@ public sealed class Service : IAsyncDisposable
         }
         catch (IOException e) when (e.InnerException is System.Net.Sockets.SocketException || e.Message.Contains("address already in use", StringComparison.OrdinalIgnoreCase))
         {
-            Console.Error.WriteLine($"karpetrack: cannot listen on {options.MetricsAddr}: {e.Message}");
+            Console.Error.WriteLine($"karpetrack: cannot listen on {options.MetricsAddr} or {options.GrpcAddr}: {e.Message}");
             return 1;
         }
         await using (service)
         {
             Console.WriteLine($"metrics: {new Uri(service.MetricsUrl, "/metrics")}");
+            Console.WriteLine($"grpc: {service.GrpcUrl}");
             if (service.DemoKubeconfig is { } kc)
             {
                 Console.WriteLine($"kubeconfig: {kc}");
@@ -122,14 +132,18 @@ public sealed class Service : IAsyncDisposable
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.Logging.AddSerilog(logger, dispose: false);
-        var (host, port) = KarpetrackOptions.ParseListenAddress(options.MetricsAddr, "--metrics-addr");
+        var metricsAddr = KarpetrackOptions.ParseListenAddress(options.MetricsAddr, "--metrics-addr");
+        var grpcAddr = KarpetrackOptions.ParseListenAddress(options.GrpcAddr, "--grpc-addr");
+        var certificate = options.TlsCert is { } certFile ? LoadCertificate(certFile, options.TlsKey!) : null;
+        ListenOptions? metricsListener = null, grpcListener = null;
         builder.WebHost.ConfigureKestrel(k =>
         {
-            void Http1(ListenOptions o) => o.Protocols = HttpProtocols.Http1;
-            if (host is "" or "0.0.0.0" or "*") k.ListenAnyIP(port, Http1);
-            else if (host == "localhost") k.ListenLocalhost(port, Http1);
-            else if (IPAddress.TryParse(host, out var ip)) k.Listen(ip, port, Http1);
-            else throw new OptionsException($"--metrics-addr: \"{host}\" is not an IP address (or localhost)");
+            // Each connection may carry this many streams; the gRPC server bounds calls over all connections.
+            k.Limits.Http2.MaxStreamsPerConnection = 256;
+            // /metrics stays HTTP/1.1: Prometheus cannot speak h2c. A cleartext gRPC port must be Http2 only,
+            // or Kestrel silently serves HTTP/1.1 there.
+            metricsListener = Listen(k, metricsAddr, "--metrics-addr", HttpProtocols.Http1, certificate);
+            grpcListener = Listen(k, grpcAddr, "--grpc-addr", HttpProtocols.Http2, certificate);
         });
         var loggerFactory = LoggerFactory.Create(b => b.AddSerilog(logger, dispose: false));
 
@@ -171,7 +185,7 @@ public sealed class Service : IAsyncDisposable
         var dsReflector = new Reflector<DaemonSetRecord>(kube, "/apis/apps/v1/daemonsets", null, null,
             new DaemonSetDecoder(resources), model.DaemonSets, dsStatus, reflectorOptions, loggerFactory.CreateLogger("daemonsets"));
         ReflectorStatus[] statuses = [nodeStatus, podStatus, pdbStatus, dsStatus];
-        var recommender = new RecommenderLoop(model, prices, statuses, () => new RecommenderOptions
+        RecommenderOptions RecommenderOptionsNow() => new()
         {
             // The cloudspace's region when the Spot API told us, else the region of the existing nodes.
             Region = spot?.Pricing?.Region,
@@ -179,17 +193,35 @@ public sealed class Service : IAsyncDisposable
             MaxPricePerHour = options.MaxPrice,
             ReplaceThresholdPercent = options.ReplaceThresholdPercent,
             ReplaceThresholdDollars = options.ReplaceThresholdDollars,
-        }, options.RecommendInterval, loggerFactory.CreateLogger("recommender"));
-        var collector = new Collector(model, statuses, options.LabelGroups, prices, recommender: recommender);
+        };
+        var recommender = new RecommenderLoop(model, prices, statuses, RecommenderOptionsNow, options.RecommendInterval, loggerFactory.CreateLogger("recommender"));
+        var grpc = new GrpcServer(new GrpcServerOptions { MaxConcurrentCalls = options.GrpcMaxCalls }, loggerFactory.CreateLogger("grpc"));
+        var api = new KarpetrackApi(model, prices, recommender, statuses, RecommenderOptionsNow);
+        api.Register(grpc);
+        new GrpcHealth(() => api.Synced, grpc).Register();
+        GrpcReflection.ForKarpetrack().Register(grpc);
+        var collector = new Collector(model, statuses, options.LabelGroups, prices, recommender: recommender, grpc: grpc);
 
         var app = builder.Build();
-        var service = new Service(app, kube, demo, model, statuses) { Prices = prices, demoFeed = demoFeed, Spot = spot, Recommender = recommender };
+        var service = new Service(app, kube, demo, model, statuses) { Prices = prices, demoFeed = demoFeed, Spot = spot, Recommender = recommender, Grpc = grpc, Api = api };
+        // Kestrel waits for open requests when it stops: end the streams first, with a status.
+        app.Lifetime.ApplicationStopping.Register(grpc.BeginShutdown);
+        int grpcPort = -1;
+        app.Use(async (ctx, next) =>
+        {
+            if (ctx.Connection.LocalPort != grpcPort) { await next(ctx); return; }
+            // Limits are per message (GrpcServerOptions), and a quiet stream is not a slow upload.
+            if (ctx.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } size) size.MaxRequestBodySize = null;
+            if (ctx.Features.Get<IHttpMinRequestBodyDataRateFeature>() is { } rate) rate.MinDataRate = null;
+            await grpc.HandleAsync(ctx);
+        });
         MapEndpoints(app, service, collector, options);
         await app.StartAsync(ct);
-        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        service.MetricsUrl = new Uri(address.Replace("[::]", "127.0.0.1").Replace("0.0.0.0", "127.0.0.1"));
-        logger.Information("karpetrack {Version} serving metrics on {Url}, Kubernetes API {Server} ({Source})",
-            BuildInfo.Version, service.MetricsUrl, connection.Server, connection.Source);
+        grpcPort = grpcListener!.IPEndPoint?.Port ?? grpcAddr.Port;
+        service.MetricsUrl = UrlOf(metricsListener!, metricsAddr, certificate is not null);
+        service.GrpcUrl = UrlOf(grpcListener, grpcAddr, certificate is not null);
+        logger.Information("karpetrack {Version} serving metrics on {Url}, gRPC on {Grpc}, Kubernetes API {Server} ({Source})",
+            BuildInfo.Version, service.MetricsUrl, service.GrpcUrl, connection.Server, connection.Source);
 
         service.background.Add(Task.Run(() => nodeReflector.RunAsync(service.stopping.Token), CancellationToken.None));
         service.background.Add(Task.Run(() => podReflector.RunAsync(service.stopping.Token), CancellationToken.None));
@@ -202,6 +234,50 @@ public sealed class Service : IAsyncDisposable
         if (demoFeed is not null)
             service.background.Add(Task.Run(() => AdvanceDemoMarket(demoFeed, options.DemoPriceInterval, logger, service.stopping.Token), CancellationToken.None));
         return service;
+    }
+
+    private static ListenOptions Listen(KestrelServerOptions k, (string Host, int Port) addr, string flag, HttpProtocols protocols, X509Certificate2? certificate)
+    {
+        ListenOptions? bound = null;
+        void Configure(ListenOptions o)
+        {
+            o.Protocols = protocols;
+            if (certificate is not null) o.UseHttps(certificate);
+            bound = o;
+        }
+        var (host, port) = addr;
+        if (host is "" or "0.0.0.0" or "*") k.ListenAnyIP(port, Configure);
+        else if (host == "localhost") k.ListenLocalhost(port, Configure);
+        else if (IPAddress.TryParse(host, out var ip)) k.Listen(ip, port, Configure);
+        else throw new OptionsException($"{flag}: \"{host}\" is not an IP address (or localhost)");
+        return bound!;
+    }
+
+    /// <summary>A URL a local client can use: the bound port (port 0 picks one), loopback for the wildcard addresses.</summary>
+    private static Uri UrlOf(ListenOptions listener, (string Host, int Port) addr, bool tls)
+    {
+        var scheme = tls ? "https" : "http";
+        int port = listener.IPEndPoint?.Port ?? addr.Port;
+        var host = addr.Host switch
+        {
+            "" or "0.0.0.0" or "*" or "::" => "127.0.0.1",
+            "localhost" => "localhost",
+            var h when IPAddress.TryParse(h, out var ip) && ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 => $"[{h}]",
+            var h => h,
+        };
+        return new Uri($"{scheme}://{host}:{port}/");
+    }
+
+    private static X509Certificate2 LoadCertificate(string certFile, string keyFile)
+    {
+        try
+        {
+            return X509Certificate2.CreateFromPemFile(certFile, keyFile);
+        }
+        catch (Exception e) when (e is System.Security.Cryptography.CryptographicException or ArgumentException or IOException)
+        {
+            throw new OptionsException($"--tls-cert/--tls-key: cannot load {certFile} with {keyFile}: {e.Message}");
+        }
     }
 
     private static void MapEndpoints(WebApplication app, Service service, Collector collector, KarpetrackOptions options)
@@ -271,6 +347,7 @@ public sealed class Service : IAsyncDisposable
             sb.Append($"<h1>karpetrack {H(BuildInfo.Version)}</h1><ul>");
             foreach (var (path, what) in new[] { ("/metrics", "Prometheus metrics"), ("/healthz", "liveness"), ("/readyz", "readiness (all caches synced)"), ("/sync", "cache sync state (JSON)") })
                 sb.Append($"<li><a href=\"{path}\">{path}</a>: {H(what)}</li>");
+            sb.Append($"<li>gRPC API (HTTP/2): <code>{H(service.GrpcUrl.ToString())}</code> <code>karpetrack.v1.Karpetrack</code>, health, reflection</li>");
             sb.Append("</ul><h2>Configuration</h2><ul>");
             sb.Append($"<li>node selector: <code>{H(options.NodeSelector ?? "(all nodes)")}</code></li>");
             sb.Append($"<li>resources: <code>{H(string.Join(",", options.Resources))}</code></li>");
@@ -282,6 +359,7 @@ public sealed class Service : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (Grpc is not null) await Grpc.DrainAsync(TimeSpan.FromSeconds(5));
         await stopping.CancelAsync();
         try { await Task.WhenAll(background).WaitAsync(TimeSpan.FromSeconds(10)); }
         catch (Exception e) when (e is OperationCanceledException or TimeoutException) { }

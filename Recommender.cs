@@ -51,6 +51,14 @@ public sealed record Recommendation(
     public decimal SavingsPerMonth => SavingsPerHour * 730;
 }
 
+/// <summary>Where each pod (by index) went: an existing node or "&lt;class&gt;#n"; the pods that fit nowhere and why.</summary>
+public sealed record WhatIfPlacement(
+    IReadOnlyDictionary<int, (string Node, bool New)> Placed,
+    IReadOnlyList<(int Item, string Reason)> Unplaced,
+    IReadOnlyList<NewNode> NewNodes,
+    decimal NewCostPerHour,
+    string Region);
+
 public sealed record Plan(
     IReadOnlyList<Recommendation> Recommendations,
     IReadOnlyDictionary<string, IReadOnlyList<Blocker>> Blockers,
@@ -640,6 +648,68 @@ public static class Recommender
         var hash = SHA256.HashData(Encoding.UTF8.GetBytes(sb.ToString()));
         return type.ToString().ToLowerInvariant()[..3] + "-" + Convert.ToHexStringLower(hash)[..12];
     }
+
+    // ---- what-if placement (the gRPC Simulate call) ------------------------------------------------
+
+    /// <summary>
+    /// The provisioning step on its own: the pods on the free capacity of the snapshot's nodes first,
+    /// then on the cheapest new nodes allowed by the options (none when <paramref name="allowNew"/> is false).
+    /// </summary>
+    public static WhatIfPlacement Place(ClusterSnapshot snap, PodFacts[] pods, DaemonSetRecord[] daemonSets, PriceBook book, RecommenderOptions o, bool allowNew = true)
+    {
+        var region = o.Region ?? MostCommonRegion(snap.Nodes);
+        var dsShapes = daemonSets.Select(d => (Shape: ShapeOf(d.Template), Requests: d.Template.Requests)).ToArray();
+        var offers = allowNew ? Offers(snap, book, region, o, dsShapes) : [];
+        var views = snap.Nodes.ToDictionary(n => n.Name, StringComparer.Ordinal);
+        var shapes = new ShapeIndex(snap.Resources);
+        var items = pods.Select((p, i) => shapes.Item(i, p)).ToList();
+        var existing = snap.Nodes.Where(IsDestination).OrderBy(n => n.Name, StringComparer.Ordinal)
+            .Select((n, i) => new ExistingBin(i, n.Name, FreeOf(n, o))).ToList();
+        var solution = Packer.Solve(new PackingProblem
+        {
+            Items = items,
+            Types = offers.Select(x => x.Bin).ToList(),
+            Existing = existing,
+            TypeAllows = (c, t) => shapes.AllowsOffer(c, offers[t.Id]),
+            BinAllows = (c, b) => shapes.AllowsNode(c, views[b.Name]),
+        });
+        var placed = new Dictionary<int, (string Node, bool New)>();
+        foreach (var (item, bin) in solution.OnExisting) placed[item] = (existing[bin].Name, false);
+        var counter = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var bin in solution.NewBins)
+        {
+            int n = counter[bin.Type.Name] = counter.GetValueOrDefault(bin.Type.Name) + 1;
+            foreach (var i in bin.Items) placed[i] = ($"{bin.Type.Name}#{n}", true);
+        }
+        var newNodes = solution.NewBins.GroupBy(b => b.Type.Name).Select(g => new NewNode(g.Key, g.Count(), g.First().Type.PricePerHour))
+            .OrderBy(n => n.ServerClass, StringComparer.Ordinal).ToList();
+        var unplaced = solution.Unplaced.Select(u => (u.Item, u.Reason)).ToList();
+        // A pod the packer neither placed nor reported (it should not happen) is still reported, never lost.
+        for (int i = 0; i < pods.Length; i++)
+            if (!placed.ContainsKey(i) && !unplaced.Any(u => u.Item == i)) unplaced.Add((i, "not placed"));
+        return new WhatIfPlacement(placed, unplaced, newNodes, solution.Cost, region);
+    }
+
+    /// <summary>A ready, empty node of a class that does not exist yet, reserved as existing nodes of the class are.</summary>
+    public static NodeView HypotheticalNode(ClusterSnapshot snap, string name, ServerClass c, long[] allocated, int pods, RecommenderOptions o)
+    {
+        var (reservedCpu, reservedMem) = Reserved(snap, c, o);
+        int count = snap.Resources.Count;
+        var capacity = new long[count];
+        var allocatable = new long[count];
+        capacity[ResourceTable.Cpu] = (long)(c.Cpu * 1000);
+        capacity[ResourceTable.Memory] = c.MemoryBytes;
+        allocatable[ResourceTable.Cpu] = capacity[ResourceTable.Cpu] - reservedCpu;
+        allocatable[ResourceTable.Memory] = capacity[ResourceTable.Memory] - reservedMem;
+        var labels = NewNodeLabels(c);
+        labels["kubernetes.io/hostname"] = name;
+        return new NodeView
+        {
+            Name = name, Labels = labels, Annotations = new Dictionary<string, string>(), Allocatable = allocatable, Capacity = capacity,
+            Allocated = allocated, DaemonSetOverhead = new long[count], Pods = pods, Ready = true, Schedulable = true, Deleting = false,
+            Taints = [], NamespaceRequests = new Dictionary<string, long[]>(),
+        };
+    }
 }
 
 /// <summary>
@@ -703,6 +773,14 @@ public sealed class RecommenderLoop
         log.LogDebug("recommender: {Count} recommendations in {Ms:0.0} ms", next.Recommendations.Count, seconds * 1000);
         PlanChanged?.Invoke(next);
         return next;
+    }
+
+    /// <summary>Makes a plan built elsewhere current, as a run would (benchmarks and tests of the plan's readers).</summary>
+    internal void Publish(Plan next)
+    {
+        lock (gate) plan = next;
+        LastRun = clock.GetUtcNow();
+        PlanChanged?.Invoke(next);
     }
 
     public async Task RunAsync(CancellationToken ct)

@@ -40,5 +40,6 @@ data = null;
 GC.Collect();
 if (Want("sync")) await SyncBench.RunAsync(nodes, pods, report);
 if (Want("packing")) PackingBench.Run(report);
+if (Want("grpc")) await GrpcBench.RunAsync(report);
 report.Save();
 Console.WriteLine($"wrote {report.Path}");

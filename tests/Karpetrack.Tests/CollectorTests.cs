@@ -139,7 +139,8 @@ public class CollectorTests
         var loop = new RecommenderLoop(model, prices, [status], () => new RecommenderOptions(), TimeSpan.FromSeconds(30),
             Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         loop.RunOnce();
-        var text = Encoding.UTF8.GetString(new Collector(model, [status], [["pool"]], prices, recommender: loop).RenderToArray());
+        var grpc = new GrpcServer(new GrpcServerOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var text = Encoding.UTF8.GetString(new Collector(model, [status], [["pool"]], prices, recommender: loop, grpc: grpc).RenderToArray());
         var (code, output) = Promtool(Encoding.UTF8.GetBytes(text));
         Assert.True(code == 0, output);
         foreach (var f in Families.All) Assert.Contains($"# TYPE {f.Name} {f.TypeName}\n", text);

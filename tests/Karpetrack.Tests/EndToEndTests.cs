@@ -15,6 +15,10 @@ public sealed class DemoProcess : IAsyncLifetime
     private readonly StringBuilder stderr = new();
 
     public Uri MetricsUrl { get; private set; } = null!;
+    public Uri GrpcUrl { get; private set; } = null!;
+    /// <summary>host:port of the gRPC listener, as gRPC clients take it.</summary>
+    public string GrpcAddress => $"{GrpcUrl.Host}:{GrpcUrl.Port}";
+    public bool Exited => process.HasExited;
     public string Kubeconfig { get; private set; } = "";
     public HttpClient Http { get; } = new() { Timeout = TimeSpan.FromSeconds(20) };
 
@@ -25,7 +29,7 @@ public sealed class DemoProcess : IAsyncLifetime
     public async Task InitializeAsync()
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { AppDll, "--demo", "--metrics-addr", "127.0.0.1:0", "--log-format", "text", "--demo-churn-interval", "2s",
+        foreach (var a in new[] { AppDll, "--demo", "--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-format", "text", "--demo-churn-interval", "2s",
                      "--demo-price-interval", "3s", "--label-group", "servers.ngpc.rxt.io/class", "--node-selector", "kubernetes.io/os=linux" })
             psi.ArgumentList.Add(a);
         process = Process.Start(psi)!;
@@ -39,9 +43,11 @@ public sealed class DemoProcess : IAsyncLifetime
             var text = Output;
             var m = Regex.Match(text, @"^metrics: (\S+)$", RegexOptions.Multiline);
             var k = Regex.Match(text, @"^kubeconfig: (\S+)$", RegexOptions.Multiline);
-            if (m.Success && k.Success)
+            var g = Regex.Match(text, @"^grpc: (\S+)$", RegexOptions.Multiline);
+            if (m.Success && k.Success && g.Success)
             {
                 MetricsUrl = new Uri(m.Groups[1].Value);
+                GrpcUrl = new Uri(g.Groups[1].Value);
                 Kubeconfig = k.Groups[1].Value;
                 break;
             }

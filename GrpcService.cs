@@ -1,0 +1,476 @@
+using System.Threading.Channels;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using Pb = Karpetrack.Api.V1;
+
+namespace Karpetrack;
+
+/// <summary>
+/// `karpetrack.v1.Karpetrack`: read-only views of the model, the prices and the latest plan. Every
+/// answer is computed from one snapshot and one plan, never from live mutable state.
+/// </summary>
+public sealed class KarpetrackApi
+{
+    public const string ServiceName = "karpetrack.v1.Karpetrack";
+    public static readonly TimeSpan DefaultHeartbeat = TimeSpan.FromSeconds(15);
+
+    private readonly ClusterModel model;
+    private readonly PriceFeed prices;
+    private readonly RecommenderLoop loop;
+    private readonly IReadOnlyList<ReflectorStatus> caches;
+    private readonly Func<RecommenderOptions> options;
+    private readonly object gate = new();
+    private ConvertedPlan? converted;
+
+    public KarpetrackApi(ClusterModel model, PriceFeed prices, RecommenderLoop loop, IReadOnlyList<ReflectorStatus> caches, Func<RecommenderOptions> options)
+    {
+        this.model = model;
+        this.prices = prices;
+        this.loop = loop;
+        this.caches = caches;
+        this.options = options;
+    }
+
+    public bool Synced => caches.All(c => c.Synced);
+
+    public void Register(GrpcServer server)
+    {
+        const string p = "/" + ServiceName + "/";
+        server.Unary(p + "GetSummary", Pb.GetSummaryRequest.Parser, (_, _) => Task.FromResult(GetSummary()));
+        server.Unary(p + "ListRecommendations", Pb.ListRecommendationsRequest.Parser, (r, _) => Task.FromResult(ListRecommendations(r)));
+        server.ServerStreaming(p + "WatchRecommendations", Pb.WatchRecommendationsRequest.Parser, WatchAsync);
+        server.Unary(p + "ExplainNode", Pb.ExplainNodeRequest.Parser, (r, _) => Task.FromResult(ExplainNode(r)));
+        // Simulate runs the packer: off the request thread, so the deadline can still answer.
+        server.Unary(p + "Simulate", Pb.SimulateRequest.Parser, (r, call) => Task.Run(() => Simulate(r), call.Cancelled));
+    }
+
+    private void RequireSync()
+    {
+        var missing = caches.Where(c => !c.Synced).Select(c => c.Resource).ToArray();
+        if (missing.Length > 0) throw new GrpcException(GrpcStatus.Unavailable, $"caches not synced yet: {string.Join(", ", missing)}");
+    }
+
+    private Plan RequirePlan()
+    {
+        RequireSync();
+        if (loop.LastRun is null) throw new GrpcException(GrpcStatus.Unavailable, "no plan computed yet");
+        return loop.Current;
+    }
+
+    // ---- GetSummary ----------------------------------------------------------------------------
+
+    public Pb.Summary GetSummary()
+    {
+        RequireSync();
+        var snap = model.Snapshot();
+        var book = prices.Current;
+        var plan = loop.Current;
+        var summary = new Pb.Summary
+        {
+            Nodes = snap.Nodes.Length,
+            ReadyNodes = snap.Nodes.Count(n => n.Ready),
+            Pods = model.PodCount,
+            PendingPods = snap.PendingPods,
+            Recommendations = plan.Recommendations.Count,
+            PotentialSavingsPerHour = (double)plan.Recommendations.Sum(r => Math.Max(0, r.SavingsPerHour)),
+            ProvisioningCostPerHour = (double)plan.ProvisioningCostPerHour,
+            Region = plan.Region,
+            PriceBook = new Pb.PriceBookState
+            {
+                Source = book.Source, FetchedAt = Timestamp.FromDateTimeOffset(book.FetchedAt), Stale = prices.Stale,
+                Embedded = book.Embedded, Classes = book.Classes.Count,
+            },
+        };
+        if (loop.LastRun is { } at) summary.PlanComputedAt = Timestamp.FromDateTimeOffset(at);
+        decimal cost = 0, idle = 0;
+        foreach (var n in snap.Nodes)
+        {
+            if (book.NodePrice(n.ServerClass, n.CapacityType) is not { } price) { summary.UnpricedNodes++; continue; }
+            cost += price;
+            idle += IdleCost(n, price);
+        }
+        summary.CostPerHour = (double)cost;
+        summary.IdleCostPerHour = (double)idle;
+        foreach (var i in snap.Resources.Exported)
+        {
+            double allocated = 0, allocatable = 0, overhead = 0;
+            foreach (var n in snap.Nodes) { allocated += n.Allocated[i]; allocatable += n.Allocatable[i]; overhead += n.DaemonSetOverhead[i]; }
+            double scale = snap.Resources.IsMilli(i) ? 1000 : 1;
+            summary.Resources.Add(new Pb.ResourceUsage
+            {
+                Resource = snap.Resources.Name(i), Allocated = allocated / scale, Allocatable = allocatable / scale,
+                Utilization = allocatable > 0 ? allocated / allocatable : 0, DaemonsetOverhead = overhead / scale,
+            });
+            summary.PendingRequests.Add(new Pb.ResourceAmount { Resource = snap.Resources.Name(i), Amount = snap.PendingRequests[i] / scale });
+        }
+        foreach (var c in caches)
+        {
+            var state = new Pb.CacheState { Resource = c.Resource, Synced = c.Synced, Events = c.Events, Restarts = c.TotalRestarts };
+            if (c.LastEventAt is { } t) state.LastEvent = Timestamp.FromDateTimeOffset(t);
+            summary.Caches.Add(state);
+        }
+        return summary;
+    }
+
+    /// <summary>As the metric defines it: the price times the unallocated share of the most-allocated resource.</summary>
+    private static decimal IdleCost(NodeView n, decimal price)
+    {
+        double used = Math.Max(n.Utilization(ResourceTable.Cpu), n.Utilization(ResourceTable.Memory));
+        return price * (decimal)Math.Clamp(1 - used, 0, 1);
+    }
+
+    // ---- ListRecommendations / WatchRecommendations ------------------------------------------------
+
+    /// <summary>A plan's recommendations as messages, converted once per plan and shared by every reader.</summary>
+    private sealed record ConvertedPlan(Plan Plan, Pb.Recommendation[] Recommendations, Dictionary<string, Pb.Recommendation> ById, Timestamp? At);
+
+    private ConvertedPlan Convert(Plan plan)
+    {
+        // One conversion per plan, however many watchers wake up for it at once.
+        lock (gate)
+        {
+            if (converted is { } c && ReferenceEquals(c.Plan, plan)) return c;
+            var byId = new Dictionary<string, Pb.Recommendation>(StringComparer.Ordinal);
+            var recs = new Pb.Recommendation[plan.Recommendations.Count];
+            for (int i = 0; i < recs.Length; i++)
+            {
+                var m = ToMessage(plan.Recommendations[i]);
+                // An unchanged recommendation keeps its message instance: watchers compare references first.
+                if (converted is not null && converted.ById.TryGetValue(m.Id, out var old) && old.Equals(m)) m = old;
+                recs[i] = m;
+                byId[m.Id] = m;
+            }
+            converted = new ConvertedPlan(plan, recs, byId, loop.LastRun is { } at ? Timestamp.FromDateTimeOffset(at) : null);
+            return converted;
+        }
+    }
+
+    public static Pb.Recommendation ToMessage(Recommendation r)
+    {
+        var m = new Pb.Recommendation
+        {
+            Id = r.Id, Type = ToMessage(r.Type), CurrentCostPerHour = (double)r.CurrentCostPerHour, NewCostPerHour = (double)r.NewCostPerHour,
+            LowerBoundPerHour = (double)r.LowerBoundPerHour, SavingsPerHour = (double)r.SavingsPerHour, SavingsPerMonth = (double)r.SavingsPerMonth,
+            PodsEvicted = r.PodsEvicted, PdbHeadroom = r.PdbHeadroom,
+        };
+        m.Nodes.AddRange(r.Nodes);
+        m.NewNodes.AddRange(r.NewNodes.Select(n => new Pb.NewNode { ServerClass = n.ServerClass, Count = n.Count, PricePerHour = (double)n.PricePerHour }));
+        m.Moves.AddRange(r.Moves.Select(x => new Pb.PodMove { Namespace = x.Namespace, Pod = x.Pod, From = x.From, To = x.To }));
+        m.PendingPods.AddRange(r.PendingPods);
+        m.Reasons.AddRange(r.Reasons);
+        return m;
+    }
+
+    public static Pb.RecommendationType ToMessage(RecommendationType t) => t switch
+    {
+        RecommendationType.Provision => Pb.RecommendationType.Provision,
+        RecommendationType.Replace => Pb.RecommendationType.Replace,
+        RecommendationType.Consolidate => Pb.RecommendationType.Consolidate,
+        _ => Pb.RecommendationType.DeleteEmpty,
+    };
+
+    private static void CheckFilter(Pb.RecommendationType type, double minSavings)
+    {
+        if (!System.Enum.IsDefined(type)) throw new GrpcException(GrpcStatus.InvalidArgument, $"unknown recommendation type {(int)type}");
+        if (double.IsNaN(minSavings)) throw new GrpcException(GrpcStatus.InvalidArgument, "min_savings_per_hour is NaN");
+    }
+
+    private static bool Matches(Pb.Recommendation r, Pb.RecommendationType type, string node, double minSavings) =>
+        (type == Pb.RecommendationType.Unspecified || r.Type == type)
+        && r.SavingsPerHour >= minSavings
+        && (node.Length == 0 || r.Nodes.Contains(node) || r.Moves.Any(m => m.From == node || m.To == node));
+
+    public Pb.ListRecommendationsResponse ListRecommendations(Pb.ListRecommendationsRequest request)
+    {
+        CheckFilter(request.Type, request.MinSavingsPerHour);
+        var plan = RequirePlan();
+        var c = Convert(plan);
+        var response = new Pb.ListRecommendationsResponse { Region = plan.Region };
+        if (c.At is not null) response.ComputedAt = c.At;
+        foreach (var r in c.Recommendations)
+            if (Matches(r, request.Type, request.Node, request.MinSavingsPerHour)) response.Recommendations.Add(r);
+        response.Unplaceable.AddRange(plan.Unplaceable.Select(u => new Pb.UnplaceablePod { Pod = u.Pod, Reason = u.Reason }));
+        return response;
+    }
+
+    /// <summary>
+    /// The current set as ADDED events and a SYNCED marker, then the differences with each new plan.
+    /// Only the newest plan matters to a watcher, so a slow one skips intermediate plans instead of queueing them.
+    /// </summary>
+    private async Task WatchAsync(Pb.WatchRecommendationsRequest request, GrpcCall call)
+    {
+        CheckFilter(request.Type, request.MinSavingsPerHour);
+        if (request.HeartbeatSeconds < 0) throw new GrpcException(GrpcStatus.InvalidArgument, "heartbeat_seconds must not be negative");
+        RequirePlan();
+        var heartbeat = request.HeartbeatSeconds > 0 ? TimeSpan.FromSeconds(request.HeartbeatSeconds) : DefaultHeartbeat;
+        var changes = Channel.CreateBounded<Plan>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropOldest, SingleReader = true });
+        void OnChange(Plan p) => changes.Writer.TryWrite(p);
+        loop.PlanChanged += OnChange;
+        try
+        {
+            var sent = new Dictionary<string, Pb.Recommendation>(StringComparer.Ordinal);
+            var current = Convert(loop.Current);
+            foreach (var r in current.Recommendations)
+            {
+                if (!Matches(r, request.Type, request.Node, request.MinSavingsPerHour)) continue;
+                sent[r.Id] = r;
+                await call.WriteAsync(Event(Pb.RecommendationEvent.Types.Kind.Added, r));
+            }
+            await call.WriteAsync(Event(Pb.RecommendationEvent.Types.Kind.Synced, null));
+            var lastPlan = current.Plan;
+            while (true)
+            {
+                using var beat = CancellationTokenSource.CreateLinkedTokenSource(call.Cancelled);
+                beat.CancelAfter(heartbeat);
+                Plan next;
+                try
+                {
+                    next = await changes.Reader.ReadAsync(beat.Token);
+                }
+                catch (OperationCanceledException) when (!call.Cancelled.IsCancellationRequested)
+                {
+                    await call.WriteAsync(Event(Pb.RecommendationEvent.Types.Kind.Heartbeat, null));
+                    continue;
+                }
+                if (ReferenceEquals(next, lastPlan)) continue;
+                lastPlan = next;
+                var c = Convert(next);
+                var seen = new HashSet<string>(StringComparer.Ordinal);
+                foreach (var r in c.Recommendations)
+                {
+                    if (!Matches(r, request.Type, request.Node, request.MinSavingsPerHour)) continue;
+                    seen.Add(r.Id);
+                    if (!sent.TryGetValue(r.Id, out var before)) await call.WriteAsync(Event(Pb.RecommendationEvent.Types.Kind.Added, r));
+                    else if (!ReferenceEquals(before, r) && !before.Equals(r)) await call.WriteAsync(Event(Pb.RecommendationEvent.Types.Kind.Changed, r));
+                    sent[r.Id] = r;
+                }
+                foreach (var id in sent.Keys.Where(id => !seen.Contains(id)).ToList())
+                {
+                    await call.WriteAsync(Event(Pb.RecommendationEvent.Types.Kind.Removed, sent[id]));
+                    sent.Remove(id);
+                }
+            }
+        }
+        finally
+        {
+            loop.PlanChanged -= OnChange;
+        }
+    }
+
+    private static Pb.RecommendationEvent Event(Pb.RecommendationEvent.Types.Kind kind, Pb.Recommendation? r)
+    {
+        var e = new Pb.RecommendationEvent { Kind = kind, At = Timestamp.FromDateTime(DateTime.UtcNow) };
+        if (r is not null) e.Recommendation = r;
+        return e;
+    }
+
+    // ---- ExplainNode -------------------------------------------------------------------------
+
+    public Pb.NodeExplanation ExplainNode(Pb.ExplainNodeRequest request)
+    {
+        if (string.IsNullOrWhiteSpace(request.Node)) throw new GrpcException(GrpcStatus.InvalidArgument, "node is required");
+        var plan = RequirePlan();
+        var snap = model.Snapshot();
+        var n = snap.Nodes.FirstOrDefault(x => x.Name == request.Node)
+            ?? throw new GrpcException(GrpcStatus.NotFound, $"node \"{request.Node}\" not found");
+        var book = prices.Current;
+        var e = new Pb.NodeExplanation
+        {
+            Node = n.Name, ServerClass = n.ServerClass, Pool = n.Pool, CapacityType = n.CapacityType, Region = n.Region,
+            State = ClusterSnapshot.StateOf(n) switch { NodeState.Ready => "ready", NodeState.NotReady => "not_ready", NodeState.Cordoned => "cordoned", _ => "deleting" },
+            Pods = n.Pods,
+        };
+        if (n.Created is { } created) e.Created = Timestamp.FromDateTimeOffset(created);
+        if (book.NodePrice(n.ServerClass, n.CapacityType) is { } price)
+        {
+            e.Priced = true;
+            e.PricePerHour = (double)price;
+            e.IdleCostPerHour = (double)IdleCost(n, price);
+        }
+        foreach (var i in snap.Resources.Exported)
+        {
+            double scale = snap.Resources.IsMilli(i) ? 1000 : 1;
+            e.Resources.Add(new Pb.ResourceUsage
+            {
+                Resource = snap.Resources.Name(i), Allocated = n.Allocated[i] / scale, Allocatable = n.Allocatable[i] / scale,
+                Utilization = n.Utilization(i), DaemonsetOverhead = n.DaemonSetOverhead[i] / scale,
+            });
+        }
+        foreach (var r in plan.Recommendations.Where(r => r.Nodes.Contains(n.Name)))
+        {
+            e.RecommendationIds.Add(r.Id);
+            if (r.Type == RecommendationType.Replace) e.Replaceable = true;
+            else e.Removable = true;
+            e.Reasons.AddRange(r.Reasons);
+        }
+        if (plan.Blockers.TryGetValue(n.Name, out var blockers))
+        {
+            foreach (var b in blockers)
+            {
+                var m = new Pb.Blocker { Reason = b.Reason };
+                m.Pods.AddRange(b.Pods);
+                m.Pdbs.AddRange(b.Pdbs);
+                e.Blockers.Add(m);
+            }
+            if (blockers.Count == 0 && e.RecommendationIds.Count == 0) e.Reasons.Add("no blocker, but no cheaper shape either");
+        }
+        else if (e.RecommendationIds.Count == 0)
+        {
+            e.Reasons.Add("the node is newer than the latest plan");
+        }
+        return e;
+    }
+
+    // ---- Simulate ----------------------------------------------------------------------------
+
+    /// <summary>
+    /// What-if, read-only: the pods of removed nodes and the added pods are placed on the remaining
+    /// nodes' free room first, then on the cheapest new nodes. A replaced node's pods go to its
+    /// replacement first; those that do not fit there are listed, then placed like the others.
+    /// </summary>
+    public Pb.SimulateResponse Simulate(Pb.SimulateRequest request)
+    {
+        RequireSync();
+        var snap = model.Snapshot();
+        var book = prices.Current;
+        var o = options();
+        if (request.Categories.Count > 0)
+        {
+            var codes = new List<string>();
+            foreach (var c in request.Categories)
+            {
+                var code = Categories.CodeOf(c) ?? throw new GrpcException(GrpcStatus.InvalidArgument, $"category \"{c}\" is not one of gp, ch, mh, gpu");
+                codes.Add(code);
+            }
+            o = o with { Categories = codes };
+        }
+        if (request.Region.Length > 0)
+        {
+            if (!book.Classes.Values.Any(c => c.Class.Region == request.Region))
+                throw new GrpcException(GrpcStatus.InvalidArgument, $"no server class is priced in region \"{request.Region}\"");
+            o = o with { Region = request.Region };
+        }
+        var byName = snap.Nodes.ToDictionary(n => n.Name, StringComparer.Ordinal);
+        var removed = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var name in request.RemoveNodes)
+        {
+            if (!byName.ContainsKey(name)) throw new GrpcException(GrpcStatus.NotFound, $"node \"{name}\" not found");
+            if (!removed.Add(name)) throw new GrpcException(GrpcStatus.InvalidArgument, $"node \"{name}\" named twice");
+        }
+        var replacements = new List<(NodeView Old, ServerClass New)>();
+        foreach (var r in request.ReplaceNodes)
+        {
+            if (!byName.TryGetValue(r.Node, out var old)) throw new GrpcException(GrpcStatus.NotFound, $"node \"{r.Node}\" not found");
+            if (!book.Classes.TryGetValue(r.ServerClass, out var cls)) throw new GrpcException(GrpcStatus.InvalidArgument, $"server class \"{r.ServerClass}\" is not in the price book");
+            if (!removed.Add(r.Node)) throw new GrpcException(GrpcStatus.InvalidArgument, $"node \"{r.Node}\" named twice");
+            replacements.Add((old, cls.Class));
+        }
+        var added = request.AddPods.Select((p, i) => NewPod(p, i, snap.Resources)).ToList();
+
+        var response = new Pb.SimulateResponse();
+        decimal before = 0, after = 0;
+        foreach (var n in snap.Nodes)
+        {
+            var price = book.NodePrice(n.ServerClass, n.CapacityType) ?? 0;
+            before += price;
+            if (!removed.Contains(n.Name)) after += price;
+        }
+        var pods = model.Pods();
+        var displaced = pods.Where(p => p.Node is not null && removed.Contains(p.Node) && !p.IsOverhead && !p.Terminating).ToArray();
+        var remaining = snap.Nodes.Where(n => !removed.Contains(n.Name)).ToList();
+        var toPlace = new List<(PodFacts Pod, string From)>();
+        toPlace.AddRange(displaced.Where(p => !replacements.Any(r => r.Old.Name == p.Node)).Select(p => (p, p.Node!)));
+
+        // Replacements: the old node's pods onto the new one alone, no new nodes.
+        foreach (var (old, cls) in replacements)
+        {
+            var name = $"{old.Name}→{cls.Name}";
+            var price = book.Classes[cls.Name].Prices.SpotPrice;
+            after += price;
+            var own = displaced.Where(p => p.Node == old.Name).Select(p => p with { Node = null, Pending = true }).ToArray();
+            var empty = Recommender.HypotheticalNode(snap, name, cls, (long[])old.DaemonSetOverhead.Clone(), 0, o);
+            var alone = new ClusterSnapshot { Resources = snap.Resources, Nodes = [empty], PendingRequests = snap.PendingRequests, PendingPods = 0, Version = snap.Version };
+            var placement = Recommender.Place(alone, own, [], book, o, allowNew: false);
+            var used = (long[])old.DaemonSetOverhead.Clone();
+            int count = 0;
+            for (int i = 0; i < own.Length; i++)
+            {
+                if (placement.Placed.ContainsKey(i))
+                {
+                    for (int k = 0; k < used.Length && k < own[i].Requests.Length; k++) used[k] += own[i].Requests[k];
+                    count++;
+                    response.Placements.Add(new Pb.PodPlacement { Pod = Describe(own[i]), From = old.Name, Node = name });
+                }
+                else
+                {
+                    response.NoLongerFit.Add(new Pb.UnplaceablePod { Pod = Describe(own[i]), Reason = WhyNotFit(own[i], empty, snap.Resources) });
+                    toPlace.Add((own[i], old.Name));
+                }
+            }
+            remaining.Add(Recommender.HypotheticalNode(snap, name, cls, used, count, o));
+        }
+        toPlace.AddRange(added.Select(p => (p, "")));
+
+        var modified = new ClusterSnapshot
+        {
+            Resources = snap.Resources, Nodes = remaining.OrderBy(n => n.Name, StringComparer.Ordinal).ToArray(),
+            PendingRequests = snap.PendingRequests, PendingPods = snap.PendingPods, Version = snap.Version,
+        };
+        var facts = toPlace.Select(x => x.Pod with { Node = null, Pending = true }).ToArray();
+        var result = Recommender.Place(modified, facts, model.DaemonSets.All(), book, o);
+        for (int i = 0; i < facts.Length; i++)
+        {
+            if (result.Placed.TryGetValue(i, out var where))
+                response.Placements.Add(new Pb.PodPlacement { Pod = Describe(facts[i]), From = toPlace[i].From, Node = where.Node, NewNode = where.New });
+        }
+        foreach (var (item, reason) in result.Unplaced)
+            response.Unplaceable.Add(new Pb.UnplaceablePod { Pod = Describe(facts[item]), Reason = reason });
+        response.NewNodes.AddRange(result.NewNodes.Select(n => new Pb.NewNode { ServerClass = n.ServerClass, Count = n.Count, PricePerHour = (double)n.PricePerHour }));
+        after += result.NewCostPerHour;
+        response.CostBeforePerHour = (double)before;
+        response.CostAfterPerHour = (double)after;
+        response.DeltaPerHour = (double)(after - before);
+        if (facts.Length == 0 && replacements.Count == 0) response.Notes.Add("nothing to place");
+        if (result.NewNodes.Count > 0) response.Notes.Add($"new nodes are bought in region {result.Region}");
+        response.Notes.Add("read-only: nothing in the cluster was changed");
+        return response;
+    }
+
+    private static string Describe(PodFacts p) => $"{p.Namespace}/{p.Name}";
+
+    private static string WhyNotFit(PodFacts p, NodeView node, ResourceTable t)
+    {
+        var cpu = p.Requests[ResourceTable.Cpu] / 1000.0;
+        var mem = p.Requests[ResourceTable.Memory] / (double)(1L << 30);
+        var freeCpu = node.Allocatable[ResourceTable.Cpu] / 1000.0;
+        var freeMem = node.Allocatable[ResourceTable.Memory] / (double)(1L << 30);
+        return p.Requests[ResourceTable.Cpu] > node.Allocatable[ResourceTable.Cpu] || p.Requests[ResourceTable.Memory] > node.Allocatable[ResourceTable.Memory]
+            ? $"needs {cpu:0.###} cpu and {mem:0.##} GiB; {node.ServerClass} allocates at most {freeCpu:0.###} cpu and {freeMem:0.##} GiB"
+            : $"does not fit on {node.ServerClass} together with the other pods of the node";
+    }
+
+    private static PodFacts NewPod(Pb.SimulatedPod p, int index, ResourceTable table)
+    {
+        if (string.IsNullOrWhiteSpace(p.Name)) throw new GrpcException(GrpcStatus.InvalidArgument, $"add_pods[{index}]: name is required");
+        var requests = new long[table.Count];
+        requests[ResourceTable.Cpu] = Request(p.Cpu, ResourceTable.Cpu, $"add_pods[{index}].cpu", table);
+        requests[ResourceTable.Memory] = Request(p.Memory, ResourceTable.Memory, $"add_pods[{index}].memory", table);
+        var shape = new PodShape
+        {
+            Namespace = p.Namespace.Length > 0 ? p.Namespace : "default", Owner = OwnerKind.ReplicaSet, NamePrefix = p.Name,
+            Traits = PodTraits.None, Priority = 0,
+            Labels = new Dictionary<string, string>(p.Labels, StringComparer.Ordinal),
+            NodeSelector = new Dictionary<string, string>(p.NodeSelector, StringComparer.Ordinal),
+            RequiredNodeTerms = [], Tolerations = [], AntiAffinity = [],
+        };
+        return new PodFacts(Guid.NewGuid(), null, requests, shape, 0, Pending: true, Terminating: false);
+    }
+
+    private static long Request(string text, int resource, string field, ResourceTable table)
+    {
+        if (text.Length == 0) return 0;
+        if (!Quantity.TryParse(text, out var q, out var error) || q.Value < 0)
+            throw new GrpcException(GrpcStatus.InvalidArgument, $"{field}: \"{text}\" is not a quantity ({error ?? "negative"})");
+        return table.ToStored(resource, q);
+    }
+}

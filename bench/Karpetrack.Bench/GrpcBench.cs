@@ -1,0 +1,119 @@
+using System.Diagnostics;
+using System.Net;
+using Google.Protobuf;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Pb = Karpetrack.Api.V1;
+
+namespace Karpetrack.Bench;
+
+/// <summary>
+/// The gRPC API over loopback h2c, with a plan built directly (5,000 nodes, 1,000 recommendations):
+/// ListRecommendations latency, and how fast 100 watchers see a new plan.
+/// </summary>
+internal static class GrpcBench
+{
+    private const string Section = "grpc";
+    private const string Svc = "/karpetrack.v1.Karpetrack/";
+
+    public static async Task RunAsync(Report report, int nodes = 5_000, int recommendations = 1_000, int watchers = 100)
+    {
+        var model = new ClusterModel(ResourceTable.Default);
+        for (int i = 0; i < nodes; i++)
+        {
+            model.UpsertNode(new NodeRecord
+            {
+                Name = $"node-{i:D5}", Ready = true, Capacity = [8000, 32L << 30], Allocatable = [7900, 30L << 30],
+                Labels = new(StringComparer.Ordinal) { [SpotLabels.ServerClass] = "gp.vs1.2xlarge-iad", [SpotLabels.CapacityType] = "spot" },
+            });
+        }
+        var status = new ReflectorStatus("nodes");
+        status.MarkSynced(null, DateTimeOffset.UtcNow);
+        var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: PriceFeedParser.Embedded());
+        var options = new RecommenderOptions();
+        var loop = new RecommenderLoop(model, prices, [status], () => options, TimeSpan.Zero, NullLogger.Instance);
+        loop.Publish(Plan(nodes, recommendations, 0));
+
+        var server = new GrpcServer(new GrpcServerOptions(), NullLogger.Instance);
+        new KarpetrackApi(model, prices, loop, [status], () => options).Register(server);
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Limits.Http2.MaxStreamsPerConnection = 256;
+            k.Listen(IPAddress.Loopback, 0, o => o.Protocols = HttpProtocols.Http2);
+        });
+        await using var app = builder.Build();
+        app.Run(server.HandleAsync);
+        await app.StartAsync();
+        var address = new Uri(app.Urls.First());
+        using var client = new GrpcClient(address.ToString());
+
+        // ListRecommendations, one caller at a time.
+        var request = new Pb.ListRecommendationsRequest();
+        int size = 0;
+        for (int i = 0; i < 200; i++) size = (await client.UnaryAsync(Svc + "ListRecommendations", request, Pb.ListRecommendationsResponse.Parser)).CalculateSize();
+        var times = new double[2000];
+        for (int i = 0; i < times.Length; i++)
+        {
+            var t = Stopwatch.GetTimestamp();
+            await client.UnaryAsync(Svc + "ListRecommendations", request, Pb.ListRecommendationsResponse.Parser);
+            times[i] = Stopwatch.GetElapsedTime(t).TotalMilliseconds;
+        }
+        Array.Sort(times);
+        double p50 = times[times.Length / 2], p99 = times[(int)(times.Length * 0.99)];
+        report.Row(Section, $"ListRecommendations, {nodes:N0} nodes, {recommendations:N0} recommendations ({size / 1024.0:N0} KiB), client to last byte, p50", "≤ 10 ms", $"{p50:F2} ms", p50 <= 10);
+        report.Row(Section, "… p99", "≤ 50 ms", $"{p99:F2} ms", p99 <= 50);
+
+        // 100 watchers: each waits for SYNCED, then a new plan (one recommendation changed, one added) is published.
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var synced = new CountdownEvent(watchers);
+        long publishedAt = 0;
+        var latencies = new double[watchers];
+        var tasks = Enumerable.Range(0, watchers).Select(w => Task.Run(async () =>
+        {
+            bool ready = false;
+            await foreach (var ev in client.StreamAsync(Svc + "WatchRecommendations", new Pb.WatchRecommendationsRequest(), Pb.RecommendationEvent.Parser, ct: cts.Token))
+            {
+                if (!ready)
+                {
+                    if (ev.Kind == Pb.RecommendationEvent.Types.Kind.Synced) { ready = true; synced.Signal(); }
+                    continue;
+                }
+                if (ev.Kind is Pb.RecommendationEvent.Types.Kind.Added or Pb.RecommendationEvent.Types.Kind.Changed or Pb.RecommendationEvent.Types.Kind.Removed)
+                {
+                    latencies[w] = Stopwatch.GetElapsedTime(Interlocked.Read(ref publishedAt)).TotalMilliseconds;
+                    return;
+                }
+            }
+        })).ToArray();
+        synced.Wait(cts.Token);
+        await Task.Delay(200);
+        Interlocked.Exchange(ref publishedAt, Stopwatch.GetTimestamp());
+        loop.Publish(Plan(nodes, recommendations, 1));
+        await Task.WhenAll(tasks);
+        await cts.CancelAsync();
+        Array.Sort(latencies);
+        report.Row(Section, $"{watchers} concurrent watchers: plan published → first event received, slowest watcher (p50 {latencies[watchers / 2]:F1} ms)",
+            "≤ 100 ms", $"{latencies[^1]:F1} ms", latencies[^1] <= 100);
+        await app.StopAsync();
+    }
+
+    /// <summary>A plan of the given size; generation g changes the first recommendation's savings and adds one.</summary>
+    private static Plan Plan(int nodes, int count, int generation)
+    {
+        var recs = new List<Recommendation>();
+        for (int i = 0; i < count + generation; i++)
+        {
+            var node = $"node-{i * (nodes / count) % nodes:D5}";
+            var moves = Enumerable.Range(0, 8).Select(k => new PodMove("shop", $"app-{i}-{k}", node, $"node-{(i * 7 + k + 1) % nodes:D5}")).ToList();
+            decimal price = i == 0 ? 0.05m + generation * 0.01m : 0.05m;
+            recs.Add(new Recommendation($"con-{i:D6}", RecommendationType.Consolidate, [node], [], moves, [], price, 0, 0, moves.Count, -1,
+                [$"the {moves.Count} pods of {node} fit on the remaining nodes; removing it saves {price} $/h"]));
+        }
+        return new Plan(recs, new Dictionary<string, IReadOnlyList<Blocker>>(), [], 0, 0, "us-east-iad-1");
+    }
+}

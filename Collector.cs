@@ -115,6 +115,13 @@ public static class Families
     public static readonly MetricFamily GrpcCalls = new("karpetrack_grpc_calls_total", MetricType.Counter,
         "gRPC calls finished, by method path (\"unknown\" for paths not served) and status code name.", "method", "code");
 
+    public static readonly MetricFamily ActuationModeFamily = new("karpetrack_actuation_mode", MetricType.Gauge,
+        "1 for the actuation mode in force (off, dry-run, approve, auto), 0 for the others.", "mode");
+    public static readonly MetricFamily Actions = new("karpetrack_actions_total", MetricType.Counter,
+        "Actions by type (create_pool, wait_ready, cordon, drain, delete_pool) and result (dry_run, succeeded, failed, refused).", "type", "result");
+    public static readonly MetricFamily ActionsInFlight = new("karpetrack_actions_in_flight", MetricType.Gauge,
+        "Actions started and not yet finished, by type.", "type");
+
     // Declared last: static fields initialize in order, so the list must come after every family.
     public static readonly MetricFamily[] All =
     [
@@ -126,7 +133,7 @@ public static class Families
         NodePrice, NodeIdleCost, ClusterCost, ClusterIdleCost, GroupCost, NamespaceCost, UnpricedNodes,
         ServerClassInfo, ServerClassPrice, PricingLastSuccess, PricingErrors, PricingStale,
         Recommendations, RecommendationSavings, RecommendedNodes, ProvisioningCost, ProvisioningLowerBound, NodeDisruptionBlocked,
-        RecommenderDuration, RecommenderLastRun,
+        RecommenderDuration, RecommenderLastRun, ActuationModeFamily, Actions, ActionsInFlight,
         GrpcOpenCalls, GrpcCalls,
     ];
 }
@@ -268,6 +275,7 @@ public sealed class Collector
     private readonly IReadOnlyList<IReadOnlyList<string>> labelGroups;
     private readonly PriceFeed? prices;
     private readonly RecommenderLoop? recommender;
+    private readonly Actuator? actuator;
     private readonly GrpcServer? grpc;
     private readonly TimeProvider clock;
     private readonly object cacheGate = new();
@@ -276,7 +284,7 @@ public sealed class Collector
     private (long Version, PriceBook? Book) cachedKey = (-1, null);
 
     public Collector(ClusterModel model, IReadOnlyList<ReflectorStatus> reflectors, IReadOnlyList<IReadOnlyList<string>> labelGroups,
-        PriceFeed? prices = null, TimeProvider? clock = null, RecommenderLoop? recommender = null, GrpcServer? grpc = null)
+        PriceFeed? prices = null, TimeProvider? clock = null, RecommenderLoop? recommender = null, GrpcServer? grpc = null, Actuator? actuator = null)
     {
         this.grpc = grpc;
         this.model = model;
@@ -284,6 +292,7 @@ public sealed class Collector
         this.labelGroups = labelGroups;
         this.prices = prices;
         this.recommender = recommender;
+        this.actuator = actuator;
         this.clock = clock ?? TimeProvider.System;
     }
 
@@ -352,6 +361,7 @@ public sealed class Collector
         RenderPending(w, snap);
         if (book is not null) RenderCosts(w, current, book);
         if (recommender is not null) RenderPlan(w, recommender);
+        if (actuator is not null) RenderActuation(w, actuator);
         if (grpc is not null) RenderGrpc(w, grpc);
         RenderReflectors(w);
         w.Header(Families.BuildInfoFamily);
@@ -821,6 +831,28 @@ public sealed class Collector
         if (loop.LastRun is { } last)
         {
             w.Header(Families.RecommenderLastRun); w.NameOnly(Families.RecommenderLastRun); w.Double(last.ToUnixTimeMilliseconds() / 1000.0);
+        }
+    }
+
+    private static void RenderActuation(Exposition w, Actuator a)
+    {
+        w.Header(Families.ActuationModeFamily);
+        foreach (var mode in Enum.GetValues<ActuationMode>())
+        {
+            w.Begin(Families.ActuationModeFamily, "mode", Actuator.ModeLabel(mode)); w.EndLabels(); w.Integer(mode == a.Mode ? 1 : 0);
+        }
+        var counts = a.Counts;
+        w.Header(Families.Actions);
+        foreach (var type in ActionStep.TypeLabels)
+            foreach (var result in Actuator.Results)
+            {
+                w.Begin(Families.Actions, "type", type); w.Label("result", result); w.EndLabels(); w.Integer(counts.GetValueOrDefault((type, result)));
+            }
+        w.Header(Families.ActionsInFlight);
+        foreach (var type in ActionStep.TypeLabels)
+        {
+            // Dry-run starts nothing; execution (the Spot API actuator) will report its steps here.
+            w.Begin(Families.ActionsInFlight, "type", type); w.EndLabels(); w.Integer(0);
         }
     }
 

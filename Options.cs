@@ -42,6 +42,7 @@ public sealed record KarpetrackOptions
     public decimal ReplaceThresholdDollars { get; init; } = 0.005m;
     public IReadOnlyList<string> Categories { get; init; } = [];
     public decimal? MaxPrice { get; init; }
+    public ActuationMode Actuation { get; init; } = ActuationMode.Off;
     public bool ShowHelp { get; init; }
     public bool ShowVersion { get; init; }
 
@@ -79,6 +80,7 @@ public sealed record KarpetrackOptions
         new("replace-threshold-dollars", "0.005", "…and at least this many dollars per hour. Pure removals only need a positive saving."),
         new("categories", "", "Server-class categories new nodes may have: comma-separated gp, ch, mh, gpu (default: all but bare metal)."),
         new("max-price", "", "Highest hourly price of a class the recommender may buy."),
+        new("actuation", "off", "off, or dry-run: plan and log every action each recommendation needs and count it, changing nothing (approve and auto come with the Spot API actuator)."),
         new("help", "false", "Print this help and exit.", IsSwitch: true),
         new("version", "false", "Print the version and exit.", IsSwitch: true),
     ];
@@ -192,6 +194,7 @@ public sealed record KarpetrackOptions
             ReplaceThresholdDollars = ParseDecimal(GetOr("replace-threshold-dollars"), "--replace-threshold-dollars", 0, 1000),
             Categories = ParseCategories(GetOr("categories")),
             MaxPrice = NullIfEmpty(Get("max-price")) is { } mp ? ParseDecimal(mp, "--max-price", 0, 1000) : null,
+            Actuation = ParseActuation(GetOr("actuation")),
             ShowHelp = ParseBool(GetOr("help"), "--help"),
             ShowVersion = ParseBool(GetOr("version"), "--version"),
         };
@@ -204,6 +207,15 @@ public sealed record KarpetrackOptions
         if (!decimal.TryParse(s, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var v) || v < min || v > max)
             throw new OptionsException($"{flag}: \"{s}\" is not a number between {min} and {max}");
         return v;
+    }
+
+    private static ActuationMode ParseActuation(string s)
+    {
+        var mode = Actuator.ParseMode(s);
+        // Say so plainly rather than accept a mode that would silently do nothing.
+        if (mode is ActuationMode.Approve or ActuationMode.Auto)
+            throw new OptionsException($"--actuation {s}: acting through the Spot API is not available in this version; use off or dry-run");
+        return mode;
     }
 
     private static IReadOnlyList<string> ParseCategories(string s)

@@ -200,7 +200,9 @@ public sealed class Service : IAsyncDisposable
         api.Register(grpc);
         new GrpcHealth(() => api.Synced, grpc).Register();
         GrpcReflection.ForKarpetrack().Register(grpc);
-        var collector = new Collector(model, statuses, options.LabelGroups, prices, recommender: recommender, grpc: grpc);
+        var actuator = new Actuator(options.Actuation, model, prices, statuses, new BidPolicy(), loggerFactory.CreateLogger("actuation"));
+        recommender.PlanChanged += actuator.OnPlan;
+        var collector = new Collector(model, statuses, options.LabelGroups, prices, recommender: recommender, grpc: grpc, actuator: actuator);
 
         var app = builder.Build();
         var service = new Service(app, kube, demo, model, statuses) { Prices = prices, demoFeed = demoFeed, Spot = spot, Recommender = recommender, Grpc = grpc, Api = api };

@@ -140,7 +140,9 @@ public class CollectorTests
             Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         loop.RunOnce();
         var grpc = new GrpcServer(new GrpcServerOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
-        var text = Encoding.UTF8.GetString(new Collector(model, [status], [["pool"]], prices, recommender: loop, grpc: grpc).RenderToArray());
+        var actuator = new Actuator(ActuationMode.DryRun, model, prices, [status], new BidPolicy(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var text = Encoding.UTF8.GetString(new Collector(model, [status], [["pool"]], prices, recommender: loop, grpc: grpc, actuator: actuator).RenderToArray());
+        Assert.Contains("karpetrack_actuation_mode{mode=\"dry-run\"} 1\n", text);
         var (code, output) = Promtool(Encoding.UTF8.GetBytes(text));
         Assert.True(code == 0, output);
         foreach (var f in Families.All) Assert.Contains($"# TYPE {f.Name} {f.TypeName}\n", text);

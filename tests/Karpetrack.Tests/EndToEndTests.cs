@@ -30,7 +30,7 @@ public sealed class DemoProcess : IAsyncLifetime
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in new[] { AppDll, "--demo", "--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-format", "text", "--demo-churn-interval", "2s",
-                     "--demo-price-interval", "3s", "--label-group", "servers.ngpc.rxt.io/class", "--node-selector", "kubernetes.io/os=linux" })
+                     "--demo-price-interval", "3s", "--recommend-interval", "2s", "--actuation", "dry-run", "--label-group", "servers.ngpc.rxt.io/class", "--node-selector", "kubernetes.io/os=linux" })
             psi.ArgumentList.Add(a);
         process = Process.Start(psi)!;
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (stdout) stdout.AppendLine(e.Data); };
@@ -114,6 +114,24 @@ public class EndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
             .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
         Assert.Equal(DemoProcess.Sample(text, "karpetrack_cluster_cost_dollars_per_hour"), priced, 6);
         Assert.True(priced > 0);
+    }
+
+    [Fact]
+    public async Task DryRunActuationPlansAndCountsButChangesNothing()
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(40);
+        string text = "";
+        while (DateTime.UtcNow < deadline)
+        {
+            text = await demo.MetricsAsync();
+            if (DemoProcess.Sample(text, "karpetrack_actions_total{type=\"create_pool\",result=\"dry_run\"}") >= 1) break;
+            await Task.Delay(500);
+        }
+        Assert.Equal(1, DemoProcess.Sample(text, "karpetrack_actuation_mode{mode=\"dry-run\"}"));
+        Assert.True(DemoProcess.Sample(text, "karpetrack_actions_total{type=\"create_pool\",result=\"dry_run\"}") >= 1);
+        // The demo's nodes are not in pools Karpetrack created: nothing of theirs is even planned for cordoning.
+        Assert.Equal(0, DemoProcess.Sample(text, "karpetrack_actions_total{type=\"cordon\",result=\"dry_run\"}"));
+        Assert.Equal(0, DemoProcess.Sample(text, "karpetrack_actions_total{type=\"cordon\",result=\"succeeded\"}"));
     }
 
     [Fact]

@@ -11,7 +11,7 @@ public class ChartTests
     // any other flag, and can be deleted here.
     private static readonly string[] PlannedFlags =
     [
-        "actuation", "approve-token-file", "leader-elect",
+        "approve-token-file", "leader-elect",
         "max-disrupted-nodes", "max-disrupted-percent-per-hour",
         // Not a flag of its own: the environment fallback for Secrets written with the older key.
         "cloudspace-id",

@@ -1,0 +1,142 @@
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Karpetrack.Tests;
+
+public class ActuatorTests
+{
+    /// <summary>The real snapshot, as if just read from the feed: not stale.</summary>
+    private static PriceBook Fresh() =>
+        PriceFeedParser.Parse(File.ReadAllBytes(Path.Combine(RepoRoot.Path, "data", "percentiles", "percentiles-2026-08-17.json")), DateTimeOffset.UtcNow, "test");
+
+    [Theory]
+    [InlineData("0.001", "0.01")]
+    [InlineData("0.01", "0.01")]
+    [InlineData("0.011", "0.02")]
+    [InlineData("0.035", "0.04")]
+    [InlineData("0.041", "0.06")]
+    [InlineData("0.086", "0.10")]
+    [InlineData("0.101", "0.13")]
+    [InlineData("0.19", "0.19")]
+    [InlineData("0.195", "0.22")]
+    [InlineData("0.23", "0.27")]
+    [InlineData("2.69", "2.72")]
+    public void BidsRoundUpOntoTheLadder(string price, string bid)
+    {
+        var rounded = BidLadder.RoundUp(decimal.Parse(price, System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(decimal.Parse(bid, System.Globalization.CultureInfo.InvariantCulture), rounded);
+        Assert.True(BidLadder.IsOnLadder(rounded));
+        Assert.True(decimal.Round(rounded, 3) == rounded);   // the API takes at most three decimals
+    }
+
+    [Fact]
+    public void OffLadderValuesAreRecognised()
+    {
+        Assert.False(BidLadder.IsOnLadder(0.05m));
+        Assert.False(BidLadder.IsOnLadder(0.005m));
+        Assert.True(BidLadder.IsOnLadder(0.06m));
+    }
+
+    [Fact]
+    public void TheBidPolicyTakesTheHighestFloorTimesTheMarginAndRespectsTheCap()
+    {
+        var prices = new ClassPrices(Market: 0.001m, P20: 0.006m, P50: 0.016m, P80: 0.021m, MinBid: 0.01m);
+        Assert.Equal(0.02m, new BidPolicy().Bid(prices));                              // p50 0.016 × 1.05 = 0.0168 → 0.02
+        Assert.Equal(0.03m, new BidPolicy { Percentile = "p80" }.Bid(prices));         // 0.02205 → 0.03
+        Assert.Equal(0.02m, new BidPolicy { Percentile = "market" }.Bid(prices));      // min bid 0.01 × 1.05 → 0.02
+        Assert.Null(new BidPolicy { Cap = 0.015m }.Bid(prices));
+    }
+
+    [Fact]
+    public void PoolNamesAreDeterministicLowercaseUuids()
+    {
+        var a = Actuator.PoolName("pro-0123456789ab", 0);
+        Assert.Equal(a, Actuator.PoolName("pro-0123456789ab", 0));
+        Assert.NotEqual(a, Actuator.PoolName("pro-0123456789ab", 1));
+        Assert.Matches("^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", a);
+    }
+
+    private static (Scenario S, Plan Plan) ManagedAndUnmanaged()
+    {
+        var managed = new Dictionary<string, string> { [Actuator.ManagedLabel] = "true" };
+        var s = new Scenario()
+            .Node("keep", "gp.vs1.2xlarge-iad", annotations: new() { ["karpetrack.io/do-not-disrupt"] = "true" }).Pod("k", "keep", "1", "1Gi")
+            .Node("mine", "gp.vs1.xlarge-iad", labels: managed).Pod("m", "mine", "500m", "1Gi")
+            .Node("theirs", "gp.vs1.xlarge-iad").Pod("t", "theirs", "500m", "1Gi")
+            .Pod("pend", null, "14", "60Gi", pending: true);
+        return (s, s.Run());
+    }
+
+    [Fact]
+    public void OnlyKarpetracksOwnNodesGetStepsOthersStayAdvisory()
+    {
+        var (s, plan) = ManagedAndUnmanaged();
+        using var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: Fresh());
+        var actuator = new Actuator(ActuationMode.DryRun, s.Model, prices, [], new BidPolicy(), NullLogger.Instance);
+        var snap = s.Model.Snapshot();
+
+        var removals = plan.Recommendations.Where(r => r.Nodes.Count > 0).ToList();
+        Assert.NotEmpty(removals);
+        foreach (var r in removals)
+        {
+            var a = actuator.PlanFor(r, snap, Scenario.Book);
+            if (r.Nodes.Contains("theirs")) { Assert.True(a.IsAdvisory); Assert.Contains("theirs", a.Advisory); }
+            else
+            {
+                Assert.False(a.IsAdvisory);
+                Assert.Equal(ActionKind.Cordon, a.Steps.First(x => x.Kind != ActionKind.CreatePool && x.Kind != ActionKind.WaitReady).Kind);
+                Assert.Equal("pool-mine", a.Steps.Last().Target);
+                Assert.Equal(ActionKind.DeletePool, a.Steps.Last().Kind);
+                if (r.Moves.Count > 0) Assert.Contains(a.Steps, x => x.Kind == ActionKind.Drain && x.Detail.Contains($"evict {r.Moves.Count} pods"));
+            }
+        }
+
+        var provision = plan.Recommendations.Single(r => r.Type == RecommendationType.Provision);
+        var p = actuator.PlanFor(provision, snap, Scenario.Book);
+        Assert.False(p.IsAdvisory);
+        Assert.Equal(provision.NewNodes.Sum(n => n.Count), p.Steps.Count(x => x.Kind == ActionKind.CreatePool));
+        Assert.All(p.Steps, x => Assert.Contains("desired 1, bid ", x.Detail));
+    }
+
+    [Fact]
+    public void DryRunCountsEveryWouldBeStepOnceAndChangesNothing()
+    {
+        var (s, plan) = ManagedAndUnmanaged();
+        using var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: Fresh());
+        var synced = new ReflectorStatus("nodes");
+        synced.MarkSynced("1", DateTimeOffset.UtcNow);
+        var before = s.Model.Snapshot().Version;
+        var actuator = new Actuator(ActuationMode.DryRun, s.Model, prices, [synced], new BidPolicy(), NullLogger.Instance);
+        actuator.OnPlan(plan);
+        actuator.OnPlan(plan);                                         // the same plan again counts nothing new
+        var counts = actuator.Counts;
+        Assert.True(counts.GetValueOrDefault(("create_pool", "dry_run")) >= 1);
+        Assert.Equal(0, counts.Where(kv => kv.Key.Result != "dry_run").Sum(kv => kv.Value));
+        var provision = plan.Recommendations.Single(r => r.Type == RecommendationType.Provision);
+        Assert.StartsWith("dry_run: would create_pool", actuator.StateOf(provision.Id));
+        Assert.Equal(before, s.Model.Snapshot().Version);
+    }
+
+    [Fact]
+    public void NothingHappensWhenOffOrRefusedWhileCachesAreNotSynced()
+    {
+        var (s, plan) = ManagedAndUnmanaged();
+        using var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: Fresh());
+        var off = new Actuator(ActuationMode.Off, s.Model, prices, [], new BidPolicy(), NullLogger.Instance);
+        off.OnPlan(plan);
+        Assert.Empty(off.Counts);
+        var unsynced = new Actuator(ActuationMode.DryRun, s.Model, prices, [new ReflectorStatus("pods")], new BidPolicy(), NullLogger.Instance);
+        unsynced.OnPlan(plan);
+        Assert.True(unsynced.Counts.GetValueOrDefault(("create_pool", "refused")) >= 1);
+        Assert.StartsWith("refused: the caches have not synced", unsynced.StateOf(plan.Recommendations.Single(r => r.Type == RecommendationType.Provision).Id));
+    }
+
+    [Theory]
+    [InlineData("approve")]
+    [InlineData("auto")]
+    public void ModesThatWouldActAreRefusedPlainlyForNow(string mode) =>
+        Assert.Contains("not available", Assert.Throws<OptionsException>(() => KarpetrackOptions.Parse(["--actuation", mode], _ => null)).Message);
+
+    [Fact]
+    public void DryRunParses() =>
+        Assert.Equal(ActuationMode.DryRun, KarpetrackOptions.Parse(["--actuation", "dry-run"], _ => null).Actuation);
+}

@@ -302,10 +302,14 @@ public sealed class ClusterModel
             flags |= PodFlags.Pending;
         }
         var (prefix, suffix) = Scheduling.SplitName(pod.Name, pod.OwnerName);
+        bool overhead = pod.Owner is OwnerKind.DaemonSet or OwnerKind.Mirror;
+        // Mirror pods are named after their node ("kube-proxy-<node>"): keep the prefix, the node gives the rest.
+        if (pod.Owner == OwnerKind.Mirror && pod.NodeName is { Length: > 0 } nn && suffix == 0 && pod.Name.Length > nn.Length + 1 && pod.Name.EndsWith("-" + nn, StringComparison.Ordinal))
+            (prefix, suffix) = (pod.Name[..^nn.Length], PodFacts.NodeNameSuffix);
         var slot = new PodSlot
         {
             Node = node, Requests = requests, Namespace = namespaces.Add(pod.Namespace), Flags = flags,
-            Shape = shapes.Add(pod, prefix), NameSuffix = suffix,
+            Shape = shapes.Add(pod, prefix, overhead), NameSuffix = suffix,
         };
         Account(slot, +1);
         return slot;
@@ -606,7 +610,12 @@ public sealed class KeyedStore<T>(Func<T, string> keyOf) : IReflectorTarget<T> w
 /// <summary>One pod as the recommender sees it: where it is, what it requests, its shared shape.</summary>
 public readonly record struct PodFacts(Guid Uid, string? Node, long[] Requests, PodShape Shape, long NameSuffix, bool Pending, bool Terminating)
 {
-    public string Name => NameSuffix > 0 ? Shape.NamePrefix + Scheduling.UnpackSuffix(NameSuffix) : Shape.NamePrefix;
+    /// <summary>NameSuffix meaning "the node's name" (mirror pods are named after their node).</summary>
+    public const long NodeNameSuffix = -1;
+
+    public string Name => NameSuffix > 0 ? Shape.NamePrefix + Scheduling.UnpackSuffix(NameSuffix)
+        : NameSuffix == NodeNameSuffix ? Shape.NamePrefix + Node
+        : Shape.NamePrefix;
     public string Namespace => Shape.Namespace;
     public bool IsOverhead => Shape.Owner is OwnerKind.DaemonSet or OwnerKind.Mirror;
 }
@@ -618,16 +627,16 @@ public readonly record struct PodFacts(Guid Uid, string? Node, long[] Requests, 
 internal sealed class ShapeTable
 {
     private readonly Dictionary<ShapeKey, int> ids = [];
-    private readonly List<(ShapeKey? Key, PodShape Shape, int Count)> entries = [];
+    private readonly List<(ShapeKey Key, PodShape Shape, int Count)> entries = [];
     private readonly Stack<int> free = new();
 
     public int Count => ids.Count;
 
     public PodShape this[int id] => entries[id].Shape;
 
-    public int Add(PodRecord pod, string prefix)
+    public int Add(PodRecord pod, string prefix, bool overhead)
     {
-        var key = ShapeKey.Of(pod, prefix);
+        var key = ShapeKey.Of(pod, prefix, overhead);
         if (ids.TryGetValue(key, out var id))
         {
             var e = entries[id];
@@ -637,8 +646,12 @@ internal sealed class ShapeTable
         PodShape shape;
         try
         {
-            shape = PodShape.Parse(pod.Namespace, pod.Owner, pod.OwnerName, prefix, pod.Traits, pod.Priority,
-                pod.LabelsJson, pod.NodeSelectorJson, pod.AffinityJson, pod.TolerationsJson);
+            // DaemonSet and mirror pods are never moved or provisioned for: their placement rules
+            // (a DaemonSet pod's affinity names its node) would only make every one a shape of its own.
+            shape = overhead
+                ? PodShape.Parse(pod.Namespace, pod.Owner, pod.OwnerName, prefix, pod.Traits, pod.Priority, [], [], [], [])
+                : PodShape.Parse(pod.Namespace, pod.Owner, pod.OwnerName, prefix, pod.Traits, pod.Priority,
+                    pod.LabelsJson, pod.NodeSelectorJson, pod.AffinityJson, pod.TolerationsJson);
         }
         catch (System.Text.Json.JsonException)
         {
@@ -660,43 +673,40 @@ internal sealed class ShapeTable
     {
         var e = entries[id];
         if (e.Count > 1) { entries[id] = (e.Key, e.Shape, e.Count - 1); return; }
-        ids.Remove(e.Key!);
-        entries[id] = (null, PodShape.Empty, 0);
+        ids.Remove(e.Key);
+        entries[id] = (default, PodShape.Empty, 0);
         free.Push(id);
     }
 
-    private sealed class ShapeKey : IEquatable<ShapeKey>
+    /// <summary>A 128-bit digest of what defines a shape: the raw JSON is not kept per shape.</summary>
+    private readonly record struct ShapeKey(long A, long B)
     {
-        private readonly byte[] bytes;
-        private readonly int hash;
-
-        private ShapeKey(byte[] bytes)
+        public static ShapeKey Of(PodRecord p, string prefix, bool overhead)
         {
-            this.bytes = bytes;
-            var h = new HashCode();
-            h.AddBytes(bytes);
-            hash = h.ToHashCode();
-        }
-
-        public static ShapeKey Of(PodRecord p, string prefix)
-        {
-            using var ms = new MemoryStream(256);
-            void Part(ReadOnlySpan<byte> b) { ms.Write(b); ms.WriteByte(0); }
+            using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+            void Part(ReadOnlySpan<byte> b)
+            {
+                Span<byte> len = stackalloc byte[4];
+                System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(len, b.Length);
+                sha.AppendData(len);
+                sha.AppendData(b);
+            }
             Part(System.Text.Encoding.UTF8.GetBytes(p.Namespace));
-            Part([(byte)p.Owner, (byte)p.Traits]);
+            Part([(byte)p.Owner, (byte)p.Traits, overhead ? (byte)1 : (byte)0]);
             Part(BitConverter.GetBytes(p.Priority));
             Part(System.Text.Encoding.UTF8.GetBytes(p.OwnerName ?? ""));
             Part(System.Text.Encoding.UTF8.GetBytes(prefix));
-            Part(p.LabelsJson);
-            Part(p.NodeSelectorJson);
-            Part(p.AffinityJson);
-            Part(p.TolerationsJson);
-            return new ShapeKey(ms.ToArray());
+            if (!overhead)
+            {
+                Part(p.LabelsJson);
+                Part(p.NodeSelectorJson);
+                Part(p.AffinityJson);
+                Part(p.TolerationsJson);
+            }
+            Span<byte> digest = stackalloc byte[32];
+            sha.GetHashAndReset(digest);
+            return new ShapeKey(BitConverter.ToInt64(digest), BitConverter.ToInt64(digest[8..]));
         }
-
-        public bool Equals(ShapeKey? other) => other is not null && bytes.AsSpan().SequenceEqual(other.bytes);
-        public override bool Equals(object? obj) => obj is ShapeKey k && Equals(k);
-        public override int GetHashCode() => hash;
     }
 }
 

@@ -14,6 +14,9 @@ internal static class ServeMode
     {
         var data = SyntheticData.Build(nodes, pods);
         await using var server = await KubeApiServer.StartAsync(new KubeApiServerOptions { WatcherBufferSize = 400_000, WatchHistoryLimit = 400_000 });
+        // The service also watches budgets and DaemonSets (empty here): a real API server always serves them.
+        server.Store.Register(ResourceType.PodDisruptionBudgets);
+        server.Store.Register(ResourceType.DaemonSets);
         foreach (var n in data.Nodes) server.Store.Upsert("nodes", JsonNode.Parse(n)!.AsObject());
         foreach (var p in data.Pods) server.Store.Upsert("pods", JsonNode.Parse(p)!.AsObject());
         var kubeconfig = server.WriteKubeconfig(Path.Combine(Directory.CreateTempSubdirectory("karpetrack-bench-").FullName, "kubeconfig"));

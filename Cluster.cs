@@ -683,29 +683,45 @@ internal sealed class ShapeTable
     {
         public static ShapeKey Of(PodRecord p, string prefix, bool overhead)
         {
-            using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
-            void Part(ReadOnlySpan<byte> b)
+            var utf8 = System.Text.Encoding.UTF8;
+            ReadOnlySpan<byte> labels = overhead ? [] : p.LabelsJson, selector = overhead ? [] : p.NodeSelectorJson;
+            ReadOnlySpan<byte> affinity = overhead ? [] : p.AffinityJson, tolerations = overhead ? [] : p.TolerationsJson;
+            int size = 64 + utf8.GetMaxByteCount(p.Namespace.Length + (p.OwnerName?.Length ?? 0) + prefix.Length)
+                + labels.Length + selector.Length + affinity.Length + tolerations.Length;
+            var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(size);
+            try
             {
-                Span<byte> len = stackalloc byte[4];
-                System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(len, b.Length);
-                sha.AppendData(len);
-                sha.AppendData(b);
+                int at = 0;
+                void Part(ReadOnlySpan<byte> b)
+                {
+                    System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(buffer.AsSpan(at), b.Length);
+                    at += 4;
+                    b.CopyTo(buffer.AsSpan(at));
+                    at += b.Length;
+                }
+                void Text(string t)
+                {
+                    int n = utf8.GetBytes(t, buffer.AsSpan(at + 4));
+                    System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(buffer.AsSpan(at), n);
+                    at += 4 + n;
+                }
+                Text(p.Namespace);
+                Part([(byte)p.Owner, (byte)p.Traits, overhead ? (byte)1 : (byte)0]);
+                Part(BitConverter.GetBytes(p.Priority));
+                Text(p.OwnerName ?? "");
+                Text(prefix);
+                Part(labels);
+                Part(selector);
+                Part(affinity);
+                Part(tolerations);
+                Span<byte> digest = stackalloc byte[32];
+                System.Security.Cryptography.SHA256.HashData(buffer.AsSpan(0, at), digest);
+                return new ShapeKey(BitConverter.ToInt64(digest), BitConverter.ToInt64(digest[8..]));
             }
-            Part(System.Text.Encoding.UTF8.GetBytes(p.Namespace));
-            Part([(byte)p.Owner, (byte)p.Traits, overhead ? (byte)1 : (byte)0]);
-            Part(BitConverter.GetBytes(p.Priority));
-            Part(System.Text.Encoding.UTF8.GetBytes(p.OwnerName ?? ""));
-            Part(System.Text.Encoding.UTF8.GetBytes(prefix));
-            if (!overhead)
+            finally
             {
-                Part(p.LabelsJson);
-                Part(p.NodeSelectorJson);
-                Part(p.AffinityJson);
-                Part(p.TolerationsJson);
+                System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
             }
-            Span<byte> digest = stackalloc byte[32];
-            sha.GetHashAndReset(digest);
-            return new ShapeKey(BitConverter.ToInt64(digest), BitConverter.ToInt64(digest[8..]));
         }
     }
 }

@@ -18,11 +18,8 @@ WORKDIR /app
 COPY --from=build /app ./
 # Kestrel listens where --metrics-addr/--grpc-addr say; the base image's default port 8080 would only
 # produce an "overriding address" warning.
-# DOTNET_GCgen0size (hex bytes): the default gen0 budget follows the L3 cache size and stays committed;
-# 4 MiB keeps RSS about 25 MB lower at 150k pods (BENCHMARKS.md). Only an environment variable sets it.
 ENV ASPNETCORE_HTTP_PORTS= \
-    DOTNET_NOLOGO=1 \
-    DOTNET_GCgen0size=400000
+    DOTNET_NOLOGO=1
 # The chart runs as 65532 with a read-only root; the same numeric user here means `docker run` behaves alike.
 USER 65532:65532
 EXPOSE 9101 9102

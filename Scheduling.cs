@@ -201,15 +201,19 @@ public static class Scheduling
         return new NodeSelectorRequirement(key, op, values);
     }
 
+    /// <summary>Shared by every shape without labels or selectors; never written to.</summary>
+    private static readonly IReadOnlyDictionary<string, string> NoStrings = new Dictionary<string, string>();
+
     public static IReadOnlyDictionary<string, string> StringMap(ReadOnlySpan<byte> json)
     {
-        var map = new Dictionary<string, string>(StringComparer.Ordinal);
-        if (json.IsEmpty) return map;
+        if (json.IsEmpty) return NoStrings;
         using var doc = JsonDocument.Parse(json.ToArray());
-        if (doc.RootElement.ValueKind == JsonValueKind.Object)
-            foreach (var p in doc.RootElement.EnumerateObject())
-                if (p.Value.ValueKind == JsonValueKind.String) map[p.Name] = p.Value.GetString()!;
-        return map;
+        if (doc.RootElement.ValueKind != JsonValueKind.Object) return NoStrings;
+        var map = new Dictionary<string, string>(StringComparer.Ordinal);
+        // Label keys repeat across thousands of shapes: one string each.
+        foreach (var p in doc.RootElement.EnumerateObject())
+            if (p.Value.ValueKind == JsonValueKind.String) map[string.Intern(p.Name)] = p.Value.GetString()!;
+        return map.Count == 0 ? NoStrings : map;
     }
 
     /// <summary>

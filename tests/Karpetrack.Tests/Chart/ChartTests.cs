@@ -18,7 +18,7 @@ public class ChartTests
     ];
 
     // Environment variables the chart sets that are not a KARPETRACK_* flag twin.
-    private static readonly string[] OtherEnv = ["RACKSPACE_SPOT_REFRESH_TOKEN", "POD_NAMESPACE", "POD_NAME", "DOTNET_GCgen0size"];
+    private static readonly string[] OtherEnv = ["RACKSPACE_SPOT_REFRESH_TOKEN", "POD_NAMESPACE", "POD_NAME"];
 
     private const string ActuationOn = """
         replicaCount: 2

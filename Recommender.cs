@@ -772,6 +772,9 @@ public sealed class RecommenderLoop
         LastRun = clock.GetUtcNow();
         log.LogDebug("recommender: {Count} recommendations in {Ms:0.0} ms", next.Recommendations.Count, seconds * 1000);
         PlanChanged?.Invoke(next);
+        // A run over a large cluster allocates tens of MB that the runtime would otherwise keep
+        // committed until the next run: give it back (this runs off the scrape path).
+        if (model.PodCount >= 20_000) GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         return next;
     }
 

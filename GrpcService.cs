@@ -22,6 +22,9 @@ public sealed class KarpetrackApi
     private readonly object gate = new();
     private ConvertedPlan? converted;
 
+    /// <summary>What the actuator did with a recommendation, shown in its message; null when actuation is off.</summary>
+    public Func<string, string?>? ActuationState { get; init; }
+
     public KarpetrackApi(ClusterModel model, PriceFeed prices, RecommenderLoop loop, IReadOnlyList<ReflectorStatus> caches, Func<RecommenderOptions> options)
     {
         this.model = model;
@@ -135,6 +138,7 @@ public sealed class KarpetrackApi
             for (int i = 0; i < recs.Length; i++)
             {
                 var m = ToMessage(plan.Recommendations[i]);
+                m.ActuationState = ActuationState?.Invoke(plan.Recommendations[i].Id) ?? "";
                 // An unchanged recommendation keeps its message instance: watchers compare references first.
                 if (converted is not null && converted.ById.TryGetValue(m.Id, out var old) && old.Equals(m)) m = old;
                 recs[i] = m;
@@ -177,7 +181,8 @@ public sealed class KarpetrackApi
 
     private static bool Matches(Pb.Recommendation r, Pb.RecommendationType type, string node, double minSavings) =>
         (type == Pb.RecommendationType.Unspecified || r.Type == type)
-        && r.SavingsPerHour >= minSavings
+        // Provisioning costs money and saves none: an unset minimum must not hide it.
+        && (minSavings <= 0 || r.SavingsPerHour >= minSavings)
         && (node.Length == 0 || r.Nodes.Contains(node) || r.Moves.Any(m => m.From == node || m.To == node));
 
     public Pb.ListRecommendationsResponse ListRecommendations(Pb.ListRecommendationsRequest request)

@@ -196,12 +196,16 @@ public sealed class Service : IAsyncDisposable
         };
         var recommender = new RecommenderLoop(model, prices, statuses, RecommenderOptionsNow, options.RecommendInterval, loggerFactory.CreateLogger("recommender"));
         var grpc = new GrpcServer(new GrpcServerOptions { MaxConcurrentCalls = options.GrpcMaxCalls }, loggerFactory.CreateLogger("grpc"));
-        var api = new KarpetrackApi(model, prices, recommender, statuses, RecommenderOptionsNow);
+        // The actuator hears of a new plan before any API reader converts it, so its state is in the messages.
+        var actuator = new Actuator(options.Actuation, model, prices, statuses, new BidPolicy(), loggerFactory.CreateLogger("actuation"));
+        recommender.PlanChanged += actuator.OnPlan;
+        var api = new KarpetrackApi(model, prices, recommender, statuses, RecommenderOptionsNow)
+        {
+            ActuationState = options.Actuation == ActuationMode.Off ? null : actuator.StateOf,
+        };
         api.Register(grpc);
         new GrpcHealth(() => api.Synced, grpc).Register();
         GrpcReflection.ForKarpetrack().Register(grpc);
-        var actuator = new Actuator(options.Actuation, model, prices, statuses, new BidPolicy(), loggerFactory.CreateLogger("actuation"));
-        recommender.PlanChanged += actuator.OnPlan;
         var collector = new Collector(model, statuses, options.LabelGroups, prices, recommender: recommender, grpc: grpc, actuator: actuator);
 
         var app = builder.Build();

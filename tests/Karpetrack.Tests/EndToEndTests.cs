@@ -129,6 +129,21 @@ public class EndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
         }
         Assert.Equal(1, DemoProcess.Sample(text, "karpetrack_actuation_mode{mode=\"dry-run\"}"));
         Assert.True(DemoProcess.Sample(text, "karpetrack_actions_total{type=\"create_pool\",result=\"dry_run\"}") >= 1);
+        // The plan's state shows over gRPC: what the dry run would do, or why a recommendation stays advisory.
+        string? provisionState = null, anyAdvisory = null;
+        for (var until = DateTime.UtcNow.AddSeconds(20); DateTime.UtcNow < until && (provisionState is null || !provisionState.StartsWith("dry_run", StringComparison.Ordinal)); await Task.Delay(1000))
+        {
+            var json = await Simulation.SimHelpers.RunAsync("dotnet", [DemoProcess.AppDll, "recommendations", "--server", demo.GrpcAddress, "--json"], TimeSpan.FromSeconds(30));
+            Assert.True(json.ExitCode == 0, json.Stderr);
+            foreach (var r in System.Text.Json.Nodes.JsonNode.Parse(json.Stdout)!["recommendations"]!.AsArray())
+            {
+                var state = (string?)r!["actuationState"];
+                if ((string?)r["type"] == "RECOMMENDATION_TYPE_PROVISION") provisionState = state;
+                else if (state?.StartsWith("advisory only", StringComparison.Ordinal) == true) anyAdvisory = state;
+            }
+        }
+        Assert.StartsWith("dry_run: would create_pool", provisionState);
+        Assert.NotNull(anyAdvisory);
         // The demo's nodes are not in pools Karpetrack created: nothing of theirs is even planned for cordoning.
         Assert.Equal(0, DemoProcess.Sample(text, "karpetrack_actions_total{type=\"cordon\",result=\"dry_run\"}"));
         Assert.Equal(0, DemoProcess.Sample(text, "karpetrack_actions_total{type=\"cordon\",result=\"succeeded\"}"));

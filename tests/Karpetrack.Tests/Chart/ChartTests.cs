@@ -121,8 +121,8 @@ public class ChartTests
         Assert.Equal("ghcr.io/karpetrack/karpetrack:0.1.0", chart.Container.Str("image"));
         var resources = chart.Container.Map("resources");
         Assert.Equal("100m", resources.Map("requests").Str("cpu"));
-        Assert.Equal("128Mi", resources.Map("requests").Str("memory"));
-        Assert.Equal("256Mi", resources.Map("limits").Str("memory"));
+        Assert.Equal("192Mi", resources.Map("requests").Str("memory"));
+        Assert.Equal("512Mi", resources.Map("limits").Str("memory"));
         Assert.False(resources.Map("limits").ContainsKey("cpu"));
         Assert.Equal("/healthz", chart.Container.Map("livenessProbe").Map("httpGet").Str("path"));
         Assert.Equal("/readyz", chart.Container.Map("readinessProbe").Map("httpGet").Str("path"));

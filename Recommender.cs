@@ -180,6 +180,8 @@ public static class Recommender
         {
             recommendations.Add(multi);
             foreach (var n in multi.Nodes) removed.Add(n);
+            // Nodes taking those pods now hold more than their own: they are not replaced on their old pod set.
+            foreach (var m in multi.Moves) if (views.ContainsKey(m.To)) receivers.Add(m.To);
         }
 
         // Replacement: a node whose pods fit on a cheaper set of new nodes, above the threshold.

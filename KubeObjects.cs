@@ -28,8 +28,6 @@ public interface IObjectDecoder<T> where T : class
 /// <summary>Small helpers shared by the decoders; every Read can run out of buffer.</summary>
 internal static class Json
 {
-    public static bool Read(ref Utf8JsonReader r) => r.Read();
-
     /// <summary>Skips the value the reader is on (or, on a property name, the value after it).</summary>
     public static bool Skip(ref Utf8JsonReader r) =>
         r.TokenType is JsonTokenType.PropertyName or JsonTokenType.StartObject or JsonTokenType.StartArray
@@ -138,11 +136,9 @@ internal static class Json
     }
 
     /// <summary>Expects an object or null; on anything else records an error and skips it.</summary>
-    public static bool ExpectObject(ref Utf8JsonReader r, ref string? error, string path, out bool skipped)
+    public static bool ExpectObject(ref Utf8JsonReader r, ref string? error, string path)
     {
-        skipped = false;
         if (r.TokenType == JsonTokenType.StartObject) return true;
-        skipped = true;
         if (r.TokenType != JsonTokenType.Null) Fail(ref error, path, $"expected an object, got {r.TokenType}");
         return false;
     }
@@ -246,7 +242,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
         pod = new PodRecord();
         Array.Clear(regular); Array.Clear(sidecars); Array.Clear(initMax);
         Array.Clear(overhead); Array.Clear(podLevel); Array.Clear(podLevelSet);
-        if (!Json.ExpectObject(ref r, ref error, "pod", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        if (!Json.ExpectObject(ref r, ref error, "pod")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;
@@ -291,7 +287,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
 
     private static Decode Metadata(ref Utf8JsonReader r, ReadOnlySpan<byte> data, PodRecord pod, ref string? error)
     {
-        if (!Json.ExpectObject(ref r, ref error, "metadata", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        if (!Json.ExpectObject(ref r, ref error, "metadata")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;
@@ -322,7 +318,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
 
     private static Decode Annotations(ref Utf8JsonReader r, PodRecord pod, ref string? error)
     {
-        if (!Json.ExpectObject(ref r, ref error, "metadata.annotations", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        if (!Json.ExpectObject(ref r, ref error, "metadata.annotations")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;
@@ -350,7 +346,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
         {
             if (!r.Read()) return Decode.Incomplete;
             if (r.TokenType == JsonTokenType.EndArray) return Decode.Ok;
-            if (!Json.ExpectObject(ref r, ref error, "metadata.ownerReferences[]", out _)) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
+            if (!Json.ExpectObject(ref r, ref error, "metadata.ownerReferences[]")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
             string? kind = null, name = null; bool controller = false;
             while (true)
             {
@@ -381,7 +377,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
 
     private Decode Spec(ref Utf8JsonReader r, ReadOnlySpan<byte> data, PodRecord pod, ref string? error)
     {
-        if (!Json.ExpectObject(ref r, ref error, "spec", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        if (!Json.ExpectObject(ref r, ref error, "spec")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;
@@ -414,7 +410,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
         {
             if (!r.Read()) return Decode.Incomplete;
             if (r.TokenType == JsonTokenType.EndArray) return Decode.Ok;
-            if (!Json.ExpectObject(ref r, ref error, "spec.volumes[]", out _)) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
+            if (!Json.ExpectObject(ref r, ref error, "spec.volumes[]")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
             while (true)
             {
                 if (!r.Read()) return Decode.Incomplete;
@@ -447,7 +443,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
 
     private Decode PodResources(ref Utf8JsonReader r, ref string? error)
     {
-        if (!Json.ExpectObject(ref r, ref error, "spec.resources", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        if (!Json.ExpectObject(ref r, ref error, "spec.resources")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;
@@ -481,7 +477,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
         {
             if (!r.Read()) return Decode.Incomplete;
             if (r.TokenType == JsonTokenType.EndArray) return Decode.Ok;
-            if (!Json.ExpectObject(ref r, ref error, path + "[]", out _)) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
+            if (!Json.ExpectObject(ref r, ref error, path + "[]")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
             Array.Clear(container);
             bool restartAlways = false;
             while (true)
@@ -515,7 +511,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
 
     private Decode ContainerResources(ref Utf8JsonReader r, string path, ref string? error)
     {
-        if (!Json.ExpectObject(ref r, ref error, path + ".resources", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        if (!Json.ExpectObject(ref r, ref error, path + ".resources")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;
@@ -531,7 +527,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
 
     private static Decode Status(ref Utf8JsonReader r, PodRecord pod, ref string? error)
     {
-        if (!Json.ExpectObject(ref r, ref error, "status", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        if (!Json.ExpectObject(ref r, ref error, "status")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;
@@ -556,7 +552,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
                 {
                     if (!r.Read()) return Decode.Incomplete;
                     if (r.TokenType == JsonTokenType.EndArray) break;
-                    if (!Json.ExpectObject(ref r, ref error, "status.conditions[]", out _)) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
+                    if (!Json.ExpectObject(ref r, ref error, "status.conditions[]")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
                     bool scheduled = false, isFalse = false, unschedulable = false;
                     while (true)
                     {
@@ -585,7 +581,7 @@ public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord
     public Decode TryDecode(ref Utf8JsonReader r, ReadOnlySpan<byte> data, out NodeRecord node, ref string? error)
     {
         node = new NodeRecord { Allocatable = new long[table.Count], Capacity = new long[table.Count] };
-        if (!Json.ExpectObject(ref r, ref error, "node", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        if (!Json.ExpectObject(ref r, ref error, "node")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;
@@ -601,7 +597,7 @@ public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord
 
     private static Decode Metadata(ref Utf8JsonReader r, NodeRecord node, ref string? error)
     {
-        if (!Json.ExpectObject(ref r, ref error, "metadata", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        if (!Json.ExpectObject(ref r, ref error, "metadata")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;
@@ -620,7 +616,7 @@ public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord
 
     private static Decode Spec(ref Utf8JsonReader r, NodeRecord node, ref string? error)
     {
-        if (!Json.ExpectObject(ref r, ref error, "spec", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        if (!Json.ExpectObject(ref r, ref error, "spec")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;
@@ -635,7 +631,7 @@ public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord
                 {
                     if (!r.Read()) return Decode.Incomplete;
                     if (r.TokenType == JsonTokenType.EndArray) break;
-                    if (!Json.ExpectObject(ref r, ref error, "spec.taints[]", out _)) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
+                    if (!Json.ExpectObject(ref r, ref error, "spec.taints[]")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
                     string? key = null, value = null, effect = null;
                     while (true)
                     {
@@ -656,7 +652,7 @@ public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord
 
     private Decode Status(ref Utf8JsonReader r, NodeRecord node, ref string? error)
     {
-        if (!Json.ExpectObject(ref r, ref error, "status", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        if (!Json.ExpectObject(ref r, ref error, "status")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;
@@ -672,7 +668,7 @@ public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord
                 {
                     if (!r.Read()) return Decode.Incomplete;
                     if (r.TokenType == JsonTokenType.EndArray) break;
-                    if (!Json.ExpectObject(ref r, ref error, "status.conditions[]", out _)) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
+                    if (!Json.ExpectObject(ref r, ref error, "status.conditions[]")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
                     bool ready = false, isTrue = false;
                     while (true)
                     {
@@ -723,7 +719,7 @@ public sealed class PdbDecoder : IObjectDecoder<PdbRecord>
     public Decode TryDecode(ref Utf8JsonReader r, ReadOnlySpan<byte> data, out PdbRecord pdb, ref string? error)
     {
         pdb = new PdbRecord();
-        if (!Json.ExpectObject(ref r, ref error, "poddisruptionbudget", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        if (!Json.ExpectObject(ref r, ref error, "poddisruptionbudget")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;
@@ -736,7 +732,7 @@ public sealed class PdbDecoder : IObjectDecoder<PdbRecord>
             else if (r.ValueTextEquals("spec"u8))
             {
                 if (!r.Read()) return Decode.Incomplete;
-                if (!Json.ExpectObject(ref r, ref error, "spec", out _)) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
+                if (!Json.ExpectObject(ref r, ref error, "spec")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
                 while (true)
                 {
                     if (!r.Read()) return Decode.Incomplete;
@@ -756,7 +752,7 @@ public sealed class PdbDecoder : IObjectDecoder<PdbRecord>
             else if (r.ValueTextEquals("status"u8))
             {
                 if (!r.Read()) return Decode.Incomplete;
-                if (!Json.ExpectObject(ref r, ref error, "status", out _)) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
+                if (!Json.ExpectObject(ref r, ref error, "status")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
                 while (true)
                 {
                     if (!r.Read()) return Decode.Incomplete;
@@ -789,7 +785,7 @@ public sealed class DaemonSetDecoder(ResourceTable table) : IObjectDecoder<Daemo
     public Decode TryDecode(ref Utf8JsonReader r, ReadOnlySpan<byte> data, out DaemonSetRecord ds, ref string? error)
     {
         ds = new DaemonSetRecord();
-        if (!Json.ExpectObject(ref r, ref error, "daemonset", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        if (!Json.ExpectObject(ref r, ref error, "daemonset")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;
@@ -802,7 +798,7 @@ public sealed class DaemonSetDecoder(ResourceTable table) : IObjectDecoder<Daemo
             else if (r.ValueTextEquals("spec"u8))
             {
                 if (!r.Read()) return Decode.Incomplete;
-                if (!Json.ExpectObject(ref r, ref error, "spec", out _)) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
+                if (!Json.ExpectObject(ref r, ref error, "spec")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
                 while (true)
                 {
                     if (!r.Read()) return Decode.Incomplete;
@@ -827,7 +823,7 @@ internal static class Meta
     public static Decode Read(ref Utf8JsonReader r, out string ns, out string name, out string? rv, ref string? error)
     {
         ns = ""; name = ""; rv = null;
-        if (!Json.ExpectObject(ref r, ref error, "metadata", out _)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        if (!Json.ExpectObject(ref r, ref error, "metadata")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;

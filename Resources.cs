@@ -68,7 +68,4 @@ public sealed class ResourceTable
     public bool IsMilli(int i) => i == Cpu;
 
     public long ToStored(int i, Quantity q) => IsMilli(i) ? q.CeilMilli : q.CeilUnits;
-
-    /// <summary>The base unit Prometheus expects: cores for cpu, bytes or counts otherwise.</summary>
-    public double ToBase(int i, long stored) => IsMilli(i) ? stored / 1000.0 : stored;
 }

@@ -85,20 +85,9 @@ public static class SyntheticCluster
     private const long EphemeralCapacityKi = 101_430_960;          // ~96.7 GiB root disk, as observed on a medium node
     private const long EphemeralAllocatableBytes = 93_478_772_582; // minus the 10% nodefs eviction threshold
 
-    public static Quantity Cpu(string text) => new(text, ParseMilli(text));
-    public static Quantity Mem(string text) => new(text, ParseBytes(text));
-
-    private static long ParseMilli(string s) =>
-        s.EndsWith('m') ? long.Parse(s[..^1], CultureInfo.InvariantCulture)
-            : (long)(decimal.Parse(s, CultureInfo.InvariantCulture) * 1000);
-
-    private static long ParseBytes(string s)
-    {
-        foreach (var (suffix, factor) in new (string, long)[] { ("Ki", 1L << 10), ("Mi", 1L << 20), ("Gi", 1L << 30), ("k", 1_000), ("M", 1_000_000), ("G", 1_000_000_000) })
-            if (s.EndsWith(suffix, StringComparison.Ordinal))
-                return (long)(decimal.Parse(s[..^suffix.Length], CultureInfo.InvariantCulture) * factor);
-        return long.Parse(s, CultureInfo.InvariantCulture);
-    }
+    // The product's exact parser: the generator's own figures must agree with what the exporter reads.
+    public static Quantity Cpu(string text) => new(text, Karpetrack.Quantity.Parse(text).CeilMilli);
+    public static Quantity Mem(string text) => new(text, Karpetrack.Quantity.Parse(text).CeilUnits);
 
     /// <summary>A random-looking but seed-determined UUID (version 4 layout).</summary>
     public static Guid NewGuid(Random rng)

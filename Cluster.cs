@@ -184,6 +184,28 @@ public sealed class ClusterModel
     /// <summary>DaemonSets, for the pods they would put on a new node.</summary>
     public KeyedStore<DaemonSetRecord> DaemonSets => daemonSets;
 
+    /// <summary>Where the node reflector puts what it sees.</summary>
+    public IReflectorTarget<NodeRecord> NodeTarget => new Nodes(this);
+
+    /// <summary>Where the pod reflector puts what it sees.</summary>
+    public IReflectorTarget<PodRecord> PodTarget => new PodsTarget(this);
+
+    private sealed class Nodes(ClusterModel m) : IReflectorTarget<NodeRecord>
+    {
+        public void BeginRelist() => m.BeginNodeRelist();
+        public void Upsert(NodeRecord item) => m.UpsertNode(item);
+        public void Delete(NodeRecord item) => m.DeleteNode(item.Name);
+        public int EndRelist() => m.EndNodeRelist();
+    }
+
+    private sealed class PodsTarget(ClusterModel m) : IReflectorTarget<PodRecord>
+    {
+        public void BeginRelist() => m.BeginPodRelist();
+        public void Upsert(PodRecord item) => m.UpsertPod(item);
+        public void Delete(PodRecord item) => m.DeletePod(item.Uid);
+        public int EndRelist() => m.EndPodRelist();
+    }
+
     public ClusterModel(ResourceTable resources)
     {
         this.resources = resources;

@@ -175,9 +175,9 @@ public sealed class Service : IAsyncDisposable
         var podStatus = new ReflectorStatus("pods");
         var reflectorOptions = new ReflectorOptions { PageSize = options.ListPageSize };
         var nodeReflector = new Reflector<NodeRecord>(kube, "/api/v1/nodes", options.NodeSelector, null,
-            new NodeDecoder(resources), new NodeTarget(model), nodeStatus, reflectorOptions, loggerFactory.CreateLogger("nodes"));
+            new NodeDecoder(resources), model.NodeTarget, nodeStatus, reflectorOptions, loggerFactory.CreateLogger("nodes"));
         var podReflector = new Reflector<PodRecord>(kube, "/api/v1/pods", null, "status.phase!=Succeeded,status.phase!=Failed",
-            new PodDecoder(resources), new PodTarget(model), podStatus, reflectorOptions, loggerFactory.CreateLogger("pods"));
+            new PodDecoder(resources), model.PodTarget, podStatus, reflectorOptions, loggerFactory.CreateLogger("pods"));
         var pdbStatus = new ReflectorStatus("poddisruptionbudgets");
         var dsStatus = new ReflectorStatus("daemonsets");
         var pdbReflector = new Reflector<PdbRecord>(kube, "/apis/policy/v1/poddisruptionbudgets", null, null,
@@ -393,21 +393,7 @@ public sealed class Service : IAsyncDisposable
         catch (OperationCanceledException) { }
     }
 
-    private sealed class NodeTarget(ClusterModel model) : IReflectorTarget<NodeRecord>
-    {
-        public void BeginRelist() => model.BeginNodeRelist();
-        public void Upsert(NodeRecord item) => model.UpsertNode(item);
-        public void Delete(NodeRecord item) => model.DeleteNode(item.Name);
-        public int EndRelist() => model.EndNodeRelist();
-    }
 
-    private sealed class PodTarget(ClusterModel model) : IReflectorTarget<PodRecord>
-    {
-        public void BeginRelist() => model.BeginPodRelist();
-        public void Upsert(PodRecord item) => model.UpsertPod(item);
-        public void Delete(PodRecord item) => model.DeletePod(item.Uid);
-        public int EndRelist() => model.EndPodRelist();
-    }
 
     private static class SyncJson
     {

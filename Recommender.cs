@@ -327,22 +327,12 @@ public static class Recommender
             return new PackItem(id, demand, c, AntiAffinityGroup(p.Shape));
         }
 
-        /// <summary>
-        /// Pods that repel their own kind (the usual one-per-node spread) share a group: the namespace
-        /// and selector of the term, so pods of different shapes (StatefulSet members) still spread.
-        /// </summary>
+        /// <summary>Pods that repel their own kind share a group, keyed by the term (see PodShape.SelfAntiAffinityKey).</summary>
         private int AntiAffinityGroup(PodShape s)
         {
-            foreach (var term in s.AntiAffinity)
-            {
-                bool sameNamespace = term.Namespaces.Count == 0 || term.Namespaces.Contains(s.Namespace);
-                if (!sameNamespace || !term.Selector.Matches(s.Labels)) continue;
-                var key = s.Namespace + "|" + Scheduling.Describe(term.Selector.MatchLabels) + "|"
-                    + string.Join(";", term.Selector.MatchExpressions.Select(e => $"{e.Key} {e.Operator} {string.Join(",", e.Values)}"));
-                if (!groups.TryGetValue(key, out var g)) groups[key] = g = groups.Count;
-                return g;
-            }
-            return -1;
+            if (s.SelfAntiAffinityKey is not { } key) return -1;
+            if (!groups.TryGetValue(key, out var g)) groups[key] = g = groups.Count;
+            return g;
         }
 
         public bool AllowsOffer(int c, Offer offer) => (!offer.Gpu || Classes[c].Gpu) && Classes[c].Shape.AllowsNode(offer.Labels, []);
@@ -439,7 +429,7 @@ public static class Recommender
                 this.free[i] = free[n.Name];
                 plain[i] = !n.Taints.Any(t => t.Effect is "NoSchedule" or "NoExecute");
                 foreach (var p in byNode.GetValueOrDefault(n.Name) ?? [])
-                    if (GroupKey(p.Shape) is { } g) (groups[i] ??= new HashSet<string>(StringComparer.Ordinal)).Add(g);
+                    if (p.Shape.SelfAntiAffinityKey is { } g) (groups[i] ??= new HashSet<string>(StringComparer.Ordinal)).Add(g);
             }
         }
 
@@ -460,7 +450,7 @@ public static class Recommender
             foreach (var p in pods.OrderByDescending(p => p.Requests[ResourceTable.Cpu]).ThenByDescending(p => p.Requests[ResourceTable.Memory]).ThenBy(p => p.Uid))
             {
                 var demand = DemandOf(p, table);
-                var group = GroupKey(p.Shape);
+                var group = p.Shape.SelfAntiAffinityKey;
                 bool unconstrained = p.Shape.NodeSelector.Count == 0 && p.Shape.RequiredNodeTerms.Count == 0;
                 int target = -1;
                 for (int i = 0; i < order.Length; i++)
@@ -494,18 +484,6 @@ public static class Recommender
                 (groups[index[node]] ??= new HashSet<string>(StringComparer.Ordinal)).Add(group);
         }
 
-        /// <summary>The self anti-affinity a pod carries (namespace and selector of the term), if any.</summary>
-        private static string? GroupKey(PodShape s)
-        {
-            foreach (var term in s.AntiAffinity)
-            {
-                if (term.Namespaces.Count > 0 && !term.Namespaces.Contains(s.Namespace)) continue;
-                if (!term.Selector.Matches(s.Labels)) continue;
-                return s.Namespace + "|" + Scheduling.Describe(term.Selector.MatchLabels) + "|"
-                    + string.Join(";", term.Selector.MatchExpressions.Select(e => $"{e.Key} {e.Operator} {string.Join(",", e.Values)}"));
-            }
-            return null;
-        }
     }
 
     private static Recommendation? Replace(NodeView node, PodFacts[] movable, decimal price, List<Offer> offers,

@@ -114,6 +114,27 @@ public sealed class PodShape
         return null;
     }
 
+    /// <summary>
+    /// For pods that repel their own kind (the usual one-per-node spread): the namespace and selector
+    /// of that term, shared by every pod it keeps apart (StatefulSet members have shapes of their own
+    /// but one key). Null when the shape carries no such term. Computed once per shape.
+    /// </summary>
+    public string? SelfAntiAffinityKey => (selfKey ??= ComputeSelfKey() ?? "") is { Length: > 0 } key ? key : null;
+
+    private string? selfKey;   // "" once computed and absent
+
+    private string? ComputeSelfKey()
+    {
+        foreach (var term in AntiAffinity)
+        {
+            if (term.Namespaces.Count > 0 && !term.Namespaces.Contains(Namespace)) continue;
+            if (!term.Selector.Matches(Labels)) continue;
+            return Namespace + "|" + Scheduling.Describe(term.Selector.MatchLabels) + "|"
+                + string.Join(";", term.Selector.MatchExpressions.Select(e => $"{e.Key} {e.Operator} {string.Join(",", e.Values)}"));
+        }
+        return null;
+    }
+
     /// <summary>True when this shape's anti-affinity forbids sharing a node with a pod of <paramref name="other"/>.</summary>
     public bool Repels(PodShape other)
     {
@@ -261,6 +282,4 @@ public static class Scheduling
 
     public static string Describe(IReadOnlyDictionary<string, string> map) =>
         string.Join(",", map.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}"));
-
-    public static byte[] Utf8(string? s) => s is null ? [] : Encoding.UTF8.GetBytes(s);
 }

@@ -53,28 +53,14 @@ public sealed class ReflectorTests : IAsyncLifetime
     private void Start()
     {
         var nodes = new Reflector<NodeRecord>(client, "/api/v1/nodes", null, null, new NodeDecoder(ResourceTable.Default),
-            new NodeTarget(model), nodeStatus, Fast, NullLogger.Instance, seed: 1);
+            model.NodeTarget, nodeStatus, Fast, NullLogger.Instance, seed: 1);
         var pods = new Reflector<PodRecord>(client, "/api/v1/pods", null, "status.phase!=Succeeded,status.phase!=Failed",
-            new PodDecoder(ResourceTable.Default), new PodTarget(model), podStatus, Fast, NullLogger.Instance, seed: 2);
+            new PodDecoder(ResourceTable.Default), model.PodTarget, podStatus, Fast, NullLogger.Instance, seed: 2);
         running.Add(Task.Run(() => nodes.RunAsync(stop.Token)));
         running.Add(Task.Run(() => pods.RunAsync(stop.Token)));
     }
 
-    private sealed class NodeTarget(ClusterModel m) : IReflectorTarget<NodeRecord>
-    {
-        public void BeginRelist() => m.BeginNodeRelist();
-        public void Upsert(NodeRecord item) => m.UpsertNode(item);
-        public void Delete(NodeRecord item) => m.DeleteNode(item.Name);
-        public int EndRelist() => m.EndNodeRelist();
-    }
 
-    private sealed class PodTarget(ClusterModel m) : IReflectorTarget<PodRecord>
-    {
-        public void BeginRelist() => m.BeginPodRelist();
-        public void Upsert(PodRecord item) => m.UpsertPod(item);
-        public void Delete(PodRecord item) => m.DeletePod(item.Uid);
-        public int EndRelist() => m.EndPodRelist();
-    }
 
     /// <summary>What the model should hold: the server's objects decoded and tallied from scratch.</summary>
     private string Expected()

@@ -2,11 +2,12 @@ namespace Karpetrack;
 
 /// <summary>
 /// A Kubernetes label selector in its string form (`app=web,tier in (a,b),!canary`), as
-/// `kubectl -l` takes it: comma means AND; `=`, `==`, `!=`, `in`, `notin`, exists and `!key`.
+/// `kubectl -l` takes it: comma means AND; `=`, `==`, `!=`, `in`, `notin`, exists, `!key`, and the
+/// integer comparisons `>` and `<`. Used by the client (--node-selector) and by the embedded API server.
 /// </summary>
 public sealed class LabelSelector
 {
-    public enum Op { Equals, NotEquals, In, NotIn, Exists, NotExists }
+    public enum Op { Equals, NotEquals, In, NotIn, Exists, NotExists, GreaterThan, LessThan }
 
     public sealed record Requirement(string Key, Op Op, IReadOnlyList<string> Values);
 
@@ -15,6 +16,8 @@ public sealed class LabelSelector
     private LabelSelector(IReadOnlyList<Requirement> requirements) => Requirements = requirements;
 
     public static LabelSelector Everything { get; } = new([]);
+
+    public bool IsEmpty => Requirements.Count == 0;
 
     /// <summary>Null when valid, else a one-line explanation.</summary>
     public static string? Validate(string text)
@@ -33,7 +36,7 @@ public sealed class LabelSelector
         {
             SkipSpaces();
             int start = i;
-            while (i < s.Length && !" ,=!()".Contains(s[i])) i++;
+            while (i < s.Length && !" ,=!()<>".Contains(s[i])) i++;
             return s[start..i];
         }
         while (true)
@@ -52,6 +55,15 @@ public sealed class LabelSelector
             else if (i >= s.Length || s[i] == ',')
             {
                 reqs.Add(new Requirement(key, Op.Exists, []));
+            }
+            else if (s[i] is '>' or '<')
+            {
+                var op = s[i] == '>' ? Op.GreaterThan : Op.LessThan;
+                i++;
+                var value = Word();
+                if (!long.TryParse(value, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out _))
+                    throw new FormatException($"selector \"{text}\": {key} {(op == Op.GreaterThan ? ">" : "<")} needs an integer, got \"{value}\"");
+                reqs.Add(new Requirement(key, op, [value]));
             }
             else if (s[i] == '=' || s[i] == '!')
             {
@@ -135,6 +147,8 @@ public sealed class LabelSelector
                 Op.NotEquals => !has || v != r.Values[0],
                 Op.In => has && r.Values.Contains(v!),
                 Op.NotIn => !has || !r.Values.Contains(v!),
+                Op.GreaterThan => has && long.TryParse(v, out var a) && a > long.Parse(r.Values[0], System.Globalization.CultureInfo.InvariantCulture),
+                Op.LessThan => has && long.TryParse(v, out var b) && b < long.Parse(r.Values[0], System.Globalization.CultureInfo.InvariantCulture),
                 _ => false,
             };
             if (!ok) return false;

@@ -80,6 +80,14 @@ public sealed class KubeApiServer : IAsyncDisposable
     }
 
     /// <summary>Writes a kubeconfig pointing at this server and returns its absolute path.</summary>
+    /// <summary>The product's selector parser; a bad selector becomes a 400, as kube-apiserver answers.</summary>
+    private static LabelSelector ParseLabels(string? text)
+    {
+        if (string.IsNullOrWhiteSpace(text)) return LabelSelector.Everything;
+        try { return LabelSelector.Parse(text); }
+        catch (FormatException e) { throw new SelectorException(e.Message); }
+    }
+
     public string WriteKubeconfig(string path)
     {
         var full = Path.GetFullPath(path);
@@ -272,7 +280,7 @@ public sealed class KubeApiServer : IAsyncDisposable
         FieldSelector fields;
         try
         {
-            labels = LabelSelector.Parse(q["labelSelector"]);
+            labels = ParseLabels(q["labelSelector"]);
             fields = FieldSelector.Parse(q["fieldSelector"], type);
         }
         catch (SelectorException e)
@@ -484,7 +492,7 @@ public sealed class KubeApiServer : IAsyncDisposable
         FieldSelector fields;
         try
         {
-            labels = LabelSelector.Parse(q["labelSelector"]);
+            labels = ParseLabels(q["labelSelector"]);
             fields = FieldSelector.Parse(q["fieldSelector"], type);
         }
         catch (SelectorException e)

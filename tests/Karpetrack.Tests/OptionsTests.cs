@@ -58,7 +58,7 @@ public class OptionsTests
 
 public class LabelSelectorTests
 {
-    private static readonly Dictionary<string, string> Labels = new() { ["app"] = "web", ["tier"] = "a", ["servers.ngpc.rxt.io/type"] = "spot" };
+    private static readonly Dictionary<string, string> Labels = new() { ["app"] = "web", ["tier"] = "a", ["servers.ngpc.rxt.io/type"] = "spot", ["gen"] = "3" };
 
     [Theory]
     [InlineData("", true)]
@@ -73,6 +73,9 @@ public class LabelSelectorTests
     [InlineData("!canary", true)]
     [InlineData("servers.ngpc.rxt.io/type=spot", true)]
     [InlineData("servers.ngpc.rxt.io/type = ondemand", false)]
+    [InlineData("gen > 2", true)]
+    [InlineData("gen < 2", false)]
+    [InlineData("missing > 0", false)]
     public void Matches(string selector, bool expected) => Assert.Equal(expected, LabelSelector.Parse(selector).Matches(Labels));
 
     [Theory]
@@ -81,5 +84,6 @@ public class LabelSelectorTests
     [InlineData("a=b c")]
     [InlineData("a in b")]
     [InlineData("a=-bad-")]
+    [InlineData("gen > two")]
     public void RejectsMalformed(string selector) => Assert.NotNull(LabelSelector.Validate(selector));
 }

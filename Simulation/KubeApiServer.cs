@@ -80,6 +80,20 @@ public sealed class KubeApiServer : IAsyncDisposable
     }
 
     /// <summary>Writes a kubeconfig pointing at this server and returns its absolute path.</summary>
+    /// <summary>Both selectors of a LIST or WATCH, or null after answering 400 for a bad one.</summary>
+    private static async Task<(LabelSelector, FieldSelector)?> SelectorsAsync(HttpContext ctx, IQueryCollection q, ResourceType type)
+    {
+        try
+        {
+            return (ParseLabels(q["labelSelector"]), FieldSelector.Parse(q["fieldSelector"], type));
+        }
+        catch (SelectorException e)
+        {
+            await WriteStatusAsync(ctx, 400, "BadRequest", e.Message).ConfigureAwait(false);
+            return null;
+        }
+    }
+
     /// <summary>The product's selector parser; a bad selector becomes a 400, as kube-apiserver answers.</summary>
     private static LabelSelector ParseLabels(string? text)
     {
@@ -276,18 +290,7 @@ public sealed class KubeApiServer : IAsyncDisposable
             if (problem is not null) { await InvalidAsync(ctx, type, "resourceVersionMatch", problem).ConfigureAwait(false); return; }
         }
 
-        LabelSelector labels;
-        FieldSelector fields;
-        try
-        {
-            labels = ParseLabels(q["labelSelector"]);
-            fields = FieldSelector.Parse(q["fieldSelector"], type);
-        }
-        catch (SelectorException e)
-        {
-            await WriteStatusAsync(ctx, 400, "BadRequest", e.Message).ConfigureAwait(false);
-            return;
-        }
+        if (await SelectorsAsync(ctx, q, type).ConfigureAwait(false) is not var (labels, fields)) return;
 
         var limit = 0;
         if (q["limit"].ToString() is { Length: > 0 } ls && (!int.TryParse(ls, NumberStyles.None, CultureInfo.InvariantCulture, out limit)))
@@ -488,18 +491,7 @@ public sealed class KubeApiServer : IAsyncDisposable
             return;
         }
 
-        LabelSelector labels;
-        FieldSelector fields;
-        try
-        {
-            labels = ParseLabels(q["labelSelector"]);
-            fields = FieldSelector.Parse(q["fieldSelector"], type);
-        }
-        catch (SelectorException e)
-        {
-            await WriteStatusAsync(ctx, 400, "BadRequest", e.Message).ConfigureAwait(false);
-            return;
-        }
+        if (await SelectorsAsync(ctx, q, type).ConfigureAwait(false) is not var (labels, fields)) return;
 
         var rv = q["resourceVersion"].ToString();
         long? from = null;

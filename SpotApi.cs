@@ -467,7 +467,10 @@ public sealed class SpotApiClient : IDisposable
         }
     }
 
-    /// <summary>Deletes one managed pool by name (never the collection); false when it was already gone.</summary>
+    /// <summary>
+    /// Deletes one managed pool by name (never the collection); false when it was already gone,
+    /// which includes a retried DELETE meeting the 404 left by its own first attempt.
+    /// </summary>
     public async Task<bool> DeleteNodePoolAsync(string name, CancellationToken ct)
     {
         var path = await PoolPathAsync(name, ct).ConfigureAwait(false);
@@ -497,8 +500,11 @@ public sealed class SpotApiClient : IDisposable
 
     /// <summary>
     /// One logical call. Retries 429 (after Retry-After), 5xx, timeouts and transport errors up to
-    /// MaxAttempts. Writes are retried too: pool names are client-chosen UUIDs, so a repeated create
-    /// answers 409 rather than making a second pool, and merge patches are idempotent.
+    /// MaxAttempts. Writes are retried too, because each is safe to repeat: pool names are
+    /// client-chosen UUIDs, so a repeated create answers 409 AlreadyExists rather than making a second
+    /// pool (CreateNodePoolAsync then reads the pool); a scale patch carries the resourceVersion, so a
+    /// repeat of one that was applied answers 409 Conflict and the re-read shows it done; a repeated
+    /// DELETE answers 404.
     /// </summary>
     internal async Task<JsonDocument> SendAsync(SpotRequest request, CancellationToken ct)
     {

@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
 
 namespace Karpetrack;
@@ -43,7 +44,10 @@ public sealed record SpotApiOptions
 /// A failed Spot API call. <see cref="Reason"/> is one of: unauthorized (401, or the refresh token
 /// was refused), access_denied (403), not_found (404), conflict (409), invalid (400/422),
 /// throttled (429), http (5xx and other codes), timeout, network, malformed (a body we cannot
-/// read), circuit_open (not sent: the breaker is open), config (e.g. several orgs, none chosen).
+/// read), circuit_open (not sent: the breaker is open), config (e.g. several orgs, none chosen),
+/// and for node pools: invalid with no status code (refused before sending), bid_rejected (the
+/// server refused the bid and no acceptable correction existed), unmanaged (a pool Karpetrack did
+/// not create: never changed).
 /// </summary>
 public sealed class SpotApiException(string reason, int? statusCode, string message, string? serverMessage = null,
     TimeSpan? retryAfter = null, Exception? inner = null) : Exception(message, inner)
@@ -115,6 +119,26 @@ public sealed record SpotServerClassList(IReadOnlyList<SpotServerClass> Items, i
         return facts;
     }
 }
+
+/// <summary>
+/// A SpotNodePool as the API stores it (spot-api.md §2.6). The bid is kept as the stored string, since
+/// the server is the authority on its format; <see cref="Bid"/> reads it.
+/// </summary>
+public sealed record SpotNodePool(
+    string Name, string Namespace, string ServerClass, int Desired, string BidPrice, string CloudSpace,
+    IReadOnlyDictionary<string, string> Labels, IReadOnlyDictionary<string, string> CustomLabels,
+    string? BidStatus, int WonCount, string ResourceVersion, DateTimeOffset? Created)
+{
+    /// <summary>Created by Karpetrack: the only pools it may scale or delete.</summary>
+    public bool IsManaged => CustomLabels.TryGetValue(Actuator.ManagedLabel, out var v) && v == "true";
+
+    /// <summary>The stored bid price (invariant), 0 when unparsable. Computed, so `with` cannot leave it stale.</summary>
+    public decimal Bid => decimal.TryParse(BidPrice, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var b) ? b : 0m;
+}
+
+/// <summary>What Karpetrack asks for when it creates a pool; the name is a lowercase UUID it chose.</summary>
+public sealed record SpotNodePoolSpec(string Name, string ServerClass, int Desired, decimal BidPrice, string CloudSpace,
+    IReadOnlyDictionary<string, string> CustomLabels, IReadOnlyList<Taint>? CustomTaints = null);
 
 /// <summary>
 /// A small client of the Rackspace Spot API: refresh-token exchange with a cached id_token, the
@@ -291,12 +315,196 @@ public sealed class SpotApiClient : IDisposable
         return ServerClassParser.TryParse(doc.RootElement, out var c, out var why) ? c! : throw Malformed($"serverclass {name}", why!);
     }
 
+    // ---- node pools (§2.6) -----------------------------------------------------------------
+
+    /// <summary>Conflicting writers in a row that a scale reads past before giving up.</summary>
+    private const int MaxScaleConflicts = 3;
+
+    private long malformedPools;
+
+    /// <summary>Pool items that lists returned but could not be read (skipped, never thrown).</summary>
+    public long MalformedPools => Interlocked.Read(ref malformedPools);
+
+    private static string PoolsPath(string ns) => $"/apis/ngpc.rxt.io/v1/namespaces/{Uri.EscapeDataString(ns)}/spotnodepools";
+
+    private async Task<string> PoolPathAsync(string name, CancellationToken ct)
+    {
+        // An empty name would address the collection, whose DELETE removes every pool of the org (§2.1).
+        if (string.IsNullOrWhiteSpace(name)) throw new ArgumentException("a pool name is needed", nameof(name));
+        return $"{PoolsPath(await GetOrgNamespaceAsync(ct).ConfigureAwait(false))}/{Uri.EscapeDataString(name)}";
+    }
+
+    /// <summary>The pools of one cloudspace, selected by the label the API sets on create; unreadable items are skipped.</summary>
+    public async Task<IReadOnlyList<SpotNodePool>> ListNodePoolsAsync(string cloudspace, CancellationToken ct)
+    {
+        var ns = await GetOrgNamespaceAsync(ct).ConfigureAwait(false);
+        var selector = Uri.EscapeDataString($"{SpotPoolRules.CloudspaceLabel}={cloudspace}");
+        using var doc = await SendAsync(new SpotRequest(HttpMethod.Get, $"{PoolsPath(ns)}?labelSelector={selector}"), ct).ConfigureAwait(false);
+        var root = doc.RootElement;
+        if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("items", out var items) || items.ValueKind != JsonValueKind.Array)
+            throw Malformed("spotnodepools", "no \"items\" array");
+        var list = new List<SpotNodePool>();
+        int skipped = 0;
+        foreach (var item in items.EnumerateArray())
+        {
+            if (SpotPoolRules.TryParse(item, out var pool, out var why)) list.Add(pool!);
+            else
+            {
+                skipped++;
+                log.LogDebug("Spot node pool skipped: {Why}", why);
+            }
+        }
+        if (skipped > 0)
+        {
+            Interlocked.Add(ref malformedPools, skipped);
+            log.LogWarning("Spot API: {Skipped} node pools of cloudspace {Cloudspace} could not be read and were skipped", skipped, cloudspace);
+        }
+        return list;
+    }
+
+    /// <summary>One pool, or null when there is none by that name.</summary>
+    public async Task<SpotNodePool?> GetNodePoolAsync(string name, CancellationToken ct)
+    {
+        var path = await PoolPathAsync(name, ct).ConfigureAwait(false);
+        try
+        {
+            using var doc = await SendAsync(new SpotRequest(HttpMethod.Get, path), ct).ConfigureAwait(false);
+            return SpotPoolRules.TryParse(doc.RootElement, out var pool, out var why) ? pool : throw Malformed($"spotnodepool {name}", why!);
+        }
+        catch (SpotApiException e) when (e.StatusCode == 404)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Creates a pool. Refused before sending when the spec breaks a rule the server is known to
+    /// enforce. A bid the server refuses while stating what it wants is corrected once (never above
+    /// <paramref name="maxBid"/>). A create repeated after a lost answer meets 409 AlreadyExists and
+    /// succeeds when the existing pool is ours with the same class: pool names are client-chosen
+    /// UUIDs, so a retried POST can never make a second pool.
+    /// </summary>
+    public async Task<SpotNodePool> CreateNodePoolAsync(SpotNodePoolSpec spec, decimal? maxBid, CancellationToken ct)
+    {
+        if (SpotPoolRules.Problem(spec, maxBid) is { } problem)
+            throw new SpotApiException("invalid", null, $"node pool {spec.Name}: {problem}; not sent");
+        var ns = await GetOrgNamespaceAsync(ct).ConfigureAwait(false);
+        var bid = spec.BidPrice;
+        for (bool corrected = false; ; corrected = true)
+        {
+            try
+            {
+                using var doc = await SendAsync(new SpotRequest(HttpMethod.Post, PoolsPath(ns), SpotPoolRules.CreateBody(spec, ns, bid), "application/json"), ct)
+                    .ConfigureAwait(false);
+                var created = SpotPoolRules.TryParse(doc.RootElement, out var pool, out var why) ? pool! : throw Malformed($"spotnodepool {spec.Name}", why!);
+                log.LogInformation("Spot node pool {Pool} created: {Desired} × {Class} at bid {Bid}", created.Name, created.Desired, created.ServerClass, created.BidPrice);
+                return created;
+            }
+            catch (SpotApiException e) when (e.StatusCode == 409)
+            {
+                return await ExistingIfOursAsync(spec, e, ct).ConfigureAwait(false);
+            }
+            catch (SpotApiException e) when (e.StatusCode is 400 or 403 or 422 && SpotPoolRules.CorrectBid(e.ServerMessage, bid) is { } rule)
+            {
+                var fixedBid = rule.Bid;
+                string? refusal = corrected ? "the corrected bid was refused too"
+                    : fixedBid is not { } f ? "no correction can be read from the message"
+                    : f == bid ? "the bid the message asks for is the one sent"
+                    : maxBid is { } max && f > max ? $"the bid it asks for, {SpotPoolRules.FormatBid(f)}, is above the maximum {SpotPoolRules.FormatBid(max)}"
+                    : null;
+                if (refusal is not null)
+                    throw new SpotApiException("bid_rejected", e.StatusCode,
+                        $"node pool {spec.Name} ({spec.ServerClass}): bid {SpotPoolRules.FormatBid(bid)} refused ({refusal}): {e.ServerMessage}", e.ServerMessage, inner: e);
+                log.LogWarning("Spot refused bid {Bid} for pool {Pool} ({Class}): {Message}; retrying once with {Corrected}",
+                    SpotPoolRules.FormatBid(bid), spec.Name, spec.ServerClass, e.ServerMessage, SpotPoolRules.FormatBid(fixedBid!.Value));
+                bid = fixedBid.Value;
+            }
+        }
+    }
+
+    private async Task<SpotNodePool> ExistingIfOursAsync(SpotNodePoolSpec spec, SpotApiException conflict, CancellationToken ct)
+    {
+        var existing = await GetNodePoolAsync(spec.Name, ct).ConfigureAwait(false);
+        if (existing is { IsManaged: true } && existing.ServerClass == spec.ServerClass && existing.CloudSpace == spec.CloudSpace)
+        {
+            log.LogInformation("Spot node pool {Pool} already exists as ours (an earlier create whose answer was lost); using it", spec.Name);
+            return existing;
+        }
+        var what = existing is null ? "but is gone now"
+            : !existing.IsManaged ? "and is not managed by Karpetrack"
+            : $"with class {existing.ServerClass} in cloudspace {existing.CloudSpace}";
+        throw new SpotApiException("conflict", 409, $"node pool {spec.Name} already exists {what}", conflict.ServerMessage, inner: conflict);
+    }
+
+    /// <summary>
+    /// Sets a managed pool's node count with a merge patch that carries the resourceVersion read just
+    /// before, so a concurrent change is never overwritten: a 409 means read again and retry. Only
+    /// `spec.desired` is sent; autoscaling is left as it is.
+    /// </summary>
+    public async Task<SpotNodePool> ScaleNodePoolAsync(string name, int desired, CancellationToken ct)
+    {
+        if (desired < 1) throw new SpotApiException("invalid", null, $"node pool {name}: desired {desired} is below 1; delete the pool instead; not sent");
+        var path = await PoolPathAsync(name, ct).ConfigureAwait(false);
+        for (int conflicts = 0; ; conflicts++)
+        {
+            var pool = await GetNodePoolAsync(name, ct).ConfigureAwait(false)
+                ?? throw new SpotApiException("not_found", 404, $"node pool {name}: not found, cannot scale it");
+            RequireManaged(pool, "scale");
+            // Also how a patch applied before its answer was lost ends: the re-read shows it done.
+            if (pool.Desired == desired) return pool;
+            try
+            {
+                using var doc = await SendAsync(new SpotRequest(HttpMethod.Patch, path, SpotPoolRules.ScalePatch(pool.ResourceVersion, desired), "application/merge-patch+json"), ct)
+                    .ConfigureAwait(false);
+                var scaled = SpotPoolRules.TryParse(doc.RootElement, out var p, out var why) ? p! : throw Malformed($"spotnodepool {name}", why!);
+                log.LogInformation("Spot node pool {Pool} scaled from {From} to {To}", name, pool.Desired, scaled.Desired);
+                return scaled;
+            }
+            catch (SpotApiException e) when (e.StatusCode == 409 && conflicts < MaxScaleConflicts)
+            {
+                log.LogInformation("Spot node pool {Pool} changed since it was read ({Message}); reading it again", name, e.ServerMessage);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Deletes one managed pool by name (never the collection); false when it was already gone,
+    /// which includes a retried DELETE meeting the 404 left by its own first attempt.
+    /// </summary>
+    public async Task<bool> DeleteNodePoolAsync(string name, CancellationToken ct)
+    {
+        var path = await PoolPathAsync(name, ct).ConfigureAwait(false);
+        var pool = await GetNodePoolAsync(name, ct).ConfigureAwait(false);
+        if (pool is null) return false;
+        RequireManaged(pool, "delete");
+        try
+        {
+            using var doc = await SendAsync(new SpotRequest(HttpMethod.Delete, path), ct).ConfigureAwait(false);
+        }
+        catch (SpotApiException e) when (e.StatusCode == 404)
+        {
+            return false;
+        }
+        log.LogInformation("Spot node pool {Pool} ({Class}, {Desired} nodes) deleted", name, pool.ServerClass, pool.Desired);
+        return true;
+    }
+
+    private static void RequireManaged(SpotNodePool pool, string verb)
+    {
+        if (!pool.IsManaged)
+            throw new SpotApiException("unmanaged", null,
+                $"node pool {pool.Name} ({pool.ServerClass}) lacks {Actuator.ManagedLabel}=true: Karpetrack did not create it and will not {verb} it; not sent");
+    }
+
     // ---- request pipeline ------------------------------------------------------------------
 
     /// <summary>
     /// One logical call. Retries 429 (after Retry-After), 5xx, timeouts and transport errors up to
-    /// MaxAttempts. Writes are retried too: pool names are client-chosen UUIDs, so a repeated create
-    /// answers 409 rather than making a second pool, and merge patches are idempotent.
+    /// MaxAttempts. Writes are retried too, because each is safe to repeat: pool names are
+    /// client-chosen UUIDs, so a repeated create answers 409 AlreadyExists rather than making a second
+    /// pool (CreateNodePoolAsync then reads the pool); a scale patch carries the resourceVersion, so a
+    /// repeat of one that was applied answers 409 Conflict and the re-read shows it done; a repeated
+    /// DELETE answers 404.
     /// </summary>
     internal async Task<JsonDocument> SendAsync(SpotRequest request, CancellationToken ct)
     {
@@ -565,6 +773,188 @@ public sealed class SpotApiClient : IDisposable
 
 /// <summary>One request to send: path relative to the API (or, with Auth, the login) base URL.</summary>
 internal sealed record SpotRequest(HttpMethod Method, string Path, byte[]? Body = null, string? ContentType = null, bool Authenticated = true, bool Auth = false);
+
+/// <summary>What a bid rejection asks for: the bid that would satisfy it (null: none can be read) and which rule spoke.</summary>
+internal sealed record BidCorrection(decimal? Bid, string Rule);
+
+/// <summary>
+/// The node-pool rules the client knows (§2.6): validation before sending, the wire form of a
+/// create and a scale, defensive reading, and reading a bid rejection for the bid it asks for.
+/// </summary>
+internal static partial class SpotPoolRules
+{
+    public const string CloudspaceLabel = "ngpc.rxt.io/cloudspace";
+
+    [GeneratedRegex("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+    private static partial Regex LowercaseUuid();
+
+    [GeneratedRegex(@"greater than or equal to the (minimum bid|market) price of (\d+(?:\.\d+)?)")]
+    private static partial Regex AtLeast();
+
+    [GeneratedRegex(@"is not on the bid ladder")]
+    private static partial Regex OffLadder();
+
+    [GeneratedRegex(@"must be a multiple of (\d+(?:\.\d+)?)")]
+    private static partial Regex MultipleOf();
+
+    [GeneratedRegex(@"up to three decimal places")]
+    private static partial Regex ThreeDecimals();
+
+    public static bool IsLowercaseUuid(string name) => LowercaseUuid().IsMatch(name);
+
+    /// <summary>Why the server would refuse this spec (or why we never send it), null when none.</summary>
+    public static string? Problem(SpotNodePoolSpec spec, decimal? maxBid)
+    {
+        if (!IsLowercaseUuid(spec.Name)) return $"the name \"{spec.Name}\" is not a lowercase UUID";
+        if (string.IsNullOrWhiteSpace(spec.ServerClass)) return "no server class";
+        if (string.IsNullOrWhiteSpace(spec.CloudSpace)) return "no cloudspace";
+        if (spec.Desired < 1) return $"desired {spec.Desired} is below 1";
+        if (spec.BidPrice <= 0) return $"bid {spec.BidPrice.ToString(CultureInfo.InvariantCulture)} is not positive";
+        if (decimal.Round(spec.BidPrice, 3) != spec.BidPrice) return $"bid {spec.BidPrice.ToString(CultureInfo.InvariantCulture)} has more than three decimals";
+        if (maxBid is { } max && spec.BidPrice > max) return $"bid {FormatBid(spec.BidPrice)} is above the maximum {FormatBid(max)}";
+        if (!spec.CustomLabels.TryGetValue(Actuator.ManagedLabel, out var managed) || managed != "true")
+            return $"custom labels lack {Actuator.ManagedLabel}=true, without which Karpetrack could never touch the pool again";
+        return null;
+    }
+
+    /// <summary>
+    /// The shortest invariant form: 0.02 → "0.02", 0.020 → "0.02", 1 → "1". The CRD pattern
+    /// `^\d+(\.\d{1,3})?$` takes all of these, and the live object stores "0.01" (§2.6).
+    /// </summary>
+    public static string FormatBid(decimal bid) => bid.ToString("0.###", CultureInfo.InvariantCulture);
+
+    public static byte[] CreateBody(SpotNodePoolSpec spec, string ns, decimal bid)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms))
+        {
+            w.WriteStartObject();
+            w.WriteString("apiVersion", "ngpc.rxt.io/v1");
+            w.WriteString("kind", "SpotNodePool");
+            w.WriteStartObject("metadata");
+            w.WriteString("name", spec.Name);
+            w.WriteString("namespace", ns);
+            w.WriteStartObject("labels");
+            w.WriteString(CloudspaceLabel, spec.CloudSpace);
+            w.WriteEndObject();
+            w.WriteEndObject();
+            w.WriteStartObject("spec");
+            w.WriteString("serverClass", spec.ServerClass);
+            w.WriteNumber("desired", spec.Desired);
+            w.WriteString("bidPrice", FormatBid(bid));   // a string: the CRD refuses a JSON number
+            w.WriteString("cloudSpace", spec.CloudSpace);
+            // Said explicitly: Spot's autoscaler must not resize a pool Karpetrack sizes.
+            w.WriteStartObject("autoscaling");
+            w.WriteBoolean("enabled", false);
+            w.WriteEndObject();
+            w.WriteStartObject("customLabels");
+            foreach (var (k, v) in spec.CustomLabels.OrderBy(kv => kv.Key, StringComparer.Ordinal)) w.WriteString(k, v);
+            w.WriteEndObject();
+            if (spec.CustomTaints is { Count: > 0 } taints)
+            {
+                w.WriteStartArray("customTaints");
+                foreach (var t in taints)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("key", t.Key);
+                    if (t.Value is not null) w.WriteString("value", t.Value);
+                    w.WriteString("effect", t.Effect);
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+            }
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }
+        return ms.ToArray();
+    }
+
+    /// <summary>Only desired, guarded by the resourceVersion: never autoscaling, which an update would otherwise reset (§2.6).</summary>
+    public static byte[] ScalePatch(string resourceVersion, int desired)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms))
+        {
+            w.WriteStartObject();
+            w.WriteStartObject("metadata");
+            w.WriteString("resourceVersion", resourceVersion);
+            w.WriteEndObject();
+            w.WriteStartObject("spec");
+            w.WriteNumber("desired", desired);
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }
+        return ms.ToArray();
+    }
+
+    /// <summary>
+    /// Reads the bid a rejection asks for. The rules changed four times in a year (§2.6), so the
+    /// message is the authority: a stated minimum (min bid or market) is rounded up onto the ladder,
+    /// an off-ladder bid goes to the next rung, a step rule rounds up to that step, and the
+    /// three-decimal rule to the next thousandth. Null: not a bid rejection.
+    /// </summary>
+    public static BidCorrection? CorrectBid(string? message, decimal sent)
+    {
+        if (string.IsNullOrEmpty(message)) return null;
+        if (AtLeast().Match(message) is { Success: true } m)
+        {
+            var rule = m.Groups[1].Value == "market" ? "market price" : "minimum bid";
+            return new BidCorrection(Number(m.Groups[2].Value) is { } min ? BidLadder.RoundUp(min) : null, rule);
+        }
+        if (OffLadder().IsMatch(message)) return new BidCorrection(BidLadder.RoundUp(sent), "bid ladder");
+        if (MultipleOf().Match(message) is { Success: true } step)
+        {
+            return new BidCorrection(Number(step.Groups[1].Value) is { } s and > 0 ? Math.Ceiling(sent / s) * s : null, "bid step");
+        }
+        if (ThreeDecimals().IsMatch(message))
+            return new BidCorrection(sent > 0 ? Math.Ceiling(sent * 1000m) / 1000m : null, "three decimals");
+        return null;
+    }
+
+    private static decimal? Number(string s) =>
+        decimal.TryParse(s, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var d) ? d : null;
+
+    /// <summary>Defensive pool reading: a malformed item is reported, never thrown.</summary>
+    public static bool TryParse(JsonElement item, out SpotNodePool? pool, out string? why)
+    {
+        pool = null;
+        why = null;
+        if (item.ValueKind != JsonValueKind.Object) { why = $"an item is a {item.ValueKind}, not an object"; return false; }
+        if (!item.TryGetProperty("metadata", out var meta) || meta.ValueKind != JsonValueKind.Object) { why = "an item has no metadata"; return false; }
+        var name = SpotApiClient.Str(meta, "name");
+        if (string.IsNullOrEmpty(name)) { why = "an item has no metadata.name"; return false; }
+        if (SpotApiClient.Str(meta, "resourceVersion") is not { Length: > 0 } rv) { why = $"{name}: no metadata.resourceVersion"; return false; }
+        if (!item.TryGetProperty("spec", out var spec) || spec.ValueKind != JsonValueKind.Object) { why = $"{name}: no spec"; return false; }
+        if (SpotApiClient.Str(spec, "serverClass") is not { Length: > 0 } serverClass) { why = $"{name}: no spec.serverClass"; return false; }
+        if (!spec.TryGetProperty("desired", out var d) || d.ValueKind != JsonValueKind.Number || !d.TryGetInt32(out var desired) || desired < 0)
+        { why = $"{name}: spec.desired is not a count"; return false; }
+        string? bid = spec.TryGetProperty("bidPrice", out var b) ? b.ValueKind switch
+        {
+            JsonValueKind.String => b.GetString(),
+            JsonValueKind.Number => b.GetRawText(),   // not what the CRD allows, but readable
+            _ => null,
+        } : null;
+        if (string.IsNullOrEmpty(bid)) { why = $"{name}: no spec.bidPrice"; return false; }
+        var labels = Map(meta, "labels");
+        var cloudSpace = SpotApiClient.Str(spec, "cloudSpace") ?? labels.GetValueOrDefault(CloudspaceLabel) ?? "";
+        var status = item.TryGetProperty("status", out var st) && st.ValueKind == JsonValueKind.Object ? st : default;
+        int won = status.ValueKind == JsonValueKind.Object && status.TryGetProperty("wonCount", out var wc) && wc.ValueKind == JsonValueKind.Number && wc.TryGetInt32(out var w) ? w : 0;
+        DateTimeOffset? created = SpotApiClient.Str(meta, "creationTimestamp") is { } ts
+            && DateTimeOffset.TryParse(ts, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var c) ? c : null;
+        pool = new SpotNodePool(name, SpotApiClient.Str(meta, "namespace") ?? "", serverClass, desired, bid, cloudSpace, labels, Map(spec, "customLabels"),
+            status.ValueKind == JsonValueKind.Object ? SpotApiClient.Str(status, "bidStatus") : null, won, rv, created);
+        return true;
+    }
+
+    private static IReadOnlyDictionary<string, string> Map(JsonElement parent, string key)
+    {
+        var map = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (parent.TryGetProperty(key, out var o) && o.ValueKind == JsonValueKind.Object)
+            foreach (var p in o.EnumerateObject())
+                if (p.Value.ValueKind == JsonValueKind.String) map[p.Name] = p.Value.GetString()!;
+        return map;
+    }
+}
 
 /// <summary>Defensive ServerClass reading: a malformed item is reported, never thrown.</summary>
 internal static class ServerClassParser

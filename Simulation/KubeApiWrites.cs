@@ -371,8 +371,10 @@ public sealed partial class KubeApiServer
     private async Task EvictAsync(HttpContext ctx, string ns, string name)
     {
         var eviction = await ReadBodyAsync(ctx).ConfigureAwait(false);
-        var apiVersion = (string?)eviction["apiVersion"];
-        if ((string?)eviction["kind"] != "Eviction" || apiVersion is not ("policy/v1" or "policy/v1beta1"))
+        // Like the apiserver's decoder, a body without kind and apiVersion defaults to the endpoint's Eviction.
+        var kind = (string?)eviction["kind"] ?? "Eviction";
+        var apiVersion = (string?)eviction["apiVersion"] ?? "policy/v1";
+        if (kind != "Eviction" || apiVersion is not ("policy/v1" or "policy/v1beta1"))
             throw new ApiRefusal(400, "BadRequest", $"the body of the request was in an unknown format - expected an Eviction of policy/v1, got {eviction["kind"]} {apiVersion}");
         if ((string?)eviction["metadata"]?["name"] is { Length: > 0 } bodyName && bodyName != name)
             throw new ApiRefusal(400, "BadRequest", "name in URL does not match name in Eviction object");

@@ -124,4 +124,39 @@ public sealed class KubectlWriteTests : IAsyncLifetime
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Contains("Cordoned some-node cordoned by karpetrack", r.Stdout);
     }
+
+    [Fact]
+    public async Task PythonKubernetesClient_PatchesANodeAndEvictsAPod()
+    {
+        if (!File.Exists("/usr/bin/python3")) return;
+        var check = await RunAsync("/usr/bin/python3", ["-c", "import kubernetes"], TimeSpan.FromSeconds(20));
+        if (check.ExitCode != 0) return; // python3-kubernetes not installed: optional peer
+
+        var node = NodeWhere(_ => true);
+        var victim = Pods().First(p => NodeOf(p) is not null && OwnerKind(p) == "ReplicaSet" && App(p) is not ("ledger" or "web"));
+        var ledger = Pods().First(p => NodeOf(p) is not null && App(p) == "ledger");
+        const string script = """
+            import sys
+            from kubernetes import client, config
+            from kubernetes.client.rest import ApiException
+            config.load_kube_config(sys.argv[1])
+            v1 = client.CoreV1Api()
+            n = v1.patch_node(sys.argv[2], {"spec": {"unschedulable": True}, "metadata": {"labels": {"karpetrack.io/drain": "yes"}}})
+            print(n.spec.unschedulable, n.metadata.labels["karpetrack.io/drain"])
+            def evict(ns, name):
+                body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=ns), delete_options=client.V1DeleteOptions(grace_period_seconds=0))
+                try:
+                    v1.create_namespaced_pod_eviction(name, ns, body)
+                    return "evicted"
+                except ApiException as e:
+                    return str(e.status)
+            print(evict(sys.argv[3], sys.argv[4]), evict("payments", sys.argv[5]))
+            """;
+        var r = await RunAsync("/usr/bin/python3", ["-c", script, demo.KubeconfigPath, node,
+            (string)victim["metadata"]!["namespace"]!, (string)victim["metadata"]!["name"]!, (string)ledger["metadata"]!["name"]!], TimeSpan.FromSeconds(40));
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal("True yes\nevicted 429", r.Stdout.Trim().Replace("\r", ""));
+        Assert.True(demo.IsCordoned(node));
+        Assert.Null(demo.Api.Store.Get("pods", (string)victim["metadata"]!["namespace"]!, (string)victim["metadata"]!["name"]!));
+    }
 }

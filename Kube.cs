@@ -4,6 +4,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 
 namespace Karpetrack;
@@ -52,6 +53,141 @@ public sealed class KubeClient : IDisposable
         using (response) throw await ToException(response, ct).ConfigureAwait(false);
     }
 
+    /// <summary>GET of one object; null when it does not exist.</summary>
+    public async Task<JsonObject?> GetJsonAsync(string path, CancellationToken ct)
+    {
+        try
+        {
+            return await SendJsonAsync(HttpMethod.Get, path, null, null, ct).ConfigureAwait(false);
+        }
+        catch (KubeApiException e) when (e.StatusCode == 404)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>POST to a collection; returns the object as stored (uid, resourceVersion set).</summary>
+    public Task<JsonObject> CreateJsonAsync(string collectionPath, JsonObject body, CancellationToken ct) =>
+        SendJsonAsync(HttpMethod.Post, collectionPath, body, "application/json", ct);
+
+    /// <summary>PUT; the server refuses with 409 when metadata.resourceVersion is not the current one.</summary>
+    public Task<JsonObject> ReplaceJsonAsync(string path, JsonObject body, CancellationToken ct) =>
+        SendJsonAsync(HttpMethod.Put, path, body, "application/json", ct);
+
+    /// <summary>An RFC 7386 merge patch of a node (cordon, labels, annotations).</summary>
+    public Task<JsonObject> PatchNodeAsync(string name, JsonObject mergePatch, CancellationToken ct) =>
+        SendJsonAsync(HttpMethod.Patch, NodePath(name), mergePatch, "application/merge-patch+json", ct);
+
+    /// <summary>Deletes a node; false when it was already gone.</summary>
+    public async Task<bool> DeleteNodeAsync(string name, CancellationToken ct)
+    {
+        try
+        {
+            await SendJsonAsync(HttpMethod.Delete, NodePath(name), null, null, ct).ConfigureAwait(false);
+            return true;
+        }
+        catch (KubeApiException e) when (e.StatusCode == 404)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Asks the eviction subresource to remove a pod, which honours its PodDisruptionBudgets. The
+    /// answers a drain has to tell apart come back as values; only transport failures and the
+    /// request timeout throw.
+    /// </summary>
+    public async Task<EvictionOutcome> EvictPodAsync(string ns, string name, long? gracePeriodSeconds, CancellationToken ct)
+    {
+        var eviction = new JsonObject
+        {
+            ["apiVersion"] = "policy/v1",
+            ["kind"] = "Eviction",
+            ["metadata"] = new JsonObject { ["name"] = name, ["namespace"] = ns },
+        };
+        if (gracePeriodSeconds is { } g) eviction["deleteOptions"] = new JsonObject { ["gracePeriodSeconds"] = g };
+        try
+        {
+            await SendJsonAsync(HttpMethod.Post, $"/api/v1/namespaces/{Uri.EscapeDataString(ns)}/pods/{Uri.EscapeDataString(name)}/eviction",
+                eviction, "application/json", ct).ConfigureAwait(false);
+            return new EvictionOutcome(EvictionResult.Evicted, $"evicted {ns}/{name}", null);
+        }
+        catch (KubeApiException e)
+        {
+            return e.StatusCode switch
+            {
+                404 => new EvictionOutcome(EvictionResult.Gone, e.Message, null),
+                429 => new EvictionOutcome(EvictionResult.Blocked, e.Message, e.RetryAfter),
+                _ => new EvictionOutcome(EvictionResult.Failed, e.Message, e.RetryAfter),
+            };
+        }
+    }
+
+    /// <summary>Records a core/v1 Event, as client-go's event recorder writes one the first time.</summary>
+    public async Task CreateEventAsync(KubeEventRecord e, CancellationToken ct)
+    {
+        var now = DateTimeOffset.UtcNow;
+        // Like the recorder's "%v.%x" of the UnixNano time, kept strictly increasing so that two
+        // events in one tick never collide.
+        long nanos = (now.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks) * 100, last;
+        do
+        {
+            last = Interlocked.Read(ref lastEventNanos);
+            if (nanos <= last) nanos = last + 1;
+        }
+        while (Interlocked.CompareExchange(ref lastEventNanos, nanos, last) != last);
+
+        var stamp = now.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", System.Globalization.CultureInfo.InvariantCulture);
+        var involved = new JsonObject { ["kind"] = e.InvolvedKind, ["name"] = e.InvolvedName, ["apiVersion"] = "v1" };
+        if (e.InvolvedNamespace is not null) involved["namespace"] = e.InvolvedNamespace;
+        var body = new JsonObject
+        {
+            ["apiVersion"] = "v1",
+            ["kind"] = "Event",
+            ["metadata"] = new JsonObject { ["name"] = $"{e.InvolvedName}.{nanos:x16}", ["namespace"] = e.Namespace },
+            ["involvedObject"] = involved,
+            ["reason"] = e.Reason,
+            ["message"] = e.Message,
+            ["type"] = e.Type,
+            ["count"] = 1,
+            ["firstTimestamp"] = stamp,
+            ["lastTimestamp"] = stamp,
+            ["source"] = new JsonObject { ["component"] = e.Component },
+            ["reportingComponent"] = e.Component,
+            ["reportingInstance"] = "",
+        };
+        await CreateJsonAsync($"/api/v1/namespaces/{Uri.EscapeDataString(e.Namespace)}/events", body, ct).ConfigureAwait(false);
+    }
+
+    private long lastEventNanos;
+
+    private static string NodePath(string name) => "/api/v1/nodes/" + Uri.EscapeDataString(name);
+
+    /// <summary>One bounded request with a JSON body (or none) and a JSON object answer.</summary>
+    private async Task<JsonObject> SendJsonAsync(HttpMethod method, string path, JsonObject? body, string? contentType, CancellationToken ct)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(RequestTimeout);
+        using var request = new HttpRequestMessage(method, path);
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("application/json"));
+        if (body is not null)
+        {
+            request.Content = new ByteArrayContent(JsonSerializer.SerializeToUtf8Bytes(body));
+            request.Content.Headers.ContentType = new MediaTypeHeaderValue(contentType ?? "application/json");
+        }
+        try
+        {
+            using var response = await http.SendAsync(request, HttpCompletionOption.ResponseContentRead, timeout.Token).ConfigureAwait(false);
+            if (!response.IsSuccessStatusCode) throw await ToException(response, timeout.Token).ConfigureAwait(false);
+            var bytes = await response.Content.ReadAsByteArrayAsync(timeout.Token).ConfigureAwait(false);
+            return bytes.Length == 0 ? new JsonObject() : JsonNode.Parse(bytes) as JsonObject ?? new JsonObject();
+        }
+        catch (OperationCanceledException) when (timeout.IsCancellationRequested && !ct.IsCancellationRequested)
+        {
+            throw new TimeoutException($"{method} {path}: no answer within {RequestTimeout.TotalSeconds:0.###}s");
+        }
+    }
+
     public static async Task<KubeApiException> ToException(HttpResponseMessage response, CancellationToken ct)
     {
         byte[] body;
@@ -80,6 +216,15 @@ public sealed class KubeClient : IDisposable
 
     public void Dispose() => http.Dispose();
 }
+
+/// <summary>How an eviction request ended. Gone = the pod no longer exists; Blocked = a disruption budget said no (429).</summary>
+public enum EvictionResult { Evicted, Gone, Blocked, Failed }
+
+public sealed record EvictionOutcome(EvictionResult Result, string Message, TimeSpan? RetryAfter);
+
+/// <summary>A core/v1 Event to record about an object. Type is Normal or Warning.</summary>
+public sealed record KubeEventRecord(string Namespace, string InvolvedKind, string InvolvedName, string? InvolvedNamespace,
+    string Reason, string Message, string Type, string Component = "karpetrack");
 
 /// <summary>
 /// A growable byte window over a response stream, so a parser can see whole objects without the

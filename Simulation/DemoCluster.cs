@@ -25,10 +25,12 @@ public sealed class DemoCluster : IAsyncDisposable
 {
     private sealed class DemoNode(JsonObject obj, ServerClass cls)
     {
-        public JsonObject Object { get; } = obj;
+        public JsonObject Object { get; set; } = obj;
         public string Name { get; } = (string)obj["metadata"]!["name"]!;
         public ServerClass Class { get; } = cls;
         public bool Cordoned { get; set; }
+        /// <summary>NoSchedule/NoExecute taints keep the demo's workloads (none of which tolerate them) off the node.</summary>
+        public bool Repels { get; init; }
         public long FreeCpu { get; set; } = SyntheticCluster.AllocatableMilliCpu(cls);
         public long FreeMem { get; set; } = SyntheticCluster.AllocatableMemoryBytes(cls);
     }
@@ -36,7 +38,7 @@ public sealed class DemoCluster : IAsyncDisposable
     private sealed class DemoPod(PodTemplate template, JsonObject obj)
     {
         public PodTemplate Template { get; } = template;
-        public JsonObject Object { get; } = obj;
+        public JsonObject Object { get; set; } = obj;
         public string Name => (string)Object["metadata"]!["name"]!;
         public DemoNode? Node { get; set; }
         public bool Terminating { get; set; }
@@ -56,6 +58,7 @@ public sealed class DemoCluster : IAsyncDisposable
     private readonly string _tempDir;
     private Task _loop = Task.CompletedTask;
     private int _jobCounter;
+    private int _nodeIndex;
 
     private DemoCluster(KubeApiServer api, DemoClusterOptions options, ILogger? logger)
     {
@@ -75,6 +78,7 @@ public sealed class DemoCluster : IAsyncDisposable
         var api = await KubeApiServer.StartAsync(options.Server, ct).ConfigureAwait(false);
         var demo = new DemoCluster(api, options, logger);
         demo.Populate();
+        api.Written += demo.OnApiWrite;
         logger?.LogInformation("Demo cluster on {Address}: {Nodes} nodes, {Pods} pods, kubeconfig {Path}",
             api.BaseAddress, demo._nodes.Count, demo._pods.Count, demo.KubeconfigPath);
         if (options.Churn) demo._loop = demo.ChurnLoopAsync(demo._stop.Token);
@@ -109,6 +113,7 @@ public sealed class DemoCluster : IAsyncDisposable
             _nodes.Add(node);
             Api.Store.Upsert("nodes", obj);
         }
+        _nodeIndex = _options.Nodes;
 
         foreach (var node in _nodes)
         {
@@ -172,6 +177,9 @@ public sealed class DemoCluster : IAsyncDisposable
             });
         }
         AddDaemonSetsAndBudgets(created);
+        // What a controller needs to write: its leader lease and the events it records.
+        Api.Store.Register(ResourceType.Leases);
+        Api.Store.Register(ResourceType.Events);
     }
 
     // The DaemonSet objects behind the per-node pods (so a recommender knows what lands on a new
@@ -265,7 +273,7 @@ public sealed class DemoCluster : IAsyncDisposable
     private DemoNode? FindRoom(PodTemplate t)
     {
         var (cpu, mem) = t.EffectiveRequest();
-        return _nodes.FirstOrDefault(n => !n.Cordoned && n.FreeCpu >= cpu && n.FreeMem >= mem);
+        return _nodes.FirstOrDefault(n => !n.Cordoned && !n.Repels && n.FreeCpu >= cpu && n.FreeMem >= mem);
     }
 
     private DemoChange Schedule(PodTemplate t, DateTimeOffset at)
@@ -313,15 +321,7 @@ public sealed class DemoCluster : IAsyncDisposable
             // The kubelet confirms graceful deletions started in the previous step.
             foreach (var p in _pods.Where(p => p.Terminating).ToArray()) Remove(p, changes);
 
-            foreach (var p in _pods.Where(p => p.Node is null && !p.Finished).ToArray())
-            {
-                if (FindRoom(p.Template) is not { } room) continue;
-                p.Node = room;
-                Reserve(room, p.Template, +1);
-                SyntheticCluster.Bind(p.Object, p.Template, room.Object, _rng, now);
-                Api.Store.Upsert("pods", p.Object);
-                changes.Add(new DemoChange("scheduled", p.Template.Namespace, p.Name, room.Name));
-            }
+            SchedulePending(now, changes);
 
             var actions = 1 + _rng.Next(2);
             for (var a = 0; a < actions; a++)
@@ -334,7 +334,177 @@ public sealed class DemoCluster : IAsyncDisposable
                 }
             }
             if (changes.Count == 0) ScaleUp(now, changes);
+            DisruptionBudgets.Refresh(Api.Store);
             return changes;
+        }
+    }
+
+    private void SchedulePending(DateTimeOffset now, List<DemoChange> changes)
+    {
+        foreach (var p in _pods.Where(p => p.Node is null && !p.Finished).ToArray())
+        {
+            if (FindRoom(p.Template) is not { } room) continue;
+            p.Node = room;
+            Reserve(room, p.Template, +1);
+            SyntheticCluster.Bind(p.Object, p.Template, room.Object, _rng, now);
+            Api.Store.Upsert("pods", p.Object);
+            changes.Add(new DemoChange("scheduled", p.Template.Namespace, p.Name, room.Name));
+        }
+    }
+
+    // ---------------------------------------------------------------- nodes joining and leaving
+
+    /// <summary>
+    /// A Spot node of <paramref name="serverClass"/> joins Ready, with the usual Spot labels plus
+    /// <paramref name="labels"/> (which carry nodepool.ngpc.rxt.io/name when the pool is known). The
+    /// DaemonSets land on it, then pending pods that fit are scheduled onto it at once.
+    /// </summary>
+    public void JoinNode(string name, string serverClass, IReadOnlyDictionary<string, string> labels, IReadOnlyList<Taint> taints)
+    {
+        var cls = ClassNamed(serverClass);
+        lock (_stepLock)
+        {
+            if (_nodes.Any(n => n.Name == name) || Api.Store.Get("nodes", null, name) is not null)
+                throw new InvalidOperationException($"node {name} already exists");
+            var now = DateTimeOffset.UtcNow;
+            var obj = SyntheticCluster.Node(_rng, cls, Guid.Empty, spot: true, _nodeIndex++, now);
+            var metadata = obj["metadata"]!.AsObject();
+            metadata["name"] = name;
+            var nodeLabels = metadata["labels"]!.AsObject();
+            nodeLabels["kubernetes.io/hostname"] = name;
+            nodeLabels.Remove("nodepool.ngpc.rxt.io/name");
+            foreach (var (k, v) in labels) nodeLabels[k] = v;
+            foreach (var a in obj["status"]!["addresses"]!.AsArray())
+                if ((string?)a!["type"] == "Hostname") a["address"] = name;
+            if (taints.Count > 0)
+            {
+                var array = new JsonArray();
+                foreach (var t in taints)
+                {
+                    var taint = new JsonObject { ["key"] = t.Key, ["effect"] = t.Effect };
+                    if (t.Value is not null) taint["value"] = t.Value;
+                    array.Add(taint);
+                }
+                obj["spec"]!.AsObject()["taints"] = array;
+            }
+            var node = new DemoNode(obj, cls) { Repels = taints.Any(t => t.Effect is "NoSchedule" or "NoExecute") };
+            _nodes.Add(node);
+            Api.Store.Upsert("nodes", obj);
+            foreach (var t in SyntheticCluster.DaemonSetTemplates) Place(t, node, now);
+            Place(SyntheticCluster.KubeProxyMirror, node, now);
+            SchedulePending(now, []);
+            DisruptionBudgets.Refresh(Api.Store);
+        }
+    }
+
+    /// <summary>
+    /// A node leaves (pre-empted, or its pool deleted): it and its pods are gone, and the pods of
+    /// Deployments come back Pending as their ReplicaSets recreate them. False when there was no such node.
+    /// </summary>
+    public bool RemoveNode(string name)
+    {
+        lock (_stepLock)
+        {
+            var node = _nodes.FirstOrDefault(n => n.Name == name);
+            if (node is null) return false;
+            Api.Store.Delete("nodes", null, name);
+            DropNode(node, DateTimeOffset.UtcNow, []);
+            DisruptionBudgets.Refresh(Api.Store);
+            return true;
+        }
+    }
+
+    /// <summary>True while the demo counts the node as cordoned (for tests and logs).</summary>
+    public bool IsCordoned(string node)
+    {
+        lock (_stepLock) return _nodes.FirstOrDefault(n => n.Name == node)?.Cordoned ?? false;
+    }
+
+    private static ServerClass ClassNamed(string name)
+    {
+        if (SyntheticCluster.IadClasses.FirstOrDefault(c => c.Name == name) is { } iad) return iad;
+        // Other regions: the shape from the embedded price snapshot, which the demo market also uses.
+        if (PriceFeedParser.Embedded().Classes.TryGetValue(name, out var priced))
+        {
+            var c = priced.Class;
+            return new ServerClass(c.Name, c.Category, (int)Math.Ceiling(c.Cpu), c.MemoryBytes / 1_000_000_000m, c.Category + "-" + c.Name, priced.Prices.Market);
+        }
+        throw new ArgumentException($"unknown server class {name}", nameof(name));
+    }
+
+    // The pod garbage collector removes pods bound to a node that no longer exists.
+    private void DropNode(DemoNode node, DateTimeOffset now, List<DemoChange> changes)
+    {
+        _nodes.Remove(node);
+        foreach (var p in _pods.Where(p => p.Node == node).ToArray())
+        {
+            _pods.Remove(p);
+            Api.Store.Delete("pods", p.Template.Namespace, p.Name);
+            changes.Add(new DemoChange("deleted", p.Template.Namespace, p.Name, node.Name));
+            if (!p.Terminating && !p.Finished) Replace(p, now, changes);
+        }
+    }
+
+    /// <summary>What a ReplicaSet does when one of its pods goes: a new pod, scheduled if there is room.</summary>
+    private void Replace(DemoPod gone, DateTimeOffset now, List<DemoChange> changes)
+    {
+        if (gone.Template.Owner != PodOwner.ReplicaSet) return;   // DaemonSet and mirror pods are not recreated by an eviction
+        changes.Add(Schedule(gone.Template, now));
+    }
+
+    // ---------------------------------------------------------------- reacting to API writes
+
+    /// <summary>
+    /// Writes made through the API server (kubectl, the actuator): cordons, deletions and evictions
+    /// change the demo's own model as the kubelet and the controllers would react to them.
+    /// </summary>
+    private void OnApiWrite(ApiWrite write)
+    {
+        if (write.Resource is not ("nodes" or "pods")) return;
+        lock (_stepLock)
+        {
+            var now = DateTimeOffset.UtcNow;
+            var changes = new List<DemoChange>();
+            if (write.Resource == "nodes")
+            {
+                var node = _nodes.FirstOrDefault(n => n.Name == write.Name);
+                if (node is null) return;
+                if (write.Object is null)
+                {
+                    DropNode(node, now, changes);
+                }
+                else
+                {
+                    node.Object = write.Object;
+                    node.Cordoned = (bool?)write.Object["spec"]?["unschedulable"] == true;
+                }
+            }
+            else
+            {
+                var pod = _pods.FirstOrDefault(p => p.Template.Namespace == write.Namespace && p.Name == write.Name);
+                if (pod is null) return;
+                if (write.Object is null)
+                {
+                    _pods.Remove(pod);
+                    if (pod.Node is not null && !pod.Finished) Reserve(pod.Node, pod.Template, -1);
+                    if (!pod.Terminating) Replace(pod, now, changes);
+                    // A churn step may have rewritten the pod between the API's delete and this call.
+                    Api.Store.Delete("pods", pod.Template.Namespace, pod.Name);
+                }
+                else
+                {
+                    pod.Object = write.Object;
+                    if (write.Object["metadata"]?["deletionTimestamp"] is not null && !pod.Terminating)
+                    {
+                        // Terminating pods no longer count for their ReplicaSet, which makes a new one now.
+                        pod.Terminating = true;
+                        Replace(pod, now, changes);
+                    }
+                }
+            }
+            DisruptionBudgets.Refresh(Api.Store);
+            foreach (var change in changes)
+                _logger?.LogDebug("demo (api write): {Action} {Namespace}/{Name} {Node}", change.Action, change.Namespace, change.Name, change.Node);
         }
     }
 

@@ -23,14 +23,19 @@ public sealed record KubeApiServerOptions
     public TimeSpan ContinueTokenTtl { get; init; } = TimeSpan.FromMinutes(5);
     /// <summary>Events queued per watcher before it counts as too slow and is closed.</summary>
     public int WatcherBufferSize { get; init; } = 100_000;
+    /// <summary>
+    /// Longest a gracefully deleted pod stays terminating before it is really gone: the kubelet's
+    /// confirmation, shortened so that drains in the demo and the tests do not wait 30 s per pod.
+    /// </summary>
+    public TimeSpan MaxPodGracePeriod { get; init; } = TimeSpan.FromSeconds(2);
 }
 
 /// <summary>
 /// An in-process Kubernetes API server on loopback, speaking the real JSON wire protocol for
-/// discovery, LIST (paged, consistent snapshots), GET and WATCH, plus server-side Tables for kubectl.
-/// It only reads: objects change through <see cref="Store"/>.
+/// discovery, LIST (paged, consistent snapshots), GET and WATCH, plus server-side Tables for kubectl,
+/// and the writes a controller and kubectl make (KubeApiWrites.cs). Objects also change through <see cref="Store"/>.
 /// </summary>
-public sealed class KubeApiServer : IAsyncDisposable
+public sealed partial class KubeApiServer : IAsyncDisposable
 {
     private const int FlushThreshold = 256 * 1024;
     private static readonly byte[] NewLine = "\n"u8.ToArray();
@@ -158,7 +163,8 @@ public sealed class KubeApiServer : IAsyncDisposable
             await WriteInjectedFailureAsync(ctx, failure).ConfigureAwait(false);
             return;
         }
-        if (!HttpMethods.IsGet(req.Method))
+        var isGet = HttpMethods.IsGet(req.Method);
+        if (!isGet && path.TrimEnd('/') is "/version" or "/api" or "/apis" or "/healthz" or "/livez" or "/readyz")
         {
             await WriteStatusAsync(ctx, 405, "MethodNotAllowed", "the server does not allow this method on the requested resource").ConfigureAwait(false);
             return;
@@ -194,6 +200,7 @@ public sealed class KubeApiServer : IAsyncDisposable
 
         if (rest.Count == 0)
         {
+            if (!isGet) { await WriteStatusAsync(ctx, 405, "MethodNotAllowed", "the server does not allow this method on the requested resource").ConfigureAwait(false); return; }
             var types = Store.Resources.Where(t => t.Group == group && t.Version == version).ToArray();
             if (types.Length == 0 && !(group == "" && version == "v1")) { await NotFoundPathAsync(ctx).ConfigureAwait(false); return; }
             await WriteJsonAsync(ctx, 200, w => WriteResourceList(w, group == "" ? version : $"{group}/{version}", types)).ConfigureAwait(false);
@@ -202,18 +209,20 @@ public sealed class KubeApiServer : IAsyncDisposable
 
         string? ns = null;
         string resource;
-        string? name = null;
+        string? name = null, subresource = null;
         if (rest.Count >= 3 && rest[0] == "namespaces")
         {
             ns = rest[1];
             resource = rest[2];
-            if (rest.Count == 4) name = rest[3];
-            else if (rest.Count > 4) { await NotFoundPathAsync(ctx).ConfigureAwait(false); return; }
+            if (rest.Count >= 4) name = rest[3];
+            if (rest.Count == 5) subresource = rest[4];
+            else if (rest.Count > 5) { await NotFoundPathAsync(ctx).ConfigureAwait(false); return; }
         }
-        else if (rest.Count <= 2)
+        else if (rest.Count <= 3)
         {
             resource = rest[0];
-            if (rest.Count == 2) name = rest[1];
+            if (rest.Count >= 2) name = rest[1];
+            if (rest.Count == 3) subresource = rest[2];
         }
         else
         {
@@ -228,7 +237,11 @@ public sealed class KubeApiServer : IAsyncDisposable
             return;
         }
 
-        if (name is not null)
+        if (!isGet)
+            await WriteVerbAsync(ctx, type, ns, name, subresource).ConfigureAwait(false);
+        else if (subresource is not null)
+            await NotFoundPathAsync(ctx).ConfigureAwait(false);
+        else if (name is not null)
             await GetOneAsync(ctx, type, ns, name).ConfigureAwait(false);
         else if (req.Query["watch"] is var watch && (watch == "1" || watch == "true"))
             await WatchAsync(ctx, type, ns).ConfigureAwait(false);
@@ -760,11 +773,9 @@ public sealed class KubeApiServer : IAsyncDisposable
             w.WriteString("singularName", t.SingularName);
             w.WriteBoolean("namespaced", t.Namespaced);
             w.WriteString("kind", t.Kind);
-            // Only reads are served; advertising writes would invite kubectl to try them.
+            // Every verb served; deletecollection is not, so it is not advertised.
             w.WriteStartArray("verbs");
-            w.WriteStringValue("get");
-            w.WriteStringValue("list");
-            w.WriteStringValue("watch");
+            foreach (var verb in (ReadOnlySpan<string>)["create", "delete", "get", "list", "patch", "update", "watch"]) w.WriteStringValue(verb);
             w.WriteEndArray();
             if (t.ShortNames.Count > 0)
             {
@@ -773,6 +784,21 @@ public sealed class KubeApiServer : IAsyncDisposable
                 w.WriteEndArray();
             }
             w.WriteEndObject();
+            if (t == ResourceType.Pods)
+            {
+                // kubectl drain evicts through policy/v1 only when discovery lists this subresource.
+                w.WriteStartObject();
+                w.WriteString("name", "pods/eviction");
+                w.WriteString("singularName", "");
+                w.WriteBoolean("namespaced", true);
+                w.WriteString("group", "policy");
+                w.WriteString("version", "v1");
+                w.WriteString("kind", "Eviction");
+                w.WriteStartArray("verbs");
+                w.WriteStringValue("create");
+                w.WriteEndArray();
+                w.WriteEndObject();
+            }
         }
         w.WriteEndArray();
         w.WriteEndObject();

@@ -259,6 +259,46 @@ public sealed class ObjectStore
         }
     }
 
+    /// <summary>Creates an object only when none of that name exists; null when one does (AlreadyExists).</summary>
+    public StoredObject? TryCreate(string resource, JsonObject obj)
+    {
+        var metadata = obj["metadata"] as JsonObject ?? throw new ArgumentException("object has no metadata", nameof(obj));
+        var name = (string?)metadata["name"] ?? throw new ArgumentException("object has no metadata.name", nameof(obj));
+        lock (_lock)
+        {
+            var bucket = BucketOf(resource);
+            if (bucket.Objects.ContainsKey(KeyOf(bucket.Type.Namespaced ? (string?)metadata["namespace"] : null, name))) return null;
+            return Upsert(resource, obj);
+        }
+    }
+
+    /// <summary>
+    /// Read-modify-write under the write lock, so that a precondition checked by <paramref name="change"/>
+    /// still holds when the result is stored. <paramref name="change"/> gets a fresh copy and returns
+    /// false to leave the object alone; it may throw to refuse. Null when the object does not exist.
+    /// </summary>
+    public StoredObject? Update(string resource, string? ns, string name, Func<JsonObject, bool> change)
+    {
+        lock (_lock)
+        {
+            var current = Get(resource, ns, name);
+            if (current is null) return null;
+            var copy = current.ToJsonObject();
+            return change(copy) ? Upsert(resource, copy) : current;
+        }
+    }
+
+    /// <summary>Deletes only while the stored object still has this uid (a graceful deletion finishing, not a namesake).</summary>
+    public bool DeleteIfUid(string resource, string? ns, string name, string uid)
+    {
+        lock (_lock)
+        {
+            var current = Get(resource, ns, name);
+            if (current is null || (string?)current.ToJsonObject()["metadata"]?["uid"] != uid) return false;
+            return Delete(resource, ns, name);
+        }
+    }
+
     /// <summary>Removes an object; watchers get DELETED with its last state at a new resourceVersion.</summary>
     public bool Delete(string resource, string? ns, string name)
     {

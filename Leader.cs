@@ -1,0 +1,240 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Logging;
+
+namespace Karpetrack;
+
+/// <summary>Timings of client-go's leader election, with its defaults.</summary>
+public sealed record LeaderElectionOptions
+{
+    /// <summary>How long others wait, from when they last saw the lease change, before taking it over.</summary>
+    public TimeSpan LeaseDuration { get; init; } = TimeSpan.FromSeconds(15);
+    /// <summary>How long a leader keeps trying to renew before it steps down; shorter than LeaseDuration.</summary>
+    public TimeSpan RenewDeadline { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>Pause between attempts to acquire or renew.</summary>
+    public TimeSpan RetryPeriod { get; init; } = TimeSpan.FromSeconds(2);
+}
+
+/// <summary>
+/// Leader election on a coordination.k8s.io/v1 Lease, as client-go's leaderelection does it: a
+/// lease is taken over only when it has not changed for its duration as measured by our own clock
+/// (immune to clock skew between replicas), writes are optimistic (PUT with resourceVersion; a 409
+/// means another replica won), and a leader that cannot renew within RenewDeadline steps down
+/// before anyone else could take the lease.
+/// </summary>
+public sealed class LeaderElector
+{
+    private readonly KubeClient kube;
+    private readonly string ns, leaseName;
+    private readonly LeaderElectionOptions options;
+    private readonly ILogger log;
+    private readonly TimeProvider clock;
+
+    // What we last saw of the lease and when (by our clock) it last changed.
+    private LeaseRecord? observed;
+    private JsonObject? observedObject;
+    private DateTimeOffset observedAt;
+    private volatile bool isLeader;
+
+    public LeaderElector(KubeClient kube, string ns, string leaseName, string identity, LeaderElectionOptions options, ILogger log, TimeProvider? clock = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(identity);
+        if (options.RenewDeadline >= options.LeaseDuration) throw new ArgumentException("RenewDeadline must be shorter than LeaseDuration", nameof(options));
+        if (options.RetryPeriod >= options.RenewDeadline) throw new ArgumentException("RetryPeriod must be shorter than RenewDeadline", nameof(options));
+        this.kube = kube;
+        this.ns = ns;
+        this.leaseName = leaseName;
+        this.options = options;
+        this.log = log;
+        this.clock = clock ?? TimeProvider.System;
+        Identity = identity;
+    }
+
+    public bool IsLeader => isLeader;
+    public string Identity { get; }
+
+    /// <summary>Raised with true on acquiring the lease and false on losing or releasing it.</summary>
+    public event Action<bool>? LeadershipChanged;
+
+    /// <summary>POD_NAMESPACE (the downward API), else "default".</summary>
+    public static string DefaultNamespace() =>
+        Environment.GetEnvironmentVariable("POD_NAMESPACE") is { Length: > 0 } ns ? ns : "default";
+
+    private string Path => $"/apis/coordination.k8s.io/v1/namespaces/{Uri.EscapeDataString(ns)}/leases/{Uri.EscapeDataString(leaseName)}";
+
+    /// <summary>
+    /// Tries to acquire, then renews while leader; steps down (and goes back to trying) when a renewal
+    /// does not succeed within RenewDeadline. On cancellation a leader releases the lease so that the
+    /// next replica need not wait out its duration.
+    /// </summary>
+    public async Task RunAsync(CancellationToken ct)
+    {
+        try
+        {
+            while (!ct.IsCancellationRequested)
+            {
+                if (!isLeader)
+                {
+                    if (await TryAcquireOrRenewAsync(options.RetryPeriod, ct).ConfigureAwait(false))
+                    {
+                        SetLeader(true);
+                        continue;
+                    }
+                    // client-go jitters acquisition (factor 1.2) so that replicas do not retry in step.
+                    await Task.Delay(options.RetryPeriod * (1 + Random.Shared.NextDouble() * 0.2), clock, ct).ConfigureAwait(false);
+                    continue;
+                }
+
+                await Task.Delay(options.RetryPeriod, clock, ct).ConfigureAwait(false);
+                // Keep trying until the deadline, which is measured from the last renewal, so a leader
+                // whose writes fail lets go before others see the lease expire.
+                var deadline = lastRenewal + options.RenewDeadline;
+                var renewed = false;
+                while (!renewed && clock.GetUtcNow() < deadline)
+                {
+                    renewed = await TryAcquireOrRenewAsync(deadline - clock.GetUtcNow(), ct).ConfigureAwait(false);
+                    if (renewed) break;
+                    var wait = Min(options.RetryPeriod, deadline - clock.GetUtcNow());
+                    if (wait > TimeSpan.Zero) await Task.Delay(wait, clock, ct).ConfigureAwait(false);
+                }
+                if (!renewed)
+                {
+                    log.LogWarning("Leader election: could not renew lease {Namespace}/{Lease} within {Deadline}; stepping down", ns, leaseName, options.RenewDeadline);
+                    SetLeader(false);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
+        finally
+        {
+            if (isLeader)
+            {
+                await ReleaseAsync().ConfigureAwait(false);
+                SetLeader(false);
+            }
+        }
+    }
+
+    private DateTimeOffset lastRenewal;
+
+    private void SetLeader(bool leader)
+    {
+        if (isLeader == leader) return;
+        isLeader = leader;
+        log.LogInformation("Leader election: {Identity} {Change} lease {Namespace}/{Lease}", Identity, leader ? "acquired" : "lost", ns, leaseName);
+        LeadershipChanged?.Invoke(leader);
+    }
+
+    private sealed record LeaseRecord(string Holder, int DurationSeconds, string? AcquireTime, string? RenewTime, int Transitions);
+
+    private static LeaseRecord RecordOf(JsonObject lease)
+    {
+        var spec = lease["spec"] as JsonObject;
+        return new LeaseRecord((string?)spec?["holderIdentity"] ?? "", (int?)spec?["leaseDurationSeconds"] ?? 0,
+            (string?)spec?["acquireTime"], (string?)spec?["renewTime"], (int?)spec?["leaseTransitions"] ?? 0);
+    }
+
+    /// <summary>kube's MicroTime: RFC 3339 with exactly six fractional digits.</summary>
+    public static string MicroTime(DateTimeOffset t) =>
+        t.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'", CultureInfo.InvariantCulture);
+
+    /// <summary>One attempt, bounded by <paramref name="budget"/>; true when we hold the lease afterwards.</summary>
+    private async Task<bool> TryAcquireOrRenewAsync(TimeSpan budget, CancellationToken ct)
+    {
+        if (budget <= TimeSpan.Zero) return false;
+        using var bounded = new CancellationTokenSource(budget, clock);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, bounded.Token);
+        var started = clock.GetUtcNow();
+        var now = MicroTime(started);
+        try
+        {
+            var current = await kube.GetJsonAsync(Path, linked.Token).ConfigureAwait(false);
+            if (current is null)
+            {
+                var created = await kube.CreateJsonAsync($"/apis/coordination.k8s.io/v1/namespaces/{Uri.EscapeDataString(ns)}/leases", new JsonObject
+                {
+                    ["apiVersion"] = "coordination.k8s.io/v1",
+                    ["kind"] = "Lease",
+                    ["metadata"] = new JsonObject { ["name"] = leaseName, ["namespace"] = ns },
+                    ["spec"] = Spec(Identity, now, now, 0),
+                }, linked.Token).ConfigureAwait(false);
+                Observe(created, started);
+                lastRenewal = started;
+                return true;
+            }
+
+            var record = RecordOf(current);
+            if (observed != record) Observe(current, started);
+            if (record.Holder.Length > 0 && record.Holder != Identity
+                && observedAt + TimeSpan.FromSeconds(record.DurationSeconds) > clock.GetUtcNow())
+                return false;   // held, and not yet expired by our clock
+
+            var mine = record.Holder == Identity;
+            var replacement = current.DeepClone().AsObject();
+            replacement["spec"] = Spec(Identity, mine ? record.AcquireTime ?? now : now, now, mine ? record.Transitions : record.Transitions + 1);
+            var updated = await kube.ReplaceJsonAsync(Path, replacement, linked.Token).ConfigureAwait(false);
+            Observe(updated, started);
+            lastRenewal = started;
+            return true;
+        }
+        catch (KubeApiException e) when (e.StatusCode == 409)
+        {
+            return false;   // someone else wrote first
+        }
+        catch (Exception e) when (e is KubeApiException or HttpRequestException or TimeoutException
+                                  || (e is OperationCanceledException && !ct.IsCancellationRequested))
+        {
+            log.LogDebug("Leader election: attempt on {Namespace}/{Lease} failed: {Error}", ns, leaseName, e.Message);
+            return false;
+        }
+    }
+
+    private JsonObject Spec(string holder, string acquireTime, string renewTime, int transitions) => new()
+    {
+        ["holderIdentity"] = holder,
+        ["leaseDurationSeconds"] = (int)Math.Ceiling(options.LeaseDuration.TotalSeconds),
+        ["acquireTime"] = acquireTime,
+        ["renewTime"] = renewTime,
+        ["leaseTransitions"] = transitions,
+    };
+
+    private void Observe(JsonObject lease, DateTimeOffset at)
+    {
+        observed = RecordOf(lease);
+        observedObject = lease;
+        observedAt = at;
+    }
+
+    /// <summary>
+    /// As client-go's ReleaseOnCancel: clear the holder and shorten the duration to one second, so
+    /// another replica takes over on its next attempt. Only from the version we last wrote.
+    /// </summary>
+    private async Task ReleaseAsync()
+    {
+        if (observedObject is null || observed?.Holder != Identity) return;
+        var released = observedObject.DeepClone().AsObject();
+        var now = MicroTime(clock.GetUtcNow());
+        released["spec"] = new JsonObject
+        {
+            ["holderIdentity"] = "",
+            ["leaseDurationSeconds"] = 1,
+            ["acquireTime"] = now,
+            ["renewTime"] = now,
+            ["leaseTransitions"] = observed.Transitions,
+        };
+        try
+        {
+            using var bounded = new CancellationTokenSource(options.RenewDeadline, clock);
+            await kube.ReplaceJsonAsync(Path, released, bounded.Token).ConfigureAwait(false);
+            log.LogInformation("Leader election: released lease {Namespace}/{Lease}", ns, leaseName);
+        }
+        catch (Exception e) when (e is KubeApiException or HttpRequestException or TimeoutException or OperationCanceledException)
+        {
+            log.LogWarning("Leader election: could not release lease {Namespace}/{Lease}: {Error}", ns, leaseName, e.Message);
+        }
+    }
+
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
+}

@@ -100,6 +100,16 @@ public sealed record PackingOptions
     public long ExactNodes { get; init; } = 400_000;
     /// <summary>Up to this many items karpetrack's three strategies also run and the cheapest complete result wins.</summary>
     public int PortfolioItems { get; init; } = 400;
+    /// <summary>Fit tests the ruin-and-repair phase may spend; it stops early when no round gains.</summary>
+    public long ImproveWork { get; init; } = 4_000_000;
+    /// <summary>Least full bins that trade with the pool in a ruin-and-repair round.</summary>
+    public int ImprovePartners { get; init; } = 64;
+    /// <summary>Ruin-and-repair rounds in a row without a lower cost after which the phase stops.</summary>
+    public int ImproveIdleRounds { get; init; } = 24;
+    /// <summary>Least efficient bins the ruin-and-repair phase works on.</summary>
+    public int ImproveBins { get; init; } = 256;
+    /// <summary>Bins emptied into the pool per ruin-and-repair round.</summary>
+    public int ImproveVictims { get; init; } = 3;
 }
 
 /// <summary>
@@ -118,7 +128,8 @@ public static class Packer
         st.FillExisting();
         st.Greedy(o);
         st.LocalSearch(o);
-        var best = st.ToSolution("cost-aware greedy + local search");
+        st.Improve(o);
+        var best = st.ToSolution(o.ImproveWork > 0 ? "cost-aware greedy + local search + ruin and repair" : "cost-aware greedy + local search");
         int placeable = x.PlaceableItems;
         if (placeable <= o.PortfolioItems)
         {
@@ -1239,63 +1250,70 @@ internal sealed class State
         var groups = new List<int>();
         var res = new long[D];
         var inv = new double[D];
-        // Fills a fresh bin of type t (a dry run, or for real) and returns the dual value it absorbs.
+        // The largest shape of column k still available (beyond what this bin holds) that fits `room` on type t, or -1.
+        int Largest(int k, int t, long[] room)
+        {
+            for (int r = 0; r < D; r++) if (colDem[k * D + r] > room[r]) return -1;
+            if (colAa[k] >= 0 && groups.Contains(colAa[k])) return -1;
+            int lo = colStart[k], hi = colStart[k + 1];
+            long limit = room[sd];
+            while (lo < hi) { int mid = (lo + hi) >>> 1; if (colKey[mid] <= limit) lo = mid + 1; else hi = mid; }
+            int p = lo - 1;
+            p = p >= colStart[k] ? Find(p) : -1;
+            while (p >= 0 && (rem[colShape[p]] - tmp[colShape[p]] <= 0 || !x.TypeOk[colShape[p] * T + t]))
+                p = p > colStart[k] ? Find(p - 1) : -1;
+            return p;
+        }
+        // Fills a fresh bin of type t (a dry run, or for real: then placed at the end) and returns the dual value it absorbs.
         double Fill(int t, bool commit, int first)
         {
             for (int r = 0; r < D; r++) { res[r] = x.Cap[t * D + r]; inv[r] = res[r] > 0 ? 1.0 / ((double)res[r] * res[r]) : 0; }
             groups.Clear();
-            Bin? bin = null;
             double worth = 0;
-            Take(posOf[first]);
-            while (true)
+            Take(colShape[posOf[first]]);
+            FillUp();
+            if (commit)
             {
-                int bestPos = -1;
-                double bestScore = double.NegativeInfinity;
-                for (int k = 0; k < K; k++)
+                var bin = OpenBin(t);
+                foreach (int s in touched)
                 {
-                    if (!colType[k * T + t]) continue;
-                    bool fits = true;
-                    for (int r = 0; r < D && fits; r++) if (r != sd && colDem[k * D + r] > res[r]) fits = false;
-                    if (!fits || colDem[k * D + sd] > res[sd]) continue;
-                    if (colAa[k] >= 0 && groups.Contains(colAa[k])) continue;
-                    int lo = colStart[k], hi = colStart[k + 1];
-                    long limit = res[sd];
-                    while (lo < hi) { int mid = (lo + hi) >>> 1; if (colKey[mid] <= limit) lo = mid + 1; else hi = mid; }
-                    int p = lo - 1;
-                    p = p >= colStart[k] ? Find(p) : -1;
-                    while (p >= 0 && (rem[colShape[p]] - tmp[colShape[p]] <= 0 || !x.TypeOk[colShape[p] * T + t]))
-                        p = p > colStart[k] ? Find(p - 1) : -1;
-                    if (p < 0) continue;
-                    int s = colShape[p];
-                    // Dot product of the demand with the residual, both as shares of the capacity. Measured against
-                    // the dual value (largest first) and the plain normalised size: those left 8–10 % above the bound.
-                    double score = 0;
-                    for (int r = 0; r < D; r++) score += x.SDem[s * D + r] * (double)res[r] * inv[r];
-                    if (score > bestScore) { bestScore = score; bestPos = p; }
+                    for (int c = 0; c < tmp[s]; c++) PlaceItem(bin, TakeItem(s));
+                    if (rem[s] == 0) Exhaust(posOf[s]);
                 }
-                if (bestPos < 0) break;
-                Take(bestPos);
             }
             foreach (int s in touched) tmp[s] = 0;
             touched.Clear();
             return worth;
 
-            void Take(int bestPos)
+            void FillUp()
             {
-                int sb = colShape[bestPos];
+                while (true)
+                {
+                    int bestPos = -1;
+                    double bestScore = double.NegativeInfinity;
+                    for (int k = 0; k < K; k++)
+                    {
+                        if (!colType[k * T + t]) continue;
+                        int p = Largest(k, t, res);
+                        if (p < 0) continue;
+                        int s = colShape[p];
+                        // Dot product of the demand with the residual, both as shares of the capacity. Measured against
+                        // the dual value (largest first) and the plain normalised size: those left 8–10 % above the bound.
+                        double score = 0;
+                        for (int r = 0; r < D; r++) score += x.SDem[s * D + r] * (double)res[r] * inv[r];
+                        if (score > bestScore) { bestScore = score; bestPos = p; }
+                    }
+                    if (bestPos < 0) break;
+                    Take(colShape[bestPos]);
+                }
+            }
+
+            void Take(int sb)
+            {
                 for (int r = 0; r < D; r++) res[r] -= x.SDem[sb * D + r];
                 if (x.SAa[sb] >= 0) groups.Add(x.SAa[sb]);
                 worth += dual.Value[sb];
-                if (commit)
-                {
-                    bin ??= OpenBin(t);
-                    PlaceItem(bin, TakeItem(sb));
-                    if (rem[sb] == 0) Exhaust(bestPos);
-                }
-                else
-                {
-                    if (tmp[sb]++ == 0) touched.Add(sb);
-                }
+                if (tmp[sb]++ == 0) touched.Add(sb);
             }
         }
 
@@ -1473,6 +1491,220 @@ internal sealed class State
             }
         }
         return changed;
+    }
+
+    /// <summary>How much of a bin of type t an item of shape s takes: its shares of cpu, memory and GPU, summed.</summary>
+    private double Volume(int s, int t)
+    {
+        double v = 0;
+        for (int r = 0; r < 3; r++) if (x.Cap[t * D + r] > 0) v += (double)x.SDem[s * D + r] / x.Cap[t * D + r];
+        return v;
+    }
+
+    private double Fullness(Bin b)
+    {
+        double v = 0;
+        for (int r = 0; r < 3; r++) if (x.Cap[b.Type * D + r] > 0) v += (double)b.Used[r] / x.Cap[b.Type * D + r];
+        return v;
+    }
+
+    private bool FitsAfter(Bin b, int sIn, int sOut1, int sOut2)
+    {
+        for (int r = 0; r < D; r++)
+        {
+            long u = b.Used[r] + x.SDem[sIn * D + r];
+            if (sOut1 >= 0) u -= x.SDem[sOut1 * D + r];
+            if (sOut2 >= 0) u -= x.SDem[sOut2 * D + r];
+            if (u > x.Cap[b.Type * D + r]) return false;
+        }
+        return true;
+    }
+
+    private bool AaAfter(Bin b, int sIn, int sOut1, int sOut2)
+    {
+        int g = x.SAa[sIn];
+        if (g < 0 || b.Groups is null || !b.Groups.Contains(g)) return true;
+        return (sOut1 >= 0 && x.SAa[sOut1] == g) || (sOut2 >= 0 && x.SAa[sOut2] == g);
+    }
+
+    private readonly List<(int Item, Bin? From, Bin? To)> journal = [];
+
+    private void Move(int i, Bin? from, Bin? to)
+    {
+        if (from is not null) RemoveItem(from, i);
+        if (to is not null) PlaceItem(to, i);
+        journal.Add((i, from, to));
+    }
+
+    /// <summary>
+    /// Ruin and repair on the new bins, after Levine and Ducatelle's local search for bin packing (2004): the
+    /// least efficient bins are emptied into a pool; every other bin then trades items with the pool where that
+    /// makes it fuller (one pool item in for nothing, one or two of its own); the pool, now of smaller items, goes
+    /// into spare room first fit and what is left into fresh bins. A round is kept only when it lowers the cost,
+    /// so the phase never makes a packing worse. Work is bounded by a count of fit tests, not by time.
+    /// </summary>
+    public void Improve(PackingOptions o)
+    {
+        long work = o.ImproveWork;
+        var tried = new HashSet<Bin>();
+        var pool = new List<int>();
+        var opened = new List<Bin>();
+        // The working set: the least efficient bins, where the room is; the rest stay as they are, so that a round
+        // costs the same at any size.
+        var live = LeastEfficient(o.ImproveBins);
+        // Rounds since the cost last fell: where many in a row gain nothing, the rest rarely do either.
+        int idle = 0;
+        while (work > 0 && idle++ < o.ImproveIdleRounds)
+        {
+            live.RemoveAll(b => b.Removed || b.Items.Count == 0);
+            if (live.Count < 2) return;
+            var sorted = live.Select((b, k) => (Eff: Efficiency(b), K: k)).OrderBy(e => e.Eff).ThenBy(e => e.K).Select(e => live[e.K]).ToList();
+            var victims = new List<Bin>();
+            foreach (var b in sorted)
+            {
+                if (victims.Count == o.ImproveVictims) break;
+                if (!tried.Contains(b)) victims.Add(b);
+            }
+            if (victims.Count == 0) return;
+            foreach (var v in victims) tried.Add(v);
+            // Only the victims, the partners and the bins a round opens change: cost and spread are summed over those.
+            var partners = live.Where(b => !victims.Contains(b)).OrderBy(Fullness).Take(o.ImprovePartners).ToList();
+            double before = 0, spreadBefore = 0;
+            foreach (var b in victims.Concat(partners)) { before += x.Price[b.Type]; spreadBefore += Fullness(b) * Fullness(b); }
+
+            journal.Clear();
+            pool.Clear();
+            opened.Clear();
+            foreach (var v in victims)
+            {
+                foreach (int i in v.Items.ToList()) { Move(i, v, null); pool.Add(i); }
+                v.Removed = true;
+                TypeCount[v.Type]--;
+            }
+            // Trades, bin by bin, the least full first (they have the room).
+            foreach (var b in partners)
+            {
+                if (work <= 0 || pool.Count == 0) break;
+                for (int step = 0; step < 4; step++)
+                {
+                    int t = b.Type;
+                    double bestGain = 1e-9;
+                    int bestIn = -1, out1 = -1, out2 = -1;
+                    var held = b.Items;
+                    // Two out for one in only where a bin holds few items: the pairs grow with the square.
+                    bool pairs = held.Count <= 12;
+                    work += -pool.Count * (1 + held.Count + (pairs ? held.Count * (held.Count - 1) / 2 : 0));
+                    foreach (int f in pool)
+                    {
+                        int sf = x.ShapeOf[f];
+                        if (!x.TypeOk[sf * x.T + t]) continue;
+                        double vf = Volume(sf, t);
+                        if (vf <= bestGain) continue;
+                        if (AaAfter(b, sf, -1, -1) && FitsAfter(b, sf, -1, -1)) { bestGain = vf; bestIn = f; out1 = out2 = -1; continue; }
+                        for (int a = 0; a < held.Count; a++)
+                        {
+                            int sa = x.ShapeOf[held[a]];
+                            double va = Volume(sa, t);
+                            if (vf - va > bestGain && AaAfter(b, sf, sa, -1) && FitsAfter(b, sf, sa, -1)) { bestGain = vf - va; bestIn = f; out1 = held[a]; out2 = -1; }
+                            for (int c = a + 1; pairs && c < held.Count; c++)
+                            {
+                                int sc = x.ShapeOf[held[c]];
+                                double vc = Volume(sc, t);
+                                if (vf - va - vc > bestGain && AaAfter(b, sf, sa, sc) && FitsAfter(b, sf, sa, sc)) { bestGain = vf - va - vc; bestIn = f; out1 = held[a]; out2 = held[c]; }
+                            }
+                        }
+                    }
+                    if (bestIn < 0) break;
+                    pool.Remove(bestIn);
+                    if (out1 >= 0) { Move(out1, b, null); pool.Add(out1); }
+                    if (out2 >= 0) { Move(out2, b, null); pool.Add(out2); }
+                    Move(bestIn, null, b);
+                }
+            }
+            // What is left of the pool: spare room first, largest first, where it fits tightest.
+            pool.Sort((a, b) => { int c = SizeOf(x.ShapeOf[b]).CompareTo(SizeOf(x.ShapeOf[a])); return c != 0 ? c : a.CompareTo(b); });
+            var still = new List<int>();
+            foreach (int i in pool)
+            {
+                int s = x.ShapeOf[i];
+                Bin? best = null;
+                double bestWaste = double.PositiveInfinity;
+                work -= partners.Count;
+                foreach (var b in partners)
+                {
+                    if (!Allows(b, s) || !AaOk(b, s) || !Fits(b, s)) continue;
+                    double w = WasteAfter(b, s, 1);
+                    if (w < bestWaste) { bestWaste = w; best = b; }
+                }
+                if (best is null) still.Add(i); else Move(i, null, best);
+            }
+            // Then fresh bins: the type whose first-fit fill of the rest absorbs the most dual value per dollar.
+            bool stuck = false;
+            while (still.Count > 0 && !stuck)
+            {
+                int bestType = -1;
+                double bestScore = double.NegativeInfinity;
+                var bestTake = new List<int>();
+                var take = new List<int>();
+                var used = new long[D];
+                var groups = new List<int>();
+                foreach (int t in x.TypesByPrice)
+                {
+                    if (TypeCount[t] >= x.MaxCount[t]) continue;
+                    Array.Clear(used); take.Clear(); groups.Clear();
+                    double worth = 0;
+                    foreach (int i in still)
+                    {
+                        int s = x.ShapeOf[i];
+                        if (!x.TypeOk[s * x.T + t] || !x.FitsOnType(s, used, t)) continue;
+                        if (x.SAa[s] >= 0) { if (groups.Contains(x.SAa[s])) continue; groups.Add(x.SAa[s]); }
+                        x.Add(used, s, 1);
+                        take.Add(i);
+                        worth += dual.Value[s];
+                    }
+                    work -= still.Count;
+                    if (take.Count == 0) continue;
+                    double score = worth / Math.Max(x.Price[t], 1e-12);
+                    if (score > bestScore * 1.01 || bestType < 0) { bestScore = score; bestType = t; bestTake.Clear(); bestTake.AddRange(take); }
+                }
+                if (bestType < 0) { stuck = true; break; }
+                var nb = OpenBin(bestType);
+                opened.Add(nb);
+                foreach (int i in bestTake) Move(i, null, nb);
+                var set = new HashSet<int>(bestTake);
+                still.RemoveAll(set.Contains);
+            }
+            foreach (var nb in opened)
+                foreach (int t in x.TypesByPrice)
+                {
+                    if (x.Price[t] >= x.Price[nb.Type]) break;
+                    if (TypeCount[t] >= x.MaxCount[t] || !x.FitsAmount(nb.Used, t) || !AllAllowed(nb, t)) continue;
+                    TypeCount[nb.Type]--; TypeCount[t]++; nb.Type = t;
+                    break;
+                }
+            double after = 0, spreadAfter = 0;
+            foreach (var b in partners.Concat(opened)) if (b.Items.Count > 0) { after += x.Price[b.Type]; spreadAfter += Fullness(b) * Fullness(b); }
+            // Equal cost with fuller bins (a larger sum of squared fullness) is progress too: the room gathers in
+            // fewer bins, which later rounds empty.
+            if (!stuck && (after < before - 1e-9 || (after < before + 1e-9 && spreadAfter > spreadBefore * (1 + 1e-9))))
+            {
+                bool gained = after < before - 1e-9;
+                foreach (var b in partners) if (b.Items.Count == 0) { b.Removed = true; TypeCount[b.Type]--; }
+                if (gained) { tried.Clear(); idle = 0; }
+                live.AddRange(opened);
+                continue;
+            }
+            // Undo: moves in reverse, then the bins this round opened and removed.
+            for (int m = journal.Count - 1; m >= 0; m--)
+            {
+                var (i, from, to) = journal[m];
+                if (to is not null) RemoveItem(to, i);
+                if (from is not null) PlaceItem(from, i);
+            }
+            journal.Clear();
+            foreach (var nb in opened) { nb.Removed = true; TypeCount[nb.Type]--; }
+            foreach (var v in victims) { v.Removed = false; TypeCount[v.Type]++; }
+        }
     }
 
     public PackingSolution ToSolution(string strategy, bool proven = false)

@@ -144,6 +144,48 @@ public class PackingTests
     }
 
     [Fact]
+    public void RuinAndRepairNeverRaisesTheCost()
+    {
+        var without = new PackingOptions { ImproveWork = 0, PortfolioItems = 0, ExactItems = 0 };
+        var with = new PackingOptions { PortfolioItems = 0, ExactItems = 0 };
+        for (int seed = 0; seed < 40; seed++)
+        {
+            var p = RandomProblem(3000 + seed, 20 + seed * 4, 2 + seed % 5, constraints: seed % 2 == 0, existing: seed % 3 == 0, antiAffinity: seed % 4 == 0);
+            var before = Packer.Solve(p, without);
+            var after = Packer.Solve(p, with);
+            AssertValid(p, before);
+            AssertValid(p, after);
+            Assert.Equal(before.Unplaced.Count, after.Unplaced.Count);
+            Assert.True(after.Cost <= before.Cost, $"seed {seed}: {after.Cost} > {before.Cost} without ruin and repair");
+        }
+    }
+
+    /// <summary>The benchmark's request mix (perf-anchors §5) on Spot-like classes: one dominant cheap class, as in us-east-iad-1.</summary>
+    [Fact]
+    public void AThousandPodMixIsPackedWithinFivePercentOfTheBound()
+    {
+        var rng = new Random(1042);
+        long[] cpus = [250, 500, 1000, 2000, 4000, 8000];
+        int[] weights = [30, 25, 20, 15, 7, 3];
+        int[] perCore = [1, 2, 2, 4, 4, 4, 8];
+        var items = new List<PackItem>();
+        for (int i = 0; i < 1000; i++)
+        {
+            int roll = rng.Next(100), k = 0;
+            while (roll >= weights[k]) { roll -= weights[k]; k++; }
+            double gib = cpus[k] / 1000.0 * perCore[rng.Next(perCore.Length)] * (0.6 + 0.8 * rng.NextDouble());
+            items.Add(new PackItem(i, new Demand(cpus[k], (long)(gib * GiB)), 0));
+        }
+        BinType Type(int id, int cores, int gib, decimal price) => new(id, $"t{id}", Demand.Node(cores * 1000L - 350, (long)(gib * GiB * 0.95) - 256L * 1024 * 1024, 0, 108), price);
+        var p = Problem(items, [Type(0, 16, 32, 0.01m), Type(1, 16, 64, 0.01m), Type(2, 8, 64, 0.01m), Type(3, 16, 128, 0.02m), Type(4, 4, 16, 0.01m)]);
+        var s = Packer.Solve(p);
+        AssertValid(p, s);
+        var plain = Packer.Solve(p, new PackingOptions { ImproveWork = 0 });
+        Assert.True(s.Cost <= plain.Cost, $"{s.Cost} > {plain.Cost} without ruin and repair");
+        Assert.True(s.Cost <= s.LowerBound * 1.05m, $"{s.Cost} is more than 5 % above the bound {s.LowerBound}");
+    }
+
+    [Fact]
     public void SameInputSameOutput()
     {
         var p = RandomProblem(7, 300, 6, constraints: true, existing: true, antiAffinity: true);

@@ -1,5 +1,7 @@
+using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
+using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 
 namespace Karpetrack;
@@ -11,7 +13,9 @@ public enum ActionKind { CreatePool, WaitReady, Cordon, Drain, DeletePool }
 /// <summary>One step of carrying a recommendation out, as a plain value: logged, explained and checked before anything runs.</summary>
 public sealed record ActionStep(ActionKind Kind, string Target, string Detail)
 {
-    public string TypeLabel => Kind switch
+    public string TypeLabel => LabelOf(Kind);
+
+    public static string LabelOf(ActionKind kind) => kind switch
     {
         ActionKind.CreatePool => "create_pool",
         ActionKind.WaitReady => "wait_ready",
@@ -74,44 +78,171 @@ public sealed record BidPolicy
     }
 }
 
+/// <summary>A daily window (UTC) in which disruptive actions may start; an end before the start wraps past midnight.</summary>
+public sealed record MaintenanceWindow(TimeOnly Start, TimeOnly End)
+{
+    public bool Contains(DateTimeOffset t)
+    {
+        var x = TimeOnly.FromTimeSpan(t.UtcDateTime.TimeOfDay);
+        return Start <= End ? x >= Start && x < End : x >= Start || x < End;
+    }
+
+    public static MaintenanceWindow Parse(string s, string flag)
+    {
+        var parts = s.Split('-', StringSplitOptions.TrimEntries);
+        if (parts.Length == 2
+            && TimeOnly.TryParseExact(parts[0], "HH:mm", CultureInfo.InvariantCulture, DateTimeStyles.None, out var a)
+            && TimeOnly.TryParseExact(parts[1], "HH:mm", CultureInfo.InvariantCulture, DateTimeStyles.None, out var b)
+            && a != b)
+            return new MaintenanceWindow(a, b);
+        throw new OptionsException($"{flag}: \"{s}\" is not a daily UTC window like 01:00-05:00");
+    }
+
+    public override string ToString() => $"{Start:HH\\:mm}-{End:HH\\:mm} UTC";
+}
+
+public sealed record ActuationOptions
+{
+    public ActuationMode Mode { get; init; } = ActuationMode.Off;
+    public BidPolicy Bids { get; init; } = new();
+    /// <summary>The cloudspace new pools join; required to act.</summary>
+    public string Cloudspace { get; init; } = "";
+    public int MaxDisruptedNodes { get; init; } = 1;
+    public decimal MaxDisruptedPercentPerHour { get; init; } = 10;
+    /// <summary>No node is disrupted this soon after a scale-up, nor a node younger than this.</summary>
+    public TimeSpan ScaleUpCooldown { get; init; } = TimeSpan.FromMinutes(2);
+    /// <summary>Spot nodes take 8–45 min to join; past this the pool is deleted and the failure reported.</summary>
+    public TimeSpan ProvisioningTimeout { get; init; } = TimeSpan.FromMinutes(60);
+    /// <summary>A drain not finished by then is rolled back (uncordoned).</summary>
+    public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromMinutes(15);
+    /// <summary>Cap on a pod's terminationGracePeriodSeconds when it is evicted.</summary>
+    public TimeSpan MaxGracePeriod { get; init; } = TimeSpan.FromMinutes(5);
+    /// <summary>A plan older than this is not acted on (the recommender has stopped, or is stuck).</summary>
+    public TimeSpan MaxPlanAge { get; init; } = TimeSpan.FromMinutes(10);
+    public MaintenanceWindow? Window { get; init; }
+    public string? ApproveTokenFile { get; init; }
+    /// <summary>How often in-flight actions are advanced.</summary>
+    public TimeSpan Tick { get; init; } = TimeSpan.FromSeconds(2);
+    /// <summary>How often Karpetrack's pools are listed (pre-empted pools deleted, pools from before a restart adopted).</summary>
+    public TimeSpan PoolSweep { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Namespace of the Kubernetes Events the actuator writes.</summary>
+    public string EventNamespace { get; init; } = "default";
+}
+
+public enum ApprovalOutcome { Approved, NotApproveMode, NotFound, Advisory }
+
 /// <summary>
-/// Turns recommendations into action plans and, for now, runs them in dry-run only: every would-be
-/// step is logged once and counted in karpetrack_actions_total{result="dry_run"}. Execution through
-/// the Spot API (pools, drains with the Eviction API, leader election) is the next step of the
-/// actuation work; modes approve and auto are refused at start until then.
+/// Carries recommendations out. Off: nothing. Dry-run: every would-be step is logged once and
+/// counted in karpetrack_actions_total{result="dry_run"}. Approve and auto: a loop (leader only)
+/// advances one operation per recommendation through its steps (create pools → wait until their
+/// nodes are Ready → cordon → drain with the Eviction API → delete the old pools), checking the
+/// safety rules right before each disruptive step. In-flight state lives in the cluster (a node
+/// annotation next to the cordon) and in pool labels, so a restarted Karpetrack adopts its pools
+/// and rolls interrupted drains back instead of leaving nodes cordoned for good.
 /// </summary>
 public sealed class Actuator
 {
     public const string ManagedLabel = "karpetrack.io/managed";
+    public const string CategoryLabel = "karpetrack.io/category";
+    public const string RecommendationLabel = "karpetrack.io/recommendation";
+    /// <summary>Set with the cordon: which recommendation disrupts the node, and since when.</summary>
+    public const string DisruptionAnnotation = "karpetrack.io/disruption";
+    public const string DisruptionSinceAnnotation = "karpetrack.io/disruption-since";
 
-    private readonly ActuationMode mode;
+    private enum Stage { CreatePools, WaitReady, Cordon, Drain, DeletePools, Done, Failed }
+
+    /// <summary>One recommendation being carried out. Mutated by the loop only, read under the gate.</summary>
+    private sealed class Operation(Recommendation rec, DateTimeOffset started)
+    {
+        public Recommendation Rec { get; } = rec;
+        public Stage Stage { get; set; } = Stage.CreatePools;
+        public DateTimeOffset Started { get; set; } = started;
+        public DateTimeOffset StageSince { get; set; } = started;
+        /// <summary>New pools, in order, with their classes; Created counts those the Spot API accepted.</summary>
+        public List<(string Pool, string ServerClass)> NewPools { get; } = [];
+        public int Created { get; set; }
+        /// <summary>Old node → its pool, read when the operation starts.</summary>
+        public Dictionary<string, string> OldPools { get; } = new(StringComparer.Ordinal);
+        public HashSet<string> Cordoned { get; } = new(StringComparer.Ordinal);
+        public HashSet<string> Drained { get; } = new(StringComparer.Ordinal);
+        public Dictionary<string, DateTimeOffset> EvictAgainAt { get; } = new(StringComparer.Ordinal);
+        public string State { get; set; } = "in progress";
+    }
+
+    private readonly ActuationOptions options;
     private readonly ClusterModel model;
     private readonly PriceFeed prices;
     private readonly IReadOnlyList<ReflectorStatus> caches;
-    private readonly BidPolicy bids;
     private readonly ILogger log;
+    private readonly KubeClient? kube;
+    private readonly SpotApiClient? spot;
+    private readonly TimeProvider clock;
     private readonly object gate = new();
     private readonly Dictionary<(string Type, string Result), long> counts = [];
     private readonly Dictionary<string, string> states = new(StringComparer.Ordinal);   // recommendation id → what the actuator did with it
+    private readonly Dictionary<string, Operation> ops = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, DateTimeOffset> approvals = new(StringComparer.Ordinal);
+    private readonly List<DateTimeOffset> disruptions = [];                            // when each node disruption started (last hour)
+    private readonly SemaphoreSlim wake = new(0);
+    private Plan plan = Plan.Empty;
+    private DateTimeOffset? planAt;
+    private DateTimeOffset? lastScaleUp;
+    private DateTimeOffset nextSweep;
+    private bool recovered;
 
-    public Actuator(ActuationMode mode, ClusterModel model, PriceFeed prices, IReadOnlyList<ReflectorStatus> caches, BidPolicy bids, ILogger log)
+    public Actuator(ActuationOptions options, ClusterModel model, PriceFeed prices, IReadOnlyList<ReflectorStatus> caches, ILogger log,
+        KubeClient? kube = null, SpotApiClient? spot = null, TimeProvider? clock = null)
     {
-        this.mode = mode;
+        if (options.Mode is ActuationMode.Approve or ActuationMode.Auto && (kube is null || spot is null || options.Cloudspace.Length == 0))
+            throw new ArgumentException("acting needs the Kubernetes API, the Spot API and a cloudspace");
+        this.options = options;
         this.model = model;
         this.prices = prices;
         this.caches = caches;
-        this.bids = bids;
         this.log = log;
+        this.kube = kube;
+        this.spot = spot;
+        this.clock = clock ?? TimeProvider.System;
     }
 
-    public ActuationMode Mode => mode;
+    public ActuationMode Mode => options.Mode;
+
+    /// <summary>Only the leader acts; every replica plans and serves. True without leader election.</summary>
+    public Func<bool> IsLeader { get; set; } = () => true;
+
+    /// <summary>Replacement checks use the recommender's thresholds as they are now.</summary>
+    public Func<RecommenderOptions> Thresholds { get; set; } = () => new RecommenderOptions();
 
     public static readonly string[] Results = ["dry_run", "succeeded", "failed", "refused"];
 
     public IReadOnlyDictionary<(string Type, string Result), long> Counts { get { lock (gate) return new Dictionary<(string, string), long>(counts); } }
 
-    /// <summary>What the actuator did with a recommendation ("dry_run: …", "advisory: …", "refused: …"), if anything.</summary>
-    public string? StateOf(string recommendationId) { lock (gate) return states.GetValueOrDefault(recommendationId); }
+    /// <summary>Operations now in each step, by action type.</summary>
+    public IReadOnlyDictionary<string, int> InFlightCounts
+    {
+        get
+        {
+            lock (gate)
+                return ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed))
+                    .GroupBy(o => TypeOf(o.Stage)).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
+        }
+    }
+
+    /// <summary>What the actuator did with a recommendation ("dry_run: …", "advisory only: …", "refused: …", "in progress: …", "succeeded: …"), if anything.</summary>
+    public string? StateOf(string recommendationId)
+    {
+        lock (gate) return ops.TryGetValue(recommendationId, out var op) ? op.State : states.GetValueOrDefault(recommendationId);
+    }
+
+    /// <summary>Nodes being provisioned for pending pods: their pools exist, their nodes have not joined.</summary>
+    public IReadOnlyList<InFlightNode> InFlight()
+    {
+        var joined = PoolsWithNodes(model.Snapshot());
+        lock (gate)
+            return ops.Values.Where(o => o.Rec.Type == RecommendationType.Provision && o.Stage is Stage.CreatePools or Stage.WaitReady)
+                .SelectMany(o => o.NewPools).Where(p => !joined.Contains(p.Pool))
+                .Select(p => new InFlightNode(p.Pool, p.ServerClass)).ToList();
+    }
 
     public static string ModeLabel(ActuationMode m) => m switch
     {
@@ -139,27 +270,39 @@ public sealed class Actuator
         return new Guid(hash.AsSpan(0, 16), bigEndian: true).ToString();
     }
 
+    /// <summary>Constant-time comparison of an approval bearer token with the mounted one (hashes first, so lengths leak nothing).</summary>
+    public static bool TokenMatches(string presented, string expected) =>
+        expected.Length > 0 && CryptographicOperations.FixedTimeEquals(
+            SHA256.HashData(Encoding.UTF8.GetBytes(presented)), SHA256.HashData(Encoding.UTF8.GetBytes(expected)));
+
+    // ---- planning ------------------------------------------------------------------------------
+
     /// <summary>The steps a recommendation needs, or an advisory reason when it touches nodes Karpetrack does not own.</summary>
     public ActionPlan PlanFor(Recommendation r, ClusterSnapshot snap, PriceBook book)
     {
         var nodes = snap.Nodes.ToDictionary(n => n.Name, StringComparer.Ordinal);
-        var unmanaged = r.Nodes.Where(n => !nodes.TryGetValue(n, out var v) || v.Labels.GetValueOrDefault(ManagedLabel) != "true" || v.Pool.Length == 0).ToList();
+        var unmanaged = r.Nodes.Where(n => !nodes.TryGetValue(n, out var v) || !IsManaged(v)).ToList();
+        // Deleting a pool removes all its nodes, and scaling one down lets Spot pick which node goes:
+        // only a pool holding exactly this node can be removed exactly.
+        var shared = r.Nodes.Except(unmanaged).Where(n => snap.Nodes.Count(x => x.Pool == nodes[n].Pool) > 1).ToList();
         string? advisory = unmanaged.Count > 0
             ? $"advisory only: {string.Join(", ", unmanaged)} {(unmanaged.Count == 1 ? "is" : "are")} not in a pool Karpetrack created"
-            : null;
+            : shared.Count > 0
+                ? $"advisory only: the pool of {string.Join(", ", shared)} holds other nodes too; Karpetrack removes only single-node pools"
+                : null;
         var steps = new List<ActionStep>();
         int pool = 0;
         foreach (var n in r.NewNodes)
         {
             for (int i = 0; i < n.Count; i++)
             {
-                string detail = book.Classes.TryGetValue(n.ServerClass, out var pc) && bids.Bid(pc.Prices) is { } bid
+                string detail = book.Classes.TryGetValue(n.ServerClass, out var pc) && options.Bids.Bid(pc.Prices) is { } bid
                     ? $"{n.ServerClass}, desired 1, bid {bid:0.00#}"
                     : $"{n.ServerClass}, desired 1, no bid within the policy";
                 steps.Add(new ActionStep(ActionKind.CreatePool, PoolName(r.Id, pool++), detail));
             }
         }
-        if (r.NewNodes.Count > 0 && r.Nodes.Count > 0) steps.Add(new ActionStep(ActionKind.WaitReady, r.Id, "new nodes Ready before any drain"));
+        if (r.NewNodes.Count > 0) steps.Add(new ActionStep(ActionKind.WaitReady, r.Id, r.Nodes.Count > 0 ? "new nodes Ready before any drain" : "new nodes Ready"));
         foreach (var node in r.Nodes)
         {
             steps.Add(new ActionStep(ActionKind.Cordon, node, "spec.unschedulable=true"));
@@ -171,21 +314,53 @@ public sealed class Actuator
         return new ActionPlan(r.Id, r.Type, steps, advisory);
     }
 
+    private static bool IsManaged(NodeView n) => n.Labels.GetValueOrDefault(ManagedLabel) == "true" && n.Pool.Length > 0;
+
     /// <summary>Safety checks that hold for every action, checked right before acting.</summary>
     public string? Refusal()
     {
         if (caches.Any(c => !c.Synced)) return "the caches have not synced";
         if (prices.Stale) return "the price book is stale";
+        if (spot is { CircuitOpen: true }) return "the Spot API circuit breaker is open";
+        lock (gate)
+            if (options.Mode is ActuationMode.Approve or ActuationMode.Auto && planAt is { } at && clock.GetUtcNow() - at > options.MaxPlanAge)
+                return $"the plan is older than {options.MaxPlanAge.TotalMinutes:0.#} min";
         return null;
     }
 
-    /// <summary>Handles a new plan: each recommendation seen for the first time is planned and, in dry-run, reported.</summary>
-    public void OnPlan(Plan plan)
+    /// <summary>Handles a new plan: dry-run reports each recommendation seen for the first time; approve and auto hand it to the loop.</summary>
+    public void OnPlan(Plan next)
     {
-        if (mode == ActuationMode.Off) return;
+        if (options.Mode == ActuationMode.Off) return;
+        lock (gate)
+        {
+            plan = next;
+            planAt = clock.GetUtcNow();
+        }
+        if (options.Mode == ActuationMode.DryRun) DryRun(next);
+        else
+        {
+            var snap = model.Snapshot();
+            foreach (var r in next.Recommendations)
+            {
+                var actions = PlanFor(r, snap, prices.Current);
+                lock (gate)
+                {
+                    if (ops.ContainsKey(r.Id)) continue;
+                    if (actions.IsAdvisory) states[r.Id] = actions.Advisory!;
+                    else if (options.Mode == ActuationMode.Approve && !approvals.ContainsKey(r.Id) && !states.ContainsKey(r.Id)) states[r.Id] = "waiting for approval";
+                }
+            }
+            wake.Release();
+        }
+        Forget(next);
+    }
+
+    private void DryRun(Plan next)
+    {
         var snap = model.Snapshot();
         var book = prices.Current;
-        foreach (var r in plan.Recommendations)
+        foreach (var r in next.Recommendations)
         {
             // A refusal is retried on the next plan (the book may be fresh by then); anything else is handled once.
             lock (gate) if (states.TryGetValue(r.Id, out var seen) && !seen.StartsWith("refused", StringComparison.Ordinal)) continue;
@@ -213,10 +388,632 @@ public sealed class Actuator
             }
             lock (gate) states[r.Id] = state;
         }
-        // Forget recommendations that left the plan, so the state map stays bounded.
-        var current = plan.Recommendations.Select(r => r.Id).ToHashSet(StringComparer.Ordinal);
-        lock (gate) foreach (var id in states.Keys.Where(k => !current.Contains(k)).ToList()) states.Remove(id);
     }
+
+    /// <summary>Forget recommendations that left the plan (unless an operation still runs), so the maps stay bounded.</summary>
+    private void Forget(Plan next)
+    {
+        var current = next.Recommendations.Select(r => r.Id).ToHashSet(StringComparer.Ordinal);
+        lock (gate)
+        {
+            foreach (var id in states.Keys.Where(k => !current.Contains(k) && !ops.ContainsKey(k)).ToList()) states.Remove(id);
+            foreach (var id in approvals.Keys.Where(k => !current.Contains(k) && !ops.ContainsKey(k)).ToList()) approvals.Remove(id);
+        }
+    }
+
+    /// <summary>Approves one recommendation of the current plan (mode approve): the loop carries it out once the safety checks pass.</summary>
+    public (ApprovalOutcome Outcome, string State) Approve(string id)
+    {
+        if (options.Mode != ActuationMode.Approve) return (ApprovalOutcome.NotApproveMode, $"actuation is {ModeLabel(options.Mode)}, not approve");
+        Recommendation? r;
+        lock (gate) r = plan.Recommendations.FirstOrDefault(x => x.Id == id);
+        if (r is null) return (ApprovalOutcome.NotFound, $"recommendation {id} is not in the current plan");
+        var actions = PlanFor(r, model.Snapshot(), prices.Current);
+        if (actions.IsAdvisory) return (ApprovalOutcome.Advisory, actions.Advisory!);
+        lock (gate)
+        {
+            if (!ops.ContainsKey(id))
+            {
+                approvals[id] = clock.GetUtcNow();
+                states[id] = "approved";
+            }
+        }
+        log.LogInformation("actuation: {Id} ({Type}) approved", id, r.Type);
+        wake.Release();
+        return (ApprovalOutcome.Approved, StateOf(id) ?? "approved");
+    }
+
+    // ---- the loop ------------------------------------------------------------------------------
+
+    /// <summary>Advances operations and starts new ones (approve and auto only), until cancelled.</summary>
+    public async Task RunAsync(CancellationToken ct)
+    {
+        if (options.Mode is not (ActuationMode.Approve or ActuationMode.Auto)) return;
+        bool wasLeader = false;
+        while (!ct.IsCancellationRequested)
+        {
+            try { await wake.WaitAsync(options.Tick, ct).ConfigureAwait(false); }
+            catch (OperationCanceledException) { return; }
+            bool leader = IsLeader();
+            if (!leader)
+            {
+                if (wasLeader) StepDown();
+                wasLeader = false;
+                continue;
+            }
+            wasLeader = true;
+            try { await TickAsync(ct).ConfigureAwait(false); }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested) { return; }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                log.LogError(e, "actuation: tick failed; trying again");
+            }
+        }
+    }
+
+    /// <summary>Leadership lost: stop acting at once. The next leader adopts the pools and rolls interrupted drains back.</summary>
+    private void StepDown()
+    {
+        lock (gate)
+        {
+            foreach (var op in ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed)))
+                states[op.Rec.Id] = "interrupted: leadership lost";
+            ops.Clear();
+            recovered = false;
+        }
+        log.LogWarning("actuation: no longer the leader; stopped acting");
+    }
+
+    /// <summary>One pass: recovery after start or a new leadership, the pool sweep, every operation advanced, new ones started.</summary>
+    public async Task TickAsync(CancellationToken ct)
+    {
+        if (caches.Any(c => !c.Synced)) return;
+        var now = clock.GetUtcNow();
+        if (!recovered)
+        {
+            await RecoverAsync(ct).ConfigureAwait(false);
+            recovered = true;
+            nextSweep = now + options.PoolSweep;
+        }
+        else if (now >= nextSweep)
+        {
+            await SweepAsync(ct).ConfigureAwait(false);
+            nextSweep = now + options.PoolSweep;
+        }
+        List<Operation> active;
+        lock (gate) active = ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed)).ToList();
+        foreach (var op in active) await AdvanceAsync(op, ct).ConfigureAwait(false);
+        lock (gate)
+            foreach (var done in ops.Values.Where(o => o.Stage is Stage.Done or Stage.Failed).ToList())
+            {
+                states[done.Rec.Id] = done.State;
+                ops.Remove(done.Rec.Id);
+            }
+        await StartNewAsync(ct).ConfigureAwait(false);
+    }
+
+    private async Task StartNewAsync(CancellationToken ct)
+    {
+        Plan current;
+        lock (gate) current = plan;
+        var snap = model.Snapshot();
+        var book = prices.Current;
+        // Provisioning first: it serves pending pods and disrupts nothing.
+        foreach (var r in current.Recommendations.OrderBy(r => r.Type == RecommendationType.Provision ? 0 : 1))
+        {
+            lock (gate)
+            {
+                if (ops.ContainsKey(r.Id)) continue;
+                var seen = states.GetValueOrDefault(r.Id);
+                if (seen is not null && !(seen.StartsWith("refused", StringComparison.Ordinal) || seen is "approved" or "waiting for approval")) continue;
+                if (options.Mode == ActuationMode.Approve && !approvals.ContainsKey(r.Id)) continue;
+            }
+            var actions = PlanFor(r, snap, book);
+            if (actions.IsAdvisory) continue;
+            var why = Refusal() ?? (r.Nodes.Count > 0 ? DisruptionRefusal(r, snap, book, current) : null);
+            if (why is not null)
+            {
+                Refuse(r, actions.Steps[0].TypeLabel, why);
+                continue;
+            }
+            var op = new Operation(r, clock.GetUtcNow());
+            int index = 0;
+            foreach (var n in r.NewNodes)
+                for (int i = 0; i < n.Count; i++) op.NewPools.Add((PoolName(r.Id, index++), n.ServerClass));
+            var views = snap.Nodes.ToDictionary(n => n.Name, StringComparer.Ordinal);
+            foreach (var node in r.Nodes) op.OldPools[node] = views[node].Pool;
+            op.Stage = op.NewPools.Count > 0 ? Stage.CreatePools : Stage.Cordon;
+            op.State = "in progress: started";
+            lock (gate) ops[r.Id] = op;
+            log.LogInformation("actuation: starting {Id} ({Type}): {Steps}", r.Id, r.Type, string.Join("; ", actions.Steps.Select(s => $"{s.TypeLabel} {s.Target}")));
+            await AdvanceAsync(op, ct).ConfigureAwait(false);
+        }
+    }
+
+    private void Refuse(Recommendation r, string type, string why)
+    {
+        lock (gate)
+        {
+            var state = "refused: " + why;
+            if (states.GetValueOrDefault(r.Id) == state) return;   // counted once per reason, not once per tick
+            states[r.Id] = state;
+        }
+        Count(type, "refused");
+        log.LogInformation("actuation: {Id} ({Type}) not acted on: {Why}", r.Id, r.Type, why);
+    }
+
+    /// <summary>The checks before a node is disrupted: budget, cooldown, window, node age, blockers, savings, live state.</summary>
+    private string? DisruptionRefusal(Recommendation r, ClusterSnapshot snap, PriceBook book, Plan current)
+    {
+        var now = clock.GetUtcNow();
+        if (options.Window is { } w && !w.Contains(now)) return $"outside the maintenance window {w}";
+        lock (gate)
+        {
+            if (lastScaleUp is { } up && now - up < options.ScaleUpCooldown)
+                return $"cooling down after a scale-up ({(options.ScaleUpCooldown - (now - up)).TotalSeconds:0} s left)";
+            int busy = ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed)).Sum(o => o.Rec.Nodes.Count);
+            if (busy + r.Nodes.Count > options.MaxDisruptedNodes)
+                return $"{busy} nodes are being disrupted and this needs {r.Nodes.Count} more (--max-disrupted-nodes {options.MaxDisruptedNodes})";
+            disruptions.RemoveAll(t => now - t > TimeSpan.FromHours(1));
+            int perHour = Math.Max(1, (int)Math.Floor(snap.Nodes.Length * options.MaxDisruptedPercentPerHour / 100));
+            if (disruptions.Count + r.Nodes.Count > perHour)
+                return $"{disruptions.Count} nodes disrupted in the last hour; at most {perHour} (--max-disrupted-percent-per-hour {options.MaxDisruptedPercentPerHour})";
+            var busyPools = ops.Values.SelectMany(o => o.NewPools.Select(p => p.Pool)).ToHashSet(StringComparer.Ordinal);
+            foreach (var name in r.Nodes)
+                if (snap.Nodes.FirstOrDefault(n => n.Name == name) is { } v && busyPools.Contains(v.Pool))
+                    return $"{name} belongs to an operation in progress";
+        }
+        foreach (var name in r.Nodes)
+        {
+            var v = snap.Nodes.FirstOrDefault(n => n.Name == name);
+            if (v is null) return $"{name} is gone";
+            if (!v.Ready || !v.Schedulable || v.Deleting) return $"{name} is {ClusterSnapshot.StateOf(v).ToString().ToLowerInvariant()}";
+            if (v.Created is { } created && now - created < options.ScaleUpCooldown) return $"{name} joined less than {options.ScaleUpCooldown.TotalMinutes:0.#} min ago";
+            if (current.Blockers.TryGetValue(name, out var planned) && planned.Count > 0) return $"{name} is blocked: {planned[0].Reason}";
+            var live = LiveBlockers(v, book);
+            if (live.Count > 0) return $"{name} is blocked: {live[0].Reason}{(live[0].Pods.Count > 0 ? " (" + live[0].Pods[0] + ")" : "")}";
+        }
+        if (r.SavingsPerHour <= 0) return "it saves nothing";
+        if (r.Type == RecommendationType.Replace && SavingsShortfall(r, book) is { } shortfall) return shortfall;
+        return null;
+    }
+
+    private List<Blocker> LiveBlockers(NodeView v, PriceBook book)
+    {
+        var pdbIndex = model.Pdbs.All().GroupBy(p => p.Namespace).ToDictionary(g => g.Key, g => g.ToArray(), StringComparer.Ordinal);
+        return Recommender.NodeBlockers(v, model.PodsOn(v.Name), pdbIndex, book)
+            .Where(b => b.Reason != BlockerReasons.PdbNoDisruptions)   // a budget at zero is waited for during the drain, not a reason to give up
+            .ToList();
+    }
+
+    /// <summary>A replacement still saves the threshold at today's prices, or why not.</summary>
+    private string? SavingsShortfall(Recommendation r, PriceBook book)
+    {
+        decimal now = 0, next = 0;
+        foreach (var n in r.Nodes)
+        {
+            var v = model.Snapshot().Nodes.FirstOrDefault(x => x.Name == n);
+            if (v is null || book.NodePrice(v.ServerClass, v.CapacityType) is not { } p) return $"{n} has no price now";
+            now += p;
+        }
+        foreach (var n in r.NewNodes)
+        {
+            if (book.NodePrice(n.ServerClass, "spot") is not { } p) return $"{n.ServerClass} has no price now";
+            next += p * n.Count;
+        }
+        var t = Thresholds();
+        var saved = now - next;
+        if (saved < t.ReplaceThresholdDollars || (now > 0 && saved / now * 100 < t.ReplaceThresholdPercent))
+            return $"the saving fell to {saved:0.####} $/h, below the threshold ({t.ReplaceThresholdPercent} %, {t.ReplaceThresholdDollars} $/h)";
+        return null;
+    }
+
+    // ---- steps ---------------------------------------------------------------------------------
+
+    private async Task AdvanceAsync(Operation op, CancellationToken ct)
+    {
+        // Each step either finishes and moves on in the same pass, or waits for the next tick.
+        for (int guard = 0; guard < 8 && op.Stage is not (Stage.Done or Stage.Failed); guard++)
+        {
+            var before = op.Stage;
+            try
+            {
+                switch (op.Stage)
+                {
+                    case Stage.CreatePools: await CreatePoolsAsync(op, ct).ConfigureAwait(false); break;
+                    case Stage.WaitReady: await WaitReadyAsync(op, ct).ConfigureAwait(false); break;
+                    case Stage.Cordon: await CordonAsync(op, ct).ConfigureAwait(false); break;
+                    case Stage.Drain: await DrainAsync(op, ct).ConfigureAwait(false); break;
+                    case Stage.DeletePools: await DeleteOldPoolsAsync(op, ct).ConfigureAwait(false); break;
+                }
+            }
+            catch (Exception e) when (IsTransient(e) && !ct.IsCancellationRequested)
+            {
+                // The step is retried on the next tick; its own timeout bounds how long.
+                Set(op, op.Stage, $"in progress: {TypeOf(op.Stage)} waiting to retry: {e.Message}");
+                log.LogWarning("actuation: {Id} {Step} will be retried: {Error}", op.Rec.Id, TypeOf(op.Stage), e.Message);
+                return;
+            }
+            if (op.Stage == before) return;
+        }
+    }
+
+    private static bool IsTransient(Exception e) => e switch
+    {
+        SpotApiException s => s.Reason is "network" or "timeout" or "circuit_open" || s.StatusCode is 429 or >= 500,
+        KubeApiException k => k.StatusCode is 429 or 409 or >= 500,
+        HttpRequestException or TimeoutException or TaskCanceledException or IOException => true,
+        _ => false,
+    };
+
+    private async Task CreatePoolsAsync(Operation op, CancellationToken ct)
+    {
+        var book = prices.Current;
+        while (op.Created < op.NewPools.Count)
+        {
+            var (pool, cls) = op.NewPools[op.Created];
+            if (!book.Classes.TryGetValue(cls, out var pc) || options.Bids.Bid(pc.Prices) is not { } bid)
+            {
+                Count("create_pool", "failed");
+                await FailAndCleanUpAsync(op, $"no bid for {cls} within the policy (cap {options.Bids.Cap?.ToString(CultureInfo.InvariantCulture) ?? "none"})", ct).ConfigureAwait(false);
+                return;
+            }
+            var labels = new Dictionary<string, string>(StringComparer.Ordinal)
+            {
+                [ManagedLabel] = "true",
+                [CategoryLabel] = pc.Class.Category,
+                [RecommendationLabel] = op.Rec.Id,
+            };
+            try
+            {
+                var created = await spot!.CreateNodePoolAsync(new SpotNodePoolSpec(pool, cls, 1, bid, options.Cloudspace, labels), options.Bids.Cap, ct).ConfigureAwait(false);
+                Count("create_pool", "succeeded");
+                Audit("Node", null, "PoolCreated", $"created Spot pool {pool} ({cls}, bid {created.BidPrice}) for {op.Rec.Id}", "Normal", ct);
+            }
+            catch (SpotApiException e) when (!IsTransient(e))
+            {
+                Count("create_pool", "failed");
+                await FailAndCleanUpAsync(op, $"the Spot API refused pool {pool} ({cls}): {e.ServerMessage ?? e.Message}", ct).ConfigureAwait(false);
+                return;
+            }
+            op.Created++;
+            lock (gate) lastScaleUp = clock.GetUtcNow();
+            Set(op, Stage.CreatePools, $"in progress: created {op.Created}/{op.NewPools.Count} pools");
+        }
+        Set(op, Stage.WaitReady, $"in progress: waiting for {op.NewPools.Count} new nodes to be Ready");
+    }
+
+    private async Task WaitReadyAsync(Operation op, CancellationToken ct)
+    {
+        var snap = model.Snapshot();
+        var ready = snap.Nodes.Where(n => n.Ready && n.Pool.Length > 0).Select(n => n.Pool).ToHashSet(StringComparer.Ordinal);
+        int joined = op.NewPools.Count(p => ready.Contains(p.Pool));
+        if (joined == op.NewPools.Count)
+        {
+            Count("wait_ready", "succeeded");
+            lock (gate) lastScaleUp = clock.GetUtcNow();
+            if (op.Rec.Nodes.Count == 0)
+            {
+                Finish(op, $"succeeded: {joined} new nodes Ready");
+                return;
+            }
+            // Right before the first disruptive step: everything checked again against live state.
+            var book = prices.Current;
+            var why = Refusal() ?? (op.Rec.Type == RecommendationType.Replace ? SavingsShortfall(op.Rec, book) : null)
+                ?? op.Rec.Nodes.Select(n => snap.Nodes.FirstOrDefault(v => v.Name == n) is { } v ? LiveBlockers(v, book).FirstOrDefault()?.Reason : $"{n} is gone").FirstOrDefault(x => x is not null);
+            if (why is not null)
+            {
+                Count("cordon", "refused");
+                await FailAndCleanUpAsync(op, "refused before the drain: " + why, ct).ConfigureAwait(false);
+                return;
+            }
+            Set(op, Stage.Cordon, "in progress: new nodes Ready; cordoning");
+            return;
+        }
+        if (clock.GetUtcNow() - op.Started > options.ProvisioningTimeout)
+        {
+            Count("wait_ready", "failed");
+            await FailAndCleanUpAsync(op, $"{op.NewPools.Count - joined} of {op.NewPools.Count} new nodes not Ready after {options.ProvisioningTimeout.TotalMinutes:0} min", ct).ConfigureAwait(false);
+            return;
+        }
+        Set(op, Stage.WaitReady, $"in progress: {joined}/{op.NewPools.Count} new nodes Ready");
+    }
+
+    private async Task CordonAsync(Operation op, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        foreach (var node in op.Rec.Nodes)
+        {
+            if (op.Cordoned.Contains(node)) continue;
+            var patch = new JsonObject
+            {
+                ["metadata"] = new JsonObject
+                {
+                    ["annotations"] = new JsonObject
+                    {
+                        [DisruptionAnnotation] = op.Rec.Id,
+                        [DisruptionSinceAnnotation] = KubeTime(now),
+                    },
+                },
+                ["spec"] = new JsonObject { ["unschedulable"] = true },
+            };
+            try { await kube!.PatchNodeAsync(node, patch, ct).ConfigureAwait(false); }
+            catch (KubeApiException e) when (e.StatusCode == 404)
+            {
+                Count("cordon", "failed");
+                await FailAndCleanUpAsync(op, $"{node} is gone", ct).ConfigureAwait(false);
+                return;
+            }
+            op.Cordoned.Add(node);
+            lock (gate) disruptions.Add(now);
+            Count("cordon", "succeeded");
+            Audit("Node", node, "Cordoned", $"cordoned for {op.Rec.Id} ({op.Rec.Type})", "Normal", ct);
+        }
+        Set(op, Stage.Drain, $"in progress: draining {string.Join(", ", op.Rec.Nodes)}");
+    }
+
+    private async Task DrainAsync(Operation op, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        if (now - op.StageSince > options.DrainTimeout)
+        {
+            Count("drain", "failed");
+            await FailAndCleanUpAsync(op, $"the drain did not finish in {options.DrainTimeout.TotalMinutes:0.#} min; uncordoned", ct).ConfigureAwait(false);
+            return;
+        }
+        var snap = model.Snapshot();
+        var book = prices.Current;
+        var waiting = new List<string>();
+        foreach (var node in op.Rec.Nodes)
+        {
+            if (op.Drained.Contains(node)) continue;
+            // A blocker that appears mid-drain (someone marks a pod or the node do-not-disrupt) wins.
+            if (snap.Nodes.FirstOrDefault(n => n.Name == node) is { } view)
+            {
+                var blocked = Recommender.NodeBlockers(view, model.PodsOn(node), [], book)
+                    .FirstOrDefault(b => b.Reason is BlockerReasons.NodeDoNotDisrupt or BlockerReasons.NodeScaleDownDisabled or BlockerReasons.PodDoNotDisrupt or BlockerReasons.PodSafeToEvictFalse);
+                if (blocked is not null)
+                {
+                    Count("drain", "failed");
+                    await FailAndCleanUpAsync(op, $"{node} became blocked during the drain ({blocked.Reason}); uncordoned", ct).ConfigureAwait(false);
+                    return;
+                }
+            }
+            var left = model.PodsOn(node).Where(p => !p.IsOverhead).ToList();
+            if (left.Count == 0)
+            {
+                op.Drained.Add(node);
+                Count("drain", "succeeded");
+                Audit("Node", node, "Drained", $"drained for {op.Rec.Id}", "Normal", ct);
+                continue;
+            }
+            foreach (var pod in left.Where(p => !p.Terminating))
+            {
+                var key = pod.Namespace + "/" + pod.Name;
+                if (op.EvictAgainAt.TryGetValue(key, out var again) && now < again) { waiting.Add(key); continue; }
+                var outcome = await EvictAsync(pod, ct).ConfigureAwait(false);
+                switch (outcome.Result)
+                {
+                    case EvictionResult.Evicted or EvictionResult.Gone:
+                        op.EvictAgainAt[key] = now + TimeSpan.FromSeconds(30);   // it is terminating; ask again only if it lingers
+                        break;
+                    case EvictionResult.Blocked:
+                        op.EvictAgainAt[key] = now + (outcome.RetryAfter ?? TimeSpan.FromSeconds(10));
+                        waiting.Add($"{key} ({outcome.Message})");
+                        break;
+                    default:
+                        op.EvictAgainAt[key] = now + TimeSpan.FromSeconds(10);
+                        waiting.Add($"{key} ({outcome.Message})");
+                        log.LogWarning("actuation: evicting {Pod} failed: {Why}", key, outcome.Message);
+                        break;
+                }
+            }
+        }
+        if (op.Drained.Count == op.Rec.Nodes.Count)
+        {
+            Set(op, Stage.DeletePools, "in progress: drained; deleting pools");
+            return;
+        }
+        Set(op, Stage.Drain, waiting.Count > 0 ? $"in progress: draining; waiting for {string.Join(", ", waiting.Take(3))}" : "in progress: draining");
+    }
+
+    private async Task<EvictionOutcome> EvictAsync(PodFacts pod, CancellationToken ct)
+    {
+        // The pod's own grace period, up to the cap: a drain never cuts a shutdown short, nor waits forever.
+        var live = await kube!.GetJsonAsync($"/api/v1/namespaces/{pod.Namespace}/pods/{pod.Name}", ct).ConfigureAwait(false);
+        if (live is null) return new EvictionOutcome(EvictionResult.Gone, "already gone", null);
+        long grace = 30;
+        if (live["spec"]?["terminationGracePeriodSeconds"] is JsonValue g && g.TryGetValue(out long seconds)) grace = seconds;
+        grace = Math.Min(grace, (long)options.MaxGracePeriod.TotalSeconds);
+        return await kube!.EvictPodAsync(pod.Namespace, pod.Name, grace, ct).ConfigureAwait(false);
+    }
+
+    private async Task DeleteOldPoolsAsync(Operation op, CancellationToken ct)
+    {
+        foreach (var (node, pool) in op.OldPools)
+        {
+            try
+            {
+                await spot!.DeleteNodePoolAsync(pool, ct).ConfigureAwait(false);
+            }
+            catch (SpotApiException e) when (!IsTransient(e))
+            {
+                Count("delete_pool", "failed");
+                await FailAndCleanUpAsync(op, $"the Spot API refused to delete pool {pool} of {node}: {e.ServerMessage ?? e.Message}; uncordoned", ct).ConfigureAwait(false);
+                return;
+            }
+            Count("delete_pool", "succeeded");
+            Audit("Node", node, "PoolDeleted", $"deleted Spot pool {pool} for {op.Rec.Id}", "Normal", ct);
+        }
+        op.OldPools.Clear();
+        decimal saved = op.Rec.SavingsPerHour;
+        Finish(op, $"succeeded: removed {string.Join(", ", op.Rec.Nodes)}{(op.NewPools.Count > 0 ? $" for {op.NewPools.Count} new nodes" : "")}, saving {saved:0.####} $/h");
+    }
+
+    /// <summary>Ends an operation that cannot go on: nodes it cordoned are uncordoned, pools it created and that got no node are deleted.</summary>
+    private async Task FailAndCleanUpAsync(Operation op, string why, CancellationToken ct)
+    {
+        foreach (var node in op.Cordoned.ToList())
+        {
+            try
+            {
+                await Uncordon(node, ct).ConfigureAwait(false);
+                op.Cordoned.Remove(node);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // The annotation stays, so the recovery pass rolls it back later.
+                log.LogError("actuation: could not uncordon {Node}: {Error}", node, e.Message);
+            }
+        }
+        // Pools that got a Ready node are kept for replacements after the drain was refused: the
+        // next plans consolidate them if they are not needed. Pools still waiting for a node go.
+        var snap = model.Snapshot();
+        var withNodes = PoolsWithNodes(snap);
+        foreach (var (pool, _) in op.NewPools.Take(op.Created))
+        {
+            if (withNodes.Contains(pool)) continue;
+            try
+            {
+                await spot!.DeleteNodePoolAsync(pool, ct).ConfigureAwait(false);
+                Count("delete_pool", "succeeded");
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                log.LogError("actuation: could not delete pool {Pool} after a failure: {Error}; the pool sweep retries", pool, e.Message);
+            }
+        }
+        op.State = "failed: " + why;
+        lock (gate) op.Stage = Stage.Failed;
+        log.LogWarning("actuation: {Id} ({Type}) failed: {Why}", op.Rec.Id, op.Rec.Type, why);
+        Audit("Node", op.Rec.Nodes.FirstOrDefault(), "ActionFailed", $"{op.Rec.Id}: {why}", "Warning", ct);
+    }
+
+    private Task<JsonObject> Uncordon(string node, CancellationToken ct) =>
+        kube!.PatchNodeAsync(node, new JsonObject
+        {
+            ["metadata"] = new JsonObject { ["annotations"] = new JsonObject { [DisruptionAnnotation] = null, [DisruptionSinceAnnotation] = null } },
+            ["spec"] = new JsonObject { ["unschedulable"] = null },
+        }, ct);
+
+    private void Finish(Operation op, string state)
+    {
+        op.State = state;
+        lock (gate) op.Stage = Stage.Done;
+        log.LogInformation("actuation: {Id} ({Type}) {State}", op.Rec.Id, op.Rec.Type, state);
+    }
+
+    private void Set(Operation op, Stage stage, string state)
+    {
+        lock (gate)
+        {
+            if (op.Stage != stage) op.StageSince = clock.GetUtcNow();
+            op.Stage = stage;
+            op.State = state;
+        }
+    }
+
+    // ---- recovery and the pool sweep -----------------------------------------------------------
+
+    /// <summary>
+    /// After a start or a new leadership: pools of earlier runs still waiting for their node are
+    /// adopted (so their pending pods are not provisioned again), and nodes left cordoned by an
+    /// interrupted drain are uncordoned (the recommendation comes back and is carried out anew).
+    /// </summary>
+    private async Task RecoverAsync(CancellationToken ct)
+    {
+        var pools = await spot!.ListNodePoolsAsync(options.Cloudspace, ct).ConfigureAwait(false);
+        var snap = model.Snapshot();
+        var withNodes = PoolsWithNodes(snap);
+        int adopted = 0, rolledBack = 0;
+        foreach (var p in pools.Where(p => p.IsManaged && !withNodes.Contains(p.Name) && !IsLost(p)))
+        {
+            var id = p.CustomLabels.GetValueOrDefault(RecommendationLabel) ?? p.Name;
+            lock (gate)
+            {
+                if (ops.Values.Any(o => o.NewPools.Any(x => x.Pool == p.Name))) continue;
+                if (!ops.TryGetValue(id, out var op))
+                {
+                    var rec = new Recommendation(id, RecommendationType.Provision, [], [new NewNode(p.ServerClass, 1, 0)], [], [], 0, 0, 0, 0, -1,
+                        ["adopted after a restart"]);
+                    op = new Operation(rec, p.Created ?? clock.GetUtcNow()) { Stage = Stage.WaitReady, State = "in progress: adopted; waiting for the node" };
+                    ops[id] = op;
+                }
+                op.NewPools.Add((p.Name, p.ServerClass));
+                op.Created = op.NewPools.Count;
+                adopted++;
+            }
+        }
+        var existing = pools.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
+        foreach (var n in snap.Nodes.Where(n => n.Annotations.ContainsKey(DisruptionAnnotation)))
+        {
+            bool mine;
+            lock (gate) mine = ops.Values.Any(o => o.Rec.Nodes.Contains(n.Name));
+            if (mine) continue;
+            if (n.Pool.Length > 0 && !existing.Contains(n.Pool)) continue;   // its pool is deleted: the node is leaving
+            await Uncordon(n.Name, ct).ConfigureAwait(false);
+            rolledBack++;
+            Audit("Node", n.Name, "DisruptionRolledBack", $"uncordoned: the drain for {n.Annotations[DisruptionAnnotation]} was interrupted", "Normal", ct);
+        }
+        if (adopted + rolledBack > 0)
+            log.LogInformation("actuation: recovered {Adopted} pools in flight and rolled back {RolledBack} interrupted drains", adopted, rolledBack);
+        await DeleteLostAsync(pools, snap, ct).ConfigureAwait(false);
+    }
+
+    private async Task SweepAsync(CancellationToken ct)
+    {
+        var pools = await spot!.ListNodePoolsAsync(options.Cloudspace, ct).ConfigureAwait(false);
+        await DeleteLostAsync(pools, model.Snapshot(), ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Pre-emption: a pool whose bid was lost is deleted once its nodes are gone; its pods come back as pending demand.</summary>
+    private async Task DeleteLostAsync(IReadOnlyList<SpotNodePool> pools, ClusterSnapshot snap, CancellationToken ct)
+    {
+        var withNodes = PoolsWithNodes(snap);
+        foreach (var p in pools.Where(p => p.IsManaged && IsLost(p) && !withNodes.Contains(p.Name)))
+        {
+            await spot!.DeleteNodePoolAsync(p.Name, ct).ConfigureAwait(false);
+            Count("delete_pool", "succeeded");
+            log.LogInformation("actuation: deleted pre-empted pool {Pool} ({Class}, bid {Bid}); its pods are pending demand again", p.Name, p.ServerClass, p.BidPrice);
+            Audit("Node", null, "PoolPreempted", $"deleted pre-empted Spot pool {p.Name} ({p.ServerClass}, bid {p.BidPrice})", "Warning", ct);
+            lock (gate)
+                foreach (var op in ops.Values.Where(o => o.NewPools.Any(x => x.Pool == p.Name)))
+                {
+                    op.State = $"failed: pool {p.Name} lost its bid before its node was Ready";
+                    op.Stage = Stage.Failed;
+                }
+        }
+    }
+
+    private static bool IsLost(SpotNodePool p) => p.BidStatus is { } s && s.Equals("Lost", StringComparison.OrdinalIgnoreCase);
+
+    private static HashSet<string> PoolsWithNodes(ClusterSnapshot snap) =>
+        snap.Nodes.Where(n => n.Pool.Length > 0).Select(n => n.Pool).ToHashSet(StringComparer.Ordinal);
+
+    // ---- audit ---------------------------------------------------------------------------------
+
+    /// <summary>A Kubernetes Event per action (the structured log line is written by the caller); losing one never stops an action.</summary>
+    private void Audit(string kind, string? name, string reason, string message, string type, CancellationToken ct)
+    {
+        if (kube is null) return;
+        var e = new KubeEventRecord(options.EventNamespace, kind, name ?? "karpetrack", null, reason, message, type);
+        _ = Task.Run(async () =>
+        {
+            try { await kube.CreateEventAsync(e, ct).ConfigureAwait(false); }
+            catch (Exception ex) when (ex is not OutOfMemoryException) { log.LogDebug("actuation: event {Reason} not written: {Error}", reason, ex.Message); }
+        }, CancellationToken.None);
+    }
+
+    private static string KubeTime(DateTimeOffset t) => t.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
+
+    private static string TypeOf(Stage s) => s switch
+    {
+        Stage.CreatePools => "create_pool",
+        Stage.WaitReady => "wait_ready",
+        Stage.Cordon => "cordon",
+        Stage.Drain => "drain",
+        _ => "delete_pool",
+    };
 
     private void Count(string type, string result)
     {

@@ -416,6 +416,23 @@ public sealed class ClusterModel
         }
     }
 
+    /// <summary>The pods bound to one node, terminating ones included: what a drain waits for. A scan that copies nothing else.</summary>
+    public PodFacts[] PodsOn(string node)
+    {
+        lock (gate)
+        {
+            if (!nodeIds.TryGetValue(node, out var id)) return [];
+            var list = new List<PodFacts>();
+            foreach (var (uid, slot) in pods)
+            {
+                if (slot.Node != id) continue;
+                list.Add(new PodFacts(uid, node, requestVectors[slot.Requests].Values, shapes[slot.Shape], slot.NameSuffix,
+                    (slot.Flags & PodFlags.Pending) != 0, (slot.Flags & PodFlags.Terminating) != 0));
+            }
+            return list.ToArray();
+        }
+    }
+
     public int ShapeCount { get { lock (gate) return shapes.Count; } }
 
     // ---- nodes ---------------------------------------------------------------------------

@@ -121,6 +121,12 @@ public static class Families
         "Actions by type (create_pool, wait_ready, cordon, drain, delete_pool) and result (dry_run, succeeded, failed, refused).", "type", "result");
     public static readonly MetricFamily ActionsInFlight = new("karpetrack_actions_in_flight", MetricType.Gauge,
         "Actions started and not yet finished, by type.", "type");
+    public static readonly MetricFamily Leader = new("karpetrack_leader", MetricType.Gauge,
+        "1 when this replica may act (it holds the lease, or leader election is off), 0 otherwise.");
+    public static readonly MetricFamily SpotApiRequests = new("karpetrack_spot_api_requests_total", MetricType.Counter,
+        "Spot API requests by HTTP method and status code (\"error\" when no response came).", "method", "code");
+    public static readonly MetricFamily SpotApiCircuitOpen = new("karpetrack_spot_api_circuit_open", MetricType.Gauge,
+        "1 while the Spot API circuit breaker is open or half-open (requests are held back), 0 when closed.");
 
     // Declared last: static fields initialize in order, so the list must come after every family.
     public static readonly MetricFamily[] All =
@@ -133,8 +139,8 @@ public static class Families
         NodePrice, NodeIdleCost, ClusterCost, ClusterIdleCost, GroupCost, NamespaceCost, UnpricedNodes,
         ServerClassInfo, ServerClassPrice, PricingLastSuccess, PricingErrors, PricingStale,
         Recommendations, RecommendationSavings, RecommendedNodes, ProvisioningCost, ProvisioningLowerBound, NodeDisruptionBlocked,
-        RecommenderDuration, RecommenderLastRun, ActuationModeFamily, Actions, ActionsInFlight,
-        GrpcOpenCalls, GrpcCalls,
+        RecommenderDuration, RecommenderLastRun, ActuationModeFamily, Actions, ActionsInFlight, Leader,
+        SpotApiRequests, SpotApiCircuitOpen, GrpcOpenCalls, GrpcCalls,
     ];
 }
 
@@ -277,6 +283,7 @@ public sealed class Collector
     private readonly RecommenderLoop? recommender;
     private readonly Actuator? actuator;
     private readonly GrpcServer? grpc;
+    private readonly SpotApiClient? spot;
     private readonly TimeProvider clock;
     private readonly object cacheGate = new();
     private Dictionary<string, CachedNode> nodeCache = new(StringComparer.Ordinal);
@@ -284,9 +291,11 @@ public sealed class Collector
     private (long Version, PriceBook? Book) cachedKey = (-1, null);
 
     public Collector(ClusterModel model, IReadOnlyList<ReflectorStatus> reflectors, IReadOnlyList<IReadOnlyList<string>> labelGroups,
-        PriceFeed? prices = null, TimeProvider? clock = null, RecommenderLoop? recommender = null, GrpcServer? grpc = null, Actuator? actuator = null)
+        PriceFeed? prices = null, TimeProvider? clock = null, RecommenderLoop? recommender = null, GrpcServer? grpc = null, Actuator? actuator = null,
+        SpotApiClient? spot = null)
     {
         this.grpc = grpc;
+        this.spot = spot;
         this.model = model;
         this.reflectors = reflectors;
         this.labelGroups = labelGroups;
@@ -362,6 +371,7 @@ public sealed class Collector
         if (book is not null) RenderCosts(w, current, book);
         if (recommender is not null) RenderPlan(w, recommender);
         if (actuator is not null) RenderActuation(w, actuator);
+        if (spot is not null) RenderSpotApi(w, spot);
         if (grpc is not null) RenderGrpc(w, grpc);
         RenderReflectors(w);
         w.Header(Families.BuildInfoFamily);
@@ -848,12 +858,23 @@ public sealed class Collector
             {
                 w.Begin(Families.Actions, "type", type); w.Label("result", result); w.EndLabels(); w.Integer(counts.GetValueOrDefault((type, result)));
             }
+        var inFlight = a.InFlightCounts;
         w.Header(Families.ActionsInFlight);
         foreach (var type in ActionStep.TypeLabels)
         {
-            // Dry-run starts nothing; execution (the Spot API actuator) will report its steps here.
-            w.Begin(Families.ActionsInFlight, "type", type); w.EndLabels(); w.Integer(0);
+            w.Begin(Families.ActionsInFlight, "type", type); w.EndLabels(); w.Integer(inFlight.GetValueOrDefault(type));
         }
+        w.Header(Families.Leader); w.NameOnly(Families.Leader); w.Integer(a.IsLeader() ? 1 : 0);
+    }
+
+    private static void RenderSpotApi(Exposition w, SpotApiClient spot)
+    {
+        w.Header(Families.SpotApiRequests);
+        foreach (var ((method, code), n) in spot.Requests.OrderBy(kv => kv.Key.Method, StringComparer.Ordinal).ThenBy(kv => kv.Key.Code, StringComparer.Ordinal))
+        {
+            w.Begin(Families.SpotApiRequests, "method", method); w.Label("code", code); w.EndLabels(); w.Integer(n);
+        }
+        w.Header(Families.SpotApiCircuitOpen); w.NameOnly(Families.SpotApiCircuitOpen); w.Integer(spot.CircuitOpen ? 1 : 0);
     }
 
     private void RenderReflectors(Exposition w)

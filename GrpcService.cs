@@ -25,6 +25,9 @@ public sealed class KarpetrackApi
     /// <summary>What the actuator did with a recommendation, shown in its message; null when actuation is off.</summary>
     public Func<string, string?>? ActuationState { get; init; }
 
+    /// <summary>Approvals (with --actuation approve); null otherwise, and ApproveRecommendation says why.</summary>
+    public Approvals? Approvals { get; init; }
+
     public KarpetrackApi(ClusterModel model, PriceFeed prices, RecommenderLoop loop, IReadOnlyList<ReflectorStatus> caches, Func<RecommenderOptions> options)
     {
         this.model = model;
@@ -45,6 +48,16 @@ public sealed class KarpetrackApi
         server.Unary(p + "ExplainNode", Pb.ExplainNodeRequest.Parser, (r, _) => Task.FromResult(ExplainNode(r)));
         // Simulate runs the packer: off the request thread, so the deadline can still answer.
         server.Unary(p + "Simulate", Pb.SimulateRequest.Parser, (r, call) => Task.Run(() => Simulate(r), call.Cancelled));
+        server.Unary(p + "ApproveRecommendation", Pb.ApproveRecommendationRequest.Parser, (r, call) => Task.FromResult(Approve(r, call)));
+    }
+
+    private Pb.ApproveRecommendationResponse Approve(Pb.ApproveRecommendationRequest r, GrpcCall call)
+    {
+        if (Approvals is null) throw new GrpcException(GrpcStatus.FailedPrecondition, "approvals are only taken with --actuation approve");
+        if (string.IsNullOrEmpty(r.Id)) throw new GrpcException(GrpcStatus.InvalidArgument, "id is required");
+        RequireSync();
+        var state = Approvals.Approve(call.Header("authorization"), r.Id);
+        return new Pb.ApproveRecommendationResponse { Id = r.Id, ActuationState = state };
     }
 
     private void RequireSync()
@@ -477,5 +490,31 @@ public sealed class KarpetrackApi
         if (!Quantity.TryParse(text, out var q, out var error) || q.Value < 0)
             throw new GrpcException(GrpcStatus.InvalidArgument, $"{field}: \"{text}\" is not a quantity ({error ?? "negative"})");
         return table.ToStored(resource, q);
+    }
+}
+
+/// <summary>
+/// ApproveRecommendation's gate: the bearer token must equal the one in the mounted Secret file,
+/// read at each call (a rotated Secret takes effect without a restart) and compared in constant time.
+/// </summary>
+public sealed class Approvals(Actuator actuator, string tokenFile)
+{
+    public string Approve(string? authorization, string id)
+    {
+        const string scheme = "Bearer ";
+        if (authorization is null || !authorization.StartsWith(scheme, StringComparison.OrdinalIgnoreCase))
+            throw new GrpcException(GrpcStatus.Unauthenticated, "authorization: Bearer <token> metadata is required");
+        string expected;
+        try { expected = File.ReadAllText(tokenFile).Trim(); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new GrpcException(GrpcStatus.Unavailable, $"the approval token cannot be read: {e.Message}"); }
+        if (!Actuator.TokenMatches(authorization[scheme.Length..].Trim(), expected))
+            throw new GrpcException(GrpcStatus.Unauthenticated, "the bearer token does not match the approval token");
+        var (outcome, state) = actuator.Approve(id);
+        return outcome switch
+        {
+            ApprovalOutcome.Approved => state,
+            ApprovalOutcome.NotFound => throw new GrpcException(GrpcStatus.NotFound, state),
+            _ => throw new GrpcException(GrpcStatus.FailedPrecondition, state),
+        };
     }
 }

@@ -206,6 +206,8 @@ public sealed class GrpcCall
     }
 
     public string Method { get; }
+    /// <summary>A request header (gRPC metadata), or null.</summary>
+    public string? Header(string name) => http.Request.Headers.TryGetValue(name, out var v) ? v.ToString() : null;
     /// <summary>Client cancel, deadline or server shutdown.</summary>
     public CancellationToken Cancelled { get; }
     public int MessagesSent { get; private set; }

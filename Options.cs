@@ -43,6 +43,9 @@ public sealed record KarpetrackOptions
     public IReadOnlyList<string> Categories { get; init; } = [];
     public decimal? MaxPrice { get; init; }
     public ActuationMode Actuation { get; init; } = ActuationMode.Off;
+    /// <summary>Everything the actuator is told (its Mode is <see cref="Actuation"/>; the cloudspace is filled in at start).</summary>
+    public ActuationOptions ActuationSettings { get; init; } = new();
+    public bool LeaderElect { get; init; }
     public bool ShowHelp { get; init; }
     public bool ShowVersion { get; init; }
 
@@ -80,7 +83,19 @@ public sealed record KarpetrackOptions
         new("replace-threshold-dollars", "0.005", "…and at least this many dollars per hour. Pure removals only need a positive saving."),
         new("categories", "", "Server-class categories new nodes may have: comma-separated gp, ch, mh, gpu (default: all but bare metal)."),
         new("max-price", "", "Highest hourly price of a class the recommender may buy."),
-        new("actuation", "off", "off, or dry-run: plan and log every action each recommendation needs and count it, changing nothing (approve and auto come with the Spot API actuator)."),
+        new("actuation", "off", "off; dry-run (log and count every action, change nothing); approve (act on recommendations approved over gRPC); auto (act on every recommendation that passes the safety checks). Acting needs Spot API credentials."),
+        new("approve-token-file", "", "File holding the bearer token that ApproveRecommendation calls must present (needed with --actuation approve); read at each call."),
+        new("leader-elect", "false", "Only the holder of a coordination.k8s.io Lease (in $POD_NAMESPACE, else default) acts; every replica serves metrics and gRPC.", IsSwitch: true),
+        new("max-disrupted-nodes", "1", "Nodes being cordoned, drained or removed at the same time, at most."),
+        new("max-disrupted-percent-per-hour", "10", "Share of the cluster's nodes disrupted per hour, at most (at least one node)."),
+        new("scale-up-cooldown", "2m", "No node is disrupted this soon after a scale-up, nor a node younger than this."),
+        new("provisioning-timeout", "60m", "A new pool whose node is not Ready by then is deleted and the failure reported (Spot nodes take 8-45 min)."),
+        new("drain-timeout", "15m", "A drain not finished by then is rolled back (the node uncordoned) and reported."),
+        new("max-grace-period", "5m", "Cap on a pod's terminationGracePeriodSeconds when it is evicted."),
+        new("max-plan-age", "10m", "A plan older than this is not acted on."),
+        new("maintenance-window", "", "Daily UTC window in which disruptive actions may start, e.g. 01:00-05:00 (default: any time)."),
+        new("bid-percentile", "p50", "Feed percentile a bid must reach: p20, p50, p80 or market (bid = max(market, minimum bid, percentile) x margin, on the ladder, at most --max-price)."),
+        new("bid-margin", "1.05", "Factor applied to the bid target."),
         new("help", "false", "Print this help and exit.", IsSwitch: true),
         new("version", "false", "Print the version and exit.", IsSwitch: true),
     ];
@@ -157,6 +172,12 @@ public sealed record KarpetrackOptions
         foreach (var (file, flag) in new[] { (tlsCert, "--tls-cert"), (tlsKey, "--tls-key") })
             if (file is not null && !File.Exists(file)) throw new OptionsException($"{flag}: file \"{file}\" not found");
 
+        var mode = Actuator.ParseMode(GetOr("actuation"));
+        var tokenFile = NullIfEmpty(Get("approve-token-file"));
+        if (mode == ActuationMode.Approve && tokenFile is null)
+            throw new OptionsException("--actuation approve needs --approve-token-file: approvals must present that token");
+        if (tokenFile is not null && !File.Exists(tokenFile)) throw new OptionsException($"--approve-token-file: file \"{tokenFile}\" not found");
+
         return new KarpetrackOptions
         {
             Kubeconfig = NullIfEmpty(Get("kubeconfig")),
@@ -194,7 +215,27 @@ public sealed record KarpetrackOptions
             ReplaceThresholdDollars = ParseDecimal(GetOr("replace-threshold-dollars"), "--replace-threshold-dollars", 0, 1000),
             Categories = ParseCategories(GetOr("categories")),
             MaxPrice = NullIfEmpty(Get("max-price")) is { } mp ? ParseDecimal(mp, "--max-price", 0, 1000) : null,
-            Actuation = ParseActuation(GetOr("actuation")),
+            Actuation = mode,
+            ActuationSettings = new ActuationOptions
+            {
+                Mode = mode,
+                ApproveTokenFile = tokenFile,
+                MaxDisruptedNodes = ParseInt(GetOr("max-disrupted-nodes"), "--max-disrupted-nodes", 1, 1000),
+                MaxDisruptedPercentPerHour = ParseDecimal(GetOr("max-disrupted-percent-per-hour"), "--max-disrupted-percent-per-hour", 0, 100),
+                ScaleUpCooldown = ParseDuration(GetOr("scale-up-cooldown"), "--scale-up-cooldown"),
+                ProvisioningTimeout = Positive(ParseDuration(GetOr("provisioning-timeout"), "--provisioning-timeout"), "--provisioning-timeout"),
+                DrainTimeout = Positive(ParseDuration(GetOr("drain-timeout"), "--drain-timeout"), "--drain-timeout"),
+                MaxGracePeriod = ParseDuration(GetOr("max-grace-period"), "--max-grace-period"),
+                MaxPlanAge = Positive(ParseDuration(GetOr("max-plan-age"), "--max-plan-age"), "--max-plan-age"),
+                Window = NullIfEmpty(Get("maintenance-window")) is { } mw ? MaintenanceWindow.Parse(mw, "--maintenance-window") : null,
+                Bids = new BidPolicy
+                {
+                    Percentile = ParseBidPercentile(GetOr("bid-percentile")),
+                    Margin = ParseDecimal(GetOr("bid-margin"), "--bid-margin", 1, 10),
+                    Cap = NullIfEmpty(Get("max-price")) is { } cap ? ParseDecimal(cap, "--max-price", 0, 1000) : null,
+                },
+            },
+            LeaderElect = ParseBool(GetOr("leader-elect"), "--leader-elect"),
             ShowHelp = ParseBool(GetOr("help"), "--help"),
             ShowVersion = ParseBool(GetOr("version"), "--version"),
         };
@@ -209,14 +250,9 @@ public sealed record KarpetrackOptions
         return v;
     }
 
-    private static ActuationMode ParseActuation(string s)
-    {
-        var mode = Actuator.ParseMode(s);
-        // Say so plainly rather than accept a mode that would silently do nothing.
-        if (mode is ActuationMode.Approve or ActuationMode.Auto)
-            throw new OptionsException($"--actuation {s}: acting through the Spot API is not available in this version; use off or dry-run");
-        return mode;
-    }
+    private static string ParseBidPercentile(string s) => s.ToLowerInvariant() is var p && p is "p20" or "p50" or "p80" or "market"
+        ? p
+        : throw new OptionsException($"--bid-percentile: \"{s}\" is not one of p20, p50, p80, market");
 
     private static IReadOnlyList<string> ParseCategories(string s)
     {

@@ -165,7 +165,7 @@ public sealed class Service : IAsyncDisposable
             };
         }
         var prices = new PriceFeed(feedOptions, loggerFactory.CreateLogger("pricing"));
-        var spot = await SpotWiring.StartAsync(options, prices, loggerFactory, ct);
+        var spot = await SpotWiring.StartAsync(options, prices, loggerFactory, ct, demo);
 
         var connection = KubeConnection.Resolve(kubeconfig, options.Demo ? null : options.Context, KubeEnvironment.Process);
         var kube = new KubeClient(connection);
@@ -196,17 +196,19 @@ public sealed class Service : IAsyncDisposable
         };
         var recommender = new RecommenderLoop(model, prices, statuses, RecommenderOptionsNow, options.RecommendInterval, loggerFactory.CreateLogger("recommender"));
         var grpc = new GrpcServer(new GrpcServerOptions { MaxConcurrentCalls = options.GrpcMaxCalls }, loggerFactory.CreateLogger("grpc"));
+        var (actuator, elector) = Actuation(options, model, prices, statuses, kube, spot, RecommenderOptionsNow, loggerFactory);
         // The actuator hears of a new plan before any API reader converts it, so its state is in the messages.
-        var actuator = new Actuator(options.Actuation, model, prices, statuses, new BidPolicy(), loggerFactory.CreateLogger("actuation"));
         recommender.PlanChanged += actuator.OnPlan;
+        if (actuator.Mode is ActuationMode.Approve or ActuationMode.Auto) recommender.InFlight = actuator.InFlight;
         var api = new KarpetrackApi(model, prices, recommender, statuses, RecommenderOptionsNow)
         {
             ActuationState = options.Actuation == ActuationMode.Off ? null : actuator.StateOf,
+            Approvals = options.Actuation == ActuationMode.Approve ? new Approvals(actuator, options.ActuationSettings.ApproveTokenFile!) : null,
         };
         api.Register(grpc);
         new GrpcHealth(() => api.Synced, grpc).Register();
         GrpcReflection.ForKarpetrack().Register(grpc);
-        var collector = new Collector(model, statuses, options.LabelGroups, prices, recommender: recommender, grpc: grpc, actuator: actuator);
+        var collector = new Collector(model, statuses, options.LabelGroups, prices, recommender: recommender, grpc: grpc, actuator: actuator, spot: spot?.Client);
 
         var app = builder.Build();
         var service = new Service(app, kube, demo, model, statuses) { Prices = prices, demoFeed = demoFeed, Spot = spot, Recommender = recommender, Grpc = grpc, Api = api };
@@ -237,9 +239,38 @@ public sealed class Service : IAsyncDisposable
         service.background.Add(Task.Run(() => prices.RunAsync(service.stopping.Token), CancellationToken.None));
         if (spot?.Pricing is { } spotPricing)
             service.background.Add(Task.Run(() => spotPricing.RunAsync(service.stopping.Token), CancellationToken.None));
+        if (elector is not null)
+            service.background.Add(Task.Run(() => elector.RunAsync(service.stopping.Token), CancellationToken.None));
+        service.background.Add(Task.Run(() => actuator.RunAsync(service.stopping.Token), CancellationToken.None));
         if (demoFeed is not null)
-            service.background.Add(Task.Run(() => AdvanceDemoMarket(demoFeed, options.DemoPriceInterval, logger, service.stopping.Token), CancellationToken.None));
+            service.background.Add(Task.Run(() => AdvanceDemoMarket(demoFeed, spot?.DemoServer, options.DemoPriceInterval, logger, service.stopping.Token), CancellationToken.None));
         return service;
+    }
+
+    /// <summary>The actuator, and the leader elector that gates it (with --leader-elect only).</summary>
+    private static (Actuator, LeaderElector?) Actuation(KarpetrackOptions options, ClusterModel model, PriceFeed prices, ReflectorStatus[] statuses,
+        KubeClient kube, SpotWiring? spot, Func<RecommenderOptions> recommenderOptions, ILoggerFactory loggers)
+    {
+        var settings = options.ActuationSettings;
+        bool acting = settings.Mode is ActuationMode.Approve or ActuationMode.Auto;
+        if (acting && spot is null)
+            throw new OptionsException($"--actuation {Actuator.ModeLabel(settings.Mode)} acts through the Spot API: set {SpotWiring.RefreshTokenVariable} (and --spot-org)");
+        if (acting && spot!.Cloudspace is null)
+            throw new OptionsException($"--actuation {Actuator.ModeLabel(settings.Mode)} needs --cloudspace: new pools join it");
+        var actuator = new Actuator(settings with { Cloudspace = spot?.Cloudspace ?? "" }, model, prices, statuses, loggers.CreateLogger("actuation"),
+            acting ? kube : null, acting ? spot!.Client : null)
+        {
+            Thresholds = recommenderOptions,
+        };
+        LeaderElector? elector = null;
+        if (options.LeaderElect)
+        {
+            // The pod name identifies the holder (the chart sets it); a suffix keeps two processes on one host apart.
+            var identity = (Environment.GetEnvironmentVariable("POD_NAME") ?? Environment.MachineName) + "_" + Guid.NewGuid().ToString("N")[..8];
+            elector = new LeaderElector(kube, LeaderElector.DefaultNamespace(), "karpetrack", identity, new LeaderElectionOptions(), loggers.CreateLogger("leader"));
+            actuator.IsLeader = () => elector.IsLeader;
+        }
+        return (actuator, elector);
     }
 
     private static ListenOptions Listen(KestrelServerOptions k, (string Host, int Port) addr, string flag, HttpProtocols protocols, X509Certificate2? certificate)
@@ -379,15 +410,22 @@ public sealed class Service : IAsyncDisposable
         stopping.Dispose();
     }
 
-    private static async Task AdvanceDemoMarket(FeedServer feed, TimeSpan interval, Serilog.ILogger logger, CancellationToken ct)
+    /// <summary>The demo market: the feed moves a week per interval, and the fake Spot API's market with it (pools bidding below it are pre-empted).</summary>
+    private static async Task AdvanceDemoMarket(FeedServer feed, SpotApiServer? spotApi, TimeSpan interval, Serilog.ILogger logger, CancellationToken ct)
     {
         if (interval <= TimeSpan.Zero) return;
+        var snapshots = FeedServer.EmbeddedSnapshots();
         try
         {
             while (true)
             {
                 await Task.Delay(interval, ct);
-                logger.Information("demo market moved to {Snapshot}", feed.Advance());
+                var name = feed.Advance();
+                logger.Information("demo market moved to {Snapshot}", name);
+                var body = snapshots.FirstOrDefault(x => x.Name == name).Body;
+                if (spotApi is null || body is null) continue;
+                var book = PriceFeedParser.Parse(body, DateTimeOffset.UtcNow, name);
+                foreach (var (cls, pc) in book.Classes) spotApi.SetMarketPrice(cls, pc.Prices.Market);
             }
         }
         catch (OperationCanceledException) { }
@@ -409,8 +447,9 @@ public sealed class SpotWiring : IAsyncDisposable
 {
     public const string RefreshTokenVariable = "RACKSPACE_SPOT_REFRESH_TOKEN";
 
-    private SpotWiring(SpotApiClient client, SpotPricing pricing, SpotApiServer? demoServer)
+    private SpotWiring(SpotApiClient client, SpotPricing pricing, SpotApiServer? demoServer, string? cloudspace)
     {
+        Cloudspace = cloudspace;
         Client = client;
         Pricing = pricing;
         DemoServer = demoServer;
@@ -419,8 +458,10 @@ public sealed class SpotWiring : IAsyncDisposable
     public SpotApiClient Client { get; }
     public SpotPricing Pricing { get; }
     public SpotApiServer? DemoServer { get; }
+    /// <summary>The cloudspace priced for and acted in (--cloudspace; "demo" in --demo).</summary>
+    public string? Cloudspace { get; }
 
-    public static async Task<SpotWiring?> StartAsync(KarpetrackOptions options, PriceFeed prices, ILoggerFactory loggers, CancellationToken ct)
+    public static async Task<SpotWiring?> StartAsync(KarpetrackOptions options, PriceFeed prices, ILoggerFactory loggers, CancellationToken ct, DemoCluster? demo = null)
     {
         var refreshToken = Environment.GetEnvironmentVariable(RefreshTokenVariable);
         var apiOptions = new SpotApiOptions { ApiUrl = options.SpotApiUrl, AuthUrl = options.SpotAuthUrl, Org = options.SpotOrg };
@@ -429,7 +470,15 @@ public sealed class SpotWiring : IAsyncDisposable
         if (options.Demo)
         {
             // The demo's nodes live in us-east-iad-1: so does the fake API's "demo" cloudspace.
-            demoServer = await SpotApiServer.StartAsync(ct: ct);
+            // Its pools' nodes join the demo cluster (and leave it), its market starts where the demo feed does,
+            // and it knows the pools of the demo's Karpetrack-managed nodes.
+            demoServer = await SpotApiServer.StartAsync(new SpotApiServerOptions
+            {
+                Snapshot = FeedServer.EmbeddedSnapshots()[0].Body,
+                NodeJoined = demo is null ? null : n => demo.JoinNode(n.NodeName, n.ServerClass, n.Labels, n.Taints),
+                NodeLeft = demo is null ? null : name => demo.RemoveNode(name),
+            }, ct);
+            foreach (var m in demo?.ManagedNodes ?? []) demoServer.AdoptPool(m.Pool, m.ServerClass, 0.27m, m.CustomLabels, [m.Node]);
             apiOptions = apiOptions with { ApiUrl = demoServer.BaseAddress, AuthUrl = demoServer.BaseAddress, Org = demoServer.OrgNamespace };
             refreshToken = SpotApiServer.DemoRefreshToken;
             cloudspace = "demo";
@@ -437,7 +486,7 @@ public sealed class SpotWiring : IAsyncDisposable
         if (string.IsNullOrWhiteSpace(refreshToken)) return null;
         var client = new SpotApiClient(apiOptions, refreshToken, loggers.CreateLogger("spot-api"));
         var pricing = new SpotPricing(client, prices, loggers.CreateLogger("spot-pricing"), cloudspace);
-        return new SpotWiring(client, pricing, demoServer);
+        return new SpotWiring(client, pricing, demoServer, cloudspace);
     }
 
     public async ValueTask DisposeAsync()

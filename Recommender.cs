@@ -27,6 +27,9 @@ public sealed record RecommenderOptions
 
 public sealed record NewNode(string ServerClass, int Count, decimal PricePerHour);
 
+/// <summary>A node being provisioned (its pool exists, its node has not joined): capacity pending pods may count on.</summary>
+public sealed record InFlightNode(string Pool, string ServerClass);
+
 /// <summary>A pod to evict and where it goes: an existing node, or a new node "&lt;class&gt;#n" of the recommendation.</summary>
 public sealed record PodMove(string Namespace, string Pod, string From, string To);
 
@@ -106,7 +109,8 @@ public static class Recommender
     /// <summary>A server class one may buy, as a bin type plus the labels its nodes will carry.</summary>
     private sealed record Offer(BinType Bin, PricedClass Class, IReadOnlyDictionary<string, string> Labels, bool Gpu);
 
-    public static Plan Recommend(ClusterSnapshot snap, PodFacts[] pods, PdbRecord[] pdbs, DaemonSetRecord[] daemonSets, PriceBook book, RecommenderOptions o)
+    public static Plan Recommend(ClusterSnapshot snap, PodFacts[] pods, PdbRecord[] pdbs, DaemonSetRecord[] daemonSets, PriceBook book, RecommenderOptions o,
+        IReadOnlyList<InFlightNode>? inFlight = null)
     {
         var region = o.Region ?? MostCommonRegion(snap.Nodes);
         var dsShapes = daemonSets.Select(d => (Shape: ShapeOf(d.Template), Requests: d.Template.Requests)).ToArray();
@@ -122,6 +126,9 @@ public static class Recommender
         var free = new Dictionary<string, Demand>(StringComparer.Ordinal);
         foreach (var n in snap.Nodes)
             if (IsDestination(n)) free[n.Name] = FreeOf(n, o);
+        // Nodes being provisioned take pending pods before anything new is bought, so the same
+        // pending pods are never provisioned for twice; they receive nothing else (they are not up yet).
+        var provisioning = InFlightBins(inFlight ?? [], offers, snap.Resources, free, views);
 
         // 1. Provisioning for pending pods: existing room first, then the cheapest set of new nodes.
         var pending = pods.Where(p => p.Pending).ToArray();
@@ -134,6 +141,7 @@ public static class Recommender
             provisionCost = cost;
             provisionBound = bound;
         }
+        foreach (var name in provisioning) { free.Remove(name); views.Remove(name); }
 
         // 2. Blockers for every node, then removals (empty, underused, multi-node) and replacements.
         var blockers = new Dictionary<string, List<Blocker>>(StringComparer.Ordinal);
@@ -216,6 +224,35 @@ public static class Recommender
     }
 
     // ---- offers ------------------------------------------------------------------------------
+
+    /// <summary>The prefix naming a node that is still being provisioned, in placements and reasons.</summary>
+    public const string ProvisioningPrefix = "provisioning:";
+
+    private static List<string> InFlightBins(IReadOnlyList<InFlightNode> inFlight, List<Offer> offers, ResourceTable resources,
+        Dictionary<string, Demand> free, Dictionary<string, NodeView> views)
+    {
+        var names = new List<string>();
+        foreach (var f in inFlight)
+        {
+            // A class no longer offered (price cap, category) still gets its node; it just is not counted on here.
+            var offer = offers.FirstOrDefault(x => x.Bin.Name == f.ServerClass);
+            if (offer is null) continue;
+            var name = ProvisioningPrefix + f.Pool;
+            var zeros = new long[resources.Count];
+            views[name] = new NodeView
+            {
+                Name = name,
+                Labels = new Dictionary<string, string>(offer.Labels, StringComparer.Ordinal) { [SpotLabels.Pool] = f.Pool },
+                Annotations = new Dictionary<string, string>(),
+                Allocatable = zeros, Capacity = zeros, Allocated = zeros, DaemonSetOverhead = zeros,
+                Pods = 0, Ready = false, Schedulable = true, Deleting = false, Taints = [],
+                NamespaceRequests = new Dictionary<string, long[]>(),
+            };
+            free[name] = offer.Bin.Capacity;
+            names.Add(name);
+        }
+        return names;
+    }
 
     private static string MostCommonRegion(NodeView[] nodes) =>
         nodes.Select(n => SpotLabels.RegionOfClass(n.ServerClass)).Where(r => r is not null)
@@ -378,7 +415,9 @@ public static class Recommender
             $"{served.Count} pending pods fit on no existing node; the cheapest new capacity is {string.Join(", ", newNodes.Select(n => $"{n.Count}× {n.ServerClass}"))} for {solution.Cost:0.###} $/h",
             $"lower bound {solution.LowerBound:0.###} $/h ({gap:0.#} % gap, {solution.Strategy})",
         };
-        if (solution.OnExisting.Count > 0) reasons.Add($"{solution.OnExisting.Count} other pending pods fit on existing free capacity");
+        int onProvisioning = solution.OnExisting.Count(x => existing[x.Value].Name.StartsWith(ProvisioningPrefix, StringComparison.Ordinal));
+        if (solution.OnExisting.Count > onProvisioning) reasons.Add($"{solution.OnExisting.Count - onProvisioning} other pending pods fit on existing free capacity");
+        if (onProvisioning > 0) reasons.Add($"{onProvisioning} other pending pods fit on nodes already being provisioned");
         if (lost.Count > 0) reasons.Add($"{lost.Count} pending pods fit no allowed class");
         var rec = Build(RecommendationType.Provision, [], newNodes, moves, served, 0, solution.Cost, solution.LowerBound, [], new Dictionary<string, PdbRecord[]>(), reasons);
         return (rec, lost, solution.Cost, solution.LowerBound);
@@ -570,7 +609,7 @@ public static class Recommender
 
     // ---- blockers ------------------------------------------------------------------------------
 
-    private static List<Blocker> NodeBlockers(NodeView n, PodFacts[] onNode, Dictionary<string, PdbRecord[]> pdbIndex, PriceBook book)
+    internal static List<Blocker> NodeBlockers(NodeView n, PodFacts[] onNode, Dictionary<string, PdbRecord[]> pdbIndex, PriceBook book)
     {
         var list = new List<Blocker>();
         if (n.Annotations.TryGetValue("karpetrack.io/do-not-disrupt", out var dnd) && dnd == "true") list.Add(new Blocker(BlockerReasons.NodeDoNotDisrupt, [], []));
@@ -730,6 +769,9 @@ public sealed class RecommenderLoop
     public DateTimeOffset? LastRun { get; private set; }
     public event Action<Plan>? PlanChanged;
 
+    /// <summary>Nodes being provisioned (from the actuator), counted as capacity for pending pods.</summary>
+    public Func<IReadOnlyList<InFlightNode>>? InFlight { get; set; }
+
     public (long[] Buckets, double Sum, long Count) Durations
     {
         get { lock (gate) return ((long[])bucketCounts.Clone(), durationSum, runs); }
@@ -740,7 +782,7 @@ public sealed class RecommenderLoop
     {
         var started = clock.GetTimestamp();
         var snap = model.Snapshot();
-        var next = Recommender.Recommend(snap, model.Pods(), model.Pdbs.All(), model.DaemonSets.All(), prices.Current, options());
+        var next = Recommender.Recommend(snap, model.Pods(), model.Pdbs.All(), model.DaemonSets.All(), prices.Current, options(), InFlight?.Invoke());
         var seconds = clock.GetElapsedTime(started).TotalSeconds;
         lock (gate)
         {

@@ -14,6 +14,9 @@ public sealed record DemoClusterOptions
     public KubeApiServerOptions Server { get; init; } = new();
 }
 
+/// <summary>A demo node in a single-node pool Karpetrack created (as an earlier run would have): the Spot fake adopts these pools.</summary>
+public sealed record DemoManagedNode(string Node, string Pool, string ServerClass, IReadOnlyDictionary<string, string> CustomLabels);
+
 /// <summary>One change the demo made, for logs and for checking that a seed replays the same story.</summary>
 public sealed record DemoChange(string Action, string Namespace, string Name, string? Node);
 
@@ -51,6 +54,7 @@ public sealed class DemoCluster : IAsyncDisposable
     private readonly ILogger? _logger;
     private readonly Random _rng;
     private readonly List<DemoNode> _nodes = [];
+    private readonly List<DemoManagedNode> _managed = [];
     private readonly List<DemoPod> _pods = [];
     private readonly List<Deployment> _deployments = [];
     private readonly object _stepLock = new();
@@ -71,6 +75,9 @@ public sealed class DemoCluster : IAsyncDisposable
     }
 
     public KubeApiServer Api { get; }
+
+    /// <summary>The nodes created in Karpetrack-managed single-node pools (the Spot fake adopts their pools).</summary>
+    public IReadOnlyList<DemoManagedNode> ManagedNodes => _managed;
     public string KubeconfigPath { get; }
 
     public static async Task<DemoCluster> StartAsync(DemoClusterOptions options, ILogger? logger = null, CancellationToken ct = default)
@@ -103,6 +110,17 @@ public sealed class DemoCluster : IAsyncDisposable
             var key = cls.Name + (spot ? "/spot" : "/ondemand");
             if (!pools.TryGetValue(key, out var pool)) pools[key] = pool = SyntheticCluster.NewGuid(_rng);
             var obj = SyntheticCluster.Node(_rng, cls, pool, spot, i, created.AddHours(-_rng.Next(6, 24 * 14)));
+            // Most Spot nodes sit in single-node pools an earlier Karpetrack created, so the actuator
+            // may act on them; two nodes share one pool of their own, and on-demand nodes stay unmanaged.
+            if (spot && i % 6 != 0 && i != _options.Nodes - 1)
+            {
+                var own = Json.StableGuid($"demo-pool/{_options.Seed}/{i}").ToString();
+                var custom = new Dictionary<string, string>(StringComparer.Ordinal) { ["karpetrack.io/managed"] = "true", ["karpetrack.io/category"] = cls.Category };
+                var labels = obj["metadata"]!["labels"]!.AsObject();
+                labels["nodepool.ngpc.rxt.io/name"] = own;
+                foreach (var (k, v) in custom) labels[k] = v;
+                _managed.Add(new DemoManagedNode((string)obj["metadata"]!["name"]!, own, cls.Name, custom));
+            }
             var node = new DemoNode(obj, cls);
             // The last node is cordoned, as during a drain someone forgot about.
             if (i == _options.Nodes - 1 && _options.Nodes > 2)

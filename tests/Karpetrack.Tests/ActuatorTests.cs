@@ -71,7 +71,7 @@ public class ActuatorTests
     {
         var (s, plan) = ManagedAndUnmanaged();
         using var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: Fresh());
-        var actuator = new Actuator(ActuationMode.DryRun, s.Model, prices, [], new BidPolicy(), NullLogger.Instance);
+        var actuator = new Actuator(new ActuationOptions { Mode = ActuationMode.DryRun }, s.Model, prices, [], NullLogger.Instance);
         var snap = s.Model.Snapshot();
 
         var removals = plan.Recommendations.Where(r => r.Nodes.Count > 0).ToList();
@@ -94,7 +94,8 @@ public class ActuatorTests
         var p = actuator.PlanFor(provision, snap, Scenario.Book);
         Assert.False(p.IsAdvisory);
         Assert.Equal(provision.NewNodes.Sum(n => n.Count), p.Steps.Count(x => x.Kind == ActionKind.CreatePool));
-        Assert.All(p.Steps, x => Assert.Contains("desired 1, bid ", x.Detail));
+        Assert.All(p.Steps.Where(x => x.Kind == ActionKind.CreatePool), x => Assert.Contains("desired 1, bid ", x.Detail));
+        Assert.Equal(ActionKind.WaitReady, p.Steps[^1].Kind);
     }
 
     [Fact]
@@ -105,7 +106,7 @@ public class ActuatorTests
         var synced = new ReflectorStatus("nodes");
         synced.MarkSynced("1", DateTimeOffset.UtcNow);
         var before = s.Model.Snapshot().Version;
-        var actuator = new Actuator(ActuationMode.DryRun, s.Model, prices, [synced], new BidPolicy(), NullLogger.Instance);
+        var actuator = new Actuator(new ActuationOptions { Mode = ActuationMode.DryRun }, s.Model, prices, [synced], NullLogger.Instance);
         actuator.OnPlan(plan);
         actuator.OnPlan(plan);                                         // the same plan again counts nothing new
         var counts = actuator.Counts;
@@ -121,20 +122,62 @@ public class ActuatorTests
     {
         var (s, plan) = ManagedAndUnmanaged();
         using var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: Fresh());
-        var off = new Actuator(ActuationMode.Off, s.Model, prices, [], new BidPolicy(), NullLogger.Instance);
+        var off = new Actuator(new ActuationOptions { Mode = ActuationMode.Off }, s.Model, prices, [], NullLogger.Instance);
         off.OnPlan(plan);
         Assert.Empty(off.Counts);
-        var unsynced = new Actuator(ActuationMode.DryRun, s.Model, prices, [new ReflectorStatus("pods")], new BidPolicy(), NullLogger.Instance);
+        var unsynced = new Actuator(new ActuationOptions { Mode = ActuationMode.DryRun }, s.Model, prices, [new ReflectorStatus("pods")], NullLogger.Instance);
         unsynced.OnPlan(plan);
         Assert.True(unsynced.Counts.GetValueOrDefault(("create_pool", "refused")) >= 1);
         Assert.StartsWith("refused: the caches have not synced", unsynced.StateOf(plan.Recommendations.Single(r => r.Type == RecommendationType.Provision).Id));
     }
 
-    [Theory]
-    [InlineData("approve")]
-    [InlineData("auto")]
-    public void ModesThatWouldActAreRefusedPlainlyForNow(string mode) =>
-        Assert.Contains("not available", Assert.Throws<OptionsException>(() => KarpetrackOptions.Parse(["--actuation", mode], _ => null)).Message);
+    [Fact]
+    public void ApproveNeedsATokenFileThatExists()
+    {
+        Assert.Contains("--approve-token-file", Assert.Throws<OptionsException>(() => KarpetrackOptions.Parse(["--actuation", "approve"], _ => null)).Message);
+        Assert.Contains("not found", Assert.Throws<OptionsException>(() =>
+            KarpetrackOptions.Parse(["--actuation", "approve", "--approve-token-file", "/nonexistent/token"], _ => null)).Message);
+        var file = Path.GetTempFileName();
+        try
+        {
+            var o = KarpetrackOptions.Parse(["--actuation", "approve", "--approve-token-file", file], _ => null);
+            Assert.Equal(ActuationMode.Approve, o.ActuationSettings.Mode);
+            Assert.Equal(file, o.ActuationSettings.ApproveTokenFile);
+        }
+        finally { File.Delete(file); }
+    }
+
+    [Fact]
+    public void ActuationFlagsParseAndBadValuesAreNamed()
+    {
+        var o = KarpetrackOptions.Parse(["--actuation", "auto", "--max-disrupted-nodes", "3", "--drain-timeout", "90s", "--maintenance-window", "22:00-04:00",
+            "--bid-percentile", "p80", "--bid-margin", "1.2", "--max-price", "0.5", "--leader-elect"], _ => null);
+        var a = o.ActuationSettings;
+        Assert.Equal(ActuationMode.Auto, a.Mode);
+        Assert.Equal(3, a.MaxDisruptedNodes);
+        Assert.Equal(TimeSpan.FromSeconds(90), a.DrainTimeout);
+        Assert.Equal(TimeSpan.FromMinutes(60), a.ProvisioningTimeout);
+        Assert.Equal("p80", a.Bids.Percentile);
+        Assert.Equal(1.2m, a.Bids.Margin);
+        Assert.Equal(0.5m, a.Bids.Cap);
+        Assert.True(o.LeaderElect);
+        Assert.True(a.Window!.Contains(new DateTimeOffset(2026, 1, 1, 23, 0, 0, TimeSpan.Zero)));
+        Assert.True(a.Window.Contains(new DateTimeOffset(2026, 1, 1, 3, 59, 0, TimeSpan.Zero)));
+        Assert.False(a.Window.Contains(new DateTimeOffset(2026, 1, 1, 4, 0, 0, TimeSpan.Zero)));
+        Assert.False(a.Window.Contains(new DateTimeOffset(2026, 1, 1, 12, 0, 0, TimeSpan.Zero)));
+        Assert.Contains("--maintenance-window", Assert.Throws<OptionsException>(() => KarpetrackOptions.Parse(["--maintenance-window", "2am"], _ => null)).Message);
+        Assert.Contains("--bid-percentile", Assert.Throws<OptionsException>(() => KarpetrackOptions.Parse(["--bid-percentile", "p99"], _ => null)).Message);
+        Assert.Contains("--max-disrupted-nodes", Assert.Throws<OptionsException>(() => KarpetrackOptions.Parse(["--max-disrupted-nodes", "0"], _ => null)).Message);
+    }
+
+    [Fact]
+    public void ApprovalTokensCompareExactly()
+    {
+        Assert.True(Actuator.TokenMatches("s3cret", "s3cret"));
+        Assert.False(Actuator.TokenMatches("s3cret ", "s3cret"));
+        Assert.False(Actuator.TokenMatches("", ""));          // an empty mounted token approves nothing
+        Assert.False(Actuator.TokenMatches("S3cret", "s3cret"));
+    }
 
     [Fact]
     public void DryRunParses() =>

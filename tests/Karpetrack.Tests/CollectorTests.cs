@@ -140,8 +140,11 @@ public class CollectorTests
             Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         loop.RunOnce();
         var grpc = new GrpcServer(new GrpcServerOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
-        var actuator = new Actuator(ActuationMode.DryRun, model, prices, [status], new BidPolicy(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
-        var text = Encoding.UTF8.GetString(new Collector(model, [status], [["pool"]], prices, recommender: loop, grpc: grpc, actuator: actuator).RenderToArray());
+        var actuator = new Actuator(new ActuationOptions { Mode = ActuationMode.DryRun }, model, prices, [status], Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var text = Encoding.UTF8.GetString(new Collector(model, [status], [["pool"]], prices, recommender: loop, grpc: grpc, actuator: actuator,
+            spot: new SpotApiClient(new SpotApiOptions(), "unused", Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance)).RenderToArray());
+        Assert.Contains("karpetrack_leader 1\n", text);
+        Assert.Contains("karpetrack_spot_api_circuit_open 0\n", text);
         Assert.Contains("karpetrack_actuation_mode{mode=\"dry-run\"} 1\n", text);
         var (code, output) = Promtool(Encoding.UTF8.GetBytes(text));
         Assert.True(code == 0, output);

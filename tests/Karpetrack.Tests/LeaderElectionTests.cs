@@ -64,22 +64,25 @@ public sealed class LeaderElectionTests : IAsyncLifetime
     public async Task FirstAcquires_SecondWaitsWhileTheFirstRenews()
     {
         using var stop = new CancellationTokenSource();
-        var a = Elector("a");
+        // A renew deadline with room to spare: this test is about waiting, and a busy machine (the
+        // whole suite on 2 cores) can delay one renewal by more than a second.
+        var roomy = new LeaderElectionOptions { LeaseDuration = TimeSpan.FromSeconds(3), RenewDeadline = TimeSpan.FromMilliseconds(2500), RetryPeriod = TimeSpan.FromMilliseconds(200) };
+        var a = Elector("a", roomy);
         var changes = new List<bool>();
         a.LeadershipChanged += changes.Add;
         var runA = a.RunAsync(stop.Token);
         Assert.True(await EventuallyAsync(() => a.IsLeader, TimeSpan.FromSeconds(3)));
         var spec = LeaseSpec();
         Assert.Equal("a", (string?)spec["holderIdentity"]);
-        Assert.Equal(2, (int)spec["leaseDurationSeconds"]!);
+        Assert.Equal(3, (int)spec["leaseDurationSeconds"]!);
         Assert.Equal(0, (int)spec["leaseTransitions"]!);
         Assert.Matches(@"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$", (string)spec["renewTime"]!);
         var firstRenew = (string)spec["renewTime"]!;
 
-        var b = Elector("b");
+        var b = Elector("b", roomy);
         var runB = b.RunAsync(stop.Token);
         // Longer than the lease duration: the holder keeps renewing, so b never gets it.
-        for (var i = 0; i < 30; i++)
+        for (var i = 0; i < 40; i++)
         {
             await Task.Delay(100);
             Assert.True(a.IsLeader);

@@ -58,8 +58,8 @@ internal sealed class Scenario
         return this;
     }
 
-    public Plan Run(RecommenderOptions? o = null) =>
-        Recommender.Recommend(Model.Snapshot(), Model.Pods(), Pdbs.ToArray(), DaemonSets.ToArray(), Book, o ?? new RecommenderOptions { Region = "us-east-iad-1" });
+    public Plan Run(RecommenderOptions? o = null, IReadOnlyList<InFlightNode>? inFlight = null) =>
+        Recommender.Recommend(Model.Snapshot(), Model.Pods(), Pdbs.ToArray(), DaemonSets.ToArray(), Book, o ?? new RecommenderOptions { Region = "us-east-iad-1" }, inFlight);
 }
 
 public class RecommenderTests
@@ -79,6 +79,25 @@ public class RecommenderTests
         Assert.Equal(["shop/big"], rec.PendingPods);
         Assert.True(rec.LowerBoundPerHour <= rec.NewCostPerHour);
         Assert.Equal(rec.NewCostPerHour, plan.ProvisioningCostPerHour);
+    }
+
+    [Fact]
+    public void NodesBeingProvisionedTakePendingPodsSoTheyAreNotProvisionedForTwice()
+    {
+        var s = new Scenario().Node("small", "gp.vs1.medium-iad").Pod("a", null, "3", "6Gi", pending: true).Pod("b", null, "3", "6Gi", pending: true);
+        var first = Single(s.Run(), RecommendationType.Provision);
+        // The pools of that recommendation are in flight: nothing more is bought for the same pods.
+        var pools = first.NewNodes.SelectMany(n => Enumerable.Range(0, n.Count).Select(i => new InFlightNode($"pool-{n.ServerClass}-{i}", n.ServerClass))).ToList();
+        var again = s.Run(inFlight: pools);
+        Assert.DoesNotContain(again.Recommendations, r => r.Type == RecommendationType.Provision);
+        Assert.Empty(again.Unplaceable);
+        // One more pending pod than the capacity in flight holds gets only its own new node.
+        s.Pod("c", null, "3", "6Gi", pending: true);
+        var third = Single(s.Run(inFlight: pools), RecommendationType.Provision);
+        Assert.Equal(["shop/c"], third.PendingPods);
+        Assert.Contains(third.Reasons, r => r.Contains("already being provisioned"));
+        // Capacity in flight is not a destination for consolidation: a node being provisioned is not up.
+        Assert.All(s.Run(inFlight: pools).Recommendations.SelectMany(r => r.Moves), m => Assert.DoesNotContain(Recommender.ProvisioningPrefix, m.To));
     }
 
     [Fact]

@@ -121,6 +121,8 @@ public sealed record ActuationOptions
     public TimeSpan MaxPlanAge { get; init; } = TimeSpan.FromMinutes(10);
     public MaintenanceWindow? Window { get; init; }
     public string? ApproveTokenFile { get; init; }
+    /// <summary>A recommendation that failed (or whose pods are still pending after it succeeded) is tried again after this.</summary>
+    public TimeSpan RetryAfter { get; init; } = TimeSpan.FromMinutes(10);
     /// <summary>How often in-flight actions are advanced.</summary>
     public TimeSpan Tick { get; init; } = TimeSpan.FromSeconds(2);
     /// <summary>How often Karpetrack's pools are listed (pre-empted pools deleted, pools from before a restart adopted).</summary>
@@ -183,6 +185,7 @@ public sealed class Actuator
     private readonly Dictionary<string, Operation> ops = new(StringComparer.Ordinal);
     private readonly Dictionary<string, DateTimeOffset> approvals = new(StringComparer.Ordinal);
     private readonly List<DateTimeOffset> disruptions = [];                            // when each node disruption started (last hour)
+    private readonly Dictionary<string, DateTimeOffset> ended = new(StringComparer.Ordinal);   // when an operation succeeded or failed
     private readonly SemaphoreSlim wake = new(0);
     private Plan plan = Plan.Empty;
     private DateTimeOffset? planAt;
@@ -396,7 +399,7 @@ public sealed class Actuator
         var current = next.Recommendations.Select(r => r.Id).ToHashSet(StringComparer.Ordinal);
         lock (gate)
         {
-            foreach (var id in states.Keys.Where(k => !current.Contains(k) && !ops.ContainsKey(k)).ToList()) states.Remove(id);
+            foreach (var id in states.Keys.Where(k => !current.Contains(k) && !ops.ContainsKey(k)).ToList()) { states.Remove(id); ended.Remove(id); }
             foreach (var id in approvals.Keys.Where(k => !current.Contains(k) && !ops.ContainsKey(k)).ToList()) approvals.Remove(id);
         }
     }
@@ -487,6 +490,7 @@ public sealed class Actuator
             foreach (var done in ops.Values.Where(o => o.Stage is Stage.Done or Stage.Failed).ToList())
             {
                 states[done.Rec.Id] = done.State;
+                ended[done.Rec.Id] = now;
                 ops.Remove(done.Rec.Id);
             }
         await StartNewAsync(ct).ConfigureAwait(false);
@@ -504,8 +508,13 @@ public sealed class Actuator
             lock (gate)
             {
                 if (ops.ContainsKey(r.Id)) continue;
+                // Refused and interrupted ones are tried again at once; one that ended is tried again only
+                // after a while if it comes back (a provision whose pods are still pending, say).
                 var seen = states.GetValueOrDefault(r.Id);
-                if (seen is not null && !(seen.StartsWith("refused", StringComparison.Ordinal) || seen is "approved" or "waiting for approval")) continue;
+                bool again = seen is null || seen is "approved" or "waiting for approval"
+                    || seen.StartsWith("refused", StringComparison.Ordinal) || seen.StartsWith("interrupted", StringComparison.Ordinal)
+                    || (ended.TryGetValue(r.Id, out var at) && clock.GetUtcNow() - at >= options.RetryAfter);
+                if (!again) continue;
                 if (options.Mode == ActuationMode.Approve && !approvals.ContainsKey(r.Id)) continue;
             }
             var actions = PlanFor(r, snap, book);
@@ -549,8 +558,9 @@ public sealed class Actuator
         if (options.Window is { } w && !w.Contains(now)) return $"outside the maintenance window {w}";
         lock (gate)
         {
+            // Reasons stay the same from tick to tick (no countdown): each is logged and counted once.
             if (lastScaleUp is { } up && now - up < options.ScaleUpCooldown)
-                return $"cooling down after a scale-up ({(options.ScaleUpCooldown - (now - up)).TotalSeconds:0} s left)";
+                return $"cooling down after a scale-up (--scale-up-cooldown {options.ScaleUpCooldown.TotalSeconds:0}s)";
             int busy = ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed)).Sum(o => o.Rec.Nodes.Count);
             if (busy + r.Nodes.Count > options.MaxDisruptedNodes)
                 return $"{busy} nodes are being disrupted and this needs {r.Nodes.Count} more (--max-disrupted-nodes {options.MaxDisruptedNodes})";

@@ -7,7 +7,7 @@ namespace Karpetrack;
 public sealed class OptionsException(string message) : Exception(message);
 
 /// <summary>One command-line flag and its `KARPETRACK_*` environment twin.</summary>
-public sealed record Flag(string Name, string Default, string Help, bool IsSwitch = false, bool Repeatable = false)
+public sealed record Flag(string Name, string Default, string Help, bool IsSwitch = false, bool Repeatable = false, string? DemoDefault = null)
 {
     public string EnvVar => "KARPETRACK_" + Name.ToUpperInvariant().Replace('-', '_');
 }
@@ -87,8 +87,8 @@ public sealed record KarpetrackOptions
         new("approve-token-file", "", "File holding the bearer token that ApproveRecommendation calls must present (needed with --actuation approve); read at each call."),
         new("leader-elect", "false", "Only the holder of a coordination.k8s.io Lease (in $POD_NAMESPACE, else default) acts; every replica serves metrics and gRPC.", IsSwitch: true),
         new("max-disrupted-nodes", "1", "Nodes being cordoned, drained or removed at the same time, at most."),
-        new("max-disrupted-percent-per-hour", "10", "Share of the cluster's nodes disrupted per hour, at most (at least one node)."),
-        new("scale-up-cooldown", "2m", "No node is disrupted this soon after a scale-up, nor a node younger than this."),
+        new("max-disrupted-percent-per-hour", "10", "Share of the cluster's nodes disrupted per hour, at most (at least one node); 50 in --demo, whose market moves a week per 30s.", DemoDefault: "50"),
+        new("scale-up-cooldown", "2m", "No node is disrupted this soon after a scale-up, nor a node younger than this; 30s in --demo.", DemoDefault: "30s"),
         new("provisioning-timeout", "60m", "A new pool whose node is not Ready by then is deleted and the failure reported (Spot nodes take 8-45 min)."),
         new("drain-timeout", "15m", "A drain not finished by then is rolled back (the node uncordoned) and reported."),
         new("max-grace-period", "5m", "Cap on a pod's terminationGracePeriodSeconds when it is evicted."),
@@ -132,7 +132,9 @@ public sealed record KarpetrackOptions
         }
 
         string? Get(string name) => values.TryGetValue(name, out var v) ? v[^1] : null;
-        string GetOr(string name) => Get(name) ?? Flags.First(f => f.Name == name).Default;
+        // The demo compresses time (a week of prices per 30 s), so a few timings default shorter there.
+        bool demo = ParseBool(Get("demo") ?? "false", "--demo");
+        string GetOr(string name) => Get(name) ?? Flags.First(f => f.Name == name) switch { { DemoDefault: { } d } when demo => d, var f => f.Default };
 
         var resources = GetOr("resources").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (resources.Length == 0) throw new OptionsException("--resources: at least one resource name is needed");

@@ -208,4 +208,109 @@ public class ActuationTests
         }
         Assert.Contains(rig.Recommender.Current.Recommendations, r => rig.Actuator.StateOf(r.Id)?.StartsWith("advisory only") == true);
     }
+
+    private static int Annotated(ActuationRig rig) =>
+        rig.Demo.Api.Store.List("nodes").Items.Count(n => n.ToJsonObject()["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation] is not null);
+
+    private static IEnumerable<JsonObject> Nodes(ActuationRig rig) => rig.Demo.Api.Store.List("nodes").Items.Select(n => n.ToJsonObject());
+
+    [Fact]
+    public async Task AStalePriceBookUnsyncedCachesOrAnOldPlanChangeNothing()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { MaxPlanAge = TimeSpan.FromMilliseconds(300) });
+        rig.Recommender.RunOnce();
+        await Task.Delay(500);
+        await rig.Actuator.TickAsync(CancellationToken.None);
+        Assert.DoesNotContain(rig.ManagedPools(), p => p["spec"]!["customLabels"]![Actuator.RecommendationLabel] is not null);
+        Assert.All(rig.Recommender.Current.Recommendations.Select(r => rig.Actuator.StateOf(r.Id)),
+            st => Assert.True(st!.StartsWith("advisory") || st.StartsWith("refused: the plan is older than"), st));
+
+        // The same plan with a book fetched long ago: stale, so refused as well.
+        var stale = PriceFeedParser.Parse(File.ReadAllBytes(Path.Combine(RepoRoot.Path, "data", "percentiles", "percentiles-2026-08-17.json")), DateTimeOffset.UnixEpoch, "old");
+        using var oldPrices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: stale);
+        var synced = rig.Statuses;
+        var onStale = new Actuator(ActuationRig.Quick(), rig.Model, oldPrices, synced, NullLogger.Instance, rig.Kube, rig.SpotClient);
+        onStale.OnPlan(rig.Recommender.Current);
+        await onStale.TickAsync(CancellationToken.None);
+        Assert.Contains(rig.Recommender.Current.Recommendations, r => onStale.StateOf(r.Id) == "refused: the price book is stale");
+
+        // Caches not synced: the tick does nothing at all.
+        var unsynced = new Actuator(ActuationRig.Quick(), rig.Model, rig.Prices, [new ReflectorStatus("pods")], NullLogger.Instance, rig.Kube, rig.SpotClient);
+        unsynced.OnPlan(rig.Recommender.Current);
+        await unsynced.TickAsync(CancellationToken.None);
+        Assert.Empty(unsynced.Counts);
+        Assert.Equal(0, Annotated(rig));
+        Assert.DoesNotContain(rig.ManagedPools(), p => p["spec"]!["customLabels"]![Actuator.RecommendationLabel] is not null);
+    }
+
+    [Fact]
+    public async Task OutsideTheMaintenanceWindowOnlyProvisioningHappens()
+    {
+        var now = DateTimeOffset.UtcNow;
+        var closed = new MaintenanceWindow(TimeOnly.FromDateTime(now.AddHours(2).UtcDateTime), TimeOnly.FromDateTime(now.AddHours(3).UtcDateTime));
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { Window = closed });
+        await rig.WaitAsync(() => rig.Count("create_pool", "succeeded") >= 1 && rig.Count("cordon", "refused") >= 1, "a provision done and a removal refused");
+        for (int i = 0; i < 5; i++) await rig.StepAsync();
+        Assert.Equal(0, rig.Count("cordon", "succeeded"));
+        Assert.Equal(0, Annotated(rig));
+        Assert.Contains(rig.Recommender.Current.Recommendations, r => rig.Actuator.StateOf(r.Id)?.StartsWith("refused: outside the maintenance window") == true);
+    }
+
+    [Fact]
+    public async Task TheHourlyBudgetStopsAfterItsShareAndADoNotDisruptNodeIsNeverTouched()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { MaxDisruptedPercentPerHour = 1 });
+        // Mark one managed node do-not-disrupt through the API, as a user would with kubectl annotate.
+        var keep = rig.Demo.ManagedNodes[0].Node;
+        await rig.Kube.PatchNodeAsync(keep, new JsonObject { ["metadata"] = new JsonObject { ["annotations"] = new JsonObject { ["karpetrack.io/do-not-disrupt"] = "true" } } }, CancellationToken.None);
+        await rig.WaitAsync(() => rig.Count("delete_pool", "succeeded") >= 1, "one removal");
+        for (int i = 0; i < 10; i++) await rig.StepAsync();
+        // 1 % of the nodes per hour rounds up to one node: exactly one was disrupted.
+        Assert.Equal(1, rig.Count("cordon", "succeeded"));
+        Assert.Contains(rig.Recommender.Current.Recommendations, r => rig.Actuator.StateOf(r.Id)?.Contains("disrupted in the last hour") == true);
+        var kept = rig.Node(keep);
+        Assert.False(IsCordoned(kept));
+        Assert.Null(kept["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation]);
+    }
+
+    [Fact]
+    public async Task ANodeThatNeverJoinsHasItsPoolDeletedAfterTheTimeoutAndTheFailureIsReported()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { ProvisioningTimeout = TimeSpan.FromSeconds(2) }, provisioning: TimeSpan.FromMilliseconds(200));
+        rig.Recommender.RunOnce();
+        var provision = Assert.Single(rig.Recommender.Current.Recommendations, r => r.Type == RecommendationType.Provision);
+        int n = provision.NewNodes.Sum(x => x.Count);
+        for (int i = 0; i < n; i++) rig.Spot.NeverJoin(Actuator.PoolName(provision.Id, i));
+        await rig.WaitAsync(() => rig.Count("wait_ready", "failed") == 1, "the provisioning timeout");
+        Assert.StartsWith("failed:", rig.Actuator.StateOf(provision.Id));
+        Assert.Contains("not Ready after", rig.Actuator.StateOf(provision.Id));
+        for (int i = 0; i < n; i++) Assert.Null(rig.Spot.Pool(Actuator.PoolName(provision.Id, i)));
+        Assert.True(rig.Count("delete_pool", "succeeded") >= n);   // its pools, besides any removal of demo nodes
+        // Failed, it is not retried at once (RetryAfter), and nothing more is bought meanwhile.
+        for (int i = 0; i < 5; i++) await rig.StepAsync();
+        Assert.Equal(n, rig.Count("create_pool", "succeeded"));
+    }
+
+    [Fact]
+    public async Task ADrainThePdbKeepsRefusingIsRolledBackAndTheNodeUncordoned()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { DrainTimeout = TimeSpan.FromSeconds(2) });
+        await rig.WaitAsync(() => rig.Model.Snapshot().PendingPods == 0, "provisioning done");
+        // Every eviction is answered as a budget would: 429.
+        rig.Demo.Api.Faults.FailNext(10_000, 429, TimeSpan.FromSeconds(1), pathContains: "/eviction");
+        await rig.WaitAsync(() => rig.Count("drain", "failed") >= 1, "a drain given up", TimeSpan.FromSeconds(40));
+        Assert.True(rig.Count("cordon", "succeeded") >= 1);
+        var failed = rig.Recommender.Current.Recommendations.Where(r => rig.Actuator.StateOf(r.Id)?.StartsWith("failed") == true).ToList();
+        Assert.NotEmpty(failed);
+        Assert.Contains("did not finish", rig.Actuator.StateOf(failed[0].Id));
+        // Rolled back: the node is schedulable again and carries no disruption annotation; its pool is still there.
+        foreach (var node in failed[0].Nodes)
+        {
+            var n = rig.Node(node);
+            Assert.False(IsCordoned(n));
+            Assert.Null(n["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation]);
+            Assert.NotNull(rig.Spot.Pool(n["metadata"]!["labels"]![SpotLabels.Pool]!.GetValue<string>()));
+        }
+    }
 }
+

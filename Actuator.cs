@@ -472,16 +472,25 @@ public sealed class Actuator
     {
         if (caches.Any(c => !c.Synced)) return;
         var now = clock.GetUtcNow();
-        if (!recovered)
+        try
         {
-            await RecoverAsync(ct).ConfigureAwait(false);
-            recovered = true;
-            nextSweep = now + options.PoolSweep;
+            if (!recovered)
+            {
+                await RecoverAsync(ct).ConfigureAwait(false);
+                recovered = true;
+                nextSweep = now + options.PoolSweep;
+            }
+            else if (now >= nextSweep)
+            {
+                await SweepAsync(ct).ConfigureAwait(false);
+                nextSweep = now + options.PoolSweep;
+            }
         }
-        else if (now >= nextSweep)
+        catch (Exception e) when (IsTransient(e) && !ct.IsCancellationRequested)
         {
-            await SweepAsync(ct).ConfigureAwait(false);
-            nextSweep = now + options.PoolSweep;
+            // Nothing new starts before the recovery has run: it is what keeps pools from being bought twice.
+            log.LogWarning("actuation: {What} will be retried: {Error}", recovered ? "the pool sweep" : "the recovery after start", e.Message);
+            if (!recovered) return;
         }
         List<Operation> active;
         lock (gate) active = ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed)).ToList();

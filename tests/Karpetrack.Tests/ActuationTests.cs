@@ -312,5 +312,129 @@ public class ActuationTests
             Assert.NotNull(rig.Spot.Pool(n["metadata"]!["labels"]![SpotLabels.Pool]!.GetValue<string>()));
         }
     }
+
+    [Fact]
+    public async Task AProcessKilledMidDrainIsFollowedByOneThatRollsTheDrainBack()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        // Evictions hang (429), so the first process is caught in the middle of a drain.
+        rig.Demo.Api.Faults.FailNext(10_000, 429, TimeSpan.FromSeconds(1), pathContains: "/eviction");
+        await rig.WaitAsync(() => rig.Actuator.InFlightCounts.GetValueOrDefault("drain") == 1, "a drain in flight", TimeSpan.FromSeconds(60));
+        var cordoned = Nodes(rig).Single(n => n["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation] is not null);
+        var name = cordoned["metadata"]!["name"]!.GetValue<string>();
+        Assert.True(IsCordoned(cordoned));
+
+        // Killed: the old actuator never ticks again. A new process starts with no memory of it.
+        rig.Detach(rig.Actuator);
+        var next = rig.NewActuator(ActuationRig.Quick());
+        rig.Recommender.RunOnce();
+        await next.TickAsync(CancellationToken.None);
+        var after = rig.Node(name);
+        Assert.False(IsCordoned(after));
+        Assert.Null(after["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation]);
+        Assert.NotNull(rig.Spot.Pool(after["metadata"]!["labels"]![SpotLabels.Pool]!.GetValue<string>()));
+    }
+
+    [Fact]
+    public async Task AProcessKilledWhileProvisioningIsFollowedByOneThatAdoptsItsPoolsInsteadOfBuyingAgain()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), provisioning: TimeSpan.FromMinutes(5));
+        rig.Recommender.RunOnce();
+        await rig.Actuator.TickAsync(CancellationToken.None);
+        var inFlight = rig.Actuator.InFlight().Select(f => f.Pool).Order().ToList();
+        Assert.NotEmpty(inFlight);
+
+        rig.Detach(rig.Actuator);
+        var next = rig.NewActuator(ActuationRig.Quick());
+        for (int i = 0; i < 5; i++) await rig.StepAsync(next);
+        Assert.Equal(inFlight, next.InFlight().Select(f => f.Pool).Order().ToList());
+        Assert.Equal(0, next.Counts.GetValueOrDefault(("create_pool", "succeeded")));
+        Assert.DoesNotContain(rig.Recommender.Current.Recommendations, r => r.Type == RecommendationType.Provision);
+        var ours = rig.ManagedPools().Where(p => p["spec"]!["customLabels"]![Actuator.RecommendationLabel] is not null).ToList();
+        Assert.Equal(inFlight.Count, ours.Count);
+    }
+
+    [Fact]
+    public async Task OfTwoReplicasOnlyTheLeaderActsAndTheOtherTakesOverWhenItStops()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        var lease = new LeaderElectionOptions { LeaseDuration = TimeSpan.FromSeconds(3), RenewDeadline = TimeSpan.FromSeconds(2), RetryPeriod = TimeSpan.FromMilliseconds(200) };
+        using var stopA = new CancellationTokenSource();
+        using var stopB = new CancellationTokenSource();
+        var electorA = new LeaderElector(rig.Kube, "default", "karpetrack", "replica-a", lease, NullLogger.Instance);
+        var electorB = new LeaderElector(rig.Kube, "default", "karpetrack", "replica-b", lease, NullLogger.Instance);
+        var a = rig.Actuator;
+        a.IsLeader = () => electorA.IsLeader;
+        var b = rig.NewActuator(ActuationRig.Quick());
+        b.IsLeader = () => electorB.IsLeader;
+        var runElectorA = electorA.RunAsync(stopA.Token);
+        await rig.WaitAsync(() => electorA.IsLeader, "replica-a leads", drive: false);
+        var runElectorB = electorB.RunAsync(stopB.Token);
+        using var stopActuators = new CancellationTokenSource();
+        var runA = a.RunAsync(stopActuators.Token);
+        var runB = b.RunAsync(stopActuators.Token);
+        bool both = false;
+        await rig.WaitAsync(() =>
+        {
+            rig.Recommender.RunOnce();
+            both |= electorA.IsLeader && electorB.IsLeader;
+            return a.Counts.GetValueOrDefault(("delete_pool", "succeeded")) >= 1;
+        }, "the leader acting", drive: false);
+        Assert.False(both);
+        Assert.Empty(b.Counts);
+
+        // The leader goes away (its lease released on shutdown): the other replica takes over and acts.
+        await stopActuators.CancelAsync();
+        await Task.WhenAll(runA, runB);
+        stopA.Cancel();
+        await runElectorA;
+        await rig.WaitAsync(() => electorB.IsLeader, "replica-b leads", drive: false);
+        await rig.WaitAsync(() => b.Counts.Values.Sum() > 0, "replica-b acting", actuator: b);
+        Assert.False(electorA.IsLeader);
+        stopB.Cancel();
+        await runElectorB;
+    }
+
+    [Fact]
+    public async Task SpotApiStormsAndAnExpiredTokenStillEndWithOnePoolPerNode()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        rig.Recommender.RunOnce();
+        var provision = Assert.Single(rig.Recommender.Current.Recommendations, r => r.Type == RecommendationType.Provision);
+        int n = provision.NewNodes.Sum(x => x.Count);
+        await rig.SpotClient.ListNodePoolsAsync("demo", CancellationToken.None);   // holds a token now
+        rig.Spot.RevokeIssuedTokens();
+        rig.Spot.FailNext(3, 503, pathContains: "spotnodepools");
+        rig.Spot.FailNext(2, 429, TimeSpan.FromMilliseconds(50), pathContains: "spotnodepools");
+        // A create whose answer is lost after the pool was stored: the retry must not make a second one.
+        rig.Spot.FailAfterHandling(1, 0, method: "POST", pathContains: "spotnodepools");
+        await rig.WaitAsync(() => rig.Count("wait_ready", "succeeded") >= 1, "the new nodes Ready");
+        var ours = rig.ManagedPools().Where(p => p["spec"]!["customLabels"]![Actuator.RecommendationLabel]?.GetValue<string>() == provision.Id).ToList();
+        Assert.Equal(n, ours.Count);
+        Assert.True(rig.SpotClient.TokenExchanges >= 2);
+        Assert.Equal(0, rig.Spot.CollectionDeletes);
+    }
+
+    [Fact]
+    public async Task APreemptedPoolIsDeletedOnceItsNodeIsGoneAndItsPodsGetNewCapacity()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        await rig.WaitAsync(() => rig.Count("wait_ready", "succeeded") >= 1, "the first provisioning done");
+        var pool = rig.ManagedPools().First(p => p["spec"]!["customLabels"]![Actuator.RecommendationLabel] is not null);
+        var poolName = pool["metadata"]!["name"]!.GetValue<string>();
+        var cls = pool["spec"]!["serverClass"]!.GetValue<string>();
+        var bid = decimal.Parse(pool["spec"]!["bidPrice"]!.GetValue<string>(), System.Globalization.CultureInfo.InvariantCulture);
+        var nodes = rig.Spot.NodesOf(poolName);
+        Assert.NotEmpty(nodes);
+        // The market jumps above the bid: the pool is lost, its node leaves, its pods are pending again.
+        rig.Spot.SetMarketPrice(cls, bid + 0.05m);
+        await rig.WaitAsync(() => rig.Spot.Pool(poolName) is null, "the lost pool deleted");
+        Assert.All(nodes, node => Assert.Null(rig.Demo.Api.Store.Get("nodes", null, node)));
+        // New capacity for them: bid at (at least) the new market, whatever the feed still says.
+        await rig.WaitAsync(() => rig.ManagedPools().Any(p => p["spec"]!["serverClass"]!.GetValue<string>() == cls
+            && decimal.Parse(p["spec"]!["bidPrice"]!.GetValue<string>(), System.Globalization.CultureInfo.InvariantCulture) >= bid + 0.05m)
+            || rig.ManagedPools().Any(p => p["spec"]!["customLabels"]![Actuator.RecommendationLabel] is not null && p["metadata"]!["name"]!.GetValue<string>() != poolName
+                && p["spec"]!["serverClass"]!.GetValue<string>() != cls), "new capacity for the pre-empted pods");
+    }
 }
 

@@ -12,6 +12,7 @@ namespace Karpetrack;
 /// <summary>
 /// Our own small gRPC client over HttpClient (h2c, or h2 for https://): unary and server-streaming
 /// calls, statuses from trailers or Trailers-Only headers, raised as <see cref="GrpcException"/>.
+/// Request metadata (e.g. "authorization") goes out as HTTP/2 headers, as gRPC defines it.
 /// </summary>
 public sealed class GrpcClient : IDisposable
 {
@@ -26,11 +27,12 @@ public sealed class GrpcClient : IDisposable
 
     public Uri BaseUri => baseUri;
 
-    public async Task<TResp> UnaryAsync<TResp>(string path, IMessage request, MessageParser<TResp> parser, TimeSpan? deadline = null, CancellationToken ct = default)
+    public async Task<TResp> UnaryAsync<TResp>(string path, IMessage request, MessageParser<TResp> parser, TimeSpan? deadline = null,
+        IReadOnlyList<KeyValuePair<string, string>>? metadata = null, CancellationToken ct = default)
         where TResp : class, IMessage<TResp>
     {
         TResp? result = null;
-        await foreach (var m in StreamAsync(path, request, parser, deadline, ct))
+        await foreach (var m in StreamAsync(path, request, parser, deadline, metadata, ct))
         {
             if (result is not null) throw new GrpcException(GrpcStatus.Internal, "more than one response message in a unary call");
             result = m;
@@ -39,8 +41,11 @@ public sealed class GrpcClient : IDisposable
     }
 
     public async IAsyncEnumerable<TResp> StreamAsync<TResp>(string path, IMessage request, MessageParser<TResp> parser, TimeSpan? deadline = null,
+        IReadOnlyList<KeyValuePair<string, string>>? metadata = null,
         [EnumeratorCancellation] CancellationToken ct = default) where TResp : class, IMessage<TResp>
     {
+        // Checked before anything is sent: a bad key is the caller's bug, not a call that failed.
+        if (metadata is not null) foreach (var (key, value) in metadata) CheckMetadata(key, value);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         if (deadline is { } d) timeout.CancelAfter(d);
         // A hand-built request ignores HttpClient's default version: set it on each message.
@@ -55,6 +60,7 @@ public sealed class GrpcClient : IDisposable
         message.Headers.TryAddWithoutValidation("grpc-accept-encoding", GrpcWire.AcceptEncoding);
         message.Headers.UserAgent.Add(new ProductInfoHeaderValue("karpetrack-grpc", BuildInfo.Version));
         if (deadline is { } dl) message.Headers.TryAddWithoutValidation("grpc-timeout", GrpcWire.FormatTimeout(dl));
+        if (metadata is not null) foreach (var (key, value) in metadata) message.Headers.TryAddWithoutValidation(key, value);
 
         HttpResponseMessage response;
         try
@@ -104,6 +110,20 @@ public sealed class GrpcClient : IDisposable
         }
     }
 
+    /// <summary>
+    /// gRPC's rules for custom metadata: lowercase keys of [0-9a-z_.-], none of the names the protocol
+    /// itself uses, printable ASCII values. Binary ("-bin") values would need base64 and are not needed yet.
+    /// </summary>
+    private static void CheckMetadata(string key, string value)
+    {
+        if (key.Length == 0 || !key.All(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '-' or '_' or '.'))
+            throw new ArgumentException($"metadata key \"{key}\" is not lowercase [0-9a-z_.-]", nameof(key));
+        if (key.StartsWith("grpc-", StringComparison.Ordinal) || key is "content-type" or "te" or "user-agent" || key.EndsWith("-bin", StringComparison.Ordinal))
+            throw new ArgumentException($"metadata key \"{key}\" is reserved or binary", nameof(key));
+        if (!value.All(c => c is >= ' ' and <= '~'))
+            throw new ArgumentException($"the value of metadata \"{key}\" is not printable ASCII", nameof(value));
+    }
+
     private static GrpcException? StatusOf(HttpHeaders headers)
     {
         if (!headers.TryGetValues("grpc-status", out var values)) return null;
@@ -124,22 +144,27 @@ public sealed class GrpcClient : IDisposable
     public void Dispose() => http.Dispose();
 }
 
-/// <summary>`karpetrack recommendations …` and `karpetrack explain NODE …`: the API from a terminal.</summary>
+/// <summary>`karpetrack recommendations …`, `karpetrack explain NODE …` and `karpetrack approve ID …`: the API from a terminal.</summary>
 public static class GrpcCli
 {
     public const string DefaultServer = "127.0.0.1:9102";
+    public const string TokenVariable = "KARPETRACK_APPROVE_TOKEN";
     private const string Service = "/" + KarpetrackApi.ServiceName + "/";
 
-    public static bool IsCommand(string arg) => arg is "recommendations" or "explain";
+    public static bool IsCommand(string arg) => arg is "recommendations" or "explain" or "approve";
 
-    private sealed record CliArgs(string Command, string? Node, string Server, bool Watch, bool Json, Pb.RecommendationType Type, string Filter, double MinSavings);
+    /// <summary>Node is the NODE of explain; Id the recommendation of approve.</summary>
+    private sealed record CliArgs(string Command, string? Node, string? Id, string? TokenFile, string Server, bool Watch, bool Json,
+        Pb.RecommendationType Type, string Filter, double MinSavings);
 
     public static string Usage =>
-        """
+        $"""
         Usage: karpetrack recommendations [--server host:port] [--watch] [--json] [--type T] [--node NODE] [--min-savings DOLLARS_PER_HOUR]
                karpetrack explain NODE [--server host:port] [--json]
+               karpetrack approve ID [--server host:port] [--token-file FILE] [--json]
         --server defaults to $KARPETRACK_SERVER, else 127.0.0.1:9102; an https:// URL uses TLS.
         --type is provision, replace, consolidate or delete_empty.
+        approve sends the bearer token of --token-file, else of ${TokenVariable}.
 
         """;
 
@@ -153,22 +178,41 @@ public static class GrpcCli
             error.Write(Usage);
             return 2;
         }
+        string? token = null;
+        if (a.Command == "approve")
+        {
+            try { token = ApproveToken(a.TokenFile); }
+            catch (OptionsException e)
+            {
+                // One line, no usage: the command was right, the credentials are missing.
+                error.WriteLine($"karpetrack: {e.Message}");
+                return 2;
+            }
+        }
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
         Console.CancelKeyPress += onCancel;
         using var client = new GrpcClient(a.Server);
         try
         {
+            if (a.Command == "approve")
+            {
+                var metadata = new[] { KeyValuePair.Create("authorization", "Bearer " + token) };
+                var approved = await client.UnaryAsync(Service + "ApproveRecommendation", new Pb.ApproveRecommendationRequest { Id = a.Id }, Pb.ApproveRecommendationResponse.Parser,
+                    TimeSpan.FromSeconds(30), metadata, cts.Token);
+                output.Write(a.Json ? JsonFormatter.Default.Format(approved) + "\n" : $"{approved.Id}: {approved.ActuationState}\n");
+                return 0;
+            }
             if (a.Command == "explain")
             {
-                var e = await client.UnaryAsync(Service + "ExplainNode", new Pb.ExplainNodeRequest { Node = a.Node }, Pb.NodeExplanation.Parser, TimeSpan.FromSeconds(30), cts.Token);
+                var e = await client.UnaryAsync(Service + "ExplainNode", new Pb.ExplainNodeRequest { Node = a.Node }, Pb.NodeExplanation.Parser, TimeSpan.FromSeconds(30), ct: cts.Token);
                 output.Write(a.Json ? JsonFormatter.Default.Format(e) + "\n" : FormatExplanation(e));
                 return 0;
             }
             if (!a.Watch)
             {
                 var request = new Pb.ListRecommendationsRequest { Type = a.Type, Node = a.Filter, MinSavingsPerHour = a.MinSavings };
-                var list = await client.UnaryAsync(Service + "ListRecommendations", request, Pb.ListRecommendationsResponse.Parser, TimeSpan.FromSeconds(30), cts.Token);
+                var list = await client.UnaryAsync(Service + "ListRecommendations", request, Pb.ListRecommendationsResponse.Parser, TimeSpan.FromSeconds(30), ct: cts.Token);
                 output.Write(a.Json ? JsonFormatter.Default.Format(list) + "\n" : FormatTable(list.Recommendations));
                 return 0;
             }
@@ -208,7 +252,7 @@ public static class GrpcCli
     private static CliArgs Parse(string[] args)
     {
         var command = args[0];
-        string? node = null, server = null, filter = "";
+        string? node = null, id = null, tokenFile = null, server = null, filter = "";
         bool watch = false, json = false;
         var type = Pb.RecommendationType.Unspecified;
         double minSavings = 0;
@@ -220,6 +264,7 @@ public static class GrpcCli
             {
                 case "--server": server = Value(); break;
                 case "--json": json = true; break;
+                case "--token-file" when command == "approve": tokenFile = Value(); break;
                 case "--watch" when command == "recommendations": watch = true; break;
                 case "--node" when command == "recommendations": filter = Value(); break;
                 case "--type" when command == "recommendations":
@@ -239,12 +284,40 @@ public static class GrpcCli
                 case "--help" or "-h": throw new OptionsException("usage");
                 default:
                     if (command == "explain" && node is null && !arg.StartsWith("--", StringComparison.Ordinal)) { node = arg; break; }
+                    if (command == "approve" && id is null && !arg.StartsWith("--", StringComparison.Ordinal)) { id = arg; break; }
                     throw new OptionsException($"unexpected argument \"{arg}\"");
             }
         }
         if (command == "explain" && node is null) throw new OptionsException("explain needs a NODE");
+        if (command == "approve" && id is null) throw new OptionsException("approve needs a recommendation ID (see karpetrack recommendations)");
         server ??= Environment.GetEnvironmentVariable("KARPETRACK_SERVER") is { Length: > 0 } env ? env : DefaultServer;
-        return new CliArgs(command, node, server, watch, json, type, filter, minSavings);
+        return new CliArgs(command, node, id, tokenFile, server, watch, json, type, filter, minSavings);
+    }
+
+    /// <summary>
+    /// The approval token: the file wins over the environment, trimmed as the server trims its own
+    /// copy (a Secret file usually ends with a newline). Never echoed, not even in errors.
+    /// </summary>
+    private static string ApproveToken(string? tokenFile)
+    {
+        string token;
+        if (tokenFile is not null)
+        {
+            try { token = File.ReadAllText(tokenFile).Trim(); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new OptionsException($"--token-file: cannot read {tokenFile}: {e.Message}");
+            }
+            if (token.Length == 0) throw new OptionsException($"--token-file: {tokenFile} is empty");
+        }
+        else
+        {
+            token = Environment.GetEnvironmentVariable(TokenVariable)?.Trim() ?? "";
+            if (token.Length == 0) throw new OptionsException($"approve needs the approval token: pass --token-file FILE or set {TokenVariable}");
+        }
+        // A header value cannot carry control characters (a token with a line break would split the header).
+        if (!token.All(c => c is >= ' ' and <= '~')) throw new OptionsException("the approval token holds characters a header cannot carry (printable ASCII only)");
+        return token;
     }
 
     private static string TypeName(Pb.RecommendationType t) => t switch

@@ -13,6 +13,15 @@ public sealed class DemoProcess : IAsyncLifetime
     private Process process = null!;
     private readonly StringBuilder stdout = new();
     private readonly StringBuilder stderr = new();
+    private readonly string[] flags;
+
+    public DemoProcess() : this(["--demo-churn-interval", "2s", "--demo-price-interval", "3s", "--recommend-interval", "2s", "--actuation", "dry-run",
+        "--label-group", "servers.ngpc.rxt.io/class", "--node-selector", "kubernetes.io/os=linux"])
+    {
+    }
+
+    /// <summary>The flags after --demo and the loopback listeners, for fixtures that need another mode (internal: xunit wants one public constructor).</summary>
+    internal DemoProcess(string[] flags) => this.flags = flags;
 
     public Uri MetricsUrl { get; private set; } = null!;
     public Uri GrpcUrl { get; private set; } = null!;
@@ -29,8 +38,7 @@ public sealed class DemoProcess : IAsyncLifetime
     public async Task InitializeAsync()
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { AppDll, "--demo", "--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-format", "text", "--demo-churn-interval", "2s",
-                     "--demo-price-interval", "3s", "--recommend-interval", "2s", "--actuation", "dry-run", "--label-group", "servers.ngpc.rxt.io/class", "--node-selector", "kubernetes.io/os=linux" })
+        foreach (var a in new[] { AppDll, "--demo", "--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-format", "text" }.Concat(flags))
             psi.ArgumentList.Add(a);
         process = Process.Start(psi)!;
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (stdout) stdout.AppendLine(e.Data); };

@@ -35,6 +35,8 @@ const unary = (client, method, req, s = 10) => new Promise((resolve) =>
   }
   const unknown = await unary(stub, 'ExplainNode', { node: 'nœud 50%/x=y' });
   out.explain_unknown = [unknown.code, unknown.details];
+  const approve = await unary(stub, 'ApproveRecommendation', { id: list.res.recommendations.length ? list.res.recommendations[0].id : 'x' });
+  out.approve_dry_run = [approve.code, approve.details];
   const bad = await unary(stub, 'ListRecommendations', { minSavingsPerHour: NaN });
   out.list_nan = bad.code;
 

@@ -46,6 +46,8 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
         Assert.Equal("INVALID_ARGUMENT", (string?)o["explain_empty"]![0]);
         Assert.Equal("INVALID_ARGUMENT", (string?)o["simulate_bad_quantity"]![0]);
         Assert.Equal("UNIMPLEMENTED", (string?)o["unknown_method"]![0]);
+        // The fixture runs --actuation dry-run: an approval is refused whatever the token.
+        Assert.Equal(["FAILED_PRECONDITION", "approvals are only taken with --actuation approve"], o["approve_dry_run"]!.AsArray().Select(x => (string)x!));
         var kinds = o["watch_kinds"]!.AsArray().Select(x => (string)x!).ToList();
         Assert.Equal("KIND_SYNCED", kinds[^1]);
         Assert.All(kinds[..^1], k => Assert.Equal("KIND_ADDED", k));
@@ -73,6 +75,7 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
         // grpc-js decodes with decodeURI: only an encoding exactly as the spec says survives it.
         Assert.Equal(["NOT_FOUND", "node \"nœud 50%/x=y\" not found"], o["explain_unknown"]!.AsArray().Select(x => (string)x!));
         Assert.Equal("INVALID_ARGUMENT", (string?)o["list_nan"]);
+        Assert.Equal(["FAILED_PRECONDITION", "approvals are only taken with --actuation approve"], o["approve_dry_run"]!.AsArray().Select(x => (string)x!));
         var kinds = o["watch_kinds"]!.AsArray().Select(x => (string)x!).ToList();
         Assert.Equal(["KIND_SYNCED", "CANCELLED"], kinds[^2..]);
         Assert.Contains("karpetrack.v1.Karpetrack", o["reflection_services"]!.AsArray().Select(x => (string)x!));

@@ -71,6 +71,10 @@ out["explain_unknown"] = status_of(lambda: stub.ExplainNode(pb.ExplainNodeReques
 out["explain_empty"] = status_of(lambda: stub.ExplainNode(pb.ExplainNodeRequest(node=""), timeout=5))
 out["simulate_bad_quantity"] = status_of(lambda: stub.Simulate(
     pb.SimulateRequest(add_pods=[pb.SimulatedPod(name="p", cpu="lots")]), timeout=5))
+# Dry-run takes no approvals, whoever asks: refused before the token is even looked at.
+out["approve_dry_run"] = status_of(lambda: stub.ApproveRecommendation(
+    pb.ApproveRecommendationRequest(id=lst.recommendations[0].id if lst.recommendations else "x"),
+    metadata=[("authorization", "Bearer anything")], timeout=5))
 out["unknown_method"] = status_of(lambda: ch.unary_unary("/karpetrack.v1.Karpetrack/Nope",
                                                           request_serializer=lambda m: m.SerializeToString(),
                                                           response_deserializer=pb.Summary.FromString)(pb.GetSummaryRequest(), timeout=5))

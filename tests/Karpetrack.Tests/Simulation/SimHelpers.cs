@@ -69,10 +69,15 @@ internal static class SimHelpers
 
     public sealed record ProcessResult(int ExitCode, string Stdout, string Stderr);
 
-    public static async Task<ProcessResult> RunAsync(string file, IEnumerable<string> args, TimeSpan timeout)
+    /// <summary>Runs a program to its end; <paramref name="env"/> sets variables of the child (null removes one).</summary>
+    public static async Task<ProcessResult> RunAsync(string file, IEnumerable<string> args, TimeSpan timeout, IReadOnlyDictionary<string, string?>? env = null)
     {
         var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in args) psi.ArgumentList.Add(a);
+        if (env is not null)
+            foreach (var (name, value) in env)
+                if (value is null) psi.Environment.Remove(name);
+                else psi.Environment[name] = value;
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();

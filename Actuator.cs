@@ -350,8 +350,14 @@ public sealed class Actuator
                 lock (gate)
                 {
                     if (ops.ContainsKey(r.Id)) continue;
+                    var seen = states.GetValueOrDefault(r.Id);
                     if (actions.IsAdvisory) states[r.Id] = actions.Advisory!;
-                    else if (options.Mode == ActuationMode.Approve && !approvals.ContainsKey(r.Id) && !states.ContainsKey(r.Id)) states[r.Id] = "waiting for approval";
+                    // A recommendation that was advisory (its node not yet labelled as Karpetrack's, say) may be actionable now.
+                    else if (seen is null || seen.StartsWith("advisory", StringComparison.Ordinal))
+                    {
+                        if (options.Mode == ActuationMode.Approve && !approvals.ContainsKey(r.Id)) states[r.Id] = "waiting for approval";
+                        else states.Remove(r.Id);
+                    }
                 }
             }
             wake.Release();
@@ -521,7 +527,7 @@ public sealed class Actuator
                 // after a while if it comes back (a provision whose pods are still pending, say).
                 var seen = states.GetValueOrDefault(r.Id);
                 bool again = seen is null || seen is "approved" or "waiting for approval"
-                    || seen.StartsWith("refused", StringComparison.Ordinal) || seen.StartsWith("interrupted", StringComparison.Ordinal)
+                    || seen.StartsWith("refused", StringComparison.Ordinal) || seen.StartsWith("advisory", StringComparison.Ordinal) || seen.StartsWith("interrupted", StringComparison.Ordinal)
                     || (ended.TryGetValue(r.Id, out var at) && clock.GetUtcNow() - at >= options.RetryAfter);
                 if (!again) continue;
                 if (options.Mode == ActuationMode.Approve && !approvals.ContainsKey(r.Id)) continue;

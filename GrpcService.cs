@@ -206,7 +206,12 @@ public sealed class KarpetrackApi
         var response = new Pb.ListRecommendationsResponse { Region = plan.Region };
         if (c.At is not null) response.ComputedAt = c.At;
         foreach (var r in c.Recommendations)
-            if (Matches(r, request.Type, request.Node, request.MinSavingsPerHour)) response.Recommendations.Add(r);
+        {
+            if (!Matches(r, request.Type, request.Node, request.MinSavingsPerHour)) continue;
+            // The actuator moves on between plans (approved, in progress, succeeded): a list shows its state now.
+            var state = ActuationState?.Invoke(r.Id) ?? "";
+            response.Recommendations.Add(state == r.ActuationState ? r : new Pb.Recommendation(r) { ActuationState = state });
+        }
         response.Unplaceable.AddRange(plan.Unplaceable.Select(u => new Pb.UnplaceablePod { Pod = u.Pod, Reason = u.Reason }));
         return response;
     }

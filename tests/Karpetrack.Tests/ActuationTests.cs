@@ -45,7 +45,7 @@ public sealed class ActuationRig : IAsyncDisposable
         MaxGracePeriod = TimeSpan.Zero,
     };
 
-    private ActuationRig(DemoCluster demo, SpotApiServer spot, ActuationOptions options)
+    private ActuationRig(DemoCluster demo, SpotApiServer spot, ActuationOptions options, Action<JsonObject, DemoCluster>? editFeed)
     {
         Demo = demo;
         Spot = spot;
@@ -57,7 +57,9 @@ public sealed class ActuationRig : IAsyncDisposable
             BackoffBase = TimeSpan.FromMilliseconds(10), BackoffMax = TimeSpan.FromMilliseconds(50), RandomSeed = 1,
             BreakerCooldown = TimeSpan.FromMilliseconds(300),
         }, SpotApiServer.DemoRefreshToken, NullLogger.Instance);
-        var book = PriceFeedParser.Parse(File.ReadAllBytes(Path.Combine(RepoRoot.Path, "data", "percentiles", "percentiles-2026-08-17.json")), DateTimeOffset.UtcNow, "test");
+        var feed = JsonNode.Parse(File.ReadAllBytes(Path.Combine(RepoRoot.Path, "data", "percentiles", "percentiles-2026-08-17.json")))!.AsObject();
+        editFeed?.Invoke(feed, demo);
+        var book = PriceFeedParser.Parse(System.Text.Encoding.UTF8.GetBytes(feed.ToJsonString()), DateTimeOffset.UtcNow, "test");
         Prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: book);
         Recommender = new RecommenderLoop(Model, Prices, Statuses, () => new RecommenderOptions { Region = "us-east-iad-1" }, TimeSpan.Zero, NullLogger.Instance);
         Actuator = NewActuator(options);
@@ -74,7 +76,7 @@ public sealed class ActuationRig : IAsyncDisposable
 
     public void Detach(Actuator a) => Recommender.PlanChanged -= a.OnPlan;
 
-    public static async Task<ActuationRig> StartAsync(ActuationOptions options, TimeSpan? provisioning = null, int nodes = 12)
+    public static async Task<ActuationRig> StartAsync(ActuationOptions options, TimeSpan? provisioning = null, int nodes = 12, Action<JsonObject, DemoCluster>? editFeed = null)
     {
         var demo = await DemoCluster.StartAsync(new DemoClusterOptions { Churn = false, Nodes = nodes });
         SpotApiServer? spot = null;
@@ -86,7 +88,7 @@ public sealed class ActuationRig : IAsyncDisposable
             NodeLeft = name => demo.RemoveNode(name),
         });
         foreach (var m in demo.ManagedNodes) spot.AdoptPool(m.Pool, m.ServerClass, 0.27m, m.CustomLabels, [m.Node]);
-        var rig = new ActuationRig(demo, spot, options);
+        var rig = new ActuationRig(demo, spot, options, editFeed);
         rig.StartReflectors();
         await rig.WaitAsync(() => rig.Statuses.All(s => s.Synced), "caches synced", drive: false);
         return rig;
@@ -435,6 +437,76 @@ public class ActuationTests
             && decimal.Parse(p["spec"]!["bidPrice"]!.GetValue<string>(), System.Globalization.CultureInfo.InvariantCulture) >= bid + 0.05m)
             || rig.ManagedPools().Any(p => p["spec"]!["customLabels"]![Actuator.RecommendationLabel] is not null && p["metadata"]!["name"]!.GetValue<string>() != poolName
                 && p["spec"]!["serverClass"]!.GetValue<string>() != cls), "new capacity for the pre-empted pods");
+    }
+
+    [Fact]
+    public async Task AReplacementBringsItsNewNodesUpBeforeTheOldOneIsCordonedDrainedAndRemoved()
+    {
+        // The class of the busiest Karpetrack node got expensive: replacing it by cheaper nodes pays
+        // (its pods do not fit on the others, so removing it outright is not an option).
+        DemoManagedNode? busiest = null;
+        // No cooldown: the replacement is in the first plan and takes the one disruption slot at once
+        // (later, once the pending pods are served, its pods would fit elsewhere and plain removal would win).
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { ScaleUpCooldown = TimeSpan.Zero }, editFeed: (feed, demo) =>
+        {
+            var pods = demo.Api.Store.List("pods").Items.Select(p => p.ToJsonObject())
+                .Where(p => p["metadata"]?["ownerReferences"]?[0]?["kind"]?.GetValue<string>() == "ReplicaSet")
+                .GroupBy(p => p["spec"]?["nodeName"]?.GetValue<string>() ?? "").ToDictionary(g => g.Key, g => g.ToList());
+            // Not one holding the ledger pods: their budget allows no disruption, so that node is blocked.
+            busiest = demo.ManagedNodes
+                .Where(m => !pods.GetValueOrDefault(m.Node, []).Any(p => p["metadata"]?["labels"]?["app.kubernetes.io/name"]?.GetValue<string>() == "ledger"))
+                .OrderByDescending(m => pods.GetValueOrDefault(m.Node, []).Count).First();
+            var c = feed["regions"]!["us-east-iad-1"]!["serverclasses"]![busiest.ServerClass]!;
+            c["market_price"] = "0.900000";
+            c["20_percentile"] = 0.9; c["50_percentile"] = 0.9; c["80_percentile"] = 0.9;
+        });
+        Recommendation? replace = null;
+        await rig.WaitAsync(() =>
+        {
+            replace ??= rig.Recommender.Current.Recommendations.FirstOrDefault(r => r.Type == RecommendationType.Replace && r.Nodes.Contains(busiest!.Node));
+            return replace is not null && rig.Actuator.StateOf(replace.Id)?.StartsWith("succeeded") == true;
+        }, "the replacement carried out", TimeSpan.FromSeconds(60));
+        // Its new pools exist with nodes; the old node and its pool are gone.
+        int n = replace!.NewNodes.Sum(x => x.Count);
+        for (int i = 0; i < n; i++)
+        {
+            var pool = Actuator.PoolName(replace.Id, i);
+            Assert.NotNull(rig.Spot.Pool(pool));
+            Assert.NotEmpty(rig.Spot.NodesOf(pool));
+        }
+        Assert.Null(rig.Spot.Pool(busiest!.Pool));
+        await rig.WaitAsync(() => rig.Demo.Api.Store.Get("nodes", null, busiest.Node) is null, "the old node gone", drive: false);
+        Assert.Contains("for " + n + " new nodes", rig.Actuator.StateOf(replace.Id));
+    }
+
+    [Theory]
+    [InlineData(ActuationMode.Approve)]
+    [InlineData(ActuationMode.Auto)]
+    public async Task ARecommendationThatWasAdvisoryIsActedOnOnceItsNodeBecomesKarpetracksOwn(ActuationMode mode)
+    {
+        // A closed maintenance window makes auto say plainly what it would do instead of doing it.
+        var later = DateTime.UtcNow.AddHours(2);
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(mode) with
+        {
+            Window = new MaintenanceWindow(TimeOnly.FromDateTime(later), TimeOnly.FromDateTime(later.AddHours(1))),
+        });
+        rig.Recommender.RunOnce();
+        var snap = rig.Model.Snapshot();
+        // The demo's two nodes that share one pool: removing one of them stays advisory.
+        var x = rig.Recommender.Current.Recommendations.First(r => r.Nodes.Count == 1 && rig.Actuator.StateOf(r.Id)?.StartsWith("advisory only: ") == true
+            && snap.Nodes.Count(v => v.Pool == snap.Nodes.First(w => w.Name == r.Nodes[0]).Pool) == 2);
+        var node = x.Nodes[0];
+        var pool = snap.Nodes.First(v => v.Name == node).Pool;
+        rig.Demo.RemoveNode(snap.Nodes.First(v => v.Pool == pool && v.Name != node).Name);
+        await rig.Kube.PatchNodeAsync(node, new JsonObject { ["metadata"] = new JsonObject { ["labels"] = new JsonObject { [Actuator.ManagedLabel] = "true" } } }, CancellationToken.None);
+        await rig.WaitAsync(() => rig.Model.Snapshot().Nodes.First(n => n.Name == node).Labels.GetValueOrDefault(Actuator.ManagedLabel) == "true", "the label seen", drive: false);
+        await rig.WaitAsync(() => rig.Actuator.StateOf(x.Id) is { } st && !st.StartsWith("advisory"), "the state moved on");
+        if (mode == ActuationMode.Approve)
+        {
+            Assert.Equal("waiting for approval", rig.Actuator.StateOf(x.Id));
+            Assert.Equal(ApprovalOutcome.Approved, rig.Actuator.Approve(x.Id).Outcome);
+        }
+        await rig.WaitAsync(() => rig.Actuator.StateOf(x.Id)?.StartsWith("refused: outside the maintenance window") == true, "a refusal naming the window");
     }
 }
 

@@ -110,6 +110,11 @@ public sealed record PackingOptions
     public int ImproveBins { get; init; } = 256;
     /// <summary>Bins emptied into the pool per ruin-and-repair round.</summary>
     public int ImproveVictims { get; init; } = 3;
+    /// <summary>
+    /// The greedy fills each bin toward the cpu:memory ratio of the remaining demand its type is cheapest for (on
+    /// by default); off gives the previous largest-memory-first fill, kept so tests can compare the two.
+    /// </summary>
+    internal bool BalancedFill { get; init; } = true;
 }
 
 /// <summary>
@@ -1051,7 +1056,7 @@ internal sealed class State
         }
         order.Sort(CompareShapes);
         if (order.Count == 0) return;
-        if (!ColumnGreedy(order)) ScanGreedy(order, o);
+        if (!ColumnGreedy(order, o)) ScanGreedy(order, o);
     }
 
     /// <summary>The fallback when shapes vary in too many dimensions for <see cref="ColumnGreedy"/>.</summary>
@@ -1166,9 +1171,12 @@ internal sealed class State
     /// (exhausted shapes are skipped by a union-find). A bin is filled one item at a time with the candidate of
     /// largest dot product with the normalised residual (bin-centric "DotProduct", Panigrahy et al. 2011); its type
     /// is the one whose dry-run fill absorbs the most dual value per dollar, re-examined every few bins and whenever
-    /// the largest remaining shape changes much. Returns false (doing nothing) when there are too many columns.
+    /// the largest remaining shape changes much. With <see cref="PackingOptions.BalancedFill"/> a bin instead aims at
+    /// the cpu:memory ratio of the remaining demand its type is cheapest for (by the dual), so early bins do not take
+    /// all the memory-heavy pods and leave the last ones short of memory. Returns false (doing nothing) when there
+    /// are too many columns.
     /// </summary>
-    private bool ColumnGreedy(List<int> order)
+    private bool ColumnGreedy(List<int> order, PackingOptions o)
     {
         int L = order.Count, T = x.T;
         // The sorted dimension: cpu or memory, whichever has more distinct values.
@@ -1215,6 +1223,16 @@ internal sealed class State
         // parent[p]: the nearest position ≤ p of the same column whose shape still has items, or -1.
         var parent = new int[L];
         for (int p = 0; p < L; p++) parent[p] = p;
+        // parentUp[p]: the same looking up, the nearest position ≥ p.
+        var parentUp = new int[L];
+        for (int p = 0; p < L; p++) parentUp[p] = p;
+        int FindUp(int p)
+        {
+            int root = p;
+            while (root >= 0 && parentUp[root] != root) root = parentUp[root];
+            while (p >= 0 && parentUp[p] != p) { int nx = parentUp[p]; parentUp[p] = root; p = nx; }
+            return root;
+        }
         int Find(int p)
         {
             int root = p;
@@ -1222,7 +1240,11 @@ internal sealed class State
             while (p >= 0 && parent[p] != p) { int nx = parent[p]; parent[p] = root; p = nx; }
             return root;
         }
-        void Exhaust(int p) => parent[p] = p > colStart[colOfPos[p]] ? p - 1 : -1;
+        void Exhaust(int p)
+        {
+            parent[p] = p > colStart[colOfPos[p]] ? p - 1 : -1;
+            parentUp[p] = p + 1 < colStart[colOfPos[p] + 1] ? p + 1 : -1;
+        }
         var posOf = new int[x.S];
         for (int p = 0; p < L; p++) posOf[colShape[p]] = p;
 
@@ -1245,18 +1267,62 @@ internal sealed class State
         }
         var usefulArr = useful.ToArray();
 
+        // What is left to place, in total and per type for the shapes the dual prices cheapest on that type (within
+        // 0.1 %, so types that tie share them): a bin's fill aims at the cpu:memory ratio of its type's share.
+        var remTot = new double[D];
+        var remBy = new double[T * D];
+        var cheapStart = new int[x.S];
+        var cheapEnd = new int[x.S];
+        var cheapTypes = new List<int>();
+        var vals = new double[T];
+        foreach (int s in order)
+        {
+            for (int r = 0; r < D; r++) remTot[r] += (double)x.SDem[s * D + r] * rem[s];
+            if (!o.BalancedFill) continue;
+            double best = double.PositiveInfinity;
+            for (int t = 0; t < T; t++)
+            {
+                vals[t] = double.PositiveInfinity;
+                if (!x.TypeOk[s * T + t]) continue;
+                double v = 0;
+                for (int r = 0; r < D; r++) v += x.SDem[s * D + r] * dual.W[t * D + r];
+                vals[t] = v;
+                best = Math.Min(best, v);
+            }
+            cheapStart[s] = cheapTypes.Count;
+            for (int t = 0; t < T; t++)
+                if (vals[t] <= best * (1 + 1e-3) + 1e-15)
+                {
+                    cheapTypes.Add(t);
+                    for (int r = 0; r < D; r++) remBy[t * D + r] += (double)x.SDem[s * D + r] * rem[s];
+                }
+            cheapEnd[s] = cheapTypes.Count;
+        }
+        void Placed(int s, long k)
+        {
+            for (int r = 0; r < D; r++)
+            {
+                double d = (double)x.SDem[s * D + r] * k;
+                remTot[r] -= d;
+                if (o.BalancedFill) for (int c = cheapStart[s]; c < cheapEnd[s]; c++) remBy[cheapTypes[c] * D + r] -= d;
+            }
+        }
+        var slack = new double[D];
         var tmp = new int[x.S];
         var touched = new List<int>();
         var groups = new List<int>();
         var res = new long[D];
         var inv = new double[D];
         // The largest shape of column k still available (beyond what this bin holds) that fits `room` on type t, or -1.
-        int Largest(int k, int t, long[] room)
+        bool ColumnFits(int k, long[] room)
         {
-            for (int r = 0; r < D; r++) if (colDem[k * D + r] > room[r]) return -1;
-            if (colAa[k] >= 0 && groups.Contains(colAa[k])) return -1;
+            for (int r = 0; r < D; r++) if (colDem[k * D + r] > room[r]) return false;
+            return colAa[k] < 0 || !groups.Contains(colAa[k]);
+        }
+        int Largest(int k, int t, long[] room, long limit)
+        {
+            if (!ColumnFits(k, room)) return -1;
             int lo = colStart[k], hi = colStart[k + 1];
-            long limit = room[sd];
             while (lo < hi) { int mid = (lo + hi) >>> 1; if (colKey[mid] <= limit) lo = mid + 1; else hi = mid; }
             int p = lo - 1;
             p = p >= colStart[k] ? Find(p) : -1;
@@ -1264,10 +1330,28 @@ internal sealed class State
                 p = p > colStart[k] ? Find(p - 1) : -1;
             return p;
         }
+        // The smallest shape of column k still available with a key ≥ from that fits `room` on type t, or -1 (column checks done).
+        int SmallestFrom(int k, int t, long[] room, long from)
+        {
+            int lo = colStart[k], hi = colStart[k + 1];
+            while (lo < hi) { int mid = (lo + hi) >>> 1; if (colKey[mid] < from) lo = mid + 1; else hi = mid; }
+            int p = lo < colStart[k + 1] ? FindUp(lo) : -1;
+            while (p >= 0 && colKey[p] <= room[sd] && (rem[colShape[p]] - tmp[colShape[p]] <= 0 || !x.TypeOk[colShape[p] * T + t]))
+                p = p + 1 < colStart[k + 1] ? FindUp(p + 1) : -1;
+            return p >= 0 && colKey[p] <= room[sd] ? p : -1;
+        }
         // Fills a fresh bin of type t (a dry run, or for real: then placed at the end) and returns the dual value it absorbs.
         double Fill(int t, bool commit, int first)
         {
-            for (int r = 0; r < D; r++) { res[r] = x.Cap[t * D + r]; inv[r] = res[r] > 0 ? 1.0 / ((double)res[r] * res[r]) : 0; }
+            for (int r = 0; r < D; r++) { res[r] = x.Cap[t * D + r]; inv[r] = res[r] > 0 ? 1.0 / ((double)res[r] * res[r]) : 0; slack[r] = 0; }
+            // The target: full in the scarcer dimension of what this type is for, the other in proportion.
+            if (o.BalancedFill && x.Cap[t * D] > 0 && x.Cap[t * D + 1] > 0)
+            {
+                double tc = remBy[t * D], tm = remBy[t * D + 1];
+                if (tc <= 1e-9 && tm <= 1e-9) { tc = remTot[0]; tm = remTot[1]; }
+                double dc = tc / x.Cap[t * D], dm = tm / x.Cap[t * D + 1], mx = Math.Max(dc, dm);
+                if (mx > 0) { slack[0] = (1 - dc / mx) * x.Cap[t * D]; slack[1] = (1 - dm / mx) * x.Cap[t * D + 1]; }
+            }
             groups.Clear();
             double worth = 0;
             Take(colShape[posOf[first]]);
@@ -1278,6 +1362,7 @@ internal sealed class State
                 foreach (int s in touched)
                 {
                     for (int c = 0; c < tmp[s]; c++) PlaceItem(bin, TakeItem(s));
+                    Placed(s, tmp[s]);
                     if (rem[s] == 0) Exhaust(posOf[s]);
                 }
             }
@@ -1291,16 +1376,43 @@ internal sealed class State
                 {
                     int bestPos = -1;
                     double bestScore = double.NegativeInfinity;
+                    int od = 1 - sd;
+                    double gs = Math.Max(0, res[sd] - slack[sd]), go = Math.Max(0, res[od] - slack[od]);
+                    double cs = x.Cap[t * D + sd], co = x.Cap[t * D + od];
+                    double ns = gs / cs, no = go / co, norm = Math.Sqrt(ns * ns + no * no);
+                    if (norm > 0) { ns /= norm; no /= norm; }
                     for (int k = 0; k < K; k++)
                     {
-                        if (!colType[k * T + t]) continue;
-                        int p = Largest(k, t, res);
-                        if (p < 0) continue;
-                        int s = colShape[p];
-                        // Dot product of the demand with the residual, both as shares of the capacity. Measured against
-                        // the dual value (largest first) and the plain normalised size: those left 8–10 % above the bound.
-                        double score = 0;
-                        for (int r = 0; r < D; r++) score += x.SDem[s * D + r] * (double)res[r] * inv[r];
+                        if (!colType[k * T + t] || !ColumnFits(k, res)) continue;
+                        if (!o.BalancedFill || norm == 0)
+                        {
+                            int p = Largest(k, t, res, res[sd]);
+                            if (p < 0) continue;
+                            int s = colShape[p];
+                            // Dot product of the demand with the residual, both as shares of the capacity. Measured against
+                            // the dual value (largest first) and the plain normalised size: those left 8–10 % above the bound.
+                            double score = 0;
+                            for (int r = 0; r < D; r++) score += x.SDem[s * D + r] * (double)res[r] * inv[r];
+                            if (score > bestScore) { bestScore = score; bestPos = p; }
+                            continue;
+                        }
+                        // Balanced: of each column, the two shapes nearest the key that keeps the bin's fill on the
+                        // line to the target (d_o · g_s / g_o), scored by their length along that line less half their
+                        // distance from it, as shares of the capacity (the largest-that-fits rule above filled memory
+                        // first and left the last bins short of it: 5.8-8 % above the bound at 10k pods).
+                        double dO = colDem[k * D + od];
+                        long ideal = go <= 0 || dO <= 0 ? res[sd] : (long)Math.Min(res[sd], dO * gs / go);
+                        int below = Largest(k, t, res, ideal);
+                        Consider(below, dO);
+                        if (below < 0 || colKey[below] != ideal) Consider(SmallestFrom(k, t, res, ideal + 1), dO);
+                    }
+                    void Consider(int p, double dO)
+                    {
+                        if (p < 0) return;
+                        double a = colKey[p] / cs, b = dO / co;
+                        double along = a * ns + b * no;
+                        double px = a - along * ns, py = b - along * no;
+                        double score = along - 0.5 * Math.Sqrt(px * px + py * py);
                         if (score > bestScore) { bestScore = score; bestPos = p; }
                     }
                     if (bestPos < 0) break;
@@ -1344,7 +1456,11 @@ internal sealed class State
                 }
                 chosenAtValue = dual.Value[s];
                 sinceChoice = 0;
-                if (chosen < 0) { MarkShapeUnplaced(s, MaxCountReason(s)); Exhaust(posOf[s]); continue; }
+                if (chosen < 0)
+                {
+                    Placed(s, rem[s]);
+                    MarkShapeUnplaced(s, MaxCountReason(s)); Exhaust(posOf[s]); continue;
+                }
             }
             Fill(chosen, commit: true, s);
             sinceChoice++;

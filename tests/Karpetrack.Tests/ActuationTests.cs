@@ -194,6 +194,11 @@ public class ActuationTests
         foreach (var (node, pool) in managed.Where(kv => rig.Demo.Api.Store.Get("nodes", null, kv.Key) is null))
             Assert.Null(rig.Spot.Pool(pool));
         Assert.Equal(0, rig.Spot.CollectionDeletes);
+        // Every action left a Kubernetes Event about the node it touched.
+        await rig.WaitAsync(() => rig.Demo.Api.Store.List("events").Items.Count(e => e.ToJsonObject()["reason"]?.GetValue<string>() == "PoolDeleted") >= 2, "the events", drive: false);
+        var events = rig.Demo.Api.Store.List("events").Items.Select(e => e.ToJsonObject()).ToList();
+        Assert.Contains(events, e => e["reason"]?.GetValue<string>() == "Cordoned" && e["involvedObject"]?["kind"]?.GetValue<string>() == "Node");
+        Assert.Contains(events, e => e["reason"]?.GetValue<string>() == "Drained" && e["source"]?["component"]?.GetValue<string>() == "karpetrack");
     }
 
     [Fact]

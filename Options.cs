@@ -37,6 +37,8 @@ public sealed record KarpetrackOptions
     public string? Cloudspace { get; init; }
     public Uri SpotApiUrl { get; init; } = new("https://spot.rackspace.com");
     public Uri SpotAuthUrl { get; init; } = new("https://login.spot.rackspace.com");
+    /// <summary>Rate limit, retries, timeout and circuit breaker of the Spot API client (the URLs and org are filled in at start).</summary>
+    public SpotApiOptions SpotApi { get; init; } = new();
     public TimeSpan RecommendInterval { get; init; } = TimeSpan.FromSeconds(30);
     public decimal ReplaceThresholdPercent { get; init; } = 20;
     public decimal ReplaceThresholdDollars { get; init; } = 0.005m;
@@ -78,6 +80,12 @@ public sealed record KarpetrackOptions
         new("cloudspace", "", "Cloudspace name: its region limits what is priced and recommended."),
         new("spot-api-url", "https://spot.rackspace.com", "Spot API base URL."),
         new("spot-auth-url", "https://login.spot.rackspace.com", "Spot login (OAuth) base URL."),
+        new("spot-api-rate", "5", "Spot API requests per second at most (token bucket)."),
+        new("spot-api-burst", "10", "Spot API requests allowed in a burst above the rate."),
+        new("spot-api-timeout", "30s", "Timeout of one Spot API request."),
+        new("spot-api-attempts", "4", "Attempts per Spot API request on 5xx, 429 and timeouts (with backoff and jitter, honouring Retry-After)."),
+        new("spot-api-breaker-threshold", "5", "Consecutive 5xx/429 answers that open the Spot API circuit breaker."),
+        new("spot-api-breaker-cooldown", "30s", "How long the open circuit holds requests back before one is let through (half-open)."),
         new("recommend-interval", "30s", "How often the recommender computes a new plan (also after a burst of pending pods settles); 0 turns it off."),
         new("replace-threshold-percent", "20", "A replacement is recommended only when it saves at least this share of the node's price."),
         new("replace-threshold-dollars", "0.005", "…and at least this many dollars per hour. Pure removals only need a positive saving."),
@@ -212,6 +220,15 @@ public sealed record KarpetrackOptions
             Cloudspace = NullIfEmpty(Get("cloudspace")) ?? NullIfEmpty(getEnv("KARPETRACK_CLOUDSPACE_ID")),
             SpotApiUrl = AbsoluteUrl(GetOr("spot-api-url"), "--spot-api-url"),
             SpotAuthUrl = AbsoluteUrl(GetOr("spot-auth-url"), "--spot-auth-url"),
+            SpotApi = new SpotApiOptions
+            {
+                RatePerSecond = (double)ParseDecimal(GetOr("spot-api-rate"), "--spot-api-rate", 0.01m, 1000),
+                Burst = ParseInt(GetOr("spot-api-burst"), "--spot-api-burst", 1, 10_000),
+                RequestTimeout = Positive(ParseDuration(GetOr("spot-api-timeout"), "--spot-api-timeout"), "--spot-api-timeout"),
+                MaxAttempts = ParseInt(GetOr("spot-api-attempts"), "--spot-api-attempts", 1, 100),
+                BreakerThreshold = ParseInt(GetOr("spot-api-breaker-threshold"), "--spot-api-breaker-threshold", 1, 10_000),
+                BreakerCooldown = Positive(ParseDuration(GetOr("spot-api-breaker-cooldown"), "--spot-api-breaker-cooldown"), "--spot-api-breaker-cooldown"),
+            },
             RecommendInterval = ParseDuration(GetOr("recommend-interval"), "--recommend-interval"),
             ReplaceThresholdPercent = ParseDecimal(GetOr("replace-threshold-percent"), "--replace-threshold-percent", 0, 100),
             ReplaceThresholdDollars = ParseDecimal(GetOr("replace-threshold-dollars"), "--replace-threshold-dollars", 0, 1000),

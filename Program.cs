@@ -464,7 +464,7 @@ public sealed class SpotWiring : IAsyncDisposable
     public static async Task<SpotWiring?> StartAsync(KarpetrackOptions options, PriceFeed prices, ILoggerFactory loggers, CancellationToken ct, DemoCluster? demo = null)
     {
         var refreshToken = Environment.GetEnvironmentVariable(RefreshTokenVariable);
-        var apiOptions = new SpotApiOptions { ApiUrl = options.SpotApiUrl, AuthUrl = options.SpotAuthUrl, Org = options.SpotOrg };
+        var apiOptions = options.SpotApi with { ApiUrl = options.SpotApiUrl, AuthUrl = options.SpotAuthUrl, Org = options.SpotOrg };
         var cloudspace = options.Cloudspace;
         SpotApiServer? demoServer = null;
         if (options.Demo)

@@ -168,6 +168,16 @@ public class ActuatorTests
         Assert.Contains("--maintenance-window", Assert.Throws<OptionsException>(() => KarpetrackOptions.Parse(["--maintenance-window", "2am"], _ => null)).Message);
         Assert.Contains("--bid-percentile", Assert.Throws<OptionsException>(() => KarpetrackOptions.Parse(["--bid-percentile", "p99"], _ => null)).Message);
         Assert.Contains("--max-disrupted-nodes", Assert.Throws<OptionsException>(() => KarpetrackOptions.Parse(["--max-disrupted-nodes", "0"], _ => null)).Message);
+        var spot = KarpetrackOptions.Parse(["--spot-api-rate", "0.5", "--spot-api-timeout", "5s", "--spot-api-attempts", "2", "--spot-api-breaker-cooldown", "1m"], _ => null).SpotApi;
+        Assert.Equal(0.5, spot.RatePerSecond);
+        Assert.Equal(TimeSpan.FromSeconds(5), spot.RequestTimeout);
+        Assert.Equal(2, spot.MaxAttempts);
+        Assert.Equal(TimeSpan.FromMinutes(1), spot.BreakerCooldown);
+        Assert.Contains("--spot-api-timeout", Assert.Throws<OptionsException>(() => KarpetrackOptions.Parse(["--spot-api-timeout", "0"], _ => null)).Message);
+        // The demo compresses time: shorter defaults there, the flag still wins.
+        Assert.Equal(TimeSpan.FromSeconds(30), KarpetrackOptions.Parse(["--demo"], _ => null).ActuationSettings.ScaleUpCooldown);
+        Assert.Equal(TimeSpan.FromMinutes(2), KarpetrackOptions.Parse([], _ => null).ActuationSettings.ScaleUpCooldown);
+        Assert.Equal(TimeSpan.FromSeconds(5), KarpetrackOptions.Parse(["--demo", "--scale-up-cooldown", "5s"], _ => null).ActuationSettings.ScaleUpCooldown);
     }
 
     [Fact]

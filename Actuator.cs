@@ -545,7 +545,7 @@ public sealed class Actuator
             foreach (var n in r.NewNodes)
                 for (int i = 0; i < n.Count; i++) op.NewPools.Add((PoolName(r.Id, index++), n.ServerClass));
             var views = snap.Nodes.ToDictionary(n => n.Name, StringComparer.Ordinal);
-            foreach (var node in r.Nodes) op.OldPools[node] = views[node].Pool;
+            foreach (var node in r.Nodes) op.OldPools[node] = views.TryGetValue(node, out var view) ? view.Pool : "";
             op.Stage = op.NewPools.Count > 0 ? Stage.CreatePools : Stage.Cordon;
             op.State = "in progress: started";
             lock (gate) ops[r.Id] = op;
@@ -950,7 +950,7 @@ public sealed class Actuator
         var pools = await spot!.ListNodePoolsAsync(options.Cloudspace, ct).ConfigureAwait(false);
         var snap = model.Snapshot();
         var withNodes = PoolsWithNodes(snap);
-        int adopted = 0, rolledBack = 0;
+        int adopted = 0;
         foreach (var p in pools.Where(p => p.IsManaged && !withNodes.Contains(p.Name) && !IsLost(p)))
         {
             var id = p.CustomLabels.GetValueOrDefault(RecommendationLabel) ?? p.Name;
@@ -969,17 +969,7 @@ public sealed class Actuator
                 adopted++;
             }
         }
-        var existing = pools.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
-        foreach (var n in snap.Nodes.Where(n => n.Annotations.ContainsKey(DisruptionAnnotation)))
-        {
-            bool mine;
-            lock (gate) mine = ops.Values.Any(o => o.Rec.Nodes.Contains(n.Name));
-            if (mine) continue;
-            if (n.Pool.Length > 0 && !existing.Contains(n.Pool)) continue;   // its pool is deleted: the node is leaving
-            await Uncordon(n.Name, ct).ConfigureAwait(false);
-            rolledBack++;
-            Audit("Node", n.Name, "DisruptionRolledBack", $"uncordoned: the drain for {n.Annotations[DisruptionAnnotation]} was interrupted", "Normal", ct);
-        }
+        int rolledBack = await RollBackOrphansAsync(pools, snap, ct).ConfigureAwait(false);
         if (adopted + rolledBack > 0)
             log.LogInformation("actuation: recovered {Adopted} pools in flight and rolled back {RolledBack} interrupted drains", adopted, rolledBack);
         await DeleteLostAsync(pools, snap, ct).ConfigureAwait(false);
@@ -988,7 +978,32 @@ public sealed class Actuator
     private async Task SweepAsync(CancellationToken ct)
     {
         var pools = await spot!.ListNodePoolsAsync(options.Cloudspace, ct).ConfigureAwait(false);
-        await DeleteLostAsync(pools, model.Snapshot(), ct).ConfigureAwait(false);
+        var snap = model.Snapshot();
+        await RollBackOrphansAsync(pools, snap, ct).ConfigureAwait(false);
+        await DeleteLostAsync(pools, snap, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Nodes carrying the disruption annotation that no operation of ours is working on (a drain cut
+    /// short by a crash, a lost leadership, or an uncordon that failed) are uncordoned, unless their
+    /// pool is already deleted and they are leaving: no node stays cordoned by Karpetrack for good.
+    /// </summary>
+    private async Task<int> RollBackOrphansAsync(IReadOnlyList<SpotNodePool> pools, ClusterSnapshot snap, CancellationToken ct)
+    {
+        var existing = pools.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
+        int rolledBack = 0;
+        foreach (var n in snap.Nodes.Where(n => n.Annotations.ContainsKey(DisruptionAnnotation)))
+        {
+            bool mine;
+            lock (gate) mine = ops.Values.Any(o => o.Rec.Nodes.Contains(n.Name));
+            if (mine) continue;
+            if (n.Pool.Length > 0 && !existing.Contains(n.Pool)) continue;
+            await Uncordon(n.Name, ct).ConfigureAwait(false);
+            rolledBack++;
+            log.LogInformation("actuation: uncordoned {Node}: the disruption for {Id} was interrupted", n.Name, n.Annotations[DisruptionAnnotation]);
+            Audit("Node", n.Name, "DisruptionRolledBack", $"uncordoned: the disruption for {n.Annotations[DisruptionAnnotation]} was interrupted", "Normal", ct);
+        }
+        return rolledBack;
     }
 
     /// <summary>Pre-emption: a pool whose bid was lost is deleted once its nodes are gone; its pods come back as pending demand.</summary>
@@ -1001,12 +1016,13 @@ public sealed class Actuator
             Count("delete_pool", "succeeded");
             log.LogInformation("actuation: deleted pre-empted pool {Pool} ({Class}, bid {Bid}); its pods are pending demand again", p.Name, p.ServerClass, p.BidPrice);
             Audit("Node", null, "PoolPreempted", $"deleted pre-empted Spot pool {p.Name} ({p.ServerClass}, bid {p.BidPrice})", "Warning", ct);
-            lock (gate)
-                foreach (var op in ops.Values.Where(o => o.NewPools.Any(x => x.Pool == p.Name)))
-                {
-                    op.State = $"failed: pool {p.Name} lost its bid before its node was Ready";
-                    op.Stage = Stage.Failed;
-                }
+            List<Operation> hit;
+            lock (gate) hit = ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed) && o.NewPools.Any(x => x.Pool == p.Name)).ToList();
+            foreach (var op in hit)
+            {
+                Count("wait_ready", "failed");
+                await FailAndCleanUpAsync(op, $"pool {p.Name} lost its bid before its node was Ready", ct).ConfigureAwait(false);
+            }
         }
     }
 

@@ -34,6 +34,12 @@ public sealed class KubeApiFaults
         lock (_lock) _rules.Add(new FailureRule(statusCode, retryAfter, pathContains) { Remaining = count });
     }
 
+    /// <summary>Forgets every failure rule not yet used up.</summary>
+    public void Clear()
+    {
+        lock (_lock) _rules.Clear();
+    }
+
     /// <summary>Drops all retained watch history, so resuming from any earlier resourceVersion gets 410 Expired.</summary>
     public void CompactHistory() => _store.CompactHistory();
 

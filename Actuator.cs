@@ -281,13 +281,23 @@ public sealed class Actuator
     // ---- planning ------------------------------------------------------------------------------
 
     /// <summary>The steps a recommendation needs, or an advisory reason when it touches nodes Karpetrack does not own.</summary>
-    public ActionPlan PlanFor(Recommendation r, ClusterSnapshot snap, PriceBook book)
+    public ActionPlan PlanFor(Recommendation r, ClusterSnapshot snap, PriceBook book) => PlanFor(r, NodeIndex.Of(snap), book);
+
+    /// <summary>A snapshot's nodes by name and how many nodes each pool holds, built once per plan, not per recommendation.</summary>
+    private sealed record NodeIndex(Dictionary<string, NodeView> Nodes, Dictionary<string, int> PoolSizes)
     {
-        var nodes = snap.Nodes.ToDictionary(n => n.Name, StringComparer.Ordinal);
+        public static NodeIndex Of(ClusterSnapshot snap) => new(
+            snap.Nodes.ToDictionary(n => n.Name, StringComparer.Ordinal),
+            snap.Nodes.Where(n => n.Pool.Length > 0).GroupBy(n => n.Pool, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal));
+    }
+
+    private ActionPlan PlanFor(Recommendation r, NodeIndex index, PriceBook book)
+    {
+        var nodes = index.Nodes;
         var unmanaged = r.Nodes.Where(n => !nodes.TryGetValue(n, out var v) || !IsManaged(v)).ToList();
         // Deleting a pool removes all its nodes, and scaling one down lets Spot pick which node goes:
         // only a pool holding exactly this node can be removed exactly.
-        var shared = r.Nodes.Except(unmanaged).Where(n => snap.Nodes.Count(x => x.Pool == nodes[n].Pool) > 1).ToList();
+        var shared = r.Nodes.Except(unmanaged).Where(n => index.PoolSizes.GetValueOrDefault(nodes[n].Pool) > 1).ToList();
         string? advisory = unmanaged.Count > 0
             ? $"advisory only: {string.Join(", ", unmanaged)} {(unmanaged.Count == 1 ? "is" : "are")} not in a pool Karpetrack created"
             : shared.Count > 0
@@ -343,10 +353,11 @@ public sealed class Actuator
         if (options.Mode == ActuationMode.DryRun) DryRun(next);
         else
         {
-            var snap = model.Snapshot();
+            var index = NodeIndex.Of(model.Snapshot());
+            var book = prices.Current;
             foreach (var r in next.Recommendations)
             {
-                var actions = PlanFor(r, snap, prices.Current);
+                var actions = PlanFor(r, index, book);
                 lock (gate)
                 {
                     if (ops.ContainsKey(r.Id)) continue;
@@ -367,13 +378,13 @@ public sealed class Actuator
 
     private void DryRun(Plan next)
     {
-        var snap = model.Snapshot();
+        var index = NodeIndex.Of(model.Snapshot());
         var book = prices.Current;
         foreach (var r in next.Recommendations)
         {
             // A refusal is retried on the next plan (the book may be fresh by then); anything else is handled once.
             lock (gate) if (states.TryGetValue(r.Id, out var seen) && !seen.StartsWith("refused", StringComparison.Ordinal)) continue;
-            var actions = PlanFor(r, snap, book);
+            var actions = PlanFor(r, index, book);
             string state;
             if (actions.IsAdvisory)
             {
@@ -517,9 +528,14 @@ public sealed class Actuator
         lock (gate) current = plan;
         var snap = model.Snapshot();
         var book = prices.Current;
+        var index = NodeIndex.Of(snap);
+        // A disruption check may scan the pods of a node: a bounded number per tick keeps a tick cheap
+        // on a large cluster (the rest wait for the next tick, and most fail the budget check anyway).
+        int disruptiveChecks = 0;
         // Provisioning first: it serves pending pods and disrupts nothing.
         foreach (var r in current.Recommendations.OrderBy(r => r.Type == RecommendationType.Provision ? 0 : 1))
         {
+            if (r.Nodes.Count > 0 && ++disruptiveChecks > MaxDisruptiveChecksPerTick) break;
             lock (gate)
             {
                 if (ops.ContainsKey(r.Id)) continue;
@@ -532,20 +548,19 @@ public sealed class Actuator
                 if (!again) continue;
                 if (options.Mode == ActuationMode.Approve && !approvals.ContainsKey(r.Id)) continue;
             }
-            var actions = PlanFor(r, snap, book);
+            var actions = PlanFor(r, index, book);
             if (actions.IsAdvisory) continue;
-            var why = Refusal() ?? (r.Nodes.Count > 0 ? DisruptionRefusal(r, snap, book, current) : null);
+            var why = Refusal() ?? (r.Nodes.Count > 0 ? DisruptionRefusal(r, index, book, current) : null);
             if (why is not null)
             {
                 Refuse(r, actions.Steps[0].TypeLabel, why);
                 continue;
             }
             var op = new Operation(r, clock.GetUtcNow());
-            int index = 0;
+            int poolIndex = 0;
             foreach (var n in r.NewNodes)
-                for (int i = 0; i < n.Count; i++) op.NewPools.Add((PoolName(r.Id, index++), n.ServerClass));
-            var views = snap.Nodes.ToDictionary(n => n.Name, StringComparer.Ordinal);
-            foreach (var node in r.Nodes) op.OldPools[node] = views.TryGetValue(node, out var view) ? view.Pool : "";
+                for (int i = 0; i < n.Count; i++) op.NewPools.Add((PoolName(r.Id, poolIndex++), n.ServerClass));
+            foreach (var node in r.Nodes) op.OldPools[node] = index.Nodes.TryGetValue(node, out var view) ? view.Pool : "";
             op.Stage = op.NewPools.Count > 0 ? Stage.CreatePools : Stage.Cordon;
             op.State = "in progress: started";
             lock (gate) ops[r.Id] = op;
@@ -567,7 +582,9 @@ public sealed class Actuator
     }
 
     /// <summary>The checks before a node is disrupted: budget, cooldown, window, node age, blockers, savings, live state.</summary>
-    private string? DisruptionRefusal(Recommendation r, ClusterSnapshot snap, PriceBook book, Plan current)
+    private const int MaxDisruptiveChecksPerTick = 50;
+
+    private string? DisruptionRefusal(Recommendation r, NodeIndex index, PriceBook book, Plan current)
     {
         var now = clock.GetUtcNow();
         if (options.Window is { } w && !w.Contains(now)) return $"outside the maintenance window {w}";
@@ -580,18 +597,17 @@ public sealed class Actuator
             if (busy + r.Nodes.Count > options.MaxDisruptedNodes)
                 return $"{busy} nodes are being disrupted and this needs {r.Nodes.Count} more (--max-disrupted-nodes {options.MaxDisruptedNodes})";
             disruptions.RemoveAll(t => now - t > TimeSpan.FromHours(1));
-            int perHour = Math.Max(1, (int)Math.Floor(snap.Nodes.Length * options.MaxDisruptedPercentPerHour / 100));
+            int perHour = Math.Max(1, (int)Math.Floor(index.Nodes.Count * options.MaxDisruptedPercentPerHour / 100));
             if (disruptions.Count + r.Nodes.Count > perHour)
                 return $"{disruptions.Count} nodes disrupted in the last hour; at most {perHour} (--max-disrupted-percent-per-hour {options.MaxDisruptedPercentPerHour})";
             var busyPools = ops.Values.SelectMany(o => o.NewPools.Select(p => p.Pool)).ToHashSet(StringComparer.Ordinal);
             foreach (var name in r.Nodes)
-                if (snap.Nodes.FirstOrDefault(n => n.Name == name) is { } v && busyPools.Contains(v.Pool))
+                if (index.Nodes.TryGetValue(name, out var v) && busyPools.Contains(v.Pool))
                     return $"{name} belongs to an operation in progress";
         }
         foreach (var name in r.Nodes)
         {
-            var v = snap.Nodes.FirstOrDefault(n => n.Name == name);
-            if (v is null) return $"{name} is gone";
+            if (!index.Nodes.TryGetValue(name, out var v)) return $"{name} is gone";
             if (!v.Ready || !v.Schedulable || v.Deleting) return $"{name} is {ClusterSnapshot.StateOf(v).ToString().ToLowerInvariant()}";
             if (v.Created is { } created && now - created < options.ScaleUpCooldown) return $"{name} joined less than {options.ScaleUpCooldown.TotalMinutes:0.#} min ago";
             if (current.Blockers.TryGetValue(name, out var planned) && planned.Count > 0) return $"{name} is blocked: {planned[0].Reason}";

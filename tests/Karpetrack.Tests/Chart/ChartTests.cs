@@ -296,6 +296,24 @@ public class ChartTests
     }
 
     [Fact]
+    public void AutoModeArgsParseAsTheActuatorReadsThem()
+    {
+        var args = ChartRenderer.Render("""
+            actuation:
+              mode: "auto"
+              maxDisruptedNodes: 2
+              maxDisruptedPercentPerHour: 20
+            credentials:
+              refreshToken: "t"
+            """).Args;
+        Assert.All(args, a => Assert.Contains(KarpetrackOptions.Flags, f => f.Name == a[2..].Split('=')[0]));
+        var o = KarpetrackOptions.Parse(args, _ => null);
+        Assert.Equal(ActuationMode.Auto, o.ActuationSettings.Mode);
+        Assert.Equal(2, o.ActuationSettings.MaxDisruptedNodes);
+        Assert.Equal(20, o.ActuationSettings.MaxDisruptedPercentPerHour);
+    }
+
+    [Fact]
     public void OptionalResourcesRender()
     {
         var chart = ChartRenderer.Render("""

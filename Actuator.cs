@@ -709,7 +709,7 @@ public sealed class Actuator
             {
                 var created = await spot!.CreateNodePoolAsync(new SpotNodePoolSpec(pool, cls, 1, bid, options.Cloudspace, labels), options.Bids.Cap, ct).ConfigureAwait(false);
                 Count("create_pool", "succeeded");
-                Audit("Node", null, "PoolCreated", $"created Spot pool {pool} ({cls}, bid {created.BidPrice}) for {op.Rec.Id}", "Normal", ct);
+                Audit("SpotNodePool", pool, "PoolCreated", $"created Spot pool {pool} ({cls}, bid {created.BidPrice}) for {op.Rec.Id}", "Normal", ct);
             }
             catch (SpotApiException e) when (!IsTransient(e))
             {
@@ -927,7 +927,8 @@ public sealed class Actuator
         op.State = "failed: " + why;
         lock (gate) op.Stage = Stage.Failed;
         log.LogWarning("actuation: {Id} ({Type}) failed: {Why}", op.Rec.Id, op.Rec.Type, why);
-        Audit("Node", op.Rec.Nodes.FirstOrDefault(), "ActionFailed", $"{op.Rec.Id}: {why}", "Warning", ct);
+        if (op.Rec.Nodes.Count > 0) Audit("Node", op.Rec.Nodes[0], "ActionFailed", $"{op.Rec.Id}: {why}", "Warning", ct);
+        else Audit("SpotNodePool", op.NewPools.FirstOrDefault().Pool ?? op.Rec.Id, "ActionFailed", $"{op.Rec.Id}: {why}", "Warning", ct);
     }
 
     private Task<JsonObject> Uncordon(string node, CancellationToken ct) =>
@@ -1031,7 +1032,7 @@ public sealed class Actuator
             await spot!.DeleteNodePoolAsync(p.Name, ct).ConfigureAwait(false);
             Count("delete_pool", "succeeded");
             log.LogInformation("actuation: deleted pre-empted pool {Pool} ({Class}, bid {Bid}); its pods are pending demand again", p.Name, p.ServerClass, p.BidPrice);
-            Audit("Node", null, "PoolPreempted", $"deleted pre-empted Spot pool {p.Name} ({p.ServerClass}, bid {p.BidPrice})", "Warning", ct);
+            Audit("SpotNodePool", p.Name, "PoolPreempted", $"deleted pre-empted Spot pool {p.Name} ({p.ServerClass}, bid {p.BidPrice})", "Warning", ct);
             List<Operation> hit;
             lock (gate) hit = ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed) && o.NewPools.Any(x => x.Pool == p.Name)).ToList();
             foreach (var op in hit)
@@ -1050,10 +1051,11 @@ public sealed class Actuator
     // ---- audit ---------------------------------------------------------------------------------
 
     /// <summary>A Kubernetes Event per action (the structured log line is written by the caller); losing one never stops an action.</summary>
-    private void Audit(string kind, string? name, string reason, string message, string type, CancellationToken ct)
+    private void Audit(string kind, string name, string reason, string message, string type, CancellationToken ct)
     {
         if (kube is null) return;
-        var e = new KubeEventRecord(options.EventNamespace, kind, name ?? "karpetrack", null, reason, message, type);
+        var e = new KubeEventRecord(options.EventNamespace, kind, name, null, reason, message, type,
+            InvolvedApiVersion: kind == "SpotNodePool" ? "ngpc.rxt.io/v1" : "v1");
         _ = Task.Run(async () =>
         {
             try { await kube.CreateEventAsync(e, ct).ConfigureAwait(false); }

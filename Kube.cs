@@ -138,7 +138,7 @@ public sealed class KubeClient : IDisposable
         while (Interlocked.CompareExchange(ref lastEventNanos, nanos, last) != last);
 
         var stamp = now.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", System.Globalization.CultureInfo.InvariantCulture);
-        var involved = new JsonObject { ["kind"] = e.InvolvedKind, ["name"] = e.InvolvedName, ["apiVersion"] = "v1" };
+        var involved = new JsonObject { ["kind"] = e.InvolvedKind, ["name"] = e.InvolvedName, ["apiVersion"] = e.InvolvedApiVersion };
         if (e.InvolvedNamespace is not null) involved["namespace"] = e.InvolvedNamespace;
         var body = new JsonObject
         {
@@ -224,7 +224,7 @@ public sealed record EvictionOutcome(EvictionResult Result, string Message, Time
 
 /// <summary>A core/v1 Event to record about an object. Type is Normal or Warning.</summary>
 public sealed record KubeEventRecord(string Namespace, string InvolvedKind, string InvolvedName, string? InvolvedNamespace,
-    string Reason, string Message, string Type, string Component = "karpetrack");
+    string Reason, string Message, string Type, string Component = "karpetrack", string InvolvedApiVersion = "v1");
 
 /// <summary>
 /// A growable byte window over a response stream, so a parser can see whole objects without the

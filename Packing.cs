@@ -94,14 +94,23 @@ public sealed record PackingOptions
     public int ScanLimit { get; init; } = 2000;
     /// <summary>Least-efficient bins the local search tries to empty, and (a quarter of them) to merge pairwise.</summary>
     public int LocalSearchBins { get; init; } = 256;
+    /// <summary>
+    /// Above this many items the local search only downsizes bins: after the balanced fill its emptying and merging
+    /// moves found nothing on the bench mixes at 10k and 100k pods and cost up to 60 ms at 10k; ruin and repair does
+    /// that job within a fixed budget. (At 3k pods of the sjc-like test mix they still saved 0.7 %.)
+    /// </summary>
+    public int LocalSearchItems { get; init; } = 5_000;
     /// <summary>Up to this many items an exhaustive search polishes the result, bounded by <see cref="ExactNodes"/>.</summary>
     public int ExactItems { get; init; } = 30;
     /// <summary>Search nodes, not time, so the answer does not depend on the machine.</summary>
     public long ExactNodes { get; init; } = 400_000;
     /// <summary>Up to this many items karpetrack's three strategies also run and the cheapest complete result wins.</summary>
     public int PortfolioItems { get; init; } = 400;
-    /// <summary>Fit tests the ruin-and-repair phase may spend; it stops early when no round gains.</summary>
-    public long ImproveWork { get; init; } = 4_000_000;
+    /// <summary>
+    /// Fit tests the ruin-and-repair phase may spend, whatever the problem's size; it stops early when no round
+    /// gains. 1M found what 4M found on the bench mixes (1k and 10k pods) in a quarter of the time; 500k lost 0.1 point.
+    /// </summary>
+    public long ImproveWork { get; init; } = 1_000_000;
     /// <summary>Least full bins that trade with the pool in a ruin-and-repair round.</summary>
     public int ImprovePartners { get; init; } = 64;
     /// <summary>Ruin-and-repair rounds in a row without a lower cost after which the phase stops.</summary>
@@ -132,7 +141,7 @@ public static class Packer
         var st = new State(x, dual);
         st.FillExisting();
         st.Greedy(o);
-        st.LocalSearch(o);
+        if (x.PlaceableItems <= o.LocalSearchItems) st.LocalSearch(o); else st.DownsizeOnly();
         st.Improve(o);
         var best = st.ToSolution(o.ImproveWork > 0 ? "cost-aware greedy + local search + ruin and repair" : "cost-aware greedy + local search");
         int placeable = x.PlaceableItems;
@@ -318,22 +327,32 @@ internal sealed class Instance
         Free = new long[E * D];
         for (int e = 0; e < E; e++) Put(Free, e, p.Existing[e].Free);
 
+        // Shapes by sorting, not hashing: items sorted by (constraint, group, gpu, pods, cpu, memory, index) make each
+        // shape a run of items in ascending order, and number the shapes so that those of one constraint and cpu are
+        // neighbours in memory order: the fill's searches walk them in that order (a dictionary of 100k shapes in input
+        // order cost up to 100 ms and a cache miss per shape touched).
         ShapeOf = new int[N];
-        var index = new Dictionary<(Demand, int, int), int>();
-        var items = new List<List<int>>();
+        var keys = new ItemKey[N];
         for (int i = 0; i < N; i++)
         {
             var it = p.Items[i];
-            var key = (it.Demand, it.Constraint, it.AntiAffinityGroup < 0 ? -1 : it.AntiAffinityGroup);
-            if (!index.TryGetValue(key, out int s)) { s = items.Count; index[key] = s; items.Add([]); }
-            items[s].Add(i);
-            ShapeOf[i] = s;
+            keys[i] = new ItemKey(it.Constraint, it.AntiAffinityGroup < 0 ? -1 : it.AntiAffinityGroup, it.Demand, i);
         }
-        S = items.Count;
+        Array.Sort(keys, ItemKeyOrder.Instance);
+        int shapes = 0;
+        for (int j = 0; j < N; j++) if (j == 0 || !keys[j].SameShape(keys[j - 1])) shapes++;
+        S = shapes;
         SDem = new long[S * D]; SCon = new int[S]; SAa = new int[S]; SItems = new int[S][];
-        foreach (var ((dem, con, aa), s) in index)
+        for (int j = 0, s = 0; j < N; s++)
         {
-            Put(SDem, s, dem); SCon[s] = con; SAa[s] = aa; SItems[s] = [.. items[s]];
+            int end = j + 1;
+            while (end < N && keys[end].SameShape(keys[j])) end++;
+            var k = keys[j];
+            Put(SDem, s, k.Demand); SCon[s] = k.Con; SAa[s] = k.Aa;
+            var members = new int[end - j];
+            for (int m = j; m < end; m++) { members[m - j] = keys[m].Index; ShapeOf[keys[m].Index] = s; }
+            SItems[s] = members;
+            j = end;
         }
 
         // Delegates are called once per (constraint class, bin), never per item.
@@ -373,6 +392,26 @@ internal sealed class Instance
             if (AnyType[s] || AnyBin[s]) PlaceableItems += SItems[s].Length;
         }
         TypesByPrice = [.. Enumerable.Range(0, T).OrderBy(t => Price[t]).ThenBy(t => p.Types[t].Id).ThenBy(t => t)];
+    }
+
+    private readonly record struct ItemKey(int Con, int Aa, Demand Demand, int Index)
+    {
+        public bool SameShape(in ItemKey o) => Con == o.Con && Aa == o.Aa && Demand == o.Demand;
+    }
+
+    private sealed class ItemKeyOrder : IComparer<ItemKey>
+    {
+        public static readonly ItemKeyOrder Instance = new();
+        public int Compare(ItemKey a, ItemKey b)
+        {
+            int c = a.Con.CompareTo(b.Con);
+            if (c == 0) c = a.Aa.CompareTo(b.Aa);
+            if (c == 0) c = a.Demand.Gpu.CompareTo(b.Demand.Gpu);
+            if (c == 0) c = a.Demand.Pods.CompareTo(b.Demand.Pods);
+            if (c == 0) c = a.Demand.CpuMilli.CompareTo(b.Demand.CpuMilli);
+            if (c == 0) c = a.Demand.MemoryBytes.CompareTo(b.Demand.MemoryBytes);
+            return c != 0 ? c : a.Index.CompareTo(b.Index);
+        }
     }
 
     private static void Put(long[] a, int k, Demand d)
@@ -698,6 +737,11 @@ internal sealed class DualBound
             for (int r1 = 0; r1 < D; r1++)
                 for (int r2 = r1 + 1; r2 < D; r2++)
                 {
+                    // A pair of dimensions no type prices both of (GPU in a mix without GPUs) cannot move anything:
+                    // 26 evaluations of the whole dual saved per such pair.
+                    bool any = false;
+                    for (int t = 0; t < T && !any; t++) any = active[t].Contains(r1) && active[t].Contains(r2);
+                    if (!any) continue;
                     Array.Copy(a, saved, a.Length);
                     double lo = -1, hi = 1;
                     const double phi = 0.6180339887498949;
@@ -964,6 +1008,28 @@ internal sealed class State
         return sizeKey[s];
     }
 
+    /// <summary>
+    /// <see cref="CompareShapes"/> order at the cost of a sort of doubles: by size with a primitive sort, then the
+    /// rare runs of equal size by the full comparison (a delegate sort of 100k shapes took 30-60 ms).
+    /// </summary>
+    private void SortShapes(List<int> order)
+    {
+        int n = order.Count;
+        var keys = new double[n];
+        var idx = new int[n];
+        for (int j = 0; j < n; j++) { idx[j] = order[j]; keys[j] = -SizeOf(order[j]); }
+        Array.Sort(keys, idx);
+        for (int j = 0; j < n;)
+        {
+            int end = j + 1;
+            while (end < n && keys[end] == keys[j]) end++;
+            if (end - j > 1) Array.Sort(idx, j, end - j, Comparer<int>.Create(CompareShapes));
+            j = end;
+        }
+        order.Clear();
+        order.AddRange(idx);
+    }
+
     private int CompareShapes(int a, int b)
     {
         int c = SizeOf(b).CompareTo(SizeOf(a));
@@ -1054,7 +1120,7 @@ internal sealed class State
             if (!x.AnyType[s]) MarkShapeUnplaced(s, x.UnplaceableReason(s)!);
             else order.Add(s);
         }
-        order.Sort(CompareShapes);
+        SortShapes(order);
         if (order.Count == 0) return;
         if (!ColumnGreedy(order, o)) ScanGreedy(order, o);
     }
@@ -1181,13 +1247,20 @@ internal sealed class State
         int L = order.Count, T = x.T;
         // The sorted dimension: cpu or memory, whichever has more distinct values.
         var distinct0 = new HashSet<long>();
+        foreach (int s in order) distinct0.Add(x.SDem[s * D]);
+        // Memory usually varies more: count its values only until they reach cpu's.
         var distinct1 = new HashSet<long>();
-        foreach (int s in order) { distinct0.Add(x.SDem[s * D]); distinct1.Add(x.SDem[s * D + 1]); }
+        foreach (int s in order) if (distinct1.Add(x.SDem[s * D + 1]) && distinct1.Count >= distinct0.Count) break;
         int sd = distinct1.Count >= distinct0.Count ? 1 : 0;
         var colIndex = new Dictionary<(int, int, long, long, long), int>();
         var members = new List<List<int>>();
-        foreach (int s in order)
+        // Shapes in id order: ids follow (constraint, group, gpu, pods, cpu, memory), so a column sorted by memory
+        // comes out sorted.
+        var inOrder = new bool[x.S];
+        foreach (int s in order) inOrder[s] = true;
+        for (int s = 0; s < x.S; s++)
         {
+            if (!inOrder[s]) continue;
             var key = (x.SCon[s], x.SAa[s], x.SDem[s * D + (1 - sd)], x.SDem[s * D + 2], x.SDem[s * D + 3]);
             if (!colIndex.TryGetValue(key, out int k))
             {
@@ -1207,7 +1280,9 @@ internal sealed class State
         {
             colStart[k] = pos;
             var m = members[k];
-            m.Sort((a, b) => { int c = x.SDem[a * D + sd].CompareTo(x.SDem[b * D + sd]); return c != 0 ? c : a.CompareTo(b); });
+            bool sorted = true;
+            for (int j = 1; j < m.Count && sorted; j++) sorted = x.SDem[m[j - 1] * D + sd] < x.SDem[m[j] * D + sd];
+            if (!sorted) m.Sort((a, b) => { int c = x.SDem[a * D + sd].CompareTo(x.SDem[b * D + sd]); return c != 0 ? c : a.CompareTo(b); });
             foreach (int s in m)
             {
                 colShape[pos] = s; colKey[pos] = x.SDem[s * D + sd]; pos++;
@@ -1218,6 +1293,24 @@ internal sealed class State
             colAa[k] = x.SAa[m[0]];
         }
         colStart[K] = L;
+        // Per column about one bucket per 8 shapes over its key range; bucketPos[b] = first position with key ≥ min + b·width.
+        var bucketBase = new int[K];
+        var bucketWidth = new long[K];
+        int totalBuckets = 0;
+        for (int k = 0; k < K; k++) { bucketBase[k] = totalBuckets; totalBuckets += Math.Max(1, (colStart[k + 1] - colStart[k]) / 8) + 1; }
+        var bucketPos = new int[totalBuckets];
+        for (int k = 0; k < K; k++)
+        {
+            int start = colStart[k], end = colStart[k + 1], nb = Math.Max(1, (end - start) / 8);
+            long min = colKey[start], span = colKey[end - 1] - min;
+            long width = bucketWidth[k] = span / nb + 1;
+            for (int b = 0, p = start; b <= nb; b++)
+            {
+                long from = min + b * width;
+                while (p < end && colKey[p] < from) p++;
+                bucketPos[bucketBase[k] + b] = p;
+            }
+        }
         var colOfPos = new int[L];
         for (int k = 0; k < K; k++) for (int p = colStart[k]; p < colStart[k + 1]; p++) colOfPos[p] = k;
         // parent[p]: the nearest position ≤ p of the same column whose shape still has items, or -1.
@@ -1247,6 +1340,21 @@ internal sealed class State
         }
         var posOf = new int[x.S];
         for (int p = 0; p < L; p++) posOf[colShape[p]] = p;
+        // What the searches below read lives by position, next to the keys, not by shape (shape ids follow the input
+        // order, so reading rem[shape] in a search was a cache miss per candidate: most of the fill's time at 100k).
+        // avail[p] = items of the shape at p not yet placed nor taken by the bin being filled.
+        var avail = new int[L];
+        for (int p = 0; p < L; p++) avail[p] = rem[colShape[p]];
+        // colAll[k, t]: every shape of column k small enough for t in the sorted dimension may go to t, so the
+        // searches need not ask per shape (shapes agree in every other dimension and in constraint).
+        var colAll = (bool[])colType.Clone();
+        for (int k = 0; k < K; k++)
+            for (int p = colStart[k]; p < colStart[k + 1]; p++)
+            {
+                int s = colShape[p];
+                for (int t = 0; t < T; t++)
+                    if (!x.TypeOk[s * T + t] && colKey[p] <= x.Cap[t * D + sd]) colAll[k * T + t] = false;
+            }
 
         // Types no other type beats: another at most as dear, at least as large everywhere, taking every shape it takes.
         var useful = new List<int>();
@@ -1273,31 +1381,34 @@ internal sealed class State
         var remBy = new double[T * D];
         var cheapStart = new int[x.S];
         var cheapEnd = new int[x.S];
-        var cheapTypes = new List<int>();
+        var cheapList = new List<int>(2 * L);
         var vals = new double[T];
-        foreach (int s in order)
+        var w = dual.W;
+        for (int s = 0; s < x.S; s++)
         {
-            for (int r = 0; r < D; r++) remTot[r] += (double)x.SDem[s * D + r] * rem[s];
+            if (!inOrder[s]) continue;
+            double d0 = x.SDem[s * D], d1 = x.SDem[s * D + 1], d2 = x.SDem[s * D + 2], d3 = x.SDem[s * D + 3], n = rem[s];
+            remTot[0] += d0 * n; remTot[1] += d1 * n; remTot[2] += d2 * n; remTot[3] += d3 * n;
             if (!o.BalancedFill) continue;
             double best = double.PositiveInfinity;
             for (int t = 0; t < T; t++)
             {
-                vals[t] = double.PositiveInfinity;
-                if (!x.TypeOk[s * T + t]) continue;
-                double v = 0;
-                for (int r = 0; r < D; r++) v += x.SDem[s * D + r] * dual.W[t * D + r];
+                if (!x.TypeOk[s * T + t]) { vals[t] = double.PositiveInfinity; continue; }
+                double v = d0 * w[t * D] + d1 * w[t * D + 1] + d2 * w[t * D + 2] + d3 * w[t * D + 3];
                 vals[t] = v;
-                best = Math.Min(best, v);
+                if (v < best) best = v;
             }
-            cheapStart[s] = cheapTypes.Count;
+            cheapStart[s] = cheapList.Count;
+            double cut = best * (1 + 1e-3) + 1e-15;
             for (int t = 0; t < T; t++)
-                if (vals[t] <= best * (1 + 1e-3) + 1e-15)
+                if (vals[t] <= cut)
                 {
-                    cheapTypes.Add(t);
-                    for (int r = 0; r < D; r++) remBy[t * D + r] += (double)x.SDem[s * D + r] * rem[s];
+                    cheapList.Add(t);
+                    remBy[t * D] += d0 * n; remBy[t * D + 1] += d1 * n; remBy[t * D + 2] += d2 * n; remBy[t * D + 3] += d3 * n;
                 }
-            cheapEnd[s] = cheapTypes.Count;
+            cheapEnd[s] = cheapList.Count;
         }
+        var cheapTypes = cheapList.ToArray();
         void Placed(int s, long k)
         {
             for (int r = 0; r < D; r++)
@@ -1319,24 +1430,37 @@ internal sealed class State
             for (int r = 0; r < D; r++) if (colDem[k * D + r] > room[r]) return false;
             return colAa[k] < 0 || !groups.Contains(colAa[k]);
         }
-        int Largest(int k, int t, long[] room, long limit)
+        // The first position of column k with a key above limit: a bucket of the column's key range, then a binary
+        // search inside it (a search over the whole column was most of the fill's time at 100k shapes).
+        int Upper(int k, long limit)
         {
-            if (!ColumnFits(k, room)) return -1;
-            int lo = colStart[k], hi = colStart[k + 1];
+            int start = colStart[k], end = colStart[k + 1];
+            long min = colKey[start];
+            if (limit < min) return start;
+            if (limit >= colKey[end - 1]) return end;
+            long b = (limit - min) / bucketWidth[k];
+            int lo = bucketPos[bucketBase[k] + (int)b], hi = bucketPos[bucketBase[k] + (int)b + 1];
             while (lo < hi) { int mid = (lo + hi) >>> 1; if (colKey[mid] <= limit) lo = mid + 1; else hi = mid; }
-            int p = lo - 1;
+            return lo;
+        }
+        int Largest(int k, int t, long[] room, long limit) => ColumnFits(k, room) ? LargestBelow(k, t, Upper(k, limit)) : -1;
+        // The largest available shape of column k before position `upper` that t takes, or -1.
+        int LargestBelow(int k, int t, int upper)
+        {
+            int p = upper - 1;
             p = p >= colStart[k] ? Find(p) : -1;
-            while (p >= 0 && (rem[colShape[p]] - tmp[colShape[p]] <= 0 || !x.TypeOk[colShape[p] * T + t]))
+            bool all = colAll[k * T + t];
+            while (p >= 0 && (avail[p] <= 0 || (!all && !x.TypeOk[colShape[p] * T + t])))
                 p = p > colStart[k] ? Find(p - 1) : -1;
             return p;
         }
         // The smallest shape of column k still available with a key ≥ from that fits `room` on type t, or -1 (column checks done).
-        int SmallestFrom(int k, int t, long[] room, long from)
+        // The same from position `lo` up (the first position above some key), with a key that fits `room`.
+        int SmallestFrom(int k, int t, long[] room, int lo)
         {
-            int lo = colStart[k], hi = colStart[k + 1];
-            while (lo < hi) { int mid = (lo + hi) >>> 1; if (colKey[mid] < from) lo = mid + 1; else hi = mid; }
             int p = lo < colStart[k + 1] ? FindUp(lo) : -1;
-            while (p >= 0 && colKey[p] <= room[sd] && (rem[colShape[p]] - tmp[colShape[p]] <= 0 || !x.TypeOk[colShape[p] * T + t]))
+            bool all = colAll[k * T + t];
+            while (p >= 0 && colKey[p] <= room[sd] && (avail[p] <= 0 || (!all && !x.TypeOk[colShape[p] * T + t])))
                 p = p + 1 < colStart[k + 1] ? FindUp(p + 1) : -1;
             return p >= 0 && colKey[p] <= room[sd] ? p : -1;
         }
@@ -1366,7 +1490,11 @@ internal sealed class State
                     if (rem[s] == 0) Exhaust(posOf[s]);
                 }
             }
-            foreach (int s in touched) tmp[s] = 0;
+            foreach (int s in touched)
+            {
+                if (!commit) avail[posOf[s]] += tmp[s];
+                tmp[s] = 0;
+            }
             touched.Clear();
             return worth;
 
@@ -1402,9 +1530,10 @@ internal sealed class State
                         // first and left the last bins short of it: 5.8-8 % above the bound at 10k pods).
                         double dO = colDem[k * D + od];
                         long ideal = go <= 0 || dO <= 0 ? res[sd] : (long)Math.Min(res[sd], dO * gs / go);
-                        int below = Largest(k, t, res, ideal);
+                        int upper = Upper(k, ideal);
+                        int below = LargestBelow(k, t, upper);
                         Consider(below, dO);
-                        if (below < 0 || colKey[below] != ideal) Consider(SmallestFrom(k, t, res, ideal + 1), dO);
+                        if (below < 0 || colKey[below] != ideal) Consider(SmallestFrom(k, t, res, upper), dO);
                     }
                     void Consider(int p, double dO)
                     {
@@ -1425,6 +1554,7 @@ internal sealed class State
                 for (int r = 0; r < D; r++) res[r] -= x.SDem[sb * D + r];
                 if (x.SAa[sb] >= 0) groups.Add(x.SAa[sb]);
                 worth += dual.Value[sb];
+                avail[posOf[sb]]--;
                 if (tmp[sb]++ == 0) touched.Add(sb);
             }
         }
@@ -1436,7 +1566,7 @@ internal sealed class State
             while (head < L && rem[order[head]] == 0) head++;
             if (head >= L) break;
             int s = order[head];
-            bool reconsider = chosen < 0 || sinceChoice >= 16 || dual.Value[s] < 0.9 * chosenAtValue
+            bool reconsider = chosen < 0 || sinceChoice >= 48 || dual.Value[s] < 0.9 * chosenAtValue
                 || !x.TypeOk[s * T + chosen] || TypeCount[chosen] >= x.MaxCount[chosen];
             if (reconsider)
             {
@@ -1459,7 +1589,7 @@ internal sealed class State
                 if (chosen < 0)
                 {
                     Placed(s, rem[s]);
-                    MarkShapeUnplaced(s, MaxCountReason(s)); Exhaust(posOf[s]); continue;
+                    MarkShapeUnplaced(s, MaxCountReason(s)); avail[posOf[s]] = 0; Exhaust(posOf[s]); continue;
                 }
             }
             Fill(chosen, commit: true, s);
@@ -1499,6 +1629,13 @@ internal sealed class State
             changed |= Downsize();
             if (!changed) break;
         }
+        Bins.RemoveAll(b => b.Removed || b.Items.Count == 0);
+    }
+
+    /// <summary>The cheap part of the local search: each bin becomes the cheapest type that holds it.</summary>
+    public void DownsizeOnly()
+    {
+        Downsize();
         Bins.RemoveAll(b => b.Removed || b.Items.Count == 0);
     }
 
@@ -1644,6 +1781,8 @@ internal sealed class State
     }
 
     private readonly List<(int Item, Bin? From, Bin? To)> journal = [];
+    private int[] heldShape = new int[16];
+    private double[] heldVol = new double[16];
 
     private void Move(int i, Bin? from, Bin? to)
     {
@@ -1697,7 +1836,8 @@ internal sealed class State
                 v.Removed = true;
                 TypeCount[v.Type]--;
             }
-            // Trades, bin by bin, the least full first (they have the room).
+            // Trades, bin by bin, the least full first (they have the room). Volumes on the partner's type are worked
+            // out once per step (not once per pool item and pair), NaN where the type does not take the pool item.
             foreach (var b in partners)
             {
                 if (work <= 0 || pool.Count == 0) break;
@@ -1707,9 +1847,13 @@ internal sealed class State
                     double bestGain = 1e-9;
                     int bestIn = -1, out1 = -1, out2 = -1;
                     var held = b.Items;
+                    int h = held.Count;
                     // Two out for one in only where a bin holds few items: the pairs grow with the square.
-                    bool pairs = held.Count <= 12;
-                    work += -pool.Count * (1 + held.Count + (pairs ? held.Count * (held.Count - 1) / 2 : 0));
+                    bool pairs = h <= 12;
+                    work += -pool.Count * (1 + h + (pairs ? h * (h - 1) / 2 : 0));
+                    if (heldShape.Length < h) { heldShape = new int[Math.Max(h, 2 * heldShape.Length)]; heldVol = new double[heldShape.Length]; }
+                    double minOut = double.PositiveInfinity;
+                    for (int a = 0; a < h; a++) { heldShape[a] = x.ShapeOf[held[a]]; heldVol[a] = Volume(heldShape[a], t); minOut = Math.Min(minOut, heldVol[a]); }
                     foreach (int f in pool)
                     {
                         int sf = x.ShapeOf[f];
@@ -1717,16 +1861,18 @@ internal sealed class State
                         double vf = Volume(sf, t);
                         if (vf <= bestGain) continue;
                         if (AaAfter(b, sf, -1, -1) && FitsAfter(b, sf, -1, -1)) { bestGain = vf; bestIn = f; out1 = out2 = -1; continue; }
-                        for (int a = 0; a < held.Count; a++)
+                        // Every swap gives up at least the smallest item held.
+                        if (vf - minOut <= bestGain) continue;
+                        for (int a = 0; a < h; a++)
                         {
-                            int sa = x.ShapeOf[held[a]];
-                            double va = Volume(sa, t);
-                            if (vf - va > bestGain && AaAfter(b, sf, sa, -1) && FitsAfter(b, sf, sa, -1)) { bestGain = vf - va; bestIn = f; out1 = held[a]; out2 = -1; }
-                            for (int c = a + 1; pairs && c < held.Count; c++)
+                            int sa = heldShape[a];
+                            double va = vf - heldVol[a];
+                            if (va <= bestGain) continue;
+                            if (AaAfter(b, sf, sa, -1) && FitsAfter(b, sf, sa, -1)) { bestGain = va; bestIn = f; out1 = held[a]; out2 = -1; }
+                            for (int c = a + 1; pairs && c < h; c++)
                             {
-                                int sc = x.ShapeOf[held[c]];
-                                double vc = Volume(sc, t);
-                                if (vf - va - vc > bestGain && AaAfter(b, sf, sa, sc) && FitsAfter(b, sf, sa, sc)) { bestGain = vf - va - vc; bestIn = f; out1 = held[a]; out2 = held[c]; }
+                                double vc = va - heldVol[c];
+                                if (vc > bestGain && AaAfter(b, sf, sa, heldShape[c]) && FitsAfter(b, sf, sa, heldShape[c])) { bestGain = vc; bestIn = f; out1 = held[a]; out2 = held[c]; }
                             }
                         }
                     }

@@ -220,10 +220,11 @@ public sealed class ClusterModel
     {
         public readonly string Name = name;
         public NodeRecord? Record;                      // null while only pods name this node
-        public readonly long[] Allocated = new long[resourceCount];
-        public readonly long[] DaemonSetOverhead = new long[resourceCount];
+        public long[] Allocated = new long[resourceCount];
+        public long[] DaemonSetOverhead = new long[resourceCount];
         public int Pods;
         public readonly Dictionary<int, long[]> Namespaces = [];   // namespace id → requests of counted pods
+        public bool TalliesShared;                      // View holds the arrays above: copy before writing
         public int References;                          // pods that name this node, plus one for the node object
         public NodeView? View;
         public int ViewIndex;                           // position in the sorted views array
@@ -402,6 +403,7 @@ public sealed class ClusterModel
         if ((slot.Flags & PodFlags.Counted) != 0)
         {
             var n = nodes[slot.Node];
+            if (n.TalliesShared) Unshare(n);
             for (int i = 0; i < r.Length; i++) n.Allocated[i] += sign * r[i];
             if ((slot.Flags & PodFlags.Overhead) != 0)
                 for (int i = 0; i < r.Length; i++) n.DaemonSetOverhead[i] += sign * r[i];
@@ -419,6 +421,19 @@ public sealed class ClusterModel
             pendingPods += sign;
             pendingVersion++;
         }
+    }
+
+    /// <summary>Copy-on-write for a node's tallies: its view shares them until the next change.</summary>
+    private static void Unshare(NodeSlot n)
+    {
+        n.Allocated = (long[])n.Allocated.Clone();
+        n.DaemonSetOverhead = (long[])n.DaemonSetOverhead.Clone();
+        foreach (var id in n.Namespaces.Keys)
+        {
+            ref var tally = ref CollectionsMarshal.GetValueRefOrNullRef(n.Namespaces, id);
+            tally = (long[])tally.Clone();
+        }
+        n.TalliesShared = false;
     }
 
     /// <summary>
@@ -602,6 +617,16 @@ public sealed class ClusterModel
     private NodeView BuildView(NodeSlot slot)
     {
         var r = slot.Record!;
+        // The view takes the tallies as they are (no copies); the model copies them before its next change.
+        slot.TalliesShared = true;
+        var namespaceKeys = slot.Namespaces.Count == 0 ? [] : new string[slot.Namespaces.Count];
+        var namespaceValues = slot.Namespaces.Count == 0 ? [] : new long[slot.Namespaces.Count][];
+        int k = 0;
+        foreach (var (id, tally) in slot.Namespaces)
+        {
+            namespaceKeys[k] = shapes.NamespaceName(id);
+            namespaceValues[k++] = tally;
+        }
         return new NodeView
         {
             Name = slot.Name,
@@ -609,15 +634,15 @@ public sealed class ClusterModel
             Annotations = r.Annotations,
             Allocatable = Fit(r.Allocatable),
             Capacity = Fit(r.Capacity),
-            Allocated = (long[])slot.Allocated.Clone(),
-            DaemonSetOverhead = (long[])slot.DaemonSetOverhead.Clone(),
+            Allocated = slot.Allocated,
+            DaemonSetOverhead = slot.DaemonSetOverhead,
             Pods = slot.Pods,
             Ready = r.Ready,
             Schedulable = !r.Unschedulable,
             Deleting = r.Deleting,
             Taints = r.Taints,
             Created = r.Created,
-            NamespaceRequests = slot.Namespaces.ToDictionary(kv => shapes.NamespaceName(kv.Key), kv => (long[])kv.Value.Clone(), StringComparer.Ordinal),
+            NamespaceRequests = k == 0 ? SmallMap<long[]>.Empty : new SmallMap<long[]>(namespaceKeys, namespaceValues),
         };
     }
 
@@ -747,11 +772,11 @@ internal sealed class ShapeTable
             // (a DaemonSet pod's affinity names its node) would only make every one a shape of its own.
             var a = overhead ? PodShape.AffinityRules.None : affinities.Acquire(pod.AffinityJson, PodShape.ParseAffinity, out e.Affinity);
             var t = overhead ? [] : tolerations.Acquire(pod.TolerationsJson, PodShape.ParseTolerations, out e.Tolerations);
-            var s = overhead ? StringPairs.Empty : selectors.Acquire(pod.NodeSelectorJson, Scheduling.StringMap, out e.Selector);
+            var s = overhead ? SmallMap<string>.Empty : selectors.Acquire(pod.NodeSelectorJson, Scheduling.StringMap, out e.Selector);
             e.Shape = new PodShape
             {
                 Namespace = canonicalNamespace, Owner = pod.Owner, OwnerName = pod.OwnerName, NamePrefix = prefix, Traits = pod.Traits,
-                Priority = pod.Priority, Labels = overhead ? StringPairs.Empty : Scheduling.StringMap(pod.LabelsJson), NodeSelector = s,
+                Priority = pod.Priority, Labels = overhead ? SmallMap<string>.Empty : Scheduling.StringMap(pod.LabelsJson), NodeSelector = s,
                 RequiredNodeTerms = a.RequiredNodeTerms, Tolerations = t, AntiAffinity = a.AntiAffinity,
             };
         }
@@ -763,7 +788,7 @@ internal sealed class ShapeTable
             e.Shape = new PodShape
             {
                 Namespace = canonicalNamespace, Owner = pod.Owner, OwnerName = pod.OwnerName, NamePrefix = prefix, Traits = pod.Traits,
-                Priority = pod.Priority, Labels = StringPairs.Empty, NodeSelector = StringPairs.Empty,
+                Priority = pod.Priority, Labels = SmallMap<string>.Empty, NodeSelector = SmallMap<string>.Empty,
                 RequiredNodeTerms = [[new NodeSelectorRequirement("", "In", [])]], Tolerations = [], AntiAffinity = [],
             };
         }

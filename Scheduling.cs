@@ -92,7 +92,7 @@ public sealed class PodShape
     public static readonly PodShape Empty = new()
     {
         Namespace = "", Owner = OwnerKind.None, NamePrefix = "", Traits = PodTraits.None, Priority = 0,
-        Labels = StringPairs.Empty, NodeSelector = StringPairs.Empty,
+        Labels = SmallMap<string>.Empty, NodeSelector = SmallMap<string>.Empty,
         RequiredNodeTerms = [], Tolerations = [], AntiAffinity = [],
     };
 
@@ -238,22 +238,22 @@ public static class Scheduling
 
     public static IReadOnlyDictionary<string, string> StringMap(ReadOnlySpan<byte> json)
     {
-        if (json.IsEmpty) return StringPairs.Empty;
+        if (json.IsEmpty) return SmallMap<string>.Empty;
         using var doc = JsonDocument.Parse(json.ToArray());
-        if (doc.RootElement.ValueKind != JsonValueKind.Object) return StringPairs.Empty;
-        var pairs = new List<string>();
+        if (doc.RootElement.ValueKind != JsonValueKind.Object) return SmallMap<string>.Empty;
+        var keys = new List<string>();
+        var values = new List<string>();
         foreach (var p in doc.RootElement.EnumerateObject())
         {
             if (p.Value.ValueKind != JsonValueKind.String) continue;
             // Label keys repeat across thousands of shapes: one string each.
             var key = string.Intern(p.Name);
             var value = p.Value.GetString()!;
-            int at = 0;
-            while (at < pairs.Count && !string.Equals(pairs[at], key, StringComparison.Ordinal)) at += 2;
-            if (at < pairs.Count) pairs[at + 1] = value;   // a repeated key: the last value wins, as in a JSON decoder's map
-            else { pairs.Add(key); pairs.Add(value); }
+            int at = keys.IndexOf(key);
+            if (at >= 0) values[at] = value;   // a repeated key: the last value wins where the first stood, as in a Dictionary
+            else { keys.Add(key); values.Add(value); }
         }
-        return pairs.Count == 0 ? StringPairs.Empty : new StringPairs(pairs.ToArray());
+        return keys.Count == 0 ? SmallMap<string>.Empty : new SmallMap<string>(keys.ToArray(), values.ToArray());
     }
 
     /// <summary>
@@ -304,51 +304,53 @@ public static class Scheduling
 }
 
 /// <summary>
-/// A small immutable string map kept as one array of alternating keys and values, in the order the
-/// JSON gave them: a pod's handful of labels in about a third of a Dictionary's bytes. Lookups scan,
-/// which for a pod's labels or node selector is as fast as hashing.
+/// A small immutable map from strings, kept as two arrays in the order it was built: a pod's handful
+/// of labels, or a node's namespaces, in about half a Dictionary's bytes. Lookups scan, which for a
+/// handful of keys is as fast as hashing.
 /// </summary>
-public sealed class StringPairs : IReadOnlyDictionary<string, string>
+public sealed class SmallMap<TValue> : IReadOnlyDictionary<string, TValue>
 {
-    private readonly string[] pairs;
+    private readonly string[] keys;
+    private readonly TValue[] values;
 
-    public static readonly StringPairs Empty = new([]);
+    public static readonly SmallMap<TValue> Empty = new([], []);
 
-    /// <summary>Keys at even positions, each once; values at the odd position after their key.</summary>
-    internal StringPairs(string[] pairs)
+    /// <summary>Each key once; values in the same order. Both arrays are kept, not copied.</summary>
+    internal SmallMap(string[] keys, TValue[] values)
     {
-        if (pairs.Length % 2 != 0) throw new ArgumentException("keys and values must alternate", nameof(pairs));
-        this.pairs = pairs;
+        if (keys.Length != values.Length) throw new ArgumentException("one value per key", nameof(values));
+        this.keys = keys;
+        this.values = values;
     }
 
-    public int Count => pairs.Length / 2;
+    public int Count => keys.Length;
 
-    public string this[string key] => TryGetValue(key, out var v) ? v : throw new KeyNotFoundException($"label {key} is not present");
+    public TValue this[string key] => TryGetValue(key, out var v) ? v : throw new KeyNotFoundException($"{key} is not present");
 
-    public IEnumerable<string> Keys { get { for (int i = 0; i < pairs.Length; i += 2) yield return pairs[i]; } }
+    public IEnumerable<string> Keys => keys;
 
-    public IEnumerable<string> Values { get { for (int i = 1; i < pairs.Length; i += 2) yield return pairs[i]; } }
+    public IEnumerable<TValue> Values => values;
 
     public bool ContainsKey(string key) => IndexOf(key) >= 0;
 
-    public bool TryGetValue(string key, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out string value)
+    public bool TryGetValue(string key, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out TValue value)
     {
         int i = IndexOf(key);
-        value = i >= 0 ? pairs[i + 1] : null;
+        value = i >= 0 ? values[i] : default;
         return i >= 0;
     }
 
     private int IndexOf(string key)
     {
         ArgumentNullException.ThrowIfNull(key);
-        for (int i = 0; i < pairs.Length; i += 2)
-            if (string.Equals(pairs[i], key, StringComparison.Ordinal)) return i;
+        for (int i = 0; i < keys.Length; i++)
+            if (string.Equals(keys[i], key, StringComparison.Ordinal)) return i;
         return -1;
     }
 
-    public IEnumerator<KeyValuePair<string, string>> GetEnumerator()
+    public IEnumerator<KeyValuePair<string, TValue>> GetEnumerator()
     {
-        for (int i = 0; i < pairs.Length; i += 2) yield return new KeyValuePair<string, string>(pairs[i], pairs[i + 1]);
+        for (int i = 0; i < keys.Length; i++) yield return new KeyValuePair<string, TValue>(keys[i], values[i]);
     }
 
     System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();

@@ -250,6 +250,29 @@ public class ClusterModelTests
     }
 
     [Fact]
+    public void AnOldSnapshotKeepsItsTalliesWhileTheModelChanges()
+    {
+        var m = new ClusterModel(Table);
+        m.UpsertNode(Node("a"));
+        m.UpsertPod(Pod("p", "a", 100, 10));
+        m.UpsertPod(Pod("ds", "a", 5, 1, owner: OwnerKind.DaemonSet));
+        var before = View(m, "a");
+        m.UpsertPod(Pod("q", "a", 200, 20));
+        m.UpsertPod(Pod("ds2", "a", 7, 1, owner: OwnerKind.DaemonSet));
+        m.DeletePod(Json.StableGuid("p"));
+        var after = View(m, "a");
+        Assert.Equal([105L, 11L], before.Allocated);
+        Assert.Equal([5L, 1L], before.DaemonSetOverhead);
+        Assert.Equal([105L, 11L], before.NamespaceRequests["default"]);
+        Assert.Equal([212L, 22L], after.Allocated);
+        Assert.Equal([12L, 2L], after.DaemonSetOverhead);
+        Assert.Equal([212L, 22L], after.NamespaceRequests["default"]);
+        m.DeletePod(Json.StableGuid("q"));
+        Assert.Equal([212L, 22L], after.NamespaceRequests["default"]);
+        Assert.Equal([12L, 2L], View(m, "a").NamespaceRequests["default"]);
+    }
+
+    [Fact]
     public void NodeStatesAreReported()
     {
         var m = new ClusterModel(Table);

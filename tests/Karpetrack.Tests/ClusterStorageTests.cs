@@ -114,8 +114,8 @@ public class ClusterStorageTests
         Assert.False(m.TryGetValue("n", out _));
         Assert.Throws<KeyNotFoundException>(() => m["zz"]);
         Assert.Equal([new KeyValuePair<string, string>("b", "3"), new("a", "2")], m.ToArray());
-        Assert.Same(StringPairs.Empty, Scheduling.StringMap("{}"u8));
-        Assert.Same(StringPairs.Empty, Scheduling.StringMap([]));
+        Assert.Same(SmallMap<string>.Empty, Scheduling.StringMap("{}"u8));
+        Assert.Same(SmallMap<string>.Empty, Scheduling.StringMap([]));
     }
 
     [Fact]

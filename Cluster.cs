@@ -154,15 +154,15 @@ public sealed class ClusterModel
     private readonly List<NodeSlot> nodes = [];
     private readonly Stack<int> freeNodeIds = new();
 
-    private readonly Dictionary<Guid, PodSlot> pods = [];
+    private readonly UidTable<PodSlot> pods = new();
+    private readonly Dictionary<Guid, long> longSuffixes = [];   // the rare name suffixes a PodSlot cannot hold
     private readonly InternTable<RequestVector> requestVectors = new();
-    private readonly InternTable<string> namespaces = new();
     private readonly ShapeTable shapes = new();
 
     private readonly long[] pendingRequests;
     private int pendingPods;
 
-    private HashSet<Guid>? podsSeenInRelist;
+    private bool podRelist;   // between BeginPodRelist and EndPodRelist: upserts mark their slot Seen
     private HashSet<string>? nodesSeenInRelist;
 
     private long version;
@@ -220,24 +220,42 @@ public sealed class ClusterModel
     {
         public readonly string Name = name;
         public NodeRecord? Record;                      // null while only pods name this node
-        public readonly long[] Allocated = new long[resourceCount];
-        public readonly long[] DaemonSetOverhead = new long[resourceCount];
+        public long[] Allocated = new long[resourceCount];
+        public long[] DaemonSetOverhead = new long[resourceCount];
         public int Pods;
         public readonly Dictionary<int, long[]> Namespaces = [];   // namespace id → requests of counted pods
+        public bool TalliesShared;                      // View holds the arrays above: copy before writing
         public int References;                          // pods that name this node, plus one for the node object
         public NodeView? View;
         public int ViewIndex;                           // position in the sorted views array
     }
 
-    [StructLayout(LayoutKind.Auto)]
+    /// <summary>One pod in 16 bytes (32 with its uid in the table): everything else is shared through ids.</summary>
     private struct PodSlot
     {
-        public long NameSuffix;   // packed generated-name suffix; 0 when the shape's prefix is the whole name
         public int Node;          // -1 when not bound
-        public int Requests;      // id in requestVectors
-        public int Namespace;     // id in namespaces
-        public int Shape;         // id in shapes
-        public PodFlags Flags;
+        public int Shape;         // id in shapes, which also gives the namespace
+        private uint packed;      // id in requestVectors (low 27 bits) and PodFlags (high 5 bits)
+        public uint Suffix;       // packed generated-name suffix (Scheduling.PackSuffix), or a marker below
+
+        public const uint NoSuffix = 0;                   // the shape's prefix is the whole name
+        public const uint NodeNameSuffix = uint.MaxValue; // the name ends with the node's name (mirror pods)
+        public const uint LongSuffix = uint.MaxValue - 1; // packed suffix too large for 32 bits: in longSuffixes
+
+        private const int RequestBits = 27;
+        public const int MaxRequests = (1 << RequestBits) - 1;
+
+        public int Requests
+        {
+            readonly get => (int)(packed & MaxRequests);
+            set => packed = (packed & ~(uint)MaxRequests) | (uint)value;
+        }
+
+        public PodFlags Flags
+        {
+            readonly get => (PodFlags)(packed >> RequestBits);
+            set => packed = (packed & MaxRequests) | ((uint)value << RequestBits);
+        }
     }
 
     [Flags]
@@ -248,6 +266,7 @@ public sealed class ClusterModel
         Overhead = 2,         // DaemonSet or mirror pod
         Pending = 4,          // unschedulable demand
         Terminating = 8,
+        Seen = 16,            // upserted since the current relist began
     }
 
     // ---- pods ----------------------------------------------------------------------------
@@ -256,10 +275,10 @@ public sealed class ClusterModel
     {
         lock (gate)
         {
-            podsSeenInRelist?.Add(pod.Uid);
-            if (pods.TryGetValue(pod.Uid, out var old)) Remove(old);
+            if (pods.TryGetValue(pod.Uid, out var old)) Remove(pod.Uid, old);
             var slot = Add(pod);
-            pods[pod.Uid] = slot;
+            if (podRelist) slot.Flags |= PodFlags.Seen;
+            pods.Set(pod.Uid, slot);
             version++;
         }
     }
@@ -270,7 +289,7 @@ public sealed class ClusterModel
         {
             if (pods.Remove(uid, out var old))
             {
-                Remove(old);
+                Remove(uid, old);
                 version++;
             }
         }
@@ -279,25 +298,32 @@ public sealed class ClusterModel
     /// <summary>Starts a relist: pods not upserted before <see cref="EndPodRelist"/> are deleted.</summary>
     public void BeginPodRelist()
     {
-        lock (gate) podsSeenInRelist = [];
+        lock (gate)
+        {
+            podRelist = true;
+            for (int i = 0; i < pods.Count; i++) pods.ValueAt(i).Flags &= ~PodFlags.Seen;
+        }
     }
 
     public int EndPodRelist()
     {
         lock (gate)
         {
-            var seen = podsSeenInRelist;
-            podsSeenInRelist = null;
-            if (seen is null) return 0;
-            var gone = new List<Guid>();
-            foreach (var uid in pods.Keys) if (!seen.Contains(uid)) gone.Add(uid);
-            foreach (var uid in gone)
+            if (!podRelist) return 0;
+            podRelist = false;
+            int gone = 0;
+            // Downward, so the entry that moves into a removed one's place has been looked at already.
+            for (int i = pods.Count - 1; i >= 0; i--)
             {
-                pods.Remove(uid, out var old);
-                Remove(old);
+                if ((pods.ValueAt(i).Flags & PodFlags.Seen) != 0) continue;
+                var uid = pods.KeyAt(i);
+                var old = pods.ValueAt(i);
+                pods.RemoveAt(i);
+                Remove(uid, old);
+                gone++;
             }
-            if (gone.Count > 0) version++;
-            return gone.Count;
+            if (gone > 0) version++;
+            return gone;
         }
     }
 
@@ -309,6 +335,7 @@ public sealed class ClusterModel
         int node = -1;
         var vector = RequestsOf(pod);
         int requests = requestVectors.Add(new RequestVector(vector));
+        if (requests > PodSlot.MaxRequests) throw new InvalidOperationException("too many distinct request vectors");
         if (!string.IsNullOrEmpty(pod.NodeName))
         {
             node = NodeId(pod.NodeName);
@@ -328,11 +355,10 @@ public sealed class ClusterModel
         // Mirror pods are named after their node ("kube-proxy-<node>"): keep the prefix, the node gives the rest.
         if (pod.Owner == OwnerKind.Mirror && pod.NodeName is { Length: > 0 } nn && suffix == 0 && pod.Name.Length > nn.Length + 1 && pod.Name.EndsWith("-" + nn, StringComparison.Ordinal))
             (prefix, suffix) = (pod.Name[..^nn.Length], PodFacts.NodeNameSuffix);
-        var slot = new PodSlot
-        {
-            Node = node, Requests = requests, Namespace = namespaces.Add(pod.Namespace), Flags = flags,
-            Shape = shapes.Add(pod, prefix, overhead), NameSuffix = suffix,
-        };
+        var slot = new PodSlot { Node = node, Requests = requests, Flags = flags, Shape = shapes.Add(pod, prefix, overhead) };
+        if (suffix == PodFacts.NodeNameSuffix) slot.Suffix = PodSlot.NodeNameSuffix;
+        else if (suffix >= 0 && suffix < PodSlot.LongSuffix) slot.Suffix = (uint)suffix;
+        else { slot.Suffix = PodSlot.LongSuffix; longSuffixes[pod.Uid] = suffix; }
         Account(slot, +1);
         return slot;
     }
@@ -355,11 +381,18 @@ public sealed class ClusterModel
         return v;
     }
 
-    private void Remove(PodSlot slot)
+    private long SuffixOf(Guid uid, PodSlot slot) => slot.Suffix switch
+    {
+        PodSlot.NodeNameSuffix => PodFacts.NodeNameSuffix,
+        PodSlot.LongSuffix => longSuffixes[uid],
+        var s => s,
+    };
+
+    private void Remove(Guid uid, PodSlot slot)
     {
         Account(slot, -1);
         requestVectors.Release(slot.Requests);
-        namespaces.Release(slot.Namespace);
+        if (slot.Suffix == PodSlot.LongSuffix) longSuffixes.Remove(uid);
         shapes.Release(slot.Shape);
         if (slot.Node >= 0) ReleaseNodeReference(slot.Node);
     }
@@ -370,14 +403,16 @@ public sealed class ClusterModel
         if ((slot.Flags & PodFlags.Counted) != 0)
         {
             var n = nodes[slot.Node];
+            if (n.TalliesShared) Unshare(n);
             for (int i = 0; i < r.Length; i++) n.Allocated[i] += sign * r[i];
             if ((slot.Flags & PodFlags.Overhead) != 0)
                 for (int i = 0; i < r.Length; i++) n.DaemonSetOverhead[i] += sign * r[i];
             n.Pods += sign;
-            if (!n.Namespaces.TryGetValue(slot.Namespace, out var ns)) n.Namespaces[slot.Namespace] = ns = new long[r.Length];
+            int nsId = shapes.NamespaceOf(slot.Shape);
+            if (!n.Namespaces.TryGetValue(nsId, out var ns)) n.Namespaces[nsId] = ns = new long[r.Length];
             bool empty = true;
             for (int i = 0; i < r.Length; i++) { ns[i] += sign * r[i]; empty &= ns[i] == 0; }
-            if (empty && sign < 0) n.Namespaces.Remove(slot.Namespace);
+            if (empty && sign < 0) n.Namespaces.Remove(nsId);
             MarkDirty(slot.Node);
         }
         if ((slot.Flags & PodFlags.Pending) != 0)
@@ -386,6 +421,19 @@ public sealed class ClusterModel
             pendingPods += sign;
             pendingVersion++;
         }
+    }
+
+    /// <summary>Copy-on-write for a node's tallies: its view shares them until the next change.</summary>
+    private static void Unshare(NodeSlot n)
+    {
+        n.Allocated = (long[])n.Allocated.Clone();
+        n.DaemonSetOverhead = (long[])n.DaemonSetOverhead.Clone();
+        foreach (var id in n.Namespaces.Keys)
+        {
+            ref var tally = ref CollectionsMarshal.GetValueRefOrNullRef(n.Namespaces, id);
+            tally = (long[])tally.Clone();
+        }
+        n.TalliesShared = false;
     }
 
     /// <summary>
@@ -397,11 +445,13 @@ public sealed class ClusterModel
         lock (gate)
         {
             var list = new List<PodFacts>(pods.Count);
-            foreach (var (uid, slot) in pods)
+            for (int i = 0; i < pods.Count; i++)
             {
+                var slot = pods.ValueAt(i);
                 if ((slot.Flags & (PodFlags.Counted | PodFlags.Pending)) == 0) continue;
+                var uid = pods.KeyAt(i);
                 list.Add(new PodFacts(uid, slot.Node >= 0 ? nodes[slot.Node].Name : null, requestVectors[slot.Requests].Values,
-                    shapes[slot.Shape], slot.NameSuffix, (slot.Flags & PodFlags.Pending) != 0, (slot.Flags & PodFlags.Terminating) != 0));
+                    shapes[slot.Shape], SuffixOf(uid, slot), (slot.Flags & PodFlags.Pending) != 0, (slot.Flags & PodFlags.Terminating) != 0));
             }
             // Deterministic order without building names: node, namespace, name prefix, packed suffix, uid.
             list.Sort(static (a, b) =>
@@ -423,10 +473,12 @@ public sealed class ClusterModel
         {
             if (!nodeIds.TryGetValue(node, out var id)) return [];
             var list = new List<PodFacts>();
-            foreach (var (uid, slot) in pods)
+            for (int i = 0; i < pods.Count; i++)
             {
+                var slot = pods.ValueAt(i);
                 if (slot.Node != id) continue;
-                list.Add(new PodFacts(uid, node, requestVectors[slot.Requests].Values, shapes[slot.Shape], slot.NameSuffix,
+                var uid = pods.KeyAt(i);
+                list.Add(new PodFacts(uid, node, requestVectors[slot.Requests].Values, shapes[slot.Shape], SuffixOf(uid, slot),
                     (slot.Flags & PodFlags.Pending) != 0, (slot.Flags & PodFlags.Terminating) != 0));
             }
             return list.ToArray();
@@ -565,6 +617,16 @@ public sealed class ClusterModel
     private NodeView BuildView(NodeSlot slot)
     {
         var r = slot.Record!;
+        // The view takes the tallies as they are (no copies); the model copies them before its next change.
+        slot.TalliesShared = true;
+        var namespaceKeys = slot.Namespaces.Count == 0 ? [] : new string[slot.Namespaces.Count];
+        var namespaceValues = slot.Namespaces.Count == 0 ? [] : new long[slot.Namespaces.Count][];
+        int k = 0;
+        foreach (var (id, tally) in slot.Namespaces)
+        {
+            namespaceKeys[k] = shapes.NamespaceName(id);
+            namespaceValues[k++] = tally;
+        }
         return new NodeView
         {
             Name = slot.Name,
@@ -572,15 +634,15 @@ public sealed class ClusterModel
             Annotations = r.Annotations,
             Allocatable = Fit(r.Allocatable),
             Capacity = Fit(r.Capacity),
-            Allocated = (long[])slot.Allocated.Clone(),
-            DaemonSetOverhead = (long[])slot.DaemonSetOverhead.Clone(),
+            Allocated = slot.Allocated,
+            DaemonSetOverhead = slot.DaemonSetOverhead,
             Pods = slot.Pods,
             Ready = r.Ready,
             Schedulable = !r.Unschedulable,
             Deleting = r.Deleting,
             Taints = r.Taints,
             Created = r.Created,
-            NamespaceRequests = slot.Namespaces.ToDictionary(kv => namespaces[kv.Key], kv => (long[])kv.Value.Clone(), StringComparer.Ordinal),
+            NamespaceRequests = k == 0 ? SmallMap<long[]>.Empty : new SmallMap<long[]>(namespaceKeys, namespaceValues),
         };
     }
 
@@ -661,60 +723,97 @@ public readonly record struct PodFacts(Guid Uid, string? Node, long[] Requests, 
 
 /// <summary>
 /// Interned pod shapes, keyed by the raw bytes that define them (namespace, owner, name prefix,
-/// traits, labels, node selector, affinity, tolerations) and parsed once per distinct shape.
+/// traits, labels, node selector, affinity, tolerations) and parsed once per distinct shape. The
+/// parts many shapes have in common (namespace, node selector, affinity, tolerations) are shared
+/// between shapes too, each parsed once per distinct JSON.
 /// </summary>
 internal sealed class ShapeTable
 {
+    private struct Entry
+    {
+        public ShapeKey Key;
+        public PodShape Shape;
+        public int Count;
+        public int Namespace;        // id in namespaces
+        public byte[]? Selector, Affinity, Tolerations;   // keys of the shared parts, to release them
+    }
+
     private readonly Dictionary<ShapeKey, int> ids = [];
-    private readonly List<(ShapeKey Key, PodShape Shape, int Count)> entries = [];
+    private readonly List<Entry> entries = [];
     private readonly Stack<int> free = new();
+    private readonly InternTable<string> namespaces = new();
+    private readonly SharedParts<IReadOnlyDictionary<string, string>> selectors = new();
+    private readonly SharedParts<PodShape.AffinityRules> affinities = new();
+    private readonly SharedParts<IReadOnlyList<Toleration>> tolerations = new();
 
     public int Count => ids.Count;
 
     public PodShape this[int id] => entries[id].Shape;
+
+    /// <summary>The namespace id of a shape: what per-node namespace tallies are keyed by.</summary>
+    public int NamespaceOf(int id) => entries[id].Namespace;
+
+    public string NamespaceName(int namespaceId) => namespaces[namespaceId];
 
     public int Add(PodRecord pod, string prefix, bool overhead)
     {
         var key = ShapeKey.Of(pod, prefix, overhead);
         if (ids.TryGetValue(key, out var id))
         {
-            var e = entries[id];
-            entries[id] = (e.Key, e.Shape, e.Count + 1);
+            CollectionsMarshal.AsSpan(entries)[id].Count++;
             return id;
         }
-        PodShape shape;
+        int ns = namespaces.Add(pod.Namespace);
+        var e = new Entry { Key = key, Count = 1, Namespace = ns };
+        var canonicalNamespace = namespaces[ns];
         try
         {
             // DaemonSet and mirror pods are never moved or provisioned for: their placement rules
             // (a DaemonSet pod's affinity names its node) would only make every one a shape of its own.
-            shape = overhead
-                ? PodShape.Parse(pod.Namespace, pod.Owner, pod.OwnerName, prefix, pod.Traits, pod.Priority, [], [], [], [])
-                : PodShape.Parse(pod.Namespace, pod.Owner, pod.OwnerName, prefix, pod.Traits, pod.Priority,
-                    pod.LabelsJson, pod.NodeSelectorJson, pod.AffinityJson, pod.TolerationsJson);
+            var a = overhead ? PodShape.AffinityRules.None : affinities.Acquire(pod.AffinityJson, PodShape.ParseAffinity, out e.Affinity);
+            var t = overhead ? [] : tolerations.Acquire(pod.TolerationsJson, PodShape.ParseTolerations, out e.Tolerations);
+            var s = overhead ? SmallMap<string>.Empty : selectors.Acquire(pod.NodeSelectorJson, Scheduling.StringMap, out e.Selector);
+            e.Shape = new PodShape
+            {
+                Namespace = canonicalNamespace, Owner = pod.Owner, OwnerName = pod.OwnerName, NamePrefix = prefix, Traits = pod.Traits,
+                Priority = pod.Priority, Labels = overhead ? SmallMap<string>.Empty : Scheduling.StringMap(pod.LabelsJson), NodeSelector = s,
+                RequiredNodeTerms = a.RequiredNodeTerms, Tolerations = t, AntiAffinity = a.AntiAffinity,
+            };
         }
         catch (System.Text.Json.JsonException)
         {
+            ReleaseParts(e);
+            e.Selector = e.Affinity = e.Tolerations = null;
             // The decoder already checked the JSON is well formed; a shape we cannot read places nowhere.
-            shape = new PodShape
+            e.Shape = new PodShape
             {
-                Namespace = pod.Namespace, Owner = pod.Owner, OwnerName = pod.OwnerName, NamePrefix = prefix, Traits = pod.Traits,
-                Priority = pod.Priority, Labels = new Dictionary<string, string>(), NodeSelector = new Dictionary<string, string>(),
+                Namespace = canonicalNamespace, Owner = pod.Owner, OwnerName = pod.OwnerName, NamePrefix = prefix, Traits = pod.Traits,
+                Priority = pod.Priority, Labels = SmallMap<string>.Empty, NodeSelector = SmallMap<string>.Empty,
                 RequiredNodeTerms = [[new NodeSelectorRequirement("", "In", [])]], Tolerations = [], AntiAffinity = [],
             };
         }
-        if (free.TryPop(out id)) entries[id] = (key, shape, 1);
-        else { id = entries.Count; entries.Add((key, shape, 1)); }
+        if (free.TryPop(out id)) entries[id] = e;
+        else { id = entries.Count; entries.Add(e); }
         ids[key] = id;
         return id;
     }
 
     public void Release(int id)
     {
-        var e = entries[id];
-        if (e.Count > 1) { entries[id] = (e.Key, e.Shape, e.Count - 1); return; }
+        ref var e = ref CollectionsMarshal.AsSpan(entries)[id];
+        if (--e.Count > 0) return;
         ids.Remove(e.Key);
-        entries[id] = (default, PodShape.Empty, 0);
+        namespaces.Release(e.Namespace);
+        ReleaseParts(e);
+        e = new Entry { Shape = PodShape.Empty };
         free.Push(id);
+    }
+
+    private void ReleaseParts(in Entry e)
+    {
+        if (e.Selector is not null) selectors.Release(e.Selector);
+        if (e.Affinity is not null) affinities.Release(e.Affinity);
+        if (e.Tolerations is not null) tolerations.Release(e.Tolerations);
     }
 
     /// <summary>A 128-bit digest of what defines a shape: the raw JSON is not kept per shape.</summary>
@@ -797,5 +896,227 @@ public sealed class InternTable<T> where T : IEquatable<T>
         ids.Remove(e.Value);
         entries[id] = (default!, 0);
         free.Push(id);
+    }
+}
+
+/// <summary>
+/// A map from uid to a small struct at 16 bytes plus the value per entry: entries sit densely in pages
+/// (no per-entry hash code, link or free-list slack as in Dictionary), found through an open-addressed
+/// index of entry positions (linear probing, backward-shift deletion, no tombstones). Removing an entry
+/// moves the last one into its place, so positions are dense and change on removal.
+/// </summary>
+public sealed class UidTable<T> where T : struct
+{
+    private struct Entry
+    {
+        public Guid Key;
+        public T Value;
+    }
+
+    // 1,024 entries a page keeps each page under the large-object threshold for values up to 64 bytes.
+    private const int PageBits = 10, PageSize = 1 << PageBits, PageMask = PageSize - 1;
+    private const int MinIndex = 16;
+
+    private Entry[][] pages = [];
+    private int[] index = new int[MinIndex];   // entry position + 1; 0 = empty
+    private int shift = 64 - 4;                // 64 - log2(index.Length)
+    private int count;
+
+    public int Count => count;
+
+    /// <summary>The key at a position in [0, Count).</summary>
+    public Guid KeyAt(int position) => At(position).Key;
+
+    /// <summary>The value at a position in [0, Count), by reference for in-place updates.</summary>
+    public ref T ValueAt(int position) => ref At(position).Value;
+
+    public bool TryGetValue(Guid key, out T value)
+    {
+        int slot = Find(key);
+        if (slot < 0) { value = default; return false; }
+        value = At(index[slot] - 1).Value;
+        return true;
+    }
+
+    public bool ContainsKey(Guid key) => Find(key) >= 0;
+
+    /// <summary>Inserts or replaces; true when the key was new.</summary>
+    public bool Set(Guid key, T value)
+    {
+        int mask = index.Length - 1;
+        for (int s = Home(key); ; s = (s + 1) & mask)
+        {
+            int at = index[s];
+            if (at == 0) break;
+            ref var e = ref At(at - 1);
+            if (e.Key == key) { e.Value = value; return false; }
+        }
+        if ((long)(count + 1) * 4 > (long)index.Length * 3) Rehash(index.Length * 2);
+        int position = count;
+        if ((position >> PageBits) >= pages.Length || pages[position >> PageBits] is null) AddPage(position >> PageBits);
+        ref var slotEntry = ref At(position);
+        slotEntry.Key = key;
+        slotEntry.Value = value;
+        count++;
+        Place(key, position + 1);
+        return true;
+    }
+
+    public bool Remove(Guid key, out T value)
+    {
+        int slot = Find(key);
+        if (slot < 0) { value = default; return false; }
+        int position = index[slot] - 1;
+        value = At(position).Value;
+        RemoveSlot(slot, position);
+        return true;
+    }
+
+    /// <summary>Removes the entry at a position; the last entry moves into it (walk positions downward to remove while scanning).</summary>
+    public void RemoveAt(int position)
+    {
+        if ((uint)position >= (uint)count) throw new ArgumentOutOfRangeException(nameof(position));
+        RemoveSlot(Find(At(position).Key), position);
+    }
+
+    public void Clear()
+    {
+        pages = [];
+        index = new int[MinIndex];
+        shift = 64 - 4;
+        count = 0;
+    }
+
+    private void RemoveSlot(int slot, int position)
+    {
+        Unplace(slot);
+        int last = count - 1;
+        if (position != last)
+        {
+            ref var moved = ref At(last);
+            index[Find(moved.Key)] = position + 1;
+            At(position) = moved;
+        }
+        At(last) = default;
+        count--;
+        // Give back pages beyond the one that holds the last entry and one spare.
+        int keep = count == 0 ? 1 : ((count - 1) >> PageBits) + 2;
+        for (int page = keep; page < pages.Length && pages[page] is not null; page++) pages[page] = null!;
+    }
+
+    private ref Entry At(int position) => ref pages[position >> PageBits][position & PageMask];
+
+    private void AddPage(int page)
+    {
+        if (page >= pages.Length) Array.Resize(ref pages, Math.Max(4, pages.Length * 2));
+        pages[page] = new Entry[PageSize];
+    }
+
+    private int Home(Guid key)
+    {
+        var bytes = MemoryMarshal.AsBytes(new ReadOnlySpan<Guid>(in key));
+        ulong a = MemoryMarshal.Read<ulong>(bytes), b = MemoryMarshal.Read<ulong>(bytes[8..]);
+        // Fibonacci hashing of both halves: uids are random, but a test's or a simulator's need not be.
+        return (int)(((a ^ System.Numerics.BitOperations.RotateLeft(b, 31)) * 0x9E3779B97F4A7C15UL) >> shift);
+    }
+
+    private int Find(Guid key)
+    {
+        int mask = index.Length - 1;
+        for (int s = Home(key); ; s = (s + 1) & mask)
+        {
+            int at = index[s];
+            if (at == 0) return -1;
+            if (At(at - 1).Key == key) return s;
+        }
+    }
+
+    private void Place(Guid key, int entry)
+    {
+        int mask = index.Length - 1;
+        int s = Home(key);
+        while (index[s] != 0) s = (s + 1) & mask;
+        index[s] = entry;
+    }
+
+    private void Unplace(int hole)
+    {
+        int mask = index.Length - 1;
+        index[hole] = 0;
+        for (int j = (hole + 1) & mask; index[j] != 0; j = (j + 1) & mask)
+        {
+            int home = Home(At(index[j] - 1).Key);
+            // The entry at j may fill the hole unless its home lies cyclically in (hole, j].
+            if (((j - home) & mask) >= ((j - hole) & mask))
+            {
+                index[hole] = index[j];
+                index[j] = 0;
+                hole = j;
+            }
+        }
+    }
+
+    private void Rehash(int size)
+    {
+        index = new int[size];
+        shift = 64 - System.Numerics.BitOperations.Log2((uint)size);
+        for (int p = 0; p < count; p++) Place(At(p).Key, p + 1);
+    }
+}
+
+/// <summary>
+/// Reference-counted values parsed from JSON, shared by everything whose JSON is byte-for-byte equal:
+/// the thousands of pod shapes that carry the same default tolerations hold one parsed list.
+/// </summary>
+internal sealed class SharedParts<T> where T : class
+{
+    private sealed class Part(byte[] key, T value)
+    {
+        public readonly byte[] Key = key;
+        public readonly T Value = value;
+        public int Count = 1;
+    }
+
+    private readonly Dictionary<byte[], Part> parts = new(ContentComparer.Instance);
+
+    public int Count => parts.Count;
+
+    /// <summary>
+    /// The shared value for this JSON, parsed on first sight. <paramref name="key"/> is what to release
+    /// it with; null for empty JSON, whose value is not counted (parse it to a shared empty value).
+    /// </summary>
+    public T Acquire(byte[] json, Func<ReadOnlySpan<byte>, T> parse, out byte[]? key)
+    {
+        if (json.Length == 0) { key = null; return parse(json); }
+        if (parts.TryGetValue(json, out var part)) part.Count++;
+        else
+        {
+            // Parse before storing: JSON that fails to parse leaves nothing behind. The key is a copy,
+            // so the caller's buffer is never retained.
+            part = new Part(json.AsSpan().ToArray(), parse(json));
+            parts.Add(part.Key, part);
+        }
+        key = part.Key;
+        return part.Value;
+    }
+
+    public void Release(byte[] key)
+    {
+        var part = parts[key];
+        if (--part.Count == 0) parts.Remove(key);
+    }
+
+    private sealed class ContentComparer : IEqualityComparer<byte[]>
+    {
+        public static readonly ContentComparer Instance = new();
+
+        public bool Equals(byte[]? a, byte[]? b) => ReferenceEquals(a, b) || (a is not null && b is not null && a.AsSpan().SequenceEqual(b));
+
+        public int GetHashCode(byte[] b)
+        {
+            var h = new HashCode();
+            h.AddBytes(b);
+            return h.ToHashCode();
+        }
     }
 }

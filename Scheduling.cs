@@ -92,7 +92,7 @@ public sealed class PodShape
     public static readonly PodShape Empty = new()
     {
         Namespace = "", Owner = OwnerKind.None, NamePrefix = "", Traits = PodTraits.None, Priority = 0,
-        Labels = new Dictionary<string, string>(), NodeSelector = new Dictionary<string, string>(),
+        Labels = SmallMap<string>.Empty, NodeSelector = SmallMap<string>.Empty,
         RequiredNodeTerms = [], Tolerations = [], AntiAffinity = [],
     };
 
@@ -148,62 +148,76 @@ public sealed class PodShape
     public static PodShape Parse(string ns, OwnerKind owner, string? ownerName, string prefix, PodTraits traits, int priority,
         ReadOnlySpan<byte> labels, ReadOnlySpan<byte> nodeSelector, ReadOnlySpan<byte> affinity, ReadOnlySpan<byte> tolerations)
     {
-        var terms = new List<IReadOnlyList<NodeSelectorRequirement>>();
-        var anti = new List<HostnameAntiAffinity>();
-        if (!affinity.IsEmpty)
-        {
-            using var doc = JsonDocument.Parse(affinity.ToArray());
-            var a = doc.RootElement;
-            if (a.ValueKind == JsonValueKind.Object)
-            {
-                if (a.TryGetProperty("nodeAffinity", out var na) && na.ValueKind == JsonValueKind.Object
-                    && na.TryGetProperty("requiredDuringSchedulingIgnoredDuringExecution", out var req) && req.ValueKind == JsonValueKind.Object
-                    && req.TryGetProperty("nodeSelectorTerms", out var nst) && nst.ValueKind == JsonValueKind.Array)
-                {
-                    foreach (var term in nst.EnumerateArray())
-                    {
-                        var reqs = new List<NodeSelectorRequirement>();
-                        if (term.TryGetProperty("matchExpressions", out var me) && me.ValueKind == JsonValueKind.Array)
-                            foreach (var x in me.EnumerateArray()) reqs.Add(Scheduling.Requirement(x));
-                        // matchFields only supports metadata.name: treat it as the hostname label.
-                        if (term.TryGetProperty("matchFields", out var mf) && mf.ValueKind == JsonValueKind.Array)
-                            foreach (var x in mf.EnumerateArray())
-                            {
-                                var r = Scheduling.Requirement(x);
-                                reqs.Add(r with { Key = r.Key == "metadata.name" ? "kubernetes.io/hostname" : r.Key });
-                            }
-                        terms.Add(reqs);
-                    }
-                }
-                if (a.TryGetProperty("podAntiAffinity", out var pa) && pa.ValueKind == JsonValueKind.Object
-                    && pa.TryGetProperty("requiredDuringSchedulingIgnoredDuringExecution", out var preq) && preq.ValueKind == JsonValueKind.Array)
-                {
-                    foreach (var term in preq.EnumerateArray())
-                    {
-                        if (!term.TryGetProperty("topologyKey", out var tk) || tk.GetString() != "kubernetes.io/hostname") continue;
-                        var selector = term.TryGetProperty("labelSelector", out var ls) ? LabelSelectorSpec.Parse(ls) : LabelSelectorSpec.Nothing;
-                        var namespaces = new List<string>();
-                        if (term.TryGetProperty("namespaces", out var nss) && nss.ValueKind == JsonValueKind.Array)
-                            foreach (var n in nss.EnumerateArray()) if (n.GetString() is { } s) namespaces.Add(s);
-                        anti.Add(new HostnameAntiAffinity(selector, namespaces));
-                    }
-                }
-            }
-        }
-        var tols = new List<Toleration>();
-        if (!tolerations.IsEmpty)
-        {
-            using var doc = JsonDocument.Parse(tolerations.ToArray());
-            if (doc.RootElement.ValueKind == JsonValueKind.Array)
-                foreach (var t in doc.RootElement.EnumerateArray())
-                    tols.Add(new Toleration(Str(t, "key"), Str(t, "operator") ?? "Equal", Str(t, "value"), Str(t, "effect")));
-        }
+        var a = ParseAffinity(affinity);
+        var tols = ParseTolerations(tolerations);
         return new PodShape
         {
             Namespace = ns, Owner = owner, OwnerName = ownerName, NamePrefix = prefix, Traits = traits, Priority = priority,
             Labels = Scheduling.StringMap(labels), NodeSelector = Scheduling.StringMap(nodeSelector),
-            RequiredNodeTerms = terms, Tolerations = tols, AntiAffinity = anti,
+            RequiredNodeTerms = a.RequiredNodeTerms, Tolerations = tols, AntiAffinity = a.AntiAffinity,
         };
+    }
+
+    /// <summary>The parts of spec.affinity that Karpetrack reads: required node affinity and hostname anti-affinity.</summary>
+    public sealed record AffinityRules(IReadOnlyList<IReadOnlyList<NodeSelectorRequirement>> RequiredNodeTerms, IReadOnlyList<HostnameAntiAffinity> AntiAffinity)
+    {
+        public static readonly AffinityRules None = new([], []);
+    }
+
+    public static AffinityRules ParseAffinity(ReadOnlySpan<byte> affinity)
+    {
+        if (affinity.IsEmpty) return AffinityRules.None;
+        var terms = new List<IReadOnlyList<NodeSelectorRequirement>>();
+        var anti = new List<HostnameAntiAffinity>();
+        using var doc = JsonDocument.Parse(affinity.ToArray());
+        var a = doc.RootElement;
+        if (a.ValueKind == JsonValueKind.Object)
+        {
+            if (a.TryGetProperty("nodeAffinity", out var na) && na.ValueKind == JsonValueKind.Object
+                && na.TryGetProperty("requiredDuringSchedulingIgnoredDuringExecution", out var req) && req.ValueKind == JsonValueKind.Object
+                && req.TryGetProperty("nodeSelectorTerms", out var nst) && nst.ValueKind == JsonValueKind.Array)
+            {
+                foreach (var term in nst.EnumerateArray())
+                {
+                    var reqs = new List<NodeSelectorRequirement>();
+                    if (term.TryGetProperty("matchExpressions", out var me) && me.ValueKind == JsonValueKind.Array)
+                        foreach (var x in me.EnumerateArray()) reqs.Add(Scheduling.Requirement(x));
+                    // matchFields only supports metadata.name: treat it as the hostname label.
+                    if (term.TryGetProperty("matchFields", out var mf) && mf.ValueKind == JsonValueKind.Array)
+                        foreach (var x in mf.EnumerateArray())
+                        {
+                            var r = Scheduling.Requirement(x);
+                            reqs.Add(r with { Key = r.Key == "metadata.name" ? "kubernetes.io/hostname" : r.Key });
+                        }
+                    terms.Add(reqs.ToArray());
+                }
+            }
+            if (a.TryGetProperty("podAntiAffinity", out var pa) && pa.ValueKind == JsonValueKind.Object
+                && pa.TryGetProperty("requiredDuringSchedulingIgnoredDuringExecution", out var preq) && preq.ValueKind == JsonValueKind.Array)
+            {
+                foreach (var term in preq.EnumerateArray())
+                {
+                    if (!term.TryGetProperty("topologyKey", out var tk) || tk.GetString() != "kubernetes.io/hostname") continue;
+                    var selector = term.TryGetProperty("labelSelector", out var ls) ? LabelSelectorSpec.Parse(ls) : LabelSelectorSpec.Nothing;
+                    var namespaces = new List<string>();
+                    if (term.TryGetProperty("namespaces", out var nss) && nss.ValueKind == JsonValueKind.Array)
+                        foreach (var n in nss.EnumerateArray()) if (n.GetString() is { } s) namespaces.Add(s);
+                    anti.Add(new HostnameAntiAffinity(selector, namespaces.ToArray()));
+                }
+            }
+        }
+        return terms.Count == 0 && anti.Count == 0 ? AffinityRules.None : new AffinityRules(terms.ToArray(), anti.ToArray());
+    }
+
+    public static IReadOnlyList<Toleration> ParseTolerations(ReadOnlySpan<byte> tolerations)
+    {
+        if (tolerations.IsEmpty) return [];
+        var tols = new List<Toleration>();
+        using var doc = JsonDocument.Parse(tolerations.ToArray());
+        if (doc.RootElement.ValueKind == JsonValueKind.Array)
+            foreach (var t in doc.RootElement.EnumerateArray())
+                tols.Add(new Toleration(Str(t, "key"), Str(t, "operator") ?? "Equal", Str(t, "value"), Str(t, "effect")));
+        return tols.Count == 0 ? [] : tols.ToArray();
     }
 
     private static string? Str(JsonElement e, string name) =>
@@ -222,19 +236,24 @@ public static class Scheduling
         return new NodeSelectorRequirement(key, op, values);
     }
 
-    /// <summary>Shared by every shape without labels or selectors; never written to.</summary>
-    private static readonly IReadOnlyDictionary<string, string> NoStrings = new Dictionary<string, string>();
-
     public static IReadOnlyDictionary<string, string> StringMap(ReadOnlySpan<byte> json)
     {
-        if (json.IsEmpty) return NoStrings;
+        if (json.IsEmpty) return SmallMap<string>.Empty;
         using var doc = JsonDocument.Parse(json.ToArray());
-        if (doc.RootElement.ValueKind != JsonValueKind.Object) return NoStrings;
-        var map = new Dictionary<string, string>(StringComparer.Ordinal);
-        // Label keys repeat across thousands of shapes: one string each.
+        if (doc.RootElement.ValueKind != JsonValueKind.Object) return SmallMap<string>.Empty;
+        var keys = new List<string>();
+        var values = new List<string>();
         foreach (var p in doc.RootElement.EnumerateObject())
-            if (p.Value.ValueKind == JsonValueKind.String) map[string.Intern(p.Name)] = p.Value.GetString()!;
-        return map.Count == 0 ? NoStrings : map;
+        {
+            if (p.Value.ValueKind != JsonValueKind.String) continue;
+            // Label keys repeat across thousands of shapes: one string each.
+            var key = string.Intern(p.Name);
+            var value = p.Value.GetString()!;
+            int at = keys.IndexOf(key);
+            if (at >= 0) values[at] = value;   // a repeated key: the last value wins where the first stood, as in a Dictionary
+            else { keys.Add(key); values.Add(value); }
+        }
+        return keys.Count == 0 ? SmallMap<string>.Empty : new SmallMap<string>(keys.ToArray(), values.ToArray());
     }
 
     /// <summary>
@@ -282,4 +301,57 @@ public static class Scheduling
 
     public static string Describe(IReadOnlyDictionary<string, string> map) =>
         string.Join(",", map.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}"));
+}
+
+/// <summary>
+/// A small immutable map from strings, kept as two arrays in the order it was built: a pod's handful
+/// of labels, or a node's namespaces, in about half a Dictionary's bytes. Lookups scan, which for a
+/// handful of keys is as fast as hashing.
+/// </summary>
+public sealed class SmallMap<TValue> : IReadOnlyDictionary<string, TValue>
+{
+    private readonly string[] keys;
+    private readonly TValue[] values;
+
+    public static readonly SmallMap<TValue> Empty = new([], []);
+
+    /// <summary>Each key once; values in the same order. Both arrays are kept, not copied.</summary>
+    internal SmallMap(string[] keys, TValue[] values)
+    {
+        if (keys.Length != values.Length) throw new ArgumentException("one value per key", nameof(values));
+        this.keys = keys;
+        this.values = values;
+    }
+
+    public int Count => keys.Length;
+
+    public TValue this[string key] => TryGetValue(key, out var v) ? v : throw new KeyNotFoundException($"{key} is not present");
+
+    public IEnumerable<string> Keys => keys;
+
+    public IEnumerable<TValue> Values => values;
+
+    public bool ContainsKey(string key) => IndexOf(key) >= 0;
+
+    public bool TryGetValue(string key, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out TValue value)
+    {
+        int i = IndexOf(key);
+        value = i >= 0 ? values[i] : default;
+        return i >= 0;
+    }
+
+    private int IndexOf(string key)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        for (int i = 0; i < keys.Length; i++)
+            if (string.Equals(keys[i], key, StringComparison.Ordinal)) return i;
+        return -1;
+    }
+
+    public IEnumerator<KeyValuePair<string, TValue>> GetEnumerator()
+    {
+        for (int i = 0; i < keys.Length; i++) yield return new KeyValuePair<string, TValue>(keys[i], values[i]);
+    }
+
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
 }

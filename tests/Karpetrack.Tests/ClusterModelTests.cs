@@ -148,6 +148,92 @@ public class ClusterModelTests
     }
 
     [Fact]
+    public void RelistKeepsPodsUpsertedDuringItAndForgetsTheRestAcrossManyPods()
+    {
+        var m = new ClusterModel(Table);
+        m.UpsertNode(Node("a", cpuMilli: 1_000_000));
+        for (int i = 0; i < 3_000; i++) m.UpsertPod(Pod($"p{i}", "a", 10, 0));
+        m.BeginPodRelist();
+        for (int i = 0; i < 3_000; i += 3) m.UpsertPod(Pod($"p{i}", "a", 10, 0));
+        m.DeletePod(Json.StableGuid("p3"));                       // a deletion during the relist
+        m.UpsertPod(Pod("new", "a", 10, 0));
+        Assert.Equal(2_000, m.EndPodRelist());
+        Assert.Equal(1_000, m.PodCount);
+        Assert.Equal(10_000, View(m, "a").Allocated[0]);
+        Assert.Equal(0, m.EndPodRelist());                         // no relist under way: nothing to delete
+
+        // A later relist starts from a clean slate: being seen in the previous one does not count.
+        m.BeginPodRelist();
+        m.UpsertPod(Pod("new", "a", 10, 0));
+        Assert.Equal(999, m.EndPodRelist());
+        Assert.Equal(["new"], m.Pods().Select(p => p.Name));
+    }
+
+    [Fact]
+    public void PodNamesSurviveCompactStorage()
+    {
+        var m = new ClusterModel(Table);
+        m.UpsertNode(Node("node-1"));
+        PodRecord Owned(string name, string owner, OwnerKind kind = OwnerKind.ReplicaSet, string? node = "node-1")
+        {
+            var p = Pod(name, node, 10, 0, owner: kind);
+            p.OwnerName = owner;
+            return p;
+        }
+        m.UpsertPod(Owned("web-7d9f8-x2k4q", "web-7d9f8"));            // a five-character suffix
+        m.UpsertPod(Owned("db-0", "db", OwnerKind.StatefulSet));          // an ordinal
+        m.UpsertPod(Owned("job-abcdefghijkl", "job", OwnerKind.Job));    // twelve characters: does not fit 32 bits
+        m.UpsertPod(Owned("job-zzzzzzz", "job", OwnerKind.Job));         // seven
+        m.UpsertPod(Owned("kube-proxy-node-1", "node-1", OwnerKind.Mirror));
+        m.UpsertPod(Owned("bare", ""));
+        m.UpsertPod(Owned("pending-abc12", "pending", node: null));
+        Assert.Equal(["bare", "db-0", "job-abcdefghijkl", "job-zzzzzzz", "kube-proxy-node-1", "web-7d9f8-x2k4q"],
+            m.PodsOn("node-1").Select(p => p.Name).Order(StringComparer.Ordinal));
+        m.DeletePod(Json.StableGuid("job-abcdefghijkl"));
+        m.UpsertPod(Owned("job-abcdefghijkl", "job", OwnerKind.Job));
+        Assert.Contains("job-abcdefghijkl", m.PodsOn("node-1").Select(p => p.Name));
+    }
+
+    [Fact]
+    public void ShapesShareTheirNamespaceAndPartsAndGiveThemBackWhenTheLastPodGoes()
+    {
+        var m = new ClusterModel(Table);
+        m.UpsertNode(Node("a"));
+        PodRecord Shaped(string name, string app, string ns)
+        {
+            var p = Pod(name, "a", 10, 0);
+            p.OwnerName = app;
+            p.Namespace = new string(ns.AsSpan());                      // a fresh string each time, as the decoder makes
+            p.LabelsJson = System.Text.Encoding.UTF8.GetBytes($$"""{"app":"{{app}}"}""");
+            p.TolerationsJson = """[{"key":"node.kubernetes.io/not-ready","operator":"Exists","effect":"NoExecute","tolerationSeconds":300}]"""u8.ToArray();
+            p.NodeSelectorJson = """{"disk":"ssd"}"""u8.ToArray();
+            return p;
+        }
+        m.UpsertPod(Shaped("one-a", "one", "team"));
+        m.UpsertPod(Shaped("two-a", "two", "team"));
+        m.UpsertPod(Shaped("two-b", "two", "team"));
+        Assert.Equal(2, m.ShapeCount);
+        var pods = m.Pods();
+        var one = pods.Single(p => p.Name == "one-a").Shape;
+        var two = pods.Single(p => p.Name == "two-a").Shape;
+        Assert.Same(two, pods.Single(p => p.Name == "two-b").Shape);
+        Assert.NotSame(one, two);
+        Assert.Same(one.Namespace, two.Namespace);
+        Assert.Same(one.Tolerations, two.Tolerations);
+        Assert.Same(one.NodeSelector, two.NodeSelector);
+        Assert.Equal("two", two.Labels["app"]);
+        Assert.Equal("ssd", two.NodeSelector["disk"]);
+        Assert.Single(two.Tolerations);
+        Assert.Equal(["team"], View(m, "a").NamespaceRequests.Keys);
+
+        foreach (var p in new[] { "one-a", "two-a", "two-b" }) m.DeletePod(Json.StableGuid(p));
+        Assert.Equal(0, m.ShapeCount);
+        Assert.Empty(View(m, "a").NamespaceRequests);
+        m.UpsertPod(Shaped("two-c", "two", "other"));
+        Assert.Equal(["other"], View(m, "a").NamespaceRequests.Keys);
+    }
+
+    [Fact]
     public void SnapshotsAreImmutableAndSharedWhenNothingChanged()
     {
         var m = new ClusterModel(Table);
@@ -161,6 +247,29 @@ public class ClusterModelTests
         Assert.Same(s1.Nodes[0], s2.Nodes[0]);          // untouched node keeps its view
         Assert.Equal(0, s1.Nodes[1].Allocated[0]);      // the old snapshot did not change
         Assert.Equal(100, s2.Nodes[1].Allocated[0]);
+    }
+
+    [Fact]
+    public void AnOldSnapshotKeepsItsTalliesWhileTheModelChanges()
+    {
+        var m = new ClusterModel(Table);
+        m.UpsertNode(Node("a"));
+        m.UpsertPod(Pod("p", "a", 100, 10));
+        m.UpsertPod(Pod("ds", "a", 5, 1, owner: OwnerKind.DaemonSet));
+        var before = View(m, "a");
+        m.UpsertPod(Pod("q", "a", 200, 20));
+        m.UpsertPod(Pod("ds2", "a", 7, 1, owner: OwnerKind.DaemonSet));
+        m.DeletePod(Json.StableGuid("p"));
+        var after = View(m, "a");
+        Assert.Equal([105L, 11L], before.Allocated);
+        Assert.Equal([5L, 1L], before.DaemonSetOverhead);
+        Assert.Equal([105L, 11L], before.NamespaceRequests["default"]);
+        Assert.Equal([212L, 22L], after.Allocated);
+        Assert.Equal([12L, 2L], after.DaemonSetOverhead);
+        Assert.Equal([212L, 22L], after.NamespaceRequests["default"]);
+        m.DeletePod(Json.StableGuid("q"));
+        Assert.Equal([212L, 22L], after.NamespaceRequests["default"]);
+        Assert.Equal([12L, 2L], View(m, "a").NamespaceRequests["default"]);
     }
 
     [Fact]

@@ -401,18 +401,22 @@ public static class Recommender
         var newNodes = solution.NewBins.GroupBy(b => b.Type.Name)
             .Select(g => new NewNode(g.Key, g.Count(), g.First().Type.PricePerHour))
             .OrderBy(n => n.ServerClass, StringComparer.Ordinal).ToList();
-        var served = solution.NewBins.SelectMany(b => b.Items).Select(i => Describe(pending[i])).Order(StringComparer.Ordinal).ToList();
-        var moves = new List<PodMove>();
+        // Each pod's name is built once, and each sort done once: a plan for 100k pending pods is mostly names and sorts.
+        var moves = new List<PodMove>(pending.Length);
         var counter = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var bin in solution.NewBins)
         {
             int n = counter[bin.Type.Name] = counter.GetValueOrDefault(bin.Type.Name) + 1;
-            foreach (var i in bin.Items) moves.Add(new PodMove(pending[i].Namespace, pending[i].Name, "", $"{bin.Type.Name}#{n}"));
+            var to = $"{bin.Type.Name}#{n}";
+            foreach (var i in bin.Items) moves.Add(new PodMove(pending[i].Namespace, pending[i].Name, "", to));
         }
+        var served = new string[moves.Count];
+        for (int k = 0; k < moves.Count; k++) served[k] = moves[k].Namespace + "/" + moves[k].Pod;
+        Array.Sort(served, StringComparer.Ordinal);
         var gap = solution.LowerBound > 0 ? (solution.Cost - solution.LowerBound) / solution.LowerBound * 100 : 0;
         var reasons = new List<string>
         {
-            $"{served.Count} pending pods fit on no existing node; the cheapest new capacity is {string.Join(", ", newNodes.Select(n => $"{n.Count}× {n.ServerClass}"))} for {solution.Cost:0.###} $/h",
+            $"{served.Length} pending pods fit on no existing node; the cheapest new capacity is {string.Join(", ", newNodes.Select(n => $"{n.Count}× {n.ServerClass}"))} for {solution.Cost:0.###} $/h",
             $"lower bound {solution.LowerBound:0.###} $/h ({gap:0.#} % gap, {solution.Strategy})",
         };
         int onProvisioning = solution.OnExisting.Count(x => existing[x.Value].Name.StartsWith(ProvisioningPrefix, StringComparison.Ordinal));
@@ -651,19 +655,20 @@ public static class Recommender
         foreach (var p in evicted)
             foreach (var b in (pdbIndex.GetValueOrDefault(p.Namespace) ?? []).Where(b => b.Selector.Matches(p.Shape.Labels)))
                 headroom = headroom < 0 ? b.DisruptionsAllowed : Math.Min(headroom, b.DisruptionsAllowed);
+        // Sorted once, here; the id hashes the same order.
+        moves.Sort(static (a, b) => string.CompareOrdinal(a.Namespace, b.Namespace) is var c and not 0 ? c : string.CompareOrdinal(a.Pod, b.Pod));
         var id = StableId(type, nodes, newNodes, pendingPods, moves);
-        return new Recommendation(id, type, nodes, newNodes, moves.OrderBy(m => m.Namespace, StringComparer.Ordinal).ThenBy(m => m.Pod, StringComparer.Ordinal).ToList(),
-            pendingPods, current, next, bound, evicted.Length, headroom, reasons);
+        return new Recommendation(id, type, nodes, newNodes, moves, pendingPods, current, next, bound, evicted.Length, headroom, reasons);
     }
 
-    /// <summary>Same content, same id: type, nodes, new classes and the pods involved, hashed.</summary>
+    /// <summary>Same content, same id: type, nodes, new classes and the pods involved (moves in Build's order), hashed.</summary>
     private static string StableId(RecommendationType type, IReadOnlyList<string> nodes, IReadOnlyList<NewNode> newNodes, IReadOnlyList<string> pending, List<PodMove> moves)
     {
         var sb = new StringBuilder();
         sb.Append(type).Append('|').AppendJoin(',', nodes).Append('|');
         foreach (var n in newNodes) sb.Append(n.ServerClass).Append('×').Append(n.Count).Append(',');
         sb.Append('|').AppendJoin(',', pending).Append('|');
-        foreach (var m in moves.OrderBy(m => m.Namespace, StringComparer.Ordinal).ThenBy(m => m.Pod, StringComparer.Ordinal)) sb.Append(m.Namespace).Append('/').Append(m.Pod).Append(',');
+        foreach (var m in moves) sb.Append(m.Namespace).Append('/').Append(m.Pod).Append(',');
         var hash = SHA256.HashData(Encoding.UTF8.GetBytes(sb.ToString()));
         return type.ToString().ToLowerInvariant()[..3] + "-" + Convert.ToHexStringLower(hash)[..12];
     }

@@ -74,7 +74,10 @@ public class ApproveEndToEndTests(ApproveProcess fixture) : IClassFixture<Approv
             try
             {
                 plan = await List();
-                var advisory = plan.Recommendations.FirstOrDefault(r => r.ActuationState.StartsWith("advisory only", StringComparison.Ordinal));
+                // A delete-empty one if there is one: its id depends on its node alone, so approvals of
+                // other recommendations (which change the moves in the plan) do not change it.
+                var advisory = plan.Recommendations.Where(r => r.ActuationState.StartsWith("advisory only", StringComparison.Ordinal))
+                    .OrderBy(r => r.Type == Pb.RecommendationType.DeleteEmpty ? 0 : 1).FirstOrDefault();
                 // Empty nodes first: removing one evicts nothing, so it is carried out at once.
                 var waiting = plan.Recommendations.Where(r => r.ActuationState == Waiting && r.Nodes.Count > 0)
                     .OrderBy(r => r.Type == Pb.RecommendationType.DeleteEmpty ? 0 : 1).ThenBy(r => r.Id, StringComparer.Ordinal).ToList();
@@ -141,7 +144,14 @@ public class ApproveEndToEndTests(ApproveProcess fixture) : IClassFixture<Approv
         var wrong = await Cli(["approve", untouched, "--server", Demo.GrpcAddress], wrongEnv);
         Assert.Equal(1, wrong.ExitCode);
         Assert.Equal("karpetrack: UNAUTHENTICATED: the bearer token does not match the approval token", wrong.Stderr.Trim());
+        // The plan moves on as approvals are carried out: ask about an advisory recommendation of the plan as it is now.
         var advisoryCli = await Cli(["approve", advisory.Id, "--server", Demo.GrpcAddress], env);
+        for (int attempt = 0; attempt < 5 && advisoryCli.Stderr.Contains("NOT_FOUND", StringComparison.Ordinal); attempt++)
+        {
+            var now = (await List()).Recommendations.FirstOrDefault(r => r.ActuationState.StartsWith("advisory only", StringComparison.Ordinal));
+            if (now is null) { await Task.Delay(500); continue; }
+            advisoryCli = await Cli(["approve", now.Id, "--server", Demo.GrpcAddress], env);
+        }
         Assert.Equal(1, advisoryCli.ExitCode);
         Assert.StartsWith("karpetrack: FAILED_PRECONDITION: advisory only", advisoryCli.Stderr);
 

@@ -7,7 +7,7 @@ public sealed record TableColumn(string Name, string Type, string Format, string
 
 /// <summary>
 /// Server-side printing (meta.k8s.io/v1 Table) the way kubectl asks for it, with the columns the
-/// real apiserver prints for nodes and pods. Other resources get Name and Age.
+/// real apiserver prints for nodes, pods and events. Other resources get Name and Age.
 /// </summary>
 internal static class KubeTables
 {
@@ -38,6 +38,18 @@ internal static class KubeTables
         new("Readiness Gates", "string", "", "If specified, all readiness gates will be evaluated for pod readiness.", 1),
     ];
 
+    private static readonly TableColumn[] EventColumns =
+    [
+        new("Last Seen", "string", "", "The time at which the most recent occurrence of this event was recorded.", 0),
+        new("Type", "string", "", "Type of this event (Normal, Warning), new types could be added in the future.", 0),
+        new("Reason", "string", "", "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.", 0),
+        new("Object", "string", "", "The object that this event is about.", 0),
+        new("Source", "string", "", "The component reporting this event.", 1),
+        new("Message", "string", "", "A human-readable description of the status of this operation.", 0),
+        new("Count", "integer", "", "The number of times this event has occurred.", 1),
+        new("Name", "string", "name", "Name must be unique within a namespace.", 1),
+    ];
+
     private static readonly TableColumn[] GenericColumns =
     [
         new("Name", "string", "name", "Name must be unique within a namespace.", 0),
@@ -48,6 +60,7 @@ internal static class KubeTables
     {
         "nodes" => NodeColumns,
         "pods" => PodColumns,
+        "events" => EventColumns,
         _ => GenericColumns,
     };
 
@@ -103,6 +116,7 @@ internal static class KubeTables
         {
             case "nodes": NodeCells(w, root, now); break;
             case "pods": PodCells(w, root, now); break;
+            case "events": EventCells(w, root, now); break;
             default:
                 w.WriteStringValue(Str(root, "metadata", "name"));
                 w.WriteStringValue(Age(root, now));
@@ -127,6 +141,20 @@ internal static class KubeTables
             }
         }
         w.WriteEndObject();
+    }
+
+    /// <summary>As `kubectl get events` prints them: the object as kind/name, lower-cased kind.</summary>
+    private static void EventCells(Utf8JsonWriter w, JsonElement e, DateTimeOffset now)
+    {
+        var last = KubeTime.Parse(Str(e, "lastTimestamp")) ?? KubeTime.Parse(Str(e, "eventTime")) ?? KubeTime.Parse(Str(e, "metadata", "creationTimestamp"));
+        w.WriteStringValue(last is { } t ? HumanDuration(now - t) : "<unknown>");
+        w.WriteStringValue(Str(e, "type"));
+        w.WriteStringValue(Str(e, "reason"));
+        w.WriteStringValue($"{Str(e, "involvedObject", "kind").ToLowerInvariant()}/{Str(e, "involvedObject", "name")}");
+        w.WriteStringValue(Str(e, "source", "component"));
+        w.WriteStringValue(Str(e, "message"));
+        w.WriteNumberValue(Path(e, "count") is { ValueKind: JsonValueKind.Number } c ? c.GetInt64() : 1);
+        w.WriteStringValue(Str(e, "metadata", "name"));
     }
 
     private static void NodeCells(Utf8JsonWriter w, JsonElement node, DateTimeOffset now)

@@ -123,6 +123,12 @@ public sealed class KubectlWriteTests : IAsyncLifetime
         r = await Kubectl(TimeSpan.FromSeconds(30), "get", "events", "-o", "jsonpath={range .items[*]}{.reason} {.involvedObject.name} {.message}{\"\\n\"}{end}");
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Contains("Cordoned some-node cordoned by karpetrack", r.Stdout);
+        // The table kubectl prints, as for a real apiserver: LAST SEEN, TYPE, REASON, OBJECT, MESSAGE.
+        r = await Kubectl(TimeSpan.FromSeconds(30), "get", "events");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        var lines = r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Matches(@"^LAST SEEN\s+TYPE\s+REASON\s+OBJECT\s+MESSAGE$", lines[0].Trim());
+        Assert.Contains(lines, l => System.Text.RegularExpressions.Regex.IsMatch(l, @"^\S+\s+Normal\s+Cordoned\s+node/some-node\s+cordoned by karpetrack$"));
     }
 
     [Fact]

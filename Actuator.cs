@@ -24,7 +24,7 @@ public sealed record ActionStep(ActionKind Kind, string Target, string Detail)
         _ => "delete_pool",
     };
 
-    public static readonly string[] TypeLabels = ["create_pool", "wait_ready", "cordon", "drain", "delete_pool"];
+    public static readonly string[] TypeLabels = Enum.GetValues<ActionKind>().Select(LabelOf).ToArray();
 }
 
 /// <summary>
@@ -631,9 +631,10 @@ public sealed class Actuator
     private string? SavingsShortfall(Recommendation r, PriceBook book)
     {
         decimal now = 0, next = 0;
+        var snap = model.Snapshot();
         foreach (var n in r.Nodes)
         {
-            var v = model.Snapshot().Nodes.FirstOrDefault(x => x.Name == n);
+            var v = snap.Nodes.FirstOrDefault(x => x.Name == n);
             if (v is null || book.NodePrice(v.ServerClass, v.CapacityType) is not { } p) return $"{n} has no price now";
             now += p;
         }
@@ -695,7 +696,7 @@ public sealed class Actuator
             var (pool, cls) = op.NewPools[op.Created];
             if (!book.Classes.TryGetValue(cls, out var pc) || options.Bids.Bid(pc.Prices) is not { } bid)
             {
-                Count("create_pool", "failed");
+                Count(ActionKind.CreatePool, "failed");
                 await FailAndCleanUpAsync(op, $"no bid for {cls} within the policy (cap {options.Bids.Cap?.ToString(CultureInfo.InvariantCulture) ?? "none"})", ct).ConfigureAwait(false);
                 return;
             }
@@ -708,12 +709,12 @@ public sealed class Actuator
             try
             {
                 var created = await spot!.CreateNodePoolAsync(new SpotNodePoolSpec(pool, cls, 1, bid, options.Cloudspace, labels), options.Bids.Cap, ct).ConfigureAwait(false);
-                Count("create_pool", "succeeded");
+                Count(ActionKind.CreatePool, "succeeded");
                 Audit("SpotNodePool", pool, "PoolCreated", $"created Spot pool {pool} ({cls}, bid {created.BidPrice}) for {op.Rec.Id}", "Normal", ct);
             }
             catch (SpotApiException e) when (!IsTransient(e))
             {
-                Count("create_pool", "failed");
+                Count(ActionKind.CreatePool, "failed");
                 await FailAndCleanUpAsync(op, $"the Spot API refused pool {pool} ({cls}): {e.ServerMessage ?? e.Message}", ct).ConfigureAwait(false);
                 return;
             }
@@ -731,7 +732,7 @@ public sealed class Actuator
         int joined = op.NewPools.Count(p => ready.Contains(p.Pool));
         if (joined == op.NewPools.Count)
         {
-            Count("wait_ready", "succeeded");
+            Count(ActionKind.WaitReady, "succeeded");
             lock (gate) lastScaleUp = clock.GetUtcNow();
             if (op.Rec.Nodes.Count == 0)
             {
@@ -744,7 +745,7 @@ public sealed class Actuator
                 ?? op.Rec.Nodes.Select(n => snap.Nodes.FirstOrDefault(v => v.Name == n) is { } v ? LiveBlockers(v, book).FirstOrDefault()?.Reason : $"{n} is gone").FirstOrDefault(x => x is not null);
             if (why is not null)
             {
-                Count("cordon", "refused");
+                Count(ActionKind.Cordon, "refused");
                 await FailAndCleanUpAsync(op, "refused before the drain: " + why, ct).ConfigureAwait(false);
                 return;
             }
@@ -753,7 +754,7 @@ public sealed class Actuator
         }
         if (clock.GetUtcNow() - op.Started > options.ProvisioningTimeout)
         {
-            Count("wait_ready", "failed");
+            Count(ActionKind.WaitReady, "failed");
             await FailAndCleanUpAsync(op, $"{op.NewPools.Count - joined} of {op.NewPools.Count} new nodes not Ready after {options.ProvisioningTimeout.TotalMinutes:0} min", ct).ConfigureAwait(false);
             return;
         }
@@ -781,13 +782,13 @@ public sealed class Actuator
             try { await kube!.PatchNodeAsync(node, patch, ct).ConfigureAwait(false); }
             catch (KubeApiException e) when (e.StatusCode == 404)
             {
-                Count("cordon", "failed");
+                Count(ActionKind.Cordon, "failed");
                 await FailAndCleanUpAsync(op, $"{node} is gone", ct).ConfigureAwait(false);
                 return;
             }
             op.Cordoned.Add(node);
             lock (gate) disruptions.Add(now);
-            Count("cordon", "succeeded");
+            Count(ActionKind.Cordon, "succeeded");
             Audit("Node", node, "Cordoned", $"cordoned for {op.Rec.Id} ({op.Rec.Type})", "Normal", ct);
         }
         Set(op, Stage.Drain, $"in progress: draining {string.Join(", ", op.Rec.Nodes)}");
@@ -798,7 +799,7 @@ public sealed class Actuator
         var now = clock.GetUtcNow();
         if (now - op.StageSince > options.DrainTimeout)
         {
-            Count("drain", "failed");
+            Count(ActionKind.Drain, "failed");
             await FailAndCleanUpAsync(op, $"the drain did not finish in {options.DrainTimeout.TotalMinutes:0.#} min; uncordoned", ct).ConfigureAwait(false);
             return;
         }
@@ -815,7 +816,7 @@ public sealed class Actuator
                     .FirstOrDefault(b => b.Reason is BlockerReasons.NodeDoNotDisrupt or BlockerReasons.NodeScaleDownDisabled or BlockerReasons.PodDoNotDisrupt or BlockerReasons.PodSafeToEvictFalse);
                 if (blocked is not null)
                 {
-                    Count("drain", "failed");
+                    Count(ActionKind.Drain, "failed");
                     await FailAndCleanUpAsync(op, $"{node} became blocked during the drain ({blocked.Reason}); uncordoned", ct).ConfigureAwait(false);
                     return;
                 }
@@ -824,7 +825,7 @@ public sealed class Actuator
             if (left.Count == 0)
             {
                 op.Drained.Add(node);
-                Count("drain", "succeeded");
+                Count(ActionKind.Drain, "succeeded");
                 Audit("Node", node, "Drained", $"drained for {op.Rec.Id}", "Normal", ct);
                 continue;
             }
@@ -879,11 +880,11 @@ public sealed class Actuator
             }
             catch (SpotApiException e) when (!IsTransient(e))
             {
-                Count("delete_pool", "failed");
+                Count(ActionKind.DeletePool, "failed");
                 await FailAndCleanUpAsync(op, $"the Spot API refused to delete pool {pool} of {node}: {e.ServerMessage ?? e.Message}; uncordoned", ct).ConfigureAwait(false);
                 return;
             }
-            Count("delete_pool", "succeeded");
+            Count(ActionKind.DeletePool, "succeeded");
             Audit("Node", node, "PoolDeleted", $"deleted Spot pool {pool} for {op.Rec.Id}", "Normal", ct);
         }
         op.OldPools.Clear();
@@ -917,7 +918,7 @@ public sealed class Actuator
             try
             {
                 await spot!.DeleteNodePoolAsync(pool, ct).ConfigureAwait(false);
-                Count("delete_pool", "succeeded");
+                Count(ActionKind.DeletePool, "succeeded");
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
@@ -1030,14 +1031,14 @@ public sealed class Actuator
         foreach (var p in pools.Where(p => p.IsManaged && IsLost(p) && !withNodes.Contains(p.Name)))
         {
             await spot!.DeleteNodePoolAsync(p.Name, ct).ConfigureAwait(false);
-            Count("delete_pool", "succeeded");
+            Count(ActionKind.DeletePool, "succeeded");
             log.LogInformation("actuation: deleted pre-empted pool {Pool} ({Class}, bid {Bid}); its pods are pending demand again", p.Name, p.ServerClass, p.BidPrice);
             Audit("SpotNodePool", p.Name, "PoolPreempted", $"deleted pre-empted Spot pool {p.Name} ({p.ServerClass}, bid {p.BidPrice})", "Warning", ct);
             List<Operation> hit;
             lock (gate) hit = ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed) && o.NewPools.Any(x => x.Pool == p.Name)).ToList();
             foreach (var op in hit)
             {
-                Count("wait_ready", "failed");
+                Count(ActionKind.WaitReady, "failed");
                 await FailAndCleanUpAsync(op, $"pool {p.Name} lost its bid before its node was Ready", ct).ConfigureAwait(false);
             }
         }
@@ -1065,14 +1066,17 @@ public sealed class Actuator
 
     private static string KubeTime(DateTimeOffset t) => t.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
 
-    private static string TypeOf(Stage s) => s switch
+    /// <summary>The action type (metric label) of the step an operation is in.</summary>
+    private static string TypeOf(Stage s) => ActionStep.LabelOf(s switch
     {
-        Stage.CreatePools => "create_pool",
-        Stage.WaitReady => "wait_ready",
-        Stage.Cordon => "cordon",
-        Stage.Drain => "drain",
-        _ => "delete_pool",
-    };
+        Stage.CreatePools => ActionKind.CreatePool,
+        Stage.WaitReady => ActionKind.WaitReady,
+        Stage.Cordon => ActionKind.Cordon,
+        Stage.Drain => ActionKind.Drain,
+        _ => ActionKind.DeletePool,
+    });
+
+    private void Count(ActionKind kind, string result) => Count(ActionStep.LabelOf(kind), result);
 
     private void Count(string type, string result)
     {

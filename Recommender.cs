@@ -377,21 +377,24 @@ public static class Recommender
         public bool AllowsNode(int c, NodeView n) => Classes[c].Shape.AllowsNode(n.Labels, n.Taints);
     }
 
+    /// <summary>Pods onto existing free capacity and the offered classes, each placement checked against the pod's constraints.</summary>
+    private static PackingProblem Problem(ShapeIndex shapes, IReadOnlyList<PackItem> items, List<Offer> offers, IReadOnlyList<ExistingBin> existing,
+        Dictionary<string, NodeView> views) => new()
+    {
+        Items = items,
+        Types = offers.Select(x => x.Bin).ToList(),
+        Existing = existing,
+        TypeAllows = (c, t) => shapes.AllowsOffer(c, offers[t.Id]),
+        BinAllows = (c, b) => shapes.AllowsNode(c, views[b.Name]),
+    };
+
     private static (Recommendation? Rec, List<(string, string)> Lost, decimal Cost, decimal Bound) Provision(
         PodFacts[] pending, List<Offer> offers, ClusterSnapshot snap, Dictionary<string, Demand> free, Dictionary<string, NodeView> views, RecommenderOptions o)
     {
         var shapes = new ShapeIndex(snap.Resources);
         var items = pending.Select((p, i) => shapes.Item(i, p)).ToList();
         var existing = free.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select((kv, i) => new ExistingBin(i, kv.Key, kv.Value)).ToList();
-        var problem = new PackingProblem
-        {
-            Items = items,
-            Types = offers.Select(x => x.Bin).ToList(),
-            Existing = existing,
-            TypeAllows = (c, t) => shapes.AllowsOffer(c, offers[t.Id]),
-            BinAllows = (c, b) => shapes.AllowsNode(c, views[b.Name]),
-        };
-        var solution = Packer.Solve(problem);
+        var solution = Packer.Solve(Problem(shapes, items, offers, existing, views));
         var lost = solution.Unplaced.Select(u => (Describe(pending[u.Item]), u.Reason)).ToList();
         // Room that pods take on existing nodes is no longer free for consolidation.
         foreach (var (item, bin) in solution.OnExisting)
@@ -579,14 +582,7 @@ public static class Recommender
         var items = pods.Select((p, i) => shapes.Item(i, p)).ToList();
         var existing = free.Where(kv => !names.Contains(kv.Key) && !removed.Contains(kv.Key)).OrderBy(kv => kv.Key, StringComparer.Ordinal)
             .Select((kv, i) => new ExistingBin(i, kv.Key, kv.Value)).ToList();
-        var solution = Packer.Solve(new PackingProblem
-        {
-            Items = items,
-            Types = offers.Select(x => x.Bin).ToList(),
-            Existing = existing,
-            TypeAllows = (c, t) => shapes.AllowsOffer(c, offers[t.Id]),
-            BinAllows = (c, b) => shapes.AllowsNode(c, views[b.Name]),
-        });
+        var solution = Packer.Solve(Problem(shapes, items, offers, existing, views));
         if (solution.Unplaced.Count > 0) return null;
         var current = group.Sum(g => g.Price);
         // Only the nodes that actually lose their pods count; a plan that keeps all of them is no consolidation.
@@ -689,14 +685,7 @@ public static class Recommender
         var items = pods.Select((p, i) => shapes.Item(i, p)).ToList();
         var existing = snap.Nodes.Where(IsDestination).OrderBy(n => n.Name, StringComparer.Ordinal)
             .Select((n, i) => new ExistingBin(i, n.Name, FreeOf(n, o))).ToList();
-        var solution = Packer.Solve(new PackingProblem
-        {
-            Items = items,
-            Types = offers.Select(x => x.Bin).ToList(),
-            Existing = existing,
-            TypeAllows = (c, t) => shapes.AllowsOffer(c, offers[t.Id]),
-            BinAllows = (c, b) => shapes.AllowsNode(c, views[b.Name]),
-        });
+        var solution = Packer.Solve(Problem(shapes, items, offers, existing, views));
         var placed = new Dictionary<int, (string Node, bool New)>();
         foreach (var (item, bin) in solution.OnExisting) placed[item] = (existing[bin].Name, false);
         var counter = new Dictionary<string, int>(StringComparer.Ordinal);

@@ -450,6 +450,54 @@ public class ActuationTests
                 && p["spec"]!["serverClass"]!.GetValue<string>() != cls), "new capacity for the pre-empted pods");
     }
 
+    /// <summary>
+    /// The class of the busiest Karpetrack node gets expensive, so replacing it by cheaper nodes pays
+    /// (its pods do not fit on the others, so removing it outright is not an option). Not the node
+    /// holding the ledger pods: their budget allows no disruption, so that node is blocked.
+    /// </summary>
+    private static DemoManagedNode MakeBusiestNodeExpensive(JsonObject feed, DemoCluster demo)
+    {
+        var pods = demo.Api.Store.List("pods").Items.Select(p => p.ToJsonObject())
+            .Where(p => p["metadata"]?["ownerReferences"]?[0]?["kind"]?.GetValue<string>() == "ReplicaSet")
+            .GroupBy(p => p["spec"]?["nodeName"]?.GetValue<string>() ?? "").ToDictionary(g => g.Key, g => g.ToList());
+        var busiest = demo.ManagedNodes
+            .Where(m => !pods.GetValueOrDefault(m.Node, []).Any(p => p["metadata"]?["labels"]?["app.kubernetes.io/name"]?.GetValue<string>() == "ledger"))
+            .OrderByDescending(m => pods.GetValueOrDefault(m.Node, []).Count).First();
+        var c = feed["regions"]!["us-east-iad-1"]!["serverclasses"]![busiest.ServerClass]!;
+        c["market_price"] = "0.900000";
+        c["20_percentile"] = 0.9; c["50_percentile"] = 0.9; c["80_percentile"] = 0.9;
+        return busiest;
+    }
+
+    [Fact]
+    public async Task AReplacementWhoseSavingIsBelowTheThresholdAtTodaysPricesIsRefused()
+    {
+        DemoManagedNode? busiest = null;
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { ScaleUpCooldown = TimeSpan.Zero },
+            editFeed: (feed, demo) => busiest = MakeBusiestNodeExpensive(feed, demo));
+        // The recommender still proposes the replacement; the actuator's own check uses a stricter threshold.
+        rig.Actuator.Thresholds = () => new RecommenderOptions { ReplaceThresholdPercent = 100 };
+        Recommendation? replace = null;
+        await rig.WaitAsync(() =>
+        {
+            replace ??= rig.Recommender.Current.Recommendations.FirstOrDefault(r => r.Type == RecommendationType.Replace && r.Nodes.Contains(busiest!.Node));
+            return replace is not null && rig.Actuator.StateOf(replace.Id) is { } st && st.StartsWith("refused: the saving fell to");
+        }, "the replacement refused for its saving");
+        Assert.False(IsCordoned(rig.Node(busiest!.Node)));
+        Assert.Null(rig.Spot.Pool(Actuator.PoolName(replace!.Id, 0)));
+    }
+
+    [Fact]
+    public async Task NoNodeIsDisruptedDuringTheCooldownAfterAScaleUp()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { ScaleUpCooldown = TimeSpan.FromMinutes(5) });
+        await rig.WaitAsync(() => rig.Count("create_pool", "succeeded") >= 1 && rig.Count("cordon", "refused") >= 1, "a scale-up, then a removal refused");
+        for (int i = 0; i < 5; i++) await rig.StepAsync();
+        Assert.Equal(0, rig.Count("cordon", "succeeded"));
+        Assert.Equal(0, Annotated(rig));
+        Assert.Contains(rig.Recommender.Current.Recommendations, r => rig.Actuator.StateOf(r.Id)?.StartsWith("refused: cooling down after a scale-up") == true);
+    }
+
     [Fact]
     public async Task AReplacementBringsItsNewNodesUpBeforeTheOldOneIsCordonedDrainedAndRemoved()
     {
@@ -458,19 +506,8 @@ public class ActuationTests
         DemoManagedNode? busiest = null;
         // No cooldown: the replacement is in the first plan and takes the one disruption slot at once
         // (later, once the pending pods are served, its pods would fit elsewhere and plain removal would win).
-        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { ScaleUpCooldown = TimeSpan.Zero }, editFeed: (feed, demo) =>
-        {
-            var pods = demo.Api.Store.List("pods").Items.Select(p => p.ToJsonObject())
-                .Where(p => p["metadata"]?["ownerReferences"]?[0]?["kind"]?.GetValue<string>() == "ReplicaSet")
-                .GroupBy(p => p["spec"]?["nodeName"]?.GetValue<string>() ?? "").ToDictionary(g => g.Key, g => g.ToList());
-            // Not one holding the ledger pods: their budget allows no disruption, so that node is blocked.
-            busiest = demo.ManagedNodes
-                .Where(m => !pods.GetValueOrDefault(m.Node, []).Any(p => p["metadata"]?["labels"]?["app.kubernetes.io/name"]?.GetValue<string>() == "ledger"))
-                .OrderByDescending(m => pods.GetValueOrDefault(m.Node, []).Count).First();
-            var c = feed["regions"]!["us-east-iad-1"]!["serverclasses"]![busiest.ServerClass]!;
-            c["market_price"] = "0.900000";
-            c["20_percentile"] = 0.9; c["50_percentile"] = 0.9; c["80_percentile"] = 0.9;
-        });
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { ScaleUpCooldown = TimeSpan.Zero },
+            editFeed: (feed, demo) => busiest = MakeBusiestNodeExpensive(feed, demo));
         Recommendation? replace = null;
         await rig.WaitAsync(() =>
         {

@@ -570,6 +570,10 @@ public sealed class ClusterModel
     /// </summary>
     public ClusterSnapshot Snapshot()
     {
+        // Nothing changed since the last snapshot: no lock, so a scrape never queues behind a writer
+        // or the recommender's copy. A change racing this read just means the snapshot of a moment ago.
+        var current = Volatile.Read(ref snapshot);
+        if (current is not null && current.Version == Volatile.Read(ref version)) return current;
         lock (gate)
         {
             if (snapshot is not null && snapshot.Version == version) return snapshot;
@@ -602,7 +606,7 @@ public sealed class ClusterModel
                 }
             }
             dirtyNodes.Clear();
-            snapshot = new ClusterSnapshot
+            var next = new ClusterSnapshot
             {
                 Resources = resources,
                 Nodes = views,
@@ -610,7 +614,8 @@ public sealed class ClusterModel
                 PendingPods = pendingPods,
                 Version = version,
             };
-            return snapshot;
+            Volatile.Write(ref snapshot, next);
+            return next;
         }
     }
 

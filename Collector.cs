@@ -400,11 +400,19 @@ public sealed class Collector
             await body.WriteAsync(segment, ct).ConfigureAwait(false);
     }
 
-    /// <summary>Writes to an HTTP response pipe, flushing about every 512 KiB rather than per block.</summary>
-    public async Task WriteAsync(System.IO.Pipelines.PipeWriter body, CancellationToken ct)
+    /// <summary>
+    /// Writes to an HTTP response with its Content-Length set (no chunk framing, and the client can
+    /// size its buffer once), flushing about every 512 KiB rather than per block.
+    /// </summary>
+    public async Task WriteAsync(HttpResponse response, CancellationToken ct)
     {
+        var segments = RenderSegments();
+        long length = 0;
+        foreach (var s in segments) length += s.Length;
+        response.ContentLength = length;
+        var body = response.BodyWriter;
         long pending = 0;
-        foreach (var segment in RenderSegments())
+        foreach (var segment in segments)
         {
             body.Write(segment.Span);
             pending += segment.Length;

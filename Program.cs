@@ -334,7 +334,7 @@ public sealed class Service : IAsyncDisposable
             }
             else
             {
-                await collector.WriteAsync(ctx.Response.BodyWriter, ctx.RequestAborted);
+                await collector.WriteAsync(ctx.Response, ctx.RequestAborted);
             }
         });
         app.MapGet("/healthz", () => Results.Text("ok\n"));

@@ -576,6 +576,8 @@ public sealed partial class KubeApiServer : IAsyncDisposable
             var reader = watcher.Reader;
             while (await reader.WaitToReadAsync(stop.Token).ConfigureAwait(false))
             {
+                var delivery = Store.WatchDelivery;
+                if (!delivery.IsCompleted) await delivery.WaitAsync(stop.Token).ConfigureAwait(false);
                 // Drain what is queued, then flush once: per-event delivery when quiet, batching when busy.
                 pending = 0;
                 while (pending < FlushThreshold && reader.TryRead(out var item))

@@ -181,6 +181,7 @@ public sealed class ObjectStore
     private readonly int _historyLimit;
     private readonly int _watcherCapacity;
     private long _resourceVersion;
+    private TaskCompletionSource _delivery = Open();
 
     public ObjectStore(int watchHistoryLimit = 20_000, int watcherCapacity = 100_000, long initialResourceVersion = 1)
     {
@@ -442,6 +443,31 @@ public sealed class ObjectStore
     internal void RequestBookmark(Watcher watcher)
     {
         lock (_lock) watcher.Offer(new BookmarkItem(_resourceVersion));
+    }
+
+    /// <summary>
+    /// Holds delivery on every watch stream until <see cref="ReleaseWatches"/>; events keep queueing
+    /// (up to each watcher's capacity). A benchmark builds a backlog this way, so what it then times is
+    /// how fast the client drains it, not how fast this store can produce changes.
+    /// </summary>
+    internal void HoldWatches()
+    {
+        lock (_lock) if (_delivery.Task.IsCompleted) _delivery = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    internal void ReleaseWatches()
+    {
+        lock (_lock) _delivery.TrySetResult();
+    }
+
+    /// <summary>Completed while watch delivery is open.</summary>
+    internal Task WatchDelivery { get { lock (_lock) return _delivery.Task; } }
+
+    private static TaskCompletionSource Open()
+    {
+        var open = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        open.SetResult();
+        return open;
     }
 
     internal int InjectRaw(string resource, byte[] line)

@@ -6,7 +6,7 @@ namespace Karpetrack.Bench;
 /// <summary>
 /// `Karpetrack.Bench serve`: the embedded API server holding the synthetic cluster, in a process of
 /// its own so that the service under test shares the machine with it but not a heap. Commands on
-/// stdin: `churn N` modifies N pods as fast as the store takes them; `quit`.
+/// stdin: `churn N` modifies N pods with watch delivery held, then releases the backlog at once; `quit`.
 /// </summary>
 internal static class ServeMode
 {
@@ -29,6 +29,8 @@ internal static class ServeMode
             if (parts.Length == 2 && parts[0] == "churn")
             {
                 int count = Math.Min(int.Parse(parts[1]), data.Pods.Length);
+                // The changes queue while delivery is held, then go out as one backlog.
+                server.Store.HoldWatches();
                 for (int i = 0; i < count; i++)
                 {
                     var pod = JsonNode.Parse(data.Pods[i])!.AsObject();
@@ -36,6 +38,7 @@ internal static class ServeMode
                     server.Store.Upsert("pods", pod);
                 }
                 Console.WriteLine("churned");
+                server.Store.ReleaseWatches();
             }
             else if (parts.Length == 1 && parts[0] == "quit") break;
         }

@@ -87,31 +87,41 @@ internal static class SyncBench
         report.Row(Section, "Peak RSS during the initial sync (VmHWM)", "≤ 160 MB", $"{hwm / 1e6:F0} MB", hwm / 1e6 <= 160);
 
         // Scrape latency over loopback, uncompressed and gzip.
-        var scrape = await TimeAsync(300, async () => (await http.GetByteArrayAsync("/metrics")).Length);
+        // The client reads into one reused buffer, as Prometheus does, so what is timed is the server
+        // and the transfer, not the client growing a fresh 6 MB array per scrape.
+        var scrapeBuffer = new byte[16 << 20];
+        var scrape = await TimeAsync(300, () => ReadIntoAsync(http, "/metrics", scrapeBuffer));
         report.Row(Section, $"GET /metrics over loopback ({scrape.Bytes / 1e6:F1} MB)", "p50 ≤ 5 ms, p99 ≤ 15 ms", $"p50 {scrape.P50:F1} ms, p99 {scrape.P99:F1} ms", scrape.P50 <= 5 && scrape.P99 <= 15);
         using var gzipHttp = new HttpClient(new HttpClientHandler { AutomaticDecompression = DecompressionMethods.None }) { BaseAddress = http.BaseAddress };
         gzipHttp.DefaultRequestHeaders.AcceptEncoding.ParseAdd("gzip");
-        var gz = await TimeAsync(100, async () => (await gzipHttp.GetByteArrayAsync("/metrics")).Length);
+        var gz = await TimeAsync(100, () => ReadIntoAsync(gzipHttp, "/metrics", scrapeBuffer));
         report.Row(Section, $"GET /metrics with gzip ({gz.Bytes / 1e6:F2} MB on the wire)", "gzip adds ≤ 10 ms", $"p50 {gz.P50:F1} ms, p99 {gz.P99:F1} ms", gz.P50 - scrape.P50 <= 10);
 
+        // Steady state includes the recommender, on by default: wait for its first run over the whole
+        // cluster to finish (it starts once the caches sync), then let the process settle.
+        var waitRun = Stopwatch.StartNew();
+        while (await RecommenderRuns(http) < 1 && waitRun.Elapsed < TimeSpan.FromMinutes(2)) await Task.Delay(200);
         await Task.Delay(TimeSpan.FromSeconds(5));
-        var (steady, _) = Rss(process.Id);
-        report.Row(Section, "Steady RSS after sync and 400 scrapes", "≤ 100 MB", $"{steady / 1e6:F0} MB", steady / 1e6 <= 100);
+        var (steady, peakWithRun) = Rss(process.Id);
+        report.Row(Section, "Steady RSS after sync, 400 scrapes and the recommender's first run", "≤ 100 MB", $"{steady / 1e6:F0} MB", steady / 1e6 <= 100);
+        report.Row(Section, "Peak RSS including that run (VmHWM)", "≤ 160 MB", $"{peakWithRun / 1e6:F0} MB", peakWithRun / 1e6 <= 160);
 
-        // Watch throughput end to end: modify pods as fast as the store takes them and wait until
-        // the service has received them all (the /sync event counter).
+        // Watch throughput end to end: the server modifies pods with delivery held, then releases the
+        // backlog; the time runs until the service has received them all (the /sync event counter),
+        // so it measures the service's decode and apply, not how fast the embedded store produces.
         long before = await Events(http);
         int changes = Math.Min(100_000, podCount);
-        var swWatch = Stopwatch.StartNew();
+        var swProduce = Stopwatch.StartNew();
         await serverProcess.StandardInput.WriteLineAsync($"churn {changes}");
         await serverProcess.StandardInput.FlushAsync();
         while ((line = await serverProcess.StandardOutput.ReadLineAsync()) is not null && line != "churned") { }
-        double produced = swWatch.Elapsed.TotalSeconds;
-        while (await Events(http) < before + changes && swWatch.Elapsed < TimeSpan.FromMinutes(2)) await Task.Delay(20);
+        double produced = swProduce.Elapsed.TotalSeconds;
+        var swWatch = Stopwatch.StartNew();
+        while (await Events(http) < before + changes && swWatch.Elapsed < TimeSpan.FromMinutes(2)) await Task.Delay(5);
         long got = await Events(http) - before;
         double eps = got / swWatch.Elapsed.TotalSeconds;
-        report.Row(Section, $"Watch events received and applied ({changes} pod updates)", "≥ 50k/s",
-            $"{eps / 1000:F0}k events/s (the embedded server produced them in {produced:F1} s)", eps >= 50_000 && got >= changes);
+        report.Row(Section, $"Watch events received and applied ({changes} pod updates queued, then released)", "≥ 50k/s",
+            $"{eps / 1000:F0}k events/s ({swWatch.Elapsed.TotalSeconds:F1} s; the embedded store took {produced:F1} s to produce them)", eps >= 50_000 && got >= changes);
 
         process.Kill(entireProcessTree: true);
         await process.WaitForExitAsync();
@@ -169,6 +179,25 @@ internal static class SyncBench
             }
         }
         return null;
+    }
+
+    private static async Task<int> ReadIntoAsync(HttpClient http, string path, byte[] buffer)
+    {
+        using var response = await http.GetAsync(path, HttpCompletionOption.ResponseHeadersRead);
+        response.EnsureSuccessStatusCode();
+        await using var body = await response.Content.ReadAsStreamAsync();
+        int total = 0, read;
+        while ((read = await body.ReadAsync(buffer.AsMemory(total))) > 0) total += read;
+        return total;
+    }
+
+    /// <summary>Completed recommender runs, from the duration histogram's count on /metrics.</summary>
+    private static async Task<long> RecommenderRuns(HttpClient http)
+    {
+        foreach (var l in (await http.GetStringAsync("/metrics")).Split('\n'))
+            if (l.StartsWith("karpetrack_recommender_duration_seconds_count ", StringComparison.Ordinal))
+                return long.Parse(l.AsSpan(l.IndexOf(' ') + 1), System.Globalization.CultureInfo.InvariantCulture);
+        return 0;
     }
 
     private static async Task<long> Events(HttpClient http)

@@ -176,6 +176,19 @@ public class EndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
     }
 
     [Fact]
+    public async Task UncompressedScrapesCarryTheirLength()
+    {
+        // A Content-Length instead of chunked framing: the scraper sizes its buffer once.
+        using var response = await demo.Http.GetAsync(new Uri(demo.MetricsUrl, "/metrics"));
+        response.EnsureSuccessStatusCode();
+        Assert.NotEqual(true, response.Headers.TransferEncodingChunked);
+        var body = await response.Content.ReadAsByteArrayAsync();
+        Assert.Equal(body.Length, response.Content.Headers.ContentLength);
+        Assert.EndsWith("\n", System.Text.Encoding.UTF8.GetString(body));
+        Assert.Contains("# TYPE karpetrack_build_info gauge", System.Text.Encoding.UTF8.GetString(body));
+    }
+
+    [Fact]
     public async Task EndpointsAnswer()
     {
         Assert.Equal("ok\n", await demo.Http.GetStringAsync(new Uri(demo.MetricsUrl, "/healthz")));

@@ -45,6 +45,35 @@ public sealed class KubeApiWatchTests
     }
 
     [Fact]
+    public async Task HeldDelivery_QueuesEventsThenReleasesThemInOrder()
+    {
+        await using var server = await KubeApiServer.StartAsync(new KubeApiServerOptions());
+        using var http = Client(server);
+        var from = server.Store.CurrentResourceVersion;
+        var received = new List<JsonObject>();
+        var watch = Task.Run(async () =>
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            using var response = await http.SendAsync(new HttpRequestMessage(HttpMethod.Get, $"/api/v1/pods?watch=1&resourceVersion={from}"),
+                HttpCompletionOption.ResponseHeadersRead, cts.Token);
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(cts.Token));
+            while (await reader.ReadLineAsync(cts.Token) is { } line)
+            {
+                lock (received) received.Add(JsonNode.Parse(line)!.AsObject());
+                if (received.Count == 30) return;
+            }
+        });
+        await WaitForWatchersAsync(server, 1);
+        server.Store.HoldWatches();
+        for (var i = 0; i < 30; i++) server.Store.Upsert("pods", SimplePod("held", $"p{i}"));
+        await Task.Delay(300);
+        lock (received) Assert.Empty(received);
+        server.Store.ReleaseWatches();
+        await watch;
+        Assert.Equal(Enumerable.Range(0, 30).Select(i => $"p{i}"), received.Select(Name));
+    }
+
+    [Fact]
     public async Task WithoutResourceVersion_SyntheticAddedThenChanges()
     {
         await using var server = await StartWithClusterAsync(nodes: 2, pods: 10);

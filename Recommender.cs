@@ -771,12 +771,21 @@ public sealed class RecommenderLoop
         get { lock (gate) return ((long[])bucketCounts.Clone(), durationSum, runs); }
     }
 
-    /// <summary>One run now, whatever the timers say (tests, and the first run after sync).</summary>
-    public Plan RunOnce()
+    /// <summary>One run now on the calling thread, whatever the timers say (tests and benchmarks).</summary>
+    public Plan RunOnce() => Run(background: false);
+
+    private Plan Run(bool background)
     {
         var started = clock.GetTimestamp();
         var snap = model.Snapshot();
-        var next = Recommender.Recommend(snap, model.Pods(), model.Pdbs.All(), model.DaemonSets.All(), prices.Current, options(), InFlight?.Invoke());
+        var pods = model.Pods();
+        var pdbs = model.Pdbs.All();
+        var daemonSets = model.DaemonSets.All();
+        var inFlight = InFlight?.Invoke();
+        // The copies above hold the model's lock, so they run at normal priority; the plan itself
+        // is computed below the serving threads, so a scrape or an API call never waits for it.
+        if (background) Background.LowerCurrentThread();
+        var next = Recommender.Recommend(snap, pods, pdbs, daemonSets, prices.Current, options(), inFlight);
         var seconds = clock.GetElapsedTime(started).TotalSeconds;
         lock (gate)
         {
@@ -788,9 +797,6 @@ public sealed class RecommenderLoop
         LastRun = clock.GetUtcNow();
         log.LogDebug("recommender: {Count} recommendations in {Ms:0.0} ms", next.Recommendations.Count, seconds * 1000);
         PlanChanged?.Invoke(next);
-        // A run over a large cluster allocates tens of MB that the runtime would otherwise keep
-        // committed until the next run: give it back (this runs off the scrape path).
-        if (model.PodCount >= 20_000) GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         return next;
     }
 
@@ -827,9 +833,15 @@ public sealed class RecommenderLoop
             nextTimer = now + interval;
             try
             {
-                // Below the serving threads: a scrape or an API call never waits for a plan.
-                await Task.Factory.StartNew(() => { Thread.CurrentThread.Priority = ThreadPriority.BelowNormal; RunOnce(); },
+                // A thread of its own, lowered once the model is copied (see Run).
+                await Task.Factory.StartNew(() => Run(background: true),
                     ct, TaskCreationOptions.LongRunning, TaskScheduler.Default).ConfigureAwait(false);
+                // A run over a large cluster allocates tens of MB that the runtime would otherwise keep
+                // committed until the next run: give it back. Not on the lowered thread: every thread
+                // waits for a blocking collection, so it must not queue behind other processes' work.
+                // (The await above may continue on that thread, hence the pool.)
+                if (model.PodCount >= 20_000)
+                    await Task.Run(() => GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true), ct).ConfigureAwait(false);
             }
             catch (OperationCanceledException) { return; }
             catch (Exception e) when (e is not OutOfMemoryException)

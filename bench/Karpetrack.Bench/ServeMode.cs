@@ -37,6 +37,8 @@ internal static class ServeMode
                     pod["metadata"]!["labels"]!["bench-rev"] = "1";
                     server.Store.Upsert("pods", pod);
                 }
+                // The churn left a heap of parsed documents: collect it now, not in the middle of the drain.
+                GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
                 Console.WriteLine("churned");
                 server.Store.ReleaseWatches();
             }

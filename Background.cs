@@ -1,0 +1,37 @@
+using System.Runtime.InteropServices;
+
+namespace Karpetrack;
+
+/// <summary>
+/// Puts the calling thread below the serving threads. On Linux the runtime does not apply
+/// Thread.Priority to the kernel's scheduler, so the thread's own nice value is raised instead
+/// (setpriority on its thread id, which needs no privilege); elsewhere Thread.Priority does it.
+/// </summary>
+internal static class Background
+{
+    /// <summary>The nice value background threads run at: about a tenth of a serving thread's share under contention.</summary>
+    public const int Nice = 10;
+
+    /// <summary>True when the kernel took the lower priority.</summary>
+    public static bool LowerCurrentThread()
+    {
+        Thread.CurrentThread.Priority = ThreadPriority.BelowNormal;
+        if (!OperatingSystem.IsLinux()) return true;
+        try
+        {
+            return setpriority(PrioProcess, gettid(), Nice) == 0;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return false;   // a libc without gettid: the thread keeps its priority
+        }
+    }
+
+    private const int PrioProcess = 0;   // with a thread id as `who`, Linux applies it to that thread only
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int setpriority(int which, int who, int prio);
+
+    [DllImport("libc")]
+    private static extern int gettid();
+}

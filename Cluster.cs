@@ -438,32 +438,38 @@ public sealed class ClusterModel
 
     /// <summary>
     /// Every pod the recommender reasons about (counted on a node, or pending unschedulable), as a
-    /// copy taken under the lock: O(pods), for the recommender's timer, never for a scrape.
+    /// copy taken under the lock: O(pods), for the recommender's timer, never for a scrape. The copy
+    /// is sorted after the lock is released: a writer waits for the copy only, not for the sort.
     /// </summary>
     public PodFacts[] Pods()
     {
+        PodFacts[] copy;
         lock (gate)
         {
-            var list = new List<PodFacts>(pods.Count);
+            int count = 0;
             for (int i = 0; i < pods.Count; i++)
+                if ((pods.ValueAt(i).Flags & (PodFlags.Counted | PodFlags.Pending)) != 0) count++;
+            copy = new PodFacts[count];
+            for (int i = 0, k = 0; i < pods.Count; i++)
             {
                 var slot = pods.ValueAt(i);
                 if ((slot.Flags & (PodFlags.Counted | PodFlags.Pending)) == 0) continue;
                 var uid = pods.KeyAt(i);
-                list.Add(new PodFacts(uid, slot.Node >= 0 ? nodes[slot.Node].Name : null, requestVectors[slot.Requests].Values,
-                    shapes[slot.Shape], SuffixOf(uid, slot), (slot.Flags & PodFlags.Pending) != 0, (slot.Flags & PodFlags.Terminating) != 0));
+                copy[k++] = new PodFacts(uid, slot.Node >= 0 ? nodes[slot.Node].Name : null, requestVectors[slot.Requests].Values,
+                    shapes[slot.Shape], SuffixOf(uid, slot), (slot.Flags & PodFlags.Pending) != 0, (slot.Flags & PodFlags.Terminating) != 0);
             }
-            // Deterministic order without building names: node, namespace, name prefix, packed suffix, uid.
-            list.Sort(static (a, b) =>
-            {
-                int c = string.CompareOrdinal(a.Node, b.Node);
-                if (c == 0) c = string.CompareOrdinal(a.Shape.Namespace, b.Shape.Namespace);
-                if (c == 0) c = string.CompareOrdinal(a.Shape.NamePrefix, b.Shape.NamePrefix);
-                if (c == 0) c = a.NameSuffix.CompareTo(b.NameSuffix);
-                return c != 0 ? c : a.Uid.CompareTo(b.Uid);
-            });
-            return list.ToArray();
         }
+        // Everything the order reads is immutable (names, interned shapes): safe outside the lock.
+        // Deterministic order without building names: node, namespace, name prefix, packed suffix, uid.
+        Array.Sort(copy, static (a, b) =>
+        {
+            int c = string.CompareOrdinal(a.Node, b.Node);
+            if (c == 0) c = string.CompareOrdinal(a.Shape.Namespace, b.Shape.Namespace);
+            if (c == 0) c = string.CompareOrdinal(a.Shape.NamePrefix, b.Shape.NamePrefix);
+            if (c == 0) c = a.NameSuffix.CompareTo(b.NameSuffix);
+            return c != 0 ? c : a.Uid.CompareTo(b.Uid);
+        });
+        return copy;
     }
 
     /// <summary>The pods bound to one node, terminating ones included: what a drain waits for. A scan that copies nothing else.</summary>

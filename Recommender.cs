@@ -660,13 +660,51 @@ public static class Recommender
     /// <summary>Same content, same id: type, nodes, new classes and the pods involved (moves in Build's order), hashed.</summary>
     private static string StableId(RecommendationType type, IReadOnlyList<string> nodes, IReadOnlyList<NewNode> newNodes, IReadOnlyList<string> pending, List<PodMove> moves)
     {
-        var sb = new StringBuilder();
-        sb.Append(type).Append('|').AppendJoin(',', nodes).Append('|');
-        foreach (var n in newNodes) sb.Append(n.ServerClass).Append('×').Append(n.Count).Append(',');
-        sb.Append('|').AppendJoin(',', pending).Append('|');
-        foreach (var m in moves) sb.Append(m.Namespace).Append('/').Append(m.Pod).Append(',');
-        var hash = SHA256.HashData(Encoding.UTF8.GetBytes(sb.ToString()));
-        return type.ToString().ToLowerInvariant()[..3] + "-" + Convert.ToHexStringLower(hash)[..12];
+        // Streamed into the hash through one small buffer: the text of a plan for 100k pending pods was about 30 MB
+        // of string, copy and bytes. The bytes hashed are those of the text, so ids do not change.
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = new IdText(hash);
+        buffer.Add(type.ToString()).Add('|');
+        for (int i = 0; i < nodes.Count; i++) { if (i > 0) buffer.Add(','); buffer.Add(nodes[i]); }
+        buffer.Add('|');
+        foreach (var n in newNodes) buffer.Add(n.ServerClass).Add('×').Add(n.Count.ToString(System.Globalization.CultureInfo.InvariantCulture)).Add(',');
+        buffer.Add('|');
+        for (int i = 0; i < pending.Count; i++) { if (i > 0) buffer.Add(','); buffer.Add(pending[i]); }
+        buffer.Add('|');
+        foreach (var m in moves) buffer.Add(m.Namespace).Add('/').Add(m.Pod).Add(',');
+        buffer.Flush();
+        Span<byte> digest = stackalloc byte[32];
+        hash.GetHashAndReset(digest);
+        return type.ToString().ToLowerInvariant()[..3] + "-" + Convert.ToHexStringLower(digest)[..12];
+    }
+
+    /// <summary>UTF-8 text into a hash in chunks.</summary>
+    private sealed class IdText(IncrementalHash hash)
+    {
+        private readonly byte[] bytes = new byte[16 * 1024];
+        private int used;
+
+        public IdText Add(char c) => Add(new ReadOnlySpan<char>(in c));
+
+        public IdText Add(ReadOnlySpan<char> text)
+        {
+            while (text.Length > 0)
+            {
+                // At most 3 bytes per UTF-16 unit; a surrogate pair is never split (chunks end on whole strings or 1k units).
+                int take = Math.Min(text.Length, 1024);
+                if (take < text.Length && char.IsHighSurrogate(text[take - 1])) take--;
+                if (bytes.Length - used < take * 3) Flush();
+                used += Encoding.UTF8.GetBytes(text[..take], bytes.AsSpan(used));
+                text = text[take..];
+            }
+            return this;
+        }
+
+        public void Flush()
+        {
+            hash.AppendData(bytes, 0, used);
+            used = 0;
+        }
     }
 
     // ---- what-if placement (the gRPC Simulate call) ------------------------------------------------

@@ -267,6 +267,17 @@ internal sealed class StreamWindow(Stream stream, int initialSize = 256 * 1024, 
         return true;
     }
 
+    /// <summary>
+    /// Reads until at least <paramref name="minimum"/> unconsumed bytes are in the window or the stream
+    /// ends; false when the stream ended before any new byte came.
+    /// </summary>
+    public async ValueTask<bool> FillAsync(int minimum, CancellationToken ct)
+    {
+        if (!await FillAsync(ct).ConfigureAwait(false)) return false;
+        while (end - start < minimum && await FillAsync(ct).ConfigureAwait(false)) { }
+        return true;
+    }
+
     public void Dispose()
     {
         ArrayPool<byte>.Shared.Return(buffer);
@@ -285,6 +296,8 @@ internal sealed class ListParser<T>(IObjectDecoder<T> decoder) where T : class
 {
     private enum Phase { Start, Root, Items, Done }
 
+    private const int RefillBytes = 64 * 1024;
+
     private Phase phase;
     private JsonReaderState state;
     private string? resourceVersion, continueToken;
@@ -300,7 +313,9 @@ internal sealed class ListParser<T>(IObjectDecoder<T> decoder) where T : class
             int consumed = Step(window.Data, window.Eof, onItem);
             window.Consume(consumed);
             if (phase == Phase.Done) return new ListPage(resourceVersion, continueToken, items);
-            if (!await window.FillAsync(ct).ConfigureAwait(false))
+            // A body often arrives in reads smaller than one item (4 KB chunks): parse again only with
+            // enough new bytes that the item cut at the window's end is rarely started over twice.
+            if (!await window.FillAsync(window.Data.Length + RefillBytes, ct).ConfigureAwait(false))
             {
                 window.Consume(Step(window.Data, true, onItem));
                 if (phase == Phase.Done) return new ListPage(resourceVersion, continueToken, items);
@@ -390,14 +405,25 @@ internal sealed class WatchParser<T>(IObjectDecoder<T> decoder) where T : class
 
     public delegate void EventHandler(WatchEventType type, T? item, KubeStatus? status, string? error);
 
+    private bool framed;   // events seen ending in a newline
+
     /// <summary>Parses events until the stream ends cleanly.</summary>
     public async Task ParseAsync(StreamWindow window, EventHandler onEvent, CancellationToken ct)
     {
         while (true)
         {
-            int consumed = Step(window.Data, window.Eof, onEvent);
+            var data = window.Data;
+            if (framed)
+            {
+                // Whole lines only: the event cut at the window's end waits for its newline instead
+                // of being parsed now and again after the next read.
+                int last = data.LastIndexOf((byte)'\n');
+                data = last < 0 ? default : data[..(last + 1)];
+            }
+            int consumed = Step(data, window.Eof, onEvent);
             window.Consume(consumed);
-            if (!await window.FillAsync(ct).ConfigureAwait(false))
+            if (consumed > 0 && window.Data.Length > 0 && window.Data[0] == (byte)'\n') framed = true;
+            if (!await FillToLineAsync(window, ct).ConfigureAwait(false))
             {
                 if (window.Data.Length > 0 && !IsWhitespace(window.Data))
                 {
@@ -412,6 +438,25 @@ internal sealed class WatchParser<T>(IObjectDecoder<T> decoder) where T : class
     }
 
     private static bool IsWhitespace(ReadOnlySpan<byte> s) => s.Trim(" \t\r\n"u8).IsEmpty;
+
+    /// <summary>
+    /// Reads at least once, then, on a newline-framed stream (the apiserver ends every event with one),
+    /// on until the event cut at the window's end is whole. HTTP reads are often smaller than an event
+    /// (4 KB chunks), and parsing after each would start the same event over several times; a whole
+    /// event always comes with its newline, so this never holds one back.
+    /// </summary>
+    private async ValueTask<bool> FillToLineAsync(StreamWindow window, CancellationToken ct)
+    {
+        int partial = window.Data.Length - window.Data.TrimStart(" \t\r\n"u8).Length;   // where the cut event starts
+        int scanned = window.Data.Length;
+        if (!await window.FillAsync(ct).ConfigureAwait(false)) return false;
+        while (framed && window.Data[Math.Max(partial, scanned)..].IndexOf((byte)'\n') < 0)
+        {
+            scanned = window.Data.Length;
+            if (!await window.FillAsync(ct).ConfigureAwait(false)) break;
+        }
+        return true;
+    }
 
     private int Step(ReadOnlySpan<byte> data, bool final, EventHandler onEvent)
     {

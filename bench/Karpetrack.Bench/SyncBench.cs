@@ -86,16 +86,12 @@ internal static class SyncBench
             $"{ready:F1} s (HTTP up after {listening ?? 0:F1} s; karpetrack used {cpu:F1} s of CPU)", ready <= 10);
         report.Row(Section, "Peak RSS during the initial sync (VmHWM)", "≤ 160 MB", $"{hwm / 1e6:F0} MB", hwm / 1e6 <= 160);
 
-        // Scrape latency over loopback, uncompressed and gzip.
-        // The client reads into one reused buffer, as Prometheus does, so what is timed is the server
-        // and the transfer, not the client growing a fresh 6 MB array per scrape.
+        // Scrape latency over loopback. The client reads into one reused buffer, as Prometheus does,
+        // so what is timed is the server and the transfer, not the client growing a 6 MB array per scrape.
         var scrapeBuffer = new byte[16 << 20];
-        var scrape = await TimeAsync(300, () => ReadIntoAsync(http, "/metrics", scrapeBuffer));
-        report.Row(Section, $"GET /metrics over loopback ({scrape.Bytes / 1e6:F1} MB)", "p50 ≤ 5 ms, p99 ≤ 15 ms", $"p50 {scrape.P50:F1} ms, p99 {scrape.P99:F1} ms", scrape.P50 <= 5 && scrape.P99 <= 15);
-        using var gzipHttp = new HttpClient(new HttpClientHandler { AutomaticDecompression = DecompressionMethods.None }) { BaseAddress = http.BaseAddress };
-        gzipHttp.DefaultRequestHeaders.AcceptEncoding.ParseAdd("gzip");
-        var gz = await TimeAsync(100, () => ReadIntoAsync(gzipHttp, "/metrics", scrapeBuffer));
-        report.Row(Section, $"GET /metrics with gzip ({gz.Bytes / 1e6:F2} MB on the wire)", "gzip adds ≤ 10 ms", $"p50 {gz.P50:F1} ms, p99 {gz.P99:F1} ms", gz.P50 - scrape.P50 <= 10);
+        var early = await TimeAsync(100, () => ReadIntoAsync(http, "/metrics", scrapeBuffer));
+        report.Row(Section, "GET /metrics right after ready (the JIT still tiering up, the first recommender run under way)", "(info)",
+            $"p50 {early.P50:F1} ms, p99 {early.P99:F1} ms", null);
 
         // Steady state includes the recommender, on by default: wait for its first run over the whole
         // cluster to finish (it starts once the caches sync), then let the process settle.
@@ -103,8 +99,19 @@ internal static class SyncBench
         while (await RecommenderRuns(http) < 1 && waitRun.Elapsed < TimeSpan.FromMinutes(2)) await Task.Delay(200);
         await Task.Delay(TimeSpan.FromSeconds(5));
         var (steady, peakWithRun) = Rss(process.Id);
-        report.Row(Section, "Steady RSS after sync, 400 scrapes and the recommender's first run", "≤ 100 MB", $"{steady / 1e6:F0} MB", steady / 1e6 <= 100);
+        report.Row(Section, "Steady RSS after sync and the recommender's first run", "≤ 100 MB", $"{steady / 1e6:F0} MB", steady / 1e6 <= 100);
         report.Row(Section, "Peak RSS including that run (VmHWM)", "≤ 160 MB", $"{peakWithRun / 1e6:F0} MB", peakWithRun / 1e6 <= 160);
+
+        // Then as Prometheus scrapes: one GET every 100 ms for 60 s, across two recommender runs (every 30 s).
+        var scrape = await TimeAsync(600, () => ReadIntoAsync(http, "/metrics", scrapeBuffer), pace: TimeSpan.FromMilliseconds(100));
+        report.Row(Section, $"GET /metrics over loopback ({scrape.Bytes / 1e6:F1} MB), every 100 ms for 60 s, recommender on", "p50 ≤ 5 ms, p99 ≤ 15 ms",
+            $"p50 {scrape.P50:F1} ms, p99 {scrape.P99:F1} ms", scrape.P50 <= 5 && scrape.P99 <= 15);
+        using var gzipHttp = new HttpClient(new HttpClientHandler { AutomaticDecompression = DecompressionMethods.None }) { BaseAddress = http.BaseAddress };
+        gzipHttp.DefaultRequestHeaders.AcceptEncoding.ParseAdd("gzip");
+        var gz = await TimeAsync(100, () => ReadIntoAsync(gzipHttp, "/metrics", scrapeBuffer), pace: TimeSpan.FromMilliseconds(100));
+        report.Row(Section, $"GET /metrics with gzip ({gz.Bytes / 1e6:F2} MB on the wire)", "gzip adds ≤ 10 ms", $"p50 {gz.P50:F1} ms, p99 {gz.P99:F1} ms", gz.P50 - scrape.P50 <= 10);
+        var (afterScrapes, _) = Rss(process.Id);
+        report.Row(Section, "RSS after those 700 scrapes", "≤ 100 MB", $"{afterScrapes / 1e6:F0} MB", afterScrapes / 1e6 <= 100);
 
         // Watch throughput end to end: the server modifies pods with delivery held, then releases the
         // backlog; the time runs until the service has received them all (the /sync event counter),
@@ -206,7 +213,8 @@ internal static class SyncBench
         return (long)sync["pods"]!["events"]!;
     }
 
-    private static async Task<(double P50, double P99, long Bytes)> TimeAsync(int runs, Func<Task<int>> action)
+    /// <summary>Times <paramref name="runs"/> calls after 10 warm-ups; with a pace, each call starts that long after the previous one did.</summary>
+    private static async Task<(double P50, double P99, long Bytes)> TimeAsync(int runs, Func<Task<int>> action, TimeSpan? pace = null)
     {
         long bytes = 0;
         for (int i = 0; i < 10; i++) bytes = await action();
@@ -215,7 +223,9 @@ internal static class SyncBench
         {
             long t0 = Stopwatch.GetTimestamp();
             await action();
-            samples.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+            var took = Stopwatch.GetElapsedTime(t0);
+            samples.Add(took.TotalMilliseconds);
+            if (pace is { } p && took < p) await Task.Delay(p - took);
         }
         samples.Sort();
         return (Report.Percentile(samples, 0.5), Report.Percentile(samples, 0.99), bytes);

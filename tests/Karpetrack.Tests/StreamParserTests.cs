@@ -91,6 +91,80 @@ public class StreamParserTests
         Assert.Equal("Expired", events[4].Status!.Reason);
     }
 
+    [Theory]
+    [InlineData(6)]
+    [InlineData(7)]
+    public async Task WatchEventsWithoutNewlinesBetweenThemStillParse(int seed)
+    {
+        // The apiserver ends each event with a newline, but a stream of bare concatenated objects is valid too.
+        var body = string.Concat(Enumerable.Range(0, 20).Select(i => "{\"type\":\"ADDED\",\"object\":" + PodJson(i) + "} "));
+        using var window = new StreamWindow(new TrickleStream(Encoding.UTF8.GetBytes(body), seed), initialSize: 32);
+        var names = new List<string>();
+        await new WatchParser<PodRecord>(new PodDecoder(ResourceTable.Default)).ParseAsync(window, (_, p, _, _) => names.Add(p!.Name), default);
+        Assert.Equal(Enumerable.Range(0, 20).Select(i => "p" + i), names);
+    }
+
+    /// <summary>Hands out one piece per read and waits before the next, like a watch between changes.</summary>
+    private sealed class PiecesStream(IEnumerable<byte[]> pieces) : Stream
+    {
+        private readonly IEnumerator<byte[]> next = pieces.GetEnumerator();
+        public readonly SemaphoreSlim Allowed = new(0);
+        public int Served;
+        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken ct = default)
+        {
+            await Allowed.WaitAsync(ct);
+            if (!next.MoveNext()) return 0;
+            next.Current.CopyTo(buffer);
+            Served++;
+            return next.Current.Length;
+        }
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override bool CanRead => true; public override bool CanSeek => false; public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException(); public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override long Seek(long o, SeekOrigin s) => throw new NotSupportedException();
+        public override void SetLength(long v) => throw new NotSupportedException();
+        public override void Write(byte[] b, int o, int c) => throw new NotSupportedException();
+    }
+
+    [Fact]
+    public async Task AWatchEventIsHandledAsSoonAsItsLineIsInAndOnlyOnce()
+    {
+        // Events cut into pieces smaller than one event, as 4 KB HTTP chunks cut real pods.
+        var stream = string.Concat(Enumerable.Range(0, 6).Select(i => "{\"type\":\"ADDED\",\"object\":" + PodJson(i) + "}\n"));
+        var bytes = Encoding.UTF8.GetBytes(stream);
+        var pieces = bytes.Chunk(97).ToList();
+        var source = new PiecesStream(pieces);
+        var decoder = new CountingDecoder(new PodDecoder(ResourceTable.Default));
+        var names = new List<string>();
+        using var window = new StreamWindow(source, initialSize: 1 << 16);
+        var parsing = new WatchParser<PodRecord>(decoder).ParseAsync(window, (_, p, _, _) => { lock (names) names.Add(p!.Name); }, default);
+        int lineEnd = Array.IndexOf(bytes, (byte)'\n');
+        int piecesForFirst = lineEnd / 97 + 1;
+        for (int i = 0; i < piecesForFirst; i++) source.Allowed.Release();
+        for (var until = DateTime.UtcNow.AddSeconds(5); DateTime.UtcNow < until && names.Count == 0; await Task.Delay(10)) { }
+        lock (names) Assert.Equal(["p0"], names);          // delivered without waiting for another read
+        Assert.Equal(piecesForFirst, source.Served);
+        // The first event showed the newline framing; from then on no event is started before its line is whole.
+        int callsForFirst = decoder.Calls;
+        source.Allowed.Release(pieces.Count + 1);
+        await parsing;
+        Assert.Equal(Enumerable.Range(0, 6).Select(i => "p" + i), names);
+        Assert.Equal(5, decoder.Calls - callsForFirst);
+    }
+
+    private sealed class CountingDecoder(IObjectDecoder<PodRecord> inner) : IObjectDecoder<PodRecord>
+    {
+        public int Calls;
+        public Decode TryDecode(ref System.Text.Json.Utf8JsonReader r, ReadOnlySpan<byte> data, out PodRecord item, ref string? error)
+        {
+            Calls++;
+            return inner.TryDecode(ref r, data, out item, ref error);
+        }
+        public string? ResourceVersionOf(PodRecord value) => inner.ResourceVersionOf(value);
+        public string Describe(PodRecord value) => inner.Describe(value);
+    }
+
     [Fact]
     public async Task WatchStreamCutMidEventIsAnError()
     {

@@ -276,6 +276,13 @@ public sealed class Collector
         Families.NodeInfo, Families.NodePods, Families.NodePrice, Families.NodeIdleCost,
     ];
 
+    private static readonly byte[][] NodeFamilyHeaders = NodeFamilies.Select(f =>
+    {
+        var header = new ArrayBufferWriter<byte>(256);
+        new Exposition(header).Header(f);
+        return header.WrittenSpan.ToArray();
+    }).ToArray();
+
     private readonly ClusterModel model;
     private readonly IReadOnlyList<ReflectorStatus> reflectors;
     private readonly IReadOnlyList<IReadOnlyList<string>> labelGroups;
@@ -355,13 +362,11 @@ public sealed class Collector
         var book = prices?.Current;
         var current = Chunks(snap, book);
         var segments = new List<ReadOnlyMemory<byte>>(NodeFamilies.Length * (current.Length + 1) + 8);
-        var small = new ArrayBufferWriter<byte>(4096);
+        var small = new ArrayBufferWriter<byte>(64 * 1024);
         for (int f = 0; f < NodeFamilies.Length; f++)
         {
             if (book is null && (NodeFamilies[f] == Families.NodePrice || NodeFamilies[f] == Families.NodeIdleCost)) continue;
-            var header = new ArrayBufferWriter<byte>(256);
-            new Exposition(header).Header(NodeFamilies[f]);
-            segments.Add(header.WrittenMemory);
+            segments.Add(NodeFamilyHeaders[f]);
             foreach (var c in current) if (c.Families[f].Length > 0) segments.Add(c.Families[f]);
         }
         var w = new Exposition(small);
@@ -369,7 +374,19 @@ public sealed class Collector
         RenderGroups(w, snap.Resources, current, book is not null);
         RenderPending(w, snap);
         if (book is not null) RenderCosts(w, current, book);
-        if (recommender is not null) RenderPlan(w, recommender);
+        segments.Add(small.WrittenMemory);
+        // What changes only with the price book or the plan is rendered once per book and per plan:
+        // the plan alone names every blocked node, and rendering it per scrape allocated enough to
+        // bring gen2 collections into the scrape path.
+        if (book is not null) segments.Add(Block(ref catalogueBlock, book, x => RenderCatalogue(x, book)));
+        small = new ArrayBufferWriter<byte>(16 * 1024);
+        w = new Exposition(small);
+        if (recommender is not null)
+        {
+            var plan = recommender.Current;
+            segments.Add(Block(ref planBlock, plan, x => RenderPlan(x, plan)));
+            RenderRuns(w, recommender);
+        }
         if (actuator is not null) RenderActuation(w, actuator);
         if (spot is not null) RenderSpotApi(w, spot);
         if (grpc is not null) RenderGrpc(w, grpc);
@@ -378,6 +395,22 @@ public sealed class Collector
         w.Begin(Families.BuildInfoFamily, "version", BuildInfo.Version); w.EndLabels(); w.Integer(1);
         segments.Add(small.WrittenMemory);
         return segments;
+    }
+
+    /// <summary>A rendered block and what it was rendered from (compared by reference: both are immutable).</summary>
+    private sealed record CachedBlock(object Key, byte[] Bytes);
+
+    private CachedBlock? catalogueBlock, planBlock;
+
+    private static byte[] Block(ref CachedBlock? cache, object key, Action<Exposition> render)
+    {
+        var cached = Volatile.Read(ref cache);
+        if (cached is not null && ReferenceEquals(cached.Key, key)) return cached.Bytes;
+        var buffer = new ArrayBufferWriter<byte>(16 * 1024);
+        render(new Exposition(buffer));
+        var fresh = new CachedBlock(key, buffer.WrittenSpan.ToArray());
+        Volatile.Write(ref cache, fresh);   // two scrapes racing here just render it twice
+        return fresh.Bytes;
     }
 
     /// <summary>Renders the whole exposition into <paramref name="output"/>.</summary>
@@ -725,8 +758,6 @@ public sealed class Collector
         {
             w.Begin(Families.NamespaceCost, "namespace", ns); w.EndLabels(); w.Double(Math.Round(value, 9));
         }
-        RenderCatalogue(w, book);
-
         var feed = prices!;
         w.Header(Families.PricingLastSuccess);
         foreach (var (source, at) in feed.LastSuccess.OrderBy(kv => kv.Key, StringComparer.Ordinal))
@@ -807,9 +838,8 @@ public sealed class Collector
         GrpcStatus.DataLoss => "DATA_LOSS", _ => "UNAUTHENTICATED",
     };
 
-    private static void RenderPlan(Exposition w, RecommenderLoop loop)
+    private static void RenderPlan(Exposition w, Plan plan)
     {
-        var plan = loop.Current;
         w.Header(Families.Recommendations);
         foreach (var (type, label) in TypeLabels)
         {
@@ -835,6 +865,10 @@ public sealed class Collector
             {
                 w.Begin(Families.NodeDisruptionBlocked, "node", node); w.Label("reason", reason); w.EndLabels(); w.Integer(1);
             }
+    }
+
+    private static void RenderRuns(Exposition w, RecommenderLoop loop)
+    {
         var (buckets, sum, count) = loop.Durations;
         w.Header(Families.RecommenderDuration);
         for (int i = 0; i < buckets.Length; i++)

@@ -130,6 +130,33 @@ public class CollectorTests
     }
 
     [Fact]
+    public void EachScrapeShowsThePlanPublishedLast()
+    {
+        var status = new ReflectorStatus("pods");
+        status.MarkSynced("1", DateTimeOffset.UtcNow);
+        using var prices = new PriceFeed(new PriceFeedOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var model = SampleModel();
+        var loop = new RecommenderLoop(model, prices, [status], () => new RecommenderOptions(), TimeSpan.FromSeconds(30),
+            Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var collector = new Collector(model, [status], [], prices, recommender: loop);
+        static Plan Blocking(string node, string reason) =>
+            new([], new Dictionary<string, IReadOnlyList<Blocker>> { [node] = [new Blocker(reason, [], [])] }, [], 0, 0, "");
+
+        loop.Publish(Blocking("node-a", BlockerReasons.NotCheaper));
+        var first = Encoding.UTF8.GetString(collector.RenderToArray());
+        Assert.Contains($"karpetrack_node_disruption_blocked{{node=\"node-a\",reason=\"{BlockerReasons.NotCheaper}\"}} 1\n", first);
+        static string[] Blocked(string text) => text.Split('\n').Where(l => l.StartsWith("karpetrack_node_disruption_blocked", StringComparison.Ordinal)).ToArray();
+        Assert.Equal(Blocked(first), Blocked(Encoding.UTF8.GetString(collector.RenderToArray())));   // the same plan renders the same
+
+        loop.Publish(Blocking("node-b", BlockerReasons.PodsDoNotFit));
+        var second = Encoding.UTF8.GetString(collector.RenderToArray());
+        Assert.DoesNotContain("node=\"node-a\",reason=", second);
+        Assert.Contains($"karpetrack_node_disruption_blocked{{node=\"node-b\",reason=\"{BlockerReasons.PodsDoNotFit}\"}} 1\n", second);
+        var (code, output) = Promtool(Encoding.UTF8.GetBytes(second));
+        Assert.True(code == 0, output);
+    }
+
+    [Fact]
     public void EveryDeclaredFamilyIsRendered()
     {
         var status = new ReflectorStatus("pods");

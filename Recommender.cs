@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
 using Microsoft.Extensions.Logging;
@@ -115,7 +116,10 @@ public static class Recommender
         var region = o.Region ?? MostCommonRegion(snap.Nodes);
         var dsShapes = daemonSets.Select(d => (Shape: ShapeOf(d.Template), Requests: d.Template.Requests)).ToArray();
         var offers = Offers(snap, book, region, o, dsShapes);
-        var byNode = pods.Where(p => p.Node is not null).GroupBy(p => p.Node!).ToDictionary(g => g.Key, g => g.ToArray(), StringComparer.Ordinal);
+        var byNode = ByNode(pods);
+        // A run over a large cluster allocates hundreds of MB: collect its young garbage as it goes
+        // rather than letting the runtime's gen0 budget (sized from the L3 cache) commit it all.
+        var pacer = new AllocationPacer(16 << 20);
         var pdbIndex = pdbs.GroupBy(p => p.Namespace).ToDictionary(g => g.Key, g => g.ToArray(), StringComparer.Ordinal);
         var views = snap.Nodes.ToDictionary(n => n.Name, StringComparer.Ordinal);
 
@@ -145,7 +149,11 @@ public static class Recommender
 
         // 2. Blockers for every node, then removals (empty, underused, multi-node) and replacements.
         var blockers = new Dictionary<string, List<Blocker>>(StringComparer.Ordinal);
-        foreach (var n in snap.Nodes) blockers[n.Name] = NodeBlockers(n, byNode.GetValueOrDefault(n.Name) ?? [], pdbIndex, book);
+        foreach (var n in snap.Nodes)
+        {
+            blockers[n.Name] = NodeBlockers(n, byNode.GetValueOrDefault(n.Name) ?? [], pdbIndex, book);
+            pacer.Tick();
+        }
 
         var removed = new HashSet<string>(StringComparer.Ordinal);
         var receivers = new HashSet<string>(StringComparer.Ordinal);   // nodes that take pods of a removed node stay
@@ -161,6 +169,7 @@ public static class Recommender
         var destinations = new Destinations(snap.Nodes.Where(IsDestination), free, byNode, snap.Resources);
         foreach (var (node, movable, price) in candidates)
         {
+            pacer.Tick();
             if (receivers.Contains(node.Name)) continue;
             var placement = destinations.TryPlace(movable, node.Name);
             if (placement is null)
@@ -195,6 +204,7 @@ public static class Recommender
         // Replacement: a node whose pods fit on a cheaper set of new nodes, above the threshold.
         foreach (var (node, movable, price) in candidates)
         {
+            pacer.Tick();
             if (removed.Contains(node.Name)) continue;
             if (receivers.Contains(node.Name))
             {
@@ -329,6 +339,20 @@ public static class Recommender
         foreach (var name in GpuResources)
             if (t.IndexOf(name) is var i and >= 0 && i < p.Requests.Length) gpu += p.Requests[i];
         return new Demand(p.Requests[ResourceTable.Cpu], p.Requests[ResourceTable.Memory], gpu, 1);
+    }
+
+    /// <summary>The pods bound to each node, in their order in <paramref name="pods"/> (two passes, no grouping objects).</summary>
+    private static Dictionary<string, PodFacts[]> ByNode(PodFacts[] pods)
+    {
+        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var p in pods)
+            if (p.Node is not null) CollectionsMarshal.GetValueRefOrAddDefault(counts, p.Node, out _)++;
+        var byNode = new Dictionary<string, PodFacts[]>(counts.Count, StringComparer.Ordinal);
+        foreach (var (node, count) in counts) byNode[node] = new PodFacts[count];
+        foreach (var key in counts.Keys) counts[key] = 0;
+        foreach (var p in pods)
+            if (p.Node is not null) byNode[p.Node][CollectionsMarshal.GetValueRefOrNullRef(counts, p.Node)++] = p;
+        return byNode;
     }
 
     private static PodFacts[] Movable(PodFacts[] onNode) => onNode.Where(p => !p.IsOverhead).ToArray();
@@ -618,9 +642,10 @@ public static class Recommender
         else if (!n.Ready) list.Add(new Blocker(BlockerReasons.NodeNotReady, [], []));
         if (PriceOf(n, book) is null) list.Add(new Blocker(BlockerReasons.NodeUnpriced, [], []));
 
-        var byReason = new SortedDictionary<string, (List<string> Pods, SortedSet<string> Pdbs)>(StringComparer.Ordinal);
+        SortedDictionary<string, (List<string> Pods, SortedSet<string> Pdbs)>? byReason = null;   // most nodes have none
         void Add(string reason, PodFacts p, string? pdb = null)
         {
+            byReason ??= new SortedDictionary<string, (List<string> Pods, SortedSet<string> Pdbs)>(StringComparer.Ordinal);
             if (!byReason.TryGetValue(reason, out var e)) byReason[reason] = e = ([], new SortedSet<string>(StringComparer.Ordinal));
             e.Pods.Add(Describe(p));
             if (pdb is not null) e.Pdbs.Add(pdb);
@@ -633,11 +658,17 @@ public static class Recommender
             if ((s.Traits & PodTraits.SafeToEvictFalse) != 0) Add(BlockerReasons.PodSafeToEvictFalse, p);
             if ((s.Traits & PodTraits.LocalStorage) != 0 && (s.Traits & PodTraits.SafeToEvictTrue) == 0) Add(BlockerReasons.PodLocalStorage, p);
             if (s.Owner == OwnerKind.None && (s.Traits & PodTraits.SafeToEvictTrue) == 0) Add(BlockerReasons.PodNoController, p);
-            var budgets = (pdbIndex.GetValueOrDefault(s.Namespace) ?? []).Where(b => b.Selector.Matches(s.Labels)).ToList();
-            foreach (var b in budgets.Where(b => b.DisruptionsAllowed <= 0)) Add(BlockerReasons.PdbNoDisruptions, p, $"{b.Namespace}/{b.Name}");
-            if (s.Namespace == "kube-system" && budgets.Count == 0) Add(BlockerReasons.KubeSystemWithoutPdb, p);
+            int budgets = 0;
+            foreach (var b in pdbIndex.GetValueOrDefault(s.Namespace) ?? [])
+            {
+                if (!b.Selector.Matches(s.Labels)) continue;
+                budgets++;
+                if (b.DisruptionsAllowed <= 0) Add(BlockerReasons.PdbNoDisruptions, p, $"{b.Namespace}/{b.Name}");
+            }
+            if (s.Namespace == "kube-system" && budgets == 0) Add(BlockerReasons.KubeSystemWithoutPdb, p);
         }
-        foreach (var (reason, (podsList, pdbsSet)) in byReason) list.Add(new Blocker(reason, podsList.Order(StringComparer.Ordinal).ToList(), pdbsSet.ToList()));
+        if (byReason is not null)
+            foreach (var (reason, (podsList, pdbsSet)) in byReason) list.Add(new Blocker(reason, podsList.Order(StringComparer.Ordinal).ToList(), pdbsSet.ToList()));
         return list;
     }
 

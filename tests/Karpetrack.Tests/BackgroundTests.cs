@@ -33,6 +33,21 @@ public sealed class BackgroundTests
     }
 
     [Fact]
+    public void PacerCollectsEveryStepOfAllocationAndNotBefore()
+    {
+        var pacer = new AllocationPacer(1 << 20);
+        int gen0 = GC.CollectionCount(0);
+        var keep = new List<byte[]>();
+        for (int i = 0; i < 100; i++) { keep.Add(new byte[64 * 1024]); pacer.Tick(); }   // 6.4 MB in 64 KB steps
+        Assert.InRange(pacer.Collections, 5, 7);
+        Assert.True(GC.CollectionCount(0) - gen0 >= pacer.Collections);
+        var idle = new AllocationPacer(1 << 30);
+        for (int i = 0; i < 10; i++) { keep.Add(new byte[64 * 1024]); idle.Tick(); }
+        Assert.Equal(0, idle.Collections);
+        GC.KeepAlive(keep);
+    }
+
+    [Fact]
     public async Task RecommenderRunsBelowServingThreads()
     {
         var status = new ReflectorStatus("pods");

@@ -37,23 +37,23 @@ internal static class Background
 }
 
 /// <summary>
-/// Collects the young garbage of a long, allocating job every <c>step</c> bytes the calling thread
-/// allocates. The runtime sizes its gen0 budget from the L3 cache (over 100 MB on large server parts),
+/// Collects the young garbage of a long, allocating job every <c>step</c> bytes the process allocates
+/// (all threads: an async job hops between them). The runtime sizes its gen0 budget from the L3 cache (over 100 MB on large server parts),
 /// and everything allocated up to it stays committed, so a job that allocates hundreds of MB in one
 /// go would otherwise lift the process's RSS by about that budget. A gen0 collection with few
 /// survivors costs about a millisecond.
 /// </summary>
 internal sealed class AllocationPacer(long step)
 {
-    private long next = GC.GetAllocatedBytesForCurrentThread() + step;
+    private long next = GC.GetTotalAllocatedBytes() + step;
 
     public int Collections { get; private set; }
 
     public void Tick()
     {
-        if (GC.GetAllocatedBytesForCurrentThread() < next) return;
+        if (GC.GetTotalAllocatedBytes() < next) return;
         GC.Collect(0, GCCollectionMode.Forced, blocking: true);
         Collections++;
-        next = GC.GetAllocatedBytesForCurrentThread() + step;
+        next = GC.GetTotalAllocatedBytes() + step;
     }
 }

@@ -713,8 +713,11 @@ public sealed class Reflector<T> where T : class
         string? continueToken = null;
         string? rv = null;
         int total = 0;
+        // A relist decodes every object once more: keep its garbage from piling up to the gen0 budget.
+        var pacer = new AllocationPacer(8 << 20);
         do
         {
+            pacer.Tick();
             using var pageCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
             pageCts.CancelAfter(client.RequestTimeout);
             var query = Query(("limit", options.PageSize.ToString(System.Globalization.CultureInfo.InvariantCulture)), ("continue", continueToken));

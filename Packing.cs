@@ -338,7 +338,7 @@ internal sealed class Instance
             var it = p.Items[i];
             keys[i] = new ItemKey(it.Constraint, it.AntiAffinityGroup < 0 ? -1 : it.AntiAffinityGroup, it.Demand, i);
         }
-        Array.Sort(keys, ItemKeyOrder.Instance);
+        Array.Sort(keys);
         int shapes = 0;
         for (int j = 0; j < N; j++) if (j == 0 || !keys[j].SameShape(keys[j - 1])) shapes++;
         S = shapes;
@@ -394,23 +394,21 @@ internal sealed class Instance
         TypesByPrice = [.. Enumerable.Range(0, T).OrderBy(t => Price[t]).ThenBy(t => p.Types[t].Id).ThenBy(t => t)];
     }
 
-    private readonly record struct ItemKey(int Con, int Aa, Demand Demand, int Index)
+    // Compared through IComparable rather than an IComparer object: the sort then calls CompareTo directly, not through
+    // an interface (building the instance took 3 ms at 10k items, half of it in that sort).
+    private readonly record struct ItemKey(int Con, int Aa, Demand Demand, int Index) : IComparable<ItemKey>
     {
         public bool SameShape(in ItemKey o) => Con == o.Con && Aa == o.Aa && Demand == o.Demand;
-    }
 
-    private sealed class ItemKeyOrder : IComparer<ItemKey>
-    {
-        public static readonly ItemKeyOrder Instance = new();
-        public int Compare(ItemKey a, ItemKey b)
+        public int CompareTo(ItemKey b)
         {
-            int c = a.Con.CompareTo(b.Con);
-            if (c == 0) c = a.Aa.CompareTo(b.Aa);
-            if (c == 0) c = a.Demand.Gpu.CompareTo(b.Demand.Gpu);
-            if (c == 0) c = a.Demand.Pods.CompareTo(b.Demand.Pods);
-            if (c == 0) c = a.Demand.CpuMilli.CompareTo(b.Demand.CpuMilli);
-            if (c == 0) c = a.Demand.MemoryBytes.CompareTo(b.Demand.MemoryBytes);
-            return c != 0 ? c : a.Index.CompareTo(b.Index);
+            int c = Con.CompareTo(b.Con);
+            if (c == 0) c = Aa.CompareTo(b.Aa);
+            if (c == 0) c = Demand.Gpu.CompareTo(b.Demand.Gpu);
+            if (c == 0) c = Demand.Pods.CompareTo(b.Demand.Pods);
+            if (c == 0) c = Demand.CpuMilli.CompareTo(b.Demand.CpuMilli);
+            if (c == 0) c = Demand.MemoryBytes.CompareTo(b.Demand.MemoryBytes);
+            return c != 0 ? c : Index.CompareTo(b.Index);
         }
     }
 

@@ -1563,11 +1563,14 @@ internal sealed class State
 
     private List<Bin> LeastEfficient(int k)
     {
-        var list = Bins.Where(b => !b.Removed).ToList();
-        var idx = new Dictionary<Bin, int>();
-        for (int i = 0; i < Bins.Count; i++) idx[Bins[i]] = i;
-        list.Sort((a, b) => { int c = Efficiency(a).CompareTo(Efficiency(b)); return c != 0 ? c : idx[a].CompareTo(idx[b]); });
-        if (list.Count > k) list.RemoveRange(k, list.Count - k);
+        var live = new List<Bin>(Bins.Count);
+        foreach (var b in Bins) if (!b.Removed) live.Add(b);
+        var keys = new double[live.Count];
+        var idx = new int[live.Count];
+        for (int j = 0; j < live.Count; j++) keys[j] = Efficiency(live[j]);
+        SortByKey(keys, idx, live.Count, k);
+        var list = new List<Bin>(Math.Min(k, live.Count));
+        for (int j = 0; j < live.Count && list.Count < k; j++) list.Add(live[idx[j]]);
         return list;
     }
 

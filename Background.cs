@@ -38,10 +38,10 @@ internal static class Background
 
 /// <summary>
 /// Collects the young garbage of a long, allocating job every <c>step</c> bytes the process allocates
-/// (all threads: an async job hops between them). The runtime sizes its gen0 budget from the L3 cache (over 100 MB on large server parts),
-/// and everything allocated up to it stays committed, so a job that allocates hundreds of MB in one
-/// go would otherwise lift the process's RSS by about that budget. A gen0 collection with few
-/// survivors costs about a millisecond.
+/// (all threads: an async job hops between them). The runtime sizes its gen0 budget from the L3 cache
+/// (over 100 MB on large server parts) and keeps what it allocated up to it committed, so a job that
+/// allocates hundreds of MB in one go would otherwise lift the process's RSS by about that budget.
+/// A gen0 collection with few survivors costs about a millisecond.
 /// </summary>
 internal sealed class AllocationPacer(long step)
 {

@@ -341,7 +341,7 @@ public static class Recommender
         return new Demand(p.Requests[ResourceTable.Cpu], p.Requests[ResourceTable.Memory], gpu, 1);
     }
 
-    /// <summary>The pods bound to each node, in their order in <paramref name="pods"/> (two passes, no grouping objects).</summary>
+    /// <summary>The pods bound to each node, in their order in <paramref name="pods"/> (two passes over the pods, no grouping objects).</summary>
     private static Dictionary<string, PodFacts[]> ByNode(PodFacts[] pods)
     {
         var counts = new Dictionary<string, int>(StringComparer.Ordinal);

@@ -129,15 +129,22 @@ public class CollectorTests
         Assert.Equal(fourth, Encoding.UTF8.GetString(new Collector(m, [], []).RenderToArray()));
     }
 
-    [Fact]
-    public void EachScrapeShowsThePlanPublishedLast()
+    /// <summary>A synced pods cache, the sample model and a recommender loop over them (not started).</summary>
+    private static (ReflectorStatus Status, ClusterModel Model, RecommenderLoop Loop) WithRecommender(PriceFeed prices)
     {
         var status = new ReflectorStatus("pods");
         status.MarkSynced("1", DateTimeOffset.UtcNow);
-        using var prices = new PriceFeed(new PriceFeedOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         var model = SampleModel();
         var loop = new RecommenderLoop(model, prices, [status], () => new RecommenderOptions(), TimeSpan.FromSeconds(30),
             Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        return (status, model, loop);
+    }
+
+    [Fact]
+    public void EachScrapeShowsThePlanPublishedLast()
+    {
+        using var prices = new PriceFeed(new PriceFeedOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var (status, model, loop) = WithRecommender(prices);
         var collector = new Collector(model, [status], [], prices, recommender: loop);
         static Plan Blocking(string node, string reason) =>
             new([], new Dictionary<string, IReadOnlyList<Blocker>> { [node] = [new Blocker(reason, [], [])] }, [], 0, 0, "");
@@ -159,12 +166,8 @@ public class CollectorTests
     [Fact]
     public void EveryDeclaredFamilyIsRendered()
     {
-        var status = new ReflectorStatus("pods");
-        status.MarkSynced("1", DateTimeOffset.UtcNow);
         using var prices = new PriceFeed(new PriceFeedOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
-        var model = SampleModel();
-        var loop = new RecommenderLoop(model, prices, [status], () => new RecommenderOptions(), TimeSpan.FromSeconds(30),
-            Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var (status, model, loop) = WithRecommender(prices);
         loop.RunOnce();
         var grpc = new GrpcServer(new GrpcServerOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         var actuator = new Actuator(new ActuationOptions { Mode = ActuationMode.DryRun }, model, prices, [status], Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);

@@ -36,9 +36,9 @@ internal static class Json
 
     public static void Fail(ref string? error, string path, string problem) => error ??= $"{path}: {problem}";
 
-    public static string? String(ref Utf8JsonReader r, ref string? error, string path)
+    public static string? String(ref Utf8JsonReader r, ref string? error, string path, StringPool? pool = null)
     {
-        if (r.TokenType == JsonTokenType.String) return r.GetString();
+        if (r.TokenType == JsonTokenType.String) return pool is null ? r.GetString() : pool.Get(ref r);
         if (r.TokenType != JsonTokenType.Null) Fail(ref error, path, $"expected a string, got {r.TokenType}");
         return null;
     }
@@ -115,7 +115,10 @@ internal static class Json
     }
 
     /// <summary>Reads a {string: string} map (labels, annotations).</summary>
-    public static Decode StringMap(ref Utf8JsonReader r, Dictionary<string, string> into, ref string? error, string path)
+    /// <param name="pool">Shares key and value strings with other objects, when given.</param>
+    /// <param name="keep">Which keys to keep, when not all; the others are skipped unread.</param>
+    public static Decode StringMap(ref Utf8JsonReader r, Dictionary<string, string> into, ref string? error, string path,
+        StringPool? pool = null, Func<string, bool>? keep = null)
     {
         if (r.TokenType == JsonTokenType.Null) return Decode.Ok;
         if (r.TokenType != JsonTokenType.StartObject)
@@ -127,9 +130,14 @@ internal static class Json
         {
             if (!r.Read()) return Decode.Incomplete;
             if (r.TokenType == JsonTokenType.EndObject) return Decode.Ok;
-            var key = r.GetString()!;
+            var key = pool is null ? r.GetString()! : pool.Get(ref r);
             if (!r.Read()) return Decode.Incomplete;
-            var value = String(ref r, ref error, $"{path}[{key}]");
+            if (keep is not null && !keep(key))
+            {
+                if (!Skip(ref r)) return Decode.Incomplete;
+                continue;
+            }
+            var value = String(ref r, ref error, $"{path}[{key}]", pool);
             if (value is not null) into[key] = value;
             else if (!Skip(ref r)) return Decode.Incomplete;
         }
@@ -176,6 +184,39 @@ internal static class Json
         Span<byte> hash = stackalloc byte[32];
         System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(s), hash);
         return new Guid(hash[..16]);
+    }
+}
+
+/// <summary>
+/// Hands out one string per distinct short JSON string value, so that objects decoded one by one
+/// share their repeated keys and values. Bounded: when full it starts over, so values of objects
+/// long gone cannot pile up; a value is then at worst allocated again, never wrong.
+/// </summary>
+public sealed class StringPool(int capacity = 16_384)
+{
+    private const int MaxChars = 256;
+    private readonly HashSet<string> strings = new(StringComparer.Ordinal);
+
+    public int Count { get { lock (strings) return strings.Count; } }
+
+    /// <summary>The reader's current string value, shared with earlier equal ones.</summary>
+    public string Get(ref Utf8JsonReader r)
+    {
+        if (r.HasValueSequence || r.ValueIsEscaped || r.ValueSpan.Length > MaxChars) return r.GetString()!;
+        Span<char> chars = stackalloc char[MaxChars];
+        // Invalid UTF-8 goes the ordinary way, to fail exactly as GetString does.
+        if (System.Text.Unicode.Utf8.ToUtf16(r.ValueSpan, chars, out _, out int n, replaceInvalidSequences: false) != System.Buffers.OperationStatus.Done)
+            return r.GetString()!;
+        var text = chars[..n];
+        lock (strings)
+        {
+            var lookup = strings.GetAlternateLookup<ReadOnlySpan<char>>();
+            if (lookup.TryGetValue(text, out var shared)) return shared;
+            if (strings.Count >= capacity) strings.Clear();
+            var fresh = new string(text);
+            strings.Add(fresh);
+            return fresh;
+        }
     }
 }
 
@@ -574,6 +615,18 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
 /// <summary>Decodes Nodes: labels, annotations, allocatable, capacity, taints, readiness, cordon.</summary>
 public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord>
 {
+    /// <summary>
+    /// The node annotations Karpetrack reads; the rest (node IPs, CSI ids, CNI state, often kilobytes
+    /// a node) are skipped at decode time.
+    /// </summary>
+    public static bool KeptAnnotation(string key) =>
+        key.StartsWith("karpetrack.io/", StringComparison.Ordinal)
+        || key == "cluster-autoscaler.kubernetes.io/scale-down-disabled";
+
+    // Thousands of nodes carry the same label keys and a few distinct values (class, pool, region):
+    // one string each instead of one per node.
+    private readonly StringPool pool = new();
+
     public string? ResourceVersionOf(NodeRecord value) => value.ResourceVersion;
 
     public string Describe(NodeRecord value) => value.Name;
@@ -595,7 +648,7 @@ public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord
         }
     }
 
-    private static Decode Metadata(ref Utf8JsonReader r, NodeRecord node, ref string? error)
+    private Decode Metadata(ref Utf8JsonReader r, NodeRecord node, ref string? error)
     {
         if (!Json.ExpectObject(ref r, ref error, "metadata")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
@@ -603,18 +656,18 @@ public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord
             if (!r.Read()) return Decode.Incomplete;
             if (r.TokenType == JsonTokenType.EndObject) return Decode.Ok;
             Decode d = Decode.Ok;
-            if (r.ValueTextEquals("name"u8)) { if (!r.Read()) return Decode.Incomplete; node.Name = Json.String(ref r, ref error, "metadata.name") ?? ""; }
+            if (r.ValueTextEquals("name"u8)) { if (!r.Read()) return Decode.Incomplete; node.Name = Json.String(ref r, ref error, "metadata.name", pool) ?? ""; }
             else if (r.ValueTextEquals("resourceVersion"u8)) { if (!r.Read()) return Decode.Incomplete; node.ResourceVersion = Json.String(ref r, ref error, "metadata.resourceVersion"); }
             else if (r.ValueTextEquals("deletionTimestamp"u8)) { if (!r.Read()) return Decode.Incomplete; node.Deleting = r.TokenType != JsonTokenType.Null; }
             else if (r.ValueTextEquals("creationTimestamp"u8)) { if (!r.Read()) return Decode.Incomplete; node.Created = Json.Time(ref r); }
-            else if (r.ValueTextEquals("labels"u8)) { if (!r.Read()) return Decode.Incomplete; d = Json.StringMap(ref r, node.Labels, ref error, "metadata.labels"); }
-            else if (r.ValueTextEquals("annotations"u8)) { if (!r.Read()) return Decode.Incomplete; d = Json.StringMap(ref r, node.Annotations, ref error, "metadata.annotations"); }
+            else if (r.ValueTextEquals("labels"u8)) { if (!r.Read()) return Decode.Incomplete; d = Json.StringMap(ref r, node.Labels, ref error, "metadata.labels", pool); }
+            else if (r.ValueTextEquals("annotations"u8)) { if (!r.Read()) return Decode.Incomplete; d = Json.StringMap(ref r, node.Annotations, ref error, "metadata.annotations", pool, KeptAnnotation); }
             else if (!r.TrySkip()) return Decode.Incomplete;
             if (d == Decode.Incomplete) return d;
         }
     }
 
-    private static Decode Spec(ref Utf8JsonReader r, NodeRecord node, ref string? error)
+    private Decode Spec(ref Utf8JsonReader r, NodeRecord node, ref string? error)
     {
         if (!Json.ExpectObject(ref r, ref error, "spec")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
@@ -637,9 +690,9 @@ public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord
                     {
                         if (!r.Read()) return Decode.Incomplete;
                         if (r.TokenType == JsonTokenType.EndObject) break;
-                        if (r.ValueTextEquals("key"u8)) { if (!r.Read()) return Decode.Incomplete; key = Json.String(ref r, ref error, "spec.taints.key"); }
-                        else if (r.ValueTextEquals("value"u8)) { if (!r.Read()) return Decode.Incomplete; value = Json.String(ref r, ref error, "spec.taints.value"); }
-                        else if (r.ValueTextEquals("effect"u8)) { if (!r.Read()) return Decode.Incomplete; effect = Json.String(ref r, ref error, "spec.taints.effect"); }
+                        if (r.ValueTextEquals("key"u8)) { if (!r.Read()) return Decode.Incomplete; key = Json.String(ref r, ref error, "spec.taints.key", pool); }
+                        else if (r.ValueTextEquals("value"u8)) { if (!r.Read()) return Decode.Incomplete; value = Json.String(ref r, ref error, "spec.taints.value", pool); }
+                        else if (r.ValueTextEquals("effect"u8)) { if (!r.Read()) return Decode.Incomplete; effect = Json.String(ref r, ref error, "spec.taints.effect", pool); }
                         else if (!r.TrySkip()) return Decode.Incomplete;
                     }
                     if (key is not null) taints.Add(new Taint(key, value, effect ?? ""));

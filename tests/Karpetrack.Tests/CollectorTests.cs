@@ -129,6 +129,41 @@ public class CollectorTests
         Assert.Equal(fourth, Encoding.UTF8.GetString(new Collector(m, [], []).RenderToArray()));
     }
 
+    [Fact]
+    public void CachedChunksMatchAFreshRenderThroughRandomChurnAcrossManyChunks()
+    {
+        // 300 nodes span five chunks of 64; nodes come and go in the middle (shifting the rest),
+        // pods land and leave, and each scrape must equal what a collector without a cache renders.
+        var rng = new Random(7);
+        var m = new ClusterModel(ResourceTable.Default);
+        var names = new List<string>();
+        for (int i = 0; i < 300; i++) { names.Add($"node-{i:D4}"); m.UpsertNode(ClusterModelTests.Node(names[^1])); }
+        var collector = new Collector(m, [], [["servers.ngpc.rxt.io/class"]]);
+        int pods = 0, next = 300;
+        for (int step = 0; step < 60; step++)
+        {
+            for (int k = rng.Next(1, 6); k > 0; k--)
+            {
+                switch (rng.Next(4))
+                {
+                    case 0:
+                        m.UpsertNode(ClusterModelTests.Node($"node-{rng.Next(0, next):D4}x"));   // sorts between existing names
+                        break;
+                    case 1 when names.Count > 10:
+                        int at = rng.Next(names.Count);
+                        m.DeleteNode(names[at]);
+                        names.RemoveAt(at);
+                        break;
+                    default:
+                        m.UpsertPod(ClusterModelTests.Pod($"p{pods++}", names[rng.Next(names.Count)], rng.Next(10, 500), rng.Next(1, 64) << 20));
+                        break;
+                }
+            }
+            var cached = collector.RenderToArray();
+            Assert.Equal(Encoding.UTF8.GetString(new Collector(m, [], [["servers.ngpc.rxt.io/class"]]).RenderToArray()), Encoding.UTF8.GetString(cached));
+        }
+    }
+
     /// <summary>A synced pods cache, the sample model and a recommender loop over them (not started).</summary>
     private static (ReflectorStatus Status, ClusterModel Model, RecommenderLoop Loop) WithRecommender(PriceFeed prices)
     {

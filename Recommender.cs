@@ -129,7 +129,7 @@ public static class Recommender
         // Capacity left on nodes that may receive pods: ready, schedulable, not being deleted.
         var free = new Dictionary<string, Demand>(StringComparer.Ordinal);
         foreach (var n in snap.Nodes)
-            if (IsDestination(n)) free[n.Name] = FreeOf(n, o);
+            if (IsDestination(n)) free[n.Name] = FreeOf(n, snap.Resources, o);
         // Nodes being provisioned take pending pods before anything new is bought, so the same
         // pending pods are never provisioned for twice; they receive nothing else (they are not up yet).
         var provisioning = InFlightBins(inFlight ?? [], offers, snap.Resources, free, views);
@@ -305,12 +305,15 @@ public static class Recommender
                 dsMem += req[ResourceTable.Memory];
                 dsPods++;
             }
-            var capacity = new Demand(cpu - dsCpu, mem - dsMem, gpu ? o.GpuPerClass.GetValueOrDefault(name, 1) : 0, o.MaxPodsPerNode - dsPods);
+            var capacity = new Demand(cpu - dsCpu, mem - dsMem, GpusOf(c, o), o.MaxPodsPerNode - dsPods);
             if (!capacity.IsNonNegative) continue;
             offers.Add(new Offer(new BinType(id++, name, capacity, price), pc, labels, gpu));
         }
         return offers;
     }
+
+    /// <summary>GPUs a node of the class has: the feed does not say, so --gpus-per-class, else one per GPU class.</summary>
+    private static int GpusOf(ServerClass c, RecommenderOptions o) => c.Category == "gpu" ? o.GpuPerClass.GetValueOrDefault(c.Name, 1) : 0;
 
     /// <summary>Capacity minus allocatable as existing nodes of the class show it, else the documented default.</summary>
     private static (long Cpu, long Memory) Reserved(ClusterSnapshot snap, ServerClass c, RecommenderOptions o)
@@ -330,16 +333,19 @@ public static class Recommender
         PodShape.Parse(template.Namespace, template.Owner, template.OwnerName, template.Name, template.Traits, template.Priority,
             template.LabelsJson, template.NodeSelectorJson, template.AffinityJson, template.TolerationsJson);
 
-    /// <summary>GPU resource names counted in the packer's GPU dimension (tracked when --resources lists them).</summary>
-    private static readonly string[] GpuResources = ["nvidia.com/gpu", "amd.com/gpu"];
-
-    private static Demand DemandOf(PodFacts p, ResourceTable t)
+    /// <summary>
+    /// The packer's GPU dimension: nvidia.com/gpu, which the model always tracks (Spot's GPU classes are NVIDIA),
+    /// plus amd.com/gpu when --resources lists it.
+    /// </summary>
+    private static long Gpus(long[] amounts, ResourceTable t)
     {
-        long gpu = 0;
-        foreach (var name in GpuResources)
-            if (t.IndexOf(name) is var i and >= 0 && i < p.Requests.Length) gpu += p.Requests[i];
-        return new Demand(p.Requests[ResourceTable.Cpu], p.Requests[ResourceTable.Memory], gpu, 1);
+        long gpu = t.GpuIndex < amounts.Length ? amounts[t.GpuIndex] : 0;
+        if (t.AmdGpuIndex >= 0 && t.AmdGpuIndex < amounts.Length) gpu += amounts[t.AmdGpuIndex];
+        return gpu;
     }
+
+    private static Demand DemandOf(PodFacts p, ResourceTable t) =>
+        new(p.Requests[ResourceTable.Cpu], p.Requests[ResourceTable.Memory], Gpus(p.Requests, t), 1);
 
     /// <summary>The pods bound to each node, in their order in <paramref name="pods"/> (two passes over the pods, no grouping objects).</summary>
     private static Dictionary<string, PodFacts[]> ByNode(PodFacts[] pods)
@@ -359,11 +365,11 @@ public static class Recommender
 
     private static bool IsDestination(NodeView n) => n.Ready && n.Schedulable && !n.Deleting;
 
-    private static Demand FreeOf(NodeView n, RecommenderOptions o)
+    private static Demand FreeOf(NodeView n, ResourceTable t, RecommenderOptions o)
     {
         long podsAllocatable = o.MaxPodsPerNode;
         return new Demand(n.Allocatable[ResourceTable.Cpu] - n.Allocated[ResourceTable.Cpu], n.Allocatable[ResourceTable.Memory] - n.Allocated[ResourceTable.Memory],
-            0, podsAllocatable - n.Pods);
+            Gpus(n.Allocatable, t) - Gpus(n.Allocated, t), podsAllocatable - n.Pods);
     }
 
     private static double Utilization(NodeView n) => Math.Max(n.Utilization(ResourceTable.Cpu), n.Utilization(ResourceTable.Memory));
@@ -753,7 +759,7 @@ public static class Recommender
         var shapes = new ShapeIndex(snap.Resources);
         var items = pods.Select((p, i) => shapes.Item(i, p)).ToList();
         var existing = snap.Nodes.Where(IsDestination).OrderBy(n => n.Name, StringComparer.Ordinal)
-            .Select((n, i) => new ExistingBin(i, n.Name, FreeOf(n, o))).ToList();
+            .Select((n, i) => new ExistingBin(i, n.Name, FreeOf(n, snap.Resources, o))).ToList();
         var solution = Packer.Solve(Problem(shapes, items, offers, existing, views));
         var placed = new Dictionary<int, (string Node, bool New)>();
         foreach (var (item, bin) in solution.OnExisting) placed[item] = (existing[bin].Name, false);
@@ -783,6 +789,7 @@ public static class Recommender
         capacity[ResourceTable.Memory] = c.MemoryBytes;
         allocatable[ResourceTable.Cpu] = capacity[ResourceTable.Cpu] - reservedCpu;
         allocatable[ResourceTable.Memory] = capacity[ResourceTable.Memory] - reservedMem;
+        capacity[snap.Resources.GpuIndex] = allocatable[snap.Resources.GpuIndex] = GpusOf(c, o);
         var labels = NewNodeLabels(c);
         labels["kubernetes.io/hostname"] = name;
         return new NodeView

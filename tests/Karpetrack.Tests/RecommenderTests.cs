@@ -12,10 +12,14 @@ internal sealed class Scenario
     private int uid;
 
     public Scenario Node(string name, string cls, bool ready = true, bool cordoned = false, Dictionary<string, string>? annotations = null,
-        string type = "spot", Dictionary<string, string>? labels = null, Taint[]? taints = null)
+        string type = "spot", Dictionary<string, string>? labels = null, Taint[]? taints = null, int gpus = 0, long reservedMilliCpu = 100, bool deleting = false)
     {
         var c = Book.Classes[cls].Class;
         long cpu = (long)(c.Cpu * 1000), mem = c.MemoryBytes;
+        var capacity = new long[Model.Resources.Count];
+        var allocatable = new long[Model.Resources.Count];
+        (capacity[ResourceTable.Cpu], capacity[ResourceTable.Memory], capacity[Model.Resources.GpuIndex]) = (cpu, mem, gpus);
+        (allocatable[ResourceTable.Cpu], allocatable[ResourceTable.Memory], allocatable[Model.Resources.GpuIndex]) = (cpu - reservedMilliCpu, mem - (mem / 20), gpus);
         var l = new Dictionary<string, string>(labels ?? [], StringComparer.Ordinal)
         {
             [SpotLabels.ServerClass] = cls, [SpotLabels.CapacityType] = type, [SpotLabels.Pool] = "pool-" + name,
@@ -24,14 +28,14 @@ internal sealed class Scenario
         Model.UpsertNode(new NodeRecord
         {
             Name = name, Labels = l, Annotations = annotations ?? [], Ready = ready, Unschedulable = cordoned, Taints = taints ?? [],
-            Capacity = [cpu, mem], Allocatable = [cpu - 100, mem - (mem / 20)],
+            Capacity = capacity, Allocatable = allocatable, Deleting = deleting,
         });
         return this;
     }
 
     /// <summary>A pod decoded from real-shaped JSON, so the shape goes through the same decoder as a live one.</summary>
     public Scenario Pod(string name, string? node, string cpu, string mem, string ns = "shop", string ownerKind = "ReplicaSet", string? owner = "app-5d9f",
-        string labels = """{"app":"app"}""", string annotations = "{}", string extraSpec = "", bool pending = false)
+        string labels = """{"app":"app"}""", string annotations = "{}", string extraSpec = "", bool pending = false, int gpu = 0)
     {
         var ownerRefs = ownerKind == "None" ? "[]"
             : """[{"apiVersion":"apps/v1","kind":"@K@","name":"@O@","uid":"x","controller":true}]""".Replace("@K@", ownerKind).Replace("@O@", owner);
@@ -40,13 +44,13 @@ internal sealed class Scenario
             : """{"phase":"Running"}""";
         var json = """
             {"metadata":{"name":"@NAME@","namespace":"@NS@","uid":"@UID@","labels":@LABELS@,"annotations":@ANN@,"ownerReferences":@OWN@},
-             "spec":{@NODE@"containers":[{"name":"c","resources":{"requests":{"cpu":"@CPU@","memory":"@MEM@"}}}]@EXTRA@},
+             "spec":{@NODE@"containers":[{"name":"c","resources":{"requests":{"cpu":"@CPU@","memory":"@MEM@"@GPU@}}}]@EXTRA@},
              "status":@STATUS@}
             """
             .Replace("@NAME@", name).Replace("@NS@", ns).Replace("@UID@", Json.StableGuid(ns + "/" + name + "/" + uid++).ToString())
             .Replace("@LABELS@", labels).Replace("@ANN@", annotations).Replace("@OWN@", ownerRefs)
             .Replace("@NODE@", node is null ? "" : "\"nodeName\":\"" + node + "\",").Replace("@CPU@", cpu).Replace("@MEM@", mem)
-            .Replace("@EXTRA@", extraSpec).Replace("@STATUS@", status);
+            .Replace("@GPU@", gpu > 0 ? $",\"nvidia.com/gpu\":\"{gpu}\"" : "").Replace("@EXTRA@", extraSpec).Replace("@STATUS@", status);
         Model.UpsertPod(PodRequestTests.Decode(json));
         return this;
     }
@@ -296,6 +300,52 @@ public class RecommenderTests
         Assert.Single(plan.Unplaceable);
         var all = new Scenario().Node("n", "gp.vs1.medium-iad", cordoned: true).Pod("p", null, "1", "1Gi", pending: true).Run();
         Assert.All(Single(all, RecommendationType.Provision).NewNodes, n => Assert.EndsWith("-iad", n.ServerClass));
+    }
+
+    private static readonly RecommenderOptions Sjc = new() { Region = "us-west-sjc-1" };
+    private const string SjcGpu = "gpu.vs2.xlargeplusplus-sjc";
+
+    [Fact]
+    public void GpuPodsGetGpuClassesWhateverResourcesAreExported()
+    {
+        // The default table exports cpu and memory only; the GPU request must still be seen.
+        Assert.Equal([ResourceTable.Cpu, ResourceTable.Memory], ResourceTable.Default.Exported);
+        var plan = new Scenario().Node("n", "gp.vs2.medium-sjc", cordoned: true)
+            .Pod("train", null, "1", "2Gi", pending: true, gpu: 1)
+            .Pod("web", null, "1", "2Gi", pending: true)
+            .Run(Sjc);
+        var rec = Single(plan, RecommendationType.Provision);
+        Assert.Equal(SjcGpu, Assert.Single(rec.Moves, m => m.Pod == "train").To.Split('#')[0]);
+        Assert.NotEqual(SjcGpu, Assert.Single(rec.Moves, m => m.Pod == "web").To.Split('#')[0]);
+    }
+
+    [Theory]
+    [InlineData(1, 0, false)]    // the node's one GPU is free: the pod goes there, nothing is bought
+    [InlineData(1, 1, true)]     // its GPU is taken: a new GPU node
+    [InlineData(0, 0, true)]     // a node of a GPU class that shows no GPU is no GPU node
+    public void GpuPodsUseTheFreeGpusOfExistingNodes(int nodeGpus, int usedGpus, bool buys)
+    {
+        var s = new Scenario().Node("g", SjcGpu, gpus: nodeGpus);
+        if (usedGpus > 0) s.Pod("busy", "g", "1", "1Gi", gpu: usedGpus);
+        var plan = s.Pod("train", null, "1", "2Gi", pending: true, gpu: 1).Run(Sjc);
+        Assert.Empty(plan.Unplaceable);
+        Assert.Equal(buys, plan.Recommendations.Any(r => r.Type == RecommendationType.Provision));
+        if (buys) Assert.Equal(SjcGpu, Single(plan, RecommendationType.Provision).NewNodes.Single().ServerClass);
+    }
+
+    [Theory]
+    [InlineData(null, 2, 0)]     // one GPU per class by default: two 1-GPU pods take two nodes, 2-GPU pods fit nowhere
+    [InlineData(2, 1, 2)]
+    [InlineData(4, 1, 1)]
+    public void GpusPerClassSetsTheGpuCapacityOfNewNodes(int? perClass, int nodesForSingles, int nodesForDoubles)
+    {
+        var o = Sjc with { GpuPerClass = perClass is { } n ? new Dictionary<string, int> { [SjcGpu] = n } : new Dictionary<string, int>() };
+        Plan Two(int gpu) => new Scenario().Node("n", "gp.vs2.medium-sjc", cordoned: true)
+            .Pod("a", null, "1", "2Gi", pending: true, gpu: gpu).Pod("b", null, "1", "2Gi", pending: true, gpu: gpu).Run(o);
+        Assert.Equal(nodesForSingles, Single(Two(1), RecommendationType.Provision).NewNodes.Sum(x => x.Count));
+        var doubles = Two(2);
+        Assert.Equal(nodesForDoubles, doubles.Recommendations.Where(r => r.Type == RecommendationType.Provision).Sum(r => r.NewNodes.Sum(x => x.Count)));
+        Assert.Equal(nodesForDoubles == 0 ? 2 : 0, doubles.Unplaceable.Count);
     }
 
     [Fact]

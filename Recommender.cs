@@ -133,13 +133,15 @@ public static class Recommender
         // Nodes being provisioned take pending pods before anything new is bought, so the same
         // pending pods are never provisioned for twice; they receive nothing else (they are not up yet).
         var provisioning = InFlightBins(inFlight ?? [], offers, snap.Resources, free, views);
+        // Hostname anti-affinity groups present on each node: no placement below may add a pod of a group a node already holds.
+        var groups = AntiAffinityGroups(pods);
 
         // 1. Provisioning for pending pods: existing room first, then the cheapest set of new nodes.
         var pending = pods.Where(p => p.Pending).ToArray();
         decimal provisionCost = 0, provisionBound = 0;
         if (pending.Length > 0)
         {
-            var (rec, lost, cost, bound) = Provision(pending, offers, snap, free, views, o);
+            var (rec, lost, cost, bound) = Provision(pending, offers, snap, free, views, groups, o);
             if (rec is not null) recommendations.Add(rec);
             unplaceable.AddRange(lost);
             provisionCost = cost;
@@ -166,7 +168,7 @@ public static class Recommender
             .ThenBy(c => c.Node.Name, StringComparer.Ordinal)
             .ToList();
 
-        var destinations = new Destinations(snap.Nodes.Where(IsDestination), free, byNode, snap.Resources);
+        var destinations = new Destinations(snap.Nodes.Where(IsDestination), free, groups, snap.Resources);
         foreach (var (node, movable, price) in candidates)
         {
             pacer.Tick();
@@ -192,7 +194,7 @@ public static class Recommender
         }
 
         // Multi-node: the least utilized remaining nodes together, onto the rest plus new nodes if cheaper.
-        var multi = MultiNode(snap, candidates.Where(c => !removed.Contains(c.Node.Name) && !receivers.Contains(c.Node.Name)).ToList(), offers, free, removed, views, pdbIndex, o);
+        var multi = MultiNode(snap, candidates.Where(c => !removed.Contains(c.Node.Name) && !receivers.Contains(c.Node.Name)).ToList(), offers, free, removed, views, groups, pdbIndex, o);
         if (multi is not null)
         {
             recommendations.Add(multi);
@@ -404,31 +406,57 @@ public static class Recommender
 
         public bool AllowsOffer(int c, Offer offer) => (!offer.Gpu || Classes[c].Gpu) && Classes[c].Shape.AllowsNode(offer.Labels, []);
 
-        public bool AllowsNode(int c, NodeView n) => Classes[c].Shape.AllowsNode(n.Labels, n.Taints);
+        /// <summary>The node's labels and taints allow the class, and it holds no pod of the class's anti-affinity group.</summary>
+        public bool AllowsNode(int c, NodeView n, HashSet<string>? groupsOnNode) =>
+            !(groupsOnNode is not null && Classes[c].Shape.SelfAntiAffinityKey is { } key && groupsOnNode.Contains(key))
+            && Classes[c].Shape.AllowsNode(n.Labels, n.Taints);
     }
 
     /// <summary>Pods onto existing free capacity and the offered classes, each placement checked against the pod's constraints.</summary>
+    /// <remarks>
+    /// The packer keeps anti-affine items apart only among the items it places; what already runs on an existing
+    /// node is answered here (<paramref name="groups"/>), once per constraint class and node, as labels and taints are.
+    /// </remarks>
     private static PackingProblem Problem(ShapeIndex shapes, IReadOnlyList<PackItem> items, List<Offer> offers, IReadOnlyList<ExistingBin> existing,
-        Dictionary<string, NodeView> views) => new()
+        Dictionary<string, NodeView> views, Dictionary<string, HashSet<string>>? groups) => new()
     {
         Items = items,
         Types = offers.Select(x => x.Bin).ToList(),
         Existing = existing,
         TypeAllows = (c, t) => shapes.AllowsOffer(c, offers[t.Id]),
-        BinAllows = (c, b) => shapes.AllowsNode(c, views[b.Name]),
+        BinAllows = (c, b) => shapes.AllowsNode(c, views[b.Name], groups?.GetValueOrDefault(b.Name)),
     };
 
+    /// <summary>The anti-affinity groups (PodShape.SelfAntiAffinityKey) of the pods bound to each node; most nodes have none.</summary>
+    private static Dictionary<string, HashSet<string>> AntiAffinityGroups(PodFacts[] pods)
+    {
+        var groups = new Dictionary<string, HashSet<string>>(StringComparer.Ordinal);
+        foreach (var p in pods)
+            if (p.Node is not null && p.Shape.SelfAntiAffinityKey is { } key) AddGroup(groups, p.Node, key);
+        return groups;
+    }
+
+    private static void AddGroup(Dictionary<string, HashSet<string>> groups, string node, string key)
+    {
+        if (!groups.TryGetValue(node, out var set)) groups[node] = set = new HashSet<string>(StringComparer.Ordinal);
+        set.Add(key);
+    }
+
     private static (Recommendation? Rec, List<(string, string)> Lost, decimal Cost, decimal Bound) Provision(
-        PodFacts[] pending, List<Offer> offers, ClusterSnapshot snap, Dictionary<string, Demand> free, Dictionary<string, NodeView> views, RecommenderOptions o)
+        PodFacts[] pending, List<Offer> offers, ClusterSnapshot snap, Dictionary<string, Demand> free, Dictionary<string, NodeView> views,
+        Dictionary<string, HashSet<string>> groups, RecommenderOptions o)
     {
         var shapes = new ShapeIndex(snap.Resources);
         var items = pending.Select((p, i) => shapes.Item(i, p)).ToList();
         var existing = free.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select((kv, i) => new ExistingBin(i, kv.Key, kv.Value)).ToList();
-        var solution = Packer.Solve(Problem(shapes, items, offers, existing, views));
+        var solution = Packer.Solve(Problem(shapes, items, offers, existing, views, groups));
         var lost = solution.Unplaced.Select(u => (Describe(pending[u.Item]), u.Reason)).ToList();
-        // Room that pods take on existing nodes is no longer free for consolidation.
+        // Room (and anti-affinity groups) that pods take on existing nodes are no longer free for consolidation.
         foreach (var (item, bin) in solution.OnExisting)
+        {
             free[existing[bin].Name] = free[existing[bin].Name] - items[item].Demand;
+            if (pending[item].Shape.SelfAntiAffinityKey is { } key) AddGroup(groups, existing[bin].Name, key);
+        }
         if (solution.NewBins.Count == 0) return (null, lost, 0, solution.LowerBound);
 
         var newNodes = solution.NewBins.GroupBy(b => b.Type.Name)
@@ -482,30 +510,31 @@ public static class Recommender
         private readonly Demand[] free;                             // by position in order; the hot loop avoids string hashing
         private readonly bool[] gone;
         private readonly bool[] plain;                              // no NoSchedule/NoExecute taint: most pods need no label check
-        private readonly HashSet<string>?[] groups;                 // anti-affinity groups present per node
+        private readonly HashSet<string>?[] groups;                 // anti-affinity groups present per node (the shared sets)
         private readonly Dictionary<string, Demand> shared;
+        private readonly Dictionary<string, HashSet<string>> sharedGroups;
         private readonly ResourceTable table;
         private readonly Demand[] delta;
         private readonly List<int> touched = [];
 
-        public Destinations(IEnumerable<NodeView> nodes, Dictionary<string, Demand> free, Dictionary<string, PodFacts[]> byNode, ResourceTable table)
+        public Destinations(IEnumerable<NodeView> nodes, Dictionary<string, Demand> free, Dictionary<string, HashSet<string>> groups, ResourceTable table)
         {
             shared = free;
+            sharedGroups = groups;
             this.table = table;
             order = nodes.OrderByDescending(Utilization).ThenBy(n => n.Name, StringComparer.Ordinal).ToArray();
             this.free = new Demand[order.Length];
             delta = new Demand[order.Length];
             gone = new bool[order.Length];
             plain = new bool[order.Length];
-            groups = new HashSet<string>?[order.Length];
+            this.groups = new HashSet<string>?[order.Length];
             for (int i = 0; i < order.Length; i++)
             {
                 var n = order[i];
                 index[n.Name] = i;
                 this.free[i] = free[n.Name];
                 plain[i] = !n.Taints.Any(t => t.Effect is "NoSchedule" or "NoExecute");
-                foreach (var p in byNode.GetValueOrDefault(n.Name) ?? [])
-                    if (p.Shape.SelfAntiAffinityKey is { } g) (groups[i] ??= new HashSet<string>(StringComparer.Ordinal)).Add(g);
+                this.groups[i] = groups.GetValueOrDefault(n.Name);
             }
         }
 
@@ -557,7 +586,10 @@ public static class Recommender
                 shared[node] = free[i];
             }
             foreach (var (node, group) in placement.Groups ?? [])
-                (groups[index[node]] ??= new HashSet<string>(StringComparer.Ordinal)).Add(group);
+            {
+                AddGroup(sharedGroups, node, group);
+                groups[index[node]] = sharedGroups[node];
+            }
         }
 
     }
@@ -601,7 +633,7 @@ public static class Recommender
 
     private static Recommendation? MultiNode(ClusterSnapshot snap, List<(NodeView Node, PodFacts[] Movable, decimal Price)> remaining,
         List<Offer> offers, Dictionary<string, Demand> free, HashSet<string> removed, Dictionary<string, NodeView> views,
-        Dictionary<string, PdbRecord[]> pdbIndex, RecommenderOptions o)
+        Dictionary<string, HashSet<string>> groups, Dictionary<string, PdbRecord[]> pdbIndex, RecommenderOptions o)
     {
         var group = remaining.Where(c => c.Movable.Length > 0).OrderBy(c => Utilization(c.Node)).ThenBy(c => c.Node.Name, StringComparer.Ordinal)
             .Take(o.MultiNodeCandidates).ToList();
@@ -612,7 +644,7 @@ public static class Recommender
         var items = pods.Select((p, i) => shapes.Item(i, p)).ToList();
         var existing = free.Where(kv => !names.Contains(kv.Key) && !removed.Contains(kv.Key)).OrderBy(kv => kv.Key, StringComparer.Ordinal)
             .Select((kv, i) => new ExistingBin(i, kv.Key, kv.Value)).ToList();
-        var solution = Packer.Solve(Problem(shapes, items, offers, existing, views));
+        var solution = Packer.Solve(Problem(shapes, items, offers, existing, views, groups));
         if (solution.Unplaced.Count > 0) return null;
         var current = group.Sum(g => g.Price);
         // Only the nodes that actually lose their pods count; a plan that keeps all of them is no consolidation.
@@ -628,7 +660,11 @@ public static class Recommender
             int n = counter[bin.Type.Name] = counter.GetValueOrDefault(bin.Type.Name) + 1;
             foreach (var i in bin.Items) moves.Add(new PodMove(pods[i].Namespace, pods[i].Name, pods[i].Node!, $"{bin.Type.Name}#{n}"));
         }
-        foreach (var (item, bin) in solution.OnExisting) free[existing[bin].Name] = free[existing[bin].Name] - items[item].Demand;
+        foreach (var (item, bin) in solution.OnExisting)
+        {
+            free[existing[bin].Name] = free[existing[bin].Name] - items[item].Demand;
+            if (pods[item].Shape.SelfAntiAffinityKey is { } key) AddGroup(groups, existing[bin].Name, key);
+        }
         var reasons = new List<string>
         {
             $"{group.Count} underused nodes ({current:0.###} $/h) fit onto the remaining nodes" + (newNodes.Count > 0 ? $" plus {string.Join(", ", newNodes.Select(n => $"{n.Count}× {n.ServerClass}"))}" : "") + $" for {solution.Cost:0.###} $/h",
@@ -749,8 +785,10 @@ public static class Recommender
     /// <summary>
     /// The provisioning step on its own: the pods on the free capacity of the snapshot's nodes first,
     /// then on the cheapest new nodes allowed by the options (none when <paramref name="allowNew"/> is false).
+    /// <paramref name="bound"/>: the pods already on the snapshot's nodes, whose anti-affinity groups those nodes keep.
     /// </summary>
-    public static WhatIfPlacement Place(ClusterSnapshot snap, PodFacts[] pods, DaemonSetRecord[] daemonSets, PriceBook book, RecommenderOptions o, bool allowNew = true)
+    public static WhatIfPlacement Place(ClusterSnapshot snap, PodFacts[] pods, DaemonSetRecord[] daemonSets, PriceBook book, RecommenderOptions o, bool allowNew = true,
+        PodFacts[]? bound = null)
     {
         var region = o.Region ?? MostCommonRegion(snap.Nodes);
         var dsShapes = daemonSets.Select(d => (Shape: ShapeOf(d.Template), Requests: d.Template.Requests)).ToArray();
@@ -760,7 +798,7 @@ public static class Recommender
         var items = pods.Select((p, i) => shapes.Item(i, p)).ToList();
         var existing = snap.Nodes.Where(IsDestination).OrderBy(n => n.Name, StringComparer.Ordinal)
             .Select((n, i) => new ExistingBin(i, n.Name, FreeOf(n, snap.Resources, o))).ToList();
-        var solution = Packer.Solve(Problem(shapes, items, offers, existing, views));
+        var solution = Packer.Solve(Problem(shapes, items, offers, existing, views, AntiAffinityGroups(bound ?? [])));
         var placed = new Dictionary<int, (string Node, bool New)>();
         foreach (var (item, bin) in solution.OnExisting) placed[item] = (existing[bin].Name, false);
         var counter = new Dictionary<string, int>(StringComparer.Ordinal);

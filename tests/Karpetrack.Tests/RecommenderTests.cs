@@ -291,6 +291,39 @@ public class RecommenderTests
         Assert.Equal(3, rec.Moves.Select(m => m.To).Distinct().Count());
     }
 
+    private const string Spread = """{"app":"spread"}""";
+    private const string AntiSpread = ""","affinity":{"podAntiAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":[{"topologyKey":"kubernetes.io/hostname","labelSelector":{"matchLabels":{"app":"spread"}}}]}}""";
+
+    [Theory]
+    [InlineData(true, 1)]     // an anti-affine peer runs on the only node with room: a new node is bought
+    [InlineData(false, 0)]    // without the anti-affinity the pending pod takes that room
+    public void PendingPodsKeepAwayFromAntiAffinePeersOnExistingNodes(bool antiAffine, int newNodes)
+    {
+        string extra = antiAffine ? AntiSpread : "";
+        var plan = new Scenario()
+            .Node("roomy", "gp.vs1.2xlarge-iad", annotations: new() { ["karpetrack.io/do-not-disrupt"] = "true" })
+            .Pod("spread-0", "roomy", "500m", "512Mi", labels: Spread, extraSpec: extra)
+            .Pod("spread-1", null, "500m", "512Mi", labels: Spread, extraSpec: extra, pending: true)
+            .Run();
+        var provision = plan.Recommendations.Where(r => r.Type == RecommendationType.Provision).ToList();
+        Assert.Equal(newNodes, provision.Sum(r => r.NewNodes.Sum(n => n.Count)));
+        Assert.DoesNotContain(provision.SelectMany(r => r.Moves), m => m.To == "roomy");
+        Assert.Empty(plan.Unplaceable);
+    }
+
+    [Fact]
+    public void ANodeThatTakesAPendingPodKeepsItsAntiAffinityGroupForConsolidation()
+    {
+        // "roomy" takes the pending spread pod; "small" then may not move its own spread pod there, so it stays.
+        var plan = new Scenario()
+            .Node("roomy", "gp.vs1.2xlarge-iad", annotations: new() { ["karpetrack.io/do-not-disrupt"] = "true" })
+            .Node("small", "gp.vs1.large-iad").Pod("spread-0", "small", "500m", "512Mi", labels: Spread, extraSpec: AntiSpread)
+            .Pod("spread-1", null, "500m", "512Mi", labels: Spread, extraSpec: AntiSpread, pending: true)
+            .Run();
+        Assert.DoesNotContain(plan.Recommendations, r => r.Type == RecommendationType.Provision);
+        Assert.DoesNotContain(plan.Recommendations.SelectMany(r => r.Moves), m => m.Pod == "spread-0" && m.To == "roomy");
+    }
+
     [Fact]
     public void BareMetalAndOtherRegionsAreNeverBought()
     {

@@ -647,8 +647,11 @@ public static class Recommender
         var solution = Packer.Solve(Problem(shapes, items, offers, existing, views, groups));
         if (solution.Unplaced.Count > 0) return null;
         var current = group.Sum(g => g.Price);
+        var savings = current - solution.Cost;
         // Only the nodes that actually lose their pods count; a plan that keeps all of them is no consolidation.
-        if (solution.Cost >= current || current - solution.Cost < o.ReplaceThresholdDollars || solution.NewBins.Count >= group.Count) return null;
+        if (savings <= 0 || solution.NewBins.Count >= group.Count) return null;
+        // Buying nodes makes it a replacement, held to the replacement thresholds; a pure removal needs only a positive saving.
+        if (solution.NewBins.Count > 0 && (savings < o.ReplaceThresholdDollars || savings < current * o.ReplaceThresholdPercent / 100)) return null;
         var newNodes = solution.NewBins.GroupBy(b => b.Type.Name).Select(g => new NewNode(g.Key, g.Count(), g.First().Type.PricePerHour))
             .OrderBy(n => n.ServerClass, StringComparer.Ordinal).ToList();
         var moves = new List<PodMove>();

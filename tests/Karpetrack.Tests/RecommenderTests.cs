@@ -179,6 +179,68 @@ public class RecommenderTests
         foreach (var kept in new[] { "n1", "n2", "n3" }.Except(removed)) Assert.NotEmpty(plan.Blockers[kept]);
     }
 
+    private static readonly Dictionary<string, string> DoNotDisrupt = new() { ["karpetrack.io/do-not-disrupt"] = "true" };
+
+    /// <summary>
+    /// Two floor-priced nodes (0.001 $/h each) whose pods fit the kept nodes only together: alone, the
+    /// placement (largest pod onto the fullest node) puts the 2-core pod on "big" and strands the 4 GiB
+    /// pod; the packer puts the 2-core pods on "d1" and "d2" and both 4 GiB pods on "big".
+    /// </summary>
+    private static Scenario TwoNodesThatOnlyGoTogether()
+    {
+        var s = new Scenario()
+            .Node("big", "mh.vs1.2xlarge-iad", annotations: DoNotDisrupt).Pod("big-fill", "big", "13900m", "97Gi")
+            .Node("d1", "ch.vs1.large-iad", annotations: DoNotDisrupt).Pod("d1-fill", "d1", "1900m", "5Gi")
+            .Node("d2", "ch.vs1.large-iad", annotations: DoNotDisrupt).Pod("d2-fill", "d2", "1900m", "5Gi");
+        foreach (var n in new[] { "x", "y" })
+            s.Node(n, "ch.vs1.large-iad").Pod(n + "-cpu", n, "2", "1Gi").Pod(n + "-mem", n, "1", "4Gi");
+        return s;
+    }
+
+    [Theory]
+    [InlineData("0.005")]
+    [InlineData("1")]      // the replacement threshold does not apply to a pure removal, however high
+    public void MultiNodeConsolidationRemovesNodesForAnyPositiveSaving(string dollars)
+    {
+        var plan = TwoNodesThatOnlyGoTogether().Run(new RecommenderOptions { Region = "us-east-iad-1", ReplaceThresholdDollars = decimal.Parse(dollars, System.Globalization.CultureInfo.InvariantCulture) });
+        var rec = Single(plan, RecommendationType.Consolidate);
+        Assert.Equal(["x", "y"], rec.Nodes);
+        Assert.Empty(rec.NewNodes);
+        Assert.Equal(0.002m, rec.SavingsPerHour);                  // below the 0.005 $/h replacement threshold
+        Assert.Equal(4, rec.Moves.Count);
+        Assert.All(rec.Moves, m => Assert.Contains(m.To, new[] { "big", "d1", "d2" }));
+        Assert.Equal(2, rec.Moves.Count(m => m.To == "big"));
+        Assert.False(plan.Blockers.ContainsKey("x") || plan.Blockers.ContainsKey("y"));
+    }
+
+    /// <summary>Three 0.01 $/h 8-core nodes, each with a 5-core pod no other node has room for; together they fit one new 16-core node (0.01 $/h).</summary>
+    private static Scenario ThreeNodesIntoOneNew()
+    {
+        var s = new Scenario();
+        foreach (var n in new[] { "a", "b", "c" })
+            s.Node(n, "mh.vs1.xlarge-iad").Pod(n + "-p", n, "5", "2Gi");
+        return s;
+    }
+
+    [Theory]
+    [InlineData(20, 0.005, true)]     // 0.03 → 0.01 $/h: saves 0.02 $/h, 67 %
+    [InlineData(20, 0.025, false)]    // below the dollar threshold
+    [InlineData(70, 0.005, false)]    // below the percentage threshold
+    public void MultiNodeConsolidationOntoNewNodesIsHeldToTheReplacementThresholds(decimal percent, double dollars, bool recommended)
+    {
+        var o = new RecommenderOptions { Region = "us-east-iad-1", ReplaceThresholdPercent = percent, ReplaceThresholdDollars = (decimal)dollars };
+        var plan = ThreeNodesIntoOneNew().Run(o);
+        var multi = plan.Recommendations.Where(r => r.Type == RecommendationType.Consolidate && r.Nodes.Count > 1).ToList();
+        Assert.Equal(recommended, multi.Count == 1);
+        if (!recommended) return;
+        var rec = multi[0];
+        Assert.Equal(["a", "b", "c"], rec.Nodes);
+        Assert.Equal(1, rec.NewNodes.Sum(n => n.Count));
+        Assert.Equal(0.03m, rec.CurrentCostPerHour);
+        Assert.Equal(0.02m, rec.SavingsPerHour);
+        Assert.All(rec.Moves, m => Assert.EndsWith("#1", m.To));
+    }
+
     [Fact]
     public void NotReadyCordonedAndDeletingNodesAreNeverDestinations()
     {

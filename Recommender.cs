@@ -290,7 +290,9 @@ public static class Recommender
         {
             var c = pc.Class;
             if (region.Length > 0 && c.Region != region) continue;
-            if (c.Category == "bm") continue;   // bare metal has no minimum bid: it cannot be bid on
+            // Spot accepts bids only on classes with a minimum bid. The public feed carries none: once the Spot API has
+            // given them, a class without one is never bought; from the feed alone, bare metal (which has none) is left out.
+            if (c.Category == "bm" || (book.KnowsMinBids && pc.Prices.MinBid is null)) continue;
             if (pc.Prices.Availability is { } a && a != "available") continue;
             if (o.Categories.Count > 0 && !o.Categories.Contains(c.Category)) continue;
             var price = pc.Prices.SpotPrice;

@@ -62,8 +62,8 @@ internal sealed class Scenario
         return this;
     }
 
-    public Plan Run(RecommenderOptions? o = null, IReadOnlyList<InFlightNode>? inFlight = null) =>
-        Recommender.Recommend(Model.Snapshot(), Model.Pods(), Pdbs.ToArray(), DaemonSets.ToArray(), Book, o ?? new RecommenderOptions { Region = "us-east-iad-1" }, inFlight);
+    public Plan Run(RecommenderOptions? o = null, IReadOnlyList<InFlightNode>? inFlight = null, PriceBook? book = null) =>
+        Recommender.Recommend(Model.Snapshot(), Model.Pods(), Pdbs.ToArray(), DaemonSets.ToArray(), book ?? Book, o ?? new RecommenderOptions { Region = "us-east-iad-1" }, inFlight);
 }
 
 public class RecommenderTests
@@ -441,6 +441,26 @@ public class RecommenderTests
         var doubles = Two(2);
         Assert.Equal(nodesForDoubles, doubles.Recommendations.Where(r => r.Type == RecommendationType.Provision).Sum(r => r.NewNodes.Sum(x => x.Count)));
         Assert.Equal(nodesForDoubles == 0 ? 2 : 0, doubles.Unplaceable.Count);
+    }
+
+    [Fact]
+    public void ClassesWithoutAMinimumBidAreNeverBoughtOnceMinimumBidsAreKnown()
+    {
+        // The feed alone: ch.vs1.large-iad (0.001 $/h, 4 cores) is the cheapest home for a 3-core pod.
+        Scenario Make() => new Scenario().Node("n", "gp.vs1.medium-iad", cordoned: true).Pod("p", null, "3", "6Gi", pending: true);
+        Assert.False(Scenario.Book.KnowsMinBids);
+        Assert.Equal("ch.vs1.large-iad", Single(Make().Run(), RecommendationType.Provision).NewNodes.Single().ServerClass);
+
+        // The Spot API gives every class a minimum bid but that one (as it does for bare metal): it cannot be bid on.
+        var facts = Scenario.Book.Classes.Keys.ToDictionary(k => k,
+            k => new SpotClassFacts(k == "ch.vs1.large-iad" ? null : 0.001m, null, null, null, null, null, Biddable: k != "ch.vs1.large-iad"));
+        var book = Scenario.Book.WithSpotApi(facts, DateTimeOffset.UnixEpoch);
+        Assert.True(book.KnowsMinBids);
+        var plan = Make().Run(book: book);
+        var chosen = Single(plan, RecommendationType.Provision).NewNodes.Single().ServerClass;
+        Assert.NotEqual("ch.vs1.large-iad", chosen);
+        Assert.NotNull(book.Classes[chosen].Prices.MinBid);
+        Assert.Empty(plan.Unplaceable);
     }
 
     [Fact]

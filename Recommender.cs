@@ -174,13 +174,13 @@ public static class Recommender
             pacer.Tick();
             if (receivers.Contains(node.Name)) continue;
             var placement = destinations.TryPlace(movable, node.Name);
-            if (placement is null)
+            if (placement.Unfit is { } unfit)
             {
-                blockers[node.Name].Add(new Blocker(BlockerReasons.PodsDoNotFit, [], []));
+                blockers[node.Name].Add(new Blocker(BlockerReasons.PodsDoNotFit, unfit, []));
                 continue;
             }
-            destinations.Commit(placement.Value);
-            foreach (var (dest, _) in placement.Value.Used) receivers.Add(dest);
+            destinations.Commit(placement);
+            foreach (var (dest, _) in placement.Used) receivers.Add(dest);
             removed.Add(node.Name);
             destinations.Remove(node.Name);
             var type = movable.Length == 0 ? RecommendationType.DeleteEmpty : RecommendationType.Consolidate;
@@ -190,7 +190,7 @@ public static class Recommender
                     ? $"{node.Name} runs no pods but DaemonSet and mirror pods; it costs {price:0.###} $/h"
                     : $"the {movable.Length} pods of {node.Name} fit on the remaining nodes; removing it saves {price:0.###} $/h",
             };
-            recommendations.Add(Build(type, [node.Name], [], placement.Value.Moves, [], price, 0, 0, movable, pdbIndex, reasons));
+            recommendations.Add(Build(type, [node.Name], [], placement.Moves, [], price, 0, 0, movable, pdbIndex, reasons));
         }
 
         // Multi-node: the least utilized remaining nodes together, onto the rest plus new nodes if cheaper.
@@ -494,7 +494,9 @@ public static class Recommender
 
     // ---- removal and replacement ---------------------------------------------------------------
 
-    private readonly record struct Placement(List<PodMove> Moves, List<(string Node, Demand Demand)> Used, List<(string Node, string Group)>? Groups = null);
+    /// <summary>Where a node's pods would go; <see cref="Unfit"/> names those that fit nowhere (then the rest is not a plan).</summary>
+    private readonly record struct Placement(List<PodMove> Moves, List<(string Node, Demand Demand)> Used, List<(string Node, string Group)>? Groups = null,
+        List<string>? Unfit = null);
 
     /// <summary>Per-node replacement checks are many and small: a bounded exact polish is enough there.</summary>
     private static readonly PackingOptions PerNode = new() { ExactItems = 12, ExactNodes = 20_000, PortfolioItems = 0 };
@@ -545,7 +547,12 @@ public static class Recommender
             if (index.TryGetValue(node, out var i)) gone[i] = true;
         }
 
-        public Placement? TryPlace(PodFacts[] pods, string from)
+        /// <summary>
+        /// Places the pods tentatively; the ones that fit nowhere are named in Unfit, the others still placed so that
+        /// every pod that does not fit is found. A pod of a shape that already failed with no larger a demand fails
+        /// without a scan (room only shrinks as pods are placed): replicas of one workload cost one scan.
+        /// </summary>
+        public Placement TryPlace(PodFacts[] pods, string from)
         {
             if (pods.Length == 0) return new Placement([], []);
             int self = index.TryGetValue(from, out var own) ? own : -1;
@@ -554,12 +561,15 @@ public static class Recommender
             var addedGroups = new List<(string Node, string Group)>();
             var moves = new List<PodMove>();
             var used = new List<(string, Demand)>();
+            List<string>? unfit = null;
+            List<(PodShape Shape, Demand Demand)>? failed = null;
             foreach (var p in pods.OrderByDescending(p => p.Requests[ResourceTable.Cpu]).ThenByDescending(p => p.Requests[ResourceTable.Memory]).ThenBy(p => p.Uid))
             {
                 var demand = DemandOf(p, table);
                 var group = p.Shape.SelfAntiAffinityKey;
                 bool unconstrained = p.Shape.NodeSelector.Count == 0 && p.Shape.RequiredNodeTerms.Count == 0;
                 int target = -1;
+                if (failed is not null && FailedBefore(failed, p.Shape, demand)) { (unfit ??= []).Add(Describe(p)); continue; }
                 for (int i = 0; i < order.Length; i++)
                 {
                     if (i == self || gone[i]) continue;
@@ -569,14 +579,27 @@ public static class Recommender
                     target = i;
                     break;
                 }
-                if (target < 0) return null;
+                if (target < 0)
+                {
+                    (unfit ??= []).Add(Describe(p));
+                    (failed ??= []).Add((p.Shape, demand));
+                    continue;
+                }
                 if (delta[target] == Demand.Zero) touched.Add(target);
                 delta[target] = delta[target] + demand;
                 if (group is not null) addedGroups.Add((order[target].Name, group));
                 moves.Add(new PodMove(p.Namespace, p.Name, from, order[target].Name));
                 used.Add((order[target].Name, demand));
             }
-            return new Placement(moves, used, addedGroups);
+            unfit?.Sort(StringComparer.Ordinal);
+            return new Placement(moves, used, addedGroups, unfit);
+        }
+
+        private static bool FailedBefore(List<(PodShape Shape, Demand Demand)> failed, PodShape shape, Demand demand)
+        {
+            foreach (var f in failed)
+                if (ReferenceEquals(f.Shape, shape) && f.Demand.FitsIn(demand)) return true;
+            return false;
         }
 
         public void Commit(Placement placement)

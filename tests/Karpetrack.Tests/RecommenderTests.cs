@@ -284,6 +284,22 @@ public class RecommenderTests
     }
 
     [Fact]
+    public void PodsDoNotFitElsewhereNamesThePodsThatDoNot()
+    {
+        // "keep" has 3 cores free: the 1-core pods fit there, the 3.5-core replicas and the 16 GiB pod do not.
+        var plan = new Scenario()
+            .Node("keep", "gp.vs1.large-iad", annotations: DoNotDisrupt).Pod("fill", "keep", "900m", "1Gi")
+            .Node("full", "gp.vs1.xlarge-iad")
+            .Pod("big-1", "full", "3500m", "1Gi").Pod("big-2", "full", "3500m", "1Gi")
+            .Pod("small", "full", "1", "1Gi").Pod("wide", "full", "100m", "16Gi", owner: "wide-7c4f")
+            .Run(new RecommenderOptions { Region = "us-east-iad-1", ReplaceThresholdDollars = 1 });
+        Assert.DoesNotContain(plan.Recommendations, r => r.Nodes.Contains("full"));
+        var blocker = Assert.Single(plan.Blockers["full"], b => b.Reason == BlockerReasons.PodsDoNotFit);
+        Assert.Equal(["shop/big-1", "shop/big-2", "shop/wide"], blocker.Pods);
+        Assert.Empty(blocker.Pdbs);
+    }
+
+    [Fact]
     public void BudgetsWithoutHeadroomBlockAndNameThePdb()
     {
         var plan = new Scenario()

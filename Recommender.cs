@@ -726,8 +726,9 @@ public static class Recommender
             var s = p.Shape;
             if ((s.Traits & PodTraits.DoNotDisrupt) != 0) Add(BlockerReasons.PodDoNotDisrupt, p);
             if ((s.Traits & PodTraits.SafeToEvictFalse) != 0) Add(BlockerReasons.PodSafeToEvictFalse, p);
+            // safe-to-evict "true" vouches that the pod's local data may be lost; it does not make a bare pod come back.
             if ((s.Traits & PodTraits.LocalStorage) != 0 && (s.Traits & PodTraits.SafeToEvictTrue) == 0) Add(BlockerReasons.PodLocalStorage, p);
-            if (s.Owner == OwnerKind.None && (s.Traits & PodTraits.SafeToEvictTrue) == 0) Add(BlockerReasons.PodNoController, p);
+            if (s.Owner == OwnerKind.None) Add(BlockerReasons.PodNoController, p);
             int budgets = 0;
             foreach (var b in pdbIndex.GetValueOrDefault(s.Namespace) ?? [])
             {

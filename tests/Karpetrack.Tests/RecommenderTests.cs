@@ -272,15 +272,26 @@ public class RecommenderTests
         Assert.Equal([$"{ns}/precious"], blocker.Pods);
     }
 
-    [Fact]
-    public void SafeToEvictTrueOverridesLocalStorage()
+    private const string SafeToEvict = """{"cluster-autoscaler.kubernetes.io/safe-to-evict":"true"}""";
+
+    [Theory]
+    [InlineData(""","volumes":[{"name":"s","emptyDir":{}},{"name":"m","emptyDir":{"medium":"Memory"}}]""", "ReplicaSet", "shop", null)]
+    [InlineData("", "None", "shop", BlockerReasons.PodNoController)]                 // a bare pod would not come back
+    [InlineData("", "ReplicaSet", "kube-system", BlockerReasons.KubeSystemWithoutPdb)]
+    public void SafeToEvictTrueOverridesOnlyLocalStorage(string extraSpec, string ownerKind, string ns, string? stillBlocks)
     {
         var plan = new Scenario()
             .Node("keep", "gp.vs1.2xlarge-iad").Pod("other", "keep", "1", "1Gi")
-            .Node("go", "gp.vs1.2xlarge-iad").Pod("scratchy", "go", "100m", "128Mi", annotations: """{"cluster-autoscaler.kubernetes.io/safe-to-evict":"true"}""",
-                extraSpec: ""","volumes":[{"name":"s","emptyDir":{}},{"name":"m","emptyDir":{"medium":"Memory"}}]""")
+            .Node("go", "gp.vs1.2xlarge-iad").Pod("scratchy", "go", "100m", "128Mi", ns: ns, ownerKind: ownerKind, annotations: SafeToEvict, extraSpec: extraSpec)
             .Run();
-        Assert.Contains(plan.Recommendations, r => r.Nodes.Contains("go"));
+        if (stillBlocks is null)
+        {
+            Assert.Contains(plan.Recommendations, r => r.Nodes.Contains("go"));
+            return;
+        }
+        Assert.DoesNotContain(plan.Recommendations, r => r.Nodes.Contains("go"));
+        Assert.Equal([$"{ns}/scratchy"], Assert.Single(plan.Blockers["go"], b => b.Reason == stillBlocks).Pods);
+        Assert.DoesNotContain(plan.Blockers["go"], b => b.Reason == BlockerReasons.PodLocalStorage);
     }
 
     [Fact]

@@ -55,6 +55,17 @@ internal sealed class Scenario
         return this;
     }
 
+    /// <summary>A DaemonSet whose pod template requests cpu and memory, with the given nodeSelector (JSON).</summary>
+    public Scenario DaemonSet(string name, string cpu, string mem, string nodeSelector = "{}")
+    {
+        var template = PodRequestTests.Decode("""
+            {"metadata":{"name":"@N@","namespace":"kube-system","labels":{"app":"@N@"}},
+             "spec":{"nodeSelector":@SEL@,"containers":[{"name":"c","resources":{"requests":{"cpu":"@CPU@","memory":"@MEM@"}}}]}}
+            """.Replace("@N@", name).Replace("@SEL@", nodeSelector).Replace("@CPU@", cpu).Replace("@MEM@", mem));
+        DaemonSets.Add(new DaemonSetRecord { Namespace = "kube-system", Name = name, Template = template });
+        return this;
+    }
+
     public Scenario Pdb(string ns, string name, string app, int allowed)
     {
         using var doc = System.Text.Json.JsonDocument.Parse("""{"matchLabels":{"app":"@A@"}}""".Replace("@A@", app));
@@ -244,13 +255,90 @@ public class RecommenderTests
     [Fact]
     public void NotReadyCordonedAndDeletingNodesAreNeverDestinations()
     {
+        // Each of the three has room for everything; "src" has none for the pending pod.
         var plan = new Scenario()
             .Node("cordoned", "gp.vs1.2xlarge-iad", cordoned: true)
             .Node("notready", "gp.vs1.2xlarge-iad", ready: false)
-            .Node("src", "gp.vs1.large-iad").Pod("p", "src", "1", "1Gi")
+            .Node("deleting", "gp.vs1.2xlarge-iad", deleting: true)
+            .Node("src", "gp.vs1.large-iad").Pod("p", "src", "3", "1Gi")
+            .Pod("pend", null, "2", "1Gi", pending: true)
             .Run();
-        Assert.DoesNotContain(plan.Recommendations.SelectMany(r => r.Moves), m => m.To is "cordoned" or "notready");
+        Assert.DoesNotContain(plan.Recommendations.SelectMany(r => r.Moves), m => m.To is "cordoned" or "notready" or "deleting");
+        Assert.DoesNotContain(plan.Recommendations, r => r.Type is RecommendationType.Consolidate && r.Nodes.Contains("src"));
+        Assert.Equal(["shop/pend"], Single(plan, RecommendationType.Provision).PendingPods);
         Assert.Contains(plan.Blockers["notready"], b => b.Reason == BlockerReasons.NodeNotReady);
+        Assert.Contains(plan.Blockers["deleting"], b => b.Reason == BlockerReasons.NodeDeleting);
+    }
+
+    [Theory]
+    [InlineData("selector")]
+    [InlineData("taint")]
+    [InlineData("anti-affinity")]
+    public void ConsolidationPlacesDisplacedPodsOnlyWhereTheirConstraintsAllow(string constraint)
+    {
+        // "wrong" is fuller, so it is tried first, and has room; only its labels, taints or pods rule it out.
+        string extra = constraint switch
+        {
+            "selector" => ""","nodeSelector":{"disk":"ssd"}""",
+            "anti-affinity" => AntiSpread,
+            _ => "",
+        };
+        Scenario Make(bool withRight, bool constrained)
+        {
+            var s = new Scenario()
+                .Node("wrong", "gp.vs1.xlarge-iad", annotations: DoNotDisrupt,
+                    taints: constrained && constraint == "taint" ? [new Taint("dedicated", "db", "NoSchedule")] : null)
+                .Pod("fill", "wrong", "6", "20Gi");
+            if (constrained && constraint == "anti-affinity") s.Pod("spread-0", "wrong", "100m", "128Mi", labels: Spread, extraSpec: AntiSpread);
+            if (withRight) s.Node("right", "gp.vs1.2xlarge-iad", annotations: DoNotDisrupt, labels: new() { ["disk"] = "ssd" });
+            return s.Node("src", "gp.vs1.large-iad")
+                .Pod("mover", "src", "500m", "512Mi", labels: constraint == "anti-affinity" ? Spread : """{"app":"app"}""", extraSpec: constrained ? extra : "");
+        }
+
+        // Unconstrained, the pod goes to the fullest node with room: "wrong".
+        Assert.Equal("wrong", Assert.Single(Single(Make(withRight: true, constrained: false).Run(), RecommendationType.Consolidate).Moves).To);
+        // Constrained, to "right"; with no "right", nowhere, and the blocker names it.
+        Assert.Equal("right", Assert.Single(Single(Make(withRight: true, constrained: true).Run(), RecommendationType.Consolidate).Moves).To);
+        var stuck = Make(withRight: false, constrained: true).Run();
+        Assert.DoesNotContain(stuck.Recommendations, r => r.Nodes.Contains("src") && r.Type != RecommendationType.Replace);
+        Assert.Equal(["shop/mover"], Assert.Single(stuck.Blockers["src"], b => b.Reason == BlockerReasons.PodsDoNotFit).Pods);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void MultiNodeConsolidationKeepsAntiAffinePodsAwayFromTheirPeers(bool antiAffine)
+    {
+        // As in TwoNodesThatOnlyGoTogether, with a spread pod on "big", the only node with room for the 4 GiB pods:
+        // made anti-affine with it, x's 4 GiB pod has nowhere to go and the two nodes stay.
+        var plan = new Scenario()
+            .Node("big", "mh.vs1.2xlarge-iad", annotations: DoNotDisrupt).Pod("big-fill", "big", "13800m", "97Gi")
+            .Pod("spread-0", "big", "100m", "128Mi", labels: Spread, extraSpec: AntiSpread)
+            .Node("d1", "ch.vs1.large-iad", annotations: DoNotDisrupt).Pod("d1-fill", "d1", "1900m", "5Gi")
+            .Node("d2", "ch.vs1.large-iad", annotations: DoNotDisrupt).Pod("d2-fill", "d2", "1900m", "5Gi")
+            .Node("x", "ch.vs1.large-iad").Pod("x-cpu", "x", "2", "1Gi")
+            .Pod("x-mem", "x", "1", "4Gi", labels: antiAffine ? Spread : """{"app":"app"}""", extraSpec: antiAffine ? AntiSpread : "")
+            .Node("y", "ch.vs1.large-iad").Pod("y-cpu", "y", "2", "1Gi").Pod("y-mem", "y", "1", "4Gi")
+            .Run();
+        Assert.Equal(!antiAffine, plan.Recommendations.Any(r => r.Type == RecommendationType.Consolidate && r.Nodes.SequenceEqual(["x", "y"])));
+        Assert.Equal(!antiAffine, plan.Recommendations.SelectMany(r => r.Moves).Any(m => m.Pod == "x-mem" && m.To == "big"));
+    }
+
+    [Fact]
+    public void MirrorPodsNeverBlock()
+    {
+        // Static pods: one owned by its Node, one known by the kubelet's annotation; kube-system, no budget, hostPath.
+        const string hostPath = ""","volumes":[{"name":"h","hostPath":{"path":"/etc/kubernetes"}}]""";
+        var plan = new Scenario()
+            .Node("keep", "gp.vs1.2xlarge-iad").Pod("other", "keep", "1", "1Gi")
+            .Node("static", "gp.vs1.large-iad")
+            .Pod("kube-proxy-static", "static", "100m", "64Mi", ns: "kube-system", ownerKind: "Node", owner: "static", extraSpec: hostPath)
+            .Pod("etcd-static", "static", "100m", "64Mi", ns: "kube-system", ownerKind: "None", extraSpec: hostPath,
+                annotations: """{"kubernetes.io/config.mirror":"abc"}""")
+            .Run();
+        Assert.Equal(["static"], Single(plan, RecommendationType.DeleteEmpty).Nodes);
+        Assert.False(plan.Blockers.ContainsKey("static"));
+        Assert.All(plan.Blockers.Values.SelectMany(b => b), b => Assert.DoesNotContain(b.Pods, p => p.Contains("static")));
     }
 
     [Theory]
@@ -364,6 +452,110 @@ public class RecommenderTests
             .Run(new RecommenderOptions { Region = "us-east-iad-1" });
         Assert.DoesNotContain(flat.Recommendations, r => r.Type == RecommendationType.Replace);
         Assert.Contains(flat.Blockers["cheap"], b => b.Reason is BlockerReasons.NotCheaper or BlockerReasons.PodsDoNotFit);
+    }
+
+    [Theory]
+    [InlineData(null, null, false)]       // defaults: 0.004 $/h saved (80 %) is under the 0.005 $/h threshold
+    [InlineData(20.0, 0.004, true)]       // the dollar threshold alone held it back
+    [InlineData(80.0, 0.004, true)]       // exactly the percentage
+    [InlineData(81.0, 0.004, false)]      // just above it
+    [InlineData(0.0, 0.0041, false)]      // the dollars decide on their own too
+    public void ReplacementNeedsBothTheDollarAndThePercentageThreshold(double? percent, double? dollars, bool replaced)
+    {
+        // gp.vs1.large-iad costs 0.005 $/h; its one pod fits ch.vs1.large-iad at 0.001 $/h; there is nowhere else to go.
+        var o = new RecommenderOptions { Region = "us-east-iad-1" };
+        if (percent is { } p) o = o with { ReplaceThresholdPercent = (decimal)p };
+        if (dollars is { } d) o = o with { ReplaceThresholdDollars = (decimal)d };
+        Assert.Equal((20m, 0.005m), (new RecommenderOptions().ReplaceThresholdPercent, new RecommenderOptions().ReplaceThresholdDollars));
+        var plan = new Scenario().Node("solo", "gp.vs1.large-iad").Pod("p", "solo", "2500m", "2Gi").Run(o);
+        Assert.Equal(replaced, plan.Recommendations.Any(r => r.Type == RecommendationType.Replace));
+        if (replaced)
+        {
+            var rec = Single(plan, RecommendationType.Replace);
+            Assert.Equal("ch.vs1.large-iad", rec.NewNodes.Single().ServerClass);
+            Assert.Equal(0.004m, rec.SavingsPerHour);
+        }
+        else Assert.Contains(plan.Blockers["solo"], b => b.Reason == BlockerReasons.PodsDoNotFit);
+    }
+
+    /// <summary>The class bought for one pending pod of 3.5 cores and 2 GiB; with nothing in the way, ch.vs1.large-iad (4 cores, 7.5 GB, 0.001 $/h).</summary>
+    private static string? ClassFor(Scenario s, RecommenderOptions? o = null, string cpu = "3500m", string mem = "2Gi")
+    {
+        var plan = s.Pod("want", null, cpu, mem, pending: true).Run(o);
+        return plan.Recommendations.SingleOrDefault(r => r.Type == RecommendationType.Provision)?.NewNodes.Single().ServerClass;
+    }
+
+    [Theory]
+    [InlineData(null, "0", "0", true)]
+    [InlineData("{}", "500m", "64Mi", false)]                                 // on every node: 4 cores less 0.6 leave too little
+    [InlineData("""{"kubernetes.io/os":"linux"}""", "500m", "64Mi", false)]     // new nodes carry that label
+    [InlineData("""{"karpetrack.io/managed":"true"}""", "500m", "64Mi", false)]
+    [InlineData("""{"karpetrack.io/category":"gpu"}""", "500m", "64Mi", true)] // only on GPU nodes
+    [InlineData("""{"kubernetes.io/os":"windows"}""", "500m", "64Mi", true)]
+    [InlineData("{}", "100m", "6Gi", false)]                                    // memory counts too
+    public void DaemonSetsThatWouldLandOnANewNodeTakeItsRoom(string? selector, string cpu, string mem, bool cheapestFits)
+    {
+        var s = new Scenario();
+        if (selector is not null) s.DaemonSet("agent", cpu, mem, selector);
+        var cls = ClassFor(s);
+        Assert.NotNull(cls);
+        Assert.Equal(cheapestFits, cls == "ch.vs1.large-iad");
+    }
+
+    [Theory]
+    [InlineData(null, 100, 0.05, true)]     // the documented default: 100m cpu, 5 % of memory
+    [InlineData(100L, 100, 0.05, true)]     // an existing node of the class shows the same
+    [InlineData(1000L, 100, 0.05, false)]   // an existing node shows 1 core reserved: 3 cores left
+    [InlineData(null, 600, 0.05, false)]    // a larger default
+    public void NewNodesAreReservedAsExistingNodesOfTheClassShowElseByTheDefault(long? seenMilliCpu, long defaultMilliCpu, double defaultMemoryShare, bool cheapestFits)
+    {
+        Assert.Equal((100, 0.05), (new RecommenderOptions().DefaultReservedMilliCpu, new RecommenderOptions().DefaultReservedMemoryShare));
+        var s = new Scenario();
+        if (seenMilliCpu is { } seen) s.Node("seen", "ch.vs1.large-iad", cordoned: true, reservedMilliCpu: seen);
+        var o = new RecommenderOptions { Region = "us-east-iad-1", DefaultReservedMilliCpu = defaultMilliCpu, DefaultReservedMemoryShare = defaultMemoryShare };
+        Assert.Equal(cheapestFits, ClassFor(s, o) == "ch.vs1.large-iad");
+    }
+
+    [Theory]
+    [InlineData(0.05, true)]     // mh.vs1.medium-iad: 15 GB less 5 % is 13.3 GiB
+    [InlineData(0.10, false)]    // less 10 % is 12.6 GiB
+    public void TheDefaultMemoryReservationIsAShareOfTheClassMemory(double share, bool fits)
+    {
+        var o = new RecommenderOptions { Region = "us-east-iad-1", DefaultReservedMemoryShare = share };
+        Assert.Equal(fits, ClassFor(new Scenario(), o, cpu: "1", mem: "13Gi") == "mh.vs1.medium-iad");
+    }
+
+    [Theory]
+    [InlineData("", null, "3500m", "ch.vs1.large-iad")]
+    [InlineData("mh", null, "3500m", "mh.vs1.large-iad")]
+    [InlineData("gp", null, "3500m", "gp.vs1.large-iad")]
+    [InlineData("gp,ch", null, "7", "ch.vs1.xlarge-iad|gp.vs1.xlarge-iad")]
+    [InlineData("", "0.005", "7", "ch.vs1.xlarge-iad|gp.vs1.xlarge-iad")]
+    [InlineData("", "0.001", "7", null)]          // no 0.001 $/h class has 8 cores
+    [InlineData("mh", "0.001", "3500m", null)]    // the only 0.001 $/h mh class has 2 cores
+    public void CategoriesAndMaxPriceLimitWhatIsBought(string categories, string? maxPrice, string cpu, string? expected)
+    {
+        var o = new RecommenderOptions
+        {
+            Region = "us-east-iad-1",
+            Categories = categories.Split(',', StringSplitOptions.RemoveEmptyEntries),
+            MaxPricePerHour = maxPrice is null ? null : decimal.Parse(maxPrice, System.Globalization.CultureInfo.InvariantCulture),
+        };
+        var s = new Scenario();
+        var plan = s.Pod("want", null, cpu, "2Gi", pending: true).Run(o);
+        var cls = plan.Recommendations.SingleOrDefault(r => r.Type == RecommendationType.Provision)?.NewNodes.Single().ServerClass;
+        if (expected is null)
+        {
+            Assert.Null(cls);
+            Assert.Equal("shop/want", Assert.Single(plan.Unplaceable).Pod);
+            return;
+        }
+        Assert.Contains(cls, expected.Split('|'));
+        Assert.All(plan.Recommendations.SelectMany(r => r.NewNodes), n =>
+        {
+            Assert.True(o.Categories.Count == 0 || o.Categories.Contains(Scenario.Book.Classes[n.ServerClass].Class.Category));
+            Assert.True(o.MaxPricePerHour is null || n.PricePerHour <= o.MaxPricePerHour);
+        });
     }
 
     [Fact]
@@ -556,6 +748,7 @@ public class RecommenderTests
             Assert.All(plan.Unplaceable, u => Assert.False(string.IsNullOrWhiteSpace(u.Reason)));
         }
     }
+
 }
 
 public class PackerContractTests

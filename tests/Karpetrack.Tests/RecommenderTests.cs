@@ -749,6 +749,73 @@ public class RecommenderTests
         }
     }
 
+    // ---- the loop: interval and pending-pod batches -------------------------------------------------
+
+    private static (ClusterModel Model, RecommenderLoop Loop, PriceFeed Prices) Loop(TimeSpan interval, TimeProvider clock)
+    {
+        var status = new ReflectorStatus("pods");
+        status.MarkSynced("1", DateTimeOffset.UnixEpoch);
+        var model = new ClusterModel(ResourceTable.Default);
+        var prices = new PriceFeed(new PriceFeedOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, initial: Scenario.Book);
+        var loop = new RecommenderLoop(model, prices, [status], () => new RecommenderOptions { Region = "us-east-iad-1" }, interval,
+            Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, clock);
+        return (model, loop, prices);
+    }
+
+    private static int pendingSerial;
+
+    private static void AddPending(ClusterModel model) =>
+        model.UpsertPod(ClusterModelTests.Pod($"pending-{Interlocked.Increment(ref pendingSerial)}", null, 500, 1L << 30, PodPhase.Pending, unschedulable: true));
+
+    [Fact]
+    public async Task RecommendIntervalZeroTurnsTheLoopOff()
+    {
+        Assert.Equal(TimeSpan.Zero, KarpetrackOptions.Parse(["--recommend-interval", "0"], _ => null).RecommendInterval);
+        var clock = new SteppedClock();
+        var (model, loop, prices) = Loop(TimeSpan.Zero, clock);
+        using (prices)
+        {
+            AddPending(model);
+            var run = loop.RunAsync(CancellationToken.None);
+            Assert.True(run.IsCompletedSuccessfully);          // returns at once: no timer, no run
+            await run;
+            Assert.False(clock.Armed.IsCompleted);
+            Assert.Null(loop.LastRun);
+            Assert.Equal(0, loop.Durations.Count);
+        }
+    }
+
+    [Theory]
+    [InlineData(false, 4)]     // one change, then quiet: a run 1 s after the change was seen (4 ticks of 250 ms)
+    [InlineData(true, 40)]     // changes on every tick: a run 10 s after the first, though it never goes quiet
+    public async Task PendingPodChangesTriggerARunAfterTheBatchWindow(bool keepChanging, int ticksToRun)
+    {
+        var tick = TimeSpan.FromMilliseconds(250);
+        var clock = new SteppedClock();
+        var (model, loop, prices) = Loop(TimeSpan.FromHours(1), clock);
+        using var stop = new CancellationTokenSource();
+        using (prices)
+        {
+            var running = loop.RunAsync(stop.Token);
+            await clock.StepAsync(tick);
+            Assert.Equal(1, loop.Durations.Count);              // the first tick runs (the timer is due at start)
+            for (int i = 0; i < 8; i++) await clock.StepAsync(tick);
+            Assert.Equal(1, loop.Durations.Count);              // nothing changed and the next timer is an hour away
+
+            AddPending(model);
+            await clock.StepAsync(tick);                        // the tick that sees the change
+            for (int i = 1; i <= 60 && loop.Durations.Count == 1; i++)
+            {
+                if (keepChanging) AddPending(model);
+                await clock.StepAsync(tick);
+                if (loop.Durations.Count > 1) Assert.Equal(ticksToRun, i);
+            }
+            Assert.Equal(2, loop.Durations.Count);
+            Assert.NotEmpty(loop.Current.Recommendations.Single(r => r.Type == RecommendationType.Provision).PendingPods);
+            await stop.CancelAsync();
+            await running;
+        }
+    }
 }
 
 public class PackerContractTests

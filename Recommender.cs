@@ -521,24 +521,24 @@ public static class Recommender
         private readonly Demand[] delta;
         private readonly List<int> touched = [];
 
-        public Destinations(IEnumerable<NodeView> nodes, Dictionary<string, Demand> free, Dictionary<string, HashSet<string>> groups, ResourceTable table)
+        public Destinations(IEnumerable<NodeView> nodes, Dictionary<string, Demand> free, Dictionary<string, HashSet<string>> groupsByNode, ResourceTable table)
         {
             shared = free;
-            sharedGroups = groups;
+            sharedGroups = groupsByNode;
             this.table = table;
             order = nodes.OrderByDescending(Utilization).ThenBy(n => n.Name, StringComparer.Ordinal).ToArray();
             this.free = new Demand[order.Length];
             delta = new Demand[order.Length];
             gone = new bool[order.Length];
             plain = new bool[order.Length];
-            this.groups = new HashSet<string>?[order.Length];
+            groups = new HashSet<string>?[order.Length];
             for (int i = 0; i < order.Length; i++)
             {
                 var n = order[i];
                 index[n.Name] = i;
                 this.free[i] = free[n.Name];
                 plain[i] = !n.Taints.Any(t => t.Effect is "NoSchedule" or "NoExecute");
-                this.groups[i] = groups.GetValueOrDefault(n.Name);
+                groups[i] = groupsByNode.GetValueOrDefault(n.Name);
             }
         }
 
@@ -566,10 +566,10 @@ public static class Recommender
             foreach (var p in pods.OrderByDescending(p => p.Requests[ResourceTable.Cpu]).ThenByDescending(p => p.Requests[ResourceTable.Memory]).ThenBy(p => p.Uid))
             {
                 var demand = DemandOf(p, table);
+                if (failed is not null && FailedBefore(failed, p.Shape, demand)) { (unfit ??= []).Add(Describe(p)); continue; }
                 var group = p.Shape.SelfAntiAffinityKey;
                 bool unconstrained = p.Shape.NodeSelector.Count == 0 && p.Shape.RequiredNodeTerms.Count == 0;
                 int target = -1;
-                if (failed is not null && FailedBefore(failed, p.Shape, demand)) { (unfit ??= []).Add(Describe(p)); continue; }
                 for (int i = 0; i < order.Length; i++)
                 {
                     if (i == self || gone[i]) continue;

@@ -440,7 +440,7 @@ public sealed class KarpetrackApi
             PendingRequests = snap.PendingRequests, PendingPods = snap.PendingPods, Version = snap.Version,
         };
         var facts = toPlace.Select(x => x.Pod with { Node = null, Pending = true }).ToArray();
-        var result = Recommender.Place(modified, facts, model.DaemonSets.All(), book, o);
+        var result = Recommender.Place(modified, facts, model.DaemonSets.All(), book, o, bound: pods);
         for (int i = 0; i < facts.Length; i++)
         {
             if (result.Placed.TryGetValue(i, out var where))

@@ -44,6 +44,8 @@ public sealed record KarpetrackOptions
     public decimal ReplaceThresholdDollars { get; init; } = 0.005m;
     public IReadOnlyList<string> Categories { get; init; } = [];
     public decimal? MaxPrice { get; init; }
+    /// <summary>GPUs per node of each GPU server class (the price feed does not say); unlisted GPU classes count one.</summary>
+    public IReadOnlyDictionary<string, int> GpusPerClass { get; init; } = new Dictionary<string, int>();
     public ActuationMode Actuation { get; init; } = ActuationMode.Off;
     /// <summary>Everything the actuator is told (its Mode is <see cref="Actuation"/>; the cloudspace is filled in at start).</summary>
     public ActuationOptions ActuationSettings { get; init; } = new();
@@ -91,6 +93,7 @@ public sealed record KarpetrackOptions
         new("replace-threshold-dollars", "0.005", "…and at least this many dollars per hour. Pure removals only need a positive saving."),
         new("categories", "", "Server-class categories new nodes may have: comma-separated gp, ch, mh, gpu (default: all but bare metal)."),
         new("max-price", "", "Highest hourly price of a class the recommender may buy."),
+        new("gpus-per-class", "", "GPUs per node of GPU server classes, e.g. gpu.vs2.xlargeplusplus-sjc=2 (comma-separated class=count; the price feed does not say; unlisted GPU classes count one)."),
         new("actuation", "off", "off; dry-run (log and count every action, change nothing); approve (act on recommendations approved over gRPC); auto (act on every recommendation that passes the safety checks). Acting needs Spot API credentials."),
         new("approve-token-file", "", "File holding the bearer token that ApproveRecommendation calls must present (needed with --actuation approve); read at each call."),
         new("leader-elect", "false", "Only the holder of a coordination.k8s.io Lease (in $POD_NAMESPACE, else default) acts; every replica serves metrics and gRPC.", IsSwitch: true),
@@ -234,6 +237,7 @@ public sealed record KarpetrackOptions
             ReplaceThresholdDollars = ParseDecimal(GetOr("replace-threshold-dollars"), "--replace-threshold-dollars", 0, 1000),
             Categories = ParseCategories(GetOr("categories")),
             MaxPrice = NullIfEmpty(Get("max-price")) is { } mp ? ParseDecimal(mp, "--max-price", 0, 1000) : null,
+            GpusPerClass = ParseGpusPerClass(GetOr("gpus-per-class")),
             Actuation = mode,
             ActuationSettings = new ActuationOptions
             {
@@ -283,6 +287,24 @@ public sealed record KarpetrackOptions
             codes.Add(code);
         }
         return codes;
+    }
+
+    /// <summary>`class=count,...`: each class once, a whole count of 1 to 64 GPUs.</summary>
+    private static IReadOnlyDictionary<string, int> ParseGpusPerClass(string s)
+    {
+        const string flag = "--gpus-per-class";
+        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var part in s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            int eq = part.IndexOf('=');
+            if (eq < 0) throw new OptionsException($"{flag}: \"{part}\" is not class=count (e.g. gpu.vs2.xlargeplusplus-sjc=2)");
+            var name = part[..eq].Trim();
+            if (name.Length == 0 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '-' or '_'))
+                throw new OptionsException($"{flag}: \"{name}\" is not a server class name");
+            if (!counts.TryAdd(name, ParseInt(part[(eq + 1)..].Trim(), $"{flag} {name}", 1, 64)))
+                throw new OptionsException($"{flag}: {name} is given twice");
+        }
+        return counts;
     }
 
     private static string NonEmpty(string s, string flag) =>

@@ -67,9 +67,16 @@ public sealed class PriceBook
         Source = source;
         Embedded = embedded;
         ETag = etag;
+        KnowsMinBids = classes.Values.Any(c => c.Prices.MinBid is not null);
     }
 
     public IReadOnlyDictionary<string, PricedClass> Classes { get; }
+
+    /// <summary>
+    /// Whether minimum bids are known (the Spot API told us; the public feed has none): then a class
+    /// without one cannot be bid on, rather than merely unknown.
+    /// </summary>
+    public bool KnowsMinBids { get; }
     public DateTimeOffset FetchedAt { get; }
     public string Source { get; }
     public bool Embedded { get; }

@@ -191,6 +191,7 @@ public sealed class Service : IAsyncDisposable
             Region = spot?.Pricing?.Region,
             Categories = options.Categories,
             MaxPricePerHour = options.MaxPrice,
+            GpuPerClass = options.GpusPerClass,
             ReplaceThresholdPercent = options.ReplaceThresholdPercent,
             ReplaceThresholdDollars = options.ReplaceThresholdDollars,
         };

@@ -129,17 +129,19 @@ public static class Recommender
         // Capacity left on nodes that may receive pods: ready, schedulable, not being deleted.
         var free = new Dictionary<string, Demand>(StringComparer.Ordinal);
         foreach (var n in snap.Nodes)
-            if (IsDestination(n)) free[n.Name] = FreeOf(n, o);
+            if (IsDestination(n)) free[n.Name] = FreeOf(n, snap.Resources, o);
         // Nodes being provisioned take pending pods before anything new is bought, so the same
         // pending pods are never provisioned for twice; they receive nothing else (they are not up yet).
         var provisioning = InFlightBins(inFlight ?? [], offers, snap.Resources, free, views);
+        // Hostname anti-affinity groups present on each node: no placement below may add a pod of a group a node already holds.
+        var groups = AntiAffinityGroups(pods);
 
         // 1. Provisioning for pending pods: existing room first, then the cheapest set of new nodes.
         var pending = pods.Where(p => p.Pending).ToArray();
         decimal provisionCost = 0, provisionBound = 0;
         if (pending.Length > 0)
         {
-            var (rec, lost, cost, bound) = Provision(pending, offers, snap, free, views, o);
+            var (rec, lost, cost, bound) = Provision(pending, offers, snap, free, views, groups, o);
             if (rec is not null) recommendations.Add(rec);
             unplaceable.AddRange(lost);
             provisionCost = cost;
@@ -166,19 +168,19 @@ public static class Recommender
             .ThenBy(c => c.Node.Name, StringComparer.Ordinal)
             .ToList();
 
-        var destinations = new Destinations(snap.Nodes.Where(IsDestination), free, byNode, snap.Resources);
+        var destinations = new Destinations(snap.Nodes.Where(IsDestination), free, groups, snap.Resources);
         foreach (var (node, movable, price) in candidates)
         {
             pacer.Tick();
             if (receivers.Contains(node.Name)) continue;
             var placement = destinations.TryPlace(movable, node.Name);
-            if (placement is null)
+            if (placement.Unfit is { } unfit)
             {
-                blockers[node.Name].Add(new Blocker(BlockerReasons.PodsDoNotFit, [], []));
+                blockers[node.Name].Add(new Blocker(BlockerReasons.PodsDoNotFit, unfit, []));
                 continue;
             }
-            destinations.Commit(placement.Value);
-            foreach (var (dest, _) in placement.Value.Used) receivers.Add(dest);
+            destinations.Commit(placement);
+            foreach (var (dest, _) in placement.Used) receivers.Add(dest);
             removed.Add(node.Name);
             destinations.Remove(node.Name);
             var type = movable.Length == 0 ? RecommendationType.DeleteEmpty : RecommendationType.Consolidate;
@@ -188,11 +190,11 @@ public static class Recommender
                     ? $"{node.Name} runs no pods but DaemonSet and mirror pods; it costs {price:0.###} $/h"
                     : $"the {movable.Length} pods of {node.Name} fit on the remaining nodes; removing it saves {price:0.###} $/h",
             };
-            recommendations.Add(Build(type, [node.Name], [], placement.Value.Moves, [], price, 0, 0, movable, pdbIndex, reasons));
+            recommendations.Add(Build(type, [node.Name], [], placement.Moves, [], price, 0, 0, movable, pdbIndex, reasons));
         }
 
         // Multi-node: the least utilized remaining nodes together, onto the rest plus new nodes if cheaper.
-        var multi = MultiNode(snap, candidates.Where(c => !removed.Contains(c.Node.Name) && !receivers.Contains(c.Node.Name)).ToList(), offers, free, removed, views, pdbIndex, o);
+        var multi = MultiNode(snap, candidates.Where(c => !removed.Contains(c.Node.Name) && !receivers.Contains(c.Node.Name)).ToList(), offers, free, removed, views, groups, pdbIndex, o);
         if (multi is not null)
         {
             recommendations.Add(multi);
@@ -288,7 +290,9 @@ public static class Recommender
         {
             var c = pc.Class;
             if (region.Length > 0 && c.Region != region) continue;
-            if (c.Category == "bm") continue;   // bare metal has no minimum bid: it cannot be bid on
+            // Spot accepts bids only on classes with a minimum bid. The public feed carries none: once the Spot API has
+            // given them, a class without one is never bought; from the feed alone, bare metal (which has none) is left out.
+            if (c.Category == "bm" || (book.KnowsMinBids && pc.Prices.MinBid is null)) continue;
             if (pc.Prices.Availability is { } a && a != "available") continue;
             if (o.Categories.Count > 0 && !o.Categories.Contains(c.Category)) continue;
             var price = pc.Prices.SpotPrice;
@@ -305,12 +309,15 @@ public static class Recommender
                 dsMem += req[ResourceTable.Memory];
                 dsPods++;
             }
-            var capacity = new Demand(cpu - dsCpu, mem - dsMem, gpu ? o.GpuPerClass.GetValueOrDefault(name, 1) : 0, o.MaxPodsPerNode - dsPods);
+            var capacity = new Demand(cpu - dsCpu, mem - dsMem, GpusOf(c, o), o.MaxPodsPerNode - dsPods);
             if (!capacity.IsNonNegative) continue;
             offers.Add(new Offer(new BinType(id++, name, capacity, price), pc, labels, gpu));
         }
         return offers;
     }
+
+    /// <summary>GPUs a node of the class has: the feed does not say, so --gpus-per-class, else one per GPU class.</summary>
+    private static int GpusOf(ServerClass c, RecommenderOptions o) => c.Category == "gpu" ? o.GpuPerClass.GetValueOrDefault(c.Name, 1) : 0;
 
     /// <summary>Capacity minus allocatable as existing nodes of the class show it, else the documented default.</summary>
     private static (long Cpu, long Memory) Reserved(ClusterSnapshot snap, ServerClass c, RecommenderOptions o)
@@ -330,16 +337,19 @@ public static class Recommender
         PodShape.Parse(template.Namespace, template.Owner, template.OwnerName, template.Name, template.Traits, template.Priority,
             template.LabelsJson, template.NodeSelectorJson, template.AffinityJson, template.TolerationsJson);
 
-    /// <summary>GPU resource names counted in the packer's GPU dimension (tracked when --resources lists them).</summary>
-    private static readonly string[] GpuResources = ["nvidia.com/gpu", "amd.com/gpu"];
-
-    private static Demand DemandOf(PodFacts p, ResourceTable t)
+    /// <summary>
+    /// The packer's GPU dimension: nvidia.com/gpu, which the model always tracks (Spot's GPU classes are NVIDIA),
+    /// plus amd.com/gpu when --resources lists it.
+    /// </summary>
+    private static long Gpus(long[] amounts, ResourceTable t)
     {
-        long gpu = 0;
-        foreach (var name in GpuResources)
-            if (t.IndexOf(name) is var i and >= 0 && i < p.Requests.Length) gpu += p.Requests[i];
-        return new Demand(p.Requests[ResourceTable.Cpu], p.Requests[ResourceTable.Memory], gpu, 1);
+        long gpu = t.GpuIndex < amounts.Length ? amounts[t.GpuIndex] : 0;
+        if (t.AmdGpuIndex >= 0 && t.AmdGpuIndex < amounts.Length) gpu += amounts[t.AmdGpuIndex];
+        return gpu;
     }
+
+    private static Demand DemandOf(PodFacts p, ResourceTable t) =>
+        new(p.Requests[ResourceTable.Cpu], p.Requests[ResourceTable.Memory], Gpus(p.Requests, t), 1);
 
     /// <summary>The pods bound to each node, in their order in <paramref name="pods"/> (two passes over the pods, no grouping objects).</summary>
     private static Dictionary<string, PodFacts[]> ByNode(PodFacts[] pods)
@@ -359,11 +369,11 @@ public static class Recommender
 
     private static bool IsDestination(NodeView n) => n.Ready && n.Schedulable && !n.Deleting;
 
-    private static Demand FreeOf(NodeView n, RecommenderOptions o)
+    private static Demand FreeOf(NodeView n, ResourceTable t, RecommenderOptions o)
     {
         long podsAllocatable = o.MaxPodsPerNode;
         return new Demand(n.Allocatable[ResourceTable.Cpu] - n.Allocated[ResourceTable.Cpu], n.Allocatable[ResourceTable.Memory] - n.Allocated[ResourceTable.Memory],
-            0, podsAllocatable - n.Pods);
+            Gpus(n.Allocatable, t) - Gpus(n.Allocated, t), podsAllocatable - n.Pods);
     }
 
     private static double Utilization(NodeView n) => Math.Max(n.Utilization(ResourceTable.Cpu), n.Utilization(ResourceTable.Memory));
@@ -398,31 +408,57 @@ public static class Recommender
 
         public bool AllowsOffer(int c, Offer offer) => (!offer.Gpu || Classes[c].Gpu) && Classes[c].Shape.AllowsNode(offer.Labels, []);
 
-        public bool AllowsNode(int c, NodeView n) => Classes[c].Shape.AllowsNode(n.Labels, n.Taints);
+        /// <summary>The node's labels and taints allow the class, and it holds no pod of the class's anti-affinity group.</summary>
+        public bool AllowsNode(int c, NodeView n, HashSet<string>? groupsOnNode) =>
+            !(groupsOnNode is not null && Classes[c].Shape.SelfAntiAffinityKey is { } key && groupsOnNode.Contains(key))
+            && Classes[c].Shape.AllowsNode(n.Labels, n.Taints);
     }
 
     /// <summary>Pods onto existing free capacity and the offered classes, each placement checked against the pod's constraints.</summary>
+    /// <remarks>
+    /// The packer keeps anti-affine items apart only among the items it places; what already runs on an existing
+    /// node is answered here (<paramref name="groups"/>), once per constraint class and node, as labels and taints are.
+    /// </remarks>
     private static PackingProblem Problem(ShapeIndex shapes, IReadOnlyList<PackItem> items, List<Offer> offers, IReadOnlyList<ExistingBin> existing,
-        Dictionary<string, NodeView> views) => new()
+        Dictionary<string, NodeView> views, Dictionary<string, HashSet<string>>? groups) => new()
     {
         Items = items,
         Types = offers.Select(x => x.Bin).ToList(),
         Existing = existing,
         TypeAllows = (c, t) => shapes.AllowsOffer(c, offers[t.Id]),
-        BinAllows = (c, b) => shapes.AllowsNode(c, views[b.Name]),
+        BinAllows = (c, b) => shapes.AllowsNode(c, views[b.Name], groups?.GetValueOrDefault(b.Name)),
     };
 
+    /// <summary>The anti-affinity groups (PodShape.SelfAntiAffinityKey) of the pods bound to each node; most nodes have none.</summary>
+    private static Dictionary<string, HashSet<string>> AntiAffinityGroups(PodFacts[] pods)
+    {
+        var groups = new Dictionary<string, HashSet<string>>(StringComparer.Ordinal);
+        foreach (var p in pods)
+            if (p.Node is not null && p.Shape.SelfAntiAffinityKey is { } key) AddGroup(groups, p.Node, key);
+        return groups;
+    }
+
+    private static void AddGroup(Dictionary<string, HashSet<string>> groups, string node, string key)
+    {
+        if (!groups.TryGetValue(node, out var set)) groups[node] = set = new HashSet<string>(StringComparer.Ordinal);
+        set.Add(key);
+    }
+
     private static (Recommendation? Rec, List<(string, string)> Lost, decimal Cost, decimal Bound) Provision(
-        PodFacts[] pending, List<Offer> offers, ClusterSnapshot snap, Dictionary<string, Demand> free, Dictionary<string, NodeView> views, RecommenderOptions o)
+        PodFacts[] pending, List<Offer> offers, ClusterSnapshot snap, Dictionary<string, Demand> free, Dictionary<string, NodeView> views,
+        Dictionary<string, HashSet<string>> groups, RecommenderOptions o)
     {
         var shapes = new ShapeIndex(snap.Resources);
         var items = pending.Select((p, i) => shapes.Item(i, p)).ToList();
         var existing = free.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select((kv, i) => new ExistingBin(i, kv.Key, kv.Value)).ToList();
-        var solution = Packer.Solve(Problem(shapes, items, offers, existing, views));
+        var solution = Packer.Solve(Problem(shapes, items, offers, existing, views, groups));
         var lost = solution.Unplaced.Select(u => (Describe(pending[u.Item]), u.Reason)).ToList();
-        // Room that pods take on existing nodes is no longer free for consolidation.
+        // Room (and anti-affinity groups) that pods take on existing nodes are no longer free for consolidation.
         foreach (var (item, bin) in solution.OnExisting)
+        {
             free[existing[bin].Name] = free[existing[bin].Name] - items[item].Demand;
+            if (pending[item].Shape.SelfAntiAffinityKey is { } key) AddGroup(groups, existing[bin].Name, key);
+        }
         if (solution.NewBins.Count == 0) return (null, lost, 0, solution.LowerBound);
 
         var newNodes = solution.NewBins.GroupBy(b => b.Type.Name)
@@ -458,7 +494,9 @@ public static class Recommender
 
     // ---- removal and replacement ---------------------------------------------------------------
 
-    private readonly record struct Placement(List<PodMove> Moves, List<(string Node, Demand Demand)> Used, List<(string Node, string Group)>? Groups = null);
+    /// <summary>Where a node's pods would go; <see cref="Unfit"/> names those that fit nowhere (then the rest is not a plan).</summary>
+    private readonly record struct Placement(List<PodMove> Moves, List<(string Node, Demand Demand)> Used, List<(string Node, string Group)>? Groups = null,
+        List<string>? Unfit = null);
 
     /// <summary>Per-node replacement checks are many and small: a bounded exact polish is enough there.</summary>
     private static readonly PackingOptions PerNode = new() { ExactItems = 12, ExactNodes = 20_000, PortfolioItems = 0 };
@@ -476,15 +514,17 @@ public static class Recommender
         private readonly Demand[] free;                             // by position in order; the hot loop avoids string hashing
         private readonly bool[] gone;
         private readonly bool[] plain;                              // no NoSchedule/NoExecute taint: most pods need no label check
-        private readonly HashSet<string>?[] groups;                 // anti-affinity groups present per node
+        private readonly HashSet<string>?[] groups;                 // anti-affinity groups present per node (the shared sets)
         private readonly Dictionary<string, Demand> shared;
+        private readonly Dictionary<string, HashSet<string>> sharedGroups;
         private readonly ResourceTable table;
         private readonly Demand[] delta;
         private readonly List<int> touched = [];
 
-        public Destinations(IEnumerable<NodeView> nodes, Dictionary<string, Demand> free, Dictionary<string, PodFacts[]> byNode, ResourceTable table)
+        public Destinations(IEnumerable<NodeView> nodes, Dictionary<string, Demand> free, Dictionary<string, HashSet<string>> groupsByNode, ResourceTable table)
         {
             shared = free;
+            sharedGroups = groupsByNode;
             this.table = table;
             order = nodes.OrderByDescending(Utilization).ThenBy(n => n.Name, StringComparer.Ordinal).ToArray();
             this.free = new Demand[order.Length];
@@ -498,8 +538,7 @@ public static class Recommender
                 index[n.Name] = i;
                 this.free[i] = free[n.Name];
                 plain[i] = !n.Taints.Any(t => t.Effect is "NoSchedule" or "NoExecute");
-                foreach (var p in byNode.GetValueOrDefault(n.Name) ?? [])
-                    if (p.Shape.SelfAntiAffinityKey is { } g) (groups[i] ??= new HashSet<string>(StringComparer.Ordinal)).Add(g);
+                groups[i] = groupsByNode.GetValueOrDefault(n.Name);
             }
         }
 
@@ -508,7 +547,12 @@ public static class Recommender
             if (index.TryGetValue(node, out var i)) gone[i] = true;
         }
 
-        public Placement? TryPlace(PodFacts[] pods, string from)
+        /// <summary>
+        /// Places the pods tentatively; the ones that fit nowhere are named in Unfit, the others still placed so that
+        /// every pod that does not fit is found. A pod of a shape that already failed with no larger a demand fails
+        /// without a scan (room only shrinks as pods are placed): replicas of one workload cost one scan.
+        /// </summary>
+        public Placement TryPlace(PodFacts[] pods, string from)
         {
             if (pods.Length == 0) return new Placement([], []);
             int self = index.TryGetValue(from, out var own) ? own : -1;
@@ -517,9 +561,12 @@ public static class Recommender
             var addedGroups = new List<(string Node, string Group)>();
             var moves = new List<PodMove>();
             var used = new List<(string, Demand)>();
+            List<string>? unfit = null;
+            List<(PodShape Shape, Demand Demand)>? failed = null;
             foreach (var p in pods.OrderByDescending(p => p.Requests[ResourceTable.Cpu]).ThenByDescending(p => p.Requests[ResourceTable.Memory]).ThenBy(p => p.Uid))
             {
                 var demand = DemandOf(p, table);
+                if (failed is not null && FailedBefore(failed, p.Shape, demand)) { (unfit ??= []).Add(Describe(p)); continue; }
                 var group = p.Shape.SelfAntiAffinityKey;
                 bool unconstrained = p.Shape.NodeSelector.Count == 0 && p.Shape.RequiredNodeTerms.Count == 0;
                 int target = -1;
@@ -532,14 +579,27 @@ public static class Recommender
                     target = i;
                     break;
                 }
-                if (target < 0) return null;
+                if (target < 0)
+                {
+                    (unfit ??= []).Add(Describe(p));
+                    (failed ??= []).Add((p.Shape, demand));
+                    continue;
+                }
                 if (delta[target] == Demand.Zero) touched.Add(target);
                 delta[target] = delta[target] + demand;
                 if (group is not null) addedGroups.Add((order[target].Name, group));
                 moves.Add(new PodMove(p.Namespace, p.Name, from, order[target].Name));
                 used.Add((order[target].Name, demand));
             }
-            return new Placement(moves, used, addedGroups);
+            unfit?.Sort(StringComparer.Ordinal);
+            return new Placement(moves, used, addedGroups, unfit);
+        }
+
+        private static bool FailedBefore(List<(PodShape Shape, Demand Demand)> failed, PodShape shape, Demand demand)
+        {
+            foreach (var f in failed)
+                if (ReferenceEquals(f.Shape, shape) && f.Demand.FitsIn(demand)) return true;
+            return false;
         }
 
         public void Commit(Placement placement)
@@ -551,7 +611,10 @@ public static class Recommender
                 shared[node] = free[i];
             }
             foreach (var (node, group) in placement.Groups ?? [])
-                (groups[index[node]] ??= new HashSet<string>(StringComparer.Ordinal)).Add(group);
+            {
+                AddGroup(sharedGroups, node, group);
+                groups[index[node]] = sharedGroups[node];
+            }
         }
 
     }
@@ -595,7 +658,7 @@ public static class Recommender
 
     private static Recommendation? MultiNode(ClusterSnapshot snap, List<(NodeView Node, PodFacts[] Movable, decimal Price)> remaining,
         List<Offer> offers, Dictionary<string, Demand> free, HashSet<string> removed, Dictionary<string, NodeView> views,
-        Dictionary<string, PdbRecord[]> pdbIndex, RecommenderOptions o)
+        Dictionary<string, HashSet<string>> groups, Dictionary<string, PdbRecord[]> pdbIndex, RecommenderOptions o)
     {
         var group = remaining.Where(c => c.Movable.Length > 0).OrderBy(c => Utilization(c.Node)).ThenBy(c => c.Node.Name, StringComparer.Ordinal)
             .Take(o.MultiNodeCandidates).ToList();
@@ -606,11 +669,14 @@ public static class Recommender
         var items = pods.Select((p, i) => shapes.Item(i, p)).ToList();
         var existing = free.Where(kv => !names.Contains(kv.Key) && !removed.Contains(kv.Key)).OrderBy(kv => kv.Key, StringComparer.Ordinal)
             .Select((kv, i) => new ExistingBin(i, kv.Key, kv.Value)).ToList();
-        var solution = Packer.Solve(Problem(shapes, items, offers, existing, views));
+        var solution = Packer.Solve(Problem(shapes, items, offers, existing, views, groups));
         if (solution.Unplaced.Count > 0) return null;
         var current = group.Sum(g => g.Price);
+        var savings = current - solution.Cost;
         // Only the nodes that actually lose their pods count; a plan that keeps all of them is no consolidation.
-        if (solution.Cost >= current || current - solution.Cost < o.ReplaceThresholdDollars || solution.NewBins.Count >= group.Count) return null;
+        if (savings <= 0 || solution.NewBins.Count >= group.Count) return null;
+        // Buying nodes makes it a replacement, held to the replacement thresholds; a pure removal needs only a positive saving.
+        if (solution.NewBins.Count > 0 && (savings < o.ReplaceThresholdDollars || savings < current * o.ReplaceThresholdPercent / 100)) return null;
         var newNodes = solution.NewBins.GroupBy(b => b.Type.Name).Select(g => new NewNode(g.Key, g.Count(), g.First().Type.PricePerHour))
             .OrderBy(n => n.ServerClass, StringComparer.Ordinal).ToList();
         var moves = new List<PodMove>();
@@ -622,7 +688,11 @@ public static class Recommender
             int n = counter[bin.Type.Name] = counter.GetValueOrDefault(bin.Type.Name) + 1;
             foreach (var i in bin.Items) moves.Add(new PodMove(pods[i].Namespace, pods[i].Name, pods[i].Node!, $"{bin.Type.Name}#{n}"));
         }
-        foreach (var (item, bin) in solution.OnExisting) free[existing[bin].Name] = free[existing[bin].Name] - items[item].Demand;
+        foreach (var (item, bin) in solution.OnExisting)
+        {
+            free[existing[bin].Name] = free[existing[bin].Name] - items[item].Demand;
+            if (pods[item].Shape.SelfAntiAffinityKey is { } key) AddGroup(groups, existing[bin].Name, key);
+        }
         var reasons = new List<string>
         {
             $"{group.Count} underused nodes ({current:0.###} $/h) fit onto the remaining nodes" + (newNodes.Count > 0 ? $" plus {string.Join(", ", newNodes.Select(n => $"{n.Count}× {n.ServerClass}"))}" : "") + $" for {solution.Cost:0.###} $/h",
@@ -656,8 +726,9 @@ public static class Recommender
             var s = p.Shape;
             if ((s.Traits & PodTraits.DoNotDisrupt) != 0) Add(BlockerReasons.PodDoNotDisrupt, p);
             if ((s.Traits & PodTraits.SafeToEvictFalse) != 0) Add(BlockerReasons.PodSafeToEvictFalse, p);
+            // safe-to-evict "true" vouches that the pod's local data may be lost; it does not make a bare pod come back.
             if ((s.Traits & PodTraits.LocalStorage) != 0 && (s.Traits & PodTraits.SafeToEvictTrue) == 0) Add(BlockerReasons.PodLocalStorage, p);
-            if (s.Owner == OwnerKind.None && (s.Traits & PodTraits.SafeToEvictTrue) == 0) Add(BlockerReasons.PodNoController, p);
+            if (s.Owner == OwnerKind.None) Add(BlockerReasons.PodNoController, p);
             int budgets = 0;
             foreach (var b in pdbIndex.GetValueOrDefault(s.Namespace) ?? [])
             {
@@ -743,8 +814,10 @@ public static class Recommender
     /// <summary>
     /// The provisioning step on its own: the pods on the free capacity of the snapshot's nodes first,
     /// then on the cheapest new nodes allowed by the options (none when <paramref name="allowNew"/> is false).
+    /// <paramref name="bound"/>: the pods already on the snapshot's nodes, whose anti-affinity groups those nodes keep.
     /// </summary>
-    public static WhatIfPlacement Place(ClusterSnapshot snap, PodFacts[] pods, DaemonSetRecord[] daemonSets, PriceBook book, RecommenderOptions o, bool allowNew = true)
+    public static WhatIfPlacement Place(ClusterSnapshot snap, PodFacts[] pods, DaemonSetRecord[] daemonSets, PriceBook book, RecommenderOptions o, bool allowNew = true,
+        PodFacts[]? bound = null)
     {
         var region = o.Region ?? MostCommonRegion(snap.Nodes);
         var dsShapes = daemonSets.Select(d => (Shape: ShapeOf(d.Template), Requests: d.Template.Requests)).ToArray();
@@ -753,8 +826,8 @@ public static class Recommender
         var shapes = new ShapeIndex(snap.Resources);
         var items = pods.Select((p, i) => shapes.Item(i, p)).ToList();
         var existing = snap.Nodes.Where(IsDestination).OrderBy(n => n.Name, StringComparer.Ordinal)
-            .Select((n, i) => new ExistingBin(i, n.Name, FreeOf(n, o))).ToList();
-        var solution = Packer.Solve(Problem(shapes, items, offers, existing, views));
+            .Select((n, i) => new ExistingBin(i, n.Name, FreeOf(n, snap.Resources, o))).ToList();
+        var solution = Packer.Solve(Problem(shapes, items, offers, existing, views, AntiAffinityGroups(bound ?? [])));
         var placed = new Dictionary<int, (string Node, bool New)>();
         foreach (var (item, bin) in solution.OnExisting) placed[item] = (existing[bin].Name, false);
         var counter = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -783,6 +856,7 @@ public static class Recommender
         capacity[ResourceTable.Memory] = c.MemoryBytes;
         allocatable[ResourceTable.Cpu] = capacity[ResourceTable.Cpu] - reservedCpu;
         allocatable[ResourceTable.Memory] = capacity[ResourceTable.Memory] - reservedMem;
+        capacity[snap.Resources.GpuIndex] = allocatable[snap.Resources.GpuIndex] = GpusOf(c, o);
         var labels = NewNodeLabels(c);
         labels["kubernetes.io/hostname"] = name;
         return new NodeView

@@ -2,13 +2,16 @@ namespace Karpetrack;
 
 /// <summary>
 /// The resources Karpetrack tracks, each at a fixed index: cpu and memory always (the recommender
-/// needs both), then whatever `--resources` adds. Values are integers in the unit the scheduler
+/// needs both), then whatever `--resources` adds, then nvidia.com/gpu when not listed (the
+/// recommender must know which pods need GPUs and which nodes have them free, whatever is exported).
+/// Only <see cref="Exported"/> appear on /metrics. Values are integers in the unit the scheduler
 /// compares: millicores for cpu, plain units (bytes, counts) for everything else.
 /// </summary>
 public sealed class ResourceTable
 {
     public const int Cpu = 0;
     public const int Memory = 1;
+    public const string NvidiaGpu = "nvidia.com/gpu";
 
     private readonly string[] names;
     private readonly Dictionary<string, int> index;
@@ -26,11 +29,15 @@ public sealed class ResourceTable
             if (!exportedList.Contains(i)) exportedList.Add(i);
         }
         if (exportedList.Count == 0) throw new ArgumentException("at least one resource must be exported");
+        // Last, so the indexes of the listed resources do not depend on whether it was listed.
+        if (!all.Contains(NvidiaGpu)) all.Add(NvidiaGpu);
         names = all.ToArray();
         index = new Dictionary<string, int>(StringComparer.Ordinal);
         for (int i = 0; i < names.Length; i++) index[names[i]] = i;
         Exported = exportedList.ToArray();
         PodsIndex = index.TryGetValue("pods", out var p) ? p : -1;
+        GpuIndex = index[NvidiaGpu];
+        AmdGpuIndex = index.TryGetValue("amd.com/gpu", out var amd) ? amd : -1;
     }
 
     public static ResourceTable Default { get; } = new(["cpu", "memory"]);
@@ -39,6 +46,12 @@ public sealed class ResourceTable
 
     /// <summary>Indexes of the resources exported on /metrics, in flag order.</summary>
     public int[] Exported { get; }
+
+    /// <summary>Index of nvidia.com/gpu, always tracked.</summary>
+    public int GpuIndex { get; }
+
+    /// <summary>Index of amd.com/gpu when `--resources` lists it, else -1.</summary>
+    public int AmdGpuIndex { get; }
 
     /// <summary>Index of the `pods` resource when tracked: every counted pod requests one.</summary>
     public int PodsIndex { get; }

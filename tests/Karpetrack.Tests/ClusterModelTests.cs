@@ -261,15 +261,16 @@ public class ClusterModelTests
         m.UpsertPod(Pod("ds2", "a", 7, 1, owner: OwnerKind.DaemonSet));
         m.DeletePod(Json.StableGuid("p"));
         var after = View(m, "a");
-        Assert.Equal([105L, 11L], before.Allocated);
-        Assert.Equal([5L, 1L], before.DaemonSetOverhead);
-        Assert.Equal([105L, 11L], before.NamespaceRequests["default"]);
-        Assert.Equal([212L, 22L], after.Allocated);
-        Assert.Equal([12L, 2L], after.DaemonSetOverhead);
-        Assert.Equal([212L, 22L], after.NamespaceRequests["default"]);
+        // cpu, memory and nvidia.com/gpu (always tracked, for the recommender)
+        Assert.Equal([105L, 11L, 0L], before.Allocated);
+        Assert.Equal([5L, 1L, 0L], before.DaemonSetOverhead);
+        Assert.Equal([105L, 11L, 0L], before.NamespaceRequests["default"]);
+        Assert.Equal([212L, 22L, 0L], after.Allocated);
+        Assert.Equal([12L, 2L, 0L], after.DaemonSetOverhead);
+        Assert.Equal([212L, 22L, 0L], after.NamespaceRequests["default"]);
         m.DeletePod(Json.StableGuid("q"));
-        Assert.Equal([212L, 22L], after.NamespaceRequests["default"]);
-        Assert.Equal([12L, 2L], View(m, "a").NamespaceRequests["default"]);
+        Assert.Equal([212L, 22L, 0L], after.NamespaceRequests["default"]);
+        Assert.Equal([12L, 2L, 0L], View(m, "a").NamespaceRequests["default"]);
     }
 
     [Fact]

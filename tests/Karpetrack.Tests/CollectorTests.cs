@@ -69,6 +69,7 @@ public class CollectorTests
         Assert.Contains("karpetrack_group_nodes{label_group=\"pool\",label_group_value=\"p2\"} 1\n", text);
         Assert.Contains("karpetrack_pending_pods 1\n", text);
         Assert.Contains("karpetrack_pending_requests{resource=\"cpu\"} 3\n", text);
+        Assert.DoesNotContain("nvidia.com/gpu", text);    // tracked for the recommender, not exported unless listed
     }
 
     [Fact]

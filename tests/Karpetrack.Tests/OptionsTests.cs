@@ -34,6 +34,35 @@ public class OptionsTests
         Assert.Single(Parse(["--label-group", "a,b", "--label-group", "a, b"]).LabelGroups);
 
     [Theory]
+    [InlineData("", "")]
+    [InlineData("gpu.vs2.xlargeplusplus-sjc=2", "gpu.vs2.xlargeplusplus-sjc=2")]
+    [InlineData(" a=1 , b.c-d_e=64 ,", "a=1;b.c-d_e=64")]
+    public void GpusPerClassAreClassCountPairs(string text, string expected)
+    {
+        var o = Parse(["--gpus-per-class", text]);
+        Assert.Equal(expected, string.Join(";", o.GpusPerClass.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}")));
+        var env = Parse([], new Dictionary<string, string> { ["KARPETRACK_GPUS_PER_CLASS"] = text });
+        Assert.Equal(o.GpusPerClass, env.GpusPerClass);
+    }
+
+    [Theory]
+    [InlineData("gpu.vs2.xlargeplusplus-sjc", "is not class=count")]
+    [InlineData("=2", "is not a server class name")]
+    [InlineData("gpu x=2", "is not a server class name")]
+    [InlineData("a=two", "not a whole number between 1 and 64")]
+    [InlineData("a=0", "not a whole number between 1 and 64")]
+    [InlineData("a=65", "not a whole number between 1 and 64")]
+    [InlineData("a=1.5", "not a whole number between 1 and 64")]
+    [InlineData("a=", "not a whole number between 1 and 64")]
+    [InlineData("a=1,a=2", "a is given twice")]
+    public void MalformedGpusPerClassIsOneClearError(string text, string expected)
+    {
+        var e = Assert.Throws<OptionsException>(() => Parse(["--gpus-per-class", text]));
+        Assert.StartsWith("--gpus-per-class", e.Message);
+        Assert.Contains(expected, e.Message);
+    }
+
+    [Theory]
     [InlineData("30s", 30_000)]
     [InlineData("5m", 300_000)]
     [InlineData("1h", 3_600_000)]

@@ -79,6 +79,21 @@ public class PodRequestTests
     }
 
     [Fact]
+    public void GpuRequestsAreTrackedButNotExportedUnlessListed()
+    {
+        // The recommender needs every pod's GPUs; /metrics shows only what --resources lists.
+        var table = ResourceTable.Default;
+        var p = Decode(Pod("""{"name":"c","resources":{"requests":{"cpu":"1","nvidia.com/gpu":"1"}}}"""), table);
+        Assert.Equal(1, p.Requests[table.GpuIndex]);
+        Assert.DoesNotContain(table.GpuIndex, table.Exported);
+        // Listed, it keeps its flag position and is exported; listed resources keep their indexes either way.
+        var listed = new ResourceTable(["cpu", "memory", "pods", "nvidia.com/gpu"]);
+        Assert.Equal(3, listed.GpuIndex);
+        Assert.Contains(3, listed.Exported);
+        Assert.Equal(2, new ResourceTable(["cpu", "memory", "pods"]).IndexOf("pods"));
+    }
+
+    [Fact]
     public void QuantitiesMayBeJsonNumbers() =>
         Assert.Equal((2000, 1000), Req(Pod("""{"name":"c","resources":{"requests":{"cpu":2,"memory":1e3}}}""")));
 

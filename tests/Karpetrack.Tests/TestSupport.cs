@@ -11,3 +11,68 @@ internal sealed class ManualClock(DateTimeOffset start) : TimeProvider
 
     public void Advance(TimeSpan by) => Now += by;
 }
+
+/// <summary>
+/// A clock whose timers fire only when a test steps it: each step moves the time on, fires the timers
+/// then due, and returns once a new timer has been armed (a loop that waits on this clock is back waiting).
+/// </summary>
+internal sealed class SteppedClock : TimeProvider
+{
+    private readonly object gate = new();
+    private readonly List<SteppedTimer> timers = [];
+    private DateTimeOffset now = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
+    private TaskCompletionSource armed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public override DateTimeOffset GetUtcNow() { lock (gate) return now; }
+
+    public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+    {
+        var t = new SteppedTimer(this, callback, state);
+        t.Change(dueTime, period);
+        return t;
+    }
+
+    /// <summary>Completes once something waits on this clock.</summary>
+    public Task Armed { get { lock (gate) return armed.Task; } }
+
+    public async Task StepAsync(TimeSpan by)
+    {
+        await Armed.WaitAsync(TimeSpan.FromSeconds(30));
+        List<SteppedTimer> due;
+        Task next;
+        lock (gate)
+        {
+            armed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+            next = armed.Task;
+            now += by;
+            due = timers.Where(t => t.Due <= now).ToList();
+            timers.RemoveAll(due.Contains);
+        }
+        foreach (var t in due) t.Fire();
+        await next.WaitAsync(TimeSpan.FromSeconds(30));
+    }
+
+    private sealed class SteppedTimer(SteppedClock clock, TimerCallback callback, object? state) : ITimer
+    {
+        public DateTimeOffset Due;
+
+        public void Fire() => callback(state);   // once: periods are not repeated (Task.Delay uses none)
+
+        public bool Change(TimeSpan dueTime, TimeSpan period)
+        {
+            lock (clock.gate)
+            {
+                clock.timers.Remove(this);
+                if (dueTime == Timeout.InfiniteTimeSpan) return true;
+                Due = clock.now + dueTime;
+                clock.timers.Add(this);
+                clock.armed.TrySetResult();
+            }
+            return true;
+        }
+
+        public void Dispose() { lock (clock.gate) clock.timers.Remove(this); }
+
+        public ValueTask DisposeAsync() { Dispose(); return ValueTask.CompletedTask; }
+    }
+}

@@ -983,8 +983,13 @@ public sealed class RecommenderLoop
                 // committed until the next run: give it back. Not on the lowered thread: every thread
                 // waits for a blocking collection, so it must not queue behind other processes' work.
                 // (The await above may continue on that thread, hence the pool.)
+                // The run's native garbage (JIT, type loads) goes back too: malloc keeps freed memory otherwise.
                 if (model.PodCount >= 20_000)
-                    await Task.Run(() => GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true), ct).ConfigureAwait(false);
+                    await Task.Run(() =>
+                    {
+                        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+                        NativeHeap.Trim();
+                    }, ct).ConfigureAwait(false);
             }
             catch (OperationCanceledException) { return; }
             catch (Exception e) when (e is not OutOfMemoryException)

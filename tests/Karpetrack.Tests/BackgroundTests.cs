@@ -63,4 +63,23 @@ public sealed class BackgroundTests
         await cts.CancelAsync();
         await running;
     }
+
+    [Fact]
+    public void GlibcTakesTheArenaCapAndGivesFreedMemoryBack()
+    {
+        // This machine's libc is glibc: mallopt answers 1 when it accepts a setting, 0 when not.
+        Assert.True(NativeHeap.LimitArenas(16));
+        // 64 MB in small blocks (below the mmap threshold, so they come from an arena), written, then
+        // freed: malloc keeps them mapped, and trimming hands them back.
+        var page = new byte[4096];
+        Array.Fill(page, (byte)1);
+        var blocks = new nint[16_384];
+        for (int i = 0; i < blocks.Length; i++)
+        {
+            blocks[i] = System.Runtime.InteropServices.Marshal.AllocHGlobal(page.Length);
+            System.Runtime.InteropServices.Marshal.Copy(page, 0, blocks[i], page.Length);
+        }
+        foreach (var b in blocks) System.Runtime.InteropServices.Marshal.FreeHGlobal(b);
+        Assert.True(NativeHeap.Trim());
+    }
 }

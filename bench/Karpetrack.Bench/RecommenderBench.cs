@@ -66,13 +66,12 @@ internal static class RecommenderBench
             var snap = model.Snapshot();
             var times = new List<double>();
             Plan? plan = null;
-            // Warm the JIT as a long-running service is: enough calls for tier-up, then time to compile.
-            if (n <= 50_000)
-            {
-                for (int i = 0; i < 15; i++) Recommender.Recommend(snap, model.Pods(), [], [], book, options);
-                Thread.Sleep(500);
-            }
-            for (int run = 0; run < (n > 50_000 ? 3 : 7); run++)
+            // Warm the JIT as a long-running service is: enough calls for tier-up (the 10k runs do it for
+            // both sizes, as they share every method), then time to compile; and a run of this size first,
+            // as the service has had before its next one.
+            for (int i = 0; i < (n <= 50_000 ? 15 : 1); i++) Recommender.Recommend(snap, model.Pods(), [], [], book, options);
+            Thread.Sleep(500);
+            for (int run = 0; run < 7; run++)
             {
                 var sw = Stopwatch.StartNew();
                 plan = Recommender.Recommend(snap, model.Pods(), [], [], book, options);
@@ -82,7 +81,7 @@ internal static class RecommenderBench
             var rec = plan!.Recommendations.Single(r => r.Type == RecommendationType.Provision);
             double p50 = Report.Percentile(times, 0.5);
             report.Row(Section, $"Provisioning plan for {n:N0} pending pods × the iad classes (whole recommender: {rec.NewNodes.Sum(x => x.Count)} nodes, {(double)(rec.NewCostPerHour / rec.LowerBoundPerHour) - 1:P1} above the bound)",
-                $"≤ {goal:F0} ms", $"p50 {p50:F0} ms (min {times[0]:F0})", p50 <= goal);
+                $"≤ {goal:F0} ms", $"p50 {p50:F0} ms (min {times[0]:F0}, max {times[^1]:F0}, 7 runs)", p50 <= goal);
         }
     }
 

@@ -192,7 +192,7 @@ internal static class Json
 /// share their repeated keys and values. Bounded: when full it starts over, so values of objects
 /// long gone cannot pile up; a value is then at worst allocated again, never wrong.
 /// </summary>
-public sealed class StringPool(int capacity = 16_384)
+public sealed class StringPool(int capacity = 65_536)
 {
     private const int MaxChars = 256;
     private readonly HashSet<string> strings = new(StringComparer.Ordinal);

@@ -15,8 +15,9 @@ using Serilog;
 using Serilog.Events;
 using Serilog.Formatting.Json;
 
-// Before the host starts its threads: at most two malloc arenas, not eight per core (see NativeHeap).
-NativeHeap.LimitArenas(2);
+// Before the host starts its threads: at most two malloc arenas, not eight per core (see NativeHeap),
+// unless MALLOC_ARENA_MAX says otherwise.
+if (Environment.GetEnvironmentVariable("MALLOC_ARENA_MAX") is null) NativeHeap.LimitArenas(2);
 return await Service.MainAsync(args);
 
 /// <summary>The composition root: options, wiring and the HTTP endpoints.</summary>

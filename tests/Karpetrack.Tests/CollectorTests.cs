@@ -148,7 +148,9 @@ public class CollectorTests
                 switch (rng.Next(4))
                 {
                     case 0:
-                        m.UpsertNode(ClusterModelTests.Node($"node-{rng.Next(0, next):D4}x"));   // sorts between existing names
+                        var added = $"node-{rng.Next(0, next++):D4}x";   // sorts between existing names
+                        m.UpsertNode(ClusterModelTests.Node(added));
+                        if (!names.Contains(added)) names.Add(added);   // then takes pods and may leave
                         break;
                     case 1 when names.Count > 10:
                         int at = rng.Next(names.Count);

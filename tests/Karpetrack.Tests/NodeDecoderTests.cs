@@ -57,13 +57,15 @@ public class NodeDecoderTests
     }
 
     [Fact]
-    public void EscapedAndNonAsciiValuesDecodeAsWithoutSharing()
+    public void EscapedValuesDecodeUnpooledAndNonAsciiOnesPooled()
     {
         var decoder = new NodeDecoder(ResourceTable.Default);
-        var node = Decode(decoder, NodeJson("n1", "gp\\u002Evs1.m\u00e9dium-iad"));
-        Assert.Equal("gp.vs1.médium-iad", node.Labels[SpotLabels.ServerClass]);
-        var again = Decode(decoder, NodeJson("n2", "gp.vs1.m\u00e9dium-iad"));
-        Assert.Equal(node.Labels[SpotLabels.ServerClass], again.Labels[SpotLabels.ServerClass]);
+        var escaped = Decode(decoder, NodeJson("n1", "gp\\u002Evs1.m\u00e9dium-iad"));
+        Assert.Equal("gp.vs1.médium-iad", escaped.Labels[SpotLabels.ServerClass]);
+        var plain = Decode(decoder, NodeJson("n2", "gp.vs1.m\u00e9dium-iad"));
+        var again = Decode(decoder, NodeJson("n3", "gp.vs1.m\u00e9dium-iad"));
+        Assert.Equal(escaped.Labels[SpotLabels.ServerClass], plain.Labels[SpotLabels.ServerClass]);
+        Assert.Same(plain.Labels[SpotLabels.ServerClass], again.Labels[SpotLabels.ServerClass]);
     }
 
     [Fact]

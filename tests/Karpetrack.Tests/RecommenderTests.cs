@@ -399,6 +399,20 @@ public class RecommenderTests
     }
 
     [Fact]
+    public void PodsDoNotFitElsewhereNamesAtMostTenPods()
+    {
+        var scenario = new Scenario()
+            .Node("keep", "gp.vs1.large-iad", annotations: DoNotDisrupt).Pod("fill", "keep", "900m", "1Gi")
+            .Node("full", "gp.vs1.xlarge-iad");
+        for (int i = 1; i <= 12; i++) scenario.Pod($"big-{i:D2}", "full", "3500m", "1Gi");
+        var plan = scenario.Run(new RecommenderOptions { Region = "us-east-iad-1", ReplaceThresholdDollars = 1 });
+        var blocker = Assert.Single(plan.Blockers["full"], b => b.Reason == BlockerReasons.PodsDoNotFit);
+        Assert.Equal(10, blocker.Pods.Count);
+        Assert.All(blocker.Pods, p => Assert.StartsWith("shop/big-", p));
+        Assert.Equal(blocker.Pods.Order(StringComparer.Ordinal), blocker.Pods);
+    }
+
+    [Fact]
     public void BudgetsWithoutHeadroomBlockAndNameThePdb()
     {
         var plan = new Scenario()

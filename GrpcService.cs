@@ -402,6 +402,7 @@ public sealed class KarpetrackApi
         var displaced = pods.Where(p => p.Node is not null && removed.Contains(p.Node) && !p.IsOverhead && !p.Terminating).ToArray();
         var remaining = snap.Nodes.Where(n => !removed.Contains(n.Name)).ToList();
         var toPlace = new List<(PodFacts Pod, string From)>();
+        var kept = new List<PodFacts>();   // pods staying with their node's replacement: its anti-affinity groups
         toPlace.AddRange(displaced.Where(p => !replacements.Any(r => r.Old.Name == p.Node)).Select(p => (p, p.Node!)));
 
         // Replacements: the old node's pods onto the new one alone, no new nodes.
@@ -422,6 +423,7 @@ public sealed class KarpetrackApi
                 {
                     for (int k = 0; k < used.Length && k < own[i].Requests.Length; k++) used[k] += own[i].Requests[k];
                     count++;
+                    kept.Add(own[i] with { Node = name, Pending = false });
                     response.Placements.Add(new Pb.PodPlacement { Pod = Describe(own[i]), From = old.Name, Node = name });
                 }
                 else
@@ -440,7 +442,7 @@ public sealed class KarpetrackApi
             PendingRequests = snap.PendingRequests, PendingPods = snap.PendingPods, Version = snap.Version,
         };
         var facts = toPlace.Select(x => x.Pod with { Node = null, Pending = true }).ToArray();
-        var result = Recommender.Place(modified, facts, model.DaemonSets.All(), book, o, bound: pods);
+        var result = Recommender.Place(modified, facts, model.DaemonSets.All(), book, o, bound: [.. pods, .. kept]);
         for (int i = 0; i < facts.Length; i++)
         {
             if (result.Placed.TryGetValue(i, out var where))

@@ -586,8 +586,8 @@ public class RecommenderTests
         Assert.Equal(3, rec.Moves.Select(m => m.To).Distinct().Count());
     }
 
-    private const string Spread = """{"app":"spread"}""";
-    private const string AntiSpread = ""","affinity":{"podAntiAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":[{"topologyKey":"kubernetes.io/hostname","labelSelector":{"matchLabels":{"app":"spread"}}}]}}""";
+    internal const string Spread = """{"app":"spread"}""";
+    internal const string AntiSpread = ""","affinity":{"podAntiAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":[{"topologyKey":"kubernetes.io/hostname","labelSelector":{"matchLabels":{"app":"spread"}}}]}}""";
 
     [Theory]
     [InlineData(true, 1)]     // an anti-affine peer runs on the only node with room: a new node is bought

@@ -231,6 +231,26 @@ public class SimulateTests
         Assert.Contains(r.Placements, p => p.Pod == "shop/small" && p.Node == "x→gp.vs1.medium-iad");
     }
 
+    [Theory]
+    [InlineData(true)]    // the replacement keeps spread-0, so spread-1 may not join it: a new node
+    [InlineData(false)]   // without the anti-affinity spread-1 takes the replacement's room
+    public void PodsKeptOnAReplacementKeepTheirAntiAffinity(bool antiAffine)
+    {
+        string extra = antiAffine ? RecommenderTests.AntiSpread : "";
+        var s = new Scenario()
+            .Node("x", "gp.vs1.2xlarge-iad").Pod("spread-0", "x", "500m", "512Mi", labels: RecommenderTests.Spread, extraSpec: extra)
+            .Node("y", "gp.vs1.large-iad").Pod("spread-1", "y", "500m", "512Mi", labels: RecommenderTests.Spread, extraSpec: extra);
+        var r = Api(s).Simulate(new Pb.SimulateRequest
+        {
+            RemoveNodes = { "y" },
+            ReplaceNodes = { new Pb.NodeReplacement { Node = "x", ServerClass = "gp.vs1.2xlarge-iad" } },
+        });
+        Assert.Contains(r.Placements, p => p.Pod == "shop/spread-0" && p.Node == "x→gp.vs1.2xlarge-iad");
+        var moved = Assert.Single(r.Placements, p => p.Pod == "shop/spread-1");
+        Assert.Equal(antiAffine, moved.NewNode);
+        Assert.Equal(!antiAffine, moved.Node == "x→gp.vs1.2xlarge-iad");
+    }
+
     [Fact]
     public void BadWhatIfsAreInvalidArgumentsOrNotFound()
     {

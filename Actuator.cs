@@ -615,7 +615,7 @@ public sealed class Actuator
             if (live.Count > 0) return $"{name} is blocked: {live[0].Reason}{(live[0].Pods.Count > 0 ? " (" + live[0].Pods[0] + ")" : "")}";
         }
         if (r.SavingsPerHour <= 0) return "it saves nothing";
-        if (r.Type == RecommendationType.Replace && SavingsShortfall(r, book) is { } shortfall) return shortfall;
+        if (BuysNodes(r) && SavingsShortfall(r, book) is { } shortfall) return shortfall;
         return null;
     }
 
@@ -626,6 +626,13 @@ public sealed class Actuator
             .Where(b => b.Reason != BlockerReasons.PdbNoDisruptions)   // a budget at zero is waited for during the drain, not a reason to give up
             .ToList();
     }
+
+    /// <summary>
+    /// Removals that buy nodes in exchange (a replacement, or a multi-node consolidation onto new nodes)
+    /// are held to the replacement thresholds; pure removals only need a positive saving.
+    /// </summary>
+    private static bool BuysNodes(Recommendation r) =>
+        r.Nodes.Count > 0 && (r.Type == RecommendationType.Replace || r.NewNodes.Count > 0);
 
     /// <summary>A replacement still saves the threshold at today's prices, or why not.</summary>
     private string? SavingsShortfall(Recommendation r, PriceBook book)
@@ -741,7 +748,7 @@ public sealed class Actuator
             }
             // Right before the first disruptive step: everything checked again against live state.
             var book = prices.Current;
-            var why = Refusal() ?? (op.Rec.Type == RecommendationType.Replace ? SavingsShortfall(op.Rec, book) : null)
+            var why = Refusal() ?? (BuysNodes(op.Rec) ? SavingsShortfall(op.Rec, book) : null)
                 ?? op.Rec.Nodes.Select(n => snap.Nodes.FirstOrDefault(v => v.Name == n) is { } v ? LiveBlockers(v, book).FirstOrDefault()?.Reason : $"{n} is gone").FirstOrDefault(x => x is not null);
             if (why is not null)
             {

@@ -488,6 +488,31 @@ public class ActuationTests
     }
 
     [Fact]
+    public async Task AConsolidationOntoNewNodesMeetsTheReplacementThresholdsAtTodaysPrices()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { ScaleUpCooldown = TimeSpan.Zero });
+        // A node the recommender itself would disrupt (nothing else blocks it), found with the actuator detached.
+        rig.Detach(rig.Actuator);
+        string? node = null;
+        await rig.WaitAsync(() =>
+        {
+            rig.Recommender.RunOnce();
+            return (node = rig.Recommender.Current.Recommendations.FirstOrDefault(r => r.Nodes.Count == 1)?.Nodes[0]) is not null;
+        }, "a removable node", drive: false);
+        rig.Actuator.Thresholds = () => new RecommenderOptions { ReplaceThresholdPercent = 100 };
+        var view = rig.Model.Snapshot().Nodes.Single(n => n.Name == node);
+        var price = rig.Prices.Current.NodePrice(view.ServerClass, view.CapacityType)!.Value;
+        // Onto one new node of the same class at the same price less a tenth: it saves, but not 100 %.
+        var rec = new Recommendation("con-buys-nodes", RecommendationType.Consolidate, [node!], [new NewNode(view.ServerClass, 1, price * 0.9m)],
+            [], [], price, price * 0.9m, 0, 0, -1, ["a test plan"]);
+        rig.Actuator.OnPlan(new Plan([rec], new Dictionary<string, IReadOnlyList<Blocker>>(), [], 0, 0, "us-east-iad-1"));
+        await rig.Actuator.TickAsync(CancellationToken.None);
+        Assert.StartsWith("refused: the saving fell to", rig.Actuator.StateOf(rec.Id));
+        Assert.False(IsCordoned(rig.Node(node!)));
+        Assert.Null(rig.Spot.Pool(Actuator.PoolName(rec.Id, 0)));
+    }
+
+    [Fact]
     public async Task NoNodeIsDisruptedDuringTheCooldownAfterAScaleUp()
     {
         await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { ScaleUpCooldown = TimeSpan.FromMinutes(5) });

@@ -652,7 +652,7 @@ public sealed class Actuator
         }
         var t = Thresholds();
         var saved = now - next;
-        if (saved < t.ReplaceThresholdDollars || (now > 0 && saved / now * 100 < t.ReplaceThresholdPercent))
+        if (!t.SavesEnoughToReplace(now, saved))
             return $"the saving fell to {saved:0.####} $/h, below the threshold ({t.ReplaceThresholdPercent} %, {t.ReplaceThresholdDollars} $/h)";
         return null;
     }

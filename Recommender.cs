@@ -16,6 +16,13 @@ public sealed record RecommenderOptions
     public decimal? MaxPricePerHour { get; init; }
     public decimal ReplaceThresholdPercent { get; init; } = 20;
     public decimal ReplaceThresholdDollars { get; init; } = 0.005m;
+
+    /// <summary>
+    /// The replacement rule: a saving worth buying nodes for reaches both thresholds. Pure removals do not
+    /// use it (any positive saving counts).
+    /// </summary>
+    public bool SavesEnoughToReplace(decimal currentPerHour, decimal savingPerHour) =>
+        savingPerHour >= ReplaceThresholdDollars && savingPerHour >= currentPerHour * ReplaceThresholdPercent / 100;
     /// <summary>GPUs per GPU class (the feed does not say); classes not listed count as one GPU.</summary>
     public IReadOnlyDictionary<string, int> GpuPerClass { get; init; } = new Dictionary<string, int>();
     /// <summary>Kubelet and system reservation assumed for a class no existing node shows: 100m cpu and 5 % of memory.</summary>
@@ -439,6 +446,17 @@ public static class Recommender
         return groups;
     }
 
+    /// <summary>What a solution puts on existing nodes takes their room and brings its anti-affinity groups.</summary>
+    private static void TakeRoom(PackingSolution solution, IReadOnlyList<ExistingBin> existing, IReadOnlyList<PackItem> items, PodFacts[] pods,
+        Dictionary<string, Demand> free, Dictionary<string, HashSet<string>> groups)
+    {
+        foreach (var (item, bin) in solution.OnExisting)
+        {
+            free[existing[bin].Name] = free[existing[bin].Name] - items[item].Demand;
+            if (pods[item].Shape.SelfAntiAffinityKey is { } key) AddGroup(groups, existing[bin].Name, key);
+        }
+    }
+
     private static void AddGroup(Dictionary<string, HashSet<string>> groups, string node, string key)
     {
         if (!groups.TryGetValue(node, out var set)) groups[node] = set = new HashSet<string>(StringComparer.Ordinal);
@@ -455,11 +473,7 @@ public static class Recommender
         var solution = Packer.Solve(Problem(shapes, items, offers, existing, views, groups));
         var lost = solution.Unplaced.Select(u => (Describe(pending[u.Item]), u.Reason)).ToList();
         // Room (and anti-affinity groups) that pods take on existing nodes are no longer free for consolidation.
-        foreach (var (item, bin) in solution.OnExisting)
-        {
-            free[existing[bin].Name] = free[existing[bin].Name] - items[item].Demand;
-            if (pending[item].Shape.SelfAntiAffinityKey is { } key) AddGroup(groups, existing[bin].Name, key);
-        }
+        TakeRoom(solution, existing, items, pending, free, groups);
         if (solution.NewBins.Count == 0) return (null, lost, 0, solution.LowerBound);
 
         var newNodes = solution.NewBins.GroupBy(b => b.Type.Name)
@@ -549,8 +563,8 @@ public static class Recommender
         }
 
         /// <summary>
-        /// Places the pods tentatively; the ones that fit nowhere are named in Unfit, the others still placed so that
-        /// every pod that does not fit is found. A pod of a shape that already failed with no larger a demand fails
+        /// Places the pods tentatively; the ones that fit nowhere are named in Unfit (up to <see cref="MaxNamedUnfit"/>,
+        /// the others still placed until then). A pod of a shape that already failed with no larger a demand fails
         /// without a scan (room only shrinks as pods are placed): replicas of one workload cost one scan.
         /// </summary>
         public Placement TryPlace(PodFacts[] pods, string from)
@@ -647,11 +661,11 @@ public static class Recommender
         };
         // No packing can beat the lower bound: skip the search when even the bound saves too little.
         var floor = Packer.LowerBound(problem);
-        if (price - floor < o.ReplaceThresholdDollars || price - floor < price * o.ReplaceThresholdPercent / 100) return null;
+        if (!o.SavesEnoughToReplace(price, price - floor)) return null;
         var solution = Packer.Solve(problem, PerNode);
         if (solution.Unplaced.Count > 0) return null;
         var savings = price - solution.Cost;
-        if (savings < o.ReplaceThresholdDollars || savings < price * o.ReplaceThresholdPercent / 100) return null;
+        if (!o.SavesEnoughToReplace(price, savings)) return null;
         var newNodes = solution.NewBins.GroupBy(b => b.Type.Name).Select(g => new NewNode(g.Key, g.Count(), g.First().Type.PricePerHour))
             .OrderBy(n => n.ServerClass, StringComparer.Ordinal).ToList();
         var moves = new List<PodMove>();
@@ -689,7 +703,7 @@ public static class Recommender
         // Only the nodes that actually lose their pods count; a plan that keeps all of them is no consolidation.
         if (savings <= 0 || solution.NewBins.Count >= group.Count) return null;
         // Buying nodes makes it a replacement, held to the replacement thresholds; a pure removal needs only a positive saving.
-        if (solution.NewBins.Count > 0 && (savings < o.ReplaceThresholdDollars || savings < current * o.ReplaceThresholdPercent / 100)) return null;
+        if (solution.NewBins.Count > 0 && !o.SavesEnoughToReplace(current, savings)) return null;
         var newNodes = solution.NewBins.GroupBy(b => b.Type.Name).Select(g => new NewNode(g.Key, g.Count(), g.First().Type.PricePerHour))
             .OrderBy(n => n.ServerClass, StringComparer.Ordinal).ToList();
         var moves = new List<PodMove>();
@@ -701,11 +715,7 @@ public static class Recommender
             int n = counter[bin.Type.Name] = counter.GetValueOrDefault(bin.Type.Name) + 1;
             foreach (var i in bin.Items) moves.Add(new PodMove(pods[i].Namespace, pods[i].Name, pods[i].Node!, $"{bin.Type.Name}#{n}"));
         }
-        foreach (var (item, bin) in solution.OnExisting)
-        {
-            free[existing[bin].Name] = free[existing[bin].Name] - items[item].Demand;
-            if (pods[item].Shape.SelfAntiAffinityKey is { } key) AddGroup(groups, existing[bin].Name, key);
-        }
+        TakeRoom(solution, existing, items, pods, free, groups);
         var reasons = new List<string>
         {
             $"{group.Count} underused nodes ({current:0.###} $/h) fit onto the remaining nodes" + (newNodes.Count > 0 ? $" plus {string.Join(", ", newNodes.Select(n => $"{n.Count}× {n.ServerClass}"))}" : "") + $" for {solution.Cost:0.###} $/h",

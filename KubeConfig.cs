@@ -162,6 +162,7 @@ public sealed class KubeConnection : IDisposable
             KeepAlivePingTimeout = TimeSpan.FromSeconds(15),
             KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
             AutomaticDecompression = DecompressionMethods.GZip,
+            ConnectCallback = ReadAheadStream.ConnectAsync,
         };
         if (_proxy is not null)
         {

@@ -132,7 +132,10 @@ public sealed class Service : IAsyncDisposable
     public static async Task<Service> StartAsync(KarpetrackOptions options, CancellationToken ct, Serilog.ILogger? logger = null)
     {
         logger ??= CreateLogger(options);
-        var builder = WebApplication.CreateSlimBuilder();
+        // The empty builder: Kestrel and our handlers only. The slim one also brings appsettings files
+        // watched for changes, a console logger and routing, none of which this service uses.
+        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
+        builder.WebHost.UseKestrelCore();
         builder.Logging.ClearProviders();
         builder.Logging.AddSerilog(logger, dispose: false);
         var metricsAddr = KarpetrackOptions.ParseListenAddress(options.MetricsAddr, "--metrics-addr");

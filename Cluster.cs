@@ -827,9 +827,17 @@ internal sealed class ShapeTable
         if (e.Tolerations is not null) tolerations.Release(e.Tolerations);
     }
 
-    /// <summary>A 128-bit digest of what defines a shape: the raw JSON is not kept per shape.</summary>
+    /// <summary>
+    /// A 128-bit digest of what defines a shape: the raw JSON is not kept per shape. XxHash128 with a
+    /// seed drawn per process: accidental collisions are out of reach at 128 bits, and nobody who can
+    /// create pods can search for a colliding shape without the seed. (SHA-256 cost a tenth of the
+    /// reflector's time while draining a watch backlog, most of it in OpenSSL's per-call set-up.)
+    /// </summary>
     private readonly record struct ShapeKey(long A, long B)
     {
+        private static readonly long Seed = System.Security.Cryptography.RandomNumberGenerator.GetInt32(int.MaxValue) * (long)int.MaxValue
+            + System.Security.Cryptography.RandomNumberGenerator.GetInt32(int.MaxValue);
+
         public static ShapeKey Of(PodRecord p, string prefix, bool overhead)
         {
             var utf8 = System.Text.Encoding.UTF8;
@@ -863,9 +871,8 @@ internal sealed class ShapeTable
                 Part(selector);
                 Part(affinity);
                 Part(tolerations);
-                Span<byte> digest = stackalloc byte[32];
-                System.Security.Cryptography.SHA256.HashData(buffer.AsSpan(0, at), digest);
-                return new ShapeKey(BitConverter.ToInt64(digest), BitConverter.ToInt64(digest[8..]));
+                var digest = System.IO.Hashing.XxHash128.HashToUInt128(buffer.AsSpan(0, at), Seed);
+                return new ShapeKey((long)(ulong)(digest >> 64), (long)(ulong)digest);
             }
             finally
             {

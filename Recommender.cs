@@ -974,18 +974,31 @@ public sealed class RecommenderLoop
         PlanChanged?.Invoke(next);
     }
 
+    /// <summary>
+    /// A run that falls due while the caches take in more events than this per second (a rollout, a
+    /// relist) waits for the burst to pass, at most <see cref="BurstDeferLimit"/>: a plan made halfway
+    /// through is stale at once, and the run would take the CPU the watch needs to catch up.
+    /// </summary>
+    internal const int BurstEventsPerSecond = 2_000;
+    internal static readonly TimeSpan BurstDeferLimit = TimeSpan.FromSeconds(10);
+
     public async Task RunAsync(CancellationToken ct)
     {
         if (interval <= TimeSpan.Zero) return;
         long seenPending = -1;
-        DateTimeOffset? firstChange = null, lastChange = null;
+        DateTimeOffset? firstChange = null, lastChange = null, deferredSince = null;
         var nextTimer = clock.GetUtcNow();
+        long seenEvents = caches.Sum(c => c.Events);
+        var seenAt = nextTimer;
         while (!ct.IsCancellationRequested)
         {
             try { await Task.Delay(TimeSpan.FromMilliseconds(250), clock, ct).ConfigureAwait(false); }
             catch (OperationCanceledException) { return; }
-            if (caches.Any(c => !c.Synced)) continue;
             var now = clock.GetUtcNow();
+            long events = caches.Sum(c => c.Events);
+            double eventRate = now > seenAt ? (events - seenEvents) / (now - seenAt).TotalSeconds : 0;
+            (seenEvents, seenAt) = (events, now);
+            if (caches.Any(c => !c.Synced)) continue;
             long pendingVersion = model.PendingVersion;
             if (seenPending >= 0 && pendingVersion != seenPending)
             {
@@ -995,6 +1008,8 @@ public sealed class RecommenderLoop
             seenPending = pendingVersion;
             bool batchDone = firstChange is { } f && lastChange is { } l && (now - l >= TimeSpan.FromSeconds(1) || now - f >= TimeSpan.FromSeconds(10));
             if (now < nextTimer && !batchDone) continue;
+            if (eventRate > BurstEventsPerSecond && now - (deferredSince ??= now) < BurstDeferLimit) continue;
+            deferredSince = null;
             firstChange = lastChange = null;
             nextTimer = now + interval;
             try

@@ -765,9 +765,9 @@ public class RecommenderTests
 
     // ---- the loop: interval and pending-pod batches -------------------------------------------------
 
-    private static (ClusterModel Model, RecommenderLoop Loop, PriceFeed Prices) Loop(TimeSpan interval, TimeProvider clock)
+    private static (ClusterModel Model, RecommenderLoop Loop, PriceFeed Prices) Loop(TimeSpan interval, TimeProvider clock, ReflectorStatus? pods = null)
     {
-        var status = new ReflectorStatus("pods");
+        var status = pods ?? new ReflectorStatus("pods");
         status.MarkSynced("1", DateTimeOffset.UnixEpoch);
         var model = new ClusterModel(ResourceTable.Default);
         var prices = new PriceFeed(new PriceFeedOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, initial: Scenario.Book);
@@ -826,6 +826,40 @@ public class RecommenderTests
             }
             Assert.Equal(2, loop.Durations.Count);
             Assert.NotEmpty(loop.Current.Recommendations.Single(r => r.Type == RecommendationType.Provision).PendingPods);
+            await stop.CancelAsync();
+            await running;
+        }
+    }
+
+    [Theory]
+    [InlineData(0, 4)]         // no burst: the batch of pending pods runs 1 s after the change, as above
+    [InlineData(8, 9)]         // 4,000 events/s for 2 s: the due run waits, and comes on the first quiet tick
+    [InlineData(100, 44)]      // a burst that goes on: the run waits at most 10 s after it fell due
+    public async Task ARunThatFallsDueDuringAWatchBurstWaitsForItToPass(int burstTicks, int ticksToRun)
+    {
+        var tick = TimeSpan.FromMilliseconds(250);
+        var clock = new SteppedClock();
+        var pods = new ReflectorStatus("pods");
+        var (model, loop, prices) = Loop(TimeSpan.FromHours(1), clock, pods);
+        using var stop = new CancellationTokenSource();
+        using (prices)
+        {
+            var running = loop.RunAsync(stop.Token);
+            await clock.StepAsync(tick);
+            Assert.Equal(1, loop.Durations.Count);
+
+            AddPending(model);
+            await clock.StepAsync(tick);                        // the tick that sees the change
+            int ranAt = -1;
+            for (int i = 1; i <= 60 && ranAt < 0; i++)
+            {
+                if (i <= burstTicks)
+                    for (int e = 0; e < RecommenderLoop.BurstEventsPerSecond / 2; e++) pods.Received("2", clock.GetUtcNow());
+                await clock.StepAsync(tick);
+                if (loop.Durations.Count > 1) ranAt = i;
+            }
+            Assert.Equal(ticksToRun, ranAt);
+            Assert.Equal(2, loop.Durations.Count);
             await stop.CancelAsync();
             await running;
         }

@@ -835,8 +835,7 @@ internal sealed class ShapeTable
     /// </summary>
     private readonly record struct ShapeKey(long A, long B)
     {
-        private static readonly long Seed = System.Security.Cryptography.RandomNumberGenerator.GetInt32(int.MaxValue) * (long)int.MaxValue
-            + System.Security.Cryptography.RandomNumberGenerator.GetInt32(int.MaxValue);
+        private static readonly long Seed = BitConverter.ToInt64(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8));
 
         public static ShapeKey Of(PodRecord p, string prefix, bool overhead)
         {

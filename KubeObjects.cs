@@ -612,6 +612,15 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
     }
 }
 
+/// <summary>The node annotations Karpetrack reads: the decoder keeps these and drops the rest.</summary>
+public static class NodeAnnotations
+{
+    /// <summary>Every karpetrack.io/ annotation is kept (the actuator's own markers among them).</summary>
+    public const string KarpetrackPrefix = "karpetrack.io/";
+    public const string DoNotDisrupt = KarpetrackPrefix + "do-not-disrupt";
+    public const string ScaleDownDisabled = "cluster-autoscaler.kubernetes.io/scale-down-disabled";
+}
+
 /// <summary>Decodes Nodes: labels, annotations, allocatable, capacity, taints, readiness, cordon.</summary>
 public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord>
 {
@@ -620,8 +629,7 @@ public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord
     /// a node) are skipped at decode time.
     /// </summary>
     public static bool KeptAnnotation(string key) =>
-        key.StartsWith("karpetrack.io/", StringComparison.Ordinal)
-        || key == "cluster-autoscaler.kubernetes.io/scale-down-disabled";
+        key.StartsWith(NodeAnnotations.KarpetrackPrefix, StringComparison.Ordinal) || key == NodeAnnotations.ScaleDownDisabled;
 
     // Thousands of nodes carry the same label keys and a few distinct values (class, pool, region):
     // one string each instead of one per node.

@@ -729,8 +729,8 @@ public static class Recommender
     internal static List<Blocker> NodeBlockers(NodeView n, PodFacts[] onNode, Dictionary<string, PdbRecord[]> pdbIndex, PriceBook book)
     {
         var list = new List<Blocker>();
-        if (n.Annotations.TryGetValue("karpetrack.io/do-not-disrupt", out var dnd) && dnd == "true") list.Add(new Blocker(BlockerReasons.NodeDoNotDisrupt, [], []));
-        if (n.Annotations.TryGetValue("cluster-autoscaler.kubernetes.io/scale-down-disabled", out var sdd) && sdd == "true") list.Add(new Blocker(BlockerReasons.NodeScaleDownDisabled, [], []));
+        if (n.Annotations.TryGetValue(NodeAnnotations.DoNotDisrupt, out var dnd) && dnd == "true") list.Add(new Blocker(BlockerReasons.NodeDoNotDisrupt, [], []));
+        if (n.Annotations.TryGetValue(NodeAnnotations.ScaleDownDisabled, out var sdd) && sdd == "true") list.Add(new Blocker(BlockerReasons.NodeScaleDownDisabled, [], []));
         if (n.Deleting) list.Add(new Blocker(BlockerReasons.NodeDeleting, [], []));
         else if (!n.Ready) list.Add(new Blocker(BlockerReasons.NodeNotReady, [], []));
         if (PriceOf(n, book) is null) list.Add(new Blocker(BlockerReasons.NodeUnpriced, [], []));

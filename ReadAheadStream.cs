@@ -42,8 +42,7 @@ internal sealed class ReadAheadStream(Stream inner, int bufferSize = 64 * 1024) 
     {
         if (start == end)
         {
-            if (destination.Length == 0) return inner.Read(destination);
-            if (destination.Length >= buffer.Length) return inner.Read(destination);
+            if (destination.Length == 0 || destination.Length >= buffer.Length) return inner.Read(destination);
             start = 0;
             end = inner.Read(buffer, 0, buffer.Length);
             if (end == 0) return 0;

@@ -13,7 +13,8 @@ public sealed class DemoWriteTests : IAsyncLifetime
     {
         demo = await DemoCluster.StartAsync(new DemoClusterOptions
         {
-            Seed = 7, Churn = false, Server = new KubeApiServerOptions { MaxPodGracePeriod = TimeSpan.FromMilliseconds(200) },
+            // Evicted pods stay terminating this long: 200 ms was once over before a loaded CI run looked at the pod.
+            Seed = 7, Churn = false, Server = new KubeApiServerOptions { MaxPodGracePeriod = TimeSpan.FromSeconds(2) },
         });
         client = new KubeClient(KubeConnection.Resolve(demo.KubeconfigPath, null, KubeEnvironment.Process), TimeSpan.FromSeconds(10));
     }

@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Karpetrack;
 using Karpetrack.Simulation;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -391,33 +392,38 @@ public sealed class Service : IAsyncDisposable
     private static string Sync(Service service)
     {
         var now = DateTimeOffset.UtcNow;
-        var body = new Dictionary<string, object?>();
+        // JsonNode rather than the reflection-based serializer, which the NativeAOT binary lacks.
+        var body = new JsonObject();
         foreach (var r in service.Reflectors)
         {
-            body[r.Resource] = new Dictionary<string, object?>
+            var restarts = new JsonObject();
+            foreach (var (reason, count) in r.Restarts) restarts[reason] = count;
+            body[r.Resource] = new JsonObject
             {
                 ["synced"] = r.Synced,
                 ["last_event"] = r.LastEventAt?.ToString("O"),
                 ["last_event_age_seconds"] = r.LastEventAt is { } t ? Math.Round((now - t).TotalSeconds, 3) : null,
                 ["resource_version"] = r.ResourceVersion,
                 ["events"] = r.Events,
-                ["restarts"] = r.Restarts,
+                ["restarts"] = restarts,
                 ["decode_errors"] = r.DecodeErrors,
             };
         }
         // Memory facts for diagnosing a large RSS without attaching tools.
         var gc = GC.GetGCMemoryInfo();
-        body["runtime"] = new Dictionary<string, object?>
+        var generations = new JsonArray();
+        foreach (var g in gc.GenerationInfo) generations.Add((JsonNode)g.SizeAfterBytes);
+        body["runtime"] = new JsonObject
         {
             ["working_set_bytes"] = Environment.WorkingSet,
             ["gc_heap_bytes"] = gc.HeapSizeBytes,
             ["gc_committed_bytes"] = gc.TotalCommittedBytes,
             ["gc_fragmented_bytes"] = gc.FragmentedBytes,
-            ["gc_collections"] = new[] { GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2) },
-            ["gc_generation_bytes"] = gc.GenerationInfo.ToArray().Select(g => g.SizeAfterBytes).ToArray(),
+            ["gc_collections"] = new JsonArray(GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2)),
+            ["gc_generation_bytes"] = generations,
             ["pods"] = service.Model.PodCount,
         };
-        return JsonSerializer.Serialize(body, SyncJson.Options);
+        return body.ToJsonString(SyncJson.Options);
     }
 
     private static string HomePage(Service service, KarpetrackOptions options)

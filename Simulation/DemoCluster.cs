@@ -401,7 +401,7 @@ public sealed class DemoCluster : IAsyncDisposable
                 {
                     var taint = new JsonObject { ["key"] = t.Key, ["effect"] = t.Effect };
                     if (t.Value is not null) taint["value"] = t.Value;
-                    array.Add(taint);
+                    array.Add((JsonNode)taint);
                 }
                 obj["spec"]!.AsObject()["taints"] = array;
             }

@@ -67,7 +67,9 @@ public sealed class FeedServer : IAsyncDisposable
         var app = builder.Build();
         var server = new FeedServer(app, snapshots ?? EmbeddedSnapshots());
         server.Publish(startAt);
-        app.MapMethods("/{bucket}/{**key}", ["GET", "HEAD"], server.Handle);
+        // A RequestDelegate, not a delegate with bound parameters: those are compiled at run time.
+        app.MapMethods("/{bucket}/{**key}", ["GET", "HEAD"], (RequestDelegate)(ctx =>
+            server.Handle(ctx, (string)ctx.Request.RouteValues["bucket"]!, (string?)ctx.Request.RouteValues["key"] ?? "")));
         await app.StartAsync(ct).ConfigureAwait(false);
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         server.Endpoint = new Uri(address);

@@ -106,7 +106,7 @@ public sealed partial class KubeApiServer
 
     private static Task WriteObjectAsync(HttpContext ctx, int status, JsonObject obj)
     {
-        var bytes = JsonSerializer.SerializeToUtf8Bytes(obj);
+        var bytes = JsonWire.Utf8(obj);
         ctx.Response.StatusCode = status;
         ctx.Response.ContentType = "application/json";
         ctx.Response.ContentLength = bytes.Length;

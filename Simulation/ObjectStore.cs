@@ -105,7 +105,7 @@ public sealed class StoredEvent
         if (cached is not null) return cached;
         var node = JsonNode.Parse(Previous!.Utf8)!.AsObject();
         node["metadata"]!.AsObject()["resourceVersion"] = ResourceVersion.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        cached = JsonSerializer.SerializeToUtf8Bytes(node);
+        cached = JsonWire.Utf8(node);
         Volatile.Write(ref _previousAtThisVersion, cached);
         return cached;
     }
@@ -355,7 +355,7 @@ public sealed class ObjectStore
         var fields = new Dictionary<string, string>(type.SelectableFields.Count, StringComparer.Ordinal);
         foreach (var path in type.SelectableFields)
             fields[path] = FieldValue(obj, path);
-        return new StoredObject(type, ns, name, rv, JsonSerializer.SerializeToUtf8Bytes(obj), labels, fields);
+        return new StoredObject(type, ns, name, rv, JsonWire.Utf8(obj), labels, fields);
     }
 
     // Field selectors compare strings; absent fields read as "" and booleans as "true"/"false",

@@ -620,7 +620,7 @@ public sealed partial class SpotApiServer : IAsyncDisposable
         var lines = causes.Select(c => $"{c.Field}: {c.Message}").ToList();
         var message = $"SpotNodePool.ngpc.rxt.io \"{name}\" is invalid: " + (lines.Count == 1 ? lines[0] : $"[{string.Join(", ", lines)}]");
         var array = new JsonArray();
-        foreach (var c in causes) array.Add(new JsonObject { ["reason"] = c.Reason, ["message"] = c.Message, ["field"] = c.Field });
+        foreach (var c in causes) array.Add((JsonNode)new JsonObject { ["reason"] = c.Reason, ["message"] = c.Message, ["field"] = c.Field });
         return Failure(422, "Invalid", message, new JsonObject { ["name"] = name, ["group"] = "ngpc.rxt.io", ["kind"] = "SpotNodePool", ["causes"] = array });
     }
 
@@ -1051,7 +1051,7 @@ public sealed partial class SpotApiServer : IAsyncDisposable
     {
         var list = new JsonArray();
         foreach (var o in options.Organizations)
-            list.Add(new JsonObject { ["id"] = o.Id, ["name"] = o.Name, ["display_name"] = o.DisplayName, ["metadata"] = new JsonObject { ["namespace"] = o.Namespace } });
+            list.Add((JsonNode)new JsonObject { ["id"] = o.Id, ["name"] = o.Name, ["display_name"] = o.DisplayName, ["metadata"] = new JsonObject { ["namespace"] = o.Namespace } });
         return new JsonObject
         {
             ["start"] = 0, ["limit"] = 50, ["length"] = list.Count, ["total"] = list.Count, ["next"] = "", ["organizations"] = list,

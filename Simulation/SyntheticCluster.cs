@@ -327,10 +327,10 @@ public static class SyntheticCluster
         annotations["prometheus.io/port"] = "9090";
 
         var containers = new JsonArray();
-        foreach (var c in t.Containers) containers.Add(Container(rng, c, sidecar: false));
+        foreach (var c in t.Containers) containers.Add((JsonNode)Container(rng, c, sidecar: false));
         var init = new JsonArray();
-        foreach (var s in t.Sidecars) init.Add(Container(rng, s, sidecar: true));
-        foreach (var i in t.InitContainers) init.Add(Container(rng, i, sidecar: false, initOnly: true));
+        foreach (var s in t.Sidecars) init.Add((JsonNode)Container(rng, s, sidecar: true));
+        foreach (var i in t.InitContainers) init.Add((JsonNode)Container(rng, i, sidecar: false, initOnly: true));
 
         var spec = new JsonObject();
         if (init.Count > 0) spec["initContainers"] = init;
@@ -520,7 +520,7 @@ public static class SyntheticCluster
                 },
             },
         });
-        entries.Add(new JsonObject
+        entries.Add((JsonNode)new JsonObject
         {
             ["manager"] = "kubelet",
             ["operation"] = "Update",
@@ -578,7 +578,7 @@ public static class SyntheticCluster
         var ready = started.AddSeconds(rng.Next(5, 30));
         var podIp = t.Owner is PodOwner.DaemonSet or PodOwner.Node ? NodeIp(node) : PodIp(node, rng);
         var statuses = new JsonArray();
-        foreach (var c in t.Containers) statuses.Add(RunningContainerStatus(rng, c, started));
+        foreach (var c in t.Containers) statuses.Add((JsonNode)RunningContainerStatus(rng, c, started));
         var status = new JsonObject
         {
             ["phase"] = "Running",
@@ -597,10 +597,10 @@ public static class SyntheticCluster
         if (t.Sidecars.Count + t.InitContainers.Count > 0)
         {
             var init = new JsonArray();
-            foreach (var s in t.Sidecars) init.Add(RunningContainerStatus(rng, s, started));
+            foreach (var s in t.Sidecars) init.Add((JsonNode)RunningContainerStatus(rng, s, started));
             foreach (var i in t.InitContainers)
             {
-                init.Add(new JsonObject
+                init.Add((JsonNode)new JsonObject
                 {
                     ["name"] = i.Name,
                     ["state"] = new JsonObject

@@ -363,7 +363,7 @@ internal sealed class ListParser<T>(IObjectDecoder<T> decoder) where T : class
                     if (!r.Read()) goto Suspend;
                     if (r.TokenType == JsonTokenType.EndArray) { phase = Phase.Root; break; }
                     string? error = null;
-                    if (decoder.TryDecode(ref r, data, out var item, ref error) == Decode.Incomplete) goto Restore;
+                    if (decoder.TryDecodeGuarded(ref r, data, out var item, ref error) == Decode.Incomplete) goto Restore;
                     items++;
                     onItem(item, error);
                     break;
@@ -503,7 +503,7 @@ internal sealed class WatchParser<T>(IObjectDecoder<T> decoder) where T : class
                     if (!copy.TrySkip()) return Decode.Incomplete;
                     status = r.TokenType == JsonTokenType.StartObject ? KubeStatus.Decode(ref r) : null;
                 }
-                else if (decoder.TryDecode(ref r, data, out var decoded, ref error) == Decode.Incomplete) return Decode.Incomplete;
+                else if (decoder.TryDecodeGuarded(ref r, data, out var decoded, ref error) == Decode.Incomplete) return Decode.Incomplete;
                 else item = decoded;
             }
             else if (!r.TrySkip()) return Decode.Incomplete;

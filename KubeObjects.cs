@@ -316,14 +316,28 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
     }
 
     /// <summary>Keeps the raw JSON of the value the reader is on (an object or array), skipping past it.</summary>
-    private static Decode Raw(ref Utf8JsonReader r, ReadOnlySpan<byte> data, out byte[] raw)
+    private static Decode Raw(ref Utf8JsonReader r, ReadOnlySpan<byte> data, out byte[] raw, ref string? error, string path, bool stringMap = false)
     {
         raw = [];
         if (r.TokenType is not (JsonTokenType.StartObject or JsonTokenType.StartArray)) return Decode.Ok;
         long start = r.TokenStartIndex;
         if (!r.TrySkip()) return Decode.Incomplete;
-        raw = data[(int)start..(int)r.BytesConsumed].ToArray();
+        var slice = data[(int)start..(int)r.BytesConsumed];
+        if (stringMap && !IsStringMap(slice)) { Json.Fail(ref error, path, "expected a map of strings"); return Decode.Ok; }
+        // Parsed later, once per pod shape, where invalid UTF-8 would throw: refuse it here, with the object.
+        if (!System.Text.Unicode.Utf8.IsValid(slice)) { Json.Fail(ref error, path, "not valid UTF-8"); return Decode.Ok; }
+        raw = slice.ToArray();
         return Decode.Ok;
+    }
+
+    /// <summary>An object whose every value is a string (labels, nodeSelector), as the API server guarantees.</summary>
+    private static bool IsStringMap(ReadOnlySpan<byte> json)
+    {
+        var r = new Utf8JsonReader(json, isFinalBlock: true, default);
+        if (!r.Read() || r.TokenType != JsonTokenType.StartObject) return false;
+        while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+            if (!r.Read() || r.TokenType != JsonTokenType.String) return false;
+        return r.TokenType == JsonTokenType.EndObject;
     }
 
     private static Decode Metadata(ref Utf8JsonReader r, ReadOnlySpan<byte> data, PodRecord pod, ref string? error)
@@ -351,7 +365,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
             else if (r.ValueTextEquals("labels"u8))
             {
                 if (!r.Read()) return Decode.Incomplete;
-                if (Raw(ref r, data, out pod.LabelsJson) == Decode.Incomplete) return Decode.Incomplete;
+                if (Raw(ref r, data, out pod.LabelsJson, ref error, "metadata.labels", stringMap: true) == Decode.Incomplete) return Decode.Incomplete;
             }
             else if (!r.TrySkip()) return Decode.Incomplete;
         }
@@ -429,9 +443,9 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
             else if (r.ValueTextEquals("initContainers"u8)) { if (!r.Read()) return Decode.Incomplete; d = Containers(ref r, init: true, ref error); }
             else if (r.ValueTextEquals("overhead"u8)) { if (!r.Read()) return Decode.Incomplete; d = Json.ResourceMap(ref r, table, overhead, ref error, "spec.overhead"); }
             else if (r.ValueTextEquals("resources"u8)) { if (!r.Read()) return Decode.Incomplete; d = PodResources(ref r, ref error); }
-            else if (r.ValueTextEquals("nodeSelector"u8)) { if (!r.Read()) return Decode.Incomplete; d = Raw(ref r, data, out pod.NodeSelectorJson); }
-            else if (r.ValueTextEquals("affinity"u8)) { if (!r.Read()) return Decode.Incomplete; d = Raw(ref r, data, out pod.AffinityJson); }
-            else if (r.ValueTextEquals("tolerations"u8)) { if (!r.Read()) return Decode.Incomplete; d = Raw(ref r, data, out pod.TolerationsJson); }
+            else if (r.ValueTextEquals("nodeSelector"u8)) { if (!r.Read()) return Decode.Incomplete; d = Raw(ref r, data, out pod.NodeSelectorJson, ref error, "spec.nodeSelector", stringMap: true); }
+            else if (r.ValueTextEquals("affinity"u8)) { if (!r.Read()) return Decode.Incomplete; d = Raw(ref r, data, out pod.AffinityJson, ref error, "spec.affinity"); }
+            else if (r.ValueTextEquals("tolerations"u8)) { if (!r.Read()) return Decode.Incomplete; d = Raw(ref r, data, out pod.TolerationsJson, ref error, "spec.tolerations"); }
             else if (r.ValueTextEquals("priority"u8))
             {
                 if (!r.Read()) return Decode.Incomplete;
@@ -905,7 +919,29 @@ public static class DecoderExtensions
         var r = new Utf8JsonReader(json, isFinalBlock: true, default);
         error = null;
         if (!r.Read()) throw new InvalidDataException("empty JSON document");
-        decoder.TryDecode(ref r, json, out var value, ref error);
+        decoder.TryDecodeGuarded(ref r, json, out var value, ref error);
         return value;
+    }
+
+    /// <summary>
+    /// <see cref="IObjectDecoder{T}.TryDecode"/>, with a value the reader cannot convert (a string of
+    /// invalid UTF-8, a number where a string belongs) reported as the object's error instead of
+    /// thrown: the reader has not moved, so the rest of the object is skipped and the stream goes on.
+    /// </summary>
+    public static Decode TryDecodeGuarded<T>(this IObjectDecoder<T> decoder, ref Utf8JsonReader r, ReadOnlySpan<byte> data, out T value, ref string? error) where T : class
+    {
+        int depth = r.CurrentDepth;
+        value = null!;
+        try
+        {
+            return decoder.TryDecode(ref r, data, out value, ref error);
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException)
+        {
+            error ??= $"unreadable value: {e.Message}";
+            while (!(r.TokenType == JsonTokenType.EndObject && r.CurrentDepth == depth))
+                if (!r.Read()) return Decode.Incomplete;
+            return Decode.Ok;
+        }
     }
 }

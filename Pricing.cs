@@ -136,10 +136,16 @@ public static class PriceFeedParser
     /// <summary>Larger bodies are rejected unread: the real feed is about 30 KB.</summary>
     public const int MaxBytes = 8 * 1024 * 1024;
 
+    /// <summary>Bounds far beyond any server sold today; past them a feed is garbage, not a bigger server.</summary>
+    public const decimal MaxCpu = 4096;
+    public const long MaxMemoryBytes = 64_000_000_000_000;   // 64 TB
+
     public static PriceBook Parse(ReadOnlySpan<byte> json, DateTimeOffset fetchedAt, string source, bool embedded = false, string? etag = null)
     {
         if (json.IsEmpty) throw new PriceFeedException("the feed is empty");
         if (json.Length > MaxBytes) throw new PriceFeedException($"the feed is {json.Length} bytes, more than the {MaxBytes}-byte limit");
+        // JsonDocument checks UTF-8 only when a string is read, and then throws outside our errors.
+        if (!System.Text.Unicode.Utf8.IsValid(json)) throw new PriceFeedException("the feed is not valid UTF-8");
         JsonDocument doc;
         try
         {
@@ -206,8 +212,10 @@ public static class PriceFeedParser
         var cpuText = Str("cpu");
         if (!decimal.TryParse(cpuText, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var cpu) || cpu <= 0)
             throw new PriceFeedException($"{path}.cpu: \"{cpuText}\" is not a positive CPU count");
+        if (cpu > MaxCpu) throw new PriceFeedException($"{path}.cpu: implausible CPU count {cpuText} (at most {MaxCpu})");
         var memText = Str("memory");
         var memory = ParseGigabytes(memText) ?? throw new PriceFeedException($"{path}.memory: \"{memText}\" is not a size like 3.75GB");
+        if (memory > MaxMemoryBytes) throw new PriceFeedException($"{path}.memory: implausible size {memText} (at most {MaxMemoryBytes / 1_000_000_000_000} TB)");
         var categoryName = Str("category");
         var code = Categories.CodeOf(categoryName) ?? throw new PriceFeedException($"{path}.category: unknown category \"{categoryName}\"");
         var cls = new ServerClass(sc.Name, region, code, categoryName, cpu, memory, Str("display_name"),
@@ -225,7 +233,8 @@ public static class PriceFeedParser
         else if (t.EndsWith("TB", StringComparison.Ordinal)) factor = 1_000_000_000_000m;
         else return null;
         if (!decimal.TryParse(t[..^2], NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var v) || v <= 0) return null;
-        return (long)(v * factor);
+        // A size past the int64 range is not a size: null, never an OverflowException.
+        return v <= long.MaxValue / factor ? (long)(v * factor) : null;
     }
 
     /// <summary>The snapshot compiled into the binary: the fallback when the feed cannot be read at start.</summary>

@@ -15,6 +15,9 @@ public readonly record struct Quantity(decimal Value)
     // 2^63-1: apimachinery caps values that do not fit into an int64 (e.g. `9Ei` still fits, `10Ei` does not).
     private const decimal MaxInt64 = 9223372036854775807m;
 
+    /// <summary>The largest decimal exponent accepted (`1e1000`).</summary>
+    public const int MaxExponent = 1000;
+
     public static Quantity Parse(string text) =>
         TryParse(text, out var q, out var error) ? q : throw new FormatException(error);
 
@@ -76,6 +79,13 @@ public readonly record struct Quantity(decimal Value)
                 || suffix[1..].ContainsAny(' ', '\t') || suffix.Length > 12)
             {
                 error = Invalid(s, $"has a malformed exponent \"{suffix}\"");
+                return false;
+            }
+            // Past ±MaxExponent every value is capped at int64 or rounded up to 1n anyway; such an
+            // exponent is garbage, and unbounded it would overflow the scale arithmetic below.
+            if (Math.Abs((long)exponent10) > MaxExponent)
+            {
+                error = Invalid(s, $"has an out-of-range exponent \"{suffix}\" (at most ±{MaxExponent})");
                 return false;
             }
         }

@@ -62,7 +62,7 @@ public sealed record LabelSelectorSpec(IReadOnlyDictionary<string, string> Match
         if (e.ValueKind != JsonValueKind.Object) return Nothing;
         var labels = new Dictionary<string, string>(StringComparer.Ordinal);
         if (e.TryGetProperty("matchLabels", out var ml) && ml.ValueKind == JsonValueKind.Object)
-            foreach (var p in ml.EnumerateObject()) labels[p.Name] = p.Value.GetString() ?? "";
+            foreach (var p in ml.EnumerateObject()) labels[p.Name] = Scheduling.Text(p.Value) ?? "";
         var exprs = new List<NodeSelectorRequirement>();
         if (e.TryGetProperty("matchExpressions", out var me) && me.ValueKind == JsonValueKind.Array)
             foreach (var x in me.EnumerateArray()) exprs.Add(Scheduling.Requirement(x));
@@ -180,10 +180,10 @@ public sealed class PodShape
                 foreach (var term in nst.EnumerateArray())
                 {
                     var reqs = new List<NodeSelectorRequirement>();
-                    if (term.TryGetProperty("matchExpressions", out var me) && me.ValueKind == JsonValueKind.Array)
+                    if (Scheduling.Has(term, "matchExpressions", JsonValueKind.Array, out var me))
                         foreach (var x in me.EnumerateArray()) reqs.Add(Scheduling.Requirement(x));
                     // matchFields only supports metadata.name: treat it as the hostname label.
-                    if (term.TryGetProperty("matchFields", out var mf) && mf.ValueKind == JsonValueKind.Array)
+                    if (Scheduling.Has(term, "matchFields", JsonValueKind.Array, out var mf))
                         foreach (var x in mf.EnumerateArray())
                         {
                             var r = Scheduling.Requirement(x);
@@ -197,11 +197,11 @@ public sealed class PodShape
             {
                 foreach (var term in preq.EnumerateArray())
                 {
-                    if (!term.TryGetProperty("topologyKey", out var tk) || tk.GetString() != "kubernetes.io/hostname") continue;
-                    var selector = term.TryGetProperty("labelSelector", out var ls) ? LabelSelectorSpec.Parse(ls) : LabelSelectorSpec.Nothing;
+                    if (!Scheduling.Has(term, "topologyKey", JsonValueKind.String, out var tk) || tk.GetString() != "kubernetes.io/hostname") continue;
+                    var selector = Scheduling.Has(term, "labelSelector", JsonValueKind.Object, out var ls) ? LabelSelectorSpec.Parse(ls) : LabelSelectorSpec.Nothing;
                     var namespaces = new List<string>();
-                    if (term.TryGetProperty("namespaces", out var nss) && nss.ValueKind == JsonValueKind.Array)
-                        foreach (var n in nss.EnumerateArray()) if (n.GetString() is { } s) namespaces.Add(s);
+                    if (Scheduling.Has(term, "namespaces", JsonValueKind.Array, out var nss))
+                        foreach (var n in nss.EnumerateArray()) if (Scheduling.Text(n) is { } s) namespaces.Add(s);
                     anti.Add(new HostnameAntiAffinity(selector, namespaces.ToArray()));
                 }
             }
@@ -228,13 +228,23 @@ public static class Scheduling
 {
     public static NodeSelectorRequirement Requirement(JsonElement x)
     {
-        var key = x.TryGetProperty("key", out var k) ? k.GetString() ?? "" : "";
-        var op = x.TryGetProperty("operator", out var o) ? o.GetString() ?? "" : "";
+        var key = x.ValueKind == JsonValueKind.Object && x.TryGetProperty("key", out var k) ? Text(k) ?? "" : "";
+        var op = x.ValueKind == JsonValueKind.Object && x.TryGetProperty("operator", out var o) ? Text(o) ?? "" : "";
         var values = new List<string>();
-        if (x.TryGetProperty("values", out var vs) && vs.ValueKind == JsonValueKind.Array)
-            foreach (var v in vs.EnumerateArray()) values.Add(v.GetString() ?? "");
+        if (x.ValueKind == JsonValueKind.Object && x.TryGetProperty("values", out var vs) && vs.ValueKind == JsonValueKind.Array)
+            foreach (var v in vs.EnumerateArray()) values.Add(Text(v) ?? "");
         return new NodeSelectorRequirement(key, op, values);
     }
+
+    /// <summary>The property of that kind, when <paramref name="e"/> is an object that has it (any other shape is no match, never an exception).</summary>
+    public static bool Has(JsonElement e, string name, JsonValueKind kind, out JsonElement value)
+    {
+        value = default;
+        return e.ValueKind == JsonValueKind.Object && e.TryGetProperty(name, out value) && value.ValueKind == kind;
+    }
+
+    /// <summary>A string value, or null for any other kind: a number where a string belongs counts as missing, never throws.</summary>
+    public static string? Text(JsonElement e) => e.ValueKind == JsonValueKind.String ? e.GetString() : null;
 
     public static IReadOnlyDictionary<string, string> StringMap(ReadOnlySpan<byte> json)
     {

@@ -47,10 +47,13 @@ public sealed class KubeApiFaults
     /// Sends <paramref name="rawJsonLine"/> as is (a newline is added when missing) to every current
     /// watcher of the resource, in order with the real events. Returns how many watchers got it.
     /// </summary>
-    public int InjectWatchEvent(string resource, string rawJsonLine)
+    public int InjectWatchEvent(string resource, string rawJsonLine) => InjectWatchEvent(resource, Encoding.UTF8.GetBytes(rawJsonLine));
+
+    /// <summary>The same with raw bytes: lets a test send what a string cannot hold, such as invalid UTF-8.</summary>
+    public int InjectWatchEvent(string resource, byte[] rawJsonLine)
     {
-        var line = rawJsonLine.EndsWith('\n') ? rawJsonLine : rawJsonLine + "\n";
-        return _store.InjectRaw(resource, Encoding.UTF8.GetBytes(line));
+        var line = rawJsonLine.Length > 0 && rawJsonLine[^1] == (byte)'\n' ? rawJsonLine : [.. rawJsonLine, (byte)'\n'];
+        return _store.InjectRaw(resource, line);
     }
 
     /// <summary>

@@ -69,13 +69,17 @@ public class NodeDecoderTests
     }
 
     [Fact]
-    public void InvalidUtf8InALabelFailsAsItWouldUnshared()
+    public void InvalidUtf8InALabelIsTheObjectsDecodeErrorNotAnException()
     {
         var bytes = Encoding.UTF8.GetBytes(NodeJson("n1", "gp.vs1.XX-iad"));
         int at = Encoding.UTF8.GetString(bytes).IndexOf("XX", StringComparison.Ordinal);
         bytes[at] = 0xC3;   // a lead byte followed by an ASCII byte: not UTF-8
         var decoder = new NodeDecoder(ResourceTable.Default);
-        Assert.Throws<InvalidOperationException>(() => decoder.DecodeComplete(bytes, out _));
+        decoder.DecodeComplete(bytes, out var error);
+        Assert.Contains("UTF-8", error);
+        // The decoder goes on with the next object as before.
+        Assert.Equal("n2", decoder.DecodeComplete(Encoding.UTF8.GetBytes(NodeJson("n2", "gp.vs1.large-iad")), out var none).Name);
+        Assert.Null(none);
     }
 
     [Fact]

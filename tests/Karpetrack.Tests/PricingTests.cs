@@ -76,6 +76,9 @@ public class PriceFeedParserTests
     [InlineData("""{"regions":{"r":{"serverclasses":{"a-iad":{"market_price":"0.01","cpu":"2","memory":"4GiB","display_name":"x","category":"General Purpose"}}}}}""", "memory")]
     [InlineData("""{"regions":{"r":{"serverclasses":{"a-iad":{"market_price":"0.01","cpu":"2","memory":"4GB","display_name":"x","category":"Quantum"}}}}}""", "unknown category")]
     [InlineData("""{"regions":{"r":{"serverclasses":{"a-iad":{"market_price":"0.01","20_percentile":"NaN","cpu":"2","memory":"4GB","display_name":"x","category":"gp"}}}}}""", "20_percentile")]
+    [InlineData("""{"regions":{"r":{"serverclasses":{"a-iad":{"market_price":"0.01","cpu":"2","memory":"10000000000GB","display_name":"x","category":"gp"}}}}}""", "memory")]
+    [InlineData("""{"regions":{"r":{"serverclasses":{"a-iad":{"market_price":"0.01","cpu":"2","memory":"65TB","display_name":"x","category":"gp"}}}}}""", "implausible size")]
+    [InlineData("""{"regions":{"r":{"serverclasses":{"a-iad":{"market_price":"0.01","cpu":"100000","memory":"4GB","display_name":"x","category":"gp"}}}}}""", "implausible CPU")]
     public void MalformedFeedsAreRejectedWhole(string json, string? expected)
     {
         if (expected is null)

@@ -196,6 +196,25 @@ public sealed class ReflectorTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task UnconvertibleValuesInAStreamAreDecodeErrorsAndTheWatchGoesOn()
+    {
+        Start();
+        await Converged("initial list");
+        await WaitFor(() => server.Faults.OpenWatchCount >= 2);
+        // A label of invalid UTF-8 (a string cannot hold it) and a number where a string belongs:
+        // the reader throws on both when asked for the value, which once ended the reflector for good.
+        var utf8 = System.Text.Encoding.UTF8.GetBytes("""{"type":"ADDED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"bad-utf8","namespace":"default","uid":"1b3c4f4e-4d1a-4c59-9f39-3d1c2f7a8b99","resourceVersion":"1","labels":{"app":"XX"}},"spec":{"nodeName":"x","containers":[]},"status":{"phase":"Running"}}}""");
+        utf8[Array.IndexOf(utf8, (byte)'X')] = 0xC3;
+        Assert.True(server.Faults.InjectWatchEvent("pods", utf8) >= 1);
+        var number = """{"type":"ADDED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"bad-type","namespace":"default","uid":"2b3c4f4e-4d1a-4c59-9f39-3d1c2f7a8b99","resourceVersion":"1","labels":{"app":7}},"spec":{"nodeName":"x","containers":[]},"status":{"phase":"Running"}}}""";
+        Assert.True(server.Faults.InjectWatchEvent("pods", number) >= 1);
+        Churn("u");
+        await Converged("after unconvertible values");
+        Assert.Equal(2, podStatus.DecodeErrors);
+        Assert.Equal(0, podStatus.Restarts.GetValueOrDefault("decode_error"));
+    }
+
+    [Fact]
     public async Task ServerRestartWithANewHistoryConverges()
     {
         Start();

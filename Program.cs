@@ -52,6 +52,8 @@ public sealed class Service : IAsyncDisposable
     public GrpcServer? Grpc { get; private init; }
     public KarpetrackApi? Api { get; private init; }
     public string? DemoKubeconfig => demo?.KubeconfigPath;
+    /// <summary>The background loops and their health.</summary>
+    public Supervisor Supervisor { get; private init; } = null!;
 
     public static async Task<int> MainAsync(string[] args)
     {
@@ -219,7 +221,11 @@ public sealed class Service : IAsyncDisposable
         var collector = new Collector(model, statuses, options.LabelGroups, prices, recommender: recommender, grpc: grpc, actuator: actuator, spot: spot?.Client);
 
         var app = builder.Build();
-        var service = new Service(app, kube, demo, model, statuses) { Prices = prices, demoFeed = demoFeed, Spot = spot, Recommender = recommender, Grpc = grpc, Api = api };
+        var service = new Service(app, kube, demo, model, statuses)
+        {
+            Prices = prices, demoFeed = demoFeed, Spot = spot, Recommender = recommender, Grpc = grpc, Api = api,
+            Supervisor = new Supervisor(loggerFactory.CreateLogger("supervisor")),
+        };
         // Kestrel waits for open requests when it stops: end the streams first, with a status.
         app.Lifetime.ApplicationStopping.Register(grpc.BeginShutdown);
         int grpcPort = -1;
@@ -239,19 +245,20 @@ public sealed class Service : IAsyncDisposable
         logger.Information("karpetrack {Version} serving metrics on {Url}, gRPC on {Grpc}, Kubernetes API {Server} ({Source})",
             BuildInfo.Version, service.MetricsUrl, service.GrpcUrl, connection.Server, connection.Source);
 
-        service.background.Add(Task.Run(() => nodeReflector.RunAsync(service.stopping.Token), CancellationToken.None));
-        service.background.Add(Task.Run(() => podReflector.RunAsync(service.stopping.Token), CancellationToken.None));
-        service.background.Add(Task.Run(() => pdbReflector.RunAsync(service.stopping.Token), CancellationToken.None));
-        service.background.Add(Task.Run(() => dsReflector.RunAsync(service.stopping.Token), CancellationToken.None));
-        service.background.Add(Task.Run(() => recommender.RunAsync(service.stopping.Token), CancellationToken.None));
-        service.background.Add(Task.Run(() => prices.RunAsync(service.stopping.Token), CancellationToken.None));
-        if (spot?.Pricing is { } spotPricing)
-            service.background.Add(Task.Run(() => spotPricing.RunAsync(service.stopping.Token), CancellationToken.None));
-        if (elector is not null)
-            service.background.Add(Task.Run(() => elector.RunAsync(service.stopping.Token), CancellationToken.None));
-        service.background.Add(Task.Run(() => actuator.RunAsync(service.stopping.Token), CancellationToken.None));
+        // Every loop runs supervised: one that throws is logged, counted and restarted, never gone for good.
+        var supervisor = service.Supervisor;
+        var token = service.stopping.Token;
+        service.background.Add(supervisor.Run("nodes", nodeReflector.RunAsync, token));
+        service.background.Add(supervisor.Run("pods", podReflector.RunAsync, token));
+        service.background.Add(supervisor.Run("poddisruptionbudgets", pdbReflector.RunAsync, token));
+        service.background.Add(supervisor.Run("daemonsets", dsReflector.RunAsync, token));
+        service.background.Add(supervisor.Run("recommender", recommender.RunAsync, token));
+        service.background.Add(supervisor.Run("price_feed", prices.RunAsync, token));
+        if (spot?.Pricing is { } spotPricing) service.background.Add(supervisor.Run("spot_facts", spotPricing.RunAsync, token));
+        if (elector is not null) service.background.Add(supervisor.Run("leader_election", elector.RunAsync, token));
+        service.background.Add(supervisor.Run("actuator", actuator.RunAsync, token));
         if (demoFeed is not null)
-            service.background.Add(Task.Run(() => AdvanceDemoMarket(demoFeed, spot?.DemoServer, options.DemoPriceInterval, logger, service.stopping.Token), CancellationToken.None));
+            service.background.Add(supervisor.Run("demo_market", ct => AdvanceDemoMarket(demoFeed, spot?.DemoServer, options.DemoPriceInterval, logger, ct), token));
         return service;
     }
 
@@ -384,9 +391,12 @@ public sealed class Service : IAsyncDisposable
     private static Task Ready(HttpContext ctx, Service service)
     {
         var notSynced = service.Reflectors.Where(r => !r.Synced).Select(r => r.Resource).ToArray();
-        return notSynced.Length == 0
-            ? Text(ctx, StatusCodes.Status200OK, "text/plain; charset=utf-8", "ok\n")
-            : Text(ctx, StatusCodes.Status503ServiceUnavailable, "text/plain; charset=utf-8", $"waiting for the initial list of: {string.Join(", ", notSynced)}\n");
+        var failing = service.Supervisor.Health().Where(l => l.Failing).ToArray();
+        if (notSynced.Length == 0 && failing.Length == 0) return Text(ctx, StatusCodes.Status200OK, "text/plain; charset=utf-8", "ok\n");
+        var body = new StringBuilder();
+        if (notSynced.Length > 0) body.Append($"waiting for the initial list of: {string.Join(", ", notSynced)}\n");
+        foreach (var l in failing) body.Append($"background loop {l.Loop} is failing ({l.Restarts} restarts): {l.LastError}\n");
+        return Text(ctx, StatusCodes.Status503ServiceUnavailable, "text/plain; charset=utf-8", body.ToString());
     }
 
     private static string Sync(Service service)
@@ -409,6 +419,10 @@ public sealed class Service : IAsyncDisposable
                 ["decode_errors"] = r.DecodeErrors,
             };
         }
+        var loops = new JsonObject();
+        foreach (var l in service.Supervisor.Health())
+            loops[l.Loop] = new JsonObject { ["restarts"] = l.Restarts, ["failing"] = l.Failing, ["last_error"] = l.LastError };
+        body["loops"] = loops;
         // Memory facts for diagnosing a large RSS without attaching tools.
         var gc = GC.GetGCMemoryInfo();
         var generations = new JsonArray();

@@ -30,6 +30,24 @@ public class FeedServerTests
     }
 
     [Fact]
+    public async Task AFeedWithAnAbsurdSizeIsRejectedAndTheLoopKeepsTheLastGoodBook()
+    {
+        await using var server = await FeedServer.StartAsync();
+        using var feed = new PriceFeed(new PriceFeedOptions { Endpoint = server.Endpoint.ToString(), Bucket = FeedServer.Bucket, Key = FeedServer.Key, Region = "us-east-1" },
+            NullLogger.Instance);
+        Assert.True(await feed.RefreshAsync(default));
+        var good = feed.Current;
+        // Once an OverflowException that ended the price loop for good.
+        var body = System.Text.Encoding.UTF8.GetString(FeedServer.EmbeddedSnapshots()[0].Body);
+        server.Serve(System.Text.Encoding.UTF8.GetBytes(System.Text.RegularExpressions.Regex.Replace(body, "\"memory\": ?\"[0-9.]+GB\"", "\"memory\":\"10000000000GB\"")));
+        Assert.False(await feed.RefreshAsync(default));
+        Assert.Same(good, feed.Current);
+        Assert.Equal(1, feed.Errors[("feed", "malformed")]);
+        server.Advance();
+        Assert.True(await feed.RefreshAsync(default));   // and reads the next good one
+    }
+
+    [Fact]
     public async Task MissingKeyIsNoSuchKeyAndHeadWorks()
     {
         await using var server = await FeedServer.StartAsync();

@@ -1,4 +1,4 @@
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Recommend.Packing;
 
 public class PackingTests
 {
@@ -478,6 +478,20 @@ public class PackingTests
         Assert.Equal(2, s.NewBins.Count);
         Assert.Equal(0.02m, s.Cost);
         Assert.Equal(0.02m, Packer.LowerBound(p));   // the bound knows they cannot share
+    }
+
+    [Fact]
+    public void AntiAffineItemsNeverShareANewBin()
+    {
+        var items = Enumerable.Range(0, 3).Select(i => new PackItem(i, new Demand(100, 1 << 27), 0, AntiAffinityGroup: 0)).ToList();
+        var solution = Packer.Solve(new PackingProblem
+        {
+            Items = items,
+            Types = [new BinType(0, "small", Demand.Node(2000, 4L << 30), 0.001m)],
+            TypeAllows = (_, _) => true,
+            BinAllows = (_, _) => true,
+        });
+        Assert.Equal(3, solution.NewBins.Count);
     }
 
     [Fact]

@@ -14,13 +14,16 @@ build:
 run: build
 	$(DOTNET) bin/$(CONFIG)/net10.0/karpetrack.dll --demo $(ARGS)
 
-# Installs what the tests need when it is missing (idempotent), then runs every test and ends
-# with one plain summary line "N passed, N failed".
+# Installs what the tests need when it is missing (idempotent), then runs every test (the main
+# project, then the packer's OR-Tools oracle) and ends with one plain summary line "N passed, N failed".
 test: test-deps
 	@rm -rf $(RESULTS); mkdir -p $(RESULTS)
-	@set +e; $(DOTNET) test tests/Karpetrack.Tests/Karpetrack.Tests.csproj -c $(CONFIG) -nologo \
-	    --logger "trx;LogFileName=results.trx" --results-directory $(RESULTS); \
-	  rc=$$?; bash tests/summary.sh $(RESULTS)/results.trx; exit $$rc
+	@set +e; rc=0; \
+	  $(DOTNET) test tests/Karpetrack.Tests/Karpetrack.Tests.csproj -c $(CONFIG) -nologo \
+	    --logger "trx;LogFileName=results.trx" --results-directory $(RESULTS) || rc=1; \
+	  $(DOTNET) test tests/Karpetrack.Oracle.Tests/Karpetrack.Oracle.Tests.csproj -c $(CONFIG) -nologo \
+	    --logger "trx;LogFileName=oracle.trx" --results-directory $(RESULTS) || rc=1; \
+	  bash tests/summary.sh $(RESULTS)/results.trx $(RESULTS)/oracle.trx; exit $$rc
 
 test-deps:
 	@bash tests/install-deps.sh

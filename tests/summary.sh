@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Prints the plain closing line "N passed, N failed" from a dotnet TRX file.
-trx="$1"
-if [[ ! -f "$trx" ]]; then echo "0 passed, 1 failed"; exit 0; fi
-counters=$(grep -o '<Counters [^>]*>' "$trx" | head -1)
+# Prints the plain closing line "N passed, N failed" summed over dotnet TRX files (a missing file counts as one failure).
+passed=0; failed=0; skipped=0
 get() { sed -n "s/.* $1=\"\([0-9]*\)\".*/\1/p" <<<"$counters"; }
-passed=$(get passed); failed=$(get failed); skipped=$(get notExecuted)
-errors=$(get error); timeouts=$(get timeout); aborted=$(get aborted)
-failed=$(( ${failed:-0} + ${errors:-0} + ${timeouts:-0} + ${aborted:-0} ))
-grep -o '<UnitTestResult [^>]*outcome="Failed"[^>]*>' "$trx" | sed -n 's/.*testName="\([^"]*\)".*/FAILED: \1/p'
-echo "${passed:-0} passed, ${failed} failed, ${skipped:-0} skipped"
+for trx in "$@"; do
+  if [[ ! -f "$trx" ]]; then echo "FAILED: no results in $trx"; failed=$(( failed + 1 )); continue; fi
+  counters=$(grep -o '<Counters [^>]*>' "$trx" | head -1)
+  p=$(get passed); f=$(get failed); s=$(get notExecuted)
+  e=$(get error); t=$(get timeout); a=$(get aborted)
+  passed=$(( passed + ${p:-0} )); skipped=$(( skipped + ${s:-0} ))
+  failed=$(( failed + ${f:-0} + ${e:-0} + ${t:-0} + ${a:-0} ))
+  grep -o '<UnitTestResult [^>]*outcome="Failed"[^>]*>' "$trx" | sed -n 's/.*testName="\([^"]*\)".*/FAILED: \1/p'
+done
+echo "${passed} passed, ${failed} failed, ${skipped} skipped"

@@ -865,20 +865,3 @@ public class RecommenderTests
         }
     }
 }
-
-public class PackerContractTests
-{
-    [Fact]
-    public void AntiAffineItemsNeverShareANewBin()
-    {
-        var items = Enumerable.Range(0, 3).Select(i => new PackItem(i, new Demand(100, 1 << 27), 0, AntiAffinityGroup: 0)).ToList();
-        var solution = Packer.Solve(new PackingProblem
-        {
-            Items = items,
-            Types = [new BinType(0, "small", Demand.Node(2000, 4L << 30), 0.001m)],
-            TypeAllows = (_, _) => true,
-            BinAllows = (_, _) => true,
-        });
-        Assert.Equal(3, solution.NewBins.Count);
-    }
-}

@@ -1,0 +1,216 @@
+namespace Karpetrack;
+
+/// <summary>
+/// Bin by bin, with work that does not grow with the number of distinct shapes (the shapes are searched through
+/// <see cref="ShapeColumns"/>). A bin is filled one item at a time with the candidate of largest dot product with the
+/// normalised residual (bin-centric "DotProduct", Panigrahy et al. 2011); its type is the one whose dry-run fill
+/// absorbs the largest share of the demand per dollar, re-examined every few bins and whenever the largest remaining
+/// shape changes much. With <see cref="PackingOptions.BalancedFill"/> a bin instead keeps its fill on the line to its
+/// own full corner, so it ends full in cpu and memory together.
+/// </summary>
+internal sealed class ColumnGreedy
+{
+    private const int D = PackingInstance.D;
+    private readonly Assignment st;
+    private readonly PackingInstance x;
+    private readonly PackingOptions o;
+    private readonly List<int> order;
+    private readonly ShapeColumns cols;
+    private readonly int[] useful;
+    // The bin being filled: what it takes of each shape, its groups, its residual capacity and the share it absorbs.
+    private readonly int[] tmp;
+    private readonly List<int> touched = [];
+    private readonly List<int> groups = [];
+    private readonly long[] res = new long[D];
+    private readonly double[] inv = new double[D];
+    private double worth;
+
+    private ColumnGreedy(Assignment st, List<int> order, PackingOptions o, ShapeColumns cols)
+    {
+        this.st = st;
+        x = st.X;
+        this.o = o;
+        this.order = order;
+        this.cols = cols;
+        useful = UsefulTypes();
+        tmp = new int[x.S];
+    }
+
+    /// <summary>The greedy over <paramref name="order"/> (shapes, largest first), or null when there are too many columns.</summary>
+    public static ColumnGreedy? Create(Assignment st, List<int> order, PackingOptions o) =>
+        ShapeColumns.Create(st, order) is { } cols ? new ColumnGreedy(st, order, o, cols) : null;
+
+    /// <summary>Types no other type beats: another at most as dear, at least as large everywhere, taking every shape it takes.</summary>
+    private int[] UsefulTypes()
+    {
+        int T = x.T;
+        var list = new List<int>();
+        foreach (int t in x.TypesByPrice)
+        {
+            bool dominated = false;
+            foreach (int u in list)
+            {
+                if (x.Price[u] > x.Price[t]) continue;
+                bool larger = true;
+                for (int r = 0; r < D && larger; r++) larger = x.Cap[u * D + r] >= x.Cap[t * D + r];
+                if (!larger) continue;
+                bool takes = true;
+                foreach (int s in order) if (x.TypeOk[s * T + t] && !x.TypeOk[s * T + u]) { takes = false; break; }
+                if (takes) { dominated = true; break; }
+            }
+            if (!dominated) list.Add(t);
+        }
+        return list.ToArray();
+    }
+
+    public void Run()
+    {
+        int L = order.Count, T = x.T;
+        var dual = st.Dual;
+        int head = 0, chosen = -1, sinceChoice = 0;
+        double chosenAtValue = 0;
+        while (true)
+        {
+            while (head < L && st.Remaining(order[head]) == 0) head++;
+            if (head >= L) break;
+            int s = order[head];
+            bool reconsider = chosen < 0 || sinceChoice >= 48 || dual.Value[s] < 0.9 * chosenAtValue
+                || !x.TypeOk[s * T + chosen] || st.TypeCount[chosen] >= x.MaxCount[chosen];
+            if (reconsider)
+            {
+                chosen = ChooseType(s);
+                chosenAtValue = dual.Value[s];
+                sinceChoice = 0;
+                if (chosen < 0)
+                {
+                    st.MarkShapeUnplaced(s, st.MaxCountReason(s)); cols.Avail[cols.PosOf[s]] = 0; cols.Exhaust(cols.PosOf[s]); continue;
+                }
+            }
+            Fill(chosen, commit: true, s);
+            sinceChoice++;
+        }
+    }
+
+    /// <summary>The type whose dry-run fill starting with shape s absorbs the most per dollar; -1 when every type that takes s is at its maximum count.</summary>
+    private int ChooseType(int s)
+    {
+        int T = x.T;
+        int chosen = -1;
+        double chosenScore = double.NegativeInfinity;
+        foreach (int t in useful)
+        {
+            if (!x.TypeOk[s * T + t] || st.TypeCount[t] >= x.MaxCount[t]) continue;
+            double score = Fill(t, commit: false, s) / Math.Max(x.Price[t], 1e-12);
+            if (score > chosenScore * 1.01 || chosen < 0) { chosenScore = score; chosen = t; }
+        }
+        if (chosen < 0)
+        {
+            // Dominated types may still have room under MaxCount.
+            foreach (int t in x.TypesByPrice)
+                if (x.TypeOk[s * T + t] && st.TypeCount[t] < x.MaxCount[t]) { chosen = t; break; }
+        }
+        return chosen;
+    }
+
+    /// <summary>Fills a fresh bin of type t starting with shape <paramref name="first"/> (a dry run, or for real) and returns the share of the demand it absorbs.</summary>
+    private double Fill(int t, bool commit, int first)
+    {
+        for (int r = 0; r < D; r++) { res[r] = x.Cap[t * D + r]; inv[r] = res[r] > 0 ? 1.0 / ((double)res[r] * res[r]) : 0; }
+        groups.Clear();
+        worth = 0;
+        Take(cols.ColShape[cols.PosOf[first]]);
+        FillUp(t);
+        if (commit)
+        {
+            var bin = st.OpenBin(t);
+            foreach (int s in touched)
+            {
+                for (int c = 0; c < tmp[s]; c++) st.PlaceItem(bin, st.TakeItem(s));
+                if (st.Remaining(s) == 0) cols.Exhaust(cols.PosOf[s]);
+            }
+        }
+        foreach (int s in touched)
+        {
+            if (!commit) cols.Avail[cols.PosOf[s]] += tmp[s];
+            tmp[s] = 0;
+        }
+        touched.Clear();
+        return worth;
+    }
+
+    private void FillUp(int t)
+    {
+        int sd = cols.Sd, od = 1 - sd;
+        while (true)
+        {
+            int bestPos = -1;
+            double bestScore = double.NegativeInfinity;
+            double gs = res[sd], go = res[od];
+            double cs = x.Cap[t * D + sd], co = x.Cap[t * D + od];
+            double ns = gs / cs, no = go / co, norm = Math.Sqrt(ns * ns + no * no);
+            if (norm > 0) { ns /= norm; no /= norm; }
+            for (int k = 0; k < cols.K; k++)
+            {
+                if (!cols.ColType[k * x.T + t] || !ColumnFits(k, res)) continue;
+                if (!o.BalancedFill || norm == 0)
+                {
+                    int p = Largest(k, t, res, res[sd]);
+                    if (p < 0) continue;
+                    int s = cols.ColShape[p];
+                    // Dot product of the demand with the residual, both as shares of the capacity; the dual value
+                    // (largest first) and the plain normalised size packed worse.
+                    double score = 0;
+                    for (int r = 0; r < D; r++) score += x.SDem[s * D + r] * (double)res[r] * inv[r];
+                    if (score > bestScore) { bestScore = score; bestPos = p; }
+                    continue;
+                }
+                // Balanced: of each column, the two shapes nearest the key that keeps the bin's fill on the line to
+                // the target (d_o · g_s / g_o), scored by their length along that line less half their distance from
+                // it, as shares of the capacity (the largest-that-fits rule above filled memory first and left the
+                // last bins short of it). The line leads to the bin's own full corner: aiming instead at the ratio of
+                // the demand its type is cheapest for by the dual left a cheap compute class memory-full with a
+                // quarter of its cpu idle and a cheap memory class the other way round (real iad prices).
+                double dO = cols.ColDem[k * D + od];
+                long ideal = go <= 0 || dO <= 0 ? res[sd] : (long)Math.Min(res[sd], dO * gs / go);
+                int upper = cols.Upper(k, ideal);
+                int below = cols.LargestBelow(k, t, upper);
+                Consider(below, dO, cs, co, ns, no, ref bestScore, ref bestPos);
+                if (below < 0 || cols.ColKey[below] != ideal) Consider(cols.SmallestFrom(k, t, res, upper), dO, cs, co, ns, no, ref bestScore, ref bestPos);
+            }
+            if (bestPos < 0) break;
+            Take(cols.ColShape[bestPos]);
+        }
+    }
+
+    private void Consider(int p, double dO, double cs, double co, double ns, double no, ref double bestScore, ref int bestPos)
+    {
+        if (p < 0) return;
+        double a = cols.ColKey[p] / cs, b = dO / co;
+        double along = a * ns + b * no;
+        double px = a - along * ns, py = b - along * no;
+        double score = along - 0.5 * Math.Sqrt(px * px + py * py);
+        if (score > bestScore) { bestScore = score; bestPos = p; }
+    }
+
+    /// <summary>Column k's demand fits <paramref name="room"/> outside the sorted dimension, and its group is not in the bin.</summary>
+    private bool ColumnFits(int k, long[] room)
+    {
+        for (int r = 0; r < D; r++) if (cols.ColDem[k * D + r] > room[r]) return false;
+        return cols.ColAa[k] < 0 || !groups.Contains(cols.ColAa[k]);
+    }
+
+    /// <summary>The largest shape of column k still available (beyond what this bin holds) that fits <paramref name="room"/> on type t, or -1.</summary>
+    private int Largest(int k, int t, long[] room, long limit) => ColumnFits(k, room) ? cols.LargestBelow(k, t, cols.Upper(k, limit)) : -1;
+
+    private void Take(int sb)
+    {
+        for (int r = 0; r < D; r++) res[r] -= x.SDem[sb * D + r];
+        if (x.SAa[sb] >= 0) groups.Add(x.SAa[sb]);
+        // Shares of the total demand, not dual values: the dual is often degenerate (on the real iad prices it priced
+        // the cheap compute class by memory alone and the cheap memory class by cpu alone), and a fill that left a
+        // bin's cpu idle then scored as well as a full one.
+        worth += st.SizeOf(sb);
+        cols.Avail[cols.PosOf[sb]]--;
+        if (tmp[sb]++ == 0) touched.Add(sb);
+    }
+}

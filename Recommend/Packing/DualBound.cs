@@ -1,0 +1,180 @@
+namespace Karpetrack;
+
+/// <summary>
+/// The dual of the LP relaxation "each item split over the types it may use, each type bought fractionally":
+/// per type t a price vector w_t over the dimensions with capacity·w_t = price_t; an item is then worth the
+/// cheapest w_t·demand over its allowed types, and the sum over items is a lower bound on any packing for
+/// every such w (weak duality), so any w found is safe and a better search only tightens the bound.
+/// Capacities are first rounded down to the gcd of the demands in each dimension (no packing can fill the rest).
+/// </summary>
+internal sealed class DualBound
+{
+    public readonly double[] W;          // T×D
+    public readonly double[] Value;      // per shape: worth of one copy (0 when no type takes it)
+    public readonly double[] WMax;       // per dimension: max over types, prices existing capacity
+    public readonly decimal Reported;    // max of the valid bounds below, for the items that need new bins
+
+    private DualBound(double[] w, double[] value, double[] wmax, decimal reported) { W = w; Value = value; WMax = wmax; Reported = reported; }
+
+    public static DualBound Compute(PackingInstance x)
+    {
+        const int D = PackingInstance.D;
+        int S = x.S, T = x.T;
+        var capEff = EffectiveCapacities(x);
+        int groups = Compress(x, out var gDem, out var gCount, out var gTypes);
+        var w = new DualAscent(x, capEff, groups, gDem, gCount, gTypes).Run();
+
+        var value = new double[S];
+        var wmax = new double[D];
+        for (int t = 0; t < T; t++) for (int r = 0; r < D; r++) wmax[r] = Math.Max(wmax[r], w[t * D + r]);
+        double all = 0, mustNew = 0, existingWorth = 0;
+        for (int s = 0; s < S; s++)
+        {
+            double best = double.PositiveInfinity;
+            for (int t = 0; t < T; t++)
+            {
+                if (!x.TypeOk[s * T + t]) continue;
+                double v = 0;
+                for (int r = 0; r < D; r++) v += x.SDem[s * D + r] * w[t * D + r];
+                best = Math.Min(best, v);
+            }
+            value[s] = double.IsPositiveInfinity(best) ? 0 : best;
+            all += value[s] * x.SItems[s].Length;
+            if (!x.AnyBin[s]) mustNew += value[s] * x.SItems[s].Length;
+        }
+        for (int e = 0; e < x.E; e++) for (int r = 0; r < D; r++) existingWorth += Math.Max(0, x.Free[e * D + r]) * wmax[r];
+        double lp = Math.Max(mustNew, all - existingWorth);
+        double bound = Math.Max(lp, Solitary(x, capEff));
+        // Float rounding must never lift the bound above the truth.
+        decimal reported = bound <= 0 ? 0m : (decimal)(bound * (1 - 1e-9));
+        // A cost is a sum of prices: when every price is a whole number of millionths so is the optimum, and
+        // the bound may be rounded up to the next millionth (this also removes the float margin above).
+        if (reported > 0 && x.P.Types.All(t => decimal.Round(t.PricePerHour, 6) == t.PricePerHour))
+            reported = Math.Ceiling(reported * 1_000_000m) / 1_000_000m;
+        return new DualBound(w, value, wmax, reported);
+    }
+
+    private static long[] EffectiveCapacities(PackingInstance x)
+    {
+        const int D = PackingInstance.D;
+        var gcd = new long[D];
+        for (int s = 0; s < x.S; s++)
+        {
+            if (!x.AnyType[s]) continue;
+            for (int r = 0; r < D; r++) gcd[r] = Gcd(gcd[r], x.SDem[s * D + r]);
+        }
+        var cap = new long[x.T * D];
+        for (int t = 0; t < x.T; t++)
+            for (int r = 0; r < D; r++)
+                cap[t * D + r] = gcd[r] > 1 ? x.Cap[t * D + r] / gcd[r] * gcd[r] : x.Cap[t * D + r];
+        return cap;
+    }
+
+    private static long Gcd(long a, long b)
+    {
+        a = Math.Abs(a); b = Math.Abs(b);
+        while (b != 0) (a, b) = (b, a % b);
+        return a;
+    }
+
+    /// <summary>
+    /// Items that each take more than half of one dimension of every type they may use can never share a bin;
+    /// nor can members of one anti-affinity group. Each then needs a bin of its own, at least the cheapest it may use.
+    /// </summary>
+    private static double Solitary(PackingInstance x, long[] capEff)
+    {
+        const int D = PackingInstance.D;
+        var perDim = new double[D];
+        var perGroup = new Dictionary<int, double>();
+        for (int s = 0; s < x.S; s++)
+        {
+            if (!x.AnyType[s] || x.AnyBin[s]) continue;
+            double cheapest = double.PositiveInfinity;
+            for (int t = 0; t < x.T; t++) if (x.TypeOk[s * x.T + t]) cheapest = Math.Min(cheapest, x.Price[t]);
+            int n = x.SItems[s].Length;
+            for (int r = 0; r < D; r++)
+            {
+                long need = x.SDem[s * D + r];
+                if (need <= 0) continue;
+                bool big = true;
+                for (int t = 0; t < x.T && big; t++) if (x.TypeOk[s * x.T + t] && 2 * need <= capEff[t * D + r]) big = false;
+                if (big) perDim[r] += cheapest * n;
+            }
+            if (x.SAa[s] >= 0) perGroup[x.SAa[s]] = perGroup.GetValueOrDefault(x.SAa[s]) + cheapest * n;
+        }
+        double best = perDim.Max();
+        foreach (var v in perGroup.Values) best = Math.Max(best, v);
+        return best;
+    }
+
+    /// <summary>
+    /// Shapes for the search of w (their number is returned), with demands rounded down onto a geometric grid (the group keeps the
+    /// component-wise minimum, so it never overstates anything) until there are few enough to iterate over.
+    /// </summary>
+    private static int Compress(PackingInstance x, out long[] gDem, out double[] gCount, out int[][] gTypes)
+    {
+        const int D = PackingInstance.D, Target = 300;
+        int S = x.S, T = x.T;
+        var sig = new int[S];
+        var sigIndex = new Dictionary<string, int>();
+        var sigTypes = new List<int[]>();
+        var row = new char[T];
+        for (int s = 0; s < S; s++)
+        {
+            if (!x.AnyType[s]) { sig[s] = -1; continue; }
+            for (int t = 0; t < T; t++) row[t] = x.TypeOk[s * T + t] ? '1' : '0';
+            var key = new string(row);
+            if (!sigIndex.TryGetValue(key, out int id))
+            {
+                id = sigTypes.Count; sigIndex[key] = id;
+                var ts = new List<int>();
+                for (int t = 0; t < T; t++) if (x.TypeOk[s * T + t]) ts.Add(t);
+                sigTypes.Add([.. ts]);
+            }
+            sig[s] = id;
+        }
+        // Logarithms once per shape; the grid is searched on a fixed subsample (every stride-th shape) and only the
+        // final grid is applied to all shapes, so that many distinct shapes cost one pass, not twelve.
+        var logs = new double[S * D];
+        for (int s = 0; s < S * D; s++) logs[s] = x.SDem[s] > 0 ? Math.Log(x.SDem[s]) : 0;
+        long Bucket(int s, int r, double lg) => x.SDem[s * D + r] <= 0 ? -1 : lg == 0 ? x.SDem[s * D + r] : (long)Math.Floor(logs[s * D + r] / lg);
+        (int, long, long, long, long) Key(int s, double lg) => (sig[s], Bucket(s, 0, lg), Bucket(s, 1, lg), Bucket(s, 2, lg), Bucket(s, 3, lg));
+        int stride = Math.Max(1, S / (8 * Target));
+        double step = 0;
+        Dictionary<(int, long, long, long, long), int> map = [];
+        for (int attempt = 0; attempt < 16; attempt++)
+        {
+            double lg = step > 0 ? Math.Log(1 + step) : 0;
+            bool sampled = stride > 1 && attempt < 15;
+            map = [];
+            for (int s = 0; s < S; s += sampled ? stride : 1)
+            {
+                if (sig[s] < 0) continue;
+                map.TryAdd(Key(s, lg), map.Count);
+                if (map.Count > Target) break;
+            }
+            if (map.Count <= Target && sampled)
+            {
+                // The grid the sample accepts, on every shape: at most twice the target, else coarser.
+                map = [];
+                for (int s = 0; s < S; s++) if (sig[s] >= 0) map.TryAdd(Key(s, lg), map.Count);
+                if (map.Count <= 2 * Target) break;
+            }
+            else if (map.Count <= Target) break;
+            step = step == 0 ? 0.002 : step * 2;
+        }
+        int G = map.Count;
+        gDem = new long[G * D]; gCount = new double[G]; gTypes = new int[G][];
+        Array.Fill(gDem, long.MaxValue);
+        double lg2 = step > 0 ? Math.Log(1 + step) : 0;
+        for (int s = 0; s < S; s++)
+        {
+            if (sig[s] < 0) continue;
+            int g = map[Key(s, lg2)];
+            for (int r = 0; r < D; r++) gDem[g * D + r] = Math.Min(gDem[g * D + r], x.SDem[s * D + r]);
+            gCount[g] += x.SItems[s].Length;
+            gTypes[g] = sigTypes[sig[s]];
+        }
+        return G;
+    }
+}

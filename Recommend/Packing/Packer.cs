@@ -1,0 +1,62 @@
+namespace Karpetrack;
+
+/// <summary>
+/// Variable-sized, multi-dimensional bin packing with costs: existing free capacity first, then new bins
+/// chosen by the share of remaining demand they absorb per dollar, then local search; a dual (LP) lower
+/// bound comes with every answer. Pure and deterministic: no I/O, no clock, ties broken by ids.
+/// </summary>
+public static class Packer
+{
+    public static PackingSolution Solve(PackingProblem p, PackingOptions? o = null)
+    {
+        o ??= new PackingOptions();
+        var x = new PackingInstance(p);
+        var dual = DualBound.Compute(x);
+        var st = new Assignment(x, dual);
+        ExistingCapacity.Fill(st);
+        Greedy.Run(st, o);
+        if (x.PlaceableItems <= o.LocalSearchItems) LocalSearch.Run(st, o); else LocalSearch.DownsizeOnly(st);
+        new RuinAndRepair(st, o).Run();
+        var best = st.ToSolution(o.ImproveWork > 0 ? "cost-aware greedy + local search + ruin and repair" : "cost-aware greedy + local search");
+        int placeable = x.PlaceableItems;
+        if (placeable <= o.PortfolioItems)
+        {
+            foreach (var alt in new[] { Baselines.FirstFitDecreasing(x, dual), Baselines.BestFit(x, dual), Baselines.SingleLargeNode(x, dual) })
+                if (alt.Unplaced.Count <= best.Unplaced.Count && alt.Cost < best.Cost)
+                    best = alt with { Strategy = "portfolio: " + alt.Strategy };
+        }
+        if (placeable <= o.ExactItems)
+        {
+            var exact = BranchAndBound.Run(x, dual, best, o.ExactNodes);
+            if (exact is not null) best = exact;
+        }
+        return best;
+    }
+
+    public static decimal LowerBound(PackingProblem p)
+    {
+        var x = new PackingInstance(p);
+        return DualBound.Compute(x).Reported;
+    }
+
+    public static PackingSolution FirstFitDecreasing(PackingProblem p) { var x = new PackingInstance(p); return Baselines.FirstFitDecreasing(x, DualBound.Compute(x)); }
+    public static PackingSolution BestFit(PackingProblem p) { var x = new PackingInstance(p); return Baselines.BestFit(x, DualBound.Compute(x)); }
+    public static PackingSolution SingleLargeNode(PackingProblem p) { var x = new PackingInstance(p); return Baselines.SingleLargeNode(x, DualBound.Compute(x)); }
+
+    /// <summary>
+    /// Branch and bound over all placements; exact when it finishes (ProvenOptimal). The budget is turned into a
+    /// node count at a fixed rate so that the answer never depends on the machine's speed.
+    /// </summary>
+    public static PackingSolution Exact(PackingProblem p, TimeSpan? budget = null)
+    {
+        var x = new PackingInstance(p);
+        var dual = DualBound.Compute(x);
+        var st = new Assignment(x, dual);
+        ExistingCapacity.Fill(st);
+        Greedy.Run(st, new PackingOptions());
+        LocalSearch.Run(st, new PackingOptions());
+        var start = st.ToSolution("cost-aware greedy + local search");
+        long nodes = (long)Math.Min(2e9, (budget ?? TimeSpan.FromSeconds(10)).TotalMilliseconds * 5_000);
+        return BranchAndBound.Run(x, dual, start, nodes) ?? start with { Strategy = "exact: no complete packing found; heuristic result" };
+    }
+}

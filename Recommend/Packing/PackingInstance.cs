@@ -1,0 +1,201 @@
+namespace Karpetrack;
+
+/// <summary>
+/// The problem flattened into arrays, with identical items (same demand, constraint and anti-affinity group)
+/// grouped into shapes so that work scales with distinct shapes, not pods.
+/// </summary>
+internal sealed class PackingInstance
+{
+    public const int D = 4;
+    public readonly PackingProblem P;
+    public readonly int N, T, E, S;
+    public readonly long[] Cap;        // T×D
+    public readonly double[] Price;
+    public readonly int[] MaxCount;
+    public readonly long[] Free;       // E×D
+    public readonly int[] ShapeOf;     // item index → shape
+    public readonly long[] SDem;       // S×D
+    public readonly int[] SCon, SAa;
+    public readonly int[][] SItems;    // item indices, ascending
+    public readonly bool[] TypeOk;     // S×T: constraint allows, fits, GPU rule
+    public readonly bool[] BinOk;      // S×E: constraint allows, fits the free capacity
+    public readonly bool[] AnyType, AnyBin;
+    public readonly int[] TypesByPrice;
+    public readonly int PlaceableItems;
+
+    public PackingInstance(PackingProblem p)
+    {
+        P = p;
+        N = p.Items.Count; T = p.Types.Count; E = p.Existing.Count;
+        Cap = new long[T * D]; Price = new double[T]; MaxCount = new int[T];
+        for (int t = 0; t < T; t++)
+        {
+            var b = p.Types[t];
+            Put(Cap, t, b.Capacity);
+            Price[t] = (double)b.PricePerHour;
+            MaxCount[t] = Math.Max(0, b.MaxCount);
+        }
+        Free = new long[E * D];
+        for (int e = 0; e < E; e++) Put(Free, e, p.Existing[e].Free);
+
+        // Shapes by sorting, not hashing: items sorted by (constraint, group, gpu, pods, cpu, memory, index) make each
+        // shape a run of items in ascending order, and number the shapes so that those of one constraint and cpu are
+        // neighbours in memory order: the fill's searches walk them in that order (a dictionary of 100k shapes in input
+        // order cost up to 100 ms and a cache miss per shape touched).
+        ShapeOf = new int[N];
+        var keys = new ItemKey[N];
+        for (int i = 0; i < N; i++)
+        {
+            var it = p.Items[i];
+            keys[i] = new ItemKey(it.Constraint, it.AntiAffinityGroup < 0 ? -1 : it.AntiAffinityGroup, it.Demand, i);
+        }
+        Array.Sort(keys);
+        int shapes = 0;
+        for (int j = 0; j < N; j++) if (j == 0 || !keys[j].SameShape(keys[j - 1])) shapes++;
+        S = shapes;
+        SDem = new long[S * D]; SCon = new int[S]; SAa = new int[S]; SItems = new int[S][];
+        for (int j = 0, s = 0; j < N; s++)
+        {
+            int end = j + 1;
+            while (end < N && keys[end].SameShape(keys[j])) end++;
+            var k = keys[j];
+            Put(SDem, s, k.Demand); SCon[s] = k.Con; SAa[s] = k.Aa;
+            var members = new int[end - j];
+            for (int m = j; m < end; m++) { members[m - j] = keys[m].Index; ShapeOf[keys[m].Index] = s; }
+            SItems[s] = members;
+            j = end;
+        }
+
+        TypeOk = new bool[S * T]; BinOk = new bool[S * E]; AnyType = new bool[S]; AnyBin = new bool[S];
+        PlaceableItems = Compatibility(p);
+        TypesByPrice = [.. Enumerable.Range(0, T).OrderBy(t => Price[t]).ThenBy(t => p.Types[t].Id).ThenBy(t => t)];
+    }
+
+    /// <summary>Fills TypeOk, BinOk, AnyType and AnyBin; returns the number of items some bin may take.</summary>
+    private int Compatibility(PackingProblem p)
+    {
+        int placeable = 0;
+        // Delegates are called once per (constraint class, bin), never per item.
+        var typeByCon = new Dictionary<int, bool[]>();
+        var binByCon = new Dictionary<int, bool[]>();
+        for (int s = 0; s < S; s++)
+        {
+            if (!typeByCon.TryGetValue(SCon[s], out var ta))
+            {
+                ta = new bool[T];
+                for (int t = 0; t < T; t++) ta[t] = p.TypeAllows(SCon[s], p.Types[t]);
+                typeByCon[SCon[s]] = ta;
+            }
+            if (!binByCon.TryGetValue(SCon[s], out var ba))
+            {
+                ba = new bool[E];
+                for (int e = 0; e < E; e++) ba[e] = p.BinAllows(SCon[s], p.Existing[e]);
+                binByCon[SCon[s]] = ba;
+            }
+            bool nonGpuTypeFits = false;
+            for (int t = 0; t < T; t++)
+            {
+                bool ok = ta[t] && MaxCount[t] > 0 && DemandFits(SDem, s, Cap, t);
+                TypeOk[s * T + t] = ok;
+                if (ok && Cap[t * D + 2] == 0) nonGpuTypeFits = true;
+            }
+            // GPU classes are expensive: a pod that needs no GPU goes there only when nothing else takes it.
+            if (SDem[s * D + 2] == 0 && nonGpuTypeFits)
+                for (int t = 0; t < T; t++) if (Cap[t * D + 2] > 0) TypeOk[s * T + t] = false;
+            for (int t = 0; t < T; t++) AnyType[s] |= TypeOk[s * T + t];
+            for (int e = 0; e < E; e++)
+            {
+                BinOk[s * E + e] = ba[e] && DemandFits(SDem, s, Free, e);
+                AnyBin[s] |= BinOk[s * E + e];
+            }
+            if (AnyType[s] || AnyBin[s]) placeable += SItems[s].Length;
+        }
+        return placeable;
+    }
+
+    // Compared through IComparable rather than an IComparer object: the sort then calls CompareTo directly, not through
+    // an interface (building the instance took 3 ms at 10k items, half of it in that sort).
+    private readonly record struct ItemKey(int Con, int Aa, Demand Demand, int Index) : IComparable<ItemKey>
+    {
+        public bool SameShape(in ItemKey o) => Con == o.Con && Aa == o.Aa && Demand == o.Demand;
+
+        public int CompareTo(ItemKey b)
+        {
+            int c = Con.CompareTo(b.Con);
+            if (c == 0) c = Aa.CompareTo(b.Aa);
+            if (c == 0) c = Demand.Gpu.CompareTo(b.Demand.Gpu);
+            if (c == 0) c = Demand.Pods.CompareTo(b.Demand.Pods);
+            if (c == 0) c = Demand.CpuMilli.CompareTo(b.Demand.CpuMilli);
+            if (c == 0) c = Demand.MemoryBytes.CompareTo(b.Demand.MemoryBytes);
+            return c != 0 ? c : Index.CompareTo(b.Index);
+        }
+    }
+
+    private static void Put(long[] a, int k, Demand d)
+    {
+        a[k * D] = d.CpuMilli; a[k * D + 1] = d.MemoryBytes; a[k * D + 2] = d.Gpu; a[k * D + 3] = d.Pods;
+    }
+
+    public Demand ToDemand(long[] a, int k = 0) => new(a[k * D], a[k * D + 1], a[k * D + 2], a[k * D + 3]);
+    public Demand ShapeDemand(int s) => ToDemand(SDem, s);
+
+    private static bool DemandFits(long[] dem, int s, long[] cap, int k) =>
+        dem[s * D] <= cap[k * D] && dem[s * D + 1] <= cap[k * D + 1] && dem[s * D + 2] <= cap[k * D + 2] && dem[s * D + 3] <= cap[k * D + 3];
+
+    /// <summary>Does one more of shape s fit on top of <paramref name="used"/> in a bin of type t?</summary>
+    public bool FitsOnType(int s, long[] used, int t)
+    {
+        int a = s * D, c = t * D;
+        return used[0] + SDem[a] <= Cap[c] && used[1] + SDem[a + 1] <= Cap[c + 1] && used[2] + SDem[a + 2] <= Cap[c + 2] && used[3] + SDem[a + 3] <= Cap[c + 3];
+    }
+
+    public bool FitsAmount(long[] used, int t) =>
+        used[0] <= Cap[t * D] && used[1] <= Cap[t * D + 1] && used[2] <= Cap[t * D + 2] && used[3] <= Cap[t * D + 3];
+
+    public void Add(long[] used, int s, long k)
+    {
+        for (int r = 0; r < D; r++) used[r] += k * SDem[s * D + r];
+    }
+
+    /// <summary>Copies of shape s that fit into what is left of <paramref name="cap"/> after <paramref name="used"/>.</summary>
+    public long Copies(int s, long[] used, long[] cap, int k)
+    {
+        long n = long.MaxValue;
+        for (int r = 0; r < D; r++)
+        {
+            long need = SDem[s * D + r];
+            if (need <= 0) { if (used[r] > cap[k * D + r]) return 0; continue; }
+            long left = cap[k * D + r] - used[r];
+            if (left < need) return 0;
+            n = Math.Min(n, left / need);
+        }
+        return n;
+    }
+
+    /// <summary>karpetrack's node order: (vCPU + memory GiB) per dollar, best first.</summary>
+    public int[] TypesByEfficiency() =>
+        [.. Enumerable.Range(0, T).OrderByDescending(t => (Cap[t * D] / 1000.0 + Cap[t * D + 1] / 1073741824.0) / Math.Max(Price[t], 1e-12)).ThenBy(t => t)];
+
+    /// <summary>Why shape s cannot go to any new bin, or null when some type takes it.</summary>
+    public string? UnplaceableReason(int s)
+    {
+        if (AnyType[s]) return null;
+        var need = ShapeDemand(s);
+        var allowed = new List<int>();
+        for (int t = 0; t < T; t++) if (P.TypeAllows(SCon[s], P.Types[t])) allowed.Add(t);
+        string existing = AnyBin[s] ? "; the existing nodes it may use are full" : "";
+        if (allowed.Count == 0)
+            return T == 0 ? "no server classes to choose from" + existing : $"no allowed server class (constraint {SCon[s]} excludes all {T} classes){existing}";
+        var withRoom = allowed.Where(t => MaxCount[t] > 0).ToList();
+        if (withRoom.Count == 0) return $"every allowed class has a maximum count of 0 ({string.Join(", ", allowed.Select(t => P.Types[t].Name))}){existing}";
+        if (need.Gpu > 0 && withRoom.All(t => Cap[t * D + 2] == 0))
+            return $"needs {need.Gpu} GPU; none of the {withRoom.Count} allowed classes has a GPU{existing}";
+        // The class that comes closest: the smallest worst shortfall over the dimensions.
+        int best = withRoom.OrderBy(t => need.ShareOf(ToDemand(Cap, t))).ThenBy(t => t).First();
+        var cap = ToDemand(Cap, best);
+        string needText = Demand.Describe(need), capText = Demand.Describe(cap);
+        if (need.Pods > cap.Pods) { needText += $", {need.Pods} pods"; capText += $", {cap.Pods} pods"; }
+        if (need.Gpu > 0 && cap.Gpu == 0) capText += ", 0 GPU";
+        return $"needs {needText}; the largest allowed class {P.Types[best].Name} has {capText}{existing}";
+    }
+}

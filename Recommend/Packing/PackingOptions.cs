@@ -1,0 +1,42 @@
+namespace Karpetrack;
+
+public sealed record PackingOptions
+{
+    /// <summary>Remaining shapes a bin's fill scans from the large end and again from the small end: bounds the work per bin.</summary>
+    public int ScanLimit { get; init; } = 2000;
+    /// <summary>Least-efficient bins the local search tries to empty, and (a quarter of them) to merge pairwise.</summary>
+    public int LocalSearchBins { get; init; } = 256;
+    /// <summary>
+    /// Above this many items the local search only downsizes bins: after the balanced fill its emptying and merging
+    /// moves found nothing on the bench mixes at 10k and 100k pods and cost up to 60 ms at 10k; ruin and repair does
+    /// that job within a fixed budget. (At 3k pods of the sjc-like test mix they still saved 0.7 %.)
+    /// </summary>
+    public int LocalSearchItems { get; init; } = 5_000;
+    /// <summary>Up to this many items an exhaustive search polishes the result, bounded by <see cref="ExactNodes"/>.</summary>
+    public int ExactItems { get; init; } = 30;
+    /// <summary>Search nodes, not time, so the answer does not depend on the machine.</summary>
+    public long ExactNodes { get; init; } = 400_000;
+    /// <summary>Up to this many items karpetrack's three strategies also run and the cheapest complete result wins.</summary>
+    public int PortfolioItems { get; init; } = 400;
+    /// <summary>
+    /// Fit tests the ruin-and-repair phase may spend, whatever the problem's size; it stops early when no round
+    /// gains. 1M found what 4M found on the bench mixes (1k and 10k pods) in a quarter of the time; 500k lost 0.1 point.
+    /// </summary>
+    public long ImproveWork { get; init; } = 1_000_000;
+    /// <summary>Least full bins that trade with the pool in a ruin-and-repair round.</summary>
+    public int ImprovePartners { get; init; } = 64;
+    /// <summary>Ruin-and-repair rounds in a row without a lower cost after which the phase stops.</summary>
+    public int ImproveIdleRounds { get; init; } = 24;
+    /// <summary>
+    /// Bins the ruin-and-repair phase works on: half the least efficient by the dual, the rest the least full. 512, not
+    /// 256, since the least full joined: at 10k pods on the real iad prices the least efficient hold no room to trade with.
+    /// </summary>
+    public int ImproveBins { get; init; } = 512;
+    /// <summary>Bins emptied into the pool per ruin-and-repair round.</summary>
+    public int ImproveVictims { get; init; } = 3;
+    /// <summary>
+    /// The greedy fills each bin along the line to its full corner, cpu and memory together (on by default); off
+    /// gives the previous largest-memory-first fill, kept so tests can compare the two.
+    /// </summary>
+    internal bool BalancedFill { get; init; } = true;
+}

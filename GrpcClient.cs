@@ -113,12 +113,16 @@ public static class GrpcCli
         }
     }
 
+    private static Uri? Address(string server) =>
+        Uri.TryCreate(server.Contains("://", StringComparison.Ordinal) ? server : "http://" + server, UriKind.Absolute, out var uri)
+        && uri.Scheme is "http" or "https" && uri.Host.Length > 0 ? uri : null;
+
     private static DateTime Deadline() => DateTime.UtcNow.AddSeconds(30);
 
     /// <summary>A channel to a server given as host:port (h2c) or as a URL (https:// for TLS).</summary>
     public static GrpcChannel Channel(string server)
     {
-        var address = server.Contains("://", StringComparison.Ordinal) ? new Uri(server) : new Uri("http://" + server);
+        var address = Address(server) ?? throw new ArgumentException($"\"{server}\" is not host:port or an http(s) URL", nameof(server));
         return GrpcChannel.ForAddress(address, new GrpcChannelOptions
         {
             HttpHandler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true },
@@ -172,6 +176,7 @@ public static class GrpcCli
         if (command == "explain" && node is null) throw new OptionsException("explain needs a NODE");
         if (command == "approve" && id is null) throw new OptionsException("approve needs a recommendation ID (see karpetrack recommendations)");
         server ??= Environment.GetEnvironmentVariable("KARPETRACK_SERVER") is { Length: > 0 } env ? env : DefaultServer;
+        if (Address(server) is null) throw new OptionsException($"--server: \"{server}\" is not host:port, http://host:port or https://host:port");
         return new CliArgs(command, node, id, tokenFile, server, watch, json, type, filter, minSavings);
     }
 

@@ -88,6 +88,7 @@ public sealed class GrpcCalls
             ctx.SetEndpoint(null);
             return next(ctx);
         });
+        // Here, not where WebApplication would add it: after the last middleware, the HTTP endpoints' terminal one.
         app.UseEndpoints(_ => { });
         app.MapGrpcService<KarpetrackApi>();
         app.MapGrpcService<HealthServiceImpl>();

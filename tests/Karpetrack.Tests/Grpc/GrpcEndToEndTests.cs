@@ -126,6 +126,10 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
         Assert.Equal("13", truncated.Status);
         var shortPrefix = await GrpcRaw.CallAsync(http, url, Svc + "GetSummary", [0, 0]);
         Assert.Equal("13", shortPrefix.Status);
+        var noMessage = await GrpcRaw.CallAsync(http, url, Svc + "GetSummary", []);
+        Assert.Equal("13", noMessage.Status);
+        var twoMessages = await GrpcRaw.CallAsync(http, url, Svc + "GetSummary", [.. GrpcRaw.Frame(0, empty), .. GrpcRaw.Frame(0, empty)]);
+        Assert.Equal("13", twoMessages.Status);
         var garbage = await GrpcRaw.CallAsync(http, url, Svc + "ExplainNode", GrpcRaw.Frame(0, [0xFF, 0xFF, 0xFF, 0xFF]));
         Assert.Equal("2", garbage.Status);
         var compressedWithoutEncoding = await GrpcRaw.CallAsync(http, url, Svc + "GetSummary", GrpcRaw.Frame(1, empty));

@@ -162,6 +162,9 @@ public class GrpcServerTests(SmallLimitsService fixture) : IClassFixture<SmallLi
         Assert.Equal(1, await GrpcCli.RunAsync(["recommendations", "--server", "127.0.0.1:1"], output, unreachable));
         Assert.StartsWith("karpetrack: UNAVAILABLE: ", unreachable.ToString());
         Assert.Single(unreachable.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        var badServer = new StringWriter();
+        Assert.Equal(2, await GrpcCli.RunAsync(["recommendations", "--server", "ftp://x"], output, badServer));
+        Assert.StartsWith("karpetrack: --server: \"ftp://x\" is not", badServer.ToString());
     }
 
     [Fact]

@@ -39,6 +39,7 @@ public sealed class GrpcCalls
     private readonly object gate = new();
     private readonly Dictionary<(string Method, StatusCode Code), long> calls = [];
     private int open;
+    private bool stopped;   // under gate: health stays NOT_SERVING once the shutdown has begun
 
     public GrpcCalls(GrpcServerOptions options)
     {
@@ -53,8 +54,6 @@ public sealed class GrpcCalls
 
     /// <summary>Calls between their first byte and their status: the abuse tests expect this back at zero.</summary>
     public int OpenCalls => Volatile.Read(ref open);
-
-    public CancellationToken ShuttingDown => stopping.Token;
 
     /// <summary>Calls finished, by method path ("unknown" for paths not served) and status code.</summary>
     public IReadOnlyDictionary<(string Method, StatusCode Code), long> Calls { get { lock (gate) return new Dictionary<(string, StatusCode), long>(calls); } }
@@ -106,7 +105,7 @@ public sealed class GrpcCalls
         catch (OperationCanceledException) { return; }
         lock (gate)
         {
-            if (stopping.IsCancellationRequested) return;
+            if (stopped) return;
             Health.SetStatus("", ServingStatus.Serving);
             Health.SetStatus(KarpetrackApi.ServiceName, ServingStatus.Serving);
         }
@@ -117,12 +116,14 @@ public sealed class GrpcCalls
     {
         lock (gate)
         {
-            if (stopping.IsCancellationRequested) return;
+            if (stopped) return;
+            stopped = true;
             // First, so that health watchers are told NOT_SERVING before their stream ends.
             Health.SetStatus("", ServingStatus.NotServing);
             Health.SetStatus(KarpetrackApi.ServiceName, ServingStatus.NotServing);
-            stopping.Cancel();
         }
+        // Outside the lock: the streams' cancellation callbacks run on this thread.
+        stopping.Cancel();
     }
 
     public async Task DrainAsync(TimeSpan timeout)

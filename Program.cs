@@ -121,6 +121,10 @@ public sealed class Service : IAsyncDisposable
             .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
             // Grpc.AspNetCore logs every failed or cancelled call at Information; the calls are counted in /metrics.
             .MinimumLevel.Override("Grpc", LogEventLevel.Warning)
+            // A malformed request message is the client's error, counted as UNKNOWN in /metrics; Grpc.AspNetCore
+            // logs each one as an error with a stack trace, which any client could fill the log with.
+            .Filter.ByExcluding(e => e.Exception is InvalidDataException or Google.Protobuf.InvalidProtocolBufferException
+                && e.Properties.TryGetValue("SourceContext", out var source) && source.ToString() == "\"Grpc.AspNetCore.Server.ServerCallHandler\"")
             .Enrich.FromLogContext();
         config = options.LogFormat == "text"
             ? config.WriteTo.Console(outputTemplate: "{Timestamp:HH:mm:ss} {Level:u3} {Message:lj}{NewLine}{Exception}")

@@ -3,6 +3,7 @@ using System.Buffers.Text;
 using System.Globalization;
 using System.IO.Pipelines;
 using System.Text;
+using StatusCode = Grpc.Core.StatusCode;
 
 namespace Karpetrack;
 
@@ -289,7 +290,7 @@ public sealed class Collector
     private readonly PriceFeed? prices;
     private readonly RecommenderLoop? recommender;
     private readonly Actuator? actuator;
-    private readonly GrpcServer? grpc;
+    private readonly GrpcCalls? grpc;
     private readonly SpotApiClient? spot;
     private readonly TimeProvider clock;
     private readonly object cacheGate = new();
@@ -298,7 +299,7 @@ public sealed class Collector
     private (long Version, PriceBook? Book) cachedKey = (-1, null);
 
     public Collector(ClusterModel model, IReadOnlyList<ReflectorStatus> reflectors, IReadOnlyList<IReadOnlyList<string>> labelGroups,
-        PriceFeed? prices = null, TimeProvider? clock = null, RecommenderLoop? recommender = null, GrpcServer? grpc = null, Actuator? actuator = null,
+        PriceFeed? prices = null, TimeProvider? clock = null, RecommenderLoop? recommender = null, GrpcCalls? grpc = null, Actuator? actuator = null,
         SpotApiClient? spot = null)
     {
         this.grpc = grpc;
@@ -816,7 +817,7 @@ public sealed class Collector
 
     public static string TypeLabel(RecommendationType t) => TypeLabels.First(x => x.Type == t).Label;
 
-    private static void RenderGrpc(Exposition w, GrpcServer server)
+    private static void RenderGrpc(Exposition w, GrpcCalls server)
     {
         w.Header(Families.GrpcOpenCalls);
         w.Raw("karpetrack_grpc_open_calls "u8); w.Integer(server.OpenCalls);
@@ -828,14 +829,16 @@ public sealed class Collector
     }
 
     /// <summary>The spec's upper-case names (OK, NOT_FOUND, …), as other gRPC exporters label them.</summary>
-    public static string GrpcStatusName(GrpcStatus s) => s switch
+    public static string GrpcStatusName(StatusCode s) => s switch
     {
-        GrpcStatus.Ok => "OK", GrpcStatus.Cancelled => "CANCELLED", GrpcStatus.Unknown => "UNKNOWN", GrpcStatus.InvalidArgument => "INVALID_ARGUMENT",
-        GrpcStatus.DeadlineExceeded => "DEADLINE_EXCEEDED", GrpcStatus.NotFound => "NOT_FOUND", GrpcStatus.AlreadyExists => "ALREADY_EXISTS",
-        GrpcStatus.PermissionDenied => "PERMISSION_DENIED", GrpcStatus.ResourceExhausted => "RESOURCE_EXHAUSTED",
-        GrpcStatus.FailedPrecondition => "FAILED_PRECONDITION", GrpcStatus.Aborted => "ABORTED", GrpcStatus.OutOfRange => "OUT_OF_RANGE",
-        GrpcStatus.Unimplemented => "UNIMPLEMENTED", GrpcStatus.Internal => "INTERNAL", GrpcStatus.Unavailable => "UNAVAILABLE",
-        GrpcStatus.DataLoss => "DATA_LOSS", _ => "UNAUTHENTICATED",
+        StatusCode.OK => "OK", StatusCode.Cancelled => "CANCELLED", StatusCode.Unknown => "UNKNOWN", StatusCode.InvalidArgument => "INVALID_ARGUMENT",
+        StatusCode.DeadlineExceeded => "DEADLINE_EXCEEDED", StatusCode.NotFound => "NOT_FOUND", StatusCode.AlreadyExists => "ALREADY_EXISTS",
+        StatusCode.PermissionDenied => "PERMISSION_DENIED", StatusCode.ResourceExhausted => "RESOURCE_EXHAUSTED",
+        StatusCode.FailedPrecondition => "FAILED_PRECONDITION", StatusCode.Aborted => "ABORTED", StatusCode.OutOfRange => "OUT_OF_RANGE",
+        StatusCode.Unimplemented => "UNIMPLEMENTED", StatusCode.Internal => "INTERNAL", StatusCode.Unavailable => "UNAVAILABLE",
+        StatusCode.DataLoss => "DATA_LOSS", StatusCode.Unauthenticated => "UNAUTHENTICATED",
+        // A status outside the spec's table (a peer's bug): its number, not a name it does not have.
+        _ => ((int)s).ToString(System.Globalization.CultureInfo.InvariantCulture),
     };
 
     private static void RenderPlan(Exposition w, Plan plan)

@@ -1,161 +1,23 @@
 using System.Globalization;
-using System.IO.Pipelines;
-using System.Net;
-using System.Net.Http.Headers;
-using System.Runtime.CompilerServices;
 using System.Text;
 using Google.Protobuf;
-using Pb = Karpetrack.Api.V1;
+using Grpc.Core;
+using Grpc.Net.Client;
+using V1 = Karpetrack.Api.V1;
 
 namespace Karpetrack;
-
-/// <summary>
-/// Our own small gRPC client over HttpClient (h2c, or h2 for https://): unary and server-streaming
-/// calls, statuses from trailers or Trailers-Only headers, raised as <see cref="GrpcException"/>.
-/// Request metadata (e.g. "authorization") goes out as HTTP/2 headers, as gRPC defines it.
-/// </summary>
-public sealed class GrpcClient : IDisposable
-{
-    private readonly HttpClient http;
-    private readonly Uri baseUri;
-
-    public GrpcClient(string server, HttpMessageHandler? handler = null)
-    {
-        baseUri = server.Contains("://", StringComparison.Ordinal) ? new Uri(server) : new Uri("http://" + server);
-        http = new HttpClient(handler ?? new SocketsHttpHandler { EnableMultipleHttp2Connections = true }) { Timeout = Timeout.InfiniteTimeSpan };
-    }
-
-    public Uri BaseUri => baseUri;
-
-    public async Task<TResp> UnaryAsync<TResp>(string path, IMessage request, MessageParser<TResp> parser, TimeSpan? deadline = null,
-        IReadOnlyList<KeyValuePair<string, string>>? metadata = null, CancellationToken ct = default)
-        where TResp : class, IMessage<TResp>
-    {
-        TResp? result = null;
-        await foreach (var m in StreamAsync(path, request, parser, deadline, metadata, ct))
-        {
-            if (result is not null) throw new GrpcException(GrpcStatus.Internal, "more than one response message in a unary call");
-            result = m;
-        }
-        return result ?? throw new GrpcException(GrpcStatus.Internal, "no response message in a unary call");
-    }
-
-    public async IAsyncEnumerable<TResp> StreamAsync<TResp>(string path, IMessage request, MessageParser<TResp> parser, TimeSpan? deadline = null,
-        IReadOnlyList<KeyValuePair<string, string>>? metadata = null,
-        [EnumeratorCancellation] CancellationToken ct = default) where TResp : class, IMessage<TResp>
-    {
-        // Checked before anything is sent: a bad key is the caller's bug, not a call that failed.
-        if (metadata is not null) foreach (var (key, value) in metadata) CheckMetadata(key, value);
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        if (deadline is { } d) timeout.CancelAfter(d);
-        // A hand-built request ignores HttpClient's default version: set it on each message.
-        using var message = new HttpRequestMessage(HttpMethod.Post, new Uri(baseUri, path.TrimStart('/')))
-        {
-            Version = HttpVersion.Version20,
-            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-            Content = new ByteArrayContent(GrpcWire.Frame(request, gzip: false)),
-        };
-        message.Content.Headers.ContentType = new MediaTypeHeaderValue(GrpcWire.ContentType);
-        message.Headers.TE.Add(new TransferCodingWithQualityHeaderValue("trailers"));
-        message.Headers.TryAddWithoutValidation("grpc-accept-encoding", GrpcWire.AcceptEncoding);
-        message.Headers.UserAgent.Add(new ProductInfoHeaderValue("karpetrack-grpc", BuildInfo.Version));
-        if (deadline is { } dl) message.Headers.TryAddWithoutValidation("grpc-timeout", GrpcWire.FormatTimeout(dl));
-        if (metadata is not null) foreach (var (key, value) in metadata) message.Headers.TryAddWithoutValidation(key, value);
-
-        HttpResponseMessage response;
-        try
-        {
-            response = await http.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
-        }
-        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
-        {
-            throw new GrpcException(GrpcStatus.DeadlineExceeded, "deadline exceeded");
-        }
-        catch (HttpRequestException e)
-        {
-            throw new GrpcException(GrpcStatus.Unavailable, $"cannot reach {baseUri}: {e.Message}");
-        }
-        using (response)
-        {
-            if (response.StatusCode != HttpStatusCode.OK) throw new GrpcException(FromHttp(response.StatusCode), $"HTTP status {(int)response.StatusCode}");
-            // Trailers-Only: the status is in the headers and there is no body.
-            if (StatusOf(response.Headers) is { } early)
-            {
-                if (early.Status != GrpcStatus.Ok) throw early;
-                yield break;
-            }
-            var encoding = response.Headers.TryGetValues("grpc-encoding", out var enc) ? enc.FirstOrDefault() : null;
-            var stream = await response.Content.ReadAsStreamAsync(timeout.Token);
-            var reader = PipeReader.Create(stream);
-            while (true)
-            {
-                byte[]? frame;
-                try
-                {
-                    frame = await GrpcWire.ReadFrameAsync(reader, encoding, int.MaxValue, timeout.Token);
-                }
-                catch (OperationCanceledException) when (!ct.IsCancellationRequested)
-                {
-                    throw new GrpcException(GrpcStatus.DeadlineExceeded, "deadline exceeded");
-                }
-                catch (Exception e) when (e is IOException or HttpRequestException)
-                {
-                    throw new GrpcException(GrpcStatus.Unavailable, "stream broken: " + e.Message);
-                }
-                if (frame is null) break;
-                yield return parser.ParseFrom(frame);
-            }
-            var status = StatusOf(response.TrailingHeaders) ?? new GrpcException(GrpcStatus.Unknown, "no grpc-status in the trailers");
-            if (status.Status != GrpcStatus.Ok) throw status;
-        }
-    }
-
-    /// <summary>
-    /// gRPC's rules for custom metadata: lowercase keys of [0-9a-z_.-], none of the names the protocol
-    /// itself uses, printable ASCII values. Binary ("-bin") values would need base64 and are not needed yet.
-    /// </summary>
-    private static void CheckMetadata(string key, string value)
-    {
-        if (key.Length == 0 || !key.All(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '-' or '_' or '.'))
-            throw new ArgumentException($"metadata key \"{key}\" is not lowercase [0-9a-z_.-]", nameof(key));
-        if (key.StartsWith("grpc-", StringComparison.Ordinal) || key is "content-type" or "te" or "user-agent" || key.EndsWith("-bin", StringComparison.Ordinal))
-            throw new ArgumentException($"metadata key \"{key}\" is reserved or binary", nameof(key));
-        if (!value.All(c => c is >= ' ' and <= '~'))
-            throw new ArgumentException($"the value of metadata \"{key}\" is not printable ASCII", nameof(value));
-    }
-
-    private static GrpcException? StatusOf(HttpHeaders headers)
-    {
-        if (!headers.TryGetValues("grpc-status", out var values)) return null;
-        var text = values.FirstOrDefault() ?? "";
-        var message = headers.TryGetValues("grpc-message", out var m) ? GrpcWire.DecodeMessage(m.FirstOrDefault() ?? "") : "";
-        return int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var code)
-            ? new GrpcException((GrpcStatus)code, message)
-            : new GrpcException(GrpcStatus.Unknown, $"unparsable grpc-status \"{text}\"");
-    }
-
-    /// <summary>The client-side mapping for answers without grpc-status.</summary>
-    private static GrpcStatus FromHttp(HttpStatusCode code) => (int)code switch
-    {
-        400 => GrpcStatus.Internal, 401 => GrpcStatus.Unauthenticated, 403 => GrpcStatus.PermissionDenied, 404 => GrpcStatus.Unimplemented,
-        429 or 502 or 503 or 504 => GrpcStatus.Unavailable, 431 => GrpcStatus.Internal, _ => GrpcStatus.Unknown,
-    };
-
-    public void Dispose() => http.Dispose();
-}
 
 /// <summary>`karpetrack recommendations …`, `karpetrack explain NODE …` and `karpetrack approve ID …`: the API from a terminal.</summary>
 public static class GrpcCli
 {
     public const string DefaultServer = "127.0.0.1:9102";
     public const string TokenVariable = "KARPETRACK_APPROVE_TOKEN";
-    private const string Service = "/" + KarpetrackApi.ServiceName + "/";
 
     public static bool IsCommand(string arg) => arg is "recommendations" or "explain" or "approve";
 
     /// <summary>Node is the NODE of explain; Id the recommendation of approve.</summary>
     private sealed record CliArgs(string Command, string? Node, string? Id, string? TokenFile, string Server, bool Watch, bool Json,
-        Pb.RecommendationType Type, string Filter, double MinSavings);
+        V1.RecommendationType Type, string Filter, double MinSavings);
 
     public static string Usage =>
         $"""
@@ -192,42 +54,43 @@ public static class GrpcCli
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
         Console.CancelKeyPress += onCancel;
-        using var client = new GrpcClient(a.Server);
+        using var channel = Channel(a.Server);
+        var client = new V1.Karpetrack.KarpetrackClient(channel);
         try
         {
             if (a.Command == "approve")
             {
-                var metadata = new[] { KeyValuePair.Create("authorization", "Bearer " + token) };
-                var approved = await client.UnaryAsync(Service + "ApproveRecommendation", new Pb.ApproveRecommendationRequest { Id = a.Id }, Pb.ApproveRecommendationResponse.Parser,
-                    TimeSpan.FromSeconds(30), metadata, cts.Token);
+                var metadata = new Metadata { { "authorization", "Bearer " + token } };
+                var approved = await client.ApproveRecommendationAsync(new V1.ApproveRecommendationRequest { Id = a.Id }, metadata, Deadline(), cts.Token);
                 output.Write(a.Json ? JsonFormatter.Default.Format(approved) + "\n" : $"{approved.Id}: {approved.ActuationState}\n");
                 return 0;
             }
             if (a.Command == "explain")
             {
-                var e = await client.UnaryAsync(Service + "ExplainNode", new Pb.ExplainNodeRequest { Node = a.Node }, Pb.NodeExplanation.Parser, TimeSpan.FromSeconds(30), ct: cts.Token);
+                var e = await client.ExplainNodeAsync(new V1.ExplainNodeRequest { Node = a.Node }, deadline: Deadline(), cancellationToken: cts.Token);
                 output.Write(a.Json ? JsonFormatter.Default.Format(e) + "\n" : FormatExplanation(e));
                 return 0;
             }
             if (!a.Watch)
             {
-                var request = new Pb.ListRecommendationsRequest { Type = a.Type, Node = a.Filter, MinSavingsPerHour = a.MinSavings };
-                var list = await client.UnaryAsync(Service + "ListRecommendations", request, Pb.ListRecommendationsResponse.Parser, TimeSpan.FromSeconds(30), ct: cts.Token);
+                var request = new V1.ListRecommendationsRequest { Type = a.Type, Node = a.Filter, MinSavingsPerHour = a.MinSavings };
+                var list = await client.ListRecommendationsAsync(request, deadline: Deadline(), cancellationToken: cts.Token);
                 output.Write(a.Json ? JsonFormatter.Default.Format(list) + "\n" : FormatTable(list.Recommendations));
                 return 0;
             }
-            var watch = new Pb.WatchRecommendationsRequest { Type = a.Type, Node = a.Filter, MinSavingsPerHour = a.MinSavings };
-            var initial = new List<Pb.Recommendation>();
+            var watch = new V1.WatchRecommendationsRequest { Type = a.Type, Node = a.Filter, MinSavingsPerHour = a.MinSavings };
+            var initial = new List<V1.Recommendation>();
             bool synced = false;
-            await foreach (var ev in client.StreamAsync(Service + "WatchRecommendations", watch, Pb.RecommendationEvent.Parser, ct: cts.Token))
+            using var call = client.WatchRecommendations(watch, cancellationToken: cts.Token);
+            await foreach (var ev in call.ResponseStream.ReadAllAsync(cts.Token))
             {
                 if (a.Json) { output.WriteLine(JsonFormatter.Default.Format(ev)); output.Flush(); continue; }
                 if (!synced)
                 {
-                    if (ev.Kind == Pb.RecommendationEvent.Types.Kind.Added) { initial.Add(ev.Recommendation); continue; }
-                    if (ev.Kind == Pb.RecommendationEvent.Types.Kind.Synced) { synced = true; output.Write(FormatTable(initial)); output.Flush(); continue; }
+                    if (ev.Kind == V1.RecommendationEvent.Types.Kind.Added) { initial.Add(ev.Recommendation); continue; }
+                    if (ev.Kind == V1.RecommendationEvent.Types.Kind.Synced) { synced = true; output.Write(FormatTable(initial)); output.Flush(); continue; }
                 }
-                if (ev.Kind == Pb.RecommendationEvent.Types.Kind.Heartbeat) continue;
+                if (ev.Kind == V1.RecommendationEvent.Types.Kind.Heartbeat) continue;
                 var r = ev.Recommendation;
                 output.WriteLine($"{ev.At.ToDateTime():HH:mm:ss} {ev.Kind.ToString().ToUpperInvariant(),-8} {TypeName(r.Type),-12} {r.Id} {Savings(r)} {string.Join(",", r.Nodes)}");
                 output.Flush();
@@ -238,9 +101,10 @@ public static class GrpcCli
         {
             return 0;
         }
-        catch (GrpcException e)
+        catch (RpcException e)
         {
-            error.WriteLine($"karpetrack: {Collector.GrpcStatusName(e.Status)}: {e.Message}");
+            // One line: the library's detail for a failed connection can carry the inner exceptions' text.
+            error.WriteLine($"karpetrack: {Collector.GrpcStatusName(e.StatusCode)}: {e.Status.Detail.ReplaceLineEndings(" ")}");
             return 1;
         }
         finally
@@ -249,12 +113,33 @@ public static class GrpcCli
         }
     }
 
+    private static Uri? Address(string server) =>
+        Uri.TryCreate(server.Contains("://", StringComparison.Ordinal) ? server : "http://" + server, UriKind.Absolute, out var uri)
+        && uri.Scheme is "http" or "https" && uri.Host.Length > 0 ? uri : null;
+
+    private static DateTime Deadline() => DateTime.UtcNow.AddSeconds(30);
+
+    /// <summary>A channel to a server given as host:port (h2c) or as a URL (https:// for TLS).</summary>
+    public static GrpcChannel Channel(string server)
+    {
+        var address = Address(server) ?? throw new ArgumentException($"\"{server}\" is not host:port or an http(s) URL", nameof(server));
+        return GrpcChannel.ForAddress(address, new GrpcChannelOptions
+        {
+            HttpHandler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true },
+            DisposeHttpClient = true,
+            // Our own server's answers: a large plan may pass the 4 MiB default.
+            MaxReceiveMessageSize = null,
+            // Ctrl-C ends a watch as a cancellation, not as a CANCELLED status to report.
+            ThrowOperationCanceledOnCancellation = true,
+        });
+    }
+
     private static CliArgs Parse(string[] args)
     {
         var command = args[0];
         string? node = null, id = null, tokenFile = null, server = null, filter = "";
         bool watch = false, json = false;
-        var type = Pb.RecommendationType.Unspecified;
+        var type = V1.RecommendationType.Unspecified;
         double minSavings = 0;
         for (int i = 1; i < args.Length; i++)
         {
@@ -271,8 +156,8 @@ public static class GrpcCli
                     var t = Value();
                     type = t switch
                     {
-                        "provision" => Pb.RecommendationType.Provision, "replace" => Pb.RecommendationType.Replace,
-                        "consolidate" => Pb.RecommendationType.Consolidate, "delete_empty" or "delete-empty" => Pb.RecommendationType.DeleteEmpty,
+                        "provision" => V1.RecommendationType.Provision, "replace" => V1.RecommendationType.Replace,
+                        "consolidate" => V1.RecommendationType.Consolidate, "delete_empty" or "delete-empty" => V1.RecommendationType.DeleteEmpty,
                         _ => throw new OptionsException($"--type: \"{t}\" is not provision, replace, consolidate or delete_empty"),
                     };
                     break;
@@ -291,6 +176,7 @@ public static class GrpcCli
         if (command == "explain" && node is null) throw new OptionsException("explain needs a NODE");
         if (command == "approve" && id is null) throw new OptionsException("approve needs a recommendation ID (see karpetrack recommendations)");
         server ??= Environment.GetEnvironmentVariable("KARPETRACK_SERVER") is { Length: > 0 } env ? env : DefaultServer;
+        if (Address(server) is null) throw new OptionsException($"--server: \"{server}\" is not host:port, http://host:port or https://host:port");
         return new CliArgs(command, node, id, tokenFile, server, watch, json, type, filter, minSavings);
     }
 
@@ -320,15 +206,15 @@ public static class GrpcCli
         return token;
     }
 
-    private static string TypeName(Pb.RecommendationType t) => t switch
+    private static string TypeName(V1.RecommendationType t) => t switch
     {
-        Pb.RecommendationType.Provision => "provision", Pb.RecommendationType.Replace => "replace",
-        Pb.RecommendationType.Consolidate => "consolidate", Pb.RecommendationType.DeleteEmpty => "delete_empty", _ => "?",
+        V1.RecommendationType.Provision => "provision", V1.RecommendationType.Replace => "replace",
+        V1.RecommendationType.Consolidate => "consolidate", V1.RecommendationType.DeleteEmpty => "delete_empty", _ => "?",
     };
 
-    private static string Savings(Pb.Recommendation r) => r.SavingsPerHour.ToString("0.####", CultureInfo.InvariantCulture) + " $/h";
+    private static string Savings(V1.Recommendation r) => r.SavingsPerHour.ToString("0.####", CultureInfo.InvariantCulture) + " $/h";
 
-    public static string FormatTable(IEnumerable<Pb.Recommendation> recs)
+    public static string FormatTable(IEnumerable<V1.Recommendation> recs)
     {
         var rows = new List<string[]> { new[] { "TYPE", "ID", "NODES", "NEW NODES", "SAVINGS $/H", "$/MONTH", "EVICTED", "WHY" } };
         foreach (var r in recs)
@@ -351,7 +237,7 @@ public static class GrpcCli
         return sb.ToString();
     }
 
-    public static string FormatExplanation(Pb.NodeExplanation e)
+    public static string FormatExplanation(V1.NodeExplanation e)
     {
         var sb = new StringBuilder();
         sb.Append($"node:        {e.Node}\n");

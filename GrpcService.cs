@@ -1,7 +1,8 @@
 using System.Threading.Channels;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
-using Pb = Karpetrack.Api.V1;
+using Grpc.Core;
+using V1 = Karpetrack.Api.V1;
 
 namespace Karpetrack;
 
@@ -9,7 +10,7 @@ namespace Karpetrack;
 /// `karpetrack.v1.Karpetrack`: read-only views of the model, the prices and the latest plan. Every
 /// answer is computed from one snapshot and one plan, never from live mutable state.
 /// </summary>
-public sealed class KarpetrackApi
+public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
 {
     public const string ServiceName = "karpetrack.v1.Karpetrack";
     public static readonly TimeSpan DefaultHeartbeat = TimeSpan.FromSeconds(15);
@@ -39,49 +40,54 @@ public sealed class KarpetrackApi
 
     public bool Synced => caches.All(c => c.Synced);
 
-    public void Register(GrpcServer server)
-    {
-        const string p = "/" + ServiceName + "/";
-        server.Unary(p + "GetSummary", Pb.GetSummaryRequest.Parser, (_, _) => Task.FromResult(GetSummary()));
-        server.Unary(p + "ListRecommendations", Pb.ListRecommendationsRequest.Parser, (r, _) => Task.FromResult(ListRecommendations(r)));
-        server.ServerStreaming(p + "WatchRecommendations", Pb.WatchRecommendationsRequest.Parser, WatchAsync);
-        server.Unary(p + "ExplainNode", Pb.ExplainNodeRequest.Parser, (r, _) => Task.FromResult(ExplainNode(r)));
-        // Simulate runs the packer: off the request thread, so the deadline can still answer.
-        server.Unary(p + "Simulate", Pb.SimulateRequest.Parser, (r, call) => Task.Run(() => Simulate(r), call.Cancelled));
-        server.Unary(p + "ApproveRecommendation", Pb.ApproveRecommendationRequest.Parser, (r, call) => Task.FromResult(Approve(r, call)));
-    }
+    public override Task<V1.Summary> GetSummary(V1.GetSummaryRequest request, ServerCallContext context) => Task.FromResult(GetSummary());
 
-    private Pb.ApproveRecommendationResponse Approve(Pb.ApproveRecommendationRequest r, GrpcCall call)
+    public override Task<V1.ListRecommendationsResponse> ListRecommendations(V1.ListRecommendationsRequest request, ServerCallContext context) =>
+        Task.FromResult(ListRecommendations(request));
+
+    public override Task WatchRecommendations(V1.WatchRecommendationsRequest request, IServerStreamWriter<V1.RecommendationEvent> responseStream, ServerCallContext context) =>
+        WatchAsync(request, responseStream, context.CancellationToken);
+
+    public override Task<V1.NodeExplanation> ExplainNode(V1.ExplainNodeRequest request, ServerCallContext context) => Task.FromResult(ExplainNode(request));
+
+    // Simulate runs the packer: off the request thread, so that a cancelled or stopping call need not wait for it.
+    public override Task<V1.SimulateResponse> Simulate(V1.SimulateRequest request, ServerCallContext context) =>
+        Task.Run(() => Simulate(request), context.CancellationToken).WaitAsync(context.CancellationToken);
+
+    public override Task<V1.ApproveRecommendationResponse> ApproveRecommendation(V1.ApproveRecommendationRequest request, ServerCallContext context) =>
+        Task.FromResult(Approve(request, context.RequestHeaders.GetValue("authorization")));
+
+    private V1.ApproveRecommendationResponse Approve(V1.ApproveRecommendationRequest r, string? authorization)
     {
-        if (Approvals is null) throw new GrpcException(GrpcStatus.FailedPrecondition, "approvals are only taken with --actuation approve");
-        if (string.IsNullOrEmpty(r.Id)) throw new GrpcException(GrpcStatus.InvalidArgument, "id is required");
+        if (Approvals is null) throw new RpcException(new Status(StatusCode.FailedPrecondition, "approvals are only taken with --actuation approve"));
+        if (string.IsNullOrEmpty(r.Id)) throw new RpcException(new Status(StatusCode.InvalidArgument, "id is required"));
         RequireSync();
-        var state = Approvals.Approve(call.Header("authorization"), r.Id);
-        return new Pb.ApproveRecommendationResponse { Id = r.Id, ActuationState = state };
+        var state = Approvals.Approve(authorization, r.Id);
+        return new V1.ApproveRecommendationResponse { Id = r.Id, ActuationState = state };
     }
 
     private void RequireSync()
     {
         var missing = caches.Where(c => !c.Synced).Select(c => c.Resource).ToArray();
-        if (missing.Length > 0) throw new GrpcException(GrpcStatus.Unavailable, $"caches not synced yet: {string.Join(", ", missing)}");
+        if (missing.Length > 0) throw new RpcException(new Status(StatusCode.Unavailable, $"caches not synced yet: {string.Join(", ", missing)}"));
     }
 
     private Plan RequirePlan()
     {
         RequireSync();
-        if (loop.LastRun is null) throw new GrpcException(GrpcStatus.Unavailable, "no plan computed yet");
+        if (loop.LastRun is null) throw new RpcException(new Status(StatusCode.Unavailable, "no plan computed yet"));
         return loop.Current;
     }
 
     // ---- GetSummary ----------------------------------------------------------------------------
 
-    public Pb.Summary GetSummary()
+    public V1.Summary GetSummary()
     {
         RequireSync();
         var snap = model.Snapshot();
         var book = prices.Current;
         var plan = loop.Current;
-        var summary = new Pb.Summary
+        var summary = new V1.Summary
         {
             Nodes = snap.Nodes.Length,
             ReadyNodes = snap.Nodes.Count(n => n.Ready),
@@ -91,7 +97,7 @@ public sealed class KarpetrackApi
             PotentialSavingsPerHour = (double)plan.Recommendations.Sum(r => Math.Max(0, r.SavingsPerHour)),
             ProvisioningCostPerHour = (double)plan.ProvisioningCostPerHour,
             Region = plan.Region,
-            PriceBook = new Pb.PriceBookState
+            PriceBook = new V1.PriceBookState
             {
                 Source = book.Source, FetchedAt = Timestamp.FromDateTimeOffset(book.FetchedAt), Stale = prices.Stale,
                 Embedded = book.Embedded, Classes = book.Classes.Count,
@@ -112,16 +118,16 @@ public sealed class KarpetrackApi
             double allocated = 0, allocatable = 0, overhead = 0;
             foreach (var n in snap.Nodes) { allocated += n.Allocated[i]; allocatable += n.Allocatable[i]; overhead += n.DaemonSetOverhead[i]; }
             double scale = snap.Resources.IsMilli(i) ? 1000 : 1;
-            summary.Resources.Add(new Pb.ResourceUsage
+            summary.Resources.Add(new V1.ResourceUsage
             {
                 Resource = snap.Resources.Name(i), Allocated = allocated / scale, Allocatable = allocatable / scale,
                 Utilization = allocatable > 0 ? allocated / allocatable : 0, DaemonsetOverhead = overhead / scale,
             });
-            summary.PendingRequests.Add(new Pb.ResourceAmount { Resource = snap.Resources.Name(i), Amount = snap.PendingRequests[i] / scale });
+            summary.PendingRequests.Add(new V1.ResourceAmount { Resource = snap.Resources.Name(i), Amount = snap.PendingRequests[i] / scale });
         }
         foreach (var c in caches)
         {
-            var state = new Pb.CacheState { Resource = c.Resource, Synced = c.Synced, Events = c.Events, Restarts = c.TotalRestarts };
+            var state = new V1.CacheState { Resource = c.Resource, Synced = c.Synced, Events = c.Events, Restarts = c.TotalRestarts };
             if (c.LastEventAt is { } t) state.LastEvent = Timestamp.FromDateTimeOffset(t);
             summary.Caches.Add(state);
         }
@@ -138,7 +144,7 @@ public sealed class KarpetrackApi
     // ---- ListRecommendations / WatchRecommendations ------------------------------------------------
 
     /// <summary>A plan's recommendations as messages, converted once per plan and shared by every reader.</summary>
-    private sealed record ConvertedPlan(Plan Plan, Pb.Recommendation[] Recommendations, Dictionary<string, Pb.Recommendation> ById, Timestamp? At);
+    private sealed record ConvertedPlan(Plan Plan, V1.Recommendation[] Recommendations, Dictionary<string, V1.Recommendation> ById, Timestamp? At);
 
     private ConvertedPlan Convert(Plan plan)
     {
@@ -146,8 +152,8 @@ public sealed class KarpetrackApi
         lock (gate)
         {
             if (converted is { } c && ReferenceEquals(c.Plan, plan)) return c;
-            var byId = new Dictionary<string, Pb.Recommendation>(StringComparer.Ordinal);
-            var recs = new Pb.Recommendation[plan.Recommendations.Count];
+            var byId = new Dictionary<string, V1.Recommendation>(StringComparer.Ordinal);
+            var recs = new V1.Recommendation[plan.Recommendations.Count];
             for (int i = 0; i < recs.Length; i++)
             {
                 var m = ToMessage(plan.Recommendations[i]);
@@ -162,57 +168,57 @@ public sealed class KarpetrackApi
         }
     }
 
-    public static Pb.Recommendation ToMessage(Recommendation r)
+    public static V1.Recommendation ToMessage(Recommendation r)
     {
-        var m = new Pb.Recommendation
+        var m = new V1.Recommendation
         {
             Id = r.Id, Type = ToMessage(r.Type), CurrentCostPerHour = (double)r.CurrentCostPerHour, NewCostPerHour = (double)r.NewCostPerHour,
             LowerBoundPerHour = (double)r.LowerBoundPerHour, SavingsPerHour = (double)r.SavingsPerHour, SavingsPerMonth = (double)r.SavingsPerMonth,
             PodsEvicted = r.PodsEvicted, PdbHeadroom = r.PdbHeadroom,
         };
         m.Nodes.AddRange(r.Nodes);
-        m.NewNodes.AddRange(r.NewNodes.Select(n => new Pb.NewNode { ServerClass = n.ServerClass, Count = n.Count, PricePerHour = (double)n.PricePerHour }));
-        m.Moves.AddRange(r.Moves.Select(x => new Pb.PodMove { Namespace = x.Namespace, Pod = x.Pod, From = x.From, To = x.To }));
+        m.NewNodes.AddRange(r.NewNodes.Select(n => new V1.NewNode { ServerClass = n.ServerClass, Count = n.Count, PricePerHour = (double)n.PricePerHour }));
+        m.Moves.AddRange(r.Moves.Select(x => new V1.PodMove { Namespace = x.Namespace, Pod = x.Pod, From = x.From, To = x.To }));
         m.PendingPods.AddRange(r.PendingPods);
         m.Reasons.AddRange(r.Reasons);
         return m;
     }
 
-    public static Pb.RecommendationType ToMessage(RecommendationType t) => t switch
+    public static V1.RecommendationType ToMessage(RecommendationType t) => t switch
     {
-        RecommendationType.Provision => Pb.RecommendationType.Provision,
-        RecommendationType.Replace => Pb.RecommendationType.Replace,
-        RecommendationType.Consolidate => Pb.RecommendationType.Consolidate,
-        _ => Pb.RecommendationType.DeleteEmpty,
+        RecommendationType.Provision => V1.RecommendationType.Provision,
+        RecommendationType.Replace => V1.RecommendationType.Replace,
+        RecommendationType.Consolidate => V1.RecommendationType.Consolidate,
+        _ => V1.RecommendationType.DeleteEmpty,
     };
 
-    private static void CheckFilter(Pb.RecommendationType type, double minSavings)
+    private static void CheckFilter(V1.RecommendationType type, double minSavings)
     {
-        if (!System.Enum.IsDefined(type)) throw new GrpcException(GrpcStatus.InvalidArgument, $"unknown recommendation type {(int)type}");
-        if (double.IsNaN(minSavings)) throw new GrpcException(GrpcStatus.InvalidArgument, "min_savings_per_hour is NaN");
+        if (!System.Enum.IsDefined(type)) throw new RpcException(new Status(StatusCode.InvalidArgument, $"unknown recommendation type {(int)type}"));
+        if (double.IsNaN(minSavings)) throw new RpcException(new Status(StatusCode.InvalidArgument, "min_savings_per_hour is NaN"));
     }
 
-    private static bool Matches(Pb.Recommendation r, Pb.RecommendationType type, string node, double minSavings) =>
-        (type == Pb.RecommendationType.Unspecified || r.Type == type)
+    private static bool Matches(V1.Recommendation r, V1.RecommendationType type, string node, double minSavings) =>
+        (type == V1.RecommendationType.Unspecified || r.Type == type)
         // Provisioning costs money and saves none: an unset minimum must not hide it.
         && (minSavings <= 0 || r.SavingsPerHour >= minSavings)
         && (node.Length == 0 || r.Nodes.Contains(node) || r.Moves.Any(m => m.From == node || m.To == node));
 
-    public Pb.ListRecommendationsResponse ListRecommendations(Pb.ListRecommendationsRequest request)
+    public V1.ListRecommendationsResponse ListRecommendations(V1.ListRecommendationsRequest request)
     {
         CheckFilter(request.Type, request.MinSavingsPerHour);
         var plan = RequirePlan();
         var c = Convert(plan);
-        var response = new Pb.ListRecommendationsResponse { Region = plan.Region };
+        var response = new V1.ListRecommendationsResponse { Region = plan.Region };
         if (c.At is not null) response.ComputedAt = c.At;
         foreach (var r in c.Recommendations)
         {
             if (!Matches(r, request.Type, request.Node, request.MinSavingsPerHour)) continue;
             // The actuator moves on between plans (approved, in progress, succeeded): a list shows its state now.
             var state = ActuationState?.Invoke(r.Id) ?? "";
-            response.Recommendations.Add(state == r.ActuationState ? r : new Pb.Recommendation(r) { ActuationState = state });
+            response.Recommendations.Add(state == r.ActuationState ? r : new V1.Recommendation(r) { ActuationState = state });
         }
-        response.Unplaceable.AddRange(plan.Unplaceable.Select(u => new Pb.UnplaceablePod { Pod = u.Pod, Reason = u.Reason }));
+        response.Unplaceable.AddRange(plan.Unplaceable.Select(u => new V1.UnplaceablePod { Pod = u.Pod, Reason = u.Reason }));
         return response;
     }
 
@@ -220,10 +226,10 @@ public sealed class KarpetrackApi
     /// The current set as ADDED events and a SYNCED marker, then the differences with each new plan.
     /// Only the newest plan matters to a watcher, so a slow one skips intermediate plans instead of queueing them.
     /// </summary>
-    private async Task WatchAsync(Pb.WatchRecommendationsRequest request, GrpcCall call)
+    private async Task WatchAsync(V1.WatchRecommendationsRequest request, IServerStreamWriter<V1.RecommendationEvent> stream, CancellationToken cancelled)
     {
         CheckFilter(request.Type, request.MinSavingsPerHour);
-        if (request.HeartbeatSeconds < 0) throw new GrpcException(GrpcStatus.InvalidArgument, "heartbeat_seconds must not be negative");
+        if (request.HeartbeatSeconds < 0) throw new RpcException(new Status(StatusCode.InvalidArgument, "heartbeat_seconds must not be negative"));
         RequirePlan();
         var heartbeat = request.HeartbeatSeconds > 0 ? TimeSpan.FromSeconds(request.HeartbeatSeconds) : DefaultHeartbeat;
         var changes = Channel.CreateBounded<Plan>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropOldest, SingleReader = true });
@@ -231,28 +237,28 @@ public sealed class KarpetrackApi
         loop.PlanChanged += OnChange;
         try
         {
-            var sent = new Dictionary<string, Pb.Recommendation>(StringComparer.Ordinal);
+            var sent = new Dictionary<string, V1.Recommendation>(StringComparer.Ordinal);
             var current = Convert(loop.Current);
             foreach (var r in current.Recommendations)
             {
                 if (!Matches(r, request.Type, request.Node, request.MinSavingsPerHour)) continue;
                 sent[r.Id] = r;
-                await call.WriteAsync(Event(Pb.RecommendationEvent.Types.Kind.Added, r));
+                await stream.WriteAsync(Event(V1.RecommendationEvent.Types.Kind.Added, r), cancelled);
             }
-            await call.WriteAsync(Event(Pb.RecommendationEvent.Types.Kind.Synced, null));
+            await stream.WriteAsync(Event(V1.RecommendationEvent.Types.Kind.Synced, null), cancelled);
             var lastPlan = current.Plan;
             while (true)
             {
-                using var beat = CancellationTokenSource.CreateLinkedTokenSource(call.Cancelled);
+                using var beat = CancellationTokenSource.CreateLinkedTokenSource(cancelled);
                 beat.CancelAfter(heartbeat);
                 Plan next;
                 try
                 {
                     next = await changes.Reader.ReadAsync(beat.Token);
                 }
-                catch (OperationCanceledException) when (!call.Cancelled.IsCancellationRequested)
+                catch (OperationCanceledException) when (!cancelled.IsCancellationRequested)
                 {
-                    await call.WriteAsync(Event(Pb.RecommendationEvent.Types.Kind.Heartbeat, null));
+                    await stream.WriteAsync(Event(V1.RecommendationEvent.Types.Kind.Heartbeat, null), cancelled);
                     continue;
                 }
                 if (ReferenceEquals(next, lastPlan)) continue;
@@ -263,13 +269,13 @@ public sealed class KarpetrackApi
                 {
                     if (!Matches(r, request.Type, request.Node, request.MinSavingsPerHour)) continue;
                     seen.Add(r.Id);
-                    if (!sent.TryGetValue(r.Id, out var before)) await call.WriteAsync(Event(Pb.RecommendationEvent.Types.Kind.Added, r));
-                    else if (!ReferenceEquals(before, r) && !before.Equals(r)) await call.WriteAsync(Event(Pb.RecommendationEvent.Types.Kind.Changed, r));
+                    if (!sent.TryGetValue(r.Id, out var before)) await stream.WriteAsync(Event(V1.RecommendationEvent.Types.Kind.Added, r), cancelled);
+                    else if (!ReferenceEquals(before, r) && !before.Equals(r)) await stream.WriteAsync(Event(V1.RecommendationEvent.Types.Kind.Changed, r), cancelled);
                     sent[r.Id] = r;
                 }
                 foreach (var id in sent.Keys.Where(id => !seen.Contains(id)).ToList())
                 {
-                    await call.WriteAsync(Event(Pb.RecommendationEvent.Types.Kind.Removed, sent[id]));
+                    await stream.WriteAsync(Event(V1.RecommendationEvent.Types.Kind.Removed, sent[id]), cancelled);
                     sent.Remove(id);
                 }
             }
@@ -280,24 +286,24 @@ public sealed class KarpetrackApi
         }
     }
 
-    private static Pb.RecommendationEvent Event(Pb.RecommendationEvent.Types.Kind kind, Pb.Recommendation? r)
+    private static V1.RecommendationEvent Event(V1.RecommendationEvent.Types.Kind kind, V1.Recommendation? r)
     {
-        var e = new Pb.RecommendationEvent { Kind = kind, At = Timestamp.FromDateTime(DateTime.UtcNow) };
+        var e = new V1.RecommendationEvent { Kind = kind, At = Timestamp.FromDateTime(DateTime.UtcNow) };
         if (r is not null) e.Recommendation = r;
         return e;
     }
 
     // ---- ExplainNode -------------------------------------------------------------------------
 
-    public Pb.NodeExplanation ExplainNode(Pb.ExplainNodeRequest request)
+    public V1.NodeExplanation ExplainNode(V1.ExplainNodeRequest request)
     {
-        if (string.IsNullOrWhiteSpace(request.Node)) throw new GrpcException(GrpcStatus.InvalidArgument, "node is required");
+        if (string.IsNullOrWhiteSpace(request.Node)) throw new RpcException(new Status(StatusCode.InvalidArgument, "node is required"));
         var plan = RequirePlan();
         var snap = model.Snapshot();
         var n = snap.Nodes.FirstOrDefault(x => x.Name == request.Node)
-            ?? throw new GrpcException(GrpcStatus.NotFound, $"node \"{request.Node}\" not found");
+            ?? throw new RpcException(new Status(StatusCode.NotFound, $"node \"{request.Node}\" not found"));
         var book = prices.Current;
-        var e = new Pb.NodeExplanation
+        var e = new V1.NodeExplanation
         {
             Node = n.Name, ServerClass = n.ServerClass, Pool = n.Pool, CapacityType = n.CapacityType, Region = n.Region,
             State = ClusterSnapshot.StateOf(n) switch { NodeState.Ready => "ready", NodeState.NotReady => "not_ready", NodeState.Cordoned => "cordoned", _ => "deleting" },
@@ -313,7 +319,7 @@ public sealed class KarpetrackApi
         foreach (var i in snap.Resources.Exported)
         {
             double scale = snap.Resources.IsMilli(i) ? 1000 : 1;
-            e.Resources.Add(new Pb.ResourceUsage
+            e.Resources.Add(new V1.ResourceUsage
             {
                 Resource = snap.Resources.Name(i), Allocated = n.Allocated[i] / scale, Allocatable = n.Allocatable[i] / scale,
                 Utilization = n.Utilization(i), DaemonsetOverhead = n.DaemonSetOverhead[i] / scale,
@@ -330,7 +336,7 @@ public sealed class KarpetrackApi
         {
             foreach (var b in blockers)
             {
-                var m = new Pb.Blocker { Reason = b.Reason };
+                var m = new V1.Blocker { Reason = b.Reason };
                 m.Pods.AddRange(b.Pods);
                 m.Pdbs.AddRange(b.Pdbs);
                 e.Blockers.Add(m);
@@ -351,7 +357,7 @@ public sealed class KarpetrackApi
     /// nodes' free room first, then on the cheapest new nodes. A replaced node's pods go to its
     /// replacement first; those that do not fit there are listed, then placed like the others.
     /// </summary>
-    public Pb.SimulateResponse Simulate(Pb.SimulateRequest request)
+    public V1.SimulateResponse Simulate(V1.SimulateRequest request)
     {
         RequireSync();
         var snap = model.Snapshot();
@@ -362,7 +368,7 @@ public sealed class KarpetrackApi
             var codes = new List<string>();
             foreach (var c in request.Categories)
             {
-                var code = Categories.CodeOf(c) ?? throw new GrpcException(GrpcStatus.InvalidArgument, $"category \"{c}\" is not one of gp, ch, mh, gpu");
+                var code = Categories.CodeOf(c) ?? throw new RpcException(new Status(StatusCode.InvalidArgument, $"category \"{c}\" is not one of gp, ch, mh, gpu"));
                 codes.Add(code);
             }
             o = o with { Categories = codes };
@@ -370,27 +376,27 @@ public sealed class KarpetrackApi
         if (request.Region.Length > 0)
         {
             if (!book.Classes.Values.Any(c => c.Class.Region == request.Region))
-                throw new GrpcException(GrpcStatus.InvalidArgument, $"no server class is priced in region \"{request.Region}\"");
+                throw new RpcException(new Status(StatusCode.InvalidArgument, $"no server class is priced in region \"{request.Region}\""));
             o = o with { Region = request.Region };
         }
         var byName = snap.Nodes.ToDictionary(n => n.Name, StringComparer.Ordinal);
         var removed = new HashSet<string>(StringComparer.Ordinal);
         foreach (var name in request.RemoveNodes)
         {
-            if (!byName.ContainsKey(name)) throw new GrpcException(GrpcStatus.NotFound, $"node \"{name}\" not found");
-            if (!removed.Add(name)) throw new GrpcException(GrpcStatus.InvalidArgument, $"node \"{name}\" named twice");
+            if (!byName.ContainsKey(name)) throw new RpcException(new Status(StatusCode.NotFound, $"node \"{name}\" not found"));
+            if (!removed.Add(name)) throw new RpcException(new Status(StatusCode.InvalidArgument, $"node \"{name}\" named twice"));
         }
         var replacements = new List<(NodeView Old, ServerClass New)>();
         foreach (var r in request.ReplaceNodes)
         {
-            if (!byName.TryGetValue(r.Node, out var old)) throw new GrpcException(GrpcStatus.NotFound, $"node \"{r.Node}\" not found");
-            if (!book.Classes.TryGetValue(r.ServerClass, out var cls)) throw new GrpcException(GrpcStatus.InvalidArgument, $"server class \"{r.ServerClass}\" is not in the price book");
-            if (!removed.Add(r.Node)) throw new GrpcException(GrpcStatus.InvalidArgument, $"node \"{r.Node}\" named twice");
+            if (!byName.TryGetValue(r.Node, out var old)) throw new RpcException(new Status(StatusCode.NotFound, $"node \"{r.Node}\" not found"));
+            if (!book.Classes.TryGetValue(r.ServerClass, out var cls)) throw new RpcException(new Status(StatusCode.InvalidArgument, $"server class \"{r.ServerClass}\" is not in the price book"));
+            if (!removed.Add(r.Node)) throw new RpcException(new Status(StatusCode.InvalidArgument, $"node \"{r.Node}\" named twice"));
             replacements.Add((old, cls.Class));
         }
         var added = request.AddPods.Select((p, i) => NewPod(p, i, snap.Resources)).ToList();
 
-        var response = new Pb.SimulateResponse();
+        var response = new V1.SimulateResponse();
         decimal before = 0, after = 0;
         foreach (var n in snap.Nodes)
         {
@@ -424,11 +430,11 @@ public sealed class KarpetrackApi
                     for (int k = 0; k < used.Length && k < own[i].Requests.Length; k++) used[k] += own[i].Requests[k];
                     count++;
                     kept.Add(own[i] with { Node = name, Pending = false });
-                    response.Placements.Add(new Pb.PodPlacement { Pod = Describe(own[i]), From = old.Name, Node = name });
+                    response.Placements.Add(new V1.PodPlacement { Pod = Describe(own[i]), From = old.Name, Node = name });
                 }
                 else
                 {
-                    response.NoLongerFit.Add(new Pb.UnplaceablePod { Pod = Describe(own[i]), Reason = WhyNotFit(own[i], empty, snap.Resources) });
+                    response.NoLongerFit.Add(new V1.UnplaceablePod { Pod = Describe(own[i]), Reason = WhyNotFit(own[i], empty, snap.Resources) });
                     toPlace.Add((own[i], old.Name));
                 }
             }
@@ -446,11 +452,11 @@ public sealed class KarpetrackApi
         for (int i = 0; i < facts.Length; i++)
         {
             if (result.Placed.TryGetValue(i, out var where))
-                response.Placements.Add(new Pb.PodPlacement { Pod = Describe(facts[i]), From = toPlace[i].From, Node = where.Node, NewNode = where.New });
+                response.Placements.Add(new V1.PodPlacement { Pod = Describe(facts[i]), From = toPlace[i].From, Node = where.Node, NewNode = where.New });
         }
         foreach (var (item, reason) in result.Unplaced)
-            response.Unplaceable.Add(new Pb.UnplaceablePod { Pod = Describe(facts[item]), Reason = reason });
-        response.NewNodes.AddRange(result.NewNodes.Select(n => new Pb.NewNode { ServerClass = n.ServerClass, Count = n.Count, PricePerHour = (double)n.PricePerHour }));
+            response.Unplaceable.Add(new V1.UnplaceablePod { Pod = Describe(facts[item]), Reason = reason });
+        response.NewNodes.AddRange(result.NewNodes.Select(n => new V1.NewNode { ServerClass = n.ServerClass, Count = n.Count, PricePerHour = (double)n.PricePerHour }));
         after += result.NewCostPerHour;
         response.CostBeforePerHour = (double)before;
         response.CostAfterPerHour = (double)after;
@@ -474,9 +480,9 @@ public sealed class KarpetrackApi
             : $"does not fit on {node.ServerClass} together with the other pods of the node";
     }
 
-    private static PodFacts NewPod(Pb.SimulatedPod p, int index, ResourceTable table)
+    private static PodFacts NewPod(V1.SimulatedPod p, int index, ResourceTable table)
     {
-        if (string.IsNullOrWhiteSpace(p.Name)) throw new GrpcException(GrpcStatus.InvalidArgument, $"add_pods[{index}]: name is required");
+        if (string.IsNullOrWhiteSpace(p.Name)) throw new RpcException(new Status(StatusCode.InvalidArgument, $"add_pods[{index}]: name is required"));
         var requests = new long[table.Count];
         requests[ResourceTable.Cpu] = Request(p.Cpu, ResourceTable.Cpu, $"add_pods[{index}].cpu", table);
         requests[ResourceTable.Memory] = Request(p.Memory, ResourceTable.Memory, $"add_pods[{index}].memory", table);
@@ -495,7 +501,7 @@ public sealed class KarpetrackApi
     {
         if (text.Length == 0) return 0;
         if (!Quantity.TryParse(text, out var q, out var error) || q.Value < 0)
-            throw new GrpcException(GrpcStatus.InvalidArgument, $"{field}: \"{text}\" is not a quantity ({error ?? "negative"})");
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"{field}: \"{text}\" is not a quantity ({error ?? "negative"})"));
         return table.ToStored(resource, q);
     }
 }
@@ -510,18 +516,18 @@ public sealed class Approvals(Actuator actuator, string tokenFile)
     {
         const string scheme = "Bearer ";
         if (authorization is null || !authorization.StartsWith(scheme, StringComparison.OrdinalIgnoreCase))
-            throw new GrpcException(GrpcStatus.Unauthenticated, "authorization: Bearer <token> metadata is required");
+            throw new RpcException(new Status(StatusCode.Unauthenticated, "authorization: Bearer <token> metadata is required"));
         string expected;
         try { expected = File.ReadAllText(tokenFile).Trim(); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new GrpcException(GrpcStatus.Unavailable, $"the approval token cannot be read: {e.Message}"); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new RpcException(new Status(StatusCode.Unavailable, $"the approval token cannot be read: {e.Message}")); }
         if (!Actuator.TokenMatches(authorization[scheme.Length..].Trim(), expected))
-            throw new GrpcException(GrpcStatus.Unauthenticated, "the bearer token does not match the approval token");
+            throw new RpcException(new Status(StatusCode.Unauthenticated, "the bearer token does not match the approval token"));
         var (outcome, state) = actuator.Approve(id);
         return outcome switch
         {
             ApprovalOutcome.Approved => state,
-            ApprovalOutcome.NotFound => throw new GrpcException(GrpcStatus.NotFound, state),
-            _ => throw new GrpcException(GrpcStatus.FailedPrecondition, state),
+            ApprovalOutcome.NotFound => throw new RpcException(new Status(StatusCode.NotFound, state)),
+            _ => throw new RpcException(new Status(StatusCode.FailedPrecondition, state)),
         };
     }
 }

@@ -21,6 +21,7 @@ public sealed record KarpetrackOptions
     public string MetricsAddr { get; init; } = ":9101";
     public string GrpcAddr { get; init; } = ":9102";
     public int GrpcMaxCalls { get; init; } = 1000;
+    public TimeSpan GrpcReadTimeout { get; init; } = TimeSpan.FromSeconds(30);
     public string? TlsCert { get; init; }
     public string? TlsKey { get; init; }
     public IReadOnlyList<string> Resources { get; init; } = ["cpu", "memory"];
@@ -62,6 +63,7 @@ public sealed record KarpetrackOptions
         new("metrics-addr", ":9101", "host:port for /metrics and the other HTTP endpoints (HTTP/1.1)."),
         new("grpc-addr", ":9102", "host:port of the gRPC API (HTTP/2 only: h2c, or h2 with --tls-cert)."),
         new("grpc-max-calls", "1000", "gRPC calls in progress at once (streams included); more are refused with RESOURCE_EXHAUSTED."),
+        new("grpc-read-timeout", "30s", "How long a gRPC request message may take to arrive whole, from its first byte (unary and server-streaming calls: the whole request); a stalled or trickling sender's call ends with DEADLINE_EXCEEDED."),
         new("tls-cert", "", "PEM certificate file: serve both listeners over TLS (needs --tls-key)."),
         new("tls-key", "", "PEM private key file of --tls-cert."),
         new("resources", "cpu,memory", "Comma-separated resource names to export (e.g. cpu,memory,nvidia.com/gpu,ephemeral-storage,pods)."),
@@ -199,6 +201,7 @@ public sealed record KarpetrackOptions
             MetricsAddr = addr,
             GrpcAddr = grpcAddr,
             GrpcMaxCalls = ParseInt(GetOr("grpc-max-calls"), "--grpc-max-calls", 1, 1_000_000),
+            GrpcReadTimeout = Positive(ParseDuration(GetOr("grpc-read-timeout"), "--grpc-read-timeout"), "--grpc-read-timeout"),
             TlsCert = tlsCert,
             TlsKey = tlsKey,
             Resources = resources,

@@ -9,8 +9,6 @@ using Karpetrack;
 using Karpetrack.Simulation;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.AspNetCore.Http.Features;
-using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Serilog;
 using Serilog.Events;
@@ -49,7 +47,7 @@ public sealed class Service : IAsyncDisposable
     public Uri MetricsUrl { get; private set; } = new("http://127.0.0.1/");
     /// <summary>Where the gRPC API listens (HTTP/2 only).</summary>
     public Uri GrpcUrl { get; private set; } = new("http://127.0.0.1/");
-    public GrpcServer? Grpc { get; private init; }
+    public GrpcCalls? Grpc { get; private init; }
     public KarpetrackApi? Api { get; private init; }
     public string? DemoKubeconfig => demo?.KubeconfigPath;
     /// <summary>The background loops and their health.</summary>
@@ -124,6 +122,12 @@ public sealed class Service : IAsyncDisposable
         var config = new LoggerConfiguration()
             .MinimumLevel.Is(level)
             .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
+            // Grpc.AspNetCore logs every failed or cancelled call at Information; the calls are counted in /metrics.
+            .MinimumLevel.Override("Grpc", LogEventLevel.Warning)
+            // A malformed request message is the client's error, counted as UNKNOWN in /metrics; Grpc.AspNetCore
+            // logs each one as an error with a stack trace, which any client could fill the log with.
+            .Filter.ByExcluding(e => e.Exception is InvalidDataException or Google.Protobuf.InvalidProtocolBufferException
+                && e.Properties.TryGetValue("SourceContext", out var source) && source.ToString() == "\"Grpc.AspNetCore.Server.ServerCallHandler\"")
             .Enrich.FromLogContext();
         config = options.LogFormat == "text"
             ? config.WriteTo.Console(outputTemplate: "{Timestamp:HH:mm:ss} {Level:u3} {Message:lj}{NewLine}{Exception}")
@@ -147,7 +151,7 @@ public sealed class Service : IAsyncDisposable
         ListenOptions? metricsListener = null, grpcListener = null;
         builder.WebHost.ConfigureKestrel(k =>
         {
-            // Each connection may carry this many streams; the gRPC server bounds calls over all connections.
+            // Each connection may carry this many streams; --grpc-max-calls bounds calls over all connections.
             k.Limits.Http2.MaxStreamsPerConnection = 256;
             // /metrics stays HTTP/1.1: Prometheus cannot speak h2c. A cleartext gRPC port must be Http2 only,
             // or Kestrel silently serves HTTP/1.1 there.
@@ -205,7 +209,7 @@ public sealed class Service : IAsyncDisposable
             ReplaceThresholdDollars = options.ReplaceThresholdDollars,
         };
         var recommender = new RecommenderLoop(model, prices, statuses, RecommenderOptionsNow, options.RecommendInterval, loggerFactory.CreateLogger("recommender"));
-        var grpc = new GrpcServer(new GrpcServerOptions { MaxConcurrentCalls = options.GrpcMaxCalls }, loggerFactory.CreateLogger("grpc"));
+        var grpc = new GrpcCalls(new GrpcServerOptions { MaxConcurrentCalls = options.GrpcMaxCalls, ReadTimeout = options.GrpcReadTimeout });
         var (actuator, elector) = Actuation(options, model, prices, statuses, kube, spot, RecommenderOptionsNow, loggerFactory);
         // The actuator hears of a new plan before any API reader converts it, so its state is in the messages.
         recommender.PlanChanged += actuator.OnPlan;
@@ -215,9 +219,7 @@ public sealed class Service : IAsyncDisposable
             ActuationState = options.Actuation == ActuationMode.Off ? null : actuator.StateOf,
             Approvals = options.Actuation == ActuationMode.Approve ? new Approvals(actuator, options.ActuationSettings.ApproveTokenFile!) : null,
         };
-        api.Register(grpc);
-        new GrpcHealth(() => api.Synced, grpc).Register();
-        GrpcReflection.ForKarpetrack().Register(grpc);
+        grpc.AddServices(builder.Services, api);
         var collector = new Collector(model, statuses, options.LabelGroups, prices, recommender: recommender, grpc: grpc, actuator: actuator, spot: spot?.Client);
 
         var app = builder.Build();
@@ -229,14 +231,7 @@ public sealed class Service : IAsyncDisposable
         // Kestrel waits for open requests when it stops: end the streams first, with a status.
         app.Lifetime.ApplicationStopping.Register(grpc.BeginShutdown);
         int grpcPort = -1;
-        app.Use(async (ctx, next) =>
-        {
-            if (ctx.Connection.LocalPort != grpcPort) { await next(ctx); return; }
-            // Limits are per message (GrpcServerOptions), and a quiet stream is not a slow upload.
-            if (ctx.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } size) size.MaxRequestBodySize = null;
-            if (ctx.Features.Get<IHttpMinRequestBodyDataRateFeature>() is { } rate) rate.MinDataRate = null;
-            await grpc.HandleAsync(ctx);
-        });
+        grpc.Map(app, connection => connection.LocalPort == grpcPort);
         MapEndpoints(app, service, collector, options);
         await app.StartAsync(ct);
         grpcPort = grpcListener!.IPEndPoint?.Port ?? grpcAddr.Port;
@@ -253,6 +248,7 @@ public sealed class Service : IAsyncDisposable
         service.background.Add(supervisor.Run("poddisruptionbudgets", pdbReflector.RunAsync, token));
         service.background.Add(supervisor.Run("daemonsets", dsReflector.RunAsync, token));
         service.background.Add(supervisor.Run("recommender", recommender.RunAsync, token));
+        service.background.Add(supervisor.Run("grpc_health", ct => grpc.ServeHealthAsync(() => api.Synced, ct), token));
         service.background.Add(supervisor.Run("price_feed", prices.RunAsync, token));
         if (spot?.Pricing is { } spotPricing) service.background.Add(supervisor.Run("spot_facts", spotPricing.RunAsync, token));
         if (elector is not null) service.background.Add(supervisor.Run("leader_election", elector.RunAsync, token));

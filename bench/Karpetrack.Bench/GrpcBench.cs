@@ -1,12 +1,13 @@
 using System.Diagnostics;
 using System.Net;
 using Google.Protobuf;
+using Grpc.Core;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using Pb = Karpetrack.Api.V1;
+using V1 = Karpetrack.Api.V1;
 
 namespace Karpetrack.Bench;
 
@@ -17,7 +18,6 @@ namespace Karpetrack.Bench;
 internal static class GrpcBench
 {
     private const string Section = "grpc";
-    private const string Svc = "/karpetrack.v1.Karpetrack/";
 
     public static async Task RunAsync(Report report, int nodes = 5_000, int recommendations = 1_000, int watchers = 100)
     {
@@ -37,8 +37,8 @@ internal static class GrpcBench
         var loop = new RecommenderLoop(model, prices, [status], () => options, TimeSpan.Zero, NullLogger.Instance);
         loop.Publish(Plan(nodes, recommendations, 0));
 
-        var server = new GrpcServer(new GrpcServerOptions(), NullLogger.Instance);
-        new KarpetrackApi(model, prices, loop, [status], () => options).Register(server);
+        // The service's own wiring (limits, interceptor, read deadlines) on a loopback h2c listener.
+        var calls = new GrpcCalls(new GrpcServerOptions());
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.WebHost.ConfigureKestrel(k =>
@@ -46,21 +46,23 @@ internal static class GrpcBench
             k.Limits.Http2.MaxStreamsPerConnection = 256;
             k.Listen(IPAddress.Loopback, 0, o => o.Protocols = HttpProtocols.Http2);
         });
+        calls.AddServices(builder.Services, new KarpetrackApi(model, prices, loop, [status], () => options));
         await using var app = builder.Build();
-        app.Run(server.HandleAsync);
+        calls.Map(app, _ => true);
         await app.StartAsync();
         var address = new Uri(app.Urls.First());
-        using var client = new GrpcClient(address.ToString());
+        using var channel = GrpcCli.Channel(address.ToString());
+        var client = new V1.Karpetrack.KarpetrackClient(channel);
 
         // ListRecommendations, one caller at a time.
-        var request = new Pb.ListRecommendationsRequest();
+        var request = new V1.ListRecommendationsRequest();
         int size = 0;
-        for (int i = 0; i < 200; i++) size = (await client.UnaryAsync(Svc + "ListRecommendations", request, Pb.ListRecommendationsResponse.Parser)).CalculateSize();
+        for (int i = 0; i < 200; i++) size = (await client.ListRecommendationsAsync(request)).CalculateSize();
         var times = new double[2000];
         for (int i = 0; i < times.Length; i++)
         {
             var t = Stopwatch.GetTimestamp();
-            await client.UnaryAsync(Svc + "ListRecommendations", request, Pb.ListRecommendationsResponse.Parser);
+            await client.ListRecommendationsAsync(request);
             times[i] = Stopwatch.GetElapsedTime(t).TotalMilliseconds;
         }
         Array.Sort(times);
@@ -76,14 +78,15 @@ internal static class GrpcBench
         var tasks = Enumerable.Range(0, watchers).Select(w => Task.Run(async () =>
         {
             bool ready = false;
-            await foreach (var ev in client.StreamAsync(Svc + "WatchRecommendations", new Pb.WatchRecommendationsRequest(), Pb.RecommendationEvent.Parser, ct: cts.Token))
+            using var watch = client.WatchRecommendations(new V1.WatchRecommendationsRequest(), cancellationToken: cts.Token);
+            await foreach (var ev in watch.ResponseStream.ReadAllAsync(cts.Token))
             {
                 if (!ready)
                 {
-                    if (ev.Kind == Pb.RecommendationEvent.Types.Kind.Synced) { ready = true; synced.Signal(); }
+                    if (ev.Kind == V1.RecommendationEvent.Types.Kind.Synced) { ready = true; synced.Signal(); }
                     continue;
                 }
-                if (ev.Kind is Pb.RecommendationEvent.Types.Kind.Added or Pb.RecommendationEvent.Types.Kind.Changed or Pb.RecommendationEvent.Types.Kind.Removed)
+                if (ev.Kind is V1.RecommendationEvent.Types.Kind.Added or V1.RecommendationEvent.Types.Kind.Changed or V1.RecommendationEvent.Types.Kind.Removed)
                 {
                     latencies[w] = Stopwatch.GetElapsedTime(Interlocked.Read(ref publishedAt)).TotalMilliseconds;
                     return;

@@ -207,7 +207,7 @@ public class CollectorTests
         using var prices = new PriceFeed(new PriceFeedOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         var (status, model, loop) = WithRecommender(prices);
         loop.RunOnce();
-        var grpc = new GrpcServer(new GrpcServerOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var grpc = new GrpcCalls(new GrpcServerOptions());
         var actuator = new Actuator(new ActuationOptions { Mode = ActuationMode.DryRun }, model, prices, [status], Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         var text = Encoding.UTF8.GetString(new Collector(model, [status], [["pool"]], prices, recommender: loop, grpc: grpc, actuator: actuator,
             spot: new SpotApiClient(new SpotApiOptions(), "unused", Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance)).RenderToArray());

@@ -14,6 +14,7 @@ public sealed class DemoProcess : IAsyncLifetime
     private readonly StringBuilder stdout = new();
     private readonly StringBuilder stderr = new();
     private readonly string[] flags;
+    private readonly IReadOnlyDictionary<string, string> environment;
 
     public DemoProcess() : this(["--demo-churn-interval", "2s", "--demo-price-interval", "3s", "--recommend-interval", "2s", "--actuation", "dry-run",
         "--label-group", "servers.ngpc.rxt.io/class", "--node-selector", "kubernetes.io/os=linux"])
@@ -21,25 +22,32 @@ public sealed class DemoProcess : IAsyncLifetime
     }
 
     /// <summary>The flags after --demo and the loopback listeners, for fixtures that need another mode (internal: xunit wants one public constructor).</summary>
-    internal DemoProcess(string[] flags) => this.flags = flags;
+    internal DemoProcess(string[] flags, IReadOnlyDictionary<string, string>? environment = null)
+    {
+        this.flags = flags;
+        this.environment = environment ?? new Dictionary<string, string>();
+    }
 
     public Uri MetricsUrl { get; private set; } = null!;
     public Uri GrpcUrl { get; private set; } = null!;
     /// <summary>host:port of the gRPC listener, as gRPC clients take it.</summary>
     public string GrpcAddress => $"{GrpcUrl.Host}:{GrpcUrl.Port}";
     public bool Exited => process.HasExited;
+    public int Pid => process.Id;
     public string Kubeconfig { get; private set; } = "";
     public HttpClient Http { get; } = new() { Timeout = TimeSpan.FromSeconds(20) };
 
     public static string AppDll => Path.Combine(AppContext.BaseDirectory, "karpetrack.dll");
 
     public string Output { get { lock (stdout) return stdout.ToString(); } }
+    public string Errors { get { lock (stderr) return stderr.ToString(); } }
 
     public async Task InitializeAsync()
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in new[] { AppDll, "--demo", "--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-format", "text" }.Concat(flags))
             psi.ArgumentList.Add(a);
+        foreach (var (name, value) in environment) psi.Environment[name] = value;
         process = Process.Start(psi)!;
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (stdout) stdout.AppendLine(e.Data); };
         process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (stderr) stderr.AppendLine(e.Data); };

@@ -1,10 +1,11 @@
 // Calls Karpetrack's gRPC API with @grpc/grpc-js and @grpc/proto-loader (an independent client).
-// Usage: node interop.js ADDRESS PROTO_ROOT; prints one JSON object {check: value} the C# test asserts on.
+// Usage: node interop.js ADDRESS PROTO_ROOT PEER_PROTO_ROOT (our protos, then grpc's health and reflection
+// protos in tests/protos); prints one JSON object {check: value} the C# test asserts on.
 'use strict';
 const grpc = require('@grpc/grpc-js');
 const loader = require('@grpc/proto-loader');
-const [addr, root] = process.argv.slice(2);
-const opts = { longs: Number, enums: String, defaults: true, includeDirs: [root] };
+const [addr, root, peerRoot] = process.argv.slice(2);
+const opts = { longs: Number, enums: String, defaults: true, includeDirs: [root, peerRoot] };
 const pkg = grpc.loadPackageDefinition(loader.loadSync(
   ['karpetrack/v1/karpetrack.proto', 'grpc/health/v1/health.proto', 'grpc/reflection/v1/reflection.proto'], opts));
 const creds = grpc.credentials.createInsecure();

@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
+using Grpc.Core;
 using Karpetrack.Tests.Simulation;
-using Pb = Karpetrack.Api.V1;
+using V1 = Karpetrack.Api.V1;
 
 namespace Karpetrack.Tests.Grpc;
 
@@ -43,7 +44,6 @@ public sealed class ApproveProcess : IAsyncLifetime
 
 public class ApproveEndToEndTests(ApproveProcess fixture) : IClassFixture<ApproveProcess>
 {
-    private const string Svc = "/karpetrack.v1.Karpetrack/";
     private const string Waiting = "waiting for approval";
     private static string Protos => Path.Combine(RepoRoot.Path, "Protos");
     private DemoProcess Demo => fixture.Demo;
@@ -58,17 +58,17 @@ public class ApproveEndToEndTests(ApproveProcess fixture) : IClassFixture<Approv
         return JsonNode.Parse(r.Stdout.Trim().Split('\n')[^1])!;
     }
 
-    private async Task<Pb.ListRecommendationsResponse> List()
+    private async Task<V1.ListRecommendationsResponse> List()
     {
-        using var client = new GrpcClient(Demo.GrpcAddress);
-        return await client.UnaryAsync(Svc + "ListRecommendations", new Pb.ListRecommendationsRequest(), Pb.ListRecommendationsResponse.Parser, TimeSpan.FromSeconds(10));
+        using var channel = GrpcCli.Channel(Demo.GrpcAddress);
+        return await new V1.Karpetrack.KarpetrackClient(channel).ListRecommendationsAsync(new V1.ListRecommendationsRequest(), deadline: DateTime.UtcNow.AddSeconds(10));
     }
 
     /// <summary>A plan with an advisory recommendation and enough actionable ones for every client, once the caches synced and the actuator saw it.</summary>
-    private async Task<(Pb.Recommendation Advisory, List<Pb.Recommendation> Actionable, Pb.ListRecommendationsResponse Plan)> WaitForPlan(int actionable)
+    private async Task<(V1.Recommendation Advisory, List<V1.Recommendation> Actionable, V1.ListRecommendationsResponse Plan)> WaitForPlan(int actionable)
     {
         var deadline = DateTime.UtcNow.AddSeconds(30);
-        Pb.ListRecommendationsResponse? plan = null;
+        V1.ListRecommendationsResponse? plan = null;
         while (DateTime.UtcNow < deadline)
         {
             try
@@ -77,13 +77,13 @@ public class ApproveEndToEndTests(ApproveProcess fixture) : IClassFixture<Approv
                 // A delete-empty one if there is one: its id depends on its node alone, so approvals of
                 // other recommendations (which change the moves in the plan) do not change it.
                 var advisory = plan.Recommendations.Where(r => r.ActuationState.StartsWith("advisory only", StringComparison.Ordinal))
-                    .OrderBy(r => r.Type == Pb.RecommendationType.DeleteEmpty ? 0 : 1).FirstOrDefault();
+                    .OrderBy(r => r.Type == V1.RecommendationType.DeleteEmpty ? 0 : 1).FirstOrDefault();
                 // Empty nodes first: removing one evicts nothing, so it is carried out at once.
                 var waiting = plan.Recommendations.Where(r => r.ActuationState == Waiting && r.Nodes.Count > 0)
-                    .OrderBy(r => r.Type == Pb.RecommendationType.DeleteEmpty ? 0 : 1).ThenBy(r => r.Id, StringComparer.Ordinal).ToList();
+                    .OrderBy(r => r.Type == V1.RecommendationType.DeleteEmpty ? 0 : 1).ThenBy(r => r.Id, StringComparer.Ordinal).ToList();
                 if (advisory is not null && waiting.Count >= actionable) return (advisory, waiting, plan);
             }
-            catch (GrpcException e) when (e.Status == GrpcStatus.Unavailable) { }
+            catch (RpcException e) when (e.StatusCode == StatusCode.Unavailable) { }
             await Task.Delay(250);
         }
         throw new TimeoutException($"no plan with an advisory and {actionable} actionable recommendations: {plan}");
@@ -172,9 +172,10 @@ public class ApproveEndToEndTests(ApproveProcess fixture) : IClassFixture<Approv
             Assert.Equal(0, DemoProcess.Sample(metrics, $"karpetrack_actions_total{{type=\"{type}\",result=\"failed\"}}"));
 
         // The API agrees: the removed nodes are gone and their recommendations left the plan.
-        using var client = new GrpcClient(Demo.GrpcAddress);
+        using var channel = GrpcCli.Channel(Demo.GrpcAddress);
+        var client = new V1.Karpetrack.KarpetrackClient(channel);
         var gone = approved.SelectMany(r => r.Nodes).ToList();
-        Pb.ListRecommendationsResponse after = null!;
+        V1.ListRecommendationsResponse after = null!;
         for (var until = DateTime.UtcNow.AddSeconds(15); ; await Task.Delay(250))
         {
             after = await List();
@@ -184,8 +185,8 @@ public class ApproveEndToEndTests(ApproveProcess fixture) : IClassFixture<Approv
         }
         foreach (var n in gone)
         {
-            var e = await Assert.ThrowsAsync<GrpcException>(() => client.UnaryAsync(Svc + "ExplainNode", new Pb.ExplainNodeRequest { Node = n }, Pb.NodeExplanation.Parser));
-            Assert.Equal(GrpcStatus.NotFound, e.Status);
+            var e = await Assert.ThrowsAsync<RpcException>(async () => await client.ExplainNodeAsync(new V1.ExplainNodeRequest { Node = n }));
+            Assert.Equal(StatusCode.NotFound, e.StatusCode);
         }
 
         // What nobody approved, or only tried to approve with a wrong token, is still waiting, untouched.

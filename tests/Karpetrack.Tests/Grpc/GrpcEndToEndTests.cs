@@ -1,8 +1,10 @@
 using System.Net;
 using System.Text.Json.Nodes;
 using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Health.V1;
 using Karpetrack.Tests.Simulation;
-using Pb = Karpetrack.Api.V1;
+using V1 = Karpetrack.Api.V1;
 
 namespace Karpetrack.Tests.Grpc;
 
@@ -14,6 +16,8 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
 {
     private const string Svc = "/karpetrack.v1.Karpetrack/";
     private static string Protos => Path.Combine(RepoRoot.Path, "Protos");
+    /// <summary>grpc's health and reflection protos, for the peers' stubs (the service has them from its packages).</summary>
+    private static string PeerProtos => Path.Combine(RepoRoot.Path, "tests", "protos");
 
     private async Task<JsonNode> RunJson(string file, params string[] args)
     {
@@ -27,7 +31,7 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
     {
         await WaitForPlan();
         var work = Directory.CreateTempSubdirectory("grpc-py-").FullName;
-        var o = await RunJson("/usr/bin/python3", Path.Combine(RepoRoot.Path, "tests", "Karpetrack.Tests", "Grpc", "interop.py"), demo.GrpcAddress, Protos, work);
+        var o = await RunJson("/usr/bin/python3", Path.Combine(RepoRoot.Path, "tests", "Karpetrack.Tests", "Grpc", "interop.py"), demo.GrpcAddress, Protos, PeerProtos, work);
         Assert.Equal("SERVING", (string?)o["health"]);
         Assert.Equal("NOT_FOUND", (string?)o["health_unknown"]![0]);
         Assert.True((int)o["summary_nodes"]! > 0);
@@ -64,7 +68,7 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
     public async Task NodeGrpcJsCallsEveryMethod()
     {
         await WaitForPlan();
-        var o = await RunJson("node", Path.Combine(RepoRoot.Path, "tests", "grpc-node", "interop.js"), demo.GrpcAddress, Protos);
+        var o = await RunJson("node", Path.Combine(RepoRoot.Path, "tests", "grpc-node", "interop.js"), demo.GrpcAddress, Protos, PeerProtos);
         Assert.Equal("SERVING", (string?)o["health"]);
         Assert.Equal("NOT_FOUND", (string?)o["health_unknown"]);
         Assert.True((int)o["summary_nodes"]! > 0);
@@ -85,12 +89,13 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
     public async Task OwnClientAndSubcommandsAgreeWithTheApi()
     {
         await WaitForPlan();
-        using var client = new GrpcClient(demo.GrpcAddress);
-        var list = await client.UnaryAsync(Svc + "ListRecommendations", new Pb.ListRecommendationsRequest(), Pb.ListRecommendationsResponse.Parser);
+        using var channel = GrpcCli.Channel(demo.GrpcAddress);
+        var client = new V1.Karpetrack.KarpetrackClient(channel);
+        var list = await client.ListRecommendationsAsync(new V1.ListRecommendationsRequest());
         Assert.NotEmpty(list.Recommendations);
         var node = list.Recommendations.First(r => r.Nodes.Count > 0).Nodes[0];
-        var e = await Assert.ThrowsAsync<GrpcException>(() => client.UnaryAsync(Svc + "ExplainNode", new Pb.ExplainNodeRequest { Node = "ghost" }, Pb.NodeExplanation.Parser));
-        Assert.Equal(GrpcStatus.NotFound, e.Status);
+        var e = await Assert.ThrowsAsync<RpcException>(async () => await client.ExplainNodeAsync(new V1.ExplainNodeRequest { Node = "ghost" }));
+        Assert.Equal(StatusCode.NotFound, e.StatusCode);
 
         var table = await SimHelpers.RunAsync("dotnet", [DemoProcess.AppDll, "recommendations", "--server", demo.GrpcAddress], TimeSpan.FromSeconds(30));
         Assert.Equal(0, table.ExitCode);
@@ -108,40 +113,52 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
     {
         using var http = GrpcRaw.H2c();
         var url = demo.GrpcUrl;
-        var empty = new Pb.GetSummaryRequest().ToByteArray();
+        var empty = new V1.GetSummaryRequest().ToByteArray();
 
         var wrongType = await GrpcRaw.CallAsync(http, url, Svc + "GetSummary", GrpcRaw.Frame(0, empty), "application/json");
         Assert.Equal(HttpStatusCode.UnsupportedMediaType, wrongType.Http);
 
+        // A bad flag byte and an undecodable message: Grpc.AspNetCore ends them with UNKNOWN (its status for an
+        // exception that is not an RpcException), where the spec and the old transport said INTERNAL.
         var badFlag = await GrpcRaw.CallAsync(http, url, Svc + "GetSummary", GrpcRaw.Frame(7, empty));
-        Assert.Equal("13", badFlag.Status);
+        Assert.Equal("2", badFlag.Status);
         var truncated = await GrpcRaw.CallAsync(http, url, Svc + "GetSummary", GrpcRaw.Frame(0, [1, 2, 3], length: 100));
         Assert.Equal("13", truncated.Status);
         var shortPrefix = await GrpcRaw.CallAsync(http, url, Svc + "GetSummary", [0, 0]);
         Assert.Equal("13", shortPrefix.Status);
+        var noMessage = await GrpcRaw.CallAsync(http, url, Svc + "GetSummary", []);
+        Assert.Equal("13", noMessage.Status);
+        var twoMessages = await GrpcRaw.CallAsync(http, url, Svc + "GetSummary", [.. GrpcRaw.Frame(0, empty), .. GrpcRaw.Frame(0, empty)]);
+        Assert.Equal("13", twoMessages.Status);
         var garbage = await GrpcRaw.CallAsync(http, url, Svc + "ExplainNode", GrpcRaw.Frame(0, [0xFF, 0xFF, 0xFF, 0xFF]));
-        Assert.Equal("13", garbage.Status);
+        Assert.Equal("2", garbage.Status);
         var compressedWithoutEncoding = await GrpcRaw.CallAsync(http, url, Svc + "GetSummary", GrpcRaw.Frame(1, empty));
         Assert.Equal("13", compressedWithoutEncoding.Status);
         var unknownEncoding = await GrpcRaw.CallAsync(http, url, Svc + "GetSummary", GrpcRaw.Frame(1, empty), headers: ("grpc-encoding", "snappy"));
         Assert.Equal("12", unknownEncoding.Status);
+        // A malformed grpc-timeout is ignored by Grpc.AspNetCore (the old transport answered INTERNAL).
         var badTimeout = await GrpcRaw.CallAsync(http, url, Svc + "GetSummary", GrpcRaw.Frame(0, empty), headers: ("grpc-timeout", "soon"));
-        Assert.Equal("13", badTimeout.Status);
+        Assert.Equal("0", badTimeout.Status);
+        var badGzip = await GrpcRaw.CallAsync(http, url, Svc + "GetSummary", GrpcRaw.Frame(1, [1, 2, 3, 4]), headers: ("grpc-encoding", "gzip"));
+        Assert.Equal("13", badGzip.Status);
         var unknownService = await GrpcRaw.CallAsync(http, url, "/nope.v1.Nope/Call", GrpcRaw.Frame(0, empty));
         Assert.Equal("12", unknownService.Status);
 
         // 5 MiB against the 4 MiB limit: refused from the prefix.
-        var big = new Pb.ExplainNodeRequest { Node = new string('x', 5 << 20) }.ToByteArray();
+        var big = new V1.ExplainNodeRequest { Node = new string('x', 5 << 20) }.ToByteArray();
         var oversized = await GrpcRaw.CallAsync(http, url, Svc + "ExplainNode", GrpcRaw.Frame(0, big));
         Assert.Equal("8", oversized.Status);
-        // And a small gzip frame that inflates past the limit.
-        var bomb = await GrpcRaw.CallAsync(http, url, Svc + "ExplainNode", GrpcRaw.Frame(1, GrpcWire.Gzip(big)), headers: ("grpc-encoding", "gzip"));
+        // And a small gzip frame that inflates past the limit (the library alone would inflate it whole).
+        var bomb = await GrpcRaw.CallAsync(http, url, Svc + "ExplainNode", GrpcRaw.Frame(1, GrpcRaw.Gzip(big)), headers: ("grpc-encoding", "gzip"));
         Assert.Equal("8", bomb.Status);
 
         // The server is still there and answers normally.
         var ok = await GrpcRaw.CallAsync(http, url, Svc + "GetSummary", GrpcRaw.Frame(0, empty));
         Assert.Equal("0", ok.Status);
         Assert.False(demo.Exited);
+        // A client's malformed messages are not the server's errors: no stack trace per call in the log.
+        Assert.DoesNotContain("Unexpected compressed flag value", demo.Output);
+        Assert.DoesNotContain("InvalidProtocolBufferException", demo.Output);
     }
 
     [Fact]
@@ -149,7 +166,7 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
     {
         await WaitForPlan();
         var url = demo.GrpcUrl;
-        var request = GrpcRaw.Frame(0, new Pb.WatchRecommendationsRequest { HeartbeatSeconds = 1 }.ToByteArray());
+        var request = GrpcRaw.Frame(0, new V1.WatchRecommendationsRequest { HeartbeatSeconds = 1 }.ToByteArray());
         // 300 watchers over a few connections, each reads its first message, then half of them vanish
         // with their connection (client disposed), the others cancel their stream.
         var clients = Enumerable.Range(0, 4).Select(_ => GrpcRaw.H2c()).ToArray();
@@ -177,24 +194,16 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
         Assert.Equal(0, open);
 
         // Still serving.
-        using var client = new GrpcClient(demo.GrpcAddress);
-        var health = await client.UnaryAsync("/grpc.health.v1.Health/Check", new Karpetrack.Grpc.Health.HealthCheckRequest(), Karpetrack.Grpc.Health.HealthCheckResponse.Parser);
-        Assert.Equal(Karpetrack.Grpc.Health.HealthCheckResponse.Types.ServingStatus.Serving, health.Status);
+        using var channel = GrpcCli.Channel(demo.GrpcAddress);
+        var health = await new Health.HealthClient(channel).CheckAsync(new HealthCheckRequest());
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, health.Status);
     }
 
     /// <summary>Readiness means synced caches; the first plan follows within a recommender tick.</summary>
     private async Task WaitForPlan()
     {
-        using var client = new GrpcClient(demo.GrpcAddress);
-        for (int i = 0; ; i++)
-        {
-            try
-            {
-                await client.UnaryAsync(Svc + "ListRecommendations", new Pb.ListRecommendationsRequest(), Pb.ListRecommendationsResponse.Parser);
-                return;
-            }
-            catch (GrpcException e) when (e.Status == GrpcStatus.Unavailable && i < 100) { await Task.Delay(100); }
-        }
+        using var channel = GrpcCli.Channel(demo.GrpcAddress);
+        await GrpcServerTests.WaitForPlan(new V1.Karpetrack.KarpetrackClient(channel));
     }
 
     private async Task<double> OpenCalls() => DemoProcess.Sample(await demo.MetricsAsync(), "karpetrack_grpc_open_calls");

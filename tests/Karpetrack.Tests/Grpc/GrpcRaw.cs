@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.IO.Compression;
 using System.Net;
 using System.Net.Http.Headers;
 
@@ -18,6 +19,13 @@ internal static class GrpcRaw
         BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(1), length ?? (uint)payload.Length);
         payload.CopyTo(b, 5);
         return b;
+    }
+
+    public static byte[] Gzip(byte[] data)
+    {
+        using var ms = new MemoryStream();
+        using (var gz = new GZipStream(ms, CompressionLevel.Fastest, leaveOpen: true)) gz.Write(data);
+        return ms.ToArray();
     }
 
     public static HttpRequestMessage Request(Uri server, string path, byte[] body, string contentType = "application/grpc", params (string, string)[] headers)

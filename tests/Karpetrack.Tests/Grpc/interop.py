@@ -1,6 +1,7 @@
 """Calls Karpetrack's gRPC API with Debian's python3-grpcio (run with /usr/bin/python3).
 
-Usage: interop.py ADDRESS PROTO_ROOT WORKDIR. Generates stubs with grpc_tools.protoc into WORKDIR,
+Usage: interop.py ADDRESS PROTO_ROOT PEER_PROTO_ROOT WORKDIR: our protos, then grpc's health and reflection
+protos (tests/protos: the service gets them from its packages). Generates stubs with grpc_tools.protoc into WORKDIR,
 runs every check and prints one JSON object: {check: value}. The C# test asserts on it.
 """
 import json
@@ -8,7 +9,7 @@ import os
 import subprocess
 import sys
 
-addr, proto_root, work = sys.argv[1], sys.argv[2], sys.argv[3]
+addr, proto_root, peer_root, work = sys.argv[1:5]
 import grpc_tools
 wkt = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
 # Generated modules named grpc.* would hide the grpc package: health and reflection get other folders
@@ -17,7 +18,7 @@ import shutil
 src = os.path.join(work, "src")
 for folder, proto in (("kt_health", "grpc/health/v1/health.proto"), ("kt_reflection", "grpc/reflection/v1/reflection.proto")):
     os.makedirs(os.path.join(src, folder), exist_ok=True)
-    shutil.copy(os.path.join(proto_root, proto), os.path.join(src, folder))
+    shutil.copy(os.path.join(peer_root, proto), os.path.join(src, folder))
 subprocess.check_call([sys.executable, "-m", "grpc_tools.protoc", "-I" + proto_root, "-I" + src, "-I" + wkt,
                        "--python_out=" + work, "--grpc_python_out=" + work,
                        "karpetrack/v1/karpetrack.proto", "kt_health/health.proto", "kt_reflection/reflection.proto"])

@@ -184,16 +184,33 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     private KubeConnection Resolve(string? path = null, string? context = null) =>
         KubeConnection.Resolve(path, context, Env, _clock, TimeSpan.FromSeconds(10));
 
+    /// <summary>The product's client over the connection: the library's HttpClient, handshakes and
+    /// credentials, as the reflectors read through it.</summary>
+    private static KubeClient Client(KubeConnection connection) => new(connection, TimeSpan.FromSeconds(10));
+
     private static async Task<string> Get(KubeConnection connection, string path = "/echo")
     {
-        using var client = new HttpClient(connection.CreateHandler());
-        return await client.GetStringAsync(new Uri(connection.Server, path));
+        using var client = Client(connection);
+        return await Get(client, path);
     }
 
-    private static async Task<HttpStatusCode> Status(HttpClient client, KubeConnection connection)
+    private static async Task<string> Get(KubeClient client, string path = "/echo")
     {
-        using var response = await client.GetAsync(new Uri(connection.Server, "/echo"));
-        return response.StatusCode;
+        using var response = await client.GetAsync(path, CancellationToken.None);
+        return await response.Content.ReadAsStringAsync();
+    }
+
+    private static async Task<HttpStatusCode> Status(KubeClient client)
+    {
+        try
+        {
+            using var response = await client.GetAsync("/echo", CancellationToken.None);
+            return response.StatusCode;
+        }
+        catch (KubeApiException e)
+        {
+            return (HttpStatusCode)e.StatusCode;
+        }
     }
 
     private int Runs(string counter) =>
@@ -314,15 +331,14 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
         _vars["KUBERNETES_SERVICE_HOST"] = "127.0.0.1";
         _vars["KUBERNETES_SERVICE_PORT"] = servers.IpServer.Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
         using var connection = Resolve();
-        using var client = new HttpClient(connection.CreateHandler());
-        var echo = new Uri(connection.Server, "/echo");
+        using var client = Client(connection);
 
-        Assert.StartsWith("auth=Bearer sa-token-1;", await client.GetStringAsync(echo));
+        Assert.StartsWith("auth=Bearer sa-token-1;", await Get(client));
         File.WriteAllText(tokenPath, "sa-token-2\n");
         _clock.Now += TimeSpan.FromSeconds(30);
-        Assert.StartsWith("auth=Bearer sa-token-1;", await client.GetStringAsync(echo)); // not re-read yet
+        Assert.StartsWith("auth=Bearer sa-token-1;", await Get(client)); // not re-read yet
         _clock.Now += TimeSpan.FromSeconds(31);
-        Assert.StartsWith("auth=Bearer sa-token-2;", await client.GetStringAsync(echo));
+        Assert.StartsWith("auth=Bearer sa-token-2;", await Get(client));
     }
 
     [Fact]
@@ -407,13 +423,17 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     public async Task CaData_IsTrusted_AndHttp2IsNegotiated()
     {
         using var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ["token: t"])));
-        using var client = new HttpClient(connection.CreateHandler())
+        using var client = Client(connection);
+        // The library's own requests ask for HTTP/2 this way; the CA trust and token are the same.
+        using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(connection.Server, "/echo"))
         {
-            DefaultRequestVersion = HttpVersion.Version20,
-            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
+            Version = HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
         };
+        await client.Api.Credentials.ProcessHttpRequestAsync(request, CancellationToken.None);
 
-        var body = await client.GetStringAsync(new Uri(connection.Server, "/echo"));
+        using var response = await client.Api.HttpClient.SendAsync(request);
+        var body = await response.Content.ReadAsStringAsync();
 
         Assert.Equal("auth=Bearer t;subject=;proto=HTTP/2", body);
     }
@@ -483,17 +503,16 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     {
         var tokenPath = Write("secrets/token", "first\n");
         using var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ["tokenFile: secrets/token", "token: ignored"])));
-        using var client = new HttpClient(connection.CreateHandler());
-        var echo = new Uri(connection.Server, "/echo");
+        using var client = Client(connection);
 
-        Assert.StartsWith("auth=Bearer first;", await client.GetStringAsync(echo));
+        Assert.StartsWith("auth=Bearer first;", await Get(client));
         File.WriteAllText(tokenPath, "second");
-        Assert.StartsWith("auth=Bearer first;", await client.GetStringAsync(echo));
+        Assert.StartsWith("auth=Bearer first;", await Get(client));
         _clock.Now += TimeSpan.FromMinutes(1);
-        Assert.StartsWith("auth=Bearer second;", await client.GetStringAsync(echo));
+        Assert.StartsWith("auth=Bearer second;", await Get(client));
         File.Delete(tokenPath);
         _clock.Now += TimeSpan.FromMinutes(5);
-        Assert.StartsWith("auth=Bearer second;", await client.GetStringAsync(echo));
+        Assert.StartsWith("auth=Bearer second;", await Get(client));
     }
 
     [Fact]
@@ -614,15 +633,14 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
         var expiry = _clock.Now.AddMinutes(10).ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", System.Globalization.CultureInfo.InvariantCulture);
         CountingPlugin("exp", extraStatus: $",\"expirationTimestamp\":\"{expiry}\"");
         using var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser(more: "interactiveMode: Never"))));
-        using var client = new HttpClient(connection.CreateHandler());
-        var echo = new Uri(connection.Server, "/echo");
+        using var client = Client(connection);
 
-        Assert.StartsWith("auth=Bearer exp-1;", await client.GetStringAsync(echo));
+        Assert.StartsWith("auth=Bearer exp-1;", await Get(client));
         _clock.Now += TimeSpan.FromMinutes(9);
-        Assert.StartsWith("auth=Bearer exp-1;", await client.GetStringAsync(echo));
+        Assert.StartsWith("auth=Bearer exp-1;", await Get(client));
         Assert.Equal(1, Runs("count"));
         _clock.Now += TimeSpan.FromMinutes(2);
-        Assert.StartsWith("auth=Bearer exp-2;", await client.GetStringAsync(echo));
+        Assert.StartsWith("auth=Bearer exp-2;", await Get(client));
         Assert.Equal(2, Runs("count"));
     }
 
@@ -632,12 +650,12 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
         CountingPlugin("rej");
         servers.Rejected["rej-1"] = true;
         using var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser(more: "interactiveMode: Never"))));
-        using var client = new HttpClient(connection.CreateHandler());
+        using var client = Client(connection);
 
-        Assert.Equal(HttpStatusCode.Unauthorized, await Status(client, connection)); // not retried
+        Assert.Equal(HttpStatusCode.Unauthorized, await Status(client)); // not retried
         Assert.Equal(1, Runs("count"));
-        Assert.Equal(HttpStatusCode.OK, await Status(client, connection));
-        Assert.Equal(HttpStatusCode.OK, await Status(client, connection));
+        Assert.Equal(HttpStatusCode.OK, await Status(client));
+        Assert.Equal(HttpStatusCode.OK, await Status(client));
         Assert.Equal(2, Runs("count"));
     }
 
@@ -650,9 +668,9 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
             printf '{"apiVersion":"client.authentication.k8s.io/v1","status":{"token":"slow"}}'
             """);
         using var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser(more: "interactiveMode: Never"))));
-        using var client = new HttpClient(connection.CreateHandler());
+        using var client = Client(connection);
 
-        var bodies = await Task.WhenAll(Enumerable.Range(0, 5).Select(_ => client.GetStringAsync(new Uri(connection.Server, "/echo"))));
+        var bodies = await Task.WhenAll(Enumerable.Range(0, 5).Select(_ => Get(client)));
 
         Assert.All(bodies, b => Assert.StartsWith("auth=Bearer slow;", b));
         Assert.Equal(1, Runs("count"));

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
+using k8s.Models;
 using Karpetrack.Simulation;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -186,15 +187,15 @@ public sealed class LeaderElectionTests : IAsyncLifetime
     {
         using var client = new KubeClient(connection, TimeSpan.FromSeconds(5));
         var now = LeaderElector.MicroTime(DateTimeOffset.UtcNow);
-        await client.CreateJsonAsync("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases", new JsonObject
+        await client.CreateLeaseAsync(new V1Lease
         {
-            ["apiVersion"] = "coordination.k8s.io/v1",
-            ["kind"] = "Lease",
-            ["metadata"] = new JsonObject { ["name"] = "karpetrack" },
-            ["spec"] = new JsonObject
+            ApiVersion = "coordination.k8s.io/v1",
+            Kind = "Lease",
+            Metadata = new V1ObjectMeta { Name = "karpetrack", NamespaceProperty = "kube-system" },
+            Spec = new V1LeaseSpec
             {
-                ["holderIdentity"] = "someone-else", ["leaseDurationSeconds"] = 2,
-                ["acquireTime"] = now, ["renewTime"] = now, ["leaseTransitions"] = 4,
+                HolderIdentity = "someone-else", LeaseDurationSeconds = 2,
+                AcquireTime = now, RenewTime = now, LeaseTransitions = 4,
             },
         }, default);
 

@@ -137,9 +137,10 @@ public sealed class LeaderElector
     /// writes a time that falls on a whole second without any, which the server would refuse; that
     /// second is moved on by one microsecond.
     /// </summary>
-    public static DateTime MicroTime(DateTimeOffset t)
+    public static DateTime MicroTime(DateTime t)
     {
-        var ticks = t.UtcTicks - t.UtcTicks % 10;
+        var utc = t.ToUniversalTime().Ticks;
+        var ticks = utc - utc % 10;
         if (ticks % TimeSpan.TicksPerSecond == 0) ticks += 10;
         return new DateTime(ticks, DateTimeKind.Utc);
     }
@@ -151,7 +152,7 @@ public sealed class LeaderElector
         using var bounded = new CancellationTokenSource(budget, clock);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, bounded.Token);
         var started = clock.GetUtcNow();
-        var now = MicroTime(started);
+        var now = started.UtcDateTime;
         try
         {
             var current = await kube.ReadLeaseAsync(ns, leaseName, linked.Token).ConfigureAwait(false);
@@ -177,8 +178,8 @@ public sealed class LeaderElector
 
             var mine = record.Holder == Identity;
             // The read's resourceVersion goes back with the write: a rival write in between is a 409.
-            current.Spec = Spec(Identity, mine ? record.AcquireTime ?? now : now, now, mine ? record.Transitions : record.Transitions + 1);
-            var updated = await kube.ReplaceLeaseAsync(current, linked.Token).ConfigureAwait(false);
+            var replacement = current with { Spec = Spec(Identity, mine ? record.AcquireTime ?? now : now, now, mine ? record.Transitions : record.Transitions + 1) };
+            var updated = await kube.ReplaceLeaseAsync(replacement, linked.Token).ConfigureAwait(false);
             Observe(updated, started);
             lastRenewal = started;
             return true;
@@ -199,8 +200,8 @@ public sealed class LeaderElector
     {
         HolderIdentity = holder,
         LeaseDurationSeconds = (int)Math.Ceiling(options.LeaseDuration.TotalSeconds),
-        AcquireTime = acquireTime,
-        RenewTime = renewTime,
+        AcquireTime = MicroTime(acquireTime),
+        RenewTime = MicroTime(renewTime),
         LeaseTransitions = transitions,
     };
 
@@ -218,7 +219,7 @@ public sealed class LeaderElector
     private async Task ReleaseAsync()
     {
         if (observedObject is null || observed?.Holder != Identity) return;
-        var now = MicroTime(clock.GetUtcNow());
+        var now = MicroTime(clock.GetUtcNow().UtcDateTime);
         var released = observedObject with
         {
             Spec = new V1LeaseSpec

@@ -186,7 +186,7 @@ public sealed class LeaderElectionTests : IAsyncLifetime
     public async Task LeaseHeldByAnotherHolder_IsRespectedUntilItExpiresByOurClock()
     {
         using var client = new KubeClient(connection, TimeSpan.FromSeconds(5));
-        var now = LeaderElector.MicroTime(DateTimeOffset.UtcNow);
+        var now = LeaderElector.MicroTime(DateTime.UtcNow);
         await client.CreateLeaseAsync(new V1Lease
         {
             ApiVersion = "coordination.k8s.io/v1",
@@ -211,6 +211,22 @@ public sealed class LeaderElectionTests : IAsyncLifetime
         Assert.True(sw.Elapsed >= TimeSpan.FromSeconds(2), $"took over after {sw.Elapsed}, before the lease's 2 s");
         Assert.Equal("a", (string?)LeaseSpec()["holderIdentity"]);
         Assert.Equal(5, (int)LeaseSpec()["leaseTransitions"]!);
+        stop.Cancel();
+        await run;
+    }
+
+    [Fact]
+    public async Task ClockOnAWholeSecond_StillWritesMicroTimesTheServerAccepts()
+    {
+        // The library writes such a time without fractional digits, which the API server refuses.
+        var clock = new ManualClock(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var a = new LeaderElector(NewClient(), "kube-system", "karpetrack", "a", Short, NullLogger.Instance, clock);
+        using var stop = new CancellationTokenSource();
+        var run = a.RunAsync(stop.Token);
+
+        Assert.True(await EventuallyAsync(() => a.IsLeader, TimeSpan.FromSeconds(5)));
+        Assert.Equal("2026-01-01T00:00:00.000001Z", (string?)LeaseSpec()["renewTime"]);
+        Assert.Equal("2026-01-01T00:00:00.000001Z", (string?)LeaseSpec()["acquireTime"]);
         stop.Cancel();
         await run;
     }

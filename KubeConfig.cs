@@ -71,7 +71,7 @@ internal sealed record UserAuth(string? Token, byte[]? CertificatePem, byte[]? K
 /// that name the file and field, the server-name check (<see cref="ServerTrust"/>), re-read token
 /// files, exec plugins (<see cref="ExecPlugin"/>) and an in-cluster config tests can point elsewhere.
 /// </summary>
-public sealed class KubeConnection : IDisposable
+public sealed class KubeConnection
 {
     private static readonly TimeSpan DefaultExecTimeout = TimeSpan.FromSeconds(30);
 
@@ -197,11 +197,6 @@ public sealed class KubeConnection : IDisposable
             // The plugin's certificate can rotate; null (a token-only plugin) means "send none".
             sockets.SslOptions.LocalCertificateSelectionCallback = (_, _, _, _, _) => exec.CurrentCertificate!;
         }
-    }
-
-    public void Dispose()
-    {
-        // Nothing to free: each client owns its handler and certificates.
     }
 
     private static KubeConnection FromKubeconfig(IReadOnlyList<string> files, string? contextOverride,

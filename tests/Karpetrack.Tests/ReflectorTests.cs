@@ -45,7 +45,6 @@ public sealed class ReflectorTests : IAsyncLifetime
         stop.Cancel();
         await Task.WhenAll(running).WaitAsync(TimeSpan.FromSeconds(10));
         client.Dispose();
-        connection.Dispose();
         await server.DisposeAsync();
         Directory.Delete(dir, recursive: true);
     }

@@ -165,7 +165,16 @@ public sealed class KubeConnection
             HttpClientTimeout = requestTimeout,
             FirstMessageHandlerSetup = Configure,
         };
-        return auth.Exec is { } exec ? new Kubernetes(config, new ExecUnauthorizedHandler(exec)) : new Kubernetes(config);
+        try
+        {
+            return auth.Exec is { } exec ? new Kubernetes(config, new ExecUnauthorizedHandler(exec)) : new Kubernetes(config);
+        }
+        catch (Exception e) when (e is k8s.Exceptions.KubeConfigException or CryptographicException or FormatException or UriFormatException)
+        {
+            // Resolve has checked what the library checks here (URL, certificate and key), so this is a
+            // library change showing; still one line naming the source rather than a stack trace.
+            throw new KubeConfigException(Source, "", $"the Kubernetes client refused this configuration: {e.Message}", e);
+        }
     }
 
     /// <summary>Runs before the library adds its own TLS settings, which it only does for

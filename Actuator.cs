@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
+using k8s.Models;
 using Microsoft.Extensions.Logging;
 
 namespace Karpetrack;
@@ -691,7 +692,8 @@ public sealed class Actuator
     {
         SpotApiException s => s.Reason is "network" or "timeout" or "circuit_open" || s.StatusCode is 429 or >= 500,
         KubeApiException k => k.StatusCode is 429 or 409 or >= 500,
-        HttpRequestException or TimeoutException or TaskCanceledException or IOException => true,
+        // KubeConfigException: the exec plugin could not give a credential now; it may later.
+        HttpRequestException or TimeoutException or TaskCanceledException or IOException or KubeConfigException => true,
         _ => false,
     };
 
@@ -869,12 +871,13 @@ public sealed class Actuator
     private async Task<EvictionOutcome> EvictAsync(PodFacts pod, CancellationToken ct)
     {
         // The pod's own grace period, up to the cap: a drain never cuts a shutdown short, nor waits forever.
-        var live = await kube!.GetJsonAsync($"/api/v1/namespaces/{pod.Namespace}/pods/{pod.Name}", ct).ConfigureAwait(false);
-        if (live is null) return new EvictionOutcome(EvictionResult.Gone, "already gone", null);
-        long grace = 30;
-        if (live["spec"]?["terminationGracePeriodSeconds"] is JsonValue g && g.TryGetValue(out long seconds)) grace = seconds;
-        grace = Math.Min(grace, (long)options.MaxGracePeriod.TotalSeconds);
-        return await kube!.EvictPodAsync(pod.Namespace, pod.Name, grace, ct).ConfigureAwait(false);
+        var live = await kube!.ReadPodAsync(pod.Namespace, pod.Name, ct).ConfigureAwait(false);
+        if (live?.Metadata?.Uid is not { Length: > 0 } uid) return new EvictionOutcome(EvictionResult.Gone, "already gone", null);
+        // A new pod under the old name (a StatefulSet's) is not the one the plan was made for.
+        if (Json.UidOf(uid) != pod.Uid) return new EvictionOutcome(EvictionResult.Gone, "already gone (replaced by a new pod of the same name)", null);
+        var grace = Math.Min(live.Spec?.TerminationGracePeriodSeconds ?? 30, (long)options.MaxGracePeriod.TotalSeconds);
+        // The UID goes along so that the API server evicts this pod only, never one that took its name meanwhile.
+        return await kube!.EvictPodAsync(pod.Namespace, pod.Name, uid, grace, ct).ConfigureAwait(false);
     }
 
     private async Task DeleteOldPoolsAsync(Operation op, CancellationToken ct)
@@ -939,7 +942,7 @@ public sealed class Actuator
         else Audit("SpotNodePool", op.NewPools.FirstOrDefault().Pool ?? op.Rec.Id, "ActionFailed", $"{op.Rec.Id}: {why}", "Warning", ct);
     }
 
-    private Task<JsonObject> Uncordon(string node, CancellationToken ct) =>
+    private Task<V1Node> Uncordon(string node, CancellationToken ct) =>
         kube!.PatchNodeAsync(node, new JsonObject
         {
             ["metadata"] = new JsonObject { ["annotations"] = new JsonObject { [DisruptionAnnotation] = null, [DisruptionSinceAnnotation] = null } },

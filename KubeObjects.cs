@@ -179,6 +179,9 @@ internal static class Json
         return Guid.Empty;
     }
 
+    /// <summary>The id <see cref="Uid(ref Utf8JsonReader, ref string?)"/> gives the same uid text.</summary>
+    public static Guid UidOf(string uid) => Guid.TryParseExact(uid, "D", out var g) ? g : StableGuid(uid);
+
     public static Guid StableGuid(string s)
     {
         Span<byte> hash = stackalloc byte[32];

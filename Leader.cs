@@ -1,5 +1,4 @@
-using System.Globalization;
-using System.Text.Json.Nodes;
+using k8s.Models;
 using Microsoft.Extensions.Logging;
 
 namespace Karpetrack;
@@ -32,7 +31,7 @@ public sealed class LeaderElector
 
     // What we last saw of the lease and when (by our clock) it last changed.
     private LeaseRecord? observed;
-    private JsonObject? observedObject;
+    private V1Lease? observedObject;
     private DateTimeOffset observedAt;
     private volatile bool isLeader;
 
@@ -59,8 +58,6 @@ public sealed class LeaderElector
     /// <summary>POD_NAMESPACE (the downward API), else "default".</summary>
     public static string DefaultNamespace() =>
         Environment.GetEnvironmentVariable("POD_NAMESPACE") is { Length: > 0 } ns ? ns : "default";
-
-    private string Path => $"/apis/coordination.k8s.io/v1/namespaces/{Uri.EscapeDataString(ns)}/leases/{Uri.EscapeDataString(leaseName)}";
 
     /// <summary>
     /// Tries to acquire, then renews while leader; steps down (and goes back to trying) when a renewal
@@ -127,18 +124,26 @@ public sealed class LeaderElector
         LeadershipChanged?.Invoke(leader);
     }
 
-    private sealed record LeaseRecord(string Holder, int DurationSeconds, string? AcquireTime, string? RenewTime, int Transitions);
+    private sealed record LeaseRecord(string Holder, int DurationSeconds, DateTime? AcquireTime, DateTime? RenewTime, int Transitions);
 
-    private static LeaseRecord RecordOf(JsonObject lease)
+    private static LeaseRecord RecordOf(V1Lease lease)
     {
-        var spec = lease["spec"] as JsonObject;
-        return new LeaseRecord((string?)spec?["holderIdentity"] ?? "", (int?)spec?["leaseDurationSeconds"] ?? 0,
-            (string?)spec?["acquireTime"], (string?)spec?["renewTime"], (int?)spec?["leaseTransitions"] ?? 0);
+        var spec = lease.Spec;
+        return new LeaseRecord(spec?.HolderIdentity ?? "", spec?.LeaseDurationSeconds ?? 0, spec?.AcquireTime, spec?.RenewTime, spec?.LeaseTransitions ?? 0);
     }
 
-    /// <summary>kube's MicroTime: RFC 3339 with exactly six fractional digits.</summary>
-    public static string MicroTime(DateTimeOffset t) =>
-        t.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'", CultureInfo.InvariantCulture);
+    /// <summary>
+    /// kube's MicroTime, which the API server parses with exactly six fractional digits. The library
+    /// writes a time that falls on a whole second without any, which the server would refuse; that
+    /// second is moved on by one microsecond.
+    /// </summary>
+    public static DateTime MicroTime(DateTime t)
+    {
+        var utc = t.ToUniversalTime().Ticks;
+        var ticks = utc - utc % 10;
+        if (ticks % TimeSpan.TicksPerSecond == 0) ticks += 10;
+        return new DateTime(ticks, DateTimeKind.Utc);
+    }
 
     /// <summary>One attempt, bounded by <paramref name="budget"/>; true when we hold the lease afterwards.</summary>
     private async Task<bool> TryAcquireOrRenewAsync(TimeSpan budget, CancellationToken ct)
@@ -147,18 +152,18 @@ public sealed class LeaderElector
         using var bounded = new CancellationTokenSource(budget, clock);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, bounded.Token);
         var started = clock.GetUtcNow();
-        var now = MicroTime(started);
+        var now = started.UtcDateTime;
         try
         {
-            var current = await kube.GetJsonAsync(Path, linked.Token).ConfigureAwait(false);
+            var current = await kube.ReadLeaseAsync(ns, leaseName, linked.Token).ConfigureAwait(false);
             if (current is null)
             {
-                var created = await kube.CreateJsonAsync($"/apis/coordination.k8s.io/v1/namespaces/{Uri.EscapeDataString(ns)}/leases", new JsonObject
+                var created = await kube.CreateLeaseAsync(new V1Lease
                 {
-                    ["apiVersion"] = "coordination.k8s.io/v1",
-                    ["kind"] = "Lease",
-                    ["metadata"] = new JsonObject { ["name"] = leaseName, ["namespace"] = ns },
-                    ["spec"] = Spec(Identity, now, now, 0),
+                    ApiVersion = "coordination.k8s.io/v1",
+                    Kind = "Lease",
+                    Metadata = new V1ObjectMeta { Name = leaseName, NamespaceProperty = ns },
+                    Spec = Spec(Identity, now, now, 0),
                 }, linked.Token).ConfigureAwait(false);
                 Observe(created, started);
                 lastRenewal = started;
@@ -172,9 +177,9 @@ public sealed class LeaderElector
                 return false;   // held, and not yet expired by our clock
 
             var mine = record.Holder == Identity;
-            var replacement = current.DeepClone().AsObject();
-            replacement["spec"] = Spec(Identity, mine ? record.AcquireTime ?? now : now, now, mine ? record.Transitions : record.Transitions + 1);
-            var updated = await kube.ReplaceJsonAsync(Path, replacement, linked.Token).ConfigureAwait(false);
+            // The read's resourceVersion goes back with the write: a rival write in between is a 409.
+            var replacement = current with { Spec = Spec(Identity, mine ? record.AcquireTime ?? now : now, now, mine ? record.Transitions : record.Transitions + 1) };
+            var updated = await kube.ReplaceLeaseAsync(replacement, linked.Token).ConfigureAwait(false);
             Observe(updated, started);
             lastRenewal = started;
             return true;
@@ -183,7 +188,7 @@ public sealed class LeaderElector
         {
             return false;   // someone else wrote first
         }
-        catch (Exception e) when (e is KubeApiException or HttpRequestException or TimeoutException
+        catch (Exception e) when (e is KubeApiException or HttpRequestException or TimeoutException or KubeConfigException
                                   || (e is OperationCanceledException && !ct.IsCancellationRequested))
         {
             log.LogDebug("Leader election: attempt on {Namespace}/{Lease} failed: {Error}", ns, leaseName, e.Message);
@@ -191,16 +196,16 @@ public sealed class LeaderElector
         }
     }
 
-    private JsonObject Spec(string holder, string acquireTime, string renewTime, int transitions) => new()
+    private V1LeaseSpec Spec(string holder, DateTime acquireTime, DateTime renewTime, int transitions) => new()
     {
-        ["holderIdentity"] = holder,
-        ["leaseDurationSeconds"] = (int)Math.Ceiling(options.LeaseDuration.TotalSeconds),
-        ["acquireTime"] = acquireTime,
-        ["renewTime"] = renewTime,
-        ["leaseTransitions"] = transitions,
+        HolderIdentity = holder,
+        LeaseDurationSeconds = (int)Math.Ceiling(options.LeaseDuration.TotalSeconds),
+        AcquireTime = MicroTime(acquireTime),
+        RenewTime = MicroTime(renewTime),
+        LeaseTransitions = transitions,
     };
 
-    private void Observe(JsonObject lease, DateTimeOffset at)
+    private void Observe(V1Lease lease, DateTimeOffset at)
     {
         observed = RecordOf(lease);
         observedObject = lease;
@@ -214,23 +219,25 @@ public sealed class LeaderElector
     private async Task ReleaseAsync()
     {
         if (observedObject is null || observed?.Holder != Identity) return;
-        var released = observedObject.DeepClone().AsObject();
-        var now = MicroTime(clock.GetUtcNow());
-        released["spec"] = new JsonObject
+        var now = MicroTime(clock.GetUtcNow().UtcDateTime);
+        var released = observedObject with
         {
-            ["holderIdentity"] = "",
-            ["leaseDurationSeconds"] = 1,
-            ["acquireTime"] = now,
-            ["renewTime"] = now,
-            ["leaseTransitions"] = observed.Transitions,
+            Spec = new V1LeaseSpec
+            {
+                HolderIdentity = "",
+                LeaseDurationSeconds = 1,
+                AcquireTime = now,
+                RenewTime = now,
+                LeaseTransitions = observed.Transitions,
+            },
         };
         try
         {
             using var bounded = new CancellationTokenSource(options.RenewDeadline, clock);
-            await kube.ReplaceJsonAsync(Path, released, bounded.Token).ConfigureAwait(false);
+            await kube.ReplaceLeaseAsync(released, bounded.Token).ConfigureAwait(false);
             log.LogInformation("Leader election: released lease {Namespace}/{Lease}", ns, leaseName);
         }
-        catch (Exception e) when (e is KubeApiException or HttpRequestException or TimeoutException or OperationCanceledException)
+        catch (Exception e) when (e is KubeApiException or HttpRequestException or TimeoutException or KubeConfigException or OperationCanceledException)
         {
             log.LogWarning("Leader election: could not release lease {Namespace}/{Lease}: {Error}", ns, leaseName, e.Message);
         }

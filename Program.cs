@@ -182,6 +182,7 @@ public sealed class Service : IAsyncDisposable
 
         var connection = KubeConnection.Resolve(kubeconfig, options.Demo ? null : options.Context, KubeEnvironment.Process);
         var kube = new KubeClient(connection);
+        await kube.CheckCredentialsAsync(ct);
         var resources = new ResourceTable(options.Resources);
         var model = new ClusterModel(resources);
         var nodeStatus = new ReflectorStatus("nodes");

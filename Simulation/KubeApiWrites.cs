@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 using Microsoft.AspNetCore.Http;
 
 namespace Karpetrack.Simulation;
@@ -96,6 +97,26 @@ public sealed partial class KubeApiServer
             : []);
     }
 
+    /// <summary>
+    /// The MicroTime fields of a Lease, as the apiserver decodes them: RFC 3339 with exactly six
+    /// fractional digits (Go's "2006-01-02T15:04:05.000000Z07:00"); anything else is a 400.
+    /// </summary>
+    private static void CheckMicroTimes(ResourceType type, JsonObject obj)
+    {
+        if (type.Resource != "leases") return;
+        foreach (var field in (string[])["acquireTime", "renewTime"])
+        {
+            if (obj["spec"]?[field] is not JsonValue value) continue;
+            var text = value.TryGetValue(out string? s) ? s : value.ToJsonString();
+            if (!MicroTimePattern().IsMatch(text))
+                throw new ApiRefusal(400, "BadRequest",
+                    $"Lease in version \"v1\" cannot be handled as a Lease: parsing time \"{text}\" as \"2006-01-02T15:04:05.000000Z07:00\": cannot parse \"{text[Math.Min(text.Length, 19)..]}\" as \".000000\"");
+        }
+    }
+
+    [GeneratedRegex(@"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}(Z|[+-]\d{2}:\d{2})$")]
+    private static partial Regex MicroTimePattern();
+
     private static Task WriteObjectAsync(HttpContext ctx, int status, StoredObject obj)
     {
         ctx.Response.StatusCode = status;
@@ -133,6 +154,7 @@ public sealed partial class KubeApiServer
     private async Task CreateAsync(HttpContext ctx, ResourceType type, string? ns)
     {
         var obj = await ReadBodyAsync(ctx).ConfigureAwait(false);
+        CheckMicroTimes(type, obj);
         var metadata = obj["metadata"] as JsonObject ?? [];
         obj["metadata"] = metadata;
         obj["apiVersion"] ??= type.GroupVersion;
@@ -196,6 +218,7 @@ public sealed partial class KubeApiServer
     private async Task ReplaceAsync(HttpContext ctx, ResourceType type, string? ns, string name)
     {
         var obj = await ReadBodyAsync(ctx).ConfigureAwait(false);
+        CheckMicroTimes(type, obj);
         var metadata = obj["metadata"] as JsonObject ?? throw new ApiRefusal(400, "BadRequest", "the object has no metadata");
         var bodyName = (string?)metadata["name"];
         if (bodyName != name)
@@ -292,17 +315,43 @@ public sealed partial class KubeApiServer
                 throw new ApiRefusal(400, "BadRequest", $"invalid gracePeriodSeconds: {q}");
             grace = g;
         }
-        var preconditionUid = (string?)options["preconditions"]?["uid"];
-        var preconditionRv = (string?)options["preconditions"]?["resourceVersion"];
         var current = Store.Get(type.Resource, ns, name) ?? throw NotFound(type, name);
-        var obj = current.ToJsonObject();
-        if (preconditionUid is { Length: > 0 } && preconditionUid != (string?)obj["metadata"]?["uid"])
-            throw new ApiRefusal(409, "Conflict", $"Operation cannot be fulfilled on {Qualified(type)} \"{name}\": Precondition failed: UID in precondition: {preconditionUid}, UID in object meta: {obj["metadata"]?["uid"]}", NameDetails(type, name));
+        CheckPreconditions(type, name, current, options);
+
+        if (type.Resource == "pods")
+        {
+            await WriteObjectAsync(ctx, 200, DeletePod(ns!, name, grace)).ConfigureAwait(false);
+            return;
+        }
+        // As the apiserver's registry: an object deleted at once (no finalizers here) is answered with a
+        // Status naming it; only pods (ReturnDeletedObject) come back as the object.
+        var deleted = DeleteNow(type, ns, name);
+        await WriteJsonAsync(ctx, 200, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("kind", "Status");
+            w.WriteString("apiVersion", "v1");
+            w.WriteStartObject("metadata");
+            w.WriteEndObject();
+            w.WriteString("status", "Success");
+            w.WriteStartObject("details");
+            NameDetails(type, name)(w);
+            w.WriteString("uid", (string?)deleted["metadata"]?["uid"]);
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }).ConfigureAwait(false);
+    }
+
+    /// <summary>DeleteOptions.preconditions, as the apiserver checks them before deleting: 409 Conflict on a mismatch.</summary>
+    private static void CheckPreconditions(ResourceType type, string name, StoredObject current, JsonObject? deleteOptions)
+    {
+        var preconditionUid = (string?)deleteOptions?["preconditions"]?["uid"];
+        var preconditionRv = (string?)deleteOptions?["preconditions"]?["resourceVersion"];
+        var uid = (string?)current.ToJsonObject()["metadata"]?["uid"];
+        if (preconditionUid is { Length: > 0 } && preconditionUid != uid)
+            throw new ApiRefusal(409, "Conflict", $"Operation cannot be fulfilled on {Qualified(type)} \"{name}\": Precondition failed: UID in precondition: {preconditionUid}, UID in object meta: {uid}", NameDetails(type, name));
         if (preconditionRv is { Length: > 0 } && preconditionRv != current.ResourceVersion.ToString(CultureInfo.InvariantCulture))
             throw Conflict(type, name);
-
-        var result = type.Resource == "pods" ? DeletePod(ns!, name, grace) : DeleteNow(type, ns, name);
-        await WriteObjectAsync(ctx, 200, result).ConfigureAwait(false);
     }
 
     private JsonObject DeleteNow(ResourceType type, string? ns, string name)
@@ -410,6 +459,7 @@ public sealed partial class KubeApiServer
                 }
             }
         }
+        CheckPreconditions(ResourceType.Pods, name, stored, eviction["deleteOptions"] as JsonObject);
         DeletePod(ns, name, grace);
         DisruptionBudgets.Refresh(Store, ns);
         await WriteSuccessAsync(ctx, 201).ConfigureAwait(false);

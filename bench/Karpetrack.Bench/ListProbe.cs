@@ -9,7 +9,7 @@ internal static class ListProbe
 {
     public static async Task RunAsync(string kubeconfig, bool model)
     {
-        using var conn = KubeConnection.Resolve(kubeconfig, null, KubeEnvironment.Process);
+        var conn = KubeConnection.Resolve(kubeconfig, null, KubeEnvironment.Process);
         using var client = new KubeClient(conn);
         var cm = new ClusterModel(ResourceTable.Default);
         var target = new Target(cm, model);

@@ -20,7 +20,6 @@ public sealed class ActuationRig : IAsyncDisposable
     public RecommenderLoop Recommender { get; }
     public Actuator Actuator { get; set; }
     public ReflectorStatus[] Statuses { get; } = [new("nodes"), new("pods"), new("poddisruptionbudgets"), new("daemonsets")];
-    private readonly KubeConnection connection;
     private readonly CancellationTokenSource stop = new();
     private readonly List<Task> running = [];
 
@@ -49,7 +48,7 @@ public sealed class ActuationRig : IAsyncDisposable
     {
         Demo = demo;
         Spot = spot;
-        connection = KubeConnection.Resolve(demo.KubeconfigPath, null, KubeEnvironment.Process);
+        var connection = KubeConnection.Resolve(demo.KubeconfigPath, null, KubeEnvironment.Process);
         Kube = new KubeClient(connection, TimeSpan.FromSeconds(10));
         SpotClient = new SpotApiClient(new SpotApiOptions
         {
@@ -133,7 +132,6 @@ public sealed class ActuationRig : IAsyncDisposable
         stop.Cancel();
         try { await Task.WhenAll(running).WaitAsync(TimeSpan.FromSeconds(10)); } catch (OperationCanceledException) { }
         Kube.Dispose();
-        connection.Dispose();
         SpotClient.Dispose();
         Prices.Dispose();
         await Spot.DisposeAsync();

@@ -309,6 +309,31 @@ public class CommandLineTests
         Assert.Contains("current-context", line);
     }
 
+    public static TheoryData<string, string, string> BrokenAtStartUp => new()
+    {
+        // A value the library's kubeconfig model cannot read: named by its field, not a YamlException.
+        { "bool", "current-context: t\nclusters:\n- {name: c, cluster: {server: \"https://127.0.0.1:1\", insecure-skip-tls-verify: maybe}}\n",
+            "clusters[0].cluster.insecure-skip-tls-verify" },
+        // The exec plugin is run once before anything is served, so its failure is a start-up error too.
+        { "exec", "current-context: t\nclusters:\n- {name: c, cluster: {server: \"https://127.0.0.1:1\"}}\ncontexts:\n- {name: t, context: {cluster: c, user: u}}\n"
+            + "users:\n- {name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/false, interactiveMode: Never}}}\n",
+            "users[0].user.exec: exec plugin /bin/false failed with exit code 1" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BrokenAtStartUp))]
+    public async Task BrokenKubeconfigValueOrPluginIsOneLineAndExitCode2(string name, string yaml, string expected)
+    {
+        var dir = Directory.CreateTempSubdirectory("badkube-" + name + "-").FullName;
+        var path = Path.Combine(dir, "config");
+        File.WriteAllText(path, yaml);
+        var r = await Run("--kubeconfig", path, "--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0");
+        Assert.Equal(2, r.ExitCode);
+        var line = Assert.Single(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains($"kubeconfig {path}: {expected}", line);
+        Directory.Delete(dir, recursive: true);
+    }
+
     [Fact]
     public async Task BadFlagIsExitCode2()
     {

@@ -184,16 +184,33 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     private KubeConnection Resolve(string? path = null, string? context = null) =>
         KubeConnection.Resolve(path, context, Env, _clock, TimeSpan.FromSeconds(10));
 
+    /// <summary>The product's client over the connection: the library's HttpClient, handshakes and
+    /// credentials, as the reflectors read through it.</summary>
+    private static KubeClient Client(KubeConnection connection) => new(connection, TimeSpan.FromSeconds(10));
+
     private static async Task<string> Get(KubeConnection connection, string path = "/echo")
     {
-        using var client = new HttpClient(connection.CreateHandler());
-        return await client.GetStringAsync(new Uri(connection.Server, path));
+        using var client = Client(connection);
+        return await Get(client, path);
     }
 
-    private static async Task<HttpStatusCode> Status(HttpClient client, KubeConnection connection)
+    private static async Task<string> Get(KubeClient client, string path = "/echo")
     {
-        using var response = await client.GetAsync(new Uri(connection.Server, "/echo"));
-        return response.StatusCode;
+        using var response = await client.GetAsync(path, CancellationToken.None);
+        return await response.Content.ReadAsStringAsync();
+    }
+
+    private static async Task<HttpStatusCode> Status(KubeClient client)
+    {
+        try
+        {
+            using var response = await client.GetAsync("/echo", CancellationToken.None);
+            return response.StatusCode;
+        }
+        catch (KubeApiException e)
+        {
+            return (HttpStatusCode)e.StatusCode;
+        }
     }
 
     private int Runs(string counter) =>
@@ -208,7 +225,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
         _vars["KUBECONFIG"] = Write("env.yaml", Config(new Uri("https://env.example"), [], ["token: a"]));
         Write("home/.kube/config", Config(new Uri("https://home.example"), [], ["token: a"]));
 
-        using var connection = Resolve(flag);
+        var connection = Resolve(flag);
 
         Assert.Equal(new Uri("https://flag.example:6443"), connection.Server);
         Assert.Equal(flag, connection.Source);
@@ -264,8 +281,8 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
         var empty = Write("empty.yaml", "");
         _vars["KUBECONFIG"] = $"{Path.Combine(Dir, "missing.yaml")}:{empty}:{first}::{second}";
 
-        using var byDefault = Resolve();
-        using var other = Resolve(context: "ctx-b");
+        var byDefault = Resolve();
+        var other = Resolve(context: "ctx-b");
 
         Assert.Equal(servers.IpServer, byDefault.Server);
         Assert.Equal("ctx-a", byDefault.ContextName);
@@ -282,7 +299,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
         _vars["KUBERNETES_SERVICE_HOST"] = "10.0.0.1";
         _vars["KUBERNETES_SERVICE_PORT"] = "443";
 
-        using var connection = Resolve();
+        var connection = Resolve();
 
         Assert.Equal(new Uri("https://home.example"), connection.Server);
         Assert.Equal(home, connection.Source);
@@ -295,7 +312,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
         _vars["KUBERNETES_SERVICE_HOST"] = "fd00::1";
         _vars["KUBERNETES_SERVICE_PORT"] = "6443";
 
-        using var connection = Resolve();
+        var connection = Resolve();
 
         Assert.Equal(new Uri("https://[fd00::1]:6443"), connection.Server);
         Assert.Equal("in-cluster", connection.Source);
@@ -303,7 +320,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
         Assert.Equal("from-file", connection.Namespace);
 
         _vars["POD_NAMESPACE"] = "from-env";
-        using var withEnv = Resolve();
+        var withEnv = Resolve();
         Assert.Equal("from-env", withEnv.Namespace);
     }
 
@@ -313,16 +330,15 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
         var tokenPath = WriteServiceAccount("sa-token-1", "kube-system");
         _vars["KUBERNETES_SERVICE_HOST"] = "127.0.0.1";
         _vars["KUBERNETES_SERVICE_PORT"] = servers.IpServer.Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        using var connection = Resolve();
-        using var client = new HttpClient(connection.CreateHandler());
-        var echo = new Uri(connection.Server, "/echo");
+        var connection = Resolve();
+        using var client = Client(connection);
 
-        Assert.StartsWith("auth=Bearer sa-token-1;", await client.GetStringAsync(echo));
+        Assert.StartsWith("auth=Bearer sa-token-1;", await Get(client));
         File.WriteAllText(tokenPath, "sa-token-2\n");
         _clock.Now += TimeSpan.FromSeconds(30);
-        Assert.StartsWith("auth=Bearer sa-token-1;", await client.GetStringAsync(echo)); // not re-read yet
+        Assert.StartsWith("auth=Bearer sa-token-1;", await Get(client)); // not re-read yet
         _clock.Now += TimeSpan.FromSeconds(31);
-        Assert.StartsWith("auth=Bearer sa-token-2;", await client.GetStringAsync(echo));
+        Assert.StartsWith("auth=Bearer sa-token-2;", await Get(client));
     }
 
     [Fact]
@@ -377,7 +393,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
             - {name: two, context: {cluster: c2, namespace: ns2}}
             """);
 
-        using var two = Resolve(path, "two");
+        var two = Resolve(path, "two");
         Assert.Equal(new Uri("http://two.example:8080"), two.Server);
         Assert.Equal("two", two.ContextName);
         Assert.Equal("ns2", two.Namespace);
@@ -406,14 +422,18 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     [Fact]
     public async Task CaData_IsTrusted_AndHttp2IsNegotiated()
     {
-        using var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ["token: t"])));
-        using var client = new HttpClient(connection.CreateHandler())
+        var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ["token: t"])));
+        using var client = Client(connection);
+        // The library's own requests ask for HTTP/2 this way; the CA trust and token are the same.
+        using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(connection.Server, "/echo"))
         {
-            DefaultRequestVersion = HttpVersion.Version20,
-            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
+            Version = HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
         };
+        await client.Api.Credentials.ProcessHttpRequestAsync(request, CancellationToken.None);
 
-        var body = await client.GetStringAsync(new Uri(connection.Server, "/echo"));
+        using var response = await client.Api.HttpClient.SendAsync(request);
+        var body = await response.Content.ReadAsStringAsync();
 
         Assert.Equal("auth=Bearer t;subject=;proto=HTTP/2", body);
     }
@@ -422,7 +442,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     public async Task CaFile_RelativeToKubeconfig_IsTrusted()
     {
         Write("cfg/pki/ca.pem", TestPki.CertPem(Pki.Ca));
-        using var connection = Resolve(Write("cfg/config", Config(servers.IpServer, ["certificate-authority: pki/ca.pem"], [])));
+        var connection = Resolve(Write("cfg/config", Config(servers.IpServer, ["certificate-authority: pki/ca.pem"], [])));
 
         Assert.StartsWith("auth=;", await Get(connection));
     }
@@ -432,7 +452,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     {
         // The -data field wins over its path twin, so the right CA in the file must not rescue this.
         Write("ca.pem", TestPki.CertPem(Pki.Ca));
-        using var connection = Resolve(Write("config", Config(servers.IpServer,
+        var connection = Resolve(Write("config", Config(servers.IpServer,
             [$"certificate-authority-data: {TestPki.B64(TestPki.CertPem(Pki.OtherCa))}", "certificate-authority: ca.pem"], [])));
 
         await AssertTlsRejected(connection);
@@ -441,7 +461,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     [Fact]
     public async Task NoCa_UsesSystemStore_WhichDoesNotKnowTheTestCa()
     {
-        using var connection = Resolve(Write("config", Config(servers.IpServer, [], [])));
+        var connection = Resolve(Write("config", Config(servers.IpServer, [], [])));
 
         await AssertTlsRejected(connection);
     }
@@ -449,7 +469,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     [Fact]
     public async Task InsecureSkipTlsVerify_AcceptsAnyCertificate()
     {
-        using var connection = Resolve(Write("config", Config(servers.NameServer, ["insecure-skip-tls-verify: true"], ["token: x"])));
+        var connection = Resolve(Write("config", Config(servers.NameServer, ["insecure-skip-tls-verify: true"], ["token: x"])));
 
         Assert.StartsWith("auth=Bearer x;", await Get(connection));
     }
@@ -458,13 +478,13 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     public async Task TlsServerName_IsTheNameChecked()
     {
         // The server's certificate names only kube.test, and we connect to 127.0.0.1.
-        using var without = Resolve(Write("a", Config(servers.NameServer, CaData, [])));
+        var without = Resolve(Write("a", Config(servers.NameServer, CaData, [])));
         await AssertTlsRejected(without);
 
-        using var with = Resolve(Write("b", Config(servers.NameServer, [.. CaData, "tls-server-name: kube.test"], [])));
+        var with = Resolve(Write("b", Config(servers.NameServer, [.. CaData, "tls-server-name: kube.test"], [])));
         Assert.StartsWith("auth=;", await Get(with));
 
-        using var wrongName = Resolve(Write("c", Config(servers.IpServer, [.. CaData, "tls-server-name: kube.test"], [])));
+        var wrongName = Resolve(Write("c", Config(servers.IpServer, [.. CaData, "tls-server-name: kube.test"], [])));
         await AssertTlsRejected(wrongName);
     }
 
@@ -473,7 +493,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     [Fact]
     public async Task Token_IsSentAsBearer()
     {
-        using var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ["token: abc.def"])));
+        var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ["token: abc.def"])));
 
         Assert.StartsWith("auth=Bearer abc.def;", await Get(connection));
     }
@@ -482,24 +502,23 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     public async Task TokenFile_IsReReadAfterAMinute_AndLastGoodValueSurvivesAMissingFile()
     {
         var tokenPath = Write("secrets/token", "first\n");
-        using var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ["tokenFile: secrets/token", "token: ignored"])));
-        using var client = new HttpClient(connection.CreateHandler());
-        var echo = new Uri(connection.Server, "/echo");
+        var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ["tokenFile: secrets/token", "token: ignored"])));
+        using var client = Client(connection);
 
-        Assert.StartsWith("auth=Bearer first;", await client.GetStringAsync(echo));
+        Assert.StartsWith("auth=Bearer first;", await Get(client));
         File.WriteAllText(tokenPath, "second");
-        Assert.StartsWith("auth=Bearer first;", await client.GetStringAsync(echo));
+        Assert.StartsWith("auth=Bearer first;", await Get(client));
         _clock.Now += TimeSpan.FromMinutes(1);
-        Assert.StartsWith("auth=Bearer second;", await client.GetStringAsync(echo));
+        Assert.StartsWith("auth=Bearer second;", await Get(client));
         File.Delete(tokenPath);
         _clock.Now += TimeSpan.FromMinutes(5);
-        Assert.StartsWith("auth=Bearer second;", await client.GetStringAsync(echo));
+        Assert.StartsWith("auth=Bearer second;", await Get(client));
     }
 
     [Fact]
     public async Task ClientCertificate_DataForm_IsPresented()
     {
-        using var connection = Resolve(Write("config", Config(servers.IpServer, CaData,
+        var connection = Resolve(Write("config", Config(servers.IpServer, CaData,
         [
             $"client-certificate-data: {TestPki.B64(TestPki.CertPem(Pki.Client))}",
             $"client-key-data: {TestPki.B64(TestPki.KeyPem(Pki.Client))}",
@@ -514,7 +533,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
         Write("certs/client.crt", TestPki.CertPem(Pki.Client));
         Write("certs/client.key", TestPki.KeyPem(Pki.Client));
         Script("plugin.sh", $"echo run >> '{Dir}/count'; exit 1");
-        using var connection = Resolve(Write("config", Config(servers.IpServer, CaData,
+        var connection = Resolve(Write("config", Config(servers.IpServer, CaData,
         [
             "client-certificate: certs/client.crt",
             "client-key: certs/client.key",
@@ -552,7 +571,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     public async Task Exec_TokenIsUsed_ForBothApiVersions(string apiVersion, string extra)
     {
         CountingPlugin("tok", apiVersion);
-        using var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser(apiVersion, more: extra))));
+        var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser(apiVersion, more: extra))));
 
         Assert.StartsWith("auth=Bearer tok-1;", await Get(connection));
         Assert.StartsWith("auth=Bearer tok-1;", await Get(connection)); // no expiry: reused, also across handlers
@@ -570,7 +589,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
             printf '{"apiVersion":"client.authentication.k8s.io/v1","status":{"token":"t"}}'
             """);
         _vars["PATH"] = "/nonexistent:" + Path.Combine(Dir, "bin");
-        using var connection = Resolve(Write("config", Config(servers.IpServer, [.. CaData, "tls-server-name: 127.0.0.1"], ExecUser(command: "my-plugin", more:
+        var connection = Resolve(Write("config", Config(servers.IpServer, [.. CaData, "tls-server-name: 127.0.0.1"], ExecUser(command: "my-plugin", more:
         [
             "args: [get-token, --cluster, \"a b\"]",
             "env: [{name: GREETING, value: hello there}]",
@@ -600,7 +619,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
             printf '%s' "$KUBERNETES_EXEC_INFO" > '{{{Dir}}}/info'
             printf '{"apiVersion":"client.authentication.k8s.io/v1beta1","status":{"token":"t"}}'
             """);
-        using var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser("client.authentication.k8s.io/v1beta1"))));
+        var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser("client.authentication.k8s.io/v1beta1"))));
 
         await Get(connection);
 
@@ -613,16 +632,15 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     {
         var expiry = _clock.Now.AddMinutes(10).ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", System.Globalization.CultureInfo.InvariantCulture);
         CountingPlugin("exp", extraStatus: $",\"expirationTimestamp\":\"{expiry}\"");
-        using var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser(more: "interactiveMode: Never"))));
-        using var client = new HttpClient(connection.CreateHandler());
-        var echo = new Uri(connection.Server, "/echo");
+        var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser(more: "interactiveMode: Never"))));
+        using var client = Client(connection);
 
-        Assert.StartsWith("auth=Bearer exp-1;", await client.GetStringAsync(echo));
+        Assert.StartsWith("auth=Bearer exp-1;", await Get(client));
         _clock.Now += TimeSpan.FromMinutes(9);
-        Assert.StartsWith("auth=Bearer exp-1;", await client.GetStringAsync(echo));
+        Assert.StartsWith("auth=Bearer exp-1;", await Get(client));
         Assert.Equal(1, Runs("count"));
         _clock.Now += TimeSpan.FromMinutes(2);
-        Assert.StartsWith("auth=Bearer exp-2;", await client.GetStringAsync(echo));
+        Assert.StartsWith("auth=Bearer exp-2;", await Get(client));
         Assert.Equal(2, Runs("count"));
     }
 
@@ -631,13 +649,13 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     {
         CountingPlugin("rej");
         servers.Rejected["rej-1"] = true;
-        using var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser(more: "interactiveMode: Never"))));
-        using var client = new HttpClient(connection.CreateHandler());
+        var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser(more: "interactiveMode: Never"))));
+        using var client = Client(connection);
 
-        Assert.Equal(HttpStatusCode.Unauthorized, await Status(client, connection)); // not retried
+        Assert.Equal(HttpStatusCode.Unauthorized, await Status(client)); // not retried
         Assert.Equal(1, Runs("count"));
-        Assert.Equal(HttpStatusCode.OK, await Status(client, connection));
-        Assert.Equal(HttpStatusCode.OK, await Status(client, connection));
+        Assert.Equal(HttpStatusCode.OK, await Status(client));
+        Assert.Equal(HttpStatusCode.OK, await Status(client));
         Assert.Equal(2, Runs("count"));
     }
 
@@ -649,10 +667,10 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
             sleep 0.3
             printf '{"apiVersion":"client.authentication.k8s.io/v1","status":{"token":"slow"}}'
             """);
-        using var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser(more: "interactiveMode: Never"))));
-        using var client = new HttpClient(connection.CreateHandler());
+        var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser(more: "interactiveMode: Never"))));
+        using var client = Client(connection);
 
-        var bodies = await Task.WhenAll(Enumerable.Range(0, 5).Select(_ => client.GetStringAsync(new Uri(connection.Server, "/echo"))));
+        var bodies = await Task.WhenAll(Enumerable.Range(0, 5).Select(_ => Get(client)));
 
         Assert.All(bodies, b => Assert.StartsWith("auth=Bearer slow;", b));
         Assert.Equal(1, Runs("count"));
@@ -669,7 +687,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
         });
         Write("cred.json", credential);
         Script("plugin.sh", $"cat '{Dir}/cred.json'");
-        using var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser(more: "interactiveMode: Never"))));
+        var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser(more: "interactiveMode: Never"))));
 
         Assert.Equal("auth=;subject=CN=alice, O=system:masters;proto=HTTP/1.1", await Get(connection));
     }
@@ -696,7 +714,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
         Script(script, body);
         var config = Write("config", Config(servers.IpServer, CaData,
             ExecUser(command: "./" + script, more: ["interactiveMode: Never", "installHint: brew install kube-login"])));
-        using var connection = Resolve(config);
+        var connection = Resolve(config);
 
         var e = await Assert.ThrowsAsync<KubeConfigException>(() => Get(connection));
 
@@ -710,7 +728,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     public async Task Exec_LongStderr_IsTruncated()
     {
         Script("plugin.sh", "i=0; while [ $i -lt 200 ]; do echo 'this plugin is very chatty about its failure' >&2; i=$((i+1)); done; exit 1");
-        using var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser(more: "interactiveMode: Never"))));
+        var connection = Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser(more: "interactiveMode: Never"))));
 
         var e = await Assert.ThrowsAsync<KubeConfigException>(() => Get(connection));
 
@@ -722,7 +740,7 @@ public sealed class KubeConfigTests(EchoServers servers) : IClassFixture<EchoSer
     public async Task Exec_Timeout_KillsThePlugin()
     {
         Script("plugin.sh", "echo 'waiting for browser' >&2; sleep 30");
-        using var connection = KubeConnection.Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser(more: "interactiveMode: Never"))),
+        var connection = KubeConnection.Resolve(Write("config", Config(servers.IpServer, CaData, ExecUser(more: "interactiveMode: Never"))),
             null, Env, _clock, TimeSpan.FromMilliseconds(300));
 
         var e = await Assert.ThrowsAsync<KubeConfigException>(() => Get(connection));

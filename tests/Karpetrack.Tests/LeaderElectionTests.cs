@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
+using k8s.Models;
 using Karpetrack.Simulation;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -185,16 +186,16 @@ public sealed class LeaderElectionTests : IAsyncLifetime
     public async Task LeaseHeldByAnotherHolder_IsRespectedUntilItExpiresByOurClock()
     {
         using var client = new KubeClient(connection, TimeSpan.FromSeconds(5));
-        var now = LeaderElector.MicroTime(DateTimeOffset.UtcNow);
-        await client.CreateJsonAsync("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases", new JsonObject
+        var now = LeaderElector.MicroTime(DateTime.UtcNow);
+        await client.CreateLeaseAsync(new V1Lease
         {
-            ["apiVersion"] = "coordination.k8s.io/v1",
-            ["kind"] = "Lease",
-            ["metadata"] = new JsonObject { ["name"] = "karpetrack" },
-            ["spec"] = new JsonObject
+            ApiVersion = "coordination.k8s.io/v1",
+            Kind = "Lease",
+            Metadata = new V1ObjectMeta { Name = "karpetrack", NamespaceProperty = "kube-system" },
+            Spec = new V1LeaseSpec
             {
-                ["holderIdentity"] = "someone-else", ["leaseDurationSeconds"] = 2,
-                ["acquireTime"] = now, ["renewTime"] = now, ["leaseTransitions"] = 4,
+                HolderIdentity = "someone-else", LeaseDurationSeconds = 2,
+                AcquireTime = now, RenewTime = now, LeaseTransitions = 4,
             },
         }, default);
 
@@ -210,6 +211,22 @@ public sealed class LeaderElectionTests : IAsyncLifetime
         Assert.True(sw.Elapsed >= TimeSpan.FromSeconds(2), $"took over after {sw.Elapsed}, before the lease's 2 s");
         Assert.Equal("a", (string?)LeaseSpec()["holderIdentity"]);
         Assert.Equal(5, (int)LeaseSpec()["leaseTransitions"]!);
+        stop.Cancel();
+        await run;
+    }
+
+    [Fact]
+    public async Task ClockOnAWholeSecond_StillWritesMicroTimesTheServerAccepts()
+    {
+        // The library writes such a time without fractional digits, which the API server refuses.
+        var clock = new ManualClock(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var a = new LeaderElector(NewClient(), "kube-system", "karpetrack", "a", Short, NullLogger.Instance, clock);
+        using var stop = new CancellationTokenSource();
+        var run = a.RunAsync(stop.Token);
+
+        Assert.True(await EventuallyAsync(() => a.IsLeader, TimeSpan.FromSeconds(5)));
+        Assert.Equal("2026-01-01T00:00:00.000001Z", (string?)LeaseSpec()["renewTime"]);
+        Assert.Equal("2026-01-01T00:00:00.000001Z", (string?)LeaseSpec()["acquireTime"]);
         stop.Cancel();
         await run;
     }

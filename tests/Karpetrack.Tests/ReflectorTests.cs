@@ -45,7 +45,6 @@ public sealed class ReflectorTests : IAsyncLifetime
         stop.Cancel();
         await Task.WhenAll(running).WaitAsync(TimeSpan.FromSeconds(10));
         client.Dispose();
-        connection.Dispose();
         await server.DisposeAsync();
         Directory.Delete(dir, recursive: true);
     }
@@ -165,6 +164,44 @@ public sealed class ReflectorTests : IAsyncLifetime
         server.Faults.CompactHistory();
         await Converged("after 410 and relist");
         Assert.True(podStatus.Restarts.GetValueOrDefault("expired") >= 1);
+    }
+
+    [Fact]
+    public async Task ExecCredentialFailingAfterStartUp_BacksOffAndRecovers()
+    {
+        // A plugin whose credential is always expired runs before every request; it fails while "broken" exists.
+        var broken = Path.Combine(dir, "broken");
+        var plugin = Path.Combine(dir, "plugin.sh");
+        File.WriteAllText(plugin, $$$"""
+            #!/bin/sh
+            if [ -e '{{{broken}}}' ]; then echo 'login expired' >&2; exit 1; fi
+            printf '{"apiVersion":"client.authentication.k8s.io/v1","status":{"token":"t","expirationTimestamp":"2000-01-01T00:00:00Z"}}'
+            """);
+        if (!OperatingSystem.IsWindows()) // the plugin is a shell script; this test assumes a Unix host
+            File.SetUnixFileMode(plugin, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var kubeconfig = Path.Combine(dir, "exec-kubeconfig");
+        File.WriteAllText(kubeconfig, $$$"""
+            current-context: t
+            clusters: [{name: c, cluster: {server: "{{{server.BaseAddress.GetLeftPart(UriPartial.Authority)}}}"}}]
+            contexts: [{name: t, context: {cluster: c, user: u}}]
+            users:
+            - name: u
+              user:
+                exec: {apiVersion: client.authentication.k8s.io/v1, command: ./plugin.sh, interactiveMode: Never}
+            """);
+        client.Dispose();
+        client = new KubeClient(KubeConnection.Resolve(kubeconfig, null, KubeEnvironment.Process), TimeSpan.FromSeconds(10));
+        Start();
+        await Converged("initial list");
+
+        File.WriteAllText(broken, "");
+        server.Faults.CloseAllWatches();
+        await WaitFor(() => podStatus.Restarts.GetValueOrDefault("http_error") >= 2);
+        Assert.DoesNotContain(running, t => t.IsCompleted);
+
+        File.Delete(broken);
+        Churn("exec");
+        await Converged("after the plugin works again");
     }
 
     [Fact]

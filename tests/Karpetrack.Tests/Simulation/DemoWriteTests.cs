@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using k8s;
 using Karpetrack.Simulation;
 
 namespace Karpetrack.Tests.Simulation;
@@ -29,6 +30,7 @@ public sealed class DemoWriteTests : IAsyncLifetime
 
     private static string? NodeOf(JsonObject pod) => (string?)pod["spec"]?["nodeName"];
     private static string NameOf(JsonObject o) => (string)o["metadata"]!["name"]!;
+    private static string UidOf(JsonObject o) => (string)o["metadata"]!["uid"]!;
     private static string? App(JsonObject pod) => (string?)pod["metadata"]?["labels"]?["app.kubernetes.io/name"];
     private static string? OwnerKind(JsonObject pod) => (string?)pod["metadata"]?["ownerReferences"]?[0]?["kind"];
 
@@ -63,14 +65,14 @@ public sealed class DemoWriteTests : IAsyncLifetime
         var app = App(victim)!;
         var replicas = ReplicaSetPods(app);
 
-        var outcome = await client.EvictPodAsync((string)victim["metadata"]!["namespace"]!, NameOf(victim), 0, default);
+        var outcome = await client.EvictPodAsync((string)victim["metadata"]!["namespace"]!, NameOf(victim), UidOf(victim), 0, default);
         Assert.Equal(EvictionResult.Evicted, outcome.Result);
         Assert.DoesNotContain(Pods(), p => NameOf(p) == NameOf(victim));
         Assert.Equal(replicas, ReplicaSetPods(app));   // a new pod under a new name
 
         var ds = Pods().First(p => NodeOf(p) == node && OwnerKind(p) == "DaemonSet");
         var dsCount = Pods().Count(p => OwnerKind(p) == "DaemonSet");
-        Assert.Equal(EvictionResult.Evicted, (await client.EvictPodAsync((string)ds["metadata"]!["namespace"]!, NameOf(ds), 0, default)).Result);
+        Assert.Equal(EvictionResult.Evicted, (await client.EvictPodAsync((string)ds["metadata"]!["namespace"]!, NameOf(ds), UidOf(ds), 0, default)).Result);
         Assert.Equal(dsCount - 1, Pods().Count(p => OwnerKind(p) == "DaemonSet"));
     }
 
@@ -80,7 +82,7 @@ public sealed class DemoWriteTests : IAsyncLifetime
         var victim = Pods().First(p => NodeOf(p) is not null && OwnerKind(p) == "ReplicaSet" && App(p) is "ingest" or "query" or "cart");
         var app = App(victim)!;
         var replicas = ReplicaSetPods(app);
-        Assert.Equal(EvictionResult.Evicted, (await client.EvictPodAsync((string)victim["metadata"]!["namespace"]!, NameOf(victim), 30, default)).Result);
+        Assert.Equal(EvictionResult.Evicted, (await client.EvictPodAsync((string)victim["metadata"]!["namespace"]!, NameOf(victim), UidOf(victim), 30, default)).Result);
         var terminating = Pods().Single(p => NameOf(p) == NameOf(victim));
         Assert.NotNull(terminating["metadata"]!["deletionTimestamp"]);
         Assert.Equal(replicas, ReplicaSetPods(app));   // the terminating one no longer counts; its replacement does
@@ -95,7 +97,7 @@ public sealed class DemoWriteTests : IAsyncLifetime
     public async Task TheLedgerBudgetOfTheDemo_BlocksEvictions()
     {
         var ledger = Pods().First(p => App(p) == "ledger" && NodeOf(p) is not null);
-        var outcome = await client.EvictPodAsync("payments", NameOf(ledger), null, default);
+        var outcome = await client.EvictPodAsync("payments", NameOf(ledger), UidOf(ledger), null, default);
         Assert.Equal(EvictionResult.Blocked, outcome.Result);
         var status = demo.Api.Store.Get("poddisruptionbudgets", "payments", "ledger")!.ToJsonObject()["status"]!;
         Assert.Equal(0, (int)status["disruptionsAllowed"]!);
@@ -107,7 +109,7 @@ public sealed class DemoWriteTests : IAsyncLifetime
     {
         var node = BusyNode();
         var apps = Pods().Where(p => OwnerKind(p) == "ReplicaSet").GroupBy(App).ToDictionary(g => g.Key!, g => g.Count());
-        Assert.True(await client.DeleteNodeAsync(node, default));
+        Assert.Equal("Success", (await client.Api.CoreV1.DeleteNodeAsync(node)).Status);
         Assert.DoesNotContain(Pods(), p => NodeOf(p) == node);
         foreach (var (app, count) in apps) Assert.Equal(count, ReplicaSetPods(app));
         for (var i = 0; i < 5; i++) demo.Step();

@@ -1,12 +1,17 @@
+using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json.Nodes;
+using k8s;
+using k8s.Autorest;
+using k8s.Models;
 using Karpetrack.Simulation;
 using static Karpetrack.Tests.Simulation.SimHelpers;
 
 namespace Karpetrack.Tests.Simulation;
 
-/// <summary>The product's write calls (KubeClient) against the embedded server's write verbs.</summary>
+/// <summary>The product's write calls (KubeClient, through KubernetesClient.Aot's typed client) against
+/// the embedded server's write verbs: the fake must take what the library sends.</summary>
 public sealed class KubeWriteTests : IAsyncLifetime
 {
     private KubeApiServer server = null!;
@@ -38,12 +43,12 @@ public sealed class KubeWriteTests : IAsyncLifetime
 
     private string FirstNode() => server.Store.List("nodes").Items[0].Name;
 
-    private static JsonObject Lease(string name, string? ns = null) => new()
+    private static V1Lease Lease(string name, string ns) => new()
     {
-        ["apiVersion"] = "coordination.k8s.io/v1",
-        ["kind"] = "Lease",
-        ["metadata"] = ns is null ? new JsonObject { ["name"] = name } : new JsonObject { ["name"] = name, ["namespace"] = ns },
-        ["spec"] = new JsonObject { ["holderIdentity"] = "a", ["leaseDurationSeconds"] = 15 },
+        ApiVersion = "coordination.k8s.io/v1",
+        Kind = "Lease",
+        Metadata = new V1ObjectMeta { Name = name, NamespaceProperty = ns },
+        Spec = new V1LeaseSpec { HolderIdentity = "a", LeaseDurationSeconds = 15 },
     };
 
     private static JsonObject RunningPod(string ns, string name, string node, string app, bool ready = true)
@@ -79,9 +84,9 @@ public sealed class KubeWriteTests : IAsyncLifetime
 
         var patched = await client.PatchNodeAsync(name, new JsonObject { ["spec"] = new JsonObject { ["unschedulable"] = true } }, default);
 
-        Assert.True((bool)patched["spec"]!["unschedulable"]!);
-        Assert.True(long.Parse((string)patched["metadata"]!["resourceVersion"]!) > before);
-        Assert.Equal((string?)server.Store.Get("nodes", null, name)!.ToJsonObject()["metadata"]!["uid"], (string?)patched["metadata"]!["uid"]);
+        Assert.True(patched.Spec.Unschedulable);
+        Assert.True(long.Parse(patched.Metadata.ResourceVersion) > before);
+        Assert.Equal((string?)server.Store.Get("nodes", null, name)!.ToJsonObject()["metadata"]!["uid"], patched.Metadata.Uid);
         var events = await watch;
         Assert.Equal("ADDED", Type(events[0]));   // newly matching the selector
         Assert.Equal(name, Name(events[0]));
@@ -89,8 +94,8 @@ public sealed class KubeWriteTests : IAsyncLifetime
 
         // kubectl uncordon's patch: null removes the field (RFC 7386).
         var uncordoned = await client.PatchNodeAsync(name, new JsonObject { ["spec"] = new JsonObject { ["unschedulable"] = null } }, default);
-        Assert.Null(uncordoned["spec"]!["unschedulable"]);
-        Assert.NotNull(uncordoned["spec"]!["providerID"]);   // siblings untouched
+        Assert.Null(uncordoned.Spec.Unschedulable);
+        Assert.NotNull(uncordoned.Spec.ProviderID);   // siblings untouched
     }
 
     [Fact]
@@ -131,69 +136,84 @@ public sealed class KubeWriteTests : IAsyncLifetime
     [Fact]
     public async Task Create_StampsServerFields_RefusesDuplicates_AndNamespaceMismatch()
     {
-        var created = await client.CreateJsonAsync("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases", Lease("karpetrack"), default);
-        Assert.Equal("kube-system", (string?)created["metadata"]!["namespace"]);
-        Assert.False(string.IsNullOrEmpty((string?)created["metadata"]!["uid"]));
-        Assert.NotNull(KubeTime.Parse((string?)created["metadata"]!["creationTimestamp"]));
-        Assert.Equal(server.Store.Get("leases", "kube-system", "karpetrack")!.ResourceVersion.ToString(), (string?)created["metadata"]!["resourceVersion"]);
+        var created = await client.CreateLeaseAsync(Lease("karpetrack", "kube-system"), default);
+        Assert.Equal("kube-system", created.Metadata.NamespaceProperty);
+        Assert.False(string.IsNullOrEmpty(created.Metadata.Uid));
+        Assert.NotNull(created.Metadata.CreationTimestamp);
+        Assert.Equal(server.Store.Get("leases", "kube-system", "karpetrack")!.ResourceVersion.ToString(), created.Metadata.ResourceVersion);
 
-        var dup = await Assert.ThrowsAsync<KubeApiException>(() =>
-            client.CreateJsonAsync("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases", Lease("karpetrack"), default));
+        var dup = await Assert.ThrowsAsync<KubeApiException>(() => client.CreateLeaseAsync(Lease("karpetrack", "kube-system"), default));
         Assert.Equal(409, dup.StatusCode);
         Assert.Equal("AlreadyExists", dup.Reason);
         Assert.Contains("leases.coordination.k8s.io \"karpetrack\" already exists", dup.Message);
 
-        var raw = await SendAsync(HttpMethod.Post, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases", Lease("karpetrack").ToJsonString());
+        var raw = await SendAsync(HttpMethod.Post, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases", KubernetesJson.Serialize(Lease("karpetrack", "kube-system")));
         var status = JsonNode.Parse(await raw.Content.ReadAsStringAsync())!;
         Assert.Equal("karpetrack", (string?)status["details"]!["name"]);
         Assert.Equal("coordination.k8s.io", (string?)status["details"]!["group"]);
         Assert.Equal("leases", (string?)status["details"]!["kind"]);
 
-        var mismatch = await Assert.ThrowsAsync<KubeApiException>(() =>
-            client.CreateJsonAsync("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases", Lease("other", "default"), default));
-        Assert.Equal(400, mismatch.StatusCode);
+        var mismatch = await Assert.ThrowsAsync<HttpOperationException>(() =>
+            client.Api.CoordinationV1.CreateNamespacedLeaseAsync(Lease("other", "default"), "kube-system"));
+        Assert.Equal(HttpStatusCode.BadRequest, mismatch.Response.StatusCode);
 
-        var generated = await client.CreateJsonAsync("/api/v1/namespaces/default/pods", new JsonObject
-        {
-            ["metadata"] = new JsonObject { ["generateName"] = "job-" },
-            ["spec"] = new JsonObject(),
-        }, default);
-        var generatedName = (string)generated["metadata"]!["name"]!;
-        Assert.Matches("^job-[a-z0-9]{5}$", generatedName);
-        Assert.Equal("Pod", (string?)generated["kind"]);
-        Assert.NotNull(server.Store.Get("pods", "default", generatedName));
+        var generated = await client.Api.CoreV1.CreateNamespacedPodAsync(
+            new V1Pod { Metadata = new V1ObjectMeta { GenerateName = "job-" }, Spec = new V1PodSpec() }, "default");
+        Assert.Matches("^job-[a-z0-9]{5}$", generated.Metadata.Name);
+        Assert.Equal("Pod", generated.Kind);
+        Assert.NotNull(server.Store.Get("pods", "default", generated.Metadata.Name));
     }
 
     [Fact]
     public async Task Replace_NeedsTheCurrentResourceVersion()
     {
-        var created = await client.CreateJsonAsync("/apis/coordination.k8s.io/v1/namespaces/default/leases", Lease("l1"), default);
-        var path = "/apis/coordination.k8s.io/v1/namespaces/default/leases/l1";
-        created["spec"]!["holderIdentity"] = "b";
-        var replaced = await client.ReplaceJsonAsync(path, created.DeepClone().AsObject(), default);
-        Assert.Equal("b", (string?)replaced["spec"]!["holderIdentity"]);
-        Assert.Equal((string?)created["metadata"]!["uid"], (string?)replaced["metadata"]!["uid"]);
+        var created = await client.CreateLeaseAsync(Lease("l1", "default"), default);
+        var replaced = await client.ReplaceLeaseAsync(created with { Spec = created.Spec with { HolderIdentity = "b" } }, default);
+        Assert.Equal("b", replaced.Spec.HolderIdentity);
+        Assert.Equal(created.Metadata.Uid, replaced.Metadata.Uid);
 
-        created["spec"]!["holderIdentity"] = "c";   // still the old resourceVersion
-        var conflict = await Assert.ThrowsAsync<KubeApiException>(() => client.ReplaceJsonAsync(path, created, default));
+        // Still the old resourceVersion.
+        var conflict = await Assert.ThrowsAsync<KubeApiException>(() => client.ReplaceLeaseAsync(created with { Spec = created.Spec with { HolderIdentity = "c" } }, default));
         Assert.Equal(409, conflict.StatusCode);
         Assert.Contains("Operation cannot be fulfilled on leases.coordination.k8s.io \"l1\": the object has been modified", conflict.Message);
-        Assert.Equal("b", (string?)(await client.GetJsonAsync(path, default))!["spec"]!["holderIdentity"]);
+        Assert.Equal("b", (await client.ReadLeaseAsync("default", "l1", default))!.Spec.HolderIdentity);
 
-        var missing = Lease("nope", "default");
-        var notFound = await Assert.ThrowsAsync<KubeApiException>(() => client.ReplaceJsonAsync("/apis/coordination.k8s.io/v1/namespaces/default/leases/nope", missing, default));
+        var notFound = await Assert.ThrowsAsync<KubeApiException>(() => client.ReplaceLeaseAsync(Lease("nope", "default"), default));
         Assert.Equal(404, notFound.StatusCode);
-        Assert.Null(await client.GetJsonAsync("/apis/coordination.k8s.io/v1/namespaces/default/leases/nope", default));
+        Assert.Null(await client.ReadLeaseAsync("default", "nope", default));
     }
 
     [Fact]
-    public async Task DeleteNode_TrueThenFalse_AndCollectionsAreNeverDeleted()
+    public async Task Lease_TimesMustBeMicroTime_AsTheApiserverParsesThem()
+    {
+        var lease = Lease("times", "default");
+        var micro = new DateTime(2026, 1, 1, 0, 0, 0, DateTimeKind.Utc).AddTicks(10);
+        var created = await client.CreateLeaseAsync(lease with { Spec = lease.Spec with { AcquireTime = micro, RenewTime = micro } }, default);
+        Assert.Equal(micro, created.Spec.RenewTime);
+        Assert.Equal("2026-01-01T00:00:00.000001Z", (string?)server.Store.Get("leases", "default", "times")!.ToJsonObject()["spec"]!["renewTime"]);
+
+        // The library writes a whole second without a fraction, which kube-apiserver cannot parse as a MicroTime.
+        var whole = new DateTime(2026, 1, 1, 0, 0, 1, DateTimeKind.Utc);
+        var refused = await Assert.ThrowsAsync<KubeApiException>(() =>
+            client.ReplaceLeaseAsync(created with { Spec = created.Spec with { RenewTime = whole } }, default));
+        Assert.Equal(400, refused.StatusCode);
+        Assert.Contains("parsing time \"2026-01-01T00:00:01Z\" as \"2006-01-02T15:04:05.000000Z07:00\"", refused.Message);
+        Assert.Equal(whole.AddTicks(10), LeaderElector.MicroTime(whole));
+    }
+
+    [Fact]
+    public async Task DeleteNode_AnswersAStatus_ThenNotFound_AndCollectionsAreNeverDeleted()
     {
         var name = FirstNode();
-        Assert.True(await client.DeleteNodeAsync(name, default));
+        var uid = (string?)server.Store.Get("nodes", null, name)!.ToJsonObject()["metadata"]!["uid"];
+        var status = await client.Api.CoreV1.DeleteNodeAsync(name);
+        Assert.Equal("Success", status.Status);
+        Assert.Equal(name, status.Details.Name);
+        Assert.Equal(uid, status.Details.Uid);
         Assert.Null(server.Store.Get("nodes", null, name));
         Assert.Contains(writes, w => w.Resource == "nodes" && w.Name == name && w.Object is null);
-        Assert.False(await client.DeleteNodeAsync(name, default));
+        var gone = await Assert.ThrowsAsync<HttpOperationException>(() => client.Api.CoreV1.DeleteNodeAsync(name));
+        Assert.Equal(HttpStatusCode.NotFound, gone.Response.StatusCode);
 
         var r = await http.DeleteAsync("/api/v1/nodes");
         Assert.Equal(405, (int)r.StatusCode);
@@ -237,7 +257,7 @@ public sealed class KubeWriteTests : IAsyncLifetime
         // 60% of 3 (1.8) rounds up to 2; two of the three are healthy, so nothing may go.
         server.Store.Upsert("poddisruptionbudgets", Budget("shop", "web", "web", "minAvailable", "60%"));
 
-        var blocked = await client.EvictPodAsync("shop", "ledger-0", null, default);
+        var blocked = await client.EvictPodAsync("shop", "ledger-0", null, null, default);
         Assert.Equal(EvictionResult.Blocked, blocked.Result);
         Assert.Contains("Cannot evict pod as it would violate the pod's disruption budget.", blocked.Message);
         Assert.NotNull(server.Store.Get("pods", "shop", "ledger-0"));
@@ -252,7 +272,7 @@ public sealed class KubeWriteTests : IAsyncLifetime
 
         // Make the third web pod ready: one disruption allowed, then none again.
         server.Store.Upsert("pods", RunningPod("shop", "web-2", node, "web"));
-        var evicted = await client.EvictPodAsync("shop", "web-0", 0, default);
+        var evicted = await client.EvictPodAsync("shop", "web-0", null, 0, default);
         Assert.Equal(EvictionResult.Evicted, evicted.Result);
         Assert.Null(server.Store.Get("pods", "shop", "web-0"));
         var pdb = server.Store.Get("poddisruptionbudgets", "shop", "web")!.ToJsonObject()["status"]!;
@@ -260,9 +280,9 @@ public sealed class KubeWriteTests : IAsyncLifetime
         Assert.Equal(2, (int)pdb["desiredHealthy"]!);
         Assert.Equal(0, (int)pdb["disruptionsAllowed"]!);
         Assert.Equal(2, (int)pdb["expectedPods"]!);
-        Assert.Equal(EvictionResult.Blocked, (await client.EvictPodAsync("shop", "web-1", 0, default)).Result);
+        Assert.Equal(EvictionResult.Blocked, (await client.EvictPodAsync("shop", "web-1", null, 0, default)).Result);
 
-        Assert.Equal(EvictionResult.Gone, (await client.EvictPodAsync("shop", "web-0", 0, default)).Result);
+        Assert.Equal(EvictionResult.Gone, (await client.EvictPodAsync("shop", "web-0", null, 0, default)).Result);
     }
 
     [Fact]
@@ -271,20 +291,48 @@ public sealed class KubeWriteTests : IAsyncLifetime
         var node = FirstNode();
         server.Store.Upsert("pods", SimplePod("batch", "waiting", null, new() { ["app"] = "job" }));
         server.Store.Upsert("poddisruptionbudgets", Budget("batch", "job", "job", "maxUnavailable", 0));
-        Assert.Equal(EvictionResult.Evicted, (await client.EvictPodAsync("batch", "waiting", null, default)).Result);
+        Assert.Equal(EvictionResult.Evicted, (await client.EvictPodAsync("batch", "waiting", null, null, default)).Result);
         Assert.Null(server.Store.Get("pods", "batch", "waiting"));
 
         server.Store.Upsert("pods", RunningPod("batch", "both", node, "job"));
         server.Store.Upsert("poddisruptionbudgets", Budget("batch", "job2", "job", "minAvailable", 0));
-        var failed = await client.EvictPodAsync("batch", "both", null, default);
+        var failed = await client.EvictPodAsync("batch", "both", null, null, default);
         Assert.Equal(EvictionResult.Failed, failed.Result);
         Assert.Contains("This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.", failed.Message);
 
         server.Store.Delete("poddisruptionbudgets", "batch", "job");
-        var graceful = await client.EvictPodAsync("batch", "both", 20, default);
+        var graceful = await client.EvictPodAsync("batch", "both", null, 20, default);
         Assert.Equal(EvictionResult.Evicted, graceful.Result);
         var pod = server.Store.Get("pods", "batch", "both")!.ToJsonObject();
         Assert.Equal(20, (int)pod["metadata"]!["deletionGracePeriodSeconds"]!);
+    }
+
+    [Fact]
+    public async Task Evict_WithTheUidOfAPodThatWasReplaced_Is409_AndLeavesTheNewPod()
+    {
+        var node = FirstNode();
+        server.Store.Upsert("pods", RunningPod("shop", "db-0", node, "db"));
+        var oldUid = (string)server.Store.Get("pods", "shop", "db-0")!.ToJsonObject()["metadata"]!["uid"]!;
+        // A StatefulSet recreates its pod under the same name, with a new uid.
+        server.Store.Delete("pods", "shop", "db-0");
+        server.Store.Upsert("pods", RunningPod("shop", "db-0", node, "db"));
+        var newUid = (string)server.Store.Get("pods", "shop", "db-0")!.ToJsonObject()["metadata"]!["uid"]!;
+        Assert.NotEqual(oldUid, newUid);
+
+        var raw = await SendAsync(HttpMethod.Post, "/api/v1/namespaces/shop/pods/db-0/eviction",
+            """{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"db-0","namespace":"shop"},"deleteOptions":{"preconditions":{"uid":""" + $"\"{oldUid}\"" + "}}}");
+        Assert.Equal(409, (int)raw.StatusCode);
+        var status = JsonNode.Parse(await raw.Content.ReadAsStringAsync())!;
+        Assert.Equal("Conflict", (string?)status["reason"]);
+        Assert.Equal($"Operation cannot be fulfilled on pods \"db-0\": Precondition failed: UID in precondition: {oldUid}, UID in object meta: {newUid}", (string?)status["message"]);
+
+        var stale = await client.EvictPodAsync("shop", "db-0", oldUid, 0, default);
+        Assert.Equal(EvictionResult.Gone, stale.Result);
+        Assert.Contains("Precondition failed", stale.Message);
+        Assert.NotNull(server.Store.Get("pods", "shop", "db-0"));
+
+        Assert.Equal(EvictionResult.Evicted, (await client.EvictPodAsync("shop", "db-0", newUid, 0, default)).Result);
+        Assert.Null(server.Store.Get("pods", "shop", "db-0"));
     }
 
     [Fact]

@@ -14,9 +14,10 @@ build:
 run: build
 	$(DOTNET) bin/$(CONFIG)/net10.0/karpetrack.dll --demo $(ARGS)
 
-# Installs what the tests need when it is missing (idempotent), then runs every test (the main
+# Installs what the tests need when it is missing (idempotent), publishes the native binary (its
+# end-to-end tests run it), then runs every test (the main
 # project, then the packer's OR-Tools oracle) and ends with one plain summary line "N passed, N failed".
-test: test-deps
+test: test-deps publish
 	@rm -rf $(RESULTS); mkdir -p $(RESULTS)
 	@set +e; rc=0; \
 	  $(DOTNET) test tests/Karpetrack.Tests/Karpetrack.Tests.csproj -c $(CONFIG) -nologo \
@@ -31,9 +32,13 @@ test-deps:
 bench: build
 	$(DOTNET) run -c Release --project bench/Karpetrack.Bench/Karpetrack.Bench.csproj -- $(ARGS)
 
-# Framework-dependent publish, the same step the Dockerfile runs.
+# The shipped binary: a linux-x64 NativeAOT executable at .tmp/publish/karpetrack, the same step the
+# Dockerfile runs. The native toolchain (clang, zlib1g-dev) is installed first where it is missing.
 publish:
-	$(DOTNET) publish Karpetrack.csproj -c $(CONFIG) -nologo -o .tmp/publish
+	@if ! command -v clang >/dev/null 2>&1 || ! dpkg -s zlib1g-dev >/dev/null 2>&1; then \
+	  export DEBIAN_FRONTEND=noninteractive; apt-get update -qq >/dev/null && \
+	  apt-get install -y -qq --no-install-recommends clang zlib1g-dev >/dev/null; fi
+	$(DOTNET) publish Karpetrack.csproj -c $(CONFIG) -r linux-x64 -p:PublishAot=true -nologo -o .tmp/publish
 
 IMAGE ?= karpetrack:dev
 # Only where a Docker engine answers; elsewhere say so instead of failing halfway.

@@ -22,11 +22,15 @@ public sealed class DemoProcess : IAsyncLifetime
     }
 
     /// <summary>The flags after --demo and the loopback listeners, for fixtures that need another mode (internal: xunit wants one public constructor).</summary>
-    internal DemoProcess(string[] flags, IReadOnlyDictionary<string, string>? environment = null)
+    internal DemoProcess(string[] flags, IReadOnlyDictionary<string, string>? environment = null, string? executable = null)
     {
         this.flags = flags;
         this.environment = environment ?? new Dictionary<string, string>();
+        this.executable = executable;
     }
+
+    /// <summary>A native executable to run instead of `dotnet karpetrack.dll` (the NativeAOT build).</summary>
+    private readonly string? executable;
 
     public Uri MetricsUrl { get; private set; } = null!;
     public Uri GrpcUrl { get; private set; } = null!;
@@ -44,8 +48,9 @@ public sealed class DemoProcess : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { AppDll, "--demo", "--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-format", "text" }.Concat(flags))
+        var psi = new ProcessStartInfo(executable ?? "dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        if (executable is null) psi.ArgumentList.Add(AppDll);
+        foreach (var a in new[] { "--demo", "--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-format", "text" }.Concat(flags))
             psi.ArgumentList.Add(a);
         foreach (var (name, value) in environment) psi.Environment[name] = value;
         process = Process.Start(psi)!;

@@ -218,6 +218,7 @@ public sealed class Service : IAsyncDisposable
         {
             ActuationState = options.Actuation == ActuationMode.Off ? null : actuator.StateOf,
             Approvals = options.Actuation == ActuationMode.Approve ? new Approvals(actuator, options.ActuationSettings.ApproveTokenFile!) : null,
+            LabelGroups = options.LabelGroups, ActuationMode = Actuator.ModeLabel(options.Actuation),
         };
         grpc.AddServices(builder.Services, api);
         var collector = new Collector(model, statuses, options.LabelGroups, prices, recommender: recommender, grpc: grpc, actuator: actuator, spot: spot?.Client);
@@ -232,7 +233,7 @@ public sealed class Service : IAsyncDisposable
         app.Lifetime.ApplicationStopping.Register(grpc.BeginShutdown);
         int grpcPort = -1;
         grpc.Map(app, connection => connection.LocalPort == grpcPort);
-        MapEndpoints(app, service, collector, options);
+        MapEndpoints(app, service, collector, options, new JsonApi(api, app.Lifetime.ApplicationStopping));
         await app.StartAsync(ct);
         grpcPort = grpcListener!.IPEndPoint?.Port ?? grpcAddr.Port;
         service.MetricsUrl = UrlOf(metricsListener!, metricsAddr, certificate is not null);
@@ -333,11 +334,12 @@ public sealed class Service : IAsyncDisposable
     /// compile each handler through expression trees at start and keep routing and
     /// System.Linq.Expressions loaded: megabytes of resident memory for five fixed paths.
     /// </summary>
-    private static void MapEndpoints(WebApplication app, Service service, Collector collector, KarpetrackOptions options)
+    private static void MapEndpoints(WebApplication app, Service service, Collector collector, KarpetrackOptions options, JsonApi json)
     {
         app.Run(ctx =>
         {
-            var path = ctx.Request.Path.Value;
+            var path = ctx.Request.Path.Value ?? "";
+            if (JsonApi.Handles(path)) return json.HandleAsync(ctx);
             if (path is not ("/metrics" or "/healthz" or "/readyz" or "/sync" or "/"))
                 return Text(ctx, StatusCodes.Status404NotFound, "text/plain; charset=utf-8", "not found\n");
             if (!HttpMethods.IsGet(ctx.Request.Method))

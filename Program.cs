@@ -94,6 +94,12 @@ public sealed class Service : IAsyncDisposable
             Console.Error.WriteLine($"karpetrack: cannot listen on {options.MetricsAddr} or {options.GrpcAddr}: {e.Message}");
             return 1;
         }
+        catch (Exception e) when (!cts.IsCancellationRequested)
+        {
+            // One line, never a stack trace: whatever stopped the start is named, with its message.
+            Console.Error.WriteLine($"karpetrack: cannot start: {e.GetType().Name}: {e.Message.ReplaceLineEndings(" ")}");
+            return 1;
+        }
         await using (service)
         {
             Console.WriteLine($"web: {service.MetricsUrl}");

@@ -86,20 +86,23 @@ async function api(path, { etagKey } = {}) {
 }
 
 async function poll() {
-  try {
-    const [summary, recs, nodes] = await Promise.all([
-      api('v1/summary'), api('v1/recommendations', { etagKey: 'recs' }), api('v1/nodes', { etagKey: 'nodes' }),
-    ]);
-    state.summary = summary;
-    renderSummary();
-    if (recs) { state.recs = recs; renderRecs(); }
-    renderActuation();
-    if (nodes) { state.nodes = nodes; renderFilters(); applyView(); }
+  // Each part renders on its own: before the first plan the recommendations answer 503, and the
+  // summary and node map are worth showing meanwhile.
+  const [summary, recs, nodes] = await Promise.allSettled([
+    api('v1/summary'), api('v1/recommendations', { etagKey: 'recs' }), api('v1/nodes', { etagKey: 'nodes' }),
+  ]);
+  if (summary.status === 'fulfilled') { state.summary = summary.value; renderSummary(); }
+  if (recs.status === 'fulfilled' && recs.value) { state.recs = recs.value; renderRecs(); }
+  if (state.summary) renderActuation();
+  if (nodes.status === 'fulfilled' && nodes.value) { state.nodes = nodes.value; renderFilters(); applyView(); }
+  const failed = [summary, recs, nodes].find((r) => r.status === 'rejected');
+  if (!failed) {
     state.lastOk = new Date();
     setStatus(`live · updated ${state.lastOk.toLocaleTimeString()}`);
-  } catch (e) {
-    if (e.status === 503) setStatus(`waiting: ${e.message}`);
-    else setStatus(`error: ${e.message}${state.lastOk ? ` (last update ${state.lastOk.toLocaleTimeString()})` : ''}`, true);
+  } else if (failed.reason.status === 503) {
+    setStatus(`waiting: ${failed.reason.message}`);
+  } else {
+    setStatus(`error: ${failed.reason.message}${state.lastOk ? ` (last update ${state.lastOk.toLocaleTimeString()})` : ''}`, true);
   }
   document.body.dataset.updated = String(Date.now());
 }

@@ -15,6 +15,9 @@ public class BrowserTests
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(4));
         await using var service = await Service.StartAsync(KarpetrackOptions.Parse(["--demo", "--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0",
             "--log-level", "warn", "--recommend-interval", "1s", "--demo-churn-interval", "1s", "--label-group", "servers.ngpc.rxt.io/class"], _ => null), cts.Token);
+        // The page shows "waiting" (with 503s the browser logs as errors) until the caches sync and the first plan exists.
+        using (var http = new HttpClient { BaseAddress = service.MetricsUrl })
+            while ((await http.GetAsync("v1/recommendations", cts.Token)).StatusCode != System.Net.HttpStatusCode.OK) await Task.Delay(100, cts.Token);
         var artefacts = Path.Combine(RepoRoot.Path, ".tmp", "web");
         Directory.CreateDirectory(artefacts);
         var screenshot = Path.Combine(artefacts, "demo.png");

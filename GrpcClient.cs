@@ -13,18 +13,23 @@ public static class GrpcCli
     public const string DefaultServer = "127.0.0.1:9102";
     public const string TokenVariable = "KARPETRACK_APPROVE_TOKEN";
 
-    public static bool IsCommand(string arg) => arg is "recommendations" or "explain" or "approve";
+    public static bool IsCommand(string arg) => arg is "recommendations" or "explain" or "approve" or "nodes" or "report";
 
     /// <summary>Node is the NODE of explain; Id the recommendation of approve.</summary>
-    private sealed record CliArgs(string Command, string? Node, string? Id, string? TokenFile, string Server, bool Watch, bool Json,
-        V1.RecommendationType Type, string Filter, double MinSavings);
+    private sealed record CliArgs(string Command, string? Node, string? Id, string? TokenFile, string Server, bool Watch, CliOutput Output,
+        V1.RecommendationType Type, string Filter, double MinSavings)
+    {
+        public bool Json => Output == CliOutput.Json;
+    }
 
     public static string Usage =>
         $"""
-        Usage: karpetrack recommendations [--server host:port] [--watch] [--json] [--type T] [--node NODE] [--min-savings DOLLARS_PER_HOUR]
-               karpetrack explain NODE [--server host:port] [--json]
-               karpetrack approve ID [--server host:port] [--token-file FILE] [--json]
-        --server defaults to $KARPETRACK_SERVER, else 127.0.0.1:9102; an https:// URL uses TLS.
+        Usage: karpetrack recommendations [--server host:port] [--watch] [--output table|wide|json] [--type T] [--node NODE] [--min-savings DOLLARS_PER_HOUR]
+               karpetrack explain NODE [--server host:port] [--output table|wide|json]
+               karpetrack approve ID [--server host:port] [--token-file FILE] [--output table|wide|json]
+               karpetrack nodes [--server host:port] [--watch] [--sort KEY] [--output table|wide|json]
+               karpetrack report [--kubeconfig FILE] [--context NAME] [--top N] [--output table|wide|json] [service flags]
+        --server defaults to $KARPETRACK_SERVER, else 127.0.0.1:9102; an https:// URL uses TLS. --json is --output json.
         --type is provision, replace, consolidate or delete_empty.
         approve sends the bearer token of --token-file, else of ${TokenVariable}.
 
@@ -32,6 +37,8 @@ public static class GrpcCli
 
     public static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, CancellationToken ct = default)
     {
+        if (args[0] == "nodes") return await WithCtrlC(c => NodesCommand.RunAsync(args, output, error, c), ct);
+        if (args[0] == "report") return await WithCtrlC(c => ReportCommand.RunAsync(args, output, error, c), ct);
         CliArgs a;
         try { a = Parse(args); }
         catch (OptionsException e)
@@ -75,7 +82,7 @@ public static class GrpcCli
             {
                 var request = new V1.ListRecommendationsRequest { Type = a.Type, Node = a.Filter, MinSavingsPerHour = a.MinSavings };
                 var list = await client.ListRecommendationsAsync(request, deadline: Deadline(), cancellationToken: cts.Token);
-                output.Write(a.Json ? JsonFormatter.Default.Format(list) + "\n" : FormatTable(list.Recommendations));
+                output.Write(a.Json ? JsonFormatter.Default.Format(list) + "\n" : FormatTable(list.Recommendations, a.Output == CliOutput.Wide));
                 return 0;
             }
             var watch = new V1.WatchRecommendationsRequest { Type = a.Type, Node = a.Filter, MinSavingsPerHour = a.MinSavings };
@@ -88,7 +95,7 @@ public static class GrpcCli
                 if (!synced)
                 {
                     if (ev.Kind == V1.RecommendationEvent.Types.Kind.Added) { initial.Add(ev.Recommendation); continue; }
-                    if (ev.Kind == V1.RecommendationEvent.Types.Kind.Synced) { synced = true; output.Write(FormatTable(initial)); output.Flush(); continue; }
+                    if (ev.Kind == V1.RecommendationEvent.Types.Kind.Synced) { synced = true; output.Write(FormatTable(initial, a.Output == CliOutput.Wide)); output.Flush(); continue; }
                 }
                 if (ev.Kind == V1.RecommendationEvent.Types.Kind.Heartbeat) continue;
                 var r = ev.Recommendation;
@@ -104,13 +111,41 @@ public static class GrpcCli
         catch (RpcException e)
         {
             // One line: the library's detail for a failed connection can carry the inner exceptions' text.
-            error.WriteLine($"karpetrack: {Collector.GrpcStatusName(e.StatusCode)}: {e.Status.Detail.ReplaceLineEndings(" ")}");
+            error.WriteLine(ErrorLine(e, a.Server));
             return 1;
         }
         finally
         {
             Console.CancelKeyPress -= onCancel;
         }
+    }
+
+    /// <summary>One line for a failed call: the status and its detail, and for a server not reached, which one.</summary>
+    public static string ErrorLine(RpcException e, string server)
+    {
+        // The library's detail for a failed connection can carry the inner exceptions' text: one line of it.
+        var detail = e.Status.Detail.ReplaceLineEndings(" ");
+        return e.StatusCode == StatusCode.Unavailable && e.Status.DebugException is not null
+            ? $"karpetrack: cannot reach {server}: {Collector.GrpcStatusName(e.StatusCode)}: {detail} ({e.Status.DebugException.Message.ReplaceLineEndings(" ")})"
+            : $"karpetrack: {Collector.GrpcStatusName(e.StatusCode)}: {detail}";
+    }
+
+    /// <summary>Ctrl-C ends a watch as a normal exit (0), not as an error.</summary>
+    private static async Task<int> WithCtrlC(Func<CancellationToken, Task<int>> run, CancellationToken ct)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
+        Console.CancelKeyPress += onCancel;
+        try { return await run(cts.Token); }
+        finally { Console.CancelKeyPress -= onCancel; }
+    }
+
+    /// <summary>--server as given, else $KARPETRACK_SERVER, else the default; a usage error unless host:port or an http(s) URL.</summary>
+    public static string ServerOrDefault(string? server)
+    {
+        server ??= Environment.GetEnvironmentVariable("KARPETRACK_SERVER") is { Length: > 0 } env ? env : DefaultServer;
+        if (Address(server) is null) throw new OptionsException($"--server: \"{server}\" is not host:port, http://host:port or https://host:port");
+        return server;
     }
 
     private static Uri? Address(string server) =>
@@ -138,7 +173,8 @@ public static class GrpcCli
     {
         var command = args[0];
         string? node = null, id = null, tokenFile = null, server = null, filter = "";
-        bool watch = false, json = false;
+        bool watch = false;
+        var output = CliOutput.Table;
         var type = V1.RecommendationType.Unspecified;
         double minSavings = 0;
         for (int i = 1; i < args.Length; i++)
@@ -148,7 +184,8 @@ public static class GrpcCli
             switch (arg)
             {
                 case "--server": server = Value(); break;
-                case "--json": json = true; break;
+                case "--json": output = CliOutput.Json; break;
+                case "--output" or "-o": output = CliFormat.ParseOutput(Value()); break;
                 case "--token-file" when command == "approve": tokenFile = Value(); break;
                 case "--watch" when command == "recommendations": watch = true; break;
                 case "--node" when command == "recommendations": filter = Value(); break;
@@ -175,9 +212,7 @@ public static class GrpcCli
         }
         if (command == "explain" && node is null) throw new OptionsException("explain needs a NODE");
         if (command == "approve" && id is null) throw new OptionsException("approve needs a recommendation ID (see karpetrack recommendations)");
-        server ??= Environment.GetEnvironmentVariable("KARPETRACK_SERVER") is { Length: > 0 } env ? env : DefaultServer;
-        if (Address(server) is null) throw new OptionsException($"--server: \"{server}\" is not host:port, http://host:port or https://host:port");
-        return new CliArgs(command, node, id, tokenFile, server, watch, json, type, filter, minSavings);
+        return new CliArgs(command, node, id, tokenFile, ServerOrDefault(server), watch, output, type, filter, minSavings);
     }
 
     /// <summary>
@@ -206,35 +241,35 @@ public static class GrpcCli
         return token;
     }
 
-    private static string TypeName(V1.RecommendationType t) => t switch
-    {
-        V1.RecommendationType.Provision => "provision", V1.RecommendationType.Replace => "replace",
-        V1.RecommendationType.Consolidate => "consolidate", V1.RecommendationType.DeleteEmpty => "delete_empty", _ => "?",
-    };
+    private static string TypeName(V1.RecommendationType t) => CliFormat.TypeName(t);
 
-    private static string Savings(V1.Recommendation r) => r.SavingsPerHour.ToString("0.####", CultureInfo.InvariantCulture) + " $/h";
+    private static string Savings(V1.Recommendation r) => CliFormat.PerHour(r.SavingsPerHour);
 
-    public static string FormatTable(IEnumerable<V1.Recommendation> recs)
+    /// <summary>The recommendations in aligned columns and human units; wide adds costs, bound, PDB headroom and actuation.</summary>
+    public static string FormatTable(IEnumerable<V1.Recommendation> recs, bool wide = false)
     {
-        var rows = new List<string[]> { new[] { "TYPE", "ID", "NODES", "NEW NODES", "SAVINGS $/H", "$/MONTH", "EVICTED", "WHY" } };
-        foreach (var r in recs)
+        var list = recs.ToList();
+        if (list.Count == 0) return "no recommendations\n";
+        var headers = new List<string> { "TYPE", "ID", "NODES", "NEW NODES", "SAVES $/H", "$/MONTH", "EVICTS" };
+        if (wide) headers.AddRange(["NOW $/H", "AFTER $/H", "BOUND $/H", "PDB HEADROOM", "ACTUATION"]);
+        headers.Add("WHY");
+        var right = new HashSet<int> { 4, 5, 6 };
+        if (wide) { right.Add(7); right.Add(8); right.Add(9); right.Add(10); }
+        var rows = list.Select(r =>
         {
-            rows.Add([
-                TypeName(r.Type), r.Id, r.Nodes.Count == 0 ? "-" : string.Join(",", r.Nodes),
+            var row = new List<string>
+            {
+                TypeName(r.Type), r.Id, r.Nodes.Count == 0 ? $"{r.PendingPods.Count} pending pods" : string.Join(",", r.Nodes),
                 r.NewNodes.Count == 0 ? "-" : string.Join(",", r.NewNodes.Select(n => $"{n.Count}x{n.ServerClass}")),
-                r.SavingsPerHour.ToString("0.####", CultureInfo.InvariantCulture), r.SavingsPerMonth.ToString("0.##", CultureInfo.InvariantCulture),
-                r.PodsEvicted.ToString(CultureInfo.InvariantCulture), r.Reasons.FirstOrDefault() ?? "",
-            ]);
-        }
-        if (rows.Count == 1) return "no recommendations\n";
-        var widths = Enumerable.Range(0, rows[0].Length - 1).Select(c => rows.Max(r => r[c].Length)).ToArray();
-        var sb = new StringBuilder();
-        foreach (var row in rows)
-        {
-            for (int c = 0; c < row.Length - 1; c++) sb.Append(row[c].PadRight(widths[c] + 2));
-            sb.Append(row[^1]).Append('\n');
-        }
-        return sb.ToString();
+                CliFormat.Money(r.SavingsPerHour), CliFormat.Money(r.SavingsPerMonth), r.PodsEvicted.ToString(CultureInfo.InvariantCulture),
+            };
+            if (wide)
+                row.AddRange([CliFormat.Money(r.CurrentCostPerHour), CliFormat.Money(r.NewCostPerHour), CliFormat.Money(r.LowerBoundPerHour),
+                    r.PdbHeadroom < 0 ? "-" : r.PdbHeadroom.ToString(CultureInfo.InvariantCulture), r.ActuationState.Length > 0 ? r.ActuationState : "-"]);
+            row.Add(r.Reasons.FirstOrDefault() ?? "");
+            return (IReadOnlyList<string>)row;
+        });
+        return CliFormat.Table(headers, rows.ToList(), right);
     }
 
     public static string FormatExplanation(V1.NodeExplanation e)
@@ -244,10 +279,10 @@ public static class GrpcCli
         sb.Append($"class:       {(e.ServerClass.Length > 0 ? e.ServerClass : "-")} ({e.CapacityType}, pool {e.Pool}, region {e.Region})\n");
         sb.Append($"state:       {e.State}, {e.Pods} pods\n");
         sb.Append(e.Priced
-            ? $"price:       {e.PricePerHour.ToString("0.####", CultureInfo.InvariantCulture)} $/h (idle {e.IdleCostPerHour.ToString("0.####", CultureInfo.InvariantCulture)} $/h)\n"
+            ? $"price:       {CliFormat.PerHour(e.PricePerHour)} ({CliFormat.PerMonth(e.PricePerHour)}), idle {CliFormat.PerHour(e.IdleCostPerHour)}\n"
             : "price:       unpriced\n");
         foreach (var r in e.Resources)
-            sb.Append($"{r.Resource + ":",-13}{r.Allocated.ToString("0.###", CultureInfo.InvariantCulture)} of {r.Allocatable.ToString("0.###", CultureInfo.InvariantCulture)} allocated ({r.Utilization * 100:0.#} %)\n");
+            sb.Append($"{r.Resource + ":",-13}{CliFormat.Bar(r.Utilization)}{CliFormat.Usage(r)} allocated\n");
         sb.Append($"removable:   {(e.Removable ? "yes" : "no")}\n");
         sb.Append($"replaceable: {(e.Replaceable ? "yes" : "no")}\n");
         if (e.RecommendationIds.Count > 0) sb.Append($"recommended: {string.Join(", ", e.RecommendationIds)}\n");

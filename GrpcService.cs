@@ -29,6 +29,12 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
     /// <summary>Approvals (with --actuation approve); null otherwise, and ApproveRecommendation says why.</summary>
     public Approvals? Approvals { get; init; }
 
+    /// <summary>The --label-group groups: ListNodes carries their keys' labels, and only those.</summary>
+    public IReadOnlyList<IReadOnlyList<string>> LabelGroups { get; init; } = [];
+
+    /// <summary>The --actuation mode as its flag value, for GetSummary.</summary>
+    public string ActuationMode { get; init; } = "off";
+
     public KarpetrackApi(ClusterModel model, PriceFeed prices, RecommenderLoop loop, IReadOnlyList<ReflectorStatus> caches, Func<RecommenderOptions> options)
     {
         this.model = model;
@@ -49,6 +55,15 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
         WatchAsync(request, responseStream, context.CancellationToken);
 
     public override Task<V1.NodeExplanation> ExplainNode(V1.ExplainNodeRequest request, ServerCallContext context) => Task.FromResult(ExplainNode(request));
+
+    public override Task<V1.ListNodesResponse> ListNodes(V1.ListNodesRequest request, ServerCallContext context) => Task.FromResult(ListNodes(request));
+
+    /// <summary>The node map (Api/NodeMap.cs); before the first plan its nodes carry no blockers.</summary>
+    public V1.ListNodesResponse ListNodes(V1.ListNodesRequest request)
+    {
+        RequireSync();
+        return NodeMap.Build(model.Snapshot(), prices.Current, loop.Current, loop.LastRun, LabelGroups);
+    }
 
     // Simulate runs the packer: off the request thread, so that a cancelled or stopping call need not wait for it.
     public override Task<V1.SimulateResponse> Simulate(V1.SimulateRequest request, ServerCallContext context) =>
@@ -97,6 +112,7 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
             PotentialSavingsPerHour = (double)plan.Recommendations.Sum(r => Math.Max(0, r.SavingsPerHour)),
             ProvisioningCostPerHour = (double)plan.ProvisioningCostPerHour,
             Region = plan.Region,
+            ActuationMode = ActuationMode,
             PriceBook = new V1.PriceBookState
             {
                 Source = book.Source, FetchedAt = Timestamp.FromDateTimeOffset(book.FetchedAt), Stale = prices.Stale,
@@ -135,7 +151,7 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
     }
 
     /// <summary>As the metric defines it: the price times the unallocated share of the most-allocated resource.</summary>
-    private static decimal IdleCost(NodeView n, decimal price)
+    internal static decimal IdleCost(NodeView n, decimal price)
     {
         double used = Math.Max(n.Utilization(ResourceTable.Cpu), n.Utilization(ResourceTable.Memory));
         return price * (decimal)Math.Clamp(1 - used, 0, 1);
@@ -306,7 +322,7 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
         var e = new V1.NodeExplanation
         {
             Node = n.Name, ServerClass = n.ServerClass, Pool = n.Pool, CapacityType = n.CapacityType, Region = n.Region,
-            State = ClusterSnapshot.StateOf(n) switch { NodeState.Ready => "ready", NodeState.NotReady => "not_ready", NodeState.Cordoned => "cordoned", _ => "deleting" },
+            State = NodeMap.StateName(ClusterSnapshot.StateOf(n)),
             Pods = n.Pods,
         };
         if (n.Created is { } created) e.Created = Timestamp.FromDateTimeOffset(created);
@@ -316,15 +332,7 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
             e.PricePerHour = (double)price;
             e.IdleCostPerHour = (double)IdleCost(n, price);
         }
-        foreach (var i in snap.Resources.Exported)
-        {
-            double scale = snap.Resources.IsMilli(i) ? 1000 : 1;
-            e.Resources.Add(new V1.ResourceUsage
-            {
-                Resource = snap.Resources.Name(i), Allocated = n.Allocated[i] / scale, Allocatable = n.Allocatable[i] / scale,
-                Utilization = n.Utilization(i), DaemonsetOverhead = n.DaemonSetOverhead[i] / scale,
-            });
-        }
+        NodeMap.AddUsage(e.Resources, n, snap.Resources);
         foreach (var r in plan.Recommendations.Where(r => r.Nodes.Contains(n.Name)))
         {
             e.RecommendationIds.Add(r.Id);

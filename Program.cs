@@ -94,8 +94,15 @@ public sealed class Service : IAsyncDisposable
             Console.Error.WriteLine($"karpetrack: cannot listen on {options.MetricsAddr} or {options.GrpcAddr}: {e.Message}");
             return 1;
         }
+        catch (Exception e) when (!cts.IsCancellationRequested)
+        {
+            // One line, never a stack trace: whatever stopped the start is named, with its message.
+            Console.Error.WriteLine($"karpetrack: cannot start: {e.GetType().Name}: {e.Message.ReplaceLineEndings(" ")}");
+            return 1;
+        }
         await using (service)
         {
+            Console.WriteLine($"web: {service.MetricsUrl}");
             Console.WriteLine($"metrics: {new Uri(service.MetricsUrl, "/metrics")}");
             Console.WriteLine($"grpc: {service.GrpcUrl}");
             if (service.DemoKubeconfig is { } kc)
@@ -219,6 +226,7 @@ public sealed class Service : IAsyncDisposable
         {
             ActuationState = options.Actuation == ActuationMode.Off ? null : actuator.StateOf,
             Approvals = options.Actuation == ActuationMode.Approve ? new Approvals(actuator, options.ActuationSettings.ApproveTokenFile!) : null,
+            LabelGroups = options.LabelGroups, ActuationMode = Actuator.ModeLabel(options.Actuation),
         };
         grpc.AddServices(builder.Services, api);
         var collector = new Collector(model, statuses, options.LabelGroups, prices, recommender: recommender, grpc: grpc, actuator: actuator, spot: spot?.Client);
@@ -233,7 +241,7 @@ public sealed class Service : IAsyncDisposable
         app.Lifetime.ApplicationStopping.Register(grpc.BeginShutdown);
         int grpcPort = -1;
         grpc.Map(app, connection => connection.LocalPort == grpcPort);
-        MapEndpoints(app, service, collector, options);
+        MapEndpoints(app, service, collector, new JsonApi(api, app.Lifetime.ApplicationStopping), WebView.Load());
         await app.StartAsync(ct);
         grpcPort = grpcListener!.IPEndPoint?.Port ?? grpcAddr.Port;
         service.MetricsUrl = UrlOf(metricsListener!, metricsAddr, certificate is not null);
@@ -334,12 +342,14 @@ public sealed class Service : IAsyncDisposable
     /// compile each handler through expression trees at start and keep routing and
     /// System.Linq.Expressions loaded: megabytes of resident memory for five fixed paths.
     /// </summary>
-    private static void MapEndpoints(WebApplication app, Service service, Collector collector, KarpetrackOptions options)
+    private static void MapEndpoints(WebApplication app, Service service, Collector collector, JsonApi json, WebView web)
     {
         app.Run(ctx =>
         {
-            var path = ctx.Request.Path.Value;
-            if (path is not ("/metrics" or "/healthz" or "/readyz" or "/sync" or "/"))
+            var path = ctx.Request.Path.Value ?? "";
+            if (JsonApi.Handles(path)) return json.HandleAsync(ctx);
+            bool page = web.Handles(path);
+            if (!page && path is not ("/metrics" or "/healthz" or "/readyz" or "/sync"))
                 return Text(ctx, StatusCodes.Status404NotFound, "text/plain; charset=utf-8", "not found\n");
             if (!HttpMethods.IsGet(ctx.Request.Method))
             {
@@ -348,11 +358,11 @@ public sealed class Service : IAsyncDisposable
             }
             return path switch
             {
+                _ when page => web.ServeAsync(ctx),
                 "/metrics" => Metrics(ctx, collector),
                 "/healthz" => Text(ctx, StatusCodes.Status200OK, "text/plain; charset=utf-8", "ok\n"),
                 "/readyz" => Ready(ctx, service),
-                "/sync" => Text(ctx, StatusCodes.Status200OK, "application/json", Sync(service)),
-                _ => Text(ctx, StatusCodes.Status200OK, "text/html; charset=utf-8", HomePage(service, options)),
+                _ => Text(ctx, StatusCodes.Status200OK, "application/json", Sync(service)),
             };
         });
     }
@@ -435,23 +445,6 @@ public sealed class Service : IAsyncDisposable
             ["pods"] = service.Model.PodCount,
         };
         return body.ToJsonString(SyncJson.Options);
-    }
-
-    private static string HomePage(Service service, KarpetrackOptions options)
-    {
-        static string H(string? s) => WebUtility.HtmlEncode(s ?? "");
-        var sb = new StringBuilder();
-        sb.Append("<!doctype html><html><head><meta charset=\"utf-8\"><title>karpetrack</title></head><body>");
-        sb.Append($"<h1>karpetrack {H(BuildInfo.Version)}</h1><ul>");
-        foreach (var (path, what) in new[] { ("/metrics", "Prometheus metrics"), ("/healthz", "liveness"), ("/readyz", "readiness (all caches synced)"), ("/sync", "cache sync state (JSON)") })
-            sb.Append($"<li><a href=\"{path}\">{path}</a>: {H(what)}</li>");
-        sb.Append($"<li>gRPC API (HTTP/2): <code>{H(service.GrpcUrl.ToString())}</code> <code>karpetrack.v1.Karpetrack</code>, health, reflection</li>");
-        sb.Append("</ul><h2>Configuration</h2><ul>");
-        sb.Append($"<li>node selector: <code>{H(options.NodeSelector ?? "(all nodes)")}</code></li>");
-        sb.Append($"<li>resources: <code>{H(string.Join(",", options.Resources))}</code></li>");
-        foreach (var g in options.LabelGroups) sb.Append($"<li>label group: <code>{H(string.Join(",", g))}</code></li>");
-        sb.Append("</ul></body></html>");
-        return sb.ToString();
     }
 
     public async ValueTask DisposeAsync()

@@ -4,6 +4,8 @@ set -euo pipefail
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+# The web view's browser tests: Debian's chromium, driven by npm puppeteer-core (which downloads no browser).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if ((${#need[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
@@ -20,4 +22,8 @@ fi
 node_dir="$(dirname "$0")/grpc-node"
 if [ ! -d "$node_dir/node_modules/@grpc/grpc-js" ] || [ ! -d "$node_dir/node_modules/@grpc/proto-loader" ]; then
   (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+web_dir="$(dirname "$0")/web"
+if [ ! -d "$web_dir/node_modules/puppeteer-core" ]; then
+  (cd "$web_dir" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi

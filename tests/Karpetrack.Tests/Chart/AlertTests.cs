@@ -83,6 +83,6 @@ public class AlertTests
         // The threshold value reaches the expression.
         var tuned = ChartRenderer.Render("prometheusRule:\n  enabled: true\n  savingsThresholdDollarsPerHour: 2.5");
         var expr = tuned.OfKind("PrometheusRule").Single().Map("spec").List("groups").Maps().Single().List("rules").Maps().First().Str("expr");
-        Assert.Equal("sum(karpetrack_recommendation_savings_dollars_per_hour) > 2.5", expr);
+        Assert.Equal("sum by (cluster) (karpetrack_recommendation_savings_dollars_per_hour) > 2.5", expr);
     }
 }

@@ -160,7 +160,7 @@ public class GrpcServerTests(SmallLimitsService fixture) : IClassFixture<SmallLi
         Assert.Empty(output.ToString());
         var (_, unreachable) = (new StringWriter(), new StringWriter());
         Assert.Equal(1, await GrpcCli.RunAsync(["recommendations", "--server", "127.0.0.1:1"], output, unreachable));
-        Assert.StartsWith("karpetrack: UNAVAILABLE: ", unreachable.ToString());
+        Assert.StartsWith("karpetrack: cannot reach 127.0.0.1:1: UNAVAILABLE: ", unreachable.ToString());
         Assert.Single(unreachable.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries));
         var badServer = new StringWriter();
         Assert.Equal(2, await GrpcCli.RunAsync(["recommendations", "--server", "ftp://x"], output, badServer));

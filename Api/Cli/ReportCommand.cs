@@ -43,17 +43,14 @@ public static class ReportCommand
             if (e is OptionsException) error.Write(Usage);
             return 2;
         }
-        using (connection)
+        try
         {
-            try
-            {
-                return await ReportAsync(a, connection, output, error, ct);
-            }
-            catch (OperationCanceledException) when (ct.IsCancellationRequested)
-            {
-                error.WriteLine("karpetrack: report cancelled");
-                return 130;
-            }
+            return await ReportAsync(a, connection, output, error, ct);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            error.WriteLine("karpetrack: report cancelled");
+            return 130;
         }
     }
 

@@ -104,6 +104,28 @@ public sealed class NativeBinaryTests(NativeDemoProcess native) : IClassFixture<
     }
 
     [Fact]
+    public async Task TheJsonApiAndTheWebViewAnswer()
+    {
+        // The JSON API is Google.Protobuf's formatter over the service methods (JsonTranscoding cannot run under NativeAOT).
+        JsonNode? summary = null;
+        for (var until = DateTime.UtcNow.AddSeconds(60); DateTime.UtcNow < until; await Task.Delay(200))
+        {
+            using var r = await Demo.Http.GetAsync(new Uri(Demo.MetricsUrl, "/v1/summary"));
+            if (r.IsSuccessStatusCode) { summary = JsonNode.Parse(await r.Content.ReadAsStringAsync()); break; }
+        }
+        Assert.NotNull(summary);
+        Assert.True((double)summary!["costPerHour"]! > 0, summary.ToJsonString());
+        var nodes = JsonNode.Parse(await Demo.Http.GetStringAsync(new Uri(Demo.MetricsUrl, "/v1/nodes")))!;
+        var name = (string)nodes["nodes"]![0]!["name"]!;
+        var explained = JsonNode.Parse(await Demo.Http.GetStringAsync(new Uri(Demo.MetricsUrl, $"/v1/nodes/{name}/explain")))!;
+        Assert.Equal(name, (string?)explained["node"]);
+        using var missing = await Demo.Http.GetAsync(new Uri(Demo.MetricsUrl, "/v1/nodes/ghost/explain"));
+        Assert.Equal(System.Net.HttpStatusCode.NotFound, missing.StatusCode);
+        var page = await Demo.Http.GetStringAsync(new Uri(Demo.MetricsUrl, "/"));
+        Assert.Contains("<html", page);
+    }
+
+    [Fact]
     public async Task KubectlReadsTheDemoClusterWithThePrintedKubeconfig()
     {
         var cache = Directory.CreateTempSubdirectory("kubectl-cache-").FullName;

@@ -39,4 +39,13 @@ public sealed record PackingOptions
     /// gives the previous largest-memory-first fill, kept so tests can compare the two.
     /// </summary>
     internal bool BalancedFill { get; init; } = true;
+    /// <summary>
+    /// Up to this many items the construction runs twice, the greedy choosing bin types once by the share of the demand
+    /// a fill absorbs per dollar and once by the dual value it absorbs per dollar, and the cheaper packing wins. Neither
+    /// rule wins everywhere: shares keep a degenerate dual (a dimension priced at zero) from leaving that dimension idle,
+    /// the dual keeps a cheap class from being filled in one dimension while the other is what it is paid for.
+    /// </summary>
+    public int ChoicePortfolioItems { get; init; } = 20_000;
+    /// <summary>The greedy chooses bin types by the dual value a fill absorbs per dollar (see <see cref="ChoicePortfolioItems"/>).</summary>
+    internal bool ChoiceByDual { get; init; }
 }

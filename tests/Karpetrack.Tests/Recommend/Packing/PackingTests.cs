@@ -441,6 +441,23 @@ public class PackingTests
         Assert.Equal(3, solution.NewBins.Count);
     }
 
+    /// <summary>
+    /// Items of 0.4 and 0.41 of a bin's cpu go two to a bin, where the LP fills a bin with 2.5 of them (and no item is
+    /// over half a bin, nor are the sizes one multiple of a common step): the dual-feasible function f_2 counts each as
+    /// half a bin, so the bound is the optimum.
+    /// </summary>
+    [Fact]
+    public void ItemsThatGoTwoToABinAreBoundedByHalfABinEach()
+    {
+        var bin = new BinType(0, "ten", Demand.Node(10_000, 10 * GiB), 0.1m);
+        var items = Enumerable.Range(0, 10).Select(i => new PackItem(i, new Demand(i % 2 == 0 ? 4_000 : 4_100, GiB), 0)).ToList();
+        var p = Problem(items, [bin]);
+        var s = Packer.Solve(p);
+        AssertValid(p, s);
+        Assert.Equal(0.5m, s.Cost);
+        Assert.Equal(0.5m, s.LowerBound);   // the LP alone: 40,500 / 10,000 bins, 0.405
+    }
+
     [Fact]
     public void MaxCountIsRespectedAndExhaustionIsReported()
     {

@@ -173,6 +173,30 @@ public class OracleTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// Anti-affinity groups that hold most items (the group's nodes are then most of the cost, which our bound's
+    /// anti-affinity term prices): the bound stays below CP-SAT's optimum and Solve's plan valid and not below it.
+    /// </summary>
+    [Fact]
+    public void TheBoundStaysBelowCpSatWithLargeAntiAffinityGroups()
+    {
+        int solved = 0;
+        for (int seed = 0; seed < 20; seed++)
+        {
+            var random = PackingInstances.RandomProblem(7000 + seed, 6 + seed % 6, 2 + seed % 3, constraints: seed % 2 == 0);
+            var items = random.Items.Select((it, i) => it with { AntiAffinityGroup = i % 5 < 3 ? 0 : i % 5 == 3 ? 1 : -1 }).ToList();
+            var p = PackingInstances.Problem(items, random.Types, random.Existing, random.TypeAllows, random.BinAllows);
+            if (CpSatOptimum(p) is not { } micro) continue;
+            solved++;
+            var opt = Dollars(micro);
+            var s = Packer.Solve(p);
+            PackingInstances.AssertValid(p, s);
+            Assert.True(s.LowerBound <= opt, $"seed {seed}: our bound {s.LowerBound} is above CP-SAT's optimum {opt}");
+            Assert.True(s.Cost >= opt, $"seed {seed}: Solve's {s.Cost} is below CP-SAT's optimum {opt}");
+        }
+        Assert.True(solved >= 16, $"CP-SAT proved only {solved} of 20");
+    }
+
+    /// <summary>
     /// Our bound against GLOP's optimum of the LP relaxation our dual ascent works on, on instances large and small (no
     /// existing nodes, no anti-affinity): never more than 0.1 % below it, the ascent stopping short (with capacities rounded
     /// down to the demands' gcd, as ours are), above it only by the integrality terms (items that cannot share a bin,

@@ -458,6 +458,25 @@ public class PackingTests
         Assert.Equal(0.5m, s.LowerBound);   // the LP alone: 40,500 / 10,000 bins, 0.405
     }
 
+    /// <summary>
+    /// Six anti-affine pods that only the dear class holds need six of its nodes, which the LP packs into two and a
+    /// quarter: with the group's constraint in the LP, part of the dear class's price goes to the group, and the bound
+    /// rises above the LP (0.18 $/h), the six nodes alone (0.12) and the dual-feasible functions, staying below the plan.
+    /// </summary>
+    [Fact]
+    public void AnAntiAffinityGroupThatNeedsItsOwnNodesLiftsTheBound()
+    {
+        var big = new BinType(0, "big", Demand.Node(16_000, 64 * GiB), 0.02m);
+        var small = new BinType(1, "small", Demand.Node(1_900, 4 * GiB), 0.001m);
+        var items = Enumerable.Range(0, 6).Select(i => new PackItem(i, new Demand(6_000, 8 * GiB), 0, AntiAffinityGroup: 1))
+            .Concat(Enumerable.Range(6, 1000).Select(i => new PackItem(i, new Demand(250, 400L << 20), 0))).ToList();
+        var p = Problem(items, [big, small]);
+        var s = Packer.Solve(p);
+        AssertValid(p, s);
+        Assert.True(s.LowerBound > 0.2m, $"bound {s.LowerBound}");
+        Assert.True(s.LowerBound <= s.Cost, $"bound {s.LowerBound} above the plan {s.Cost}");
+    }
+
     [Fact]
     public void MaxCountIsRespectedAndExhaustionIsReported()
     {

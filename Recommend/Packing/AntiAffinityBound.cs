@@ -14,7 +14,7 @@ internal static class AntiAffinityBound
     private const int D = PackingInstance.D;
     private const int Groups = 3;
 
-    public static double Compute(PackingInstance x, long[] capEff, double[] w)
+    public static double Compute(PackingInstance x, long[] capEff, double[] w, long[] gDem, double[] gCount, int[][] gTypes, int groups)
     {
         var members = new Dictionary<int, (int Count, bool[] Types, bool Existing)>();
         for (int s = 0; s < x.S; s++)
@@ -30,7 +30,12 @@ internal static class AntiAffinityBound
             .Select(kv => (kv.Key, kv.Value.Count, kv.Value.Types, Cheapest: Cheapest(x, kv.Value.Types)))
             .OrderByDescending(c => c.Count * c.Cheapest).ThenBy(c => c.Key)
             .Take(Groups).ToList();
-        if (candidates.Count == 0 || (long)x.S * x.T > 4_000_000) return 0;
+        if (candidates.Count == 0) return 0;
+        // Items are valued over the dual's demand groups (demands rounded down, so never overstated) when no item may use
+        // an existing node, else over the shapes that must go to new nodes.
+        bool anyExisting = false;
+        for (int s = 0; s < x.S && !anyExisting; s++) anyExisting = x.AnyBin[s] && x.AnyType[s];
+        if (anyExisting && (long)x.S * x.T > 4_000_000) return 0;
         double best = 0;
         var scaled = new double[x.T * D];
         foreach (var c in candidates)
@@ -43,19 +48,16 @@ internal static class AntiAffinityBound
                     for (int r = 0; r < D; r++) scaled[t * D + r] = w[t * D + r] * f;
                 }
                 double total = c.Count * mu;
-                for (int s = 0; s < x.S; s++)
-                {
-                    if (!x.AnyType[s] || x.AnyBin[s]) continue;
-                    double m = double.PositiveInfinity;
-                    for (int t = 0; t < x.T; t++)
+                if (!anyExisting)
+                    for (int g = 0; g < groups; g++) total += gCount[g] * Cheapest(gDem, g, gTypes[g], scaled);
+                else
+                    for (int s = 0; s < x.S; s++)
                     {
-                        if (!x.TypeOk[s * x.T + t]) continue;
-                        double v = 0;
-                        for (int r = 0; r < D; r++) v += x.SDem[s * D + r] * scaled[t * D + r];
-                        m = Math.Min(m, v);
+                        if (!x.AnyType[s] || x.AnyBin[s]) continue;
+                        var allowed = new List<int>();
+                        for (int t = 0; t < x.T; t++) if (x.TypeOk[s * x.T + t]) allowed.Add(t);
+                        total += x.SItems[s].Length * Cheapest(x.SDem, s, allowed, scaled);
                     }
-                    total += m * x.SItems[s].Length;
-                }
                 best = Math.Max(best, total);
             }
         return best;
@@ -66,5 +68,18 @@ internal static class AntiAffinityBound
         double p = double.PositiveInfinity;
         for (int t = 0; t < x.T; t++) if (types[t]) p = Math.Min(p, x.Price[t]);
         return double.IsPositiveInfinity(p) ? 0 : p;
+    }
+
+    /// <summary>The cheapest value of demand k of <paramref name="dem"/> over the types it may use, at the given price vectors.</summary>
+    private static double Cheapest(long[] dem, int k, IReadOnlyList<int> types, double[] w)
+    {
+        double m = double.PositiveInfinity;
+        foreach (int t in types)
+        {
+            double v = 0;
+            for (int r = 0; r < D; r++) v += dem[k * D + r] * w[t * D + r];
+            m = Math.Min(m, v);
+        }
+        return double.IsPositiveInfinity(m) ? 0 : m;
     }
 }

@@ -138,7 +138,7 @@ internal sealed class Assignment
 
     /// <summary>
     /// <see cref="CompareShapes"/> order at the cost of a sort of doubles: by size with a primitive sort, then the
-    /// rare runs of equal size by the full comparison (a delegate sort of 100k shapes took 30-60 ms).
+    /// rare runs of equal size by the full comparison (a delegate sort of every shape was slow at 100k pods: BENCHMARKS.md).
     /// </summary>
     public void SortShapes(List<int> order)
     {

@@ -206,10 +206,10 @@ internal sealed class ColumnGreedy
     {
         for (int r = 0; r < D; r++) res[r] -= x.SDem[sb * D + r];
         if (x.SAa[sb] >= 0) groups.Add(x.SAa[sb]);
-        // Shares of the total demand, not dual values: the dual is often degenerate (on the real iad prices it priced
-        // the cheap compute class by memory alone and the cheap memory class by cpu alone), and a fill that left a
-        // bin's cpu idle then scored as well as a full one.
-        worth += st.SizeOf(sb);
+        // Shares of the total demand by default: the dual is often degenerate (on the real iad prices it priced the cheap
+        // compute class by memory alone and the cheap memory class by cpu alone), and a fill that left a bin's cpu idle
+        // then scored as well as a full one. The dual value where the portfolio asks for it (PackingOptions.ChoiceByDual).
+        worth += o.ChoiceByDual ? st.Dual.Value[sb] : st.SizeOf(sb);
         cols.Avail[cols.PosOf[sb]]--;
         if (tmp[sb]++ == 0) touched.Add(sb);
     }

@@ -44,7 +44,8 @@ internal sealed class DualBound
         }
         for (int e = 0; e < x.E; e++) for (int r = 0; r < D; r++) existingWorth += Math.Max(0, x.Free[e * D + r]) * wmax[r];
         double lp = Math.Max(mustNew, all - existingWorth);
-        double bound = Math.Max(lp, Solitary(x, capEff));
+        double bound = Math.Max(Math.Max(lp, Solitary(x, capEff)), DualFeasibleBound.Compute(x, capEff, w, gDem, gCount, gTypes, groups));
+        bound = Math.Max(bound, AntiAffinityBound.Compute(x, capEff, w, gDem, gCount, gTypes, groups));
         // Float rounding must never lift the bound above the truth.
         decimal reported = bound <= 0 ? 0m : (decimal)(bound * (1 - 1e-9));
         // A cost is a sum of prices: when every price is a whole number of millionths so is the optimum, and

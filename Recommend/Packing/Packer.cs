@@ -12,13 +12,13 @@ public static class Packer
         o ??= new PackingOptions();
         var x = new PackingInstance(p);
         var dual = DualBound.Compute(x);
-        var st = new Assignment(x, dual);
-        ExistingCapacity.Fill(st);
-        Greedy.Run(st, o);
-        if (x.PlaceableItems <= o.LocalSearchItems) LocalSearch.Run(st, o); else LocalSearch.DownsizeOnly(st);
-        new RuinAndRepair(st, o).Run();
-        var best = st.ToSolution(o.ImproveWork > 0 ? "cost-aware greedy + local search + ruin and repair" : "cost-aware greedy + local search");
+        var best = Construct(x, dual, o);
         int placeable = x.PlaceableItems;
+        if (placeable <= o.ChoicePortfolioItems && !o.ChoiceByDual)
+        {
+            var alt = Construct(x, dual, o with { ChoiceByDual = true });
+            if (alt.Unplaced.Count < best.Unplaced.Count || (alt.Unplaced.Count == best.Unplaced.Count && alt.Cost < best.Cost)) best = alt;
+        }
         if (placeable <= o.PortfolioItems)
         {
             foreach (var alt in new[] { Baselines.FirstFitDecreasing(x, dual), Baselines.BestFit(x, dual), Baselines.SingleLargeNode(x, dual) })
@@ -31,6 +31,18 @@ public static class Packer
             if (exact is not null) best = exact;
         }
         return best;
+    }
+
+    /// <summary>Existing capacity, the greedy, local search and ruin and repair: the packer's own construction.</summary>
+    private static PackingSolution Construct(PackingInstance x, DualBound dual, PackingOptions o)
+    {
+        var st = new Assignment(x, dual);
+        ExistingCapacity.Fill(st);
+        Greedy.Run(st, o);
+        if (x.PlaceableItems <= o.LocalSearchItems) LocalSearch.Run(st, o); else LocalSearch.DownsizeOnly(st);
+        new RuinAndRepair(st, o).Run();
+        string greedy = o.ChoiceByDual ? "cost-aware greedy (types by dual value)" : "cost-aware greedy";
+        return st.ToSolution(greedy + (o.ImproveWork > 0 ? " + local search + ruin and repair" : " + local search"));
     }
 
     public static decimal LowerBound(PackingProblem p)

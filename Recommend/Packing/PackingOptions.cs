@@ -8,8 +8,8 @@ public sealed record PackingOptions
     public int LocalSearchBins { get; init; } = 256;
     /// <summary>
     /// Above this many items the local search only downsizes bins: after the balanced fill its emptying and merging
-    /// moves found nothing on the bench mixes at 10k and 100k pods and cost up to 60 ms at 10k; ruin and repair does
-    /// that job within a fixed budget. (At 3k pods of the sjc-like test mix they still saved 0.7 %.)
+    /// moves found nothing on the bench mixes at 10k and 100k pods and took much of the time; ruin and repair does that
+    /// job within a fixed budget (figures in BENCHMARKS.md, "Packer tuning").
     /// </summary>
     public int LocalSearchItems { get; init; } = 5_000;
     /// <summary>Up to this many items an exhaustive search polishes the result, bounded by <see cref="ExactNodes"/>.</summary>
@@ -20,7 +20,7 @@ public sealed record PackingOptions
     public int PortfolioItems { get; init; } = 400;
     /// <summary>
     /// Fit tests the ruin-and-repair phase may spend, whatever the problem's size; it stops early when no round
-    /// gains. 1M found what 4M found on the bench mixes (1k and 10k pods) in a quarter of the time; 500k lost 0.1 point.
+    /// gains. 1M found what 4M found on the bench mixes in a quarter of the time; 500k lost a little (BENCHMARKS.md).
     /// </summary>
     public long ImproveWork { get; init; } = 1_000_000;
     /// <summary>Least full bins that trade with the pool in a ruin-and-repair round.</summary>
@@ -29,7 +29,7 @@ public sealed record PackingOptions
     public int ImproveIdleRounds { get; init; } = 24;
     /// <summary>
     /// Bins the ruin-and-repair phase works on: half the least efficient by the dual, the rest the least full. 512, not
-    /// 256, since the least full joined: at 10k pods on the real iad prices the least efficient hold no room to trade with.
+    /// 256, since the least full joined: on the real iad prices the least efficient hold no room to trade with.
     /// </summary>
     public int ImproveBins { get; init; } = 512;
     /// <summary>Bins emptied into the pool per ruin-and-repair round.</summary>
@@ -39,4 +39,13 @@ public sealed record PackingOptions
     /// gives the previous largest-memory-first fill, kept so tests can compare the two.
     /// </summary>
     internal bool BalancedFill { get; init; } = true;
+    /// <summary>
+    /// Up to this many items the construction runs twice, the greedy choosing bin types once by the share of the demand
+    /// a fill absorbs per dollar and once by the dual value it absorbs per dollar, and the cheaper packing wins. Neither
+    /// rule wins everywhere: shares keep a degenerate dual (a dimension priced at zero) from leaving that dimension idle,
+    /// the dual keeps a cheap class from being filled in one dimension while the other is what it is paid for.
+    /// </summary>
+    public int ChoicePortfolioItems { get; init; } = 20_000;
+    /// <summary>The greedy chooses bin types by the dual value a fill absorbs per dollar (see <see cref="ChoicePortfolioItems"/>).</summary>
+    internal bool ChoiceByDual { get; init; }
 }

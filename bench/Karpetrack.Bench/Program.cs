@@ -41,6 +41,7 @@ data = null;
 GC.Collect();
 if (Want("sync")) await SyncBench.RunAsync(nodes, pods, report);
 if (Want("packing")) PackingBench.Run(report);
+if (Want("family")) FamilyBench.Run(report, args);
 if (Want("grpc")) await GrpcBench.RunAsync(report);
 report.Save();
 Console.WriteLine($"wrote {report.Path}");

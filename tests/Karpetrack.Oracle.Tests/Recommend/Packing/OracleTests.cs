@@ -173,16 +173,40 @@ public class OracleTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// Our dual bound against GLOP's optimum of the LP it is the dual of, on instances large and small (no existing
-    /// nodes, no anti-affinity, where the bound has no other terms): never above the LP with capacities rounded down
-    /// to the demands' gcd (weak duality: the ascent only finds feasible duals), and close to it (the ascent stops short
-    /// of the optimum by little). Both are below every feasible plan.
+    /// Anti-affinity groups that hold most items (the group's nodes are then most of the cost, which our bound's
+    /// anti-affinity term prices): the bound stays below CP-SAT's optimum and Solve's plan valid and not below it.
     /// </summary>
     [Fact]
-    public void TheDualBoundIsTheLpBoundGlopFinds()
+    public void TheBoundStaysBelowCpSatWithLargeAntiAffinityGroups()
     {
-        double worst = 1, sum = 0;
-        int n = 0;
+        int solved = 0;
+        for (int seed = 0; seed < 20; seed++)
+        {
+            var random = PackingInstances.RandomProblem(7000 + seed, 6 + seed % 6, 2 + seed % 3, constraints: seed % 2 == 0);
+            var items = random.Items.Select((it, i) => it with { AntiAffinityGroup = i % 5 < 3 ? 0 : i % 5 == 3 ? 1 : -1 }).ToList();
+            var p = PackingInstances.Problem(items, random.Types, random.Existing, random.TypeAllows, random.BinAllows);
+            if (CpSatOptimum(p) is not { } micro) continue;
+            solved++;
+            var opt = Dollars(micro);
+            var s = Packer.Solve(p);
+            PackingInstances.AssertValid(p, s);
+            Assert.True(s.LowerBound <= opt, $"seed {seed}: our bound {s.LowerBound} is above CP-SAT's optimum {opt}");
+            Assert.True(s.Cost >= opt, $"seed {seed}: Solve's {s.Cost} is below CP-SAT's optimum {opt}");
+        }
+        Assert.True(solved >= 16, $"CP-SAT proved only {solved} of 20");
+    }
+
+    /// <summary>
+    /// Our bound against GLOP's optimum of the LP relaxation our dual ascent works on, on instances large and small (no
+    /// existing nodes, no anti-affinity): never more than 0.1 % below it, the ascent stopping short (with capacities rounded
+    /// down to the demands' gcd, as ours are), above it only by the integrality terms (items that cannot share a bin,
+    /// dual-feasible functions), and both below every feasible plan.
+    /// </summary>
+    [Fact]
+    public void TheBoundIsAtLeastTheLpBoundGlopFinds()
+    {
+        double worst = double.PositiveInfinity, sum = 0;
+        int above = 0;
         for (int seed = 0; seed < 40; seed++)
         {
             var p = PackingInstances.RandomProblem(6000 + seed, 10 + seed * 12, 2 + seed % 5, constraints: seed % 2 == 0);
@@ -194,37 +218,13 @@ public class OracleTests(ITestOutputHelper output)
             output.WriteLine($"seed {seed}: {p.Items.Count} items, {p.Types.Count} types: ours {ours:F6}, GLOP {lp:F6} (capacities rounded to the gcd {lpRounded:F6}), Solve {s.Cost}");
             Assert.True(lp <= lpRounded + 1e-9);
             Assert.True(lpRounded <= (double)s.Cost + 1e-9, $"seed {seed}: GLOP's bound {lpRounded} above a feasible plan {s.Cost}");
-            if (ours > Solitary(p) + 1e-9)
-                Assert.True(ours <= lpRounded * (1 + 1e-6) + 1e-6, $"seed {seed}: our dual {ours} above the LP optimum {lpRounded}: not a feasible dual");
+            Assert.True(ours <= (double)s.Cost, $"seed {seed}: our bound {ours} above a feasible plan {s.Cost}");
             double ratio = ours / Math.Max(lpRounded, 1e-12);
+            if (ratio > 1 + 1e-6) above++;
             worst = Math.Min(worst, ratio);
             sum += ratio;
-            n++;
-            Assert.True(ratio >= 0.98, $"seed {seed}: our bound {ours} is {1 - ratio:P2} below GLOP's {lpRounded}");
+            Assert.True(ratio >= 0.999, $"seed {seed}: our bound {ours} is {1 - ratio:P4} below GLOP's {lpRounded}");
         }
-        output.WriteLine($"ours / GLOP (rounded capacities): worst {worst:P2}, mean {sum / n:P2}");
-    }
-
-    /// <summary>
-    /// The one term of our bound that is not the LP's: items that cannot share a bin each pay for one (here without
-    /// anti-affinity, those over half of every allowed type in some dimension, capacities rounded down to the gcd).
-    /// </summary>
-    private static double Solitary(PackingProblem p)
-    {
-        var gcd = Gcds(p);
-        long Room(BinType t, int r) => gcd[r] > 1 ? Dim(t.Capacity, r) / gcd[r] * gcd[r] : Dim(t.Capacity, r);
-        double best = 0;
-        for (int r = 0; r < 4; r++)
-        {
-            double sum = 0;
-            foreach (var it in p.Items)
-            {
-                var allowed = p.Types.Where(t => p.TypeAllows(it.Constraint, t) && it.Demand.FitsIn(t.Capacity)).ToList();
-                if (allowed.Count == 0 || Dim(it.Demand, r) <= 0) continue;
-                if (allowed.All(t => 2 * Dim(it.Demand, r) > Room(t, r))) sum += (double)allowed.Min(t => t.PricePerHour);
-            }
-            best = Math.Max(best, sum);
-        }
-        return best;
+        output.WriteLine($"ours / GLOP (rounded capacities): worst {worst:P2}, mean {sum / 40:P2}; above it on {above} of 40");
     }
 }

@@ -1,0 +1,122 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+
+namespace Karpetrack.Bench;
+
+/// <summary>
+/// Provisioning through the whole recommender on the benchmark family (<see cref="PackingFamily"/>): each plan's cost
+/// against its own lower bound, against today's plans (the recorded baseline file) and its time.
+/// `make bench ARGS="family"`; `--max-pods N` keeps the smaller sizes, `--models a,b` some price models,
+/// `--record-baseline` rewrites the baseline file from this run.
+/// </summary>
+internal static class FamilyBench
+{
+    private const string Section = "provisioning family";
+
+    public sealed record Result(string Model, string Workload, int Pods, decimal Cost, decimal Bound, decimal Dearest, int Nodes, int Unplaced, double P50Ms, double CpuP50Ms = 0)
+    {
+        public string Key => $"{Model}\t{Workload}\t{Pods}";
+        public decimal Goal => Bound * 1.02m + Dearest;
+    }
+
+    private static string BaselinePath => Path.Combine(Report.RepoRoot(), "bench", "Karpetrack.Bench", "family-baseline.tsv");
+
+    public static void Run(Report report, string[] args)
+    {
+        int maxPods = Arg(args, "--max-pods") is { } m ? int.Parse(m, CultureInfo.InvariantCulture) : int.MaxValue;
+        var only = Arg(args, "--models")?.Split(',').ToHashSet(StringComparer.Ordinal);
+        var baseline = LoadBaseline();
+        var results = new List<Result>();
+        foreach (var model in PackingFamily.PriceModels().Where(x => only is null || only.Contains(x.Name)))
+            foreach (var workload in PackingFamily.Workloads)
+            {
+                if (workload == "gpu" && !model.HasGpu) continue;
+                var row = new List<Result>();
+                foreach (int n in PackingFamily.Sizes.Where(s => s <= maxPods))
+                {
+                    var r = Measure(model, workload, n);
+                    row.Add(r);
+                    Console.WriteLine($"  {r.Model} {r.Workload} {r.Pods}: ${r.Cost}/h, bound ${r.Bound}/h ({Gap(r):P2}), {r.Nodes} nodes, {r.Unplaced} unplaced, p50 {r.P50Ms:F1} ms (cpu {r.CpuP50Ms:F1})"
+                        + (baseline.TryGetValue(r.Key, out var b) ? $", today ${b.Cost}/h" : ""));
+                }
+                results.AddRange(row);
+                bool met = row.All(r => r.Cost <= r.Goal && (!baseline.TryGetValue(r.Key, out var b) || (r.Cost <= b.Cost && r.Unplaced <= b.Unplaced)));
+                string measured = string.Join("; ", row.Select(r => $"{Size(r.Pods)}: {Gap(r):+0.0 %;-0.0 %} ({r.Cost:0.###} / {r.Bound:0.###} $/h{Today(r, baseline)}{(r.Unplaced > 0 ? $", {r.Unplaced} unplaced" : "")})"));
+                report.Row(Section, $"{model.Name}, {workload}", "≤ bound + 2 % + 1 node; ≤ today", measured, met);
+            }
+        foreach (int n in PackingFamily.Sizes.Where(s => s <= maxPods))
+        {
+            var at = results.Where(r => r.Pods == n).ToList();
+            if (at.Count == 0) continue;
+            var worst = at.MaxBy(r => r.P50Ms)!;
+            var worstCpu = at.MaxBy(r => r.CpuP50Ms)!;
+            double? goal = n switch { 10_000 => 50, 100_000 => 500, _ => null };
+            report.Row(Section, $"Time for {n:N0} pending pods through the whole recommender, slowest of {at.Count} instances (p50 of its runs; CPU time beside)",
+                goal is { } g ? $"≤ {g:F0} ms" : "(none)",
+                $"wall {worst.P50Ms:F0} ms ({worst.Model}, {worst.Workload}), median instance {Median(at.Select(r => r.P50Ms)):F0} ms; "
+                + $"CPU {worstCpu.CpuP50Ms:F0} ms ({worstCpu.Model}, {worstCpu.Workload}), median {Median(at.Select(r => r.CpuP50Ms)):F0} ms",
+                goal is { } g2 ? worst.P50Ms <= g2 : null);
+        }
+        if (args.Contains("--record-baseline")) SaveBaseline(results);
+    }
+
+    private static string Size(int n) => n >= 1000 ? $"{n / 1000}k" : n.ToString(CultureInfo.InvariantCulture);
+    private static double Gap(Result r) => r.Bound > 0 ? (double)(r.Cost / r.Bound) - 1 : 0;
+    private static double Median(IEnumerable<double> xs) { var l = xs.Order().ToList(); return l[l.Count / 2]; }
+
+    private static string Today(Result r, Dictionary<string, Result> baseline) =>
+        baseline.TryGetValue(r.Key, out var b) ? r.Cost == b.Cost ? ", = today" : $", today {b.Cost:0.###}" : "";
+
+    private static Result Measure(PackingFamily.PriceModel model, string workload, int n)
+    {
+        var cluster = PackingFamily.Cluster(workload, n, seed: n + Array.IndexOf(PackingFamily.Workloads, workload));
+        var snap = cluster.Snapshot();
+        var pods = cluster.Pods();
+        var times = new List<double>();
+        var cpu = new List<double>();
+        Plan plan = Recommender.Recommend(snap, pods, [], [], model.Book, model.Options);
+        for (int run = 0; run < (n >= 100_000 ? 3 : 5); run++)
+        {
+            // CPU time beside wall time: on a shared machine the wall time also counts the waits for a core.
+            var c0 = Process.GetCurrentProcess().TotalProcessorTime;
+            var sw = Stopwatch.StartNew();
+            plan = Recommender.Recommend(snap, pods, [], [], model.Book, model.Options);
+            times.Add(sw.Elapsed.TotalMilliseconds);
+            cpu.Add((Process.GetCurrentProcess().TotalProcessorTime - c0).TotalMilliseconds);
+        }
+        times.Sort();
+        cpu.Sort();
+        var rec = plan.Recommendations.SingleOrDefault(r => r.Type == RecommendationType.Provision);
+        return new Result(model.Name, workload, n, rec?.NewCostPerHour ?? 0, plan.ProvisioningLowerBoundPerHour,
+            rec?.NewNodes.Max(x => x.PricePerHour) ?? 0, rec?.NewNodes.Sum(x => x.Count) ?? 0, plan.Unplaceable.Count, Report.Percentile(times, 0.5), Report.Percentile(cpu, 0.5));
+    }
+
+    private static Dictionary<string, Result> LoadBaseline()
+    {
+        var map = new Dictionary<string, Result>(StringComparer.Ordinal);
+        if (!File.Exists(BaselinePath)) return map;
+        foreach (var line in File.ReadLines(BaselinePath).Where(l => l.Length > 0 && l[0] != '#'))
+        {
+            var f = line.Split('\t');
+            var r = new Result(f[0], f[1], int.Parse(f[2], CultureInfo.InvariantCulture), decimal.Parse(f[3], CultureInfo.InvariantCulture),
+                decimal.Parse(f[4], CultureInfo.InvariantCulture), 0, 0, int.Parse(f[5], CultureInfo.InvariantCulture), 0);
+            map[r.Key] = r;
+        }
+        return map;
+    }
+
+    private static void SaveBaseline(List<Result> results)
+    {
+        var sb = new StringBuilder("# model\tworkload\tpods\tcost $/h\tbound $/h\tunplaced: the plans of the packer this file was recorded with\n");
+        foreach (var r in results) sb.Append(CultureInfo.InvariantCulture, $"{r.Key}\t{r.Cost}\t{r.Bound}\t{r.Unplaced}\n");
+        File.WriteAllText(BaselinePath, sb.ToString());
+        Console.WriteLine($"wrote {BaselinePath}");
+    }
+
+    private static string? Arg(string[] args, string name)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+    }
+}

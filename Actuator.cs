@@ -180,8 +180,10 @@ public sealed class Actuator
     private readonly KubeClient? kube;
     private readonly SpotApiClient? spot;
     private readonly TimeProvider clock;
+    private readonly Func<bool> isLeader;
+    private readonly Func<RecommenderOptions> thresholds;
     private readonly object gate = new();
-    private readonly Dictionary<(string Type, string Result), long> counts = [];
+    private readonly Dictionary<(string Type, string Result), Prometheus.Counter.Child> counts = [];
     private readonly Dictionary<string, string> states = new(StringComparer.Ordinal);   // recommendation id → what the actuator did with it
     private readonly Dictionary<string, Operation> ops = new(StringComparer.Ordinal);
     private readonly Dictionary<string, DateTimeOffset> approvals = new(StringComparer.Ordinal);
@@ -194,8 +196,11 @@ public sealed class Actuator
     private DateTimeOffset nextSweep;
     private bool recovered;
 
+    /// <param name="isLeader">Only the leader acts; every replica plans and serves. Always true without leader election.</param>
+    /// <param name="thresholds">Replacement checks use the recommender's thresholds as they are now.</param>
     public Actuator(ActuationOptions options, ClusterModel model, PriceFeed prices, IReadOnlyList<ReflectorStatus> caches, ILogger log,
-        KubeClient? kube = null, SpotApiClient? spot = null, TimeProvider? clock = null)
+        KubeClient? kube = null, SpotApiClient? spot = null, TimeProvider? clock = null,
+        Func<bool>? isLeader = null, Func<RecommenderOptions>? thresholds = null, Telemetry? telemetry = null)
     {
         if (options.Mode is ActuationMode.Approve or ActuationMode.Auto && (kube is null || spot is null || options.Cloudspace.Length == 0))
             throw new ArgumentException("acting needs the Kubernetes API, the Spot API and a cloudspace");
@@ -207,19 +212,39 @@ public sealed class Actuator
         this.kube = kube;
         this.spot = spot;
         this.clock = clock ?? TimeProvider.System;
+        this.isLeader = isLeader ?? (() => true);
+        this.thresholds = thresholds ?? (() => new RecommenderOptions());
+        Publish(telemetry ?? new Telemetry());
+    }
+
+    private void Publish(Telemetry telemetry)
+    {
+        var mode = telemetry.Gauge("karpetrack_actuation_mode", "1 for the actuation mode in force (off, dry-run, approve, auto), 0 for the others.", "mode");
+        foreach (var m in Enum.GetValues<ActuationMode>()) mode.WithLabels(ModeLabel(m)).Set(m == options.Mode ? 1 : 0);
+        var actions = telemetry.Counter("karpetrack_actions_total",
+            "Actions by type (create_pool, wait_ready, cordon, drain, delete_pool) and result (dry_run, succeeded, failed, refused).", "type", "result");
+        foreach (var type in ActionStep.TypeLabels)
+            foreach (var result in Results)
+                counts[(type, result)] = actions.WithLabels(type, result);
+        var inFlight = telemetry.Gauge("karpetrack_actions_in_flight", "Actions started and not yet finished, by type.", "type");
+        var leader = telemetry.Gauge("karpetrack_leader", "1 when this replica may act (it holds the lease, or leader election is off), 0 otherwise.");
+        telemetry.OnScrape(() =>
+        {
+            var now = InFlightCounts;
+            foreach (var type in ActionStep.TypeLabels) inFlight.WithLabels(type).Set(now.GetValueOrDefault(type));
+            leader.Set(isLeader() ? 1 : 0);
+        });
     }
 
     public ActuationMode Mode => options.Mode;
 
-    /// <summary>Only the leader acts; every replica plans and serves. True without leader election.</summary>
-    public Func<bool> IsLeader { get; set; } = () => true;
-
-    /// <summary>Replacement checks use the recommender's thresholds as they are now.</summary>
-    public Func<RecommenderOptions> Thresholds { get; set; } = () => new RecommenderOptions();
-
     public static readonly string[] Results = ["dry_run", "succeeded", "failed", "refused"];
 
-    public IReadOnlyDictionary<(string Type, string Result), long> Counts { get { lock (gate) return new Dictionary<(string, string), long>(counts); } }
+    /// <summary>Actions so far by type and result (pairs with none left out).</summary>
+    public IReadOnlyDictionary<(string Type, string Result), long> Counts
+    {
+        get { lock (gate) return counts.Where(kv => kv.Value.Value > 0).ToDictionary(kv => kv.Key, kv => (long)kv.Value.Value); }
+    }
 
     /// <summary>Operations now in each step, by action type.</summary>
     public IReadOnlyDictionary<string, int> InFlightCounts
@@ -455,7 +480,7 @@ public sealed class Actuator
         {
             try { await wake.WaitAsync(options.Tick, ct).ConfigureAwait(false); }
             catch (OperationCanceledException) { return; }
-            bool leader = IsLeader();
+            bool leader = isLeader();
             if (!leader)
             {
                 if (wasLeader) StepDown();
@@ -651,7 +676,7 @@ public sealed class Actuator
             if (book.NodePrice(n.ServerClass, "spot") is not { } p) return $"{n.ServerClass} has no price now";
             next += p * n.Count;
         }
-        var t = Thresholds();
+        var t = thresholds();
         var saved = now - next;
         if (!t.SavesEnoughToReplace(now, saved))
             return $"the saving fell to {saved:0.####} $/h, below the threshold ({t.ReplaceThresholdPercent} %, {t.ReplaceThresholdDollars} $/h)";
@@ -1088,8 +1113,5 @@ public sealed class Actuator
 
     private void Count(ActionKind kind, string result) => Count(ActionStep.LabelOf(kind), result);
 
-    private void Count(string type, string result)
-    {
-        lock (gate) counts[(type, result)] = counts.GetValueOrDefault((type, result)) + 1;
-    }
+    private void Count(string type, string result) => counts[(type, result)].Inc();
 }

@@ -104,7 +104,7 @@ public static class GrpcCli
         catch (RpcException e)
         {
             // One line: the library's detail for a failed connection can carry the inner exceptions' text.
-            error.WriteLine($"karpetrack: {Collector.GrpcStatusName(e.StatusCode)}: {e.Status.Detail.ReplaceLineEndings(" ")}");
+            error.WriteLine($"karpetrack: {GrpcCalls.StatusName(e.StatusCode)}: {e.Status.Detail.ReplaceLineEndings(" ")}");
             return 1;
         }
         finally

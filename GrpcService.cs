@@ -24,18 +24,21 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
     private ConvertedPlan? converted;
 
     /// <summary>What the actuator did with a recommendation, shown in its message; null when actuation is off.</summary>
-    public Func<string, string?>? ActuationState { get; init; }
+    public Func<string, string?>? ActuationState { get; }
 
     /// <summary>Approvals (with --actuation approve); null otherwise, and ApproveRecommendation says why.</summary>
-    public Approvals? Approvals { get; init; }
+    public Approvals? Approvals { get; }
 
-    public KarpetrackApi(ClusterModel model, PriceFeed prices, RecommenderLoop loop, IReadOnlyList<ReflectorStatus> caches, Func<RecommenderOptions> options)
+    public KarpetrackApi(ClusterModel model, PriceFeed prices, RecommenderLoop loop, IReadOnlyList<ReflectorStatus> caches, Func<RecommenderOptions> options,
+        Func<string, string?>? actuationState = null, Approvals? approvals = null)
     {
         this.model = model;
         this.prices = prices;
         this.loop = loop;
         this.caches = caches;
         this.options = options;
+        ActuationState = actuationState;
+        Approvals = approvals;
     }
 
     public bool Synced => caches.All(c => c.Synced);

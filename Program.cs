@@ -12,7 +12,8 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Serilog;
 using Serilog.Events;
-using Serilog.Formatting.Json;
+using Serilog.Extensions.Logging;
+using Serilog.Formatting.Compact;
 
 // Before the host starts its threads: at most two malloc arenas, not eight per core (see NativeHeap),
 // unless MALLOC_ARENA_MAX says otherwise.
@@ -81,20 +82,11 @@ public sealed class Service : IAsyncDisposable
         {
             service = await StartAsync(options, cts.Token);
         }
-        catch (KubeConfigException e)
+        catch (Exception e) when (e is KubeConfigException or OptionsException or StartupException)
         {
+            // What the user can fix (a flag, the kubeconfig, a port in use): one line, no stack trace.
             Console.Error.WriteLine($"karpetrack: {e.Message}");
             return 2;
-        }
-        catch (OptionsException e)
-        {
-            Console.Error.WriteLine($"karpetrack: {e.Message}");
-            return 2;
-        }
-        catch (IOException e) when (e.InnerException is System.Net.Sockets.SocketException || e.Message.Contains("address already in use", StringComparison.OrdinalIgnoreCase))
-        {
-            Console.Error.WriteLine($"karpetrack: cannot listen on {options.MetricsAddr} or {options.GrpcAddr}: {e.Message}");
-            return 1;
         }
         await using (service)
         {
@@ -129,12 +121,22 @@ public sealed class Service : IAsyncDisposable
             // A malformed request message is the client's error, counted as UNKNOWN in /metrics; Grpc.AspNetCore
             // logs each one as an error with a stack trace, which any client could fill the log with.
             .Filter.ByExcluding(e => e.Exception is InvalidDataException or Google.Protobuf.InvalidProtocolBufferException
-                && e.Properties.TryGetValue("SourceContext", out var source) && source.ToString() == "\"Grpc.AspNetCore.Server.ServerCallHandler\"")
+                && SourceIs(e, "Grpc.AspNetCore.Server.ServerCallHandler"))
+            // The host's report of a failure to start (a port in use), with the whole stack trace: MainAsync
+            // reports the same failure as one line on stderr.
+            .Filter.ByExcluding(e => SourceIs(e, "Microsoft.Extensions.Hosting.Internal.Host")
+                && e.Properties.TryGetValue("EventId", out var id) && id is StructureValue s
+                && s.Properties.Any(p => p is { Name: "Name", Value: ScalarValue { Value: "HostedServiceStartupFaulted" } }))
             .Enrich.FromLogContext();
+        // Compact JSON (CLEF) with the message rendered: one small object per line that log pipelines
+        // read as Serilog's standard shape, and that a person reading `kubectl logs` can still follow.
         config = options.LogFormat == "text"
             ? config.WriteTo.Console(outputTemplate: "{Timestamp:HH:mm:ss} {Level:u3} {Message:lj}{NewLine}{Exception}")
-            : config.WriteTo.Console(new JsonFormatter(renderMessage: true));
+            : config.WriteTo.Console(new RenderedCompactJsonFormatter());
         return config.CreateLogger();
+
+        static bool SourceIs(LogEvent e, string source) =>
+            e.Properties.TryGetValue("SourceContext", out var value) && value is ScalarValue { Value: string s } && s == source;
     }
 
     /// <summary>Starts everything and returns once the HTTP listener is bound (reflectors keep syncing).</summary>
@@ -145,8 +147,8 @@ public sealed class Service : IAsyncDisposable
         // watched for changes, a console logger and routing, none of which this service uses.
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.WebHost.UseKestrelCore();
-        builder.Logging.ClearProviders();
-        builder.Logging.AddSerilog(logger, dispose: false);
+        // Serilog.Extensions.Hosting: the host's and Kestrel's loggers write through the same Serilog logger as ours.
+        builder.Services.AddSerilog(logger, dispose: false);
         var metricsAddr = KarpetrackOptions.ParseListenAddress(options.MetricsAddr, "--metrics-addr");
         var grpcAddr = KarpetrackOptions.ParseListenAddress(options.GrpcAddr, "--grpc-addr");
         var certificate = options.TlsCert is { } certFile ? LoadCertificate(certFile, options.TlsKey!) : null;
@@ -160,7 +162,7 @@ public sealed class Service : IAsyncDisposable
             metricsListener = Listen(k, metricsAddr, "--metrics-addr", HttpProtocols.Http1, certificate);
             grpcListener = Listen(k, grpcAddr, "--grpc-addr", HttpProtocols.Http2, certificate);
         });
-        var loggerFactory = LoggerFactory.Create(b => b.AddSerilog(logger, dispose: false));
+        var loggerFactory = new SerilogLoggerFactory(logger, dispose: false);
 
         DemoCluster? demo = null;
         FeedServer? demoFeed = null;
@@ -236,7 +238,15 @@ public sealed class Service : IAsyncDisposable
         int grpcPort = -1;
         grpc.Map(app, connection => connection.LocalPort == grpcPort);
         MapEndpoints(app, service, collector, options);
-        await app.StartAsync(ct);
+        try
+        {
+            await app.StartAsync(ct);
+        }
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException)
+        {
+            await service.DisposeAsync();
+            throw new StartupException($"cannot listen on {options.MetricsAddr} (metrics) or {options.GrpcAddr} (gRPC): {e.Message}");
+        }
         grpcPort = grpcListener!.IPEndPoint?.Port ?? grpcAddr.Port;
         service.MetricsUrl = UrlOf(metricsListener!, metricsAddr, certificate is not null);
         service.GrpcUrl = UrlOf(grpcListener, grpcAddr, certificate is not null);

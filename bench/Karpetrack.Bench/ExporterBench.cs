@@ -103,10 +103,10 @@ internal static class ExporterBench
         // The whole /metrics body: the cluster part above, then the telemetry (its scrape callbacks and prometheus-net's writer).
         using var whole = new MemoryStream(8 << 20);
         var full = Time(300, () => { whole.SetLength(0); collector.WriteAsync(whole, CancellationToken.None).GetAwaiter().GetResult(); });
-        var own = new MemoryStream();
-        telemetry.WriteAsync(own, CancellationToken.None).GetAwaiter().GetResult();
+        using var own = new MemoryStream(64 * 1024);
+        var alone = Time(300, () => { own.SetLength(0); telemetry.WriteAsync(own, CancellationToken.None).GetAwaiter().GetResult(); });
         report.Row(Section, $"Whole scrape: the above plus the service's telemetry ({own.Length / 1e3:F0} KB, prometheus-net)", "p50 ≤ 5 ms, p99 ≤ 15 ms",
-            $"p50 {full.P50:F2} ms, p99 {full.P99:F2} ms", full.P50 <= 5 && full.P99 <= 15);
+            $"p50 {full.P50:F2} ms, p99 {full.P99:F2} ms (telemetry alone: p50 {alone.P50:F2} ms, p99 {alone.P99:F2} ms)", full.P50 <= 5 && full.P99 <= 15);
     }
 
     internal static (double P50, double P99) Time(int runs, Action action)

@@ -15,14 +15,14 @@ namespace Karpetrack;
 /// </summary>
 public sealed class Telemetry
 {
+    private readonly CollectorRegistry registry = Metrics.NewCustomRegistry();
     private readonly MetricFactory factory;
     private readonly Lock gate = new();
     private readonly Dictionary<string, MetricFamily> declared = new(StringComparer.Ordinal);
 
     public Telemetry()
     {
-        Registry = Metrics.NewCustomRegistry();
-        factory = Metrics.WithCustomRegistry(Registry);
+        factory = Metrics.WithCustomRegistry(registry);
         // Exemplars only show in OpenMetrics, which /metrics does not serve: no trace lookup per increment.
         factory.ExemplarBehavior = ExemplarBehavior.NoExemplars();
     }
@@ -35,8 +35,6 @@ public sealed class Telemetry
         ProcessTelemetry.Register(telemetry);
         return telemetry;
     }
-
-    public CollectorRegistry Registry { get; }
 
     /// <summary>Every family registered through this instance, in registration order (README's metric tables are checked against it).</summary>
     public IReadOnlyList<MetricFamily> Families
@@ -71,11 +69,11 @@ public sealed class Telemetry
     }
 
     /// <summary>Runs before every scrape: for values that are read rather than counted (ages, states, sizes).</summary>
-    public void OnScrape(Action update) => Registry.AddBeforeCollectCallback(update);
+    public void OnScrape(Action update) => registry.AddBeforeCollectCallback(update);
 
     /// <summary>Appends the text exposition (0.0.4, not OpenMetrics: that one ends with "# EOF") to <paramref name="output"/>.</summary>
     public Task WriteAsync(Stream output, CancellationToken ct) =>
-        Registry.CollectAndExportAsTextAsync(output, ExpositionFormat.PrometheusText, ct);
+        registry.CollectAndExportAsTextAsync(output, ExpositionFormat.PrometheusText, ct);
 
     /// <summary>
     /// Several instances of a component (one per watched resource, say) share a family; a family

@@ -3,7 +3,6 @@ using System.Buffers.Text;
 using System.Globalization;
 using System.IO.Pipelines;
 using System.Text;
-using StatusCode = Grpc.Core.StatusCode;
 
 namespace Karpetrack;
 
@@ -15,7 +14,11 @@ public sealed record MetricFamily(string Name, MetricType Type, string Help, par
     public string TypeName => Type switch { MetricType.Counter => "counter", MetricType.Histogram => "histogram", _ => "gauge" };
 }
 
-/// <summary>Every family Karpetrack exports, declared once; README's metric table is checked against it.</summary>
+/// <summary>
+/// The cluster families, declared once: what the collector's chunked store renders from the model, the
+/// price book and the plan. The service's own telemetry is declared by the components that own it, on
+/// their <see cref="Telemetry"/>. README's metric table is checked against both.
+/// </summary>
 public static class Families
 {
     public static readonly MetricFamily NodeAllocated = new("karpetrack_node_allocated", MetricType.Gauge,
@@ -57,16 +60,6 @@ public static class Families
     public static readonly MetricFamily PendingRequests = new("karpetrack_pending_requests", MetricType.Gauge,
         "Summed effective requests of the pending unschedulable pods, in base units.", "resource");
 
-    public static readonly MetricFamily CacheAge = new("karpetrack_cache_age_seconds", MetricType.Gauge,
-        "Seconds since the last list, watch event or bookmark actually received for the resource.", "resource");
-    public static readonly MetricFamily CacheSynced = new("karpetrack_cache_synced", MetricType.Gauge,
-        "1 once the resource's initial list has completed, else 0.", "resource");
-    public static readonly MetricFamily WatchRestarts = new("karpetrack_watch_restarts_total", MetricType.Counter,
-        "Watch restarts by reason: closed (normal end), expired (410, relist), throttled (429), http_error, network_error, decode_error.", "resource", "reason");
-    public static readonly MetricFamily DecodeErrors = new("karpetrack_decode_errors_total", MetricType.Counter,
-        "Malformed objects skipped while decoding lists and watch events.", "resource");
-    public static readonly MetricFamily BuildInfoFamily = new("karpetrack_build_info", MetricType.Gauge,
-        "Build facts; always 1.", "version");
 
     public static readonly MetricFamily NodePrice = new("karpetrack_node_price_dollars_per_hour", MetricType.Gauge,
         "What the node costs per hour: max(market, minimum bid) for Spot, the on-demand price for on-demand nodes. Absent when unpriced.", "node");
@@ -86,12 +79,6 @@ public static class Families
         "Spot server class shapes from the price book; always 1.", "server_class", "region", "category", "cpu", "memory_bytes");
     public static readonly MetricFamily ServerClassPrice = new("karpetrack_serverclass_price_dollars_per_hour", MetricType.Gauge,
         "Spot server class prices: market, min_bid, p20, p50, p80, on_demand (where known).", "server_class", "region", "category", "price");
-    public static readonly MetricFamily PricingLastSuccess = new("karpetrack_pricing_last_success_timestamp_seconds", MetricType.Gauge,
-        "Unix time of the last successful read per price source (feed, spot_api).", "source");
-    public static readonly MetricFamily PricingErrors = new("karpetrack_pricing_errors_total", MetricType.Counter,
-        "Failed price reads by source and reason; the last good price book is kept.", "source", "reason");
-    public static readonly MetricFamily PricingStale = new("karpetrack_pricing_stale", MetricType.Gauge,
-        "1 while serving the embedded snapshot or a price book older than the staleness limit.");
 
 
     public static readonly MetricFamily Recommendations = new("karpetrack_recommendations", MetricType.Gauge,
@@ -106,28 +93,6 @@ public static class Families
         "A proven lower bound on the hourly cost of hosting the pending pods on new nodes; the gap to the cost is the room left.");
     public static readonly MetricFamily NodeDisruptionBlocked = new("karpetrack_node_disruption_blocked", MetricType.Gauge,
         "1 for each reason a node is not recommended for removal or replacement (blockers, or no cheaper placement).", "node", "reason");
-    public static readonly MetricFamily RecommenderDuration = new("karpetrack_recommender_duration_seconds", MetricType.Histogram,
-        "Time one recommender run took.");
-    public static readonly MetricFamily RecommenderLastRun = new("karpetrack_recommender_last_run_timestamp_seconds", MetricType.Gauge,
-        "Unix time of the last completed recommender run.");
-
-    public static readonly MetricFamily GrpcOpenCalls = new("karpetrack_grpc_open_calls", MetricType.Gauge,
-        "gRPC calls in progress (streams included).");
-    public static readonly MetricFamily GrpcCalls = new("karpetrack_grpc_calls_total", MetricType.Counter,
-        "gRPC calls finished, by method path (\"unknown\" for paths not served) and status code name.", "method", "code");
-
-    public static readonly MetricFamily ActuationModeFamily = new("karpetrack_actuation_mode", MetricType.Gauge,
-        "1 for the actuation mode in force (off, dry-run, approve, auto), 0 for the others.", "mode");
-    public static readonly MetricFamily Actions = new("karpetrack_actions_total", MetricType.Counter,
-        "Actions by type (create_pool, wait_ready, cordon, drain, delete_pool) and result (dry_run, succeeded, failed, refused).", "type", "result");
-    public static readonly MetricFamily ActionsInFlight = new("karpetrack_actions_in_flight", MetricType.Gauge,
-        "Actions started and not yet finished, by type.", "type");
-    public static readonly MetricFamily Leader = new("karpetrack_leader", MetricType.Gauge,
-        "1 when this replica may act (it holds the lease, or leader election is off), 0 otherwise.");
-    public static readonly MetricFamily SpotApiRequests = new("karpetrack_spot_api_requests_total", MetricType.Counter,
-        "Spot API requests by HTTP method and status code (\"error\" when no response came).", "method", "code");
-    public static readonly MetricFamily SpotApiCircuitOpen = new("karpetrack_spot_api_circuit_open", MetricType.Gauge,
-        "1 while the Spot API circuit breaker is open or half-open (requests are held back), 0 when closed.");
 
     // Declared last: static fields initialize in order, so the list must come after every family.
     public static readonly MetricFamily[] All =
@@ -136,12 +101,9 @@ public static class Families
         ClusterAllocated, ClusterAllocatable, ClusterUtilization, ClusterDaemonSetOverhead, ClusterNodes,
         GroupAllocated, GroupAllocatable, GroupUtilization, GroupNodes,
         PendingPods, PendingRequests,
-        CacheAge, CacheSynced, WatchRestarts, DecodeErrors, BuildInfoFamily,
         NodePrice, NodeIdleCost, ClusterCost, ClusterIdleCost, GroupCost, NamespaceCost, UnpricedNodes,
-        ServerClassInfo, ServerClassPrice, PricingLastSuccess, PricingErrors, PricingStale,
+        ServerClassInfo, ServerClassPrice,
         Recommendations, RecommendationSavings, RecommendedNodes, ProvisioningCost, ProvisioningLowerBound, NodeDisruptionBlocked,
-        RecommenderDuration, RecommenderLastRun, ActuationModeFamily, Actions, ActionsInFlight, Leader,
-        SpotApiRequests, SpotApiCircuitOpen, GrpcOpenCalls, GrpcCalls,
     ];
 }
 
@@ -261,11 +223,12 @@ public readonly struct Exposition(IBufferWriter<byte> output)
 }
 
 /// <summary>
-/// Renders /metrics from a cluster snapshot and the current price book, the kube-state-metrics way:
-/// each node's lines are rendered once per change of that node (or of the price book) and cached;
-/// nodes are grouped in chunks of 64 whose concatenated blocks and partial sums (cluster, groups,
-/// namespaces, cost) are cached too. A scrape therefore writes a few hundred cached byte blocks and
-/// adds up about 80 chunk sums; it never walks pods and barely walks nodes.
+/// Assembles /metrics: the cluster families from the model, the current price book and the plan,
+/// then the service's own telemetry (<see cref="Telemetry"/>). The cluster part is rendered the
+/// kube-state-metrics way: each node's lines are rendered once per change of that node (or of the
+/// price book) and cached; nodes are grouped in chunks of 64 whose concatenated blocks and partial
+/// sums (cluster, groups, namespaces, cost) are cached too. A scrape therefore writes a few hundred
+/// cached byte blocks and adds up about 80 chunk sums; it never walks pods and barely walks nodes.
 /// </summary>
 public sealed class Collector
 {
@@ -285,32 +248,26 @@ public sealed class Collector
     }).ToArray();
 
     private readonly ClusterModel model;
-    private readonly IReadOnlyList<ReflectorStatus> reflectors;
     private readonly IReadOnlyList<IReadOnlyList<string>> labelGroups;
     private readonly PriceFeed? prices;
     private readonly RecommenderLoop? recommender;
-    private readonly Actuator? actuator;
-    private readonly GrpcCalls? grpc;
-    private readonly SpotApiClient? spot;
-    private readonly TimeProvider clock;
+    private readonly Telemetry? telemetry;
     private readonly object cacheGate = new();
     private Dictionary<string, CachedNode> nodeCache = new(StringComparer.Ordinal);
     private Chunk[] chunks = [];
     private (long Version, PriceBook? Book) cachedKey = (-1, null);
 
-    public Collector(ClusterModel model, IReadOnlyList<ReflectorStatus> reflectors, IReadOnlyList<IReadOnlyList<string>> labelGroups,
-        PriceFeed? prices = null, TimeProvider? clock = null, RecommenderLoop? recommender = null, GrpcCalls? grpc = null, Actuator? actuator = null,
-        SpotApiClient? spot = null)
+    /// <param name="prices">Read for the current price book only (the cost and catalogue families).</param>
+    /// <param name="recommender">Read for the current plan only (the recommendation families).</param>
+    /// <param name="telemetry">The service's own families, written after the cluster's.</param>
+    public Collector(ClusterModel model, IReadOnlyList<IReadOnlyList<string>> labelGroups, PriceFeed? prices = null,
+        RecommenderLoop? recommender = null, Telemetry? telemetry = null)
     {
-        this.grpc = grpc;
-        this.spot = spot;
         this.model = model;
-        this.reflectors = reflectors;
         this.labelGroups = labelGroups;
         this.prices = prices;
         this.recommender = recommender;
-        this.actuator = actuator;
-        this.clock = clock ?? TimeProvider.System;
+        this.telemetry = telemetry;
     }
 
     /// <summary>One node's cached lines and the derived facts the sums need.</summary>
@@ -356,7 +313,7 @@ public sealed class Collector
         }
     }
 
-    /// <summary>Renders the exposition as a list of byte segments (cached chunk blocks plus small rendered parts).</summary>
+    /// <summary>Renders the cluster families as a list of byte segments (cached chunk blocks plus small rendered parts).</summary>
     public List<ReadOnlyMemory<byte>> RenderSegments()
     {
         var snap = model.Snapshot();
@@ -374,27 +331,17 @@ public sealed class Collector
         RenderCluster(w, snap.Resources, current);
         RenderGroups(w, snap.Resources, current, book is not null);
         RenderPending(w, snap);
-        if (book is not null) RenderCosts(w, current, book);
+        if (book is not null) RenderCosts(w, current);
         segments.Add(small.WrittenMemory);
         // What changes only with the price book or the plan is rendered once per book and per plan:
         // the plan alone names every blocked node, and rendering it per scrape allocated enough to
         // bring gen2 collections into the scrape path.
         if (book is not null) segments.Add(Block(ref catalogueBlock, book, x => RenderCatalogue(x, book)));
-        small = new ArrayBufferWriter<byte>(16 * 1024);
-        w = new Exposition(small);
         if (recommender is not null)
         {
             var plan = recommender.Current;
             segments.Add(Block(ref planBlock, plan, x => RenderPlan(x, plan)));
-            RenderRuns(w, recommender);
         }
-        if (actuator is not null) RenderActuation(w, actuator);
-        if (spot is not null) RenderSpotApi(w, spot);
-        if (grpc is not null) RenderGrpc(w, grpc);
-        RenderReflectors(w);
-        w.Header(Families.BuildInfoFamily);
-        w.Begin(Families.BuildInfoFamily, "version", BuildInfo.Version); w.EndLabels(); w.Integer(1);
-        segments.Add(small.WrittenMemory);
         return segments;
     }
 
@@ -414,7 +361,7 @@ public sealed class Collector
         return fresh.Bytes;
     }
 
-    /// <summary>Renders the whole exposition into <paramref name="output"/>.</summary>
+    /// <summary>Renders the cluster families into <paramref name="output"/> (the service's own telemetry is not included).</summary>
     public void Render(IBufferWriter<byte> output)
     {
         foreach (var s in RenderSegments()) output.Write(s.Span);
@@ -427,21 +374,25 @@ public sealed class Collector
         return buffer.WrittenSpan.ToArray();
     }
 
-    /// <summary>Writes the exposition to a stream straight from the cached blocks.</summary>
+    /// <summary>Writes the whole exposition to a stream: the cluster families straight from the cached blocks, then the telemetry.</summary>
     public async Task WriteAsync(Stream body, CancellationToken ct)
     {
         foreach (var segment in RenderSegments())
             await body.WriteAsync(segment, ct).ConfigureAwait(false);
+        if (telemetry is not null) await telemetry.WriteAsync(body, ct).ConfigureAwait(false);
     }
 
     /// <summary>
-    /// Writes to an HTTP response with its Content-Length set (no chunk framing, and the client can
-    /// size its buffer once), flushing about every 512 KiB rather than per block.
+    /// Writes the whole exposition to an HTTP response with its Content-Length set (no chunk framing, and
+    /// the client can size its buffer once), flushing about every 512 KiB rather than per block. The
+    /// telemetry, a few kilobytes, is rendered first so that the length is known.
     /// </summary>
     public async Task WriteAsync(HttpResponse response, CancellationToken ct)
     {
+        using var own = new MemoryStream(16 * 1024);
+        if (telemetry is not null) await telemetry.WriteAsync(own, ct).ConfigureAwait(false);
         var segments = RenderSegments();
-        long length = 0;
+        long length = own.Length;
         foreach (var s in segments) length += s.Length;
         response.ContentLength = length;
         var body = response.BodyWriter;
@@ -456,6 +407,7 @@ public sealed class Collector
                 pending = 0;
             }
         }
+        body.Write(own.GetBuffer().AsSpan(0, (int)own.Length));
         await body.FlushAsync(ct).ConfigureAwait(false);
     }
 
@@ -739,7 +691,7 @@ public sealed class Collector
         PerResource(w, snap.Resources, Families.PendingRequests, snap.PendingRequests);
     }
 
-    private void RenderCosts(Exposition w, Chunk[] chunks, PriceBook book)
+    private static void RenderCosts(Exposition w, Chunk[] chunks)
     {
         double cost = 0, idle = 0;
         int unpriced = 0;
@@ -759,23 +711,6 @@ public sealed class Collector
         {
             w.Begin(Families.NamespaceCost, "namespace", ns); w.EndLabels(); w.Double(Math.Round(value, 9));
         }
-        var feed = prices!;
-        w.Header(Families.PricingLastSuccess);
-        foreach (var (source, at) in feed.LastSuccess.OrderBy(kv => kv.Key, StringComparer.Ordinal))
-        {
-            w.Begin(Families.PricingLastSuccess, "source", source); w.EndLabels(); w.Double(at.ToUnixTimeMilliseconds() / 1000.0);
-        }
-        w.Header(Families.PricingErrors);
-        var errors = feed.Errors;
-        foreach (var source in new[] { "feed", "spot_api" })
-        {
-            foreach (var reason in PriceFeed.ErrorReasons)
-            {
-                w.Begin(Families.PricingErrors, "source", source); w.Label("reason", reason); w.EndLabels();
-                w.Integer(errors.GetValueOrDefault((source, reason)));
-            }
-        }
-        w.Header(Families.PricingStale); w.NameOnly(Families.PricingStale); w.Integer(feed.Stale ? 1 : 0);
     }
 
     private static void RenderCatalogue(Exposition w, PriceBook book)
@@ -815,32 +750,6 @@ public sealed class Collector
     private static readonly (RecommendationType Type, string Label)[] TypeLabels =
         [(RecommendationType.Provision, "provision"), (RecommendationType.Replace, "replace"), (RecommendationType.Consolidate, "consolidate"), (RecommendationType.DeleteEmpty, "delete_empty")];
 
-    public static string TypeLabel(RecommendationType t) => TypeLabels.First(x => x.Type == t).Label;
-
-    private static void RenderGrpc(Exposition w, GrpcCalls server)
-    {
-        w.Header(Families.GrpcOpenCalls);
-        w.Raw("karpetrack_grpc_open_calls "u8); w.Integer(server.OpenCalls);
-        w.Header(Families.GrpcCalls);
-        foreach (var ((method, code), count) in server.Calls.OrderBy(kv => kv.Key.Method, StringComparer.Ordinal).ThenBy(kv => kv.Key.Code))
-        {
-            w.Begin(Families.GrpcCalls, "method", method); w.Label("code", GrpcStatusName(code)); w.EndLabels(); w.Integer(count);
-        }
-    }
-
-    /// <summary>The spec's upper-case names (OK, NOT_FOUND, …), as other gRPC exporters label them.</summary>
-    public static string GrpcStatusName(StatusCode s) => s switch
-    {
-        StatusCode.OK => "OK", StatusCode.Cancelled => "CANCELLED", StatusCode.Unknown => "UNKNOWN", StatusCode.InvalidArgument => "INVALID_ARGUMENT",
-        StatusCode.DeadlineExceeded => "DEADLINE_EXCEEDED", StatusCode.NotFound => "NOT_FOUND", StatusCode.AlreadyExists => "ALREADY_EXISTS",
-        StatusCode.PermissionDenied => "PERMISSION_DENIED", StatusCode.ResourceExhausted => "RESOURCE_EXHAUSTED",
-        StatusCode.FailedPrecondition => "FAILED_PRECONDITION", StatusCode.Aborted => "ABORTED", StatusCode.OutOfRange => "OUT_OF_RANGE",
-        StatusCode.Unimplemented => "UNIMPLEMENTED", StatusCode.Internal => "INTERNAL", StatusCode.Unavailable => "UNAVAILABLE",
-        StatusCode.DataLoss => "DATA_LOSS", StatusCode.Unauthenticated => "UNAUTHENTICATED",
-        // A status outside the spec's table (a peer's bug): its number, not a name it does not have.
-        _ => ((int)s).ToString(System.Globalization.CultureInfo.InvariantCulture),
-    };
-
     private static void RenderPlan(Exposition w, Plan plan)
     {
         w.Header(Families.Recommendations);
@@ -869,89 +778,4 @@ public sealed class Collector
                 w.Begin(Families.NodeDisruptionBlocked, "node", node); w.Label("reason", reason); w.EndLabels(); w.Integer(1);
             }
     }
-
-    private static void RenderRuns(Exposition w, RecommenderLoop loop)
-    {
-        var (buckets, sum, count) = loop.Durations;
-        w.Header(Families.RecommenderDuration);
-        for (int i = 0; i < buckets.Length; i++)
-        {
-            w.Raw("karpetrack_recommender_duration_seconds_bucket{le=\""u8);
-            w.Raw(System.Text.Encoding.ASCII.GetBytes(RecommenderLoop.DurationBuckets[i].ToString("R", CultureInfo.InvariantCulture)));
-            w.Raw("\"} "u8); w.Integer(buckets[i]);
-        }
-        w.Raw("karpetrack_recommender_duration_seconds_bucket{le=\"+Inf\"} "u8); w.Integer(count);
-        w.Raw("karpetrack_recommender_duration_seconds_sum "u8); w.Double(sum);
-        w.Raw("karpetrack_recommender_duration_seconds_count "u8); w.Integer(count);
-        if (loop.LastRun is { } last)
-        {
-            w.Header(Families.RecommenderLastRun); w.NameOnly(Families.RecommenderLastRun); w.Double(last.ToUnixTimeMilliseconds() / 1000.0);
-        }
-    }
-
-    private static void RenderActuation(Exposition w, Actuator a)
-    {
-        w.Header(Families.ActuationModeFamily);
-        foreach (var mode in Enum.GetValues<ActuationMode>())
-        {
-            w.Begin(Families.ActuationModeFamily, "mode", Actuator.ModeLabel(mode)); w.EndLabels(); w.Integer(mode == a.Mode ? 1 : 0);
-        }
-        var counts = a.Counts;
-        w.Header(Families.Actions);
-        foreach (var type in ActionStep.TypeLabels)
-            foreach (var result in Actuator.Results)
-            {
-                w.Begin(Families.Actions, "type", type); w.Label("result", result); w.EndLabels(); w.Integer(counts.GetValueOrDefault((type, result)));
-            }
-        var inFlight = a.InFlightCounts;
-        w.Header(Families.ActionsInFlight);
-        foreach (var type in ActionStep.TypeLabels)
-        {
-            w.Begin(Families.ActionsInFlight, "type", type); w.EndLabels(); w.Integer(inFlight.GetValueOrDefault(type));
-        }
-        w.Header(Families.Leader); w.NameOnly(Families.Leader); w.Integer(a.IsLeader() ? 1 : 0);
-    }
-
-    private static void RenderSpotApi(Exposition w, SpotApiClient spot)
-    {
-        w.Header(Families.SpotApiRequests);
-        foreach (var ((method, code), n) in spot.Requests.OrderBy(kv => kv.Key.Method, StringComparer.Ordinal).ThenBy(kv => kv.Key.Code, StringComparer.Ordinal))
-        {
-            w.Begin(Families.SpotApiRequests, "method", method); w.Label("code", code); w.EndLabels(); w.Integer(n);
-        }
-        w.Header(Families.SpotApiCircuitOpen); w.NameOnly(Families.SpotApiCircuitOpen); w.Integer(spot.CircuitOpen ? 1 : 0);
-    }
-
-    private void RenderReflectors(Exposition w)
-    {
-        var now = clock.GetUtcNow();
-        w.Header(Families.CacheAge);
-        foreach (var r in reflectors)
-        {
-            if (r.LastEventAt is not { } at) continue;
-            w.Begin(Families.CacheAge, "resource", r.Resource); w.EndLabels();
-            w.Double(Math.Max(0, Math.Round((now - at).TotalSeconds, 3)));
-        }
-        w.Header(Families.CacheSynced);
-        foreach (var r in reflectors)
-        {
-            w.Begin(Families.CacheSynced, "resource", r.Resource); w.EndLabels(); w.Integer(r.Synced ? 1 : 0);
-        }
-        w.Header(Families.WatchRestarts);
-        foreach (var r in reflectors)
-        {
-            var counts = r.Restarts;
-            foreach (var reason in ReflectorStatus.RestartReasons)
-            {
-                w.Begin(Families.WatchRestarts, "resource", r.Resource); w.Label("reason", reason); w.EndLabels();
-                w.Integer(counts.GetValueOrDefault(reason));
-            }
-        }
-        w.Header(Families.DecodeErrors);
-        foreach (var r in reflectors)
-        {
-            w.Begin(Families.DecodeErrors, "resource", r.Resource); w.EndLabels(); w.Integer(r.DecodeErrors);
-        }
-    }
 }
-

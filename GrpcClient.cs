@@ -126,8 +126,8 @@ public static class GrpcCli
         // The library's detail for a failed connection can carry the inner exceptions' text: one line of it.
         var detail = e.Status.Detail.ReplaceLineEndings(" ");
         return e.StatusCode == StatusCode.Unavailable && e.Status.DebugException is not null
-            ? $"karpetrack: cannot reach {server}: {Collector.GrpcStatusName(e.StatusCode)}: {detail} ({e.Status.DebugException.Message.ReplaceLineEndings(" ")})"
-            : $"karpetrack: {Collector.GrpcStatusName(e.StatusCode)}: {detail}";
+            ? $"karpetrack: cannot reach {server}: {GrpcCalls.StatusName(e.StatusCode)}: {detail} ({e.Status.DebugException.Message.ReplaceLineEndings(" ")})"
+            : $"karpetrack: {GrpcCalls.StatusName(e.StatusCode)}: {detail}";
     }
 
     /// <summary>Ctrl-C ends a watch as a normal exit (0), not as an error.</summary>

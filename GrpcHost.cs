@@ -37,16 +37,22 @@ public sealed class GrpcCalls
     private readonly CancellationTokenSource stopping = new();
     private readonly TaskCompletionSource drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly object gate = new();
-    private readonly Dictionary<(string Method, StatusCode Code), long> calls = [];
+    private readonly Prometheus.Counter callsFamily;
+    private readonly Dictionary<(string Method, StatusCode Code), Prometheus.Counter.Child> calls = [];
     private int open;
     private bool stopped;   // under gate: health stays NOT_SERVING once the shutdown has begun
 
-    public GrpcCalls(GrpcServerOptions options)
+    public GrpcCalls(GrpcServerOptions options, Telemetry? telemetry = null)
     {
         this.options = options;
         // Not serving until the caches have synced (ServeHealthAsync); "" is the server as a whole.
         Health.SetStatus("", ServingStatus.NotServing);
         Health.SetStatus(KarpetrackApi.ServiceName, ServingStatus.NotServing);
+        telemetry ??= new Telemetry();
+        var openCalls = telemetry.Gauge("karpetrack_grpc_open_calls", "gRPC calls in progress (streams included).");
+        callsFamily = telemetry.Counter("karpetrack_grpc_calls_total",
+            "gRPC calls finished, by method path (\"unknown\" for paths not served) and status code name.", "method", "code");
+        telemetry.OnScrape(() => openCalls.Set(OpenCalls));
     }
 
     /// <summary>The library's grpc.health.v1 service; its statuses are set here.</summary>
@@ -56,7 +62,10 @@ public sealed class GrpcCalls
     public int OpenCalls => Volatile.Read(ref open);
 
     /// <summary>Calls finished, by method path ("unknown" for paths not served) and status code.</summary>
-    public IReadOnlyDictionary<(string Method, StatusCode Code), long> Calls { get { lock (gate) return new Dictionary<(string, StatusCode), long>(calls); } }
+    public IReadOnlyDictionary<(string Method, StatusCode Code), long> Calls
+    {
+        get { lock (gate) return calls.ToDictionary(kv => kv.Key, kv => (long)kv.Value.Value); }
+    }
 
     /// <summary>Grpc.AspNetCore with our limits, the health and reflection services, and the API itself.</summary>
     public void AddServices(IServiceCollection services, KarpetrackApi api)
@@ -205,8 +214,26 @@ public sealed class GrpcCalls
 
     private void Count(string method, StatusCode status)
     {
-        lock (gate) calls[(method, status)] = calls.GetValueOrDefault((method, status)) + 1;
+        Prometheus.Counter.Child? counter;
+        lock (gate)
+        {
+            if (!calls.TryGetValue((method, status), out counter)) calls[(method, status)] = counter = callsFamily.WithLabels(method, StatusName(status));
+        }
+        counter.Inc();
     }
+
+    /// <summary>The spec's upper-case names (OK, NOT_FOUND, …), as other gRPC exporters label them.</summary>
+    public static string StatusName(StatusCode s) => s switch
+    {
+        StatusCode.OK => "OK", StatusCode.Cancelled => "CANCELLED", StatusCode.Unknown => "UNKNOWN", StatusCode.InvalidArgument => "INVALID_ARGUMENT",
+        StatusCode.DeadlineExceeded => "DEADLINE_EXCEEDED", StatusCode.NotFound => "NOT_FOUND", StatusCode.AlreadyExists => "ALREADY_EXISTS",
+        StatusCode.PermissionDenied => "PERMISSION_DENIED", StatusCode.ResourceExhausted => "RESOURCE_EXHAUSTED",
+        StatusCode.FailedPrecondition => "FAILED_PRECONDITION", StatusCode.Aborted => "ABORTED", StatusCode.OutOfRange => "OUT_OF_RANGE",
+        StatusCode.Unimplemented => "UNIMPLEMENTED", StatusCode.Internal => "INTERNAL", StatusCode.Unavailable => "UNAVAILABLE",
+        StatusCode.DataLoss => "DATA_LOSS", StatusCode.Unauthenticated => "UNAUTHENTICATED",
+        // A status outside the spec's table (a peer's bug): its number, not a name it does not have.
+        _ => ((int)s).ToString(CultureInfo.InvariantCulture),
+    };
 
     private sealed class BodyPipe(PipeReader reader) : IRequestBodyPipeFeature
     {

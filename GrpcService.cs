@@ -24,10 +24,10 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
     private ConvertedPlan? converted;
 
     /// <summary>What the actuator did with a recommendation, shown in its message; null when actuation is off.</summary>
-    public Func<string, string?>? ActuationState { get; init; }
+    public Func<string, string?>? ActuationState { get; }
 
     /// <summary>Approvals (with --actuation approve); null otherwise, and ApproveRecommendation says why.</summary>
-    public Approvals? Approvals { get; init; }
+    public Approvals? Approvals { get; }
 
     /// <summary>The --label-group groups: ListNodes carries their keys' labels, and only those.</summary>
     public IReadOnlyList<IReadOnlyList<string>> LabelGroups { get; init; } = [];
@@ -35,13 +35,16 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
     /// <summary>The --actuation mode as its flag value, for GetSummary.</summary>
     public string ActuationMode { get; init; } = "off";
 
-    public KarpetrackApi(ClusterModel model, PriceFeed prices, RecommenderLoop loop, IReadOnlyList<ReflectorStatus> caches, Func<RecommenderOptions> options)
+    public KarpetrackApi(ClusterModel model, PriceFeed prices, RecommenderLoop loop, IReadOnlyList<ReflectorStatus> caches, Func<RecommenderOptions> options,
+        Func<string, string?>? actuationState = null, Approvals? approvals = null)
     {
         this.model = model;
         this.prices = prices;
         this.loop = loop;
         this.caches = caches;
         this.options = options;
+        ActuationState = actuationState;
+        Approvals = approvals;
     }
 
     public bool Synced => caches.All(c => c.Synced);

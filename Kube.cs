@@ -309,22 +309,50 @@ public interface IReflectorTarget<in T>
 }
 
 /// <summary>Live facts about one reflector, for /readyz, /sync and the cache metrics.</summary>
-public sealed class ReflectorStatus(string resource)
+/// <summary>
+/// One watched resource's sync state, read by /readyz, /sync, the recommender and the actuator, and
+/// published as its karpetrack_cache_* and watch families (one series per resource).
+/// </summary>
+public sealed class ReflectorStatus
 {
     private readonly object gate = new();
-    private readonly Dictionary<string, long> restarts = new(StringComparer.Ordinal);
-    private long decodeErrors;
+    private readonly TimeProvider clock;
+    private readonly Prometheus.Counter restartsFamily;
+    private readonly Dictionary<string, Prometheus.Counter.Child> restarts = new(StringComparer.Ordinal);
+    private readonly Prometheus.Counter.Child decodeErrors;
+    private readonly Prometheus.Gauge.Child synced, age;
 
-    public string Resource { get; } = resource;
+    /// <param name="clock">What karpetrack_cache_age_seconds counts against (the reflector stamps events with its own).</param>
+    public ReflectorStatus(string resource, Telemetry? telemetry = null, TimeProvider? clock = null)
+    {
+        Resource = resource;
+        this.clock = clock ?? TimeProvider.System;
+        telemetry ??= new Telemetry();
+        age = telemetry.GaugeOnceSet("karpetrack_cache_age_seconds",
+            "Seconds since the last list, watch event or bookmark actually received for the resource.", "resource").WithLabels(resource);
+        synced = telemetry.Gauge("karpetrack_cache_synced", "1 once the resource's initial list has completed, else 0.", "resource").WithLabels(resource);
+        restartsFamily = telemetry.Counter("karpetrack_watch_restarts_total",
+            "Watch restarts by reason: closed (normal end), expired (410, relist), throttled (429), http_error, network_error, decode_error.", "resource", "reason");
+        // Every reason from the start, zero included, so that rate() works from the first scrape.
+        foreach (var reason in RestartReasons) restarts[reason] = restartsFamily.WithLabels(resource, reason);
+        decodeErrors = telemetry.Counter("karpetrack_decode_errors_total", "Malformed objects skipped while decoding lists and watch events.", "resource").WithLabels(resource);
+        telemetry.OnScrape(() =>
+        {
+            if (LastEventAt is { } at) age.Set(Math.Max(0, Math.Round((this.clock.GetUtcNow() - at).TotalSeconds, 3)));
+        });
+    }
+
+    public string Resource { get; }
     public bool Synced { get; private set; }
     public DateTimeOffset? LastEventAt { get; private set; }
     public string? ResourceVersion { get; private set; }
-    public long DecodeErrors => Interlocked.Read(ref decodeErrors);
+    public long DecodeErrors => (long)decodeErrors.Value;
     public long Events { get; private set; }
 
     public void MarkSynced(string? rv, DateTimeOffset now)
     {
         lock (gate) { Synced = true; ResourceVersion = rv; LastEventAt = now; }
+        synced.Set(1);
     }
 
     public void Received(string? rv, DateTimeOffset now)
@@ -339,19 +367,29 @@ public sealed class ReflectorStatus(string resource)
 
     public void Restarted(string reason)
     {
-        lock (gate) restarts[reason] = restarts.GetValueOrDefault(reason) + 1;
+        Prometheus.Counter.Child? counter;
+        lock (gate)
+        {
+            if (!restarts.TryGetValue(reason, out counter)) restarts[reason] = counter = restartsFamily.WithLabels(Resource, reason);
+        }
+        counter.Inc();
     }
 
-    public void DecodeError() => Interlocked.Increment(ref decodeErrors);
+    public void DecodeError() => decodeErrors.Inc();
 
+    /// <summary>Restarts so far by reason (reasons with none left out).</summary>
     public IReadOnlyDictionary<string, long> Restarts
     {
-        get { lock (gate) return new Dictionary<string, long>(restarts); }
+        get
+        {
+            lock (gate)
+                return restarts.Where(kv => kv.Value.Value > 0).ToDictionary(kv => kv.Key, kv => (long)kv.Value.Value, StringComparer.Ordinal);
+        }
     }
 
     public long TotalRestarts
     {
-        get { lock (gate) return restarts.Values.Sum(); }
+        get { lock (gate) return restarts.Values.Sum(c => (long)c.Value); }
     }
 
     /// <summary>The reasons a watch can restart; all are exported, zero included, so rate() works from the start.</summary>

@@ -6,6 +6,9 @@ namespace Karpetrack;
 /// <summary>A bad flag, environment variable or value: printed as one line, exit code 2.</summary>
 public sealed class OptionsException(string message) : Exception(message);
 
+/// <summary>A start that failed for a reason outside the flags and the kubeconfig, e.g. a port already in use.</summary>
+public sealed class StartupException(string message) : Exception(message);
+
 /// <summary>One command-line flag and its `KARPETRACK_*` environment twin.</summary>
 public sealed record Flag(string Name, string Default, string Help, bool IsSwitch = false, bool Repeatable = false, string? DemoDefault = null)
 {

@@ -275,14 +275,15 @@ public sealed class PriceFeed : IDisposable
     private readonly ILogger log;
     private readonly TimeProvider clock;
     private readonly object gate = new();
-    private readonly Dictionary<(string Source, string Reason), long> errors = [];
+    private readonly Prometheus.Counter errorsFamily;
+    private readonly Dictionary<(string Source, string Reason), Prometheus.Counter.Child> errors = [];
     private readonly Dictionary<string, DateTimeOffset> lastSuccess = [];
     private PriceBook book;
     private PriceBook? feedBook;
     private IReadOnlyDictionary<string, SpotClassFacts>? spotFacts;
     private DateTimeOffset? spotFactsAt;
 
-    public PriceFeed(PriceFeedOptions options, ILogger log, TimeProvider? clock = null, PriceBook? initial = null)
+    public PriceFeed(PriceFeedOptions options, ILogger log, TimeProvider? clock = null, PriceBook? initial = null, Telemetry? telemetry = null)
     {
         this.options = options;
         this.log = log;
@@ -290,6 +291,20 @@ public sealed class PriceFeed : IDisposable
         s3 = CreateClient(options);
         book = initial ?? PriceFeedParser.Embedded();
         if (!book.Embedded) feedBook = book;
+        telemetry ??= new Telemetry();
+        var lastSuccessFamily = telemetry.GaugeOnceSet("karpetrack_pricing_last_success_timestamp_seconds",
+            "Unix time of the last successful read per price source (feed, spot_api).", "source");
+        errorsFamily = telemetry.Counter("karpetrack_pricing_errors_total",
+            "Failed price reads by source and reason; the last good price book is kept.", "source", "reason");
+        foreach (var source in Sources)
+            foreach (var reason in ErrorReasons)
+                errors[(source, reason)] = errorsFamily.WithLabels(source, reason);
+        var stale = telemetry.Gauge("karpetrack_pricing_stale", "1 while serving the embedded snapshot or a price book older than the staleness limit.");
+        telemetry.OnScrape(() =>
+        {
+            foreach (var (source, at) in LastSuccess) lastSuccessFamily.WithLabels(source).Set(at.ToUnixTimeMilliseconds() / 1000.0);
+            stale.Set(Stale ? 1 : 0);
+        });
     }
 
     public static IAmazonS3 CreateClient(PriceFeedOptions options)
@@ -324,16 +339,27 @@ public sealed class PriceFeed : IDisposable
         }
     }
 
-    public IReadOnlyDictionary<(string Source, string Reason), long> Errors { get { lock (gate) return new Dictionary<(string, string), long>(errors); } }
+    /// <summary>Failed reads so far by source and reason (pairs with none left out).</summary>
+    public IReadOnlyDictionary<(string Source, string Reason), long> Errors
+    {
+        get { lock (gate) return errors.Where(kv => kv.Value.Value > 0).ToDictionary(kv => kv.Key, kv => (long)kv.Value.Value); }
+    }
 
     public IReadOnlyDictionary<string, DateTimeOffset> LastSuccess { get { lock (gate) return new Dictionary<string, DateTimeOffset>(lastSuccess); } }
+
+    public static readonly string[] Sources = ["feed", "spot_api"];
 
     // unauthorized, throttled and circuit_open come from the Spot API (SpotApiException.Reason).
     public static readonly string[] ErrorReasons = ["not_found", "access_denied", "timeout", "http", "network", "malformed", "too_large", "unauthorized", "throttled", "circuit_open"];
 
     public void RecordError(string source, string reason)
     {
-        lock (gate) errors[(source, reason)] = errors.GetValueOrDefault((source, reason)) + 1;
+        Prometheus.Counter.Child? counter;
+        lock (gate)
+        {
+            if (!errors.TryGetValue((source, reason), out counter)) errors[(source, reason)] = counter = errorsFamily.WithLabels(source, reason);
+        }
+        counter.Inc();
     }
 
     /// <summary>Merges ServerClass facts from the Spot API into every book from now on.</summary>

@@ -12,7 +12,8 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Serilog;
 using Serilog.Events;
-using Serilog.Formatting.Json;
+using Serilog.Extensions.Logging;
+using Serilog.Formatting.Compact;
 
 // Before the host starts its threads: at most two malloc arenas, not eight per core (see NativeHeap),
 // unless MALLOC_ARENA_MAX says otherwise.
@@ -52,6 +53,8 @@ public sealed class Service : IAsyncDisposable
     public string? DemoKubeconfig => demo?.KubeconfigPath;
     /// <summary>The background loops and their health.</summary>
     public Supervisor Supervisor { get; private init; } = null!;
+    /// <summary>The service's own families, which its components registered.</summary>
+    public Telemetry Telemetry { get; private init; } = null!;
 
     public static async Task<int> MainAsync(string[] args)
     {
@@ -79,24 +82,15 @@ public sealed class Service : IAsyncDisposable
         {
             service = await StartAsync(options, cts.Token);
         }
-        catch (KubeConfigException e)
+        catch (Exception e) when (e is KubeConfigException or OptionsException or StartupException)
         {
+            // What the user can fix (a flag, the kubeconfig, a port in use): one line, no stack trace.
             Console.Error.WriteLine($"karpetrack: {e.Message}");
             return 2;
-        }
-        catch (OptionsException e)
-        {
-            Console.Error.WriteLine($"karpetrack: {e.Message}");
-            return 2;
-        }
-        catch (IOException e) when (e.InnerException is System.Net.Sockets.SocketException || e.Message.Contains("address already in use", StringComparison.OrdinalIgnoreCase))
-        {
-            Console.Error.WriteLine($"karpetrack: cannot listen on {options.MetricsAddr} or {options.GrpcAddr}: {e.Message}");
-            return 1;
         }
         catch (Exception e) when (!cts.IsCancellationRequested)
         {
-            // One line, never a stack trace: whatever stopped the start is named, with its message.
+            // One line, never a stack trace: whatever else stopped the start is named, with its message.
             Console.Error.WriteLine($"karpetrack: cannot start: {e.GetType().Name}: {e.Message.ReplaceLineEndings(" ")}");
             return 1;
         }
@@ -134,12 +128,22 @@ public sealed class Service : IAsyncDisposable
             // A malformed request message is the client's error, counted as UNKNOWN in /metrics; Grpc.AspNetCore
             // logs each one as an error with a stack trace, which any client could fill the log with.
             .Filter.ByExcluding(e => e.Exception is InvalidDataException or Google.Protobuf.InvalidProtocolBufferException
-                && e.Properties.TryGetValue("SourceContext", out var source) && source.ToString() == "\"Grpc.AspNetCore.Server.ServerCallHandler\"")
+                && SourceIs(e, "Grpc.AspNetCore.Server.ServerCallHandler"))
+            // The host's report of a failure to start (a port in use), with the whole stack trace: MainAsync
+            // reports the same failure as one line on stderr.
+            .Filter.ByExcluding(e => SourceIs(e, "Microsoft.Extensions.Hosting.Internal.Host")
+                && e.Properties.TryGetValue("EventId", out var id) && id is StructureValue s
+                && s.Properties.Any(p => p is { Name: "Name", Value: ScalarValue { Value: "HostedServiceStartupFaulted" } }))
             .Enrich.FromLogContext();
+        // Compact JSON (CLEF) with the message rendered: one small object per line that log pipelines
+        // read as Serilog's standard shape, and that a person reading `kubectl logs` can still follow.
         config = options.LogFormat == "text"
             ? config.WriteTo.Console(outputTemplate: "{Timestamp:HH:mm:ss} {Level:u3} {Message:lj}{NewLine}{Exception}")
-            : config.WriteTo.Console(new JsonFormatter(renderMessage: true));
+            : config.WriteTo.Console(new RenderedCompactJsonFormatter());
         return config.CreateLogger();
+
+        static bool SourceIs(LogEvent e, string source) =>
+            e.Properties.TryGetValue("SourceContext", out var value) && value is ScalarValue { Value: string s } && s == source;
     }
 
     /// <summary>Starts everything and returns once the HTTP listener is bound (reflectors keep syncing).</summary>
@@ -150,8 +154,8 @@ public sealed class Service : IAsyncDisposable
         // watched for changes, a console logger and routing, none of which this service uses.
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.WebHost.UseKestrelCore();
-        builder.Logging.ClearProviders();
-        builder.Logging.AddSerilog(logger, dispose: false);
+        // Serilog.Extensions.Hosting: the host's and Kestrel's loggers write through the same Serilog logger as ours.
+        builder.Services.AddSerilog(logger, dispose: false);
         var metricsAddr = KarpetrackOptions.ParseListenAddress(options.MetricsAddr, "--metrics-addr");
         var grpcAddr = KarpetrackOptions.ParseListenAddress(options.GrpcAddr, "--grpc-addr");
         var certificate = options.TlsCert is { } certFile ? LoadCertificate(certFile, options.TlsKey!) : null;
@@ -165,7 +169,7 @@ public sealed class Service : IAsyncDisposable
             metricsListener = Listen(k, metricsAddr, "--metrics-addr", HttpProtocols.Http1, certificate);
             grpcListener = Listen(k, grpcAddr, "--grpc-addr", HttpProtocols.Http2, certificate);
         });
-        var loggerFactory = LoggerFactory.Create(b => b.AddSerilog(logger, dispose: false));
+        var loggerFactory = new SerilogLoggerFactory(logger, dispose: false);
 
         DemoCluster? demo = null;
         FeedServer? demoFeed = null;
@@ -184,23 +188,24 @@ public sealed class Service : IAsyncDisposable
                 Refresh = TimeSpan.FromTicks(Math.Min(feedOptions.Refresh.Ticks, TimeSpan.FromSeconds(10).Ticks)),
             };
         }
-        var prices = new PriceFeed(feedOptions, loggerFactory.CreateLogger("pricing"));
-        var spot = await SpotWiring.StartAsync(options, prices, loggerFactory, ct, demo);
+        var telemetry = Telemetry.ForService();
+        var prices = new PriceFeed(feedOptions, loggerFactory.CreateLogger("pricing"), telemetry: telemetry);
+        var spot = await SpotWiring.StartAsync(options, prices, loggerFactory, telemetry, ct, demo);
 
         var connection = KubeConnection.Resolve(kubeconfig, options.Demo ? null : options.Context, KubeEnvironment.Process);
         var kube = new KubeClient(connection);
         await kube.CheckCredentialsAsync(ct);
         var resources = new ResourceTable(options.Resources);
         var model = new ClusterModel(resources);
-        var nodeStatus = new ReflectorStatus("nodes");
-        var podStatus = new ReflectorStatus("pods");
+        var nodeStatus = new ReflectorStatus("nodes", telemetry);
+        var podStatus = new ReflectorStatus("pods", telemetry);
         var reflectorOptions = new ReflectorOptions { PageSize = options.ListPageSize };
         var nodeReflector = new Reflector<NodeRecord>(kube, "/api/v1/nodes", options.NodeSelector, null,
             new NodeDecoder(resources), model.NodeTarget, nodeStatus, reflectorOptions, loggerFactory.CreateLogger("nodes"));
         var podReflector = new Reflector<PodRecord>(kube, "/api/v1/pods", null, "status.phase!=Succeeded,status.phase!=Failed",
             new PodDecoder(resources), model.PodTarget, podStatus, reflectorOptions, loggerFactory.CreateLogger("pods"));
-        var pdbStatus = new ReflectorStatus("poddisruptionbudgets");
-        var dsStatus = new ReflectorStatus("daemonsets");
+        var pdbStatus = new ReflectorStatus("poddisruptionbudgets", telemetry);
+        var dsStatus = new ReflectorStatus("daemonsets", telemetry);
         var pdbReflector = new Reflector<PdbRecord>(kube, "/apis/policy/v1/poddisruptionbudgets", null, null,
             new PdbDecoder(), model.Pdbs, pdbStatus, reflectorOptions, loggerFactory.CreateLogger("pdbs"));
         var dsReflector = new Reflector<DaemonSetRecord>(kube, "/apis/apps/v1/daemonsets", null, null,
@@ -216,33 +221,42 @@ public sealed class Service : IAsyncDisposable
             ReplaceThresholdPercent = options.ReplaceThresholdPercent,
             ReplaceThresholdDollars = options.ReplaceThresholdDollars,
         };
-        var recommender = new RecommenderLoop(model, prices, statuses, RecommenderOptionsNow, options.RecommendInterval, loggerFactory.CreateLogger("recommender"));
-        var grpc = new GrpcCalls(new GrpcServerOptions { MaxConcurrentCalls = options.GrpcMaxCalls, ReadTimeout = options.GrpcReadTimeout });
-        var (actuator, elector) = Actuation(options, model, prices, statuses, kube, spot, RecommenderOptionsNow, loggerFactory);
+        var grpc = new GrpcCalls(new GrpcServerOptions { MaxConcurrentCalls = options.GrpcMaxCalls, ReadTimeout = options.GrpcReadTimeout }, telemetry);
+        var (actuator, elector) = Actuation(options, new ActuationInputs(model, prices, statuses, RecommenderOptionsNow), kube, spot, loggerFactory, telemetry);
+        bool acting = actuator.Mode is ActuationMode.Approve or ActuationMode.Auto;
+        var recommender = new RecommenderLoop(model, prices, statuses, RecommenderOptionsNow, options.RecommendInterval, loggerFactory.CreateLogger("recommender"),
+            inFlight: acting ? actuator.InFlight : null, telemetry: telemetry);
         // The actuator hears of a new plan before any API reader converts it, so its state is in the messages.
         recommender.PlanChanged += actuator.OnPlan;
-        if (actuator.Mode is ActuationMode.Approve or ActuationMode.Auto) recommender.InFlight = actuator.InFlight;
-        var api = new KarpetrackApi(model, prices, recommender, statuses, RecommenderOptionsNow)
+        var api = new KarpetrackApi(model, prices, recommender, statuses, RecommenderOptionsNow,
+            actuationState: options.Actuation == ActuationMode.Off ? null : actuator.StateOf,
+            approvals: options.Actuation == ActuationMode.Approve ? new Approvals(actuator, options.ActuationSettings.ApproveTokenFile!) : null)
         {
-            ActuationState = options.Actuation == ActuationMode.Off ? null : actuator.StateOf,
-            Approvals = options.Actuation == ActuationMode.Approve ? new Approvals(actuator, options.ActuationSettings.ApproveTokenFile!) : null,
             LabelGroups = options.LabelGroups, ActuationMode = Actuator.ModeLabel(options.Actuation),
         };
         grpc.AddServices(builder.Services, api);
-        var collector = new Collector(model, statuses, options.LabelGroups, prices, recommender: recommender, grpc: grpc, actuator: actuator, spot: spot?.Client);
+        var collector = new Collector(model, options.LabelGroups, prices, recommender, telemetry);
 
         var app = builder.Build();
         var service = new Service(app, kube, demo, model, statuses)
         {
             Prices = prices, demoFeed = demoFeed, Spot = spot, Recommender = recommender, Grpc = grpc, Api = api,
-            Supervisor = new Supervisor(loggerFactory.CreateLogger("supervisor")),
+            Supervisor = new Supervisor(loggerFactory.CreateLogger("supervisor"), telemetry: telemetry), Telemetry = telemetry,
         };
         // Kestrel waits for open requests when it stops: end the streams first, with a status.
         app.Lifetime.ApplicationStopping.Register(grpc.BeginShutdown);
         int grpcPort = -1;
         grpc.Map(app, connection => connection.LocalPort == grpcPort);
         MapEndpoints(app, service, collector, new JsonApi(api, app.Lifetime.ApplicationStopping), WebView.Load());
-        await app.StartAsync(ct);
+        try
+        {
+            await app.StartAsync(ct);
+        }
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException)
+        {
+            await service.DisposeAsync();
+            throw new StartupException($"cannot listen on {options.MetricsAddr} (metrics) or {options.GrpcAddr} (gRPC): {e.Message}");
+        }
         grpcPort = grpcListener!.IPEndPoint?.Port ?? grpcAddr.Port;
         service.MetricsUrl = UrlOf(metricsListener!, metricsAddr, certificate is not null);
         service.GrpcUrl = UrlOf(grpcListener, grpcAddr, certificate is not null);
@@ -267,9 +281,12 @@ public sealed class Service : IAsyncDisposable
         return service;
     }
 
+    /// <summary>What the actuator reads: the cluster model, the price book, the caches' sync state and the recommender's thresholds.</summary>
+    private sealed record ActuationInputs(ClusterModel Model, PriceFeed Prices, ReflectorStatus[] Caches, Func<RecommenderOptions> Thresholds);
+
     /// <summary>The actuator, and the leader elector that gates it (with --leader-elect only).</summary>
-    private static (Actuator, LeaderElector?) Actuation(KarpetrackOptions options, ClusterModel model, PriceFeed prices, ReflectorStatus[] statuses,
-        KubeClient kube, SpotWiring? spot, Func<RecommenderOptions> recommenderOptions, ILoggerFactory loggers)
+    private static (Actuator, LeaderElector?) Actuation(KarpetrackOptions options, ActuationInputs inputs, KubeClient kube, SpotWiring? spot,
+        ILoggerFactory loggers, Telemetry telemetry)
     {
         var settings = options.ActuationSettings;
         bool acting = settings.Mode is ActuationMode.Approve or ActuationMode.Auto;
@@ -277,19 +294,16 @@ public sealed class Service : IAsyncDisposable
             throw new OptionsException($"--actuation {Actuator.ModeLabel(settings.Mode)} acts through the Spot API: set {SpotWiring.RefreshTokenVariable} (and --spot-org)");
         if (acting && spot!.Cloudspace is null)
             throw new OptionsException($"--actuation {Actuator.ModeLabel(settings.Mode)} needs --cloudspace: new pools join it");
-        var actuator = new Actuator(settings with { Cloudspace = spot?.Cloudspace ?? "" }, model, prices, statuses, loggers.CreateLogger("actuation"),
-            acting ? kube : null, acting ? spot!.Client : null)
-        {
-            Thresholds = recommenderOptions,
-        };
         LeaderElector? elector = null;
         if (options.LeaderElect)
         {
             // The pod name identifies the holder (the chart sets it); a suffix keeps two processes on one host apart.
             var identity = (Environment.GetEnvironmentVariable("POD_NAME") ?? Environment.MachineName) + "_" + Guid.NewGuid().ToString("N")[..8];
             elector = new LeaderElector(kube, LeaderElector.DefaultNamespace(), "karpetrack", identity, new LeaderElectionOptions(), loggers.CreateLogger("leader"));
-            actuator.IsLeader = () => elector.IsLeader;
         }
+        var actuator = new Actuator(settings with { Cloudspace = spot?.Cloudspace ?? "" }, inputs.Model, inputs.Prices, inputs.Caches, loggers.CreateLogger("actuation"),
+            acting ? kube : null, acting ? spot!.Client : null,
+            isLeader: elector is null ? null : () => elector.IsLeader, thresholds: inputs.Thresholds, telemetry: telemetry);
         return (actuator, elector);
     }
 
@@ -514,7 +528,8 @@ public sealed class SpotWiring : IAsyncDisposable
     /// <summary>The cloudspace priced for and acted in (--cloudspace; "demo" in --demo).</summary>
     public string? Cloudspace { get; }
 
-    public static async Task<SpotWiring?> StartAsync(KarpetrackOptions options, PriceFeed prices, ILoggerFactory loggers, CancellationToken ct, DemoCluster? demo = null)
+    public static async Task<SpotWiring?> StartAsync(KarpetrackOptions options, PriceFeed prices, ILoggerFactory loggers, Telemetry telemetry, CancellationToken ct,
+        DemoCluster? demo = null)
     {
         var refreshToken = Environment.GetEnvironmentVariable(RefreshTokenVariable);
         var apiOptions = options.SpotApi with { ApiUrl = options.SpotApiUrl, AuthUrl = options.SpotAuthUrl, Org = options.SpotOrg };
@@ -537,7 +552,7 @@ public sealed class SpotWiring : IAsyncDisposable
             cloudspace = "demo";
         }
         if (string.IsNullOrWhiteSpace(refreshToken)) return null;
-        var client = new SpotApiClient(apiOptions, refreshToken, loggers.CreateLogger("spot-api"));
+        var client = new SpotApiClient(apiOptions, refreshToken, loggers.CreateLogger("spot-api"), telemetry: telemetry);
         var pricing = new SpotPricing(client, prices, loggers.CreateLogger("spot-pricing"), cloudspace);
         return new SpotWiring(client, pricing, demoServer, cloudspace);
     }

@@ -907,14 +907,16 @@ public sealed class RecommenderLoop
     private readonly TimeSpan interval;
     private readonly Microsoft.Extensions.Logging.ILogger log;
     private readonly TimeProvider clock;
+    private readonly Func<IReadOnlyList<InFlightNode>>? inFlight;
     private readonly object gate = new();
-    private readonly long[] bucketCounts = new long[DurationBuckets.Length];
-    private double durationSum;
-    private long runs;
+    private readonly Prometheus.Histogram durations;
+    private readonly Prometheus.Gauge lastRunGauge;
     private Plan plan = Plan.Empty;
 
+    /// <param name="inFlight">Nodes being provisioned (the actuator's), counted as capacity for pending pods.</param>
     public RecommenderLoop(ClusterModel model, PriceFeed prices, IReadOnlyList<ReflectorStatus> caches, Func<RecommenderOptions> options,
-        TimeSpan interval, Microsoft.Extensions.Logging.ILogger log, TimeProvider? clock = null)
+        TimeSpan interval, Microsoft.Extensions.Logging.ILogger log, TimeProvider? clock = null,
+        Func<IReadOnlyList<InFlightNode>>? inFlight = null, Telemetry? telemetry = null)
     {
         this.model = model;
         this.prices = prices;
@@ -923,19 +925,17 @@ public sealed class RecommenderLoop
         this.interval = interval;
         this.log = log;
         this.clock = clock ?? TimeProvider.System;
+        this.inFlight = inFlight;
+        telemetry ??= new Telemetry();
+        durations = telemetry.Histogram("karpetrack_recommender_duration_seconds", "Time one recommender run took.", DurationBuckets);
+        lastRunGauge = telemetry.GaugeOnceSet("karpetrack_recommender_last_run_timestamp_seconds", "Unix time of the last completed recommender run.");
     }
 
     public Plan Current { get { lock (gate) return plan; } }
     public DateTimeOffset? LastRun { get; private set; }
     public event Action<Plan>? PlanChanged;
 
-    /// <summary>Nodes being provisioned (from the actuator), counted as capacity for pending pods.</summary>
-    public Func<IReadOnlyList<InFlightNode>>? InFlight { get; set; }
-
-    public (long[] Buckets, double Sum, long Count) Durations
-    {
-        get { lock (gate) return ((long[])bucketCounts.Clone(), durationSum, runs); }
-    }
+    public (double Sum, long Count) Durations => (durations.Sum, durations.Count);
 
     /// <summary>One run now on the calling thread, whatever the timers say (tests and benchmarks).</summary>
     public Plan RunOnce() => Run(background: false);
@@ -947,20 +947,15 @@ public sealed class RecommenderLoop
         var pods = model.Pods();
         var pdbs = model.Pdbs.All();
         var daemonSets = model.DaemonSets.All();
-        var inFlight = InFlight?.Invoke();
+        var provisioning = inFlight?.Invoke();
         // The copies above hold the model's lock, so they run at normal priority; the plan itself
         // is computed below the serving threads, so a scrape or an API call never waits for it.
         if (background) Background.LowerCurrentThread();
-        var next = Recommender.Recommend(snap, pods, pdbs, daemonSets, prices.Current, options(), inFlight);
+        var next = Recommender.Recommend(snap, pods, pdbs, daemonSets, prices.Current, options(), provisioning);
         var seconds = clock.GetElapsedTime(started).TotalSeconds;
-        lock (gate)
-        {
-            plan = next;
-            runs++;
-            durationSum += seconds;
-            for (int i = 0; i < DurationBuckets.Length; i++) if (seconds <= DurationBuckets[i]) bucketCounts[i]++;
-        }
-        LastRun = clock.GetUtcNow();
+        lock (gate) plan = next;
+        durations.Observe(seconds);
+        MarkRun();
         log.LogDebug("recommender: {Count} recommendations in {Ms:0.0} ms", next.Recommendations.Count, seconds * 1000);
         PlanChanged?.Invoke(next);
         return next;
@@ -970,8 +965,15 @@ public sealed class RecommenderLoop
     internal void Publish(Plan next)
     {
         lock (gate) plan = next;
-        LastRun = clock.GetUtcNow();
+        MarkRun();
         PlanChanged?.Invoke(next);
+    }
+
+    private void MarkRun()
+    {
+        var now = clock.GetUtcNow();
+        LastRun = now;
+        lastRunGauge.Set(now.ToUnixTimeMilliseconds() / 1000.0);
     }
 
     /// <summary>

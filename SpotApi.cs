@@ -159,14 +159,16 @@ public sealed class SpotApiClient : IDisposable
     private readonly SemaphoreSlim tokenGate = new(1, 1);
     private readonly SemaphoreSlim orgGate = new(1, 1);
     private readonly object countsGate = new();
-    private readonly Dictionary<(string Method, string Code), long> requests = [];
+    private readonly Prometheus.Counter requestsFamily;
+    private readonly Dictionary<(string Method, string Code), Prometheus.Counter.Child> requests = [];
     private BearerToken? token;
     private string? orgNamespace;
     private long tokenExchanges;
 
     private sealed record BearerToken(string IdToken, DateTimeOffset RefreshAt, DateTimeOffset ExpiresAt, string? OrgId);
 
-    public SpotApiClient(SpotApiOptions options, string refreshToken, ILogger log, TimeProvider? clock = null, HttpMessageHandler? handler = null)
+    public SpotApiClient(SpotApiOptions options, string refreshToken, ILogger log, TimeProvider? clock = null, HttpMessageHandler? handler = null,
+        Telemetry? telemetry = null)
     {
         if (string.IsNullOrWhiteSpace(refreshToken)) throw new ArgumentException("a refresh token is needed", nameof(refreshToken));
         if (options.MaxAttempts < 1) throw new ArgumentOutOfRangeException(nameof(options), "MaxAttempts must be at least 1");
@@ -183,6 +185,12 @@ public sealed class SpotApiClient : IDisposable
             Timeout = Timeout.InfiniteTimeSpan,   // each attempt is bounded by RequestTimeout instead
         };
         http.DefaultRequestHeaders.UserAgent.Add(new ProductInfoHeaderValue("karpetrack", BuildInfo.Version));
+        telemetry ??= new Telemetry();
+        requestsFamily = telemetry.Counter("karpetrack_spot_api_requests_total",
+            "Spot API requests by HTTP method and status code (\"error\" when no response came).", "method", "code");
+        var circuit = telemetry.Gauge("karpetrack_spot_api_circuit_open",
+            "1 while the Spot API circuit breaker is open or half-open (requests are held back), 0 when closed.");
+        telemetry.OnScrape(() => circuit.Set(CircuitOpen ? 1 : 0));
     }
 
     /// <summary>True while the breaker refuses calls (open, or half-open with its one trial in flight).</summary>
@@ -197,7 +205,7 @@ public sealed class SpotApiClient : IDisposable
     /// <summary>Every HTTP attempt by method and status code ("error" when no response came).</summary>
     public IReadOnlyDictionary<(string Method, string Code), long> Requests
     {
-        get { lock (countsGate) return new Dictionary<(string, string), long>(requests); }
+        get { lock (countsGate) return requests.ToDictionary(kv => kv.Key, kv => (long)kv.Value.Value); }
     }
 
     public long TokenExchanges => Interlocked.Read(ref tokenExchanges);
@@ -684,7 +692,12 @@ public sealed class SpotApiClient : IDisposable
 
     private void Count(string method, string code)
     {
-        lock (countsGate) requests[(method, code)] = requests.GetValueOrDefault((method, code)) + 1;
+        Prometheus.Counter.Child? counter;
+        lock (countsGate)
+        {
+            if (!requests.TryGetValue((method, code), out counter)) requests[(method, code)] = counter = requestsFamily.WithLabels(method, code);
+        }
+        counter.Inc();
     }
 
     private static SpotApiException Malformed(string what, string why) => new("malformed", null, $"{what}: {why}");

@@ -143,7 +143,7 @@ public sealed class JsonApi
         {
             w.WriteStartObject();
             w.WriteNumber("code", (int)code);
-            w.WriteString("status", Collector.GrpcStatusName(code));
+            w.WriteString("status", GrpcCalls.StatusName(code));
             w.WriteString("message", message);
             w.WriteEndObject();
         }

@@ -60,16 +60,23 @@ public sealed class ActuationRig : IAsyncDisposable
         editFeed?.Invoke(feed, demo);
         var book = PriceFeedParser.Parse(System.Text.Encoding.UTF8.GetBytes(feed.ToJsonString()), DateTimeOffset.UtcNow, "test");
         Prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: book);
-        Recommender = new RecommenderLoop(Model, Prices, Statuses, () => new RecommenderOptions { Region = "us-east-iad-1" }, TimeSpan.Zero, NullLogger.Instance);
+        // The pools in flight are those of the actuator built last, as in a process that has one.
+        Recommender = new RecommenderLoop(Model, Prices, Statuses, () => new RecommenderOptions { Region = "us-east-iad-1" }, TimeSpan.Zero, NullLogger.Instance,
+            inFlight: () => latest?.InFlight() ?? []);
         Actuator = NewActuator(options);
     }
 
+    private Actuator? latest;
+
+    /// <summary>The replacement thresholds every actuator of the rig checks against, as they are when it checks.</summary>
+    public Func<RecommenderOptions> Thresholds { get; set; } = () => new RecommenderOptions();
+
     /// <summary>A second actuator on the same cluster: what a restarted or another replica's process would build.</summary>
-    public Actuator NewActuator(ActuationOptions options)
+    public Actuator NewActuator(ActuationOptions options, Func<bool>? isLeader = null)
     {
-        var a = new Actuator(options, Model, Prices, Statuses, NullLogger.Instance, Kube, SpotClient);
+        var a = new Actuator(options, Model, Prices, Statuses, NullLogger.Instance, Kube, SpotClient, isLeader: isLeader, thresholds: () => Thresholds());
         Recommender.PlanChanged += a.OnPlan;
-        Recommender.InFlight = a.InFlight;
+        latest = a;
         return a;
     }
 
@@ -374,10 +381,9 @@ public class ActuationTests
         using var stopB = new CancellationTokenSource();
         var electorA = new LeaderElector(rig.Kube, "default", "karpetrack", "replica-a", lease, NullLogger.Instance);
         var electorB = new LeaderElector(rig.Kube, "default", "karpetrack", "replica-b", lease, NullLogger.Instance);
-        var a = rig.Actuator;
-        a.IsLeader = () => electorA.IsLeader;
-        var b = rig.NewActuator(ActuationRig.Quick());
-        b.IsLeader = () => electorB.IsLeader;
+        rig.Detach(rig.Actuator);
+        var a = rig.NewActuator(ActuationRig.Quick(), () => electorA.IsLeader);
+        var b = rig.NewActuator(ActuationRig.Quick(), () => electorB.IsLeader);
         var runElectorA = electorA.RunAsync(stopA.Token);
         await rig.WaitAsync(() => electorA.IsLeader, "replica-a leads", drive: false);
         var runElectorB = electorB.RunAsync(stopB.Token);
@@ -474,7 +480,7 @@ public class ActuationTests
         await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { ScaleUpCooldown = TimeSpan.Zero },
             editFeed: (feed, demo) => busiest = MakeBusiestNodeExpensive(feed, demo));
         // The recommender still proposes the replacement; the actuator's own check uses a stricter threshold.
-        rig.Actuator.Thresholds = () => new RecommenderOptions { ReplaceThresholdPercent = 100 };
+        rig.Thresholds = () => new RecommenderOptions { ReplaceThresholdPercent = 100 };
         Recommendation? replace = null;
         await rig.WaitAsync(() =>
         {
@@ -497,7 +503,7 @@ public class ActuationTests
             rig.Recommender.RunOnce();
             return (node = rig.Recommender.Current.Recommendations.FirstOrDefault(r => r.Nodes.Count == 1)?.Nodes[0]) is not null;
         }, "a removable node", drive: false);
-        rig.Actuator.Thresholds = () => new RecommenderOptions { ReplaceThresholdPercent = 100 };
+        rig.Thresholds = () => new RecommenderOptions { ReplaceThresholdPercent = 100 };
         var view = rig.Model.Snapshot().Nodes.Single(n => n.Name == node);
         var price = rig.Prices.Current.NodePrice(view.ServerClass, view.CapacityType)!.Value;
         // Onto one new node of the same class at the same price less a tenth: it saves, but not 100 %.

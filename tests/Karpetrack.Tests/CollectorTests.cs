@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Karpetrack.Tests;
 
@@ -32,18 +33,31 @@ public class CollectorTests
         return m;
     }
 
-    private static string Render(ClusterModel m, IReadOnlyList<IReadOnlyList<string>>? groups = null, ReflectorStatus[]? reflectors = null) =>
-        Encoding.UTF8.GetString(new Collector(m, reflectors ?? [], groups ?? []).RenderToArray());
+    private static string Render(ClusterModel m, IReadOnlyList<IReadOnlyList<string>>? groups = null) =>
+        Encoding.UTF8.GetString(new Collector(m, groups ?? []).RenderToArray());
+
+    /// <summary>The whole exposition, as /metrics writes it: the cluster families, then the telemetry.</summary>
+    internal static string Scrape(Collector collector)
+    {
+        using var buffer = new MemoryStream();
+        collector.WriteAsync(buffer, CancellationToken.None).GetAwaiter().GetResult();
+        return Encoding.UTF8.GetString(buffer.ToArray());
+    }
 
     [Fact]
     public void ExpositionPassesPromtool()
     {
-        var status = new ReflectorStatus("pods");
+        var telemetry = Telemetry.ForService();
+        var status = new ReflectorStatus("pods", telemetry);
+        _ = new ReflectorStatus("nodes", telemetry);
         status.MarkSynced("5", DateTimeOffset.UtcNow);
         status.Restarted("expired");
-        var bytes = new Collector(SampleModel(), [status, new ReflectorStatus("nodes")], [["pool"], ["pool", "zone"], ["weird"]]).RenderToArray();
-        var (code, output) = Promtool(bytes);
-        Assert.True(code == 0, output + "\n" + Encoding.UTF8.GetString(bytes));
+        var text = Scrape(new Collector(SampleModel(), [["pool"], ["pool", "zone"], ["weird"]], telemetry: telemetry));
+        var (code, output) = Promtool(Encoding.UTF8.GetBytes(text));
+        Assert.True(code == 0, output + "\n" + text);
+        Assert.Contains("karpetrack_watch_restarts_total{resource=\"pods\",reason=\"expired\"} 1\n", text);
+        Assert.Contains("karpetrack_watch_restarts_total{resource=\"nodes\",reason=\"expired\"} 0\n", text);
+        Assert.Contains($"karpetrack_build_info{{version=\"{BuildInfo.Version}\"}} 1\n", text);
     }
 
     [Fact]
@@ -93,16 +107,17 @@ public class CollectorTests
     public void CacheAgeCountsFromTheLastEventNotFromStart()
     {
         var clock = new ManualClock(DateTimeOffset.Parse("2026-11-21T10:00:00Z"));
-        var status = new ReflectorStatus("pods");
-        var collector = new Collector(SampleModel(), [status], [], clock: clock);
-        var text = Encoding.UTF8.GetString(collector.RenderToArray());
+        var telemetry = new Telemetry();
+        var status = new ReflectorStatus("pods", telemetry, clock);
+        var collector = new Collector(SampleModel(), [], telemetry: telemetry);
+        var text = Scrape(collector);
         Assert.DoesNotContain("karpetrack_cache_age_seconds{", text);    // nothing received yet
         Assert.Contains("karpetrack_cache_synced{resource=\"pods\"} 0", text);
         status.MarkSynced("1", clock.GetUtcNow());
         clock.Advance(TimeSpan.FromSeconds(42));
         status.Received("2", clock.GetUtcNow());
         clock.Advance(TimeSpan.FromSeconds(3));
-        text = Encoding.UTF8.GetString(collector.RenderToArray());
+        text = Scrape(collector);
         Assert.Contains("karpetrack_cache_age_seconds{resource=\"pods\"} 3\n", text);
     }
 
@@ -110,7 +125,7 @@ public class CollectorTests
     public void CachedNodeBlocksFollowChanges()
     {
         var m = SampleModel();
-        var collector = new Collector(m, [], []);
+        var collector = new Collector(m, []);
         var first = Encoding.UTF8.GetString(collector.RenderToArray());
         Assert.Contains("karpetrack_node_pods{node=\"node-b\"} 1\n", first);
         m.UpsertPod(ClusterModelTests.Pod("web-3", "node-b", 100, 0));
@@ -127,7 +142,7 @@ public class CollectorTests
         Assert.Contains("karpetrack_node_pods{node=\"node-aa\"} 1\n", fourth);
         Assert.Contains("karpetrack_node_pods{node=\"node-b\"} 2\n", fourth);
         Assert.Contains("karpetrack_cluster_allocated{resource=\"cpu\"} 2.25\n", fourth);
-        Assert.Equal(fourth, Encoding.UTF8.GetString(new Collector(m, [], []).RenderToArray()));
+        Assert.Equal(fourth, Encoding.UTF8.GetString(new Collector(m, []).RenderToArray()));
     }
 
     [Fact]
@@ -139,7 +154,7 @@ public class CollectorTests
         var m = new ClusterModel(ResourceTable.Default);
         var names = new List<string>();
         for (int i = 0; i < 300; i++) { names.Add($"node-{i:D4}"); m.UpsertNode(ClusterModelTests.Node(names[^1])); }
-        var collector = new Collector(m, [], [["servers.ngpc.rxt.io/class"]]);
+        var collector = new Collector(m, [["servers.ngpc.rxt.io/class"]]);
         int pods = 0, next = 300;
         for (int step = 0; step < 60; step++)
         {
@@ -163,7 +178,7 @@ public class CollectorTests
                 }
             }
             var cached = collector.RenderToArray();
-            Assert.Equal(Encoding.UTF8.GetString(new Collector(m, [], [["servers.ngpc.rxt.io/class"]]).RenderToArray()), Encoding.UTF8.GetString(cached));
+            Assert.Equal(Encoding.UTF8.GetString(new Collector(m, [["servers.ngpc.rxt.io/class"]]).RenderToArray()), Encoding.UTF8.GetString(cached));
         }
     }
 
@@ -183,7 +198,7 @@ public class CollectorTests
     {
         using var prices = new PriceFeed(new PriceFeedOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         var (status, model, loop) = WithRecommender(prices);
-        var collector = new Collector(model, [status], [], prices, recommender: loop);
+        var collector = new Collector(model, [], prices, loop);
         static Plan Blocking(string node, string reason) =>
             new([], new Dictionary<string, IReadOnlyList<Blocker>> { [node] = [new Blocker(reason, [], [])] }, [], 0, 0, "");
 
@@ -202,21 +217,57 @@ public class CollectorTests
     }
 
     [Fact]
-    public void EveryDeclaredFamilyIsRendered()
+    public async Task EveryDeclaredFamilyIsRendered()
     {
-        using var prices = new PriceFeed(new PriceFeedOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
-        var (status, model, loop) = WithRecommender(prices);
+        var telemetry = Telemetry.ForService();
+        using var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, telemetry: telemetry);
+        var status = new ReflectorStatus("pods", telemetry);
+        status.MarkSynced("1", DateTimeOffset.UtcNow);
+        var model = SampleModel();
+        var actuator = new Actuator(new ActuationOptions { Mode = ActuationMode.DryRun }, model, prices, [status], NullLogger.Instance, telemetry: telemetry);
+        var loop = new RecommenderLoop(model, prices, [status], () => new RecommenderOptions(), TimeSpan.FromSeconds(30), NullLogger.Instance,
+            inFlight: actuator.InFlight, telemetry: telemetry);
         loop.RunOnce();
-        var grpc = new GrpcCalls(new GrpcServerOptions());
-        var actuator = new Actuator(new ActuationOptions { Mode = ActuationMode.DryRun }, model, prices, [status], Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
-        var text = Encoding.UTF8.GetString(new Collector(model, [status], [["pool"]], prices, recommender: loop, grpc: grpc, actuator: actuator,
-            spot: new SpotApiClient(new SpotApiOptions(), "unused", Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance)).RenderToArray());
+        _ = new GrpcCalls(new GrpcServerOptions(), telemetry);
+        using var spot = new SpotApiClient(new SpotApiOptions(), "unused", NullLogger.Instance, telemetry: telemetry);
+        var supervisor = new Supervisor(NullLogger.Instance, telemetry: telemetry);
+        using var stop = new CancellationTokenSource();
+        var done = supervisor.Run("idle", ct => Task.Delay(Timeout.Infinite, ct), stop.Token);
+
+        var text = Scrape(new Collector(model, [["pool"]], prices, loop, telemetry));
         Assert.Contains("karpetrack_leader 1\n", text);
         Assert.Contains("karpetrack_spot_api_circuit_open 0\n", text);
         Assert.Contains("karpetrack_actuation_mode{mode=\"dry-run\"} 1\n", text);
+        Assert.Contains("karpetrack_loop_failing{loop=\"idle\"} 0\n", text);
+        Assert.Contains("karpetrack_loop_restarts_total{loop=\"idle\"} 0\n", text);
+        Assert.Contains("karpetrack_recommender_duration_seconds_count 1\n", text);
         var (code, output) = Promtool(Encoding.UTF8.GetBytes(text));
         Assert.True(code == 0, output);
-        foreach (var f in Families.All) Assert.Contains($"# TYPE {f.Name} {f.TypeName}\n", text);
+        foreach (var f in Families.All.Concat(telemetry.Families)) Assert.Contains($"# TYPE {f.Name} {f.TypeName}\n", text);
+        // The cluster families first, the telemetry after them: one source each, no name in both.
+        Assert.Empty(Families.All.Select(f => f.Name).Intersect(telemetry.Families.Select(f => f.Name)));
+        Assert.True(text.IndexOf("# TYPE karpetrack_node_disruption_blocked ", StringComparison.Ordinal) < text.IndexOf("# TYPE karpetrack_build_info ", StringComparison.Ordinal));
+        await stop.CancelAsync();
+        await done;
+    }
+
+    [Fact]
+    public async Task ALoopThatThrowsIsCountedAndShownFailingUntilTheWindowPasses()
+    {
+        var clock = new ManualClock(DateTimeOffset.Parse("2026-11-21T10:00:00Z"));
+        var telemetry = new Telemetry();
+        var supervisor = new Supervisor(NullLogger.Instance, clock, telemetry);
+        var collector = new Collector(new ClusterModel(ResourceTable.Default), [], telemetry: telemetry);
+        using var stop = new CancellationTokenSource();
+        int runs = 0;
+        var done = supervisor.Run("flaky", ct => ++runs == 1 ? throw new InvalidOperationException("bad input") : Task.Delay(Timeout.Infinite, ct), stop.Token);
+        for (int i = 0; i < 500 && supervisor.Health().Single().Restarts == 0; i++) await Task.Delay(10);
+        var text = Scrape(collector);
+        Assert.Contains("karpetrack_loop_restarts_total{loop=\"flaky\"} 1\n", text);
+        Assert.Contains("karpetrack_loop_failing{loop=\"flaky\"} 1\n", text);
+        clock.Advance(Supervisor.FailingWindow);
+        Assert.Contains("karpetrack_loop_failing{loop=\"flaky\"} 0\n", Scrape(collector));
+        await stop.CancelAsync();
+        await done;
     }
 }
-

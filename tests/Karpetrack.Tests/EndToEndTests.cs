@@ -242,6 +242,24 @@ public class EndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
         Assert.Equal(nodes, Regex.Matches(text, "^karpetrack_node_pods\\{", RegexOptions.Multiline).Count);
     }
 
+    /// <summary>A second service on a port the first one holds: one line on stderr naming it, exit code 2, no stack trace anywhere.</summary>
+    [Theory]
+    [InlineData("metrics", "json")]
+    [InlineData("grpc", "text")]
+    public async Task APortInUseIsOneLineAndExitCode2(string taken, string logFormat)
+    {
+        string metrics = taken == "metrics" ? demo.MetricsUrl.Authority : "127.0.0.1:0";
+        string grpc = taken == "grpc" ? demo.GrpcAddress : "127.0.0.1:0";
+        var r = await Simulation.SimHelpers.RunAsync("dotnet", [DemoProcess.AppDll, "--demo", "--metrics-addr", metrics, "--grpc-addr", grpc, "--log-format", logFormat],
+            TimeSpan.FromSeconds(60));
+        Assert.Equal(2, r.ExitCode);
+        var line = Assert.Single(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains(taken == "metrics" ? demo.MetricsUrl.Authority : demo.GrpcAddress, line);
+        Assert.Contains("address already in use", line);
+        CommandLineTests.AssertNoStackTrace(r.Stdout + r.Stderr);
+        Assert.DoesNotContain("Hosting failed to start", r.Stdout);
+    }
+
     [Fact]
     public async Task ARealPrometheusScrapesItAndReadsUtilizationBack()
     {
@@ -302,6 +320,14 @@ public class CommandLineTests
     private static async Task<Simulation.SimHelpers.ProcessResult> Run(params string[] args) =>
         await Simulation.SimHelpers.RunAsync("dotnet", [DemoProcess.AppDll, .. args], TimeSpan.FromSeconds(30));
 
+    /// <summary>Neither .NET's "Unhandled exception." nor a frame of a stack trace ("   at Namespace.Type.Method(…)").</summary>
+    internal static void AssertNoStackTrace(string output)
+    {
+        Assert.DoesNotContain("Unhandled exception", output);
+        Assert.DoesNotMatch(new Regex(@"^\s+at \S+\(", RegexOptions.Multiline), output);
+        Assert.DoesNotMatch(new Regex(@"\\n\s+at \S+\("), output);   // a stack trace inside a JSON log line
+    }
+
     [Fact]
     public async Task BrokenKubeconfigIsOneLineAndExitCode2()
     {
@@ -313,6 +339,27 @@ public class CommandLineTests
         var line = Assert.Single(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.Contains(path, line);
         Assert.Contains("current-context", line);
+        AssertNoStackTrace(r.Stdout + r.Stderr);
+    }
+
+    [Theory]
+    [InlineData(false, "--tls-cert: file \"{0}\" not found")]
+    [InlineData(true, "--tls-cert/--tls-key: cannot load {0} with {1}: ")]
+    public async Task AnUnreadableTlsFileIsOneLineAndExitCode2(bool exists, string expected)
+    {
+        var dir = Directory.CreateTempSubdirectory("badtls-").FullName;
+        var (cert, key) = (Path.Combine(dir, "tls.crt"), Path.Combine(dir, "tls.key"));
+        if (exists)
+        {
+            File.WriteAllText(cert, "this is not a certificate\n");
+            File.WriteAllText(key, "nor is this a key\n");
+        }
+        var r = await Run("--demo", "--tls-cert", cert, "--tls-key", key, "--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0");
+        Assert.Equal(2, r.ExitCode);
+        var line = Assert.Single(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains(string.Format(System.Globalization.CultureInfo.InvariantCulture, expected, cert, key), line);
+        AssertNoStackTrace(r.Stdout + r.Stderr);
+        Directory.Delete(dir, recursive: true);
     }
 
     public static TheoryData<string, string, string> BrokenAtStartUp => new()
@@ -337,6 +384,7 @@ public class CommandLineTests
         Assert.Equal(2, r.ExitCode);
         var line = Assert.Single(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.Contains($"kubeconfig {path}: {expected}", line);
+        AssertNoStackTrace(r.Stdout + r.Stderr);
         Directory.Delete(dir, recursive: true);
     }
 

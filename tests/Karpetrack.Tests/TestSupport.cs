@@ -76,3 +76,32 @@ internal sealed class SteppedClock : TimeProvider
         public ValueTask DisposeAsync() { Dispose(); return ValueTask.CompletedTask; }
     }
 }
+
+/// <summary>
+/// What a started service exports, for the tests that check lists of metric names against the code: the
+/// cluster families (<see cref="Families.All"/>) and the families its components registered on its
+/// telemetry, with the text that registry writes. One demo service, started once, in dry-run so that
+/// every component (the Spot API client among them) is built.
+/// </summary>
+internal static class ExportedFamilies
+{
+    private static readonly Lazy<Task<(IReadOnlyList<MetricFamily> Telemetry, string Text)>> Started = new(StartAsync);
+
+    public static async Task<IReadOnlyList<MetricFamily>> AllAsync() => [.. Families.All, .. (await Started.Value).Telemetry];
+
+    public static async Task<IReadOnlyList<MetricFamily>> TelemetryAsync() => (await Started.Value).Telemetry;
+
+    /// <summary>The text exposition of the service's telemetry registry alone.</summary>
+    public static async Task<string> TelemetryTextAsync() => (await Started.Value).Text;
+
+    private static async Task<(IReadOnlyList<MetricFamily>, string)> StartAsync()
+    {
+        var options = KarpetrackOptions.Parse(["--demo", "--actuation", "dry-run", "--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0",
+            "--log-level", "error"], _ => null);
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(1));
+        await using var service = await Service.StartAsync(options, cts.Token);
+        using var buffer = new MemoryStream();
+        await service.Telemetry.WriteAsync(buffer, cts.Token);
+        return (service.Telemetry.Families, System.Text.Encoding.UTF8.GetString(buffer.ToArray()));
+    }
+}

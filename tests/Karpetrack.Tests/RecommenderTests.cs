@@ -69,7 +69,7 @@ internal sealed class Scenario
     public Scenario Pdb(string ns, string name, string app, int allowed)
     {
         using var doc = System.Text.Json.JsonDocument.Parse("""{"matchLabels":{"app":"@A@"}}""".Replace("@A@", app));
-        Pdbs.Add(new PdbRecord { Namespace = ns, Name = name, Selector = LabelSelectorSpec.Parse(doc.RootElement), DisruptionsAllowed = allowed });
+        Pdbs.Add(new PdbRecord { Namespace = ns, Name = name, Selector = LabelSelector.FromJson(doc.RootElement), DisruptionsAllowed = allowed });
         return this;
     }
 

@@ -118,13 +118,18 @@ public sealed class LabelSelector
         if (JsonElements.Has(term, "matchExpressions", JsonValueKind.Array, out var me))
             foreach (var x in me.EnumerateArray()) requirements.Add(Requirement(x, nodeSelector: true));
         if (JsonElements.Has(term, "matchFields", JsonValueKind.Array, out var mf))
-            foreach (var x in mf.EnumerateArray())
-            {
-                var r = Requirement(x, nodeSelector: true);
-                requirements.Add(r with { Key = r.Key == "metadata.name" ? "kubernetes.io/hostname" : r.Key });
-            }
+            foreach (var x in mf.EnumerateArray()) requirements.Add(FieldRequirement(Requirement(x, nodeSelector: true)));
         return requirements.Count == 0 ? Nothing : new LabelSelector(requirements);
     }
+
+    /// <summary>
+    /// A matchFields requirement: the scheduler knows one field, metadata.name, and compares it with In or NotIn
+    /// and exactly one value; anything else it refuses (invalid here).
+    /// </summary>
+    private static LabelRequirement FieldRequirement(LabelRequirement r) =>
+        r.Key == "metadata.name" && r.Op is (SelectorOp.In or SelectorOp.NotIn) && r.Values.Count == 1
+            ? r with { Key = "kubernetes.io/hostname" }
+            : r with { Op = SelectorOp.Invalid };
 
     /// <summary>
     /// {key, operator, values}: a LabelSelectorRequirement, or with <paramref name="nodeSelector"/> a
@@ -165,21 +170,20 @@ public sealed class LabelSelector
     /// </summary>
     public static LabelSelector Parse(string text)
     {
-        var reqs = new List<LabelRequirement>();
         var p = new StringReader(text);
+        p.SkipSpaces();
+        if (p.AtEnd) return Everything;
+        var reqs = new List<LabelRequirement>();
         while (true)
         {
-            p.SkipSpaces();
-            if (p.AtEnd) break;
+            // After a comma another requirement must follow: "a=b," is refused, as upstream refuses it.
             reqs.Add(p.Requirement());
             p.SkipSpaces();
-            if (!p.AtEnd)
-            {
-                if (p.Peek != ',') throw p.Error($"unexpected \"{p.Peek}\"");
-                p.Advance(1);
-            }
+            if (p.AtEnd) return new LabelSelector(reqs);
+            if (p.Peek != ',') throw p.Error($"unexpected \"{p.Peek}\"");
+            p.Advance(1);
+            p.SkipSpaces();
         }
-        return reqs.Count == 0 ? Everything : new LabelSelector(reqs);
     }
 
     /// <summary>A cursor over the string form.</summary>

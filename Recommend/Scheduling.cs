@@ -139,14 +139,16 @@ public sealed class PodShape
         var a = doc.RootElement;
         if (a.ValueKind == JsonValueKind.Object)
         {
-            if (a.TryGetProperty("nodeAffinity", out var na) && na.ValueKind == JsonValueKind.Object
-                && na.TryGetProperty("requiredDuringSchedulingIgnoredDuringExecution", out var req) && req.ValueKind == JsonValueKind.Object
-                && req.TryGetProperty("nodeSelectorTerms", out var nst) && nst.ValueKind == JsonValueKind.Array)
+            if (JsonElements.Has(a, "nodeAffinity", JsonValueKind.Object, out var na)
+                && JsonElements.Has(na, "requiredDuringSchedulingIgnoredDuringExecution", JsonValueKind.Object, out var req))
             {
-                foreach (var term in nst.EnumerateArray()) terms.Add(LabelSelector.FromNodeSelectorTerm(term));
+                if (JsonElements.Has(req, "nodeSelectorTerms", JsonValueKind.Array, out var nst))
+                    foreach (var term in nst.EnumerateArray()) terms.Add(LabelSelector.FromNodeSelectorTerm(term));
+                // A required node selector without terms matches no node (the scheduler ORs zero terms).
+                if (terms.Count == 0) terms.Add(LabelSelector.Nothing);
             }
-            if (a.TryGetProperty("podAntiAffinity", out var pa) && pa.ValueKind == JsonValueKind.Object
-                && pa.TryGetProperty("requiredDuringSchedulingIgnoredDuringExecution", out var preq) && preq.ValueKind == JsonValueKind.Array)
+            if (JsonElements.Has(a, "podAntiAffinity", JsonValueKind.Object, out var pa)
+                && JsonElements.Has(pa, "requiredDuringSchedulingIgnoredDuringExecution", JsonValueKind.Array, out var preq))
             {
                 foreach (var term in preq.EnumerateArray())
                 {
@@ -173,8 +175,7 @@ public sealed class PodShape
         return tols.Count == 0 ? [] : tols.ToArray();
     }
 
-    private static string? Str(JsonElement e, string name) =>
-        e.ValueKind == JsonValueKind.Object && e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+    private static string? Str(JsonElement e, string name) => JsonElements.Has(e, name, JsonValueKind.String, out var v) ? v.GetString() : null;
 }
 
 public static class Scheduling

@@ -86,10 +86,10 @@ public class WhatIfTests
     [InlineData(false)]   // without the anti-affinity spread-1 takes the replacement's room
     public void PodsKeptOnAReplacementKeepTheirAntiAffinity(bool antiAffine)
     {
-        string extra = antiAffine ? RecommenderTests.AntiSpread : "";
+        string extra = antiAffine ? Scenario.AntiSpread : "";
         var s = new Scenario()
-            .Node("x", "gp.vs1.2xlarge-iad").Pod("spread-0", "x", "500m", "512Mi", labels: RecommenderTests.Spread, extraSpec: extra)
-            .Node("y", "gp.vs1.large-iad").Pod("spread-1", "y", "500m", "512Mi", labels: RecommenderTests.Spread, extraSpec: extra);
+            .Node("x", "gp.vs1.2xlarge-iad").Pod("spread-0", "x", "500m", "512Mi", labels: Scenario.Spread, extraSpec: extra)
+            .Node("y", "gp.vs1.large-iad").Pod("spread-1", "y", "500m", "512Mi", labels: Scenario.Spread, extraSpec: extra);
         var r = Simulate(s, Replace("x", "gp.vs1.2xlarge-iad") with { RemoveNodes = ["y"] });
         Assert.Contains(r.Placements, p => p.Pod == "shop/spread-0" && p.Node == "x→gp.vs1.2xlarge-iad");
         var moved = Assert.Single(r.Placements, p => p.Pod == "shop/spread-1");

@@ -25,7 +25,7 @@ internal sealed class Destinations
         order = Enumerable.Range(0, room.Count).Where(room.IsOpen)
             .OrderByDescending(i => Room.Utilization(room.View(i))).ThenBy(i => room.View(i).Name, StringComparer.Ordinal).ToArray();
         delta = new Demand[order.Length];
-        plain = order.Select(i => !room.View(i).Taints.Any(t => t.Effect is "NoSchedule" or "NoExecute")).ToArray();
+        plain = order.Select(i => !room.View(i).Taints.Any(PodShape.KeepsPodsOff)).ToArray();
     }
 
     /// <summary>

@@ -30,7 +30,7 @@ internal static class MultiNodeConsolidation
         var moves = new List<PodMove>();
         foreach (var (item, bin) in solution.OnExisting.OrderBy(kv => kv.Key))
             moves.Add(new PodMove(pods[item].Namespace, pods[item].Name, pods[item].Node!, packed.Existing[bin].Name));
-        foreach (var (i, node) in capacity.Placements()) moves.Add(new PodMove(pods[i].Namespace, pods[i].Name, pods[i].Node!, node));
+        capacity.AddMoves(moves, pods);
         var reasons = new List<string>
         {
             $"{group.Count} underused nodes ({current:0.###} $/h) fit onto the remaining nodes" + (capacity.Nodes.Count > 0 ? $" plus {capacity.Describe()}" : "") + $" for {solution.Cost:0.###} $/h",

@@ -21,7 +21,7 @@ internal static class Provisioning
         var capacity = packed.NewNodes();
         // Each pod's name is built once, and each sort done once: a plan for 100k pending pods is mostly names and sorts.
         var moves = new List<PodMove>(pending.Length);
-        foreach (var (i, node) in capacity.Placements()) moves.Add(new PodMove(pending[i].Namespace, pending[i].Name, "", node));
+        capacity.AddMoves(moves, pending);
         var served = new string[moves.Count];
         for (int k = 0; k < moves.Count; k++) served[k] = moves[k].Namespace + "/" + moves[k].Pod;
         Array.Sort(served, StringComparer.Ordinal);

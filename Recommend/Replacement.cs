@@ -44,7 +44,7 @@ internal static class Replacement
         if (!o.SavesEnoughToReplace(price, savings)) return null;
         var capacity = new NewCapacity(solution.NewBins);
         var moves = new List<PodMove>();
-        foreach (var (i, to) in capacity.Placements()) moves.Add(new PodMove(movable[i].Namespace, movable[i].Name, node.Name, to));
+        capacity.AddMoves(moves, movable);
         var reasons = new List<string>
         {
             $"{node.Name} ({node.ServerClass}) costs {price:0.###} $/h; its {movable.Length} pods fit on {capacity.Describe()} for {solution.Cost:0.###} $/h",

@@ -63,6 +63,9 @@ public sealed class PodShape
         RequiredNodeTerms = [], Tolerations = [], AntiAffinity = [],
     };
 
+    /// <summary>A taint the scheduler enforces: NoSchedule and NoExecute keep untolerating pods off; PreferNoSchedule is a preference.</summary>
+    public static bool KeepsPodsOff(Taint t) => t.Effect is "NoSchedule" or "NoExecute";
+
     /// <summary>Whether a node with these labels and taints may host a pod of this shape.</summary>
     public bool AllowsNode(IReadOnlyDictionary<string, string> labels, IReadOnlyList<Taint> taints) => WhyNot(labels, taints) is null;
 
@@ -75,7 +78,7 @@ public sealed class PodShape
             return "required node affinity";
         foreach (var t in taints)
         {
-            if (t.Effect is not ("NoSchedule" or "NoExecute")) continue;
+            if (!KeepsPodsOff(t)) continue;
             if (!Tolerations.Any(tol => tol.Tolerates(t))) return $"taint {t.Key}={t.Value}:{t.Effect}";
         }
         return null;

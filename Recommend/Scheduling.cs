@@ -34,8 +34,17 @@ public sealed record Toleration(string? Key, string Operator, string? Value, str
     }
 }
 
-/// <summary>A required pod anti-affinity term on kubernetes.io/hostname: no two matching pods on one node.</summary>
-public sealed record HostnameAntiAffinity(LabelSelector Selector, IReadOnlyList<string> Namespaces);
+/// <summary>
+/// A required pod anti-affinity term on kubernetes.io/hostname: no two matching pods on one node. The term applies to
+/// the namespaces listed, else to its pod's own; a namespaceSelector widens it (an empty one to every namespace; the
+/// model does not watch namespace labels, so any namespaceSelector counts as every namespace: it may repel too much,
+/// never too little).
+/// </summary>
+public sealed record HostnameAntiAffinity(LabelSelector Selector, IReadOnlyList<string> Namespaces, bool AllNamespaces = false)
+{
+    /// <summary>Whether the term, on a pod of namespace <paramref name="own"/>, looks at pods of <paramref name="other"/>.</summary>
+    public bool Covers(string own, string other) => AllNamespaces || (Namespaces.Count == 0 ? other == own : Namespaces.Contains(other));
+}
 
 /// <summary>
 /// The scheduling facts of one pod shape: where pods of this shape may run (node selector, required
@@ -97,9 +106,8 @@ public sealed class PodShape
     {
         foreach (var term in AntiAffinity)
         {
-            if (term.Namespaces.Count > 0 && !term.Namespaces.Contains(Namespace)) continue;
-            if (!term.Selector.Matches(Labels)) continue;
-            return Namespace + "|" + term.Selector;
+            if (!term.Covers(Namespace, Namespace) || !term.Selector.Matches(Labels)) continue;
+            return (term.AllNamespaces ? "*" : Namespace) + "|" + term.Selector;
         }
         return null;
     }
@@ -108,7 +116,7 @@ public sealed class PodShape
     public bool Repels(PodShape other)
     {
         foreach (var term in AntiAffinity)
-            if ((term.Namespaces.Count == 0 ? other.Namespace == Namespace : term.Namespaces.Contains(other.Namespace)) && term.Selector.Matches(other.Labels))
+            if (term.Covers(Namespace, other.Namespace) && term.Selector.Matches(other.Labels))
                 return true;
         return false;
     }
@@ -160,7 +168,8 @@ public sealed class PodShape
                     var namespaces = new List<string>();
                     if (JsonElements.Has(term, "namespaces", JsonValueKind.Array, out var nss))
                         foreach (var n in nss.EnumerateArray()) if (JsonElements.Text(n) is { } s) namespaces.Add(s);
-                    anti.Add(new HostnameAntiAffinity(selector, namespaces.ToArray()));
+                    bool all = JsonElements.Has(term, "namespaceSelector", JsonValueKind.Object, out _);
+                    anti.Add(new HostnameAntiAffinity(selector, namespaces.ToArray(), all));
                 }
             }
         }

@@ -155,9 +155,10 @@ public class SchedulingTests
     private static PodShape Labelled(string ns, string labels, string affinity = "") =>
         PodShape.Parse(ns, OwnerKind.None, null, "p", PodTraits.None, 0, Encoding.UTF8.GetBytes(labels), [], Encoding.UTF8.GetBytes(affinity), []);
 
-    private static string AntiAffinity(string selector, string topologyKey = "kubernetes.io/hostname", string namespaces = "") =>
+    private static string AntiAffinity(string selector, string topologyKey = "kubernetes.io/hostname", string namespaces = "", string namespaceSelector = "") =>
         """{"podAntiAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":[{"labelSelector":""" + selector
-        + ",\"topologyKey\":\"" + topologyKey + "\"" + (namespaces.Length > 0 ? ",\"namespaces\":" + namespaces : "") + "}]}}";
+        + ",\"topologyKey\":\"" + topologyKey + "\"" + (namespaces.Length > 0 ? ",\"namespaces\":" + namespaces : "")
+        + (namespaceSelector.Length > 0 ? ",\"namespaceSelector\":" + namespaceSelector : "") + "}]}}";
 
     [Fact]
     public void HostnameAntiAffinityRepelsTheSelectedPodsOfItsNamespace()
@@ -178,6 +179,15 @@ public class SchedulingTests
         Assert.False(spread.Repels(Labelled("shop", """{"app":"web"}""")));
         Assert.Null(spread.SelfAntiAffinityKey);                                          // it does not repel its own kind
 
+        // A namespaceSelector adds namespaces: an empty one every namespace; a null one none (the pod's own then).
+        var everywhere = Labelled("shop", """{"app":"web"}""", AntiAffinity("""{"matchLabels":{"app":"web"}}""", namespaceSelector: "{}"));
+        Assert.True(everywhere.Repels(Labelled("other", """{"app":"web"}""")));
+        Assert.True(everywhere.Repels(Labelled("shop", """{"app":"web"}""")));
+        Assert.NotNull(everywhere.SelfAntiAffinityKey);
+        var ownOnly = Labelled("shop", """{"app":"web"}""", AntiAffinity("""{"matchLabels":{"app":"web"}}""", namespaceSelector: "null"));
+        Assert.False(ownOnly.Repels(Labelled("other", """{"app":"web"}""")));
+        Assert.True(ownOnly.Repels(Labelled("shop", """{"app":"web"}""")));
+
         // Only the hostname topology keeps pods off one node.
         var zonal = Labelled("shop", """{"app":"web"}""", AntiAffinity("""{"matchLabels":{"app":"web"}}""", "topology.kubernetes.io/zone"));
         Assert.False(zonal.Repels(Labelled("shop", """{"app":"web"}""")));
@@ -191,5 +201,8 @@ public class SchedulingTests
         var b = Labelled("shop", """{"app":"db","statefulset.kubernetes.io/pod-name":"db-1"}""", AntiAffinity(term));
         Assert.Equal(a.SelfAntiAffinityKey, b.SelfAntiAffinityKey);
         Assert.NotEqual(a.SelfAntiAffinityKey, Labelled("other", """{"app":"db"}""", AntiAffinity(term)).SelfAntiAffinityKey);
+        // A term over every namespace groups the pods of every namespace.
+        Assert.Equal(Labelled("shop", """{"app":"db"}""", AntiAffinity(term, namespaceSelector: "{}")).SelfAntiAffinityKey,
+            Labelled("other", """{"app":"db"}""", AntiAffinity(term, namespaceSelector: "{}")).SelfAntiAffinityKey);
     }
 }

@@ -800,7 +800,7 @@ internal sealed class ShapeTable
             {
                 Namespace = canonicalNamespace, Owner = pod.Owner, OwnerName = pod.OwnerName, NamePrefix = prefix, Traits = pod.Traits,
                 Priority = pod.Priority, Labels = SmallMap<string>.Empty, NodeSelector = SmallMap<string>.Empty,
-                RequiredNodeTerms = [[new NodeSelectorRequirement("", "In", [])]], Tolerations = [], AntiAffinity = [],
+                RequiredNodeTerms = [LabelSelector.Nothing], Tolerations = [], AntiAffinity = [],
             };
         }
         if (free.TryPop(out id)) entries[id] = e;

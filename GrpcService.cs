@@ -363,157 +363,32 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
 
     // ---- Simulate ----------------------------------------------------------------------------
 
-    /// <summary>
-    /// What-if, read-only: the pods of removed nodes and the added pods are placed on the remaining
-    /// nodes' free room first, then on the cheapest new nodes. A replaced node's pods go to its
-    /// replacement first; those that do not fit there are listed, then placed like the others.
-    /// </summary>
+    /// <summary>What-if, read-only: the engine is <see cref="WhatIf.Simulate"/>; this converts the messages.</summary>
     public V1.SimulateResponse Simulate(V1.SimulateRequest request)
     {
         RequireSync();
-        var snap = model.Snapshot();
-        var book = prices.Current;
-        var o = options();
-        if (request.Categories.Count > 0)
+        var whatIf = new WhatIfRequest(
+            [.. request.RemoveNodes],
+            [.. request.ReplaceNodes.Select(r => new WhatIfReplacement(r.Node, r.ServerClass))],
+            [.. request.AddPods.Select(p => new WhatIfPod(p.Name, p.Namespace, p.Cpu, p.Memory,
+                new Dictionary<string, string>(p.Labels, StringComparer.Ordinal), new Dictionary<string, string>(p.NodeSelector, StringComparer.Ordinal)))],
+            [.. request.Categories],
+            request.Region);
+        WhatIfResult r;
+        try { r = WhatIf.Simulate(model.Snapshot(), model.Pods(), model.DaemonSets.All(), prices.Current, options(), whatIf); }
+        catch (WhatIfException e) { throw new RpcException(new Status(e.NotFound ? StatusCode.NotFound : StatusCode.InvalidArgument, e.Message)); }
+        var response = new V1.SimulateResponse
         {
-            var codes = new List<string>();
-            foreach (var c in request.Categories)
-            {
-                var code = Categories.CodeOf(c) ?? throw new RpcException(new Status(StatusCode.InvalidArgument, $"category \"{c}\" is not one of gp, ch, mh, gpu"));
-                codes.Add(code);
-            }
-            o = o with { Categories = codes };
-        }
-        if (request.Region.Length > 0)
-        {
-            if (!book.Classes.Values.Any(c => c.Class.Region == request.Region))
-                throw new RpcException(new Status(StatusCode.InvalidArgument, $"no server class is priced in region \"{request.Region}\""));
-            o = o with { Region = request.Region };
-        }
-        var byName = snap.Nodes.ToDictionary(n => n.Name, StringComparer.Ordinal);
-        var removed = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var name in request.RemoveNodes)
-        {
-            if (!byName.ContainsKey(name)) throw new RpcException(new Status(StatusCode.NotFound, $"node \"{name}\" not found"));
-            if (!removed.Add(name)) throw new RpcException(new Status(StatusCode.InvalidArgument, $"node \"{name}\" named twice"));
-        }
-        var replacements = new List<(NodeView Old, ServerClass New)>();
-        foreach (var r in request.ReplaceNodes)
-        {
-            if (!byName.TryGetValue(r.Node, out var old)) throw new RpcException(new Status(StatusCode.NotFound, $"node \"{r.Node}\" not found"));
-            if (!book.Classes.TryGetValue(r.ServerClass, out var cls)) throw new RpcException(new Status(StatusCode.InvalidArgument, $"server class \"{r.ServerClass}\" is not in the price book"));
-            if (!removed.Add(r.Node)) throw new RpcException(new Status(StatusCode.InvalidArgument, $"node \"{r.Node}\" named twice"));
-            replacements.Add((old, cls.Class));
-        }
-        var added = request.AddPods.Select((p, i) => NewPod(p, i, snap.Resources)).ToList();
-
-        var response = new V1.SimulateResponse();
-        decimal before = 0, after = 0;
-        foreach (var n in snap.Nodes)
-        {
-            var price = book.NodePrice(n.ServerClass, n.CapacityType) ?? 0;
-            before += price;
-            if (!removed.Contains(n.Name)) after += price;
-        }
-        var pods = model.Pods();
-        var displaced = pods.Where(p => p.Node is not null && removed.Contains(p.Node) && !p.IsOverhead && !p.Terminating).ToArray();
-        var remaining = snap.Nodes.Where(n => !removed.Contains(n.Name)).ToList();
-        var toPlace = new List<(PodFacts Pod, string From)>();
-        var kept = new List<PodFacts>();   // pods staying with their node's replacement: its anti-affinity groups
-        toPlace.AddRange(displaced.Where(p => !replacements.Any(r => r.Old.Name == p.Node)).Select(p => (p, p.Node!)));
-
-        // Replacements: the old node's pods onto the new one alone, no new nodes.
-        foreach (var (old, cls) in replacements)
-        {
-            var name = $"{old.Name}→{cls.Name}";
-            var price = book.Classes[cls.Name].Prices.SpotPrice;
-            after += price;
-            var own = displaced.Where(p => p.Node == old.Name).Select(p => p with { Node = null, Pending = true }).ToArray();
-            var empty = Recommender.HypotheticalNode(snap, name, cls, (long[])old.DaemonSetOverhead.Clone(), 0, o);
-            var alone = new ClusterSnapshot { Resources = snap.Resources, Nodes = [empty], PendingRequests = snap.PendingRequests, PendingPods = 0, Version = snap.Version };
-            var placement = Recommender.Place(alone, own, [], book, o, allowNew: false);
-            var used = (long[])old.DaemonSetOverhead.Clone();
-            int count = 0;
-            for (int i = 0; i < own.Length; i++)
-            {
-                if (placement.Placed.ContainsKey(i))
-                {
-                    for (int k = 0; k < used.Length && k < own[i].Requests.Length; k++) used[k] += own[i].Requests[k];
-                    count++;
-                    kept.Add(own[i] with { Node = name, Pending = false });
-                    response.Placements.Add(new V1.PodPlacement { Pod = Describe(own[i]), From = old.Name, Node = name });
-                }
-                else
-                {
-                    response.NoLongerFit.Add(new V1.UnplaceablePod { Pod = Describe(own[i]), Reason = WhyNotFit(own[i], empty, snap.Resources) });
-                    toPlace.Add((own[i], old.Name));
-                }
-            }
-            remaining.Add(Recommender.HypotheticalNode(snap, name, cls, used, count, o));
-        }
-        toPlace.AddRange(added.Select(p => (p, "")));
-
-        var modified = new ClusterSnapshot
-        {
-            Resources = snap.Resources, Nodes = remaining.OrderBy(n => n.Name, StringComparer.Ordinal).ToArray(),
-            PendingRequests = snap.PendingRequests, PendingPods = snap.PendingPods, Version = snap.Version,
+            CostBeforePerHour = (double)r.CostBeforePerHour,
+            CostAfterPerHour = (double)r.CostAfterPerHour,
+            DeltaPerHour = (double)r.DeltaPerHour,
         };
-        var facts = toPlace.Select(x => x.Pod with { Node = null, Pending = true }).ToArray();
-        var result = Recommender.Place(modified, facts, model.DaemonSets.All(), book, o, bound: [.. pods, .. kept]);
-        for (int i = 0; i < facts.Length; i++)
-        {
-            if (result.Placed.TryGetValue(i, out var where))
-                response.Placements.Add(new V1.PodPlacement { Pod = Describe(facts[i]), From = toPlace[i].From, Node = where.Node, NewNode = where.New });
-        }
-        foreach (var (item, reason) in result.Unplaced)
-            response.Unplaceable.Add(new V1.UnplaceablePod { Pod = Describe(facts[item]), Reason = reason });
-        response.NewNodes.AddRange(result.NewNodes.Select(n => new V1.NewNode { ServerClass = n.ServerClass, Count = n.Count, PricePerHour = (double)n.PricePerHour }));
-        after += result.NewCostPerHour;
-        response.CostBeforePerHour = (double)before;
-        response.CostAfterPerHour = (double)after;
-        response.DeltaPerHour = (double)(after - before);
-        if (facts.Length == 0 && replacements.Count == 0) response.Notes.Add("nothing to place");
-        if (result.NewNodes.Count > 0) response.Notes.Add($"new nodes are bought in region {result.Region}");
-        response.Notes.Add("read-only: nothing in the cluster was changed");
+        response.Placements.AddRange(r.Placements.Select(p => new V1.PodPlacement { Pod = p.Pod, From = p.From, Node = p.Node, NewNode = p.NewNode }));
+        response.NoLongerFit.AddRange(r.NoLongerFit.Select(u => new V1.UnplaceablePod { Pod = u.Pod, Reason = u.Reason }));
+        response.Unplaceable.AddRange(r.Unplaceable.Select(u => new V1.UnplaceablePod { Pod = u.Pod, Reason = u.Reason }));
+        response.NewNodes.AddRange(r.NewNodes.Select(n => new V1.NewNode { ServerClass = n.ServerClass, Count = n.Count, PricePerHour = (double)n.PricePerHour }));
+        response.Notes.AddRange(r.Notes);
         return response;
-    }
-
-    private static string Describe(PodFacts p) => $"{p.Namespace}/{p.Name}";
-
-    private static string WhyNotFit(PodFacts p, NodeView node, ResourceTable t)
-    {
-        var cpu = p.Requests[ResourceTable.Cpu] / 1000.0;
-        var mem = p.Requests[ResourceTable.Memory] / (double)(1L << 30);
-        var freeCpu = node.Allocatable[ResourceTable.Cpu] / 1000.0;
-        var freeMem = node.Allocatable[ResourceTable.Memory] / (double)(1L << 30);
-        return p.Requests[ResourceTable.Cpu] > node.Allocatable[ResourceTable.Cpu] || p.Requests[ResourceTable.Memory] > node.Allocatable[ResourceTable.Memory]
-            ? $"needs {cpu:0.###} cpu and {mem:0.##} GiB; {node.ServerClass} allocates at most {freeCpu:0.###} cpu and {freeMem:0.##} GiB"
-            : $"does not fit on {node.ServerClass} together with the other pods of the node";
-    }
-
-    private static PodFacts NewPod(V1.SimulatedPod p, int index, ResourceTable table)
-    {
-        if (string.IsNullOrWhiteSpace(p.Name)) throw new RpcException(new Status(StatusCode.InvalidArgument, $"add_pods[{index}]: name is required"));
-        var requests = new long[table.Count];
-        requests[ResourceTable.Cpu] = Request(p.Cpu, ResourceTable.Cpu, $"add_pods[{index}].cpu", table);
-        requests[ResourceTable.Memory] = Request(p.Memory, ResourceTable.Memory, $"add_pods[{index}].memory", table);
-        var shape = new PodShape
-        {
-            Namespace = p.Namespace.Length > 0 ? p.Namespace : "default", Owner = OwnerKind.ReplicaSet, NamePrefix = p.Name,
-            Traits = PodTraits.None, Priority = 0,
-            Labels = new Dictionary<string, string>(p.Labels, StringComparer.Ordinal),
-            NodeSelector = new Dictionary<string, string>(p.NodeSelector, StringComparer.Ordinal),
-            RequiredNodeTerms = [], Tolerations = [], AntiAffinity = [],
-        };
-        return new PodFacts(Guid.NewGuid(), null, requests, shape, 0, Pending: true, Terminating: false);
-    }
-
-    private static long Request(string text, int resource, string field, ResourceTable table)
-    {
-        if (text.Length == 0) return 0;
-        if (!Quantity.TryParse(text, out var q, out var error) || q.Value < 0)
-            throw new RpcException(new Status(StatusCode.InvalidArgument, $"{field}: \"{text}\" is not a quantity ({error ?? "negative"})"));
-        return table.ToStored(resource, q);
     }
 }
 

@@ -771,7 +771,7 @@ public sealed class PdbRecord
     public string Namespace = "";
     public string Name = "";
     public string? ResourceVersion;
-    public LabelSelectorSpec Selector = LabelSelectorSpec.Nothing;
+    public LabelSelector Selector = LabelSelector.Nothing;
     public int DisruptionsAllowed;
     public int CurrentHealthy;
     public int DesiredHealthy;
@@ -822,7 +822,7 @@ public sealed class PdbDecoder : IObjectDecoder<PdbRecord>
                         long start = r.TokenStartIndex;
                         if (!r.TrySkip()) return Decode.Incomplete;
                         using var doc = JsonDocument.Parse(data[(int)start..(int)r.BytesConsumed].ToArray());
-                        pdb.Selector = LabelSelectorSpec.Parse(doc.RootElement);
+                        pdb.Selector = LabelSelector.FromJson(doc.RootElement);
                     }
                     else if (!r.TrySkip()) return Decode.Incomplete;
                 }

@@ -18,7 +18,7 @@ public static class DisruptionBudgets
     public static bool Selects(JsonObject pdb, IReadOnlyDictionary<string, string> podLabels)
     {
         if (pdb["spec"]?["selector"] is not JsonObject selector) return false;
-        return LabelSelectorSpec.Parse(JsonWire.Element(selector)).Matches(podLabels);
+        return LabelSelector.FromJson(JsonWire.Element(selector)).Matches(podLabels);
     }
 
     /// <summary>Running, bound, not terminating, and Ready (a Running pod without conditions counts as ready).</summary>

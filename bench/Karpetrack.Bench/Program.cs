@@ -24,6 +24,12 @@ if (args.Length > 0 && args[0] == "serve")
     return;
 }
 
+if (args.Length > 1 && args[0] == "plans")
+{
+    await PlanDump.RunAsync(args[1], nodes, pods);
+    return;
+}
+
 if (args.Length > 1 && args[0] == "probe")
 {
     await ListProbe.RunAsync(args[1], model: args.Contains("--model"));

@@ -12,7 +12,7 @@ internal static class RecommenderBench
 {
     private const string Section = "recommender";
 
-    private static PriceBook Book() =>
+    public static PriceBook Book() =>
         PriceFeedParser.Parse(File.ReadAllBytes(Path.Combine(Report.RepoRoot(), "data", "percentiles", "percentiles-2026-08-17.json")), DateTimeOffset.UnixEpoch, "bench");
 
     /// <summary>Every node of the synthetic cluster evaluated for removal and replacement.</summary>
@@ -21,11 +21,7 @@ internal static class RecommenderBench
         var book = Book();
         var options = new RecommenderOptions { Region = "us-east-iad-1" };
         // Consolidation and replacement over the synthetic 5,000-node / 150,000-pod cluster.
-        var big = new ClusterModel(ResourceTable.Default);
-        var nodeDecoder = new NodeDecoder(ResourceTable.Default);
-        foreach (var n in cluster.Nodes) big.UpsertNode(nodeDecoder.DecodeComplete(n, out _));
-        var podDecoder = new PodDecoder(ResourceTable.Default);
-        foreach (var p in cluster.Pods) big.UpsertPod(podDecoder.DecodeComplete(p, out _));
+        var big = Load(cluster);
         var bigSnap = big.Snapshot();
         var sw2 = Stopwatch.StartNew();
         var bigPlan = Recommender.Recommend(bigSnap, big.Pods(), [], [], book, options);
@@ -46,23 +42,7 @@ internal static class RecommenderBench
         var options = new RecommenderOptions { Region = "us-east-iad-1" };
         foreach (var (n, goal) in new[] { (10_000, 50.0), (100_000, 500.0) })
         {
-            var model = new ClusterModel(ResourceTable.Default);
-            var rng = new Random(n);
-            int[] cores = [250, 500, 1000, 2000, 4000, 8000];
-            int[] weights = [30, 25, 20, 15, 7, 3];
-            int[] gibPerCore = [1, 2, 2, 4, 4, 4, 8];
-            for (int i = 0; i < n; i++)
-            {
-                int pick = rng.Next(100), c = 0;
-                while (pick >= weights[c]) pick -= weights[c++];
-                long cpu = cores[c];
-                long mem = (long)(cpu / 1000.0 * gibPerCore[rng.Next(gibPerCore.Length)] * (1L << 30) * (0.6 + 0.8 * rng.NextDouble()));
-                model.UpsertPod(new PodRecord
-                {
-                    Uid = Json.StableGuid("pending-" + i), Name = $"mix-{i:x5}", Namespace = "bench", OwnerName = "mix", Owner = OwnerKind.ReplicaSet,
-                    Phase = PodPhase.Pending, Unschedulable = true, Requests = [cpu, mem],
-                });
-            }
+            var model = PendingMix(n);
             var snap = model.Snapshot();
             var times = new List<double>();
             Plan? plan = null;
@@ -85,4 +65,37 @@ internal static class RecommenderBench
         }
     }
 
+    /// <summary>The synthetic cluster decoded into a model, as the reflectors would fill it.</summary>
+    public static ClusterModel Load(SyntheticData cluster)
+    {
+        var big = new ClusterModel(ResourceTable.Default);
+        var nodeDecoder = new NodeDecoder(ResourceTable.Default);
+        foreach (var n in cluster.Nodes) big.UpsertNode(nodeDecoder.DecodeComplete(n, out _));
+        var podDecoder = new PodDecoder(ResourceTable.Default);
+        foreach (var p in cluster.Pods) big.UpsertPod(podDecoder.DecodeComplete(p, out _));
+        return big;
+    }
+
+    /// <summary><paramref name="n"/> pending pods of the perf-anchors §5 mix and nothing else.</summary>
+    public static ClusterModel PendingMix(int n)
+    {
+        var model = new ClusterModel(ResourceTable.Default);
+        var rng = new Random(n);
+        int[] cores = [250, 500, 1000, 2000, 4000, 8000];
+        int[] weights = [30, 25, 20, 15, 7, 3];
+        int[] gibPerCore = [1, 2, 2, 4, 4, 4, 8];
+        for (int i = 0; i < n; i++)
+        {
+            int pick = rng.Next(100), c = 0;
+            while (pick >= weights[c]) pick -= weights[c++];
+            long cpu = cores[c];
+            long mem = (long)(cpu / 1000.0 * gibPerCore[rng.Next(gibPerCore.Length)] * (1L << 30) * (0.6 + 0.8 * rng.NextDouble()));
+            model.UpsertPod(new PodRecord
+            {
+                Uid = Json.StableGuid("pending-" + i), Name = $"mix-{i:x5}", Namespace = "bench", OwnerName = "mix", Owner = OwnerKind.ReplicaSet,
+                Phase = PodPhase.Pending, Unschedulable = true, Requests = [cpu, mem],
+            });
+        }
+        return model;
+    }
 }

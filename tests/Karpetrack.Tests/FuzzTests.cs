@@ -172,7 +172,7 @@ public sealed class FuzzTests
             PodShape.ParseTolerations(bytes);
             Scheduling.StringMap(bytes);
             using var doc = JsonDocument.Parse(bytes);
-            LabelSelectorSpec.Parse(doc.RootElement);
+            LabelSelector.FromJson(doc.RootElement);
             parsed++;
         }
         Assert.Equal(3_000, parsed);

@@ -214,7 +214,7 @@ public class GrpcServerTests(SmallLimitsService fixture) : IClassFixture<SmallLi
     }
 }
 
-/// <summary>The Simulate acceptance examples of issue 5, on a hand-made cluster with real prices.</summary>
+/// <summary>The Simulate call's protocol: a what-if the engine rejects (Recommend/WhatIfTests) is NOT_FOUND or INVALID_ARGUMENT.</summary>
 public class SimulateTests
 {
     private static KarpetrackApi Api(Scenario s)
@@ -229,59 +229,29 @@ public class SimulateTests
     }
 
     [Fact]
-    public void RemovingANodeWhosePodsFitElsewherePlacesThemAllAndSavesItsPrice()
+    public void TheRequestAndTheAnswerAreConvertedFieldByField()
     {
-        var s = new Scenario().Node("a", "gp.vs1.large-iad").Node("b", "gp.vs1.2xlarge-iad")
-            .Pod("p1", "a", "500m", "1Gi").Pod("p2", "a", "500m", "1Gi").Pod("q", "b", "1", "1Gi");
-        var r = Api(s).Simulate(new V1.SimulateRequest { RemoveNodes = { "a" } });
-        Assert.Empty(r.Unplaceable);
-        Assert.Equal(2, r.Placements.Count);
-        Assert.All(r.Placements, p => { Assert.Equal("b", p.Node); Assert.Equal("a", p.From); Assert.False(p.NewNode); });
-        var price = (double)Scenario.Book.NodePrice("gp.vs1.large-iad", "spot")!.Value;
-        Assert.Equal(r.CostBeforePerHour - price, r.CostAfterPerHour, 9);
-        Assert.Empty(r.NewNodes);
-    }
-
-    [Fact]
-    public void APodLargerThanEveryClassIsUnplaceableWithTheReason()
-    {
-        var s = new Scenario().Node("a", "gp.vs1.large-iad");
-        var r = Api(s).Simulate(new V1.SimulateRequest { AddPods = { new V1.SimulatedPod { Name = "huge", Cpu = "512", Memory = "4Ti" } } });
-        var u = Assert.Single(r.Unplaceable);
-        Assert.Equal("default/huge", u.Pod);
-        Assert.False(string.IsNullOrWhiteSpace(u.Reason));
-        Assert.Equal(r.CostBeforePerHour, r.CostAfterPerHour);
-    }
-
-    [Fact]
-    public void ReplacingANodeByATooSmallClassSaysWhichPodsNoLongerFit()
-    {
-        var s = new Scenario().Node("x", "gp.vs1.2xlarge-iad").Pod("big1", "x", "3", "4Gi").Pod("small", "x", "100m", "128Mi");
-        var r = Api(s).Simulate(new V1.SimulateRequest { ReplaceNodes = { new V1.NodeReplacement { Node = "x", ServerClass = "gp.vs1.medium-iad" } } });
-        var missing = Assert.Single(r.NoLongerFit);
-        Assert.Equal("shop/big1", missing.Pod);
-        Assert.Contains("gp.vs1.medium-iad", missing.Reason);
-        Assert.Contains(r.Placements, p => p.Pod == "shop/small" && p.Node == "x→gp.vs1.medium-iad");
-    }
-
-    [Theory]
-    [InlineData(true)]    // the replacement keeps spread-0, so spread-1 may not join it: a new node
-    [InlineData(false)]   // without the anti-affinity spread-1 takes the replacement's room
-    public void PodsKeptOnAReplacementKeepTheirAntiAffinity(bool antiAffine)
-    {
-        string extra = antiAffine ? RecommenderTests.AntiSpread : "";
-        var s = new Scenario()
-            .Node("x", "gp.vs1.2xlarge-iad").Pod("spread-0", "x", "500m", "512Mi", labels: RecommenderTests.Spread, extraSpec: extra)
-            .Node("y", "gp.vs1.large-iad").Pod("spread-1", "y", "500m", "512Mi", labels: RecommenderTests.Spread, extraSpec: extra);
+        // "a" goes and "b" is cordoned: both pods need new nodes, the added one of a memory-heavy class in its own namespace.
+        var s = new Scenario().Node("a", "gp.vs1.large-iad").Node("b", "gp.vs1.medium-iad", cordoned: true).Pod("p", "a", "500m", "1Gi");
         var r = Api(s).Simulate(new V1.SimulateRequest
         {
-            RemoveNodes = { "y" },
-            ReplaceNodes = { new V1.NodeReplacement { Node = "x", ServerClass = "gp.vs1.2xlarge-iad" } },
+            RemoveNodes = { "a" },
+            AddPods = { new V1.SimulatedPod { Name = "w", Namespace = "web", Cpu = "3", Memory = "6Gi", NodeSelector = { ["karpetrack.io/category"] = "mh" } } },
         });
-        Assert.Contains(r.Placements, p => p.Pod == "shop/spread-0" && p.Node == "x→gp.vs1.2xlarge-iad");
-        var moved = Assert.Single(r.Placements, p => p.Pod == "shop/spread-1");
-        Assert.Equal(antiAffine, moved.NewNode);
-        Assert.Equal(!antiAffine, moved.Node == "x→gp.vs1.2xlarge-iad");
+        var added = Assert.Single(r.Placements, x => x.Pod == "web/w");
+        Assert.Equal(("", true), (added.From, added.NewNode));
+        Assert.StartsWith("mh.", added.Node);
+        var moved = Assert.Single(r.Placements, x => x.Pod == "shop/p");
+        Assert.Equal(("a", true), (moved.From, moved.NewNode));
+        var book = Scenario.Book;
+        double before = (double)(book.NodePrice("gp.vs1.large-iad", "spot")!.Value + book.NodePrice("gp.vs1.medium-iad", "spot")!.Value);
+        double bought = r.NewNodes.Sum(n => n.Count * n.PricePerHour);
+        Assert.Equal(before, r.CostBeforePerHour, 9);
+        Assert.Equal(before - (double)book.NodePrice("gp.vs1.large-iad", "spot")!.Value + bought, r.CostAfterPerHour, 9);
+        Assert.Equal(r.CostAfterPerHour - r.CostBeforePerHour, r.DeltaPerHour, 9);
+        Assert.Equal(["new nodes are bought in region us-east-iad-1", "read-only: nothing in the cluster was changed"], r.Notes);
+        Assert.Empty(r.Unplaceable);
+        Assert.Empty(r.NoLongerFit);
     }
 
     [Fact]

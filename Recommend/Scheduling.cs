@@ -14,60 +14,36 @@ public enum PodTraits : byte
     LocalStorage = 8,        // an emptyDir not in memory, or a hostPath
 }
 
-public sealed record NodeSelectorRequirement(string Key, string Operator, IReadOnlyList<string> Values)
+/// <summary>A pod's toleration: which taints it accepts on a node.</summary>
+public sealed record Toleration(string? Key, string Operator, string? Value, string? Effect)
 {
-    public bool Matches(IReadOnlyDictionary<string, string> labels)
+    /// <summary>
+    /// As ToleratesTaint upstream: the effects agree (or the toleration names none), the keys agree (or it names
+    /// none), and then Exists accepts any value, Equal (the default) only the same one; another operator, nothing.
+    /// </summary>
+    public bool Tolerates(Taint t)
     {
-        bool has = labels.TryGetValue(Key, out var v);
+        if (!string.IsNullOrEmpty(Effect) && Effect != t.Effect) return false;
+        if (!string.IsNullOrEmpty(Key) && Key != t.Key) return false;
         return Operator switch
         {
-            "In" => has && Values.Contains(v!),
-            "NotIn" => !has || !Values.Contains(v!),
-            "Exists" => has,
-            "DoesNotExist" => !has,
-            "Gt" => has && long.TryParse(v, out var a) && Values.Count == 1 && long.TryParse(Values[0], out var b) && a > b,
-            "Lt" => has && long.TryParse(v, out var c) && Values.Count == 1 && long.TryParse(Values[0], out var d) && c < d,
+            "Exists" => true,
+            "" or "Equal" => (Value ?? "") == (t.Value ?? ""),
             _ => false,
         };
     }
 }
 
-public sealed record Toleration(string? Key, string Operator, string? Value, string? Effect)
+/// <summary>
+/// A required pod anti-affinity term on kubernetes.io/hostname: no two matching pods on one node. The term applies to
+/// the namespaces listed, else to its pod's own; a namespaceSelector widens it (an empty one to every namespace; the
+/// model does not watch namespace labels, so any namespaceSelector counts as every namespace: it may repel too much,
+/// never too little).
+/// </summary>
+public sealed record HostnameAntiAffinity(LabelSelector Selector, IReadOnlyList<string> Namespaces, bool AllNamespaces = false)
 {
-    public bool Tolerates(Taint t)
-    {
-        if (!string.IsNullOrEmpty(Effect) && Effect != t.Effect) return false;
-        if (Operator == "Exists") return string.IsNullOrEmpty(Key) || Key == t.Key;
-        return Key == t.Key && (Value ?? "") == (t.Value ?? "");
-    }
-}
-
-/// <summary>A required pod anti-affinity term on kubernetes.io/hostname: no two matching pods on one node.</summary>
-public sealed record HostnameAntiAffinity(LabelSelectorSpec Selector, IReadOnlyList<string> Namespaces);
-
-/// <summary>A metav1.LabelSelector: matchLabels and matchExpressions, ANDed.</summary>
-public sealed record LabelSelectorSpec(IReadOnlyDictionary<string, string> MatchLabels, IReadOnlyList<NodeSelectorRequirement> MatchExpressions)
-{
-    public static readonly LabelSelectorSpec Nothing = new(new Dictionary<string, string>(), [new NodeSelectorRequirement("", "In", [])]);
-
-    public bool Matches(IReadOnlyDictionary<string, string> labels)
-    {
-        foreach (var (k, v) in MatchLabels) if (!labels.TryGetValue(k, out var x) || x != v) return false;
-        foreach (var e in MatchExpressions) if (!e.Matches(labels)) return false;
-        return true;
-    }
-
-    public static LabelSelectorSpec Parse(JsonElement e)
-    {
-        if (e.ValueKind != JsonValueKind.Object) return Nothing;
-        var labels = new Dictionary<string, string>(StringComparer.Ordinal);
-        if (e.TryGetProperty("matchLabels", out var ml) && ml.ValueKind == JsonValueKind.Object)
-            foreach (var p in ml.EnumerateObject()) labels[p.Name] = Scheduling.Text(p.Value) ?? "";
-        var exprs = new List<NodeSelectorRequirement>();
-        if (e.TryGetProperty("matchExpressions", out var me) && me.ValueKind == JsonValueKind.Array)
-            foreach (var x in me.EnumerateArray()) exprs.Add(Scheduling.Requirement(x));
-        return new LabelSelectorSpec(labels, exprs);
-    }
+    /// <summary>Whether the term, on a pod of namespace <paramref name="own"/>, looks at pods of <paramref name="other"/>.</summary>
+    public bool Covers(string own, string other) => AllNamespaces || (Namespaces.Count == 0 ? other == own : Namespaces.Contains(other));
 }
 
 /// <summary>
@@ -85,7 +61,7 @@ public sealed class PodShape
     public required int Priority { get; init; }
     public required IReadOnlyDictionary<string, string> Labels { get; init; }
     public required IReadOnlyDictionary<string, string> NodeSelector { get; init; }
-    public required IReadOnlyList<IReadOnlyList<NodeSelectorRequirement>> RequiredNodeTerms { get; init; }   // ORed terms of ANDed requirements; empty = any
+    public required IReadOnlyList<LabelSelector> RequiredNodeTerms { get; init; }   // required node affinity: ORed terms; none = any node
     public required IReadOnlyList<Toleration> Tolerations { get; init; }
     public required IReadOnlyList<HostnameAntiAffinity> AntiAffinity { get; init; }
 
@@ -96,6 +72,9 @@ public sealed class PodShape
         RequiredNodeTerms = [], Tolerations = [], AntiAffinity = [],
     };
 
+    /// <summary>A taint the scheduler enforces: NoSchedule and NoExecute keep untolerating pods off; PreferNoSchedule is a preference.</summary>
+    public static bool KeepsPodsOff(Taint t) => t.Effect is "NoSchedule" or "NoExecute";
+
     /// <summary>Whether a node with these labels and taints may host a pod of this shape.</summary>
     public bool AllowsNode(IReadOnlyDictionary<string, string> labels, IReadOnlyList<Taint> taints) => WhyNot(labels, taints) is null;
 
@@ -104,11 +83,11 @@ public sealed class PodShape
     {
         foreach (var (k, v) in NodeSelector)
             if (!labels.TryGetValue(k, out var x) || x != v) return $"nodeSelector {k}={v}";
-        if (RequiredNodeTerms.Count > 0 && !RequiredNodeTerms.Any(term => term.All(r => r.Matches(labels))))
+        if (RequiredNodeTerms.Count > 0 && !RequiredNodeTerms.Any(term => term.Matches(labels)))
             return "required node affinity";
         foreach (var t in taints)
         {
-            if (t.Effect is not ("NoSchedule" or "NoExecute")) continue;
+            if (!KeepsPodsOff(t)) continue;
             if (!Tolerations.Any(tol => tol.Tolerates(t))) return $"taint {t.Key}={t.Value}:{t.Effect}";
         }
         return null;
@@ -127,10 +106,8 @@ public sealed class PodShape
     {
         foreach (var term in AntiAffinity)
         {
-            if (term.Namespaces.Count > 0 && !term.Namespaces.Contains(Namespace)) continue;
-            if (!term.Selector.Matches(Labels)) continue;
-            return Namespace + "|" + Scheduling.Describe(term.Selector.MatchLabels) + "|"
-                + string.Join(";", term.Selector.MatchExpressions.Select(e => $"{e.Key} {e.Operator} {string.Join(",", e.Values)}"));
+            if (!term.Covers(Namespace, Namespace) || !term.Selector.Matches(Labels)) continue;
+            return (term.AllNamespaces ? "*" : Namespace) + "|" + term.Selector;
         }
         return null;
     }
@@ -139,7 +116,7 @@ public sealed class PodShape
     public bool Repels(PodShape other)
     {
         foreach (var term in AntiAffinity)
-            if ((term.Namespaces.Count == 0 ? other.Namespace == Namespace : term.Namespaces.Contains(other.Namespace)) && term.Selector.Matches(other.Labels))
+            if (term.Covers(Namespace, other.Namespace) && term.Selector.Matches(other.Labels))
                 return true;
         return false;
     }
@@ -159,7 +136,7 @@ public sealed class PodShape
     }
 
     /// <summary>The parts of spec.affinity that Karpetrack reads: required node affinity and hostname anti-affinity.</summary>
-    public sealed record AffinityRules(IReadOnlyList<IReadOnlyList<NodeSelectorRequirement>> RequiredNodeTerms, IReadOnlyList<HostnameAntiAffinity> AntiAffinity)
+    public sealed record AffinityRules(IReadOnlyList<LabelSelector> RequiredNodeTerms, IReadOnlyList<HostnameAntiAffinity> AntiAffinity)
     {
         public static readonly AffinityRules None = new([], []);
     }
@@ -167,42 +144,32 @@ public sealed class PodShape
     public static AffinityRules ParseAffinity(ReadOnlySpan<byte> affinity)
     {
         if (affinity.IsEmpty) return AffinityRules.None;
-        var terms = new List<IReadOnlyList<NodeSelectorRequirement>>();
+        var terms = new List<LabelSelector>();
         var anti = new List<HostnameAntiAffinity>();
         using var doc = JsonDocument.Parse(affinity.ToArray());
         var a = doc.RootElement;
         if (a.ValueKind == JsonValueKind.Object)
         {
-            if (a.TryGetProperty("nodeAffinity", out var na) && na.ValueKind == JsonValueKind.Object
-                && na.TryGetProperty("requiredDuringSchedulingIgnoredDuringExecution", out var req) && req.ValueKind == JsonValueKind.Object
-                && req.TryGetProperty("nodeSelectorTerms", out var nst) && nst.ValueKind == JsonValueKind.Array)
+            if (JsonElements.Has(a, "nodeAffinity", JsonValueKind.Object, out var na)
+                && JsonElements.Has(na, "requiredDuringSchedulingIgnoredDuringExecution", JsonValueKind.Object, out var req))
             {
-                foreach (var term in nst.EnumerateArray())
-                {
-                    var reqs = new List<NodeSelectorRequirement>();
-                    if (Scheduling.Has(term, "matchExpressions", JsonValueKind.Array, out var me))
-                        foreach (var x in me.EnumerateArray()) reqs.Add(Scheduling.Requirement(x));
-                    // matchFields only supports metadata.name: treat it as the hostname label.
-                    if (Scheduling.Has(term, "matchFields", JsonValueKind.Array, out var mf))
-                        foreach (var x in mf.EnumerateArray())
-                        {
-                            var r = Scheduling.Requirement(x);
-                            reqs.Add(r with { Key = r.Key == "metadata.name" ? "kubernetes.io/hostname" : r.Key });
-                        }
-                    terms.Add(reqs.ToArray());
-                }
+                if (JsonElements.Has(req, "nodeSelectorTerms", JsonValueKind.Array, out var nst))
+                    foreach (var term in nst.EnumerateArray()) terms.Add(LabelSelector.FromNodeSelectorTerm(term));
+                // A required node selector without terms matches no node (the scheduler ORs zero terms).
+                if (terms.Count == 0) terms.Add(LabelSelector.Nothing);
             }
-            if (a.TryGetProperty("podAntiAffinity", out var pa) && pa.ValueKind == JsonValueKind.Object
-                && pa.TryGetProperty("requiredDuringSchedulingIgnoredDuringExecution", out var preq) && preq.ValueKind == JsonValueKind.Array)
+            if (JsonElements.Has(a, "podAntiAffinity", JsonValueKind.Object, out var pa)
+                && JsonElements.Has(pa, "requiredDuringSchedulingIgnoredDuringExecution", JsonValueKind.Array, out var preq))
             {
                 foreach (var term in preq.EnumerateArray())
                 {
-                    if (!Scheduling.Has(term, "topologyKey", JsonValueKind.String, out var tk) || tk.GetString() != "kubernetes.io/hostname") continue;
-                    var selector = Scheduling.Has(term, "labelSelector", JsonValueKind.Object, out var ls) ? LabelSelectorSpec.Parse(ls) : LabelSelectorSpec.Nothing;
+                    if (!JsonElements.Has(term, "topologyKey", JsonValueKind.String, out var tk) || tk.GetString() != "kubernetes.io/hostname") continue;
+                    var selector = JsonElements.Has(term, "labelSelector", JsonValueKind.Object, out var ls) ? LabelSelector.FromJson(ls) : LabelSelector.Nothing;
                     var namespaces = new List<string>();
-                    if (Scheduling.Has(term, "namespaces", JsonValueKind.Array, out var nss))
-                        foreach (var n in nss.EnumerateArray()) if (Scheduling.Text(n) is { } s) namespaces.Add(s);
-                    anti.Add(new HostnameAntiAffinity(selector, namespaces.ToArray()));
+                    if (JsonElements.Has(term, "namespaces", JsonValueKind.Array, out var nss))
+                        foreach (var n in nss.EnumerateArray()) if (JsonElements.Text(n) is { } s) namespaces.Add(s);
+                    bool all = JsonElements.Has(term, "namespaceSelector", JsonValueKind.Object, out _);
+                    anti.Add(new HostnameAntiAffinity(selector, namespaces.ToArray(), all));
                 }
             }
         }
@@ -220,32 +187,11 @@ public sealed class PodShape
         return tols.Count == 0 ? [] : tols.ToArray();
     }
 
-    private static string? Str(JsonElement e, string name) =>
-        e.ValueKind == JsonValueKind.Object && e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+    private static string? Str(JsonElement e, string name) => JsonElements.Has(e, name, JsonValueKind.String, out var v) ? v.GetString() : null;
 }
 
 public static class Scheduling
 {
-    public static NodeSelectorRequirement Requirement(JsonElement x)
-    {
-        var key = x.ValueKind == JsonValueKind.Object && x.TryGetProperty("key", out var k) ? Text(k) ?? "" : "";
-        var op = x.ValueKind == JsonValueKind.Object && x.TryGetProperty("operator", out var o) ? Text(o) ?? "" : "";
-        var values = new List<string>();
-        if (x.ValueKind == JsonValueKind.Object && x.TryGetProperty("values", out var vs) && vs.ValueKind == JsonValueKind.Array)
-            foreach (var v in vs.EnumerateArray()) values.Add(Text(v) ?? "");
-        return new NodeSelectorRequirement(key, op, values);
-    }
-
-    /// <summary>The property of that kind, when <paramref name="e"/> is an object that has it (any other shape is no match, never an exception).</summary>
-    public static bool Has(JsonElement e, string name, JsonValueKind kind, out JsonElement value)
-    {
-        value = default;
-        return e.ValueKind == JsonValueKind.Object && e.TryGetProperty(name, out value) && value.ValueKind == kind;
-    }
-
-    /// <summary>A string value, or null for any other kind: a number where a string belongs counts as missing, never throws.</summary>
-    public static string? Text(JsonElement e) => e.ValueKind == JsonValueKind.String ? e.GetString() : null;
-
     public static IReadOnlyDictionary<string, string> StringMap(ReadOnlySpan<byte> json)
     {
         if (json.IsEmpty) return SmallMap<string>.Empty;
@@ -308,9 +254,6 @@ public static class Scheduling
         }
         return (name, 0);
     }
-
-    public static string Describe(IReadOnlyDictionary<string, string> map) =>
-        string.Join(",", map.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}"));
 }
 
 /// <summary>

@@ -1,0 +1,105 @@
+namespace Karpetrack;
+
+/// <summary>Where a node's pods would go, and what that takes of the room; <see cref="Unfit"/> names those that fit nowhere (then the rest is not a plan).</summary>
+internal readonly record struct Placement(List<PodMove> Moves, List<RoomClaim> Claims, List<string>? Unfit = null);
+
+/// <summary>
+/// The open nodes of the room for one removal after another: a removal's pods are placed tentatively (largest
+/// first, onto the fullest node that takes them), and only a removal that places every pod becomes a command, so
+/// no two removals count on the same room (the room itself changes only when a command is applied).
+/// Work per removal is the displaced pods times the nodes scanned, never a whole re-pack.
+/// </summary>
+internal sealed class Destinations
+{
+    private readonly Room room;
+    private readonly int[] order;                               // room positions, fullest first: tight placements, emptier nodes stay removable
+    private readonly bool[] plain;                              // by position in order: no NoSchedule/NoExecute taint, most pods need no label check
+    private readonly ResourceTable table;
+    private readonly Demand[] delta;                            // what the placement under way puts on each node
+    private readonly List<int> touched = [];
+
+    public Destinations(Room room, ResourceTable table)
+    {
+        this.room = room;
+        this.table = table;
+        order = Enumerable.Range(0, room.Count).Where(room.IsOpen)
+            .OrderByDescending(i => Room.Utilization(room.View(i))).ThenBy(i => room.View(i).Name, StringComparer.Ordinal).ToArray();
+        delta = new Demand[order.Length];
+        plain = order.Select(i => !room.View(i).Taints.Any(PodShape.KeepsPodsOff)).ToArray();
+    }
+
+    /// <summary>
+    /// Places the pods tentatively; the ones that fit nowhere are named in Unfit (up to <see cref="MaxNamedUnfit"/>,
+    /// the others still placed until then). A pod of a shape that already failed with no larger a demand fails
+    /// without a scan (room only shrinks as pods are placed): replicas of one workload cost one scan.
+    /// </summary>
+    public Placement TryPlace(PodFacts[] pods, string from)
+    {
+        if (pods.Length == 0) return new Placement([], []);
+        int self = room.IndexOf(from);
+        foreach (var i in touched) delta[i] = Demand.Zero;
+        touched.Clear();
+        var addedGroups = new List<(int Node, string Group)>();
+        var moves = new List<PodMove>();
+        var claims = new List<RoomClaim>();
+        List<string>? unfit = null;
+        List<(PodShape Shape, Demand Demand)>? failed = null;
+        foreach (var p in pods.OrderByDescending(p => p.Requests[ResourceTable.Cpu]).ThenByDescending(p => p.Requests[ResourceTable.Memory]).ThenBy(p => p.Uid))
+        {
+            var demand = PodRules.DemandOf(p, table);
+            if (failed is not null && FailedBefore(failed, p.Shape, demand))
+            {
+                (unfit ??= []).Add(PodRules.Describe(p));
+                if (unfit.Count >= MaxNamedUnfit) break;
+                continue;
+            }
+            var group = p.Shape.SelfAntiAffinityKey;
+            int target = Target(p, demand, group, self, addedGroups);
+            if (target < 0)
+            {
+                (unfit ??= []).Add(PodRules.Describe(p));
+                (failed ??= []).Add((p.Shape, demand));
+                if (unfit.Count >= MaxNamedUnfit) break;
+                continue;
+            }
+            if (delta[target] == Demand.Zero) touched.Add(target);
+            delta[target] = delta[target] + demand;
+            if (group is not null) addedGroups.Add((order[target], group));
+            var to = room.View(order[target]).Name;
+            moves.Add(new PodMove(p.Namespace, p.Name, from, to));
+            claims.Add(new RoomClaim(to, demand, group));
+        }
+        unfit?.Sort(StringComparer.Ordinal);
+        return new Placement(moves, claims, unfit);
+    }
+
+    /// <summary>The first node in order (a position in it) that takes the pod besides what the placement already put there; -1 for none.</summary>
+    private int Target(PodFacts p, Demand demand, string? group, int self, List<(int Node, string Group)> addedGroups)
+    {
+        bool unconstrained = p.Shape.NodeSelector.Count == 0 && p.Shape.RequiredNodeTerms.Count == 0;
+        for (int i = 0; i < order.Length; i++)
+        {
+            int n = order[i];
+            if (n == self || !room.IsOpen(n)) continue;
+            if (!demand.FitsIn(room.Free(n) - delta[i])) continue;
+            if (group is not null && ((room.GroupsOn(n)?.Contains(group) ?? false) || addedGroups.Contains((n, group)))) continue;
+            var view = room.View(n);
+            if (!(unconstrained && plain[i]) && !p.Shape.AllowsNode(view.Labels, view.Taints)) continue;
+            return i;
+        }
+        return -1;
+    }
+
+    /// <summary>
+    /// A blocker names at most this many pods that fit nowhere: past it the node is known to stay, and
+    /// placing its other pods only to name more cost the 5,000-node scan about a fifth more.
+    /// </summary>
+    private const int MaxNamedUnfit = 10;
+
+    private static bool FailedBefore(List<(PodShape Shape, Demand Demand)> failed, PodShape shape, Demand demand)
+    {
+        foreach (var f in failed)
+            if (ReferenceEquals(f.Shape, shape) && f.Demand.FitsIn(demand)) return true;
+        return false;
+    }
+}

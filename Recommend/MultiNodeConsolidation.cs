@@ -1,0 +1,42 @@
+namespace Karpetrack;
+
+/// <summary>
+/// Multi-node consolidation. Which candidates? The least utilized removal candidates that still run pods, are not
+/// claimed and receive none (at most --multi-node-candidates of them). What command? Remove them all when their pods
+/// fit on the room left elsewhere plus new nodes, for less than they cost now and with fewer nodes than they are.
+/// </summary>
+internal static class MultiNodeConsolidation
+{
+    public static IReadOnlyList<Candidate> Candidates(PlanState s) =>
+        s.Candidates.Where(c => !s.IsClaimed(c.Node.Name) && !s.Receives(c.Node.Name) && c.Movable.Length > 0)
+            .OrderBy(c => Room.Utilization(c.Node)).ThenBy(c => c.Node.Name, StringComparer.Ordinal)
+            .Take(s.Options.MultiNodeCandidates).ToList();
+
+    public static Command? Decide(PlanState s, IReadOnlyList<Candidate> group)
+    {
+        if (group.Count < 2) return null;
+        var names = group.Select(g => g.Node.Name).ToHashSet(StringComparer.Ordinal);
+        var pods = group.SelectMany(g => g.Movable).ToArray();
+        var packed = PackedPods.Solve(s.Room, pods, s.Offers, s.Resources, leaveOut: names);
+        var solution = packed.Solution;
+        if (solution.Unplaced.Count > 0) return null;
+        var current = group.Sum(g => g.Price);
+        var savings = current - solution.Cost;
+        // Only the nodes that actually lose their pods count; a plan that keeps all of them is no consolidation.
+        if (savings <= 0 || solution.NewBins.Count >= group.Count) return null;
+        // Buying nodes makes it a replacement, held to the replacement thresholds; a pure removal needs only a positive saving.
+        if (solution.NewBins.Count > 0 && !s.Options.SavesEnoughToReplace(current, savings)) return null;
+        var capacity = packed.NewNodes();
+        var moves = new List<PodMove>();
+        foreach (var (item, bin) in solution.OnExisting.OrderBy(kv => kv.Key))
+            moves.Add(new PodMove(pods[item].Namespace, pods[item].Name, pods[item].Node!, packed.Existing[bin].Name));
+        capacity.AddMoves(moves, pods);
+        var reasons = new List<string>
+        {
+            $"{group.Count} underused nodes ({current:0.###} $/h) fit onto the remaining nodes" + (capacity.Nodes.Count > 0 ? $" plus {capacity.Describe()}" : "") + $" for {solution.Cost:0.###} $/h",
+        };
+        var rec = Recommendations.Build(RecommendationType.Consolidate, group.Select(g => g.Node.Name).Order(StringComparer.Ordinal).ToList(), capacity.Nodes, moves, [],
+            new Costs(current, solution.Cost, solution.LowerBound), s.Budgets.Disruption(pods), reasons);
+        return new Command(rec, packed.Claims());
+    }
+}

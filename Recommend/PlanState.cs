@@ -1,0 +1,117 @@
+namespace Karpetrack;
+
+/// <summary>A node a removal method may consider: no blocker of its own; the pods it would move and its price.</summary>
+internal sealed record Candidate(NodeView Node, PodFacts[] Movable, decimal Price);
+
+/// <summary>
+/// One run's plan as the methods build it: what they read (the snapshot, prices, options, offers, budgets, the pods
+/// of each node) and the ledgers their decisions change: the room and anti-affinity groups of the nodes that may
+/// receive pods, the nodes claimed by a command and the nodes receiving pods of a claimed one, the blockers, and the
+/// recommendations so far. Only <see cref="Apply"/> changes the ledgers.
+/// </summary>
+internal sealed class PlanState
+{
+    public ClusterSnapshot Snapshot { get; }
+    public PriceBook Book { get; }
+    public RecommenderOptions Options { get; }
+    public string Region { get; }
+    public List<Offer> Offers { get; }
+    public Budgets Budgets { get; }
+    public PodFacts[] Pending { get; }
+    public Room Room { get; }
+    public ResourceTable Resources => Snapshot.Resources;
+
+    /// <summary>The nodes without blockers, empty ones first, then the least utilized, the dearest, by name; set by <see cref="RankCandidates"/>.</summary>
+    public IReadOnlyList<Candidate> Candidates { get; private set; } = [];
+
+    private readonly Dictionary<string, PodFacts[]> podsByNode;
+    private readonly HashSet<string> claimed = new(StringComparer.Ordinal);
+    private readonly HashSet<string> receivers = new(StringComparer.Ordinal);   // nodes that take pods of a claimed node stay
+    private readonly Dictionary<string, List<Blocker>> blockers = new(StringComparer.Ordinal);
+    private readonly List<Recommendation> recommendations = [];
+    private IReadOnlyList<(string Pod, string Reason)> unplaceable = [];
+    private decimal provisioningCost, provisioningBound;
+    // A run over a large cluster allocates hundreds of MB: collect its young garbage as it goes
+    // rather than letting the runtime's gen0 budget (sized from the L3 cache) commit it all.
+    private readonly AllocationPacer pacer = new(16 << 20);
+
+    public PlanState(ClusterSnapshot snap, PodFacts[] pods, PdbRecord[] pdbs, DaemonSetRecord[] daemonSets, PriceBook book, RecommenderOptions o,
+        IReadOnlyList<InFlightNode> inFlight)
+    {
+        Snapshot = snap;
+        Book = book;
+        Options = o;
+        Region = Karpetrack.Offers.Region(snap, o);
+        Offers = Karpetrack.Offers.For(snap, book, Region, o, daemonSets);
+        Budgets = Budgets.Index(pdbs);
+        podsByNode = PodRules.ByNode(pods);
+        Pending = pods.Where(p => p.Pending).ToArray();
+        Room = Room.Of(snap, pods, o, inFlight, Offers);
+    }
+
+    public bool IsClaimed(string node) => claimed.Contains(node);
+    public bool Receives(string node) => receivers.Contains(node);
+    public IReadOnlyList<Blocker> BlockersOf(string node) => blockers[node];
+
+    /// <summary>Gives the runtime a chance to collect between steps of a long run.</summary>
+    public void Tick() => pacer.Tick();
+
+    /// <summary>Blockers for every node; the nodes without any become the removal candidates.</summary>
+    public void RankCandidates()
+    {
+        foreach (var n in Snapshot.Nodes)
+        {
+            blockers[n.Name] = Blockers.Of(n, PodsOn(n.Name), Budgets, Book);
+            Tick();
+        }
+        Candidates = Snapshot.Nodes
+            .Where(n => blockers[n.Name].Count == 0)
+            .Select(n => new Candidate(n, PodRules.Movable(PodsOn(n.Name)), Book.NodePrice(n.ServerClass, n.CapacityType)!.Value))
+            .OrderBy(c => c.Movable.Length == 0 ? 0 : 1)
+            .ThenBy(c => Room.Utilization(c.Node))
+            .ThenByDescending(c => c.Price)
+            .ThenBy(c => c.Node.Name, StringComparer.Ordinal)
+            .ToList();
+    }
+
+    private PodFacts[] PodsOn(string node) => podsByNode.GetValueOrDefault(node) ?? [];
+
+    /// <summary>
+    /// Carries a decision into the ledgers: a command's claims take room, its nodes are claimed (and close), and
+    /// when it removes nodes, the nodes taking their pods become receivers; a kept candidate gets its blocker.
+    /// </summary>
+    public void Apply(Decision? decision)
+    {
+        switch (decision)
+        {
+            case Provisioned p:
+                Apply(p.Command);
+                unplaceable = p.Unplaceable;
+                (provisioningCost, provisioningBound) = (p.CostPerHour, p.LowerBoundPerHour);
+                break;
+            case Command c:
+                foreach (var claim in c.Claims) Room.Take(claim);
+                if (c.Recommendation is not { } r) break;
+                recommendations.Add(r);
+                foreach (var n in r.Nodes) { claimed.Add(n); Room.Close(n); }
+                if (r.Nodes.Count > 0) foreach (var claim in c.Claims) receivers.Add(claim.Node);
+                break;
+            case Keep k:
+                blockers[k.Node].Add(k.Blocker);
+                break;
+        }
+    }
+
+    /// <summary>The plan: recommendations by type, then the largest saving first; blockers of every node no command claims.</summary>
+    public Plan ToPlan()
+    {
+        var ordered = recommendations
+            .OrderBy(r => r.Type)
+            .ThenByDescending(r => r.SavingsPerHour)
+            .ThenBy(r => r.Id, StringComparer.Ordinal)
+            .ToList();
+        var kept = blockers.Where(kv => !claimed.Contains(kv.Key))
+            .ToDictionary(kv => kv.Key, kv => (IReadOnlyList<Blocker>)kv.Value, StringComparer.Ordinal);
+        return new Plan(ordered, kept, unplaceable, provisioningCost, provisioningBound, Region);
+    }
+}

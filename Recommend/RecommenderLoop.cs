@@ -1,0 +1,152 @@
+using Microsoft.Extensions.Logging;
+
+namespace Karpetrack;
+
+/// <summary>
+/// Runs the recommender off the scrape path: on a timer, and after a burst of pending-pod changes
+/// settles (1 s without change, at most 10 s after the first), once every cache has synced. The
+/// latest plan is published as an immutable reference that readers (metrics, gRPC) just read.
+/// </summary>
+public sealed class RecommenderLoop
+{
+    public static readonly double[] DurationBuckets = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+    private readonly ClusterModel model;
+    private readonly PriceFeed prices;
+    private readonly IReadOnlyList<ReflectorStatus> caches;
+    private readonly Func<RecommenderOptions> options;
+    private readonly TimeSpan interval;
+    private readonly Microsoft.Extensions.Logging.ILogger log;
+    private readonly TimeProvider clock;
+    private readonly Func<IReadOnlyList<InFlightNode>>? inFlight;
+    private readonly object gate = new();
+    private readonly Prometheus.Histogram durations;
+    private readonly Prometheus.Gauge lastRunGauge;
+    private Plan plan = Plan.Empty;
+
+    /// <param name="inFlight">Nodes being provisioned (the actuator's), counted as capacity for pending pods.</param>
+    public RecommenderLoop(ClusterModel model, PriceFeed prices, IReadOnlyList<ReflectorStatus> caches, Func<RecommenderOptions> options,
+        TimeSpan interval, Microsoft.Extensions.Logging.ILogger log, TimeProvider? clock = null,
+        Func<IReadOnlyList<InFlightNode>>? inFlight = null, Telemetry? telemetry = null)
+    {
+        this.model = model;
+        this.prices = prices;
+        this.caches = caches;
+        this.options = options;
+        this.interval = interval;
+        this.log = log;
+        this.clock = clock ?? TimeProvider.System;
+        this.inFlight = inFlight;
+        telemetry ??= new Telemetry();
+        durations = telemetry.Histogram("karpetrack_recommender_duration_seconds", "Time one recommender run took.", DurationBuckets);
+        lastRunGauge = telemetry.GaugeOnceSet("karpetrack_recommender_last_run_timestamp_seconds", "Unix time of the last completed recommender run.");
+    }
+
+    public Plan Current { get { lock (gate) return plan; } }
+    public DateTimeOffset? LastRun { get; private set; }
+    public event Action<Plan>? PlanChanged;
+
+    public (double Sum, long Count) Durations => (durations.Sum, durations.Count);
+
+    /// <summary>One run now on the calling thread, whatever the timers say (tests and benchmarks).</summary>
+    public Plan RunOnce() => Run(background: false);
+
+    private Plan Run(bool background)
+    {
+        var started = clock.GetTimestamp();
+        var snap = model.Snapshot();
+        var pods = model.Pods();
+        var pdbs = model.Pdbs.All();
+        var daemonSets = model.DaemonSets.All();
+        var provisioning = inFlight?.Invoke();
+        // The copies above hold the model's lock, so they run at normal priority; the plan itself
+        // is computed below the serving threads, so a scrape or an API call never waits for it.
+        if (background) Background.LowerCurrentThread();
+        var next = Recommender.Recommend(snap, pods, pdbs, daemonSets, prices.Current, options(), provisioning);
+        var seconds = clock.GetElapsedTime(started).TotalSeconds;
+        lock (gate) plan = next;
+        durations.Observe(seconds);
+        MarkRun();
+        log.LogDebug("recommender: {Count} recommendations in {Ms:0.0} ms", next.Recommendations.Count, seconds * 1000);
+        PlanChanged?.Invoke(next);
+        return next;
+    }
+
+    /// <summary>Makes a plan built elsewhere current, as a run would (benchmarks and tests of the plan's readers).</summary>
+    internal void Publish(Plan next)
+    {
+        lock (gate) plan = next;
+        MarkRun();
+        PlanChanged?.Invoke(next);
+    }
+
+    private void MarkRun()
+    {
+        var now = clock.GetUtcNow();
+        LastRun = now;
+        lastRunGauge.Set(now.ToUnixTimeMilliseconds() / 1000.0);
+    }
+
+    /// <summary>
+    /// A run that falls due while the caches take in more events than this per second (a rollout, a
+    /// relist) waits for the burst to pass, at most <see cref="BurstDeferLimit"/>: a plan made halfway
+    /// through is stale at once, and the run would take the CPU the watch needs to catch up.
+    /// </summary>
+    internal const int BurstEventsPerSecond = 2_000;
+    internal static readonly TimeSpan BurstDeferLimit = TimeSpan.FromSeconds(10);
+
+    public async Task RunAsync(CancellationToken ct)
+    {
+        if (interval <= TimeSpan.Zero) return;
+        long seenPending = -1;
+        DateTimeOffset? firstChange = null, lastChange = null, deferredSince = null;
+        var nextTimer = clock.GetUtcNow();
+        long seenEvents = caches.Sum(c => c.Events);
+        var seenAt = nextTimer;
+        while (!ct.IsCancellationRequested)
+        {
+            try { await Task.Delay(TimeSpan.FromMilliseconds(250), clock, ct).ConfigureAwait(false); }
+            catch (OperationCanceledException) { return; }
+            var now = clock.GetUtcNow();
+            long events = caches.Sum(c => c.Events);
+            double eventRate = now > seenAt ? (events - seenEvents) / (now - seenAt).TotalSeconds : 0;
+            (seenEvents, seenAt) = (events, now);
+            if (caches.Any(c => !c.Synced)) continue;
+            long pendingVersion = model.PendingVersion;
+            if (seenPending >= 0 && pendingVersion != seenPending)
+            {
+                firstChange ??= now;
+                lastChange = now;
+            }
+            seenPending = pendingVersion;
+            bool batchDone = firstChange is { } f && lastChange is { } l && (now - l >= TimeSpan.FromSeconds(1) || now - f >= TimeSpan.FromSeconds(10));
+            if (now < nextTimer && !batchDone) continue;
+            if (eventRate > BurstEventsPerSecond && now - (deferredSince ??= now) < BurstDeferLimit) continue;
+            deferredSince = null;
+            firstChange = lastChange = null;
+            nextTimer = now + interval;
+            try
+            {
+                // A thread of its own, lowered once the model is copied (see Run).
+                await Task.Factory.StartNew(() => Run(background: true),
+                    ct, TaskCreationOptions.LongRunning, TaskScheduler.Default).ConfigureAwait(false);
+                // A run over a large cluster allocates tens of MB that the runtime would otherwise keep
+                // committed until the next run: give it back. Not on the lowered thread: every thread
+                // waits for a blocking collection, so it must not queue behind other processes' work.
+                // (The await above may continue on that thread, hence the pool.)
+                // The run's native garbage (JIT, type loads) goes back too: malloc keeps freed memory otherwise.
+                if (model.PodCount >= 20_000)
+                    await Task.Run(() =>
+                    {
+                        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+                        NativeHeap.Trim();
+                    }, ct).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) { return; }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                log.LogError(e, "recommender run failed; keeping the previous plan");
+            }
+        }
+    }
+}

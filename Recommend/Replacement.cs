@@ -1,0 +1,56 @@
+namespace Karpetrack;
+
+/// <summary>
+/// Replacement. Which candidates? The removal candidates no command has claimed. What command? Replace the node by
+/// the cheapest set of new nodes its pods fit on, when that saves both thresholds; else keep it: it receives pods
+/// of a removed node, or no cheaper shape exists (unless it is already known that its pods fit nowhere else).
+/// </summary>
+internal static class Replacement
+{
+    /// <summary>Per-node replacement checks are many and small: a bounded exact polish is enough there.</summary>
+    private static readonly PackingOptions PerNode = new() { ExactItems = 12, ExactNodes = 20_000, PortfolioItems = 0 };
+
+    public static IEnumerable<Candidate> Candidates(PlanState s)
+    {
+        foreach (var c in s.Candidates)
+        {
+            s.Tick();
+            if (!s.IsClaimed(c.Node.Name)) yield return c;
+        }
+    }
+
+    public static Decision? Decide(PlanState s, Candidate c)
+    {
+        if (s.Receives(c.Node.Name)) return new Keep(c.Node.Name, new Blocker(BlockerReasons.ReceivesPods, [], []));
+        if (Cheaper(s, c) is { } rec) return new Command(rec, []);
+        return s.BlockersOf(c.Node.Name).Any(b => b.Reason == BlockerReasons.PodsDoNotFit) ? null
+            : new Keep(c.Node.Name, new Blocker(BlockerReasons.NotCheaper, [], []));
+    }
+
+    private static Recommendation? Cheaper(PlanState s, Candidate c)
+    {
+        var (node, movable, price) = c;
+        var o = s.Options;
+        if (movable.Length == 0) return null;
+        var shapes = new ShapeIndex(s.Resources);
+        var items = movable.Select((p, i) => shapes.Item(i, p)).ToList();
+        var problem = shapes.Problem(items, s.Offers, [], (_, _) => false);
+        // No packing can beat the lower bound: skip the search when even the bound saves too little.
+        var floor = Packer.LowerBound(problem);
+        if (!o.SavesEnoughToReplace(price, price - floor)) return null;
+        var solution = Packer.Solve(problem, PerNode);
+        if (solution.Unplaced.Count > 0) return null;
+        var savings = price - solution.Cost;
+        if (!o.SavesEnoughToReplace(price, savings)) return null;
+        var capacity = new NewCapacity(solution.NewBins);
+        var moves = new List<PodMove>();
+        capacity.AddMoves(moves, movable);
+        var reasons = new List<string>
+        {
+            $"{node.Name} ({node.ServerClass}) costs {price:0.###} $/h; its {movable.Length} pods fit on {capacity.Describe()} for {solution.Cost:0.###} $/h",
+            $"saves {savings / price * 100:0.#} % (threshold {o.ReplaceThresholdPercent} % and {o.ReplaceThresholdDollars} $/h)",
+        };
+        return Recommendations.Build(RecommendationType.Replace, [node.Name], capacity.Nodes, moves, [], new Costs(price, solution.Cost, solution.LowerBound),
+            s.Budgets.Disruption(movable), reasons);
+    }
+}

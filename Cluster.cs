@@ -109,20 +109,6 @@ public sealed class NodeView
 
     public double Utilization(int resource) =>
         Allocatable[resource] <= 0 ? 0 : (double)Allocated[resource] / Allocatable[resource];
-
-    /// <summary>The resource with the highest allocated share: what limits further packing on this node.</summary>
-    public int MostAllocated(int[] candidates)
-    {
-        int best = candidates[0];
-        double bestRatio = -1;
-        foreach (var r in candidates)
-        {
-            if (Allocatable[r] <= 0) continue;
-            var ratio = Utilization(r);
-            if (ratio > bestRatio) { bestRatio = ratio; best = r; }
-        }
-        return best;
-    }
 }
 
 public enum NodeState { Ready, NotReady, Cordoned, Deleting }

@@ -765,12 +765,17 @@ public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord
     }
 }
 
-/// <summary>A PodDisruptionBudget trimmed to what the disruption rules read.</summary>
-public sealed class PdbRecord
+/// <summary>namespace, name and resourceVersion: what every namespaced object record carries.</summary>
+public abstract class ObjectRecord
 {
     public string Namespace = "";
     public string Name = "";
     public string? ResourceVersion;
+}
+
+/// <summary>A PodDisruptionBudget trimmed to what the disruption rules read.</summary>
+public sealed class PdbRecord : ObjectRecord
+{
     public LabelSelectorSpec Selector = LabelSelectorSpec.Nothing;
     public int DisruptionsAllowed;
     public int CurrentHealthy;
@@ -779,25 +784,27 @@ public sealed class PdbRecord
 }
 
 /// <summary>A DaemonSet: which nodes its pods land on and what they request, from its pod template.</summary>
-public sealed class DaemonSetRecord
+public sealed class DaemonSetRecord : ObjectRecord
 {
-    public string Namespace = "";
-    public string Name = "";
-    public string? ResourceVersion;
     public PodRecord Template = new();
 }
 
-/// <summary>Decodes policy/v1 PodDisruptionBudgets.</summary>
-public sealed class PdbDecoder : IObjectDecoder<PdbRecord>
+/// <summary>
+/// The decoder skeleton of a namespaced object read from its metadata, spec and status: written once,
+/// each kind says only which fields of its spec and status it keeps (<see cref="ReadField"/>).
+/// </summary>
+public abstract class SpecStatusDecoder<T>(string kind) : IObjectDecoder<T> where T : ObjectRecord, new()
 {
-    public string? ResourceVersionOf(PdbRecord value) => value.ResourceVersion;
+    protected enum Part { Spec, Status }
 
-    public string Describe(PdbRecord value) => $"{value.Namespace}/{value.Name}";
+    public string? ResourceVersionOf(T value) => value.ResourceVersion;
 
-    public Decode TryDecode(ref Utf8JsonReader r, ReadOnlySpan<byte> data, out PdbRecord pdb, ref string? error)
+    public string Describe(T value) => $"{value.Namespace}/{value.Name}";
+
+    public Decode TryDecode(ref Utf8JsonReader r, ReadOnlySpan<byte> data, out T value, ref string? error)
     {
-        pdb = new PdbRecord();
-        if (!Json.ExpectObject(ref r, ref error, "poddisruptionbudget")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        value = new T();
+        if (!Json.ExpectObject(ref r, ref error, kind)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;
@@ -805,93 +812,72 @@ public sealed class PdbDecoder : IObjectDecoder<PdbRecord>
             if (r.ValueTextEquals("metadata"u8))
             {
                 if (!r.Read()) return Decode.Incomplete;
-                if (Meta.Read(ref r, out pdb.Namespace, out pdb.Name, out pdb.ResourceVersion, ref error) == Decode.Incomplete) return Decode.Incomplete;
+                if (Meta.Read(ref r, out value.Namespace, out value.Name, out value.ResourceVersion, ref error) == Decode.Incomplete) return Decode.Incomplete;
+                continue;
             }
-            else if (r.ValueTextEquals("spec"u8))
+            Part part;
+            if (r.ValueTextEquals("spec"u8)) part = Part.Spec;
+            else if (r.ValueTextEquals("status"u8)) part = Part.Status;
+            else { if (!r.TrySkip()) return Decode.Incomplete; continue; }
+            if (!r.Read()) return Decode.Incomplete;
+            if (!Json.ExpectObject(ref r, ref error, part == Part.Spec ? "spec" : "status")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
+            while (true)
             {
                 if (!r.Read()) return Decode.Incomplete;
-                if (!Json.ExpectObject(ref r, ref error, "spec")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
-                while (true)
-                {
-                    if (!r.Read()) return Decode.Incomplete;
-                    if (r.TokenType == JsonTokenType.EndObject) break;
-                    if (r.ValueTextEquals("selector"u8))
-                    {
-                        if (!r.Read()) return Decode.Incomplete;
-                        if (r.TokenType != JsonTokenType.StartObject) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
-                        long start = r.TokenStartIndex;
-                        if (!r.TrySkip()) return Decode.Incomplete;
-                        using var doc = JsonDocument.Parse(data[(int)start..(int)r.BytesConsumed].ToArray());
-                        pdb.Selector = LabelSelectorSpec.Parse(doc.RootElement);
-                    }
-                    else if (!r.TrySkip()) return Decode.Incomplete;
-                }
+                if (r.TokenType == JsonTokenType.EndObject) break;
+                if (ReadField(part, ref r, data, value, ref error) == Decode.Incomplete) return Decode.Incomplete;
             }
-            else if (r.ValueTextEquals("status"u8))
-            {
-                if (!r.Read()) return Decode.Incomplete;
-                if (!Json.ExpectObject(ref r, ref error, "status")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
-                while (true)
-                {
-                    if (!r.Read()) return Decode.Incomplete;
-                    if (r.TokenType == JsonTokenType.EndObject) break;
-                    int ignored = 0;
-                    ref int target = ref ignored;
-                    if (r.ValueTextEquals("disruptionsAllowed"u8)) target = ref pdb.DisruptionsAllowed;
-                    else if (r.ValueTextEquals("currentHealthy"u8)) target = ref pdb.CurrentHealthy;
-                    else if (r.ValueTextEquals("desiredHealthy"u8)) target = ref pdb.DesiredHealthy;
-                    else if (r.ValueTextEquals("expectedPods"u8)) target = ref pdb.ExpectedPods;
-                    else { if (!r.TrySkip()) return Decode.Incomplete; continue; }
-                    if (!r.Read()) return Decode.Incomplete;
-                    if (r.TokenType == JsonTokenType.Number && r.TryGetInt32(out var n)) target = n;
-                }
-            }
-            else if (!r.TrySkip()) return Decode.Incomplete;
         }
+    }
+
+    /// <summary>Reads one field of the spec or the status, the reader on its name; a field it does not keep it skips.</summary>
+    protected abstract Decode ReadField(Part part, ref Utf8JsonReader r, ReadOnlySpan<byte> data, T value, ref string? error);
+}
+
+/// <summary>Decodes policy/v1 PodDisruptionBudgets.</summary>
+public sealed class PdbDecoder() : SpecStatusDecoder<PdbRecord>("poddisruptionbudget")
+{
+    protected override Decode ReadField(Part part, ref Utf8JsonReader r, ReadOnlySpan<byte> data, PdbRecord pdb, ref string? error)
+    {
+        if (part == Part.Spec && r.ValueTextEquals("selector"u8))
+        {
+            if (!r.Read()) return Decode.Incomplete;
+            if (r.TokenType != JsonTokenType.StartObject) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+            long start = r.TokenStartIndex;
+            if (!r.TrySkip()) return Decode.Incomplete;
+            using var doc = JsonDocument.Parse(data[(int)start..(int)r.BytesConsumed].ToArray());
+            pdb.Selector = LabelSelectorSpec.Parse(doc.RootElement);
+            return Decode.Ok;
+        }
+        if (part == Part.Status)
+        {
+            int ignored = 0;
+            ref int target = ref ignored;
+            if (r.ValueTextEquals("disruptionsAllowed"u8)) target = ref pdb.DisruptionsAllowed;
+            else if (r.ValueTextEquals("currentHealthy"u8)) target = ref pdb.CurrentHealthy;
+            else if (r.ValueTextEquals("desiredHealthy"u8)) target = ref pdb.DesiredHealthy;
+            else if (r.ValueTextEquals("expectedPods"u8)) target = ref pdb.ExpectedPods;
+            else return r.TrySkip() ? Decode.Ok : Decode.Incomplete;
+            if (!r.Read()) return Decode.Incomplete;
+            if (r.TokenType == JsonTokenType.Number && r.TryGetInt32(out var n)) target = n;
+            return Decode.Ok;
+        }
+        return r.TrySkip() ? Decode.Ok : Decode.Incomplete;
     }
 }
 
 /// <summary>Decodes apps/v1 DaemonSets; the pod template goes through the pod decoder.</summary>
-public sealed class DaemonSetDecoder(ResourceTable table) : IObjectDecoder<DaemonSetRecord>
+public sealed class DaemonSetDecoder(ResourceTable table) : SpecStatusDecoder<DaemonSetRecord>("daemonset")
 {
     private readonly PodDecoder pods = new(table);
 
-    public string? ResourceVersionOf(DaemonSetRecord value) => value.ResourceVersion;
-
-    public string Describe(DaemonSetRecord value) => $"{value.Namespace}/{value.Name}";
-
-    public Decode TryDecode(ref Utf8JsonReader r, ReadOnlySpan<byte> data, out DaemonSetRecord ds, ref string? error)
+    protected override Decode ReadField(Part part, ref Utf8JsonReader r, ReadOnlySpan<byte> data, DaemonSetRecord ds, ref string? error)
     {
-        ds = new DaemonSetRecord();
-        if (!Json.ExpectObject(ref r, ref error, "daemonset")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
-        while (true)
-        {
-            if (!r.Read()) return Decode.Incomplete;
-            if (r.TokenType == JsonTokenType.EndObject) return Decode.Ok;
-            if (r.ValueTextEquals("metadata"u8))
-            {
-                if (!r.Read()) return Decode.Incomplete;
-                if (Meta.Read(ref r, out ds.Namespace, out ds.Name, out ds.ResourceVersion, ref error) == Decode.Incomplete) return Decode.Incomplete;
-            }
-            else if (r.ValueTextEquals("spec"u8))
-            {
-                if (!r.Read()) return Decode.Incomplete;
-                if (!Json.ExpectObject(ref r, ref error, "spec")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
-                while (true)
-                {
-                    if (!r.Read()) return Decode.Incomplete;
-                    if (r.TokenType == JsonTokenType.EndObject) break;
-                    if (r.ValueTextEquals("template"u8))
-                    {
-                        if (!r.Read()) return Decode.Incomplete;
-                        if (pods.TryDecode(ref r, data, out var template, ref error) == Decode.Incomplete) return Decode.Incomplete;
-                        ds.Template = template;
-                    }
-                    else if (!r.TrySkip()) return Decode.Incomplete;
-                }
-            }
-            else if (!r.TrySkip()) return Decode.Incomplete;
-        }
+        if (part != Part.Spec || !r.ValueTextEquals("template"u8)) return r.TrySkip() ? Decode.Ok : Decode.Incomplete;
+        if (!r.Read()) return Decode.Incomplete;
+        if (pods.TryDecode(ref r, data, out var template, ref error) == Decode.Incomplete) return Decode.Incomplete;
+        ds.Template = template;
+        return Decode.Ok;
     }
 }
 

@@ -317,16 +317,7 @@ public sealed class SpotApiClient : IDisposable
         return new SpotServerClassList(list, skipped, rv);
     }
 
-    public async Task<SpotServerClass> GetServerClassAsync(string name, CancellationToken ct)
-    {
-        using var doc = await SendAsync(new SpotRequest(HttpMethod.Get, $"/apis/ngpc.rxt.io/v1/serverclasses/{Uri.EscapeDataString(name)}"), ct).ConfigureAwait(false);
-        return ServerClassParser.TryParse(doc.RootElement, out var c, out var why) ? c! : throw Malformed($"serverclass {name}", why!);
-    }
-
     // ---- node pools (§2.6) -----------------------------------------------------------------
-
-    /// <summary>Conflicting writers in a row that a scale reads past before giving up.</summary>
-    private const int MaxScaleConflicts = 3;
 
     private long malformedPools;
 
@@ -442,37 +433,6 @@ public sealed class SpotApiClient : IDisposable
             : !existing.IsManaged ? "and is not managed by Karpetrack"
             : $"with class {existing.ServerClass} in cloudspace {existing.CloudSpace}";
         throw new SpotApiException("conflict", 409, $"node pool {spec.Name} already exists {what}", conflict.ServerMessage, inner: conflict);
-    }
-
-    /// <summary>
-    /// Sets a managed pool's node count with a merge patch that carries the resourceVersion read just
-    /// before, so a concurrent change is never overwritten: a 409 means read again and retry. Only
-    /// `spec.desired` is sent; autoscaling is left as it is.
-    /// </summary>
-    public async Task<SpotNodePool> ScaleNodePoolAsync(string name, int desired, CancellationToken ct)
-    {
-        if (desired < 1) throw new SpotApiException("invalid", null, $"node pool {name}: desired {desired} is below 1; delete the pool instead; not sent");
-        var path = await PoolPathAsync(name, ct).ConfigureAwait(false);
-        for (int conflicts = 0; ; conflicts++)
-        {
-            var pool = await GetNodePoolAsync(name, ct).ConfigureAwait(false)
-                ?? throw new SpotApiException("not_found", 404, $"node pool {name}: not found, cannot scale it");
-            RequireManaged(pool, "scale");
-            // Also how a patch applied before its answer was lost ends: the re-read shows it done.
-            if (pool.Desired == desired) return pool;
-            try
-            {
-                using var doc = await SendAsync(new SpotRequest(HttpMethod.Patch, path, SpotPoolRules.ScalePatch(pool.ResourceVersion, desired), "application/merge-patch+json"), ct)
-                    .ConfigureAwait(false);
-                var scaled = SpotPoolRules.TryParse(doc.RootElement, out var p, out var why) ? p! : throw Malformed($"spotnodepool {name}", why!);
-                log.LogInformation("Spot node pool {Pool} scaled from {From} to {To}", name, pool.Desired, scaled.Desired);
-                return scaled;
-            }
-            catch (SpotApiException e) when (e.StatusCode == 409 && conflicts < MaxScaleConflicts)
-            {
-                log.LogInformation("Spot node pool {Pool} changed since it was read ({Message}); reading it again", name, e.ServerMessage);
-            }
-        }
     }
 
     /// <summary>
@@ -876,24 +836,6 @@ internal static partial class SpotPoolRules
                 }
                 w.WriteEndArray();
             }
-            w.WriteEndObject();
-            w.WriteEndObject();
-        }
-        return ms.ToArray();
-    }
-
-    /// <summary>Only desired, guarded by the resourceVersion: never autoscaling, which an update would otherwise reset (§2.6).</summary>
-    public static byte[] ScalePatch(string resourceVersion, int desired)
-    {
-        using var ms = new MemoryStream();
-        using (var w = new Utf8JsonWriter(ms))
-        {
-            w.WriteStartObject();
-            w.WriteStartObject("metadata");
-            w.WriteString("resourceVersion", resourceVersion);
-            w.WriteEndObject();
-            w.WriteStartObject("spec");
-            w.WriteNumber("desired", desired);
             w.WriteEndObject();
             w.WriteEndObject();
         }

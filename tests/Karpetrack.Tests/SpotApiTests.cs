@@ -65,7 +65,7 @@ public sealed class SpotApiTests
     {
         await using var server = await SpotApiServer.StartAsync();
         using var client = Client(server);
-        await client.GetServerClassAsync("gp.vs1.medium-iad", default);
+        await client.ListServerClassesAsync(default);
         await client.GetCloudspaceAsync("demo", default);
         Assert.Equal(1, server.TokenExchanges);
         var issued = server.LastIssued!;
@@ -412,7 +412,7 @@ public sealed class SpotApiTests
         var clock = new SkippingClock();
         await using var server = await SpotApiServer.StartAsync();
         using var client = Client(server, clock, o => o with { RatePerSecond = 10, Burst = 2, Org = OrgId });
-        for (int i = 0; i < 6; i++) await client.GetServerClassAsync("gp.vs1.medium-iad", default);
+        for (int i = 0; i < 6; i++) await client.ListServerClassesAsync(default);
         // 7 requests (the token exchange too): 2 from the burst, then one every 100 ms.
         var sleeps = clock.Slept;
         Assert.Equal(5, sleeps.Count);

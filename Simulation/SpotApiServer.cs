@@ -399,7 +399,7 @@ public sealed partial class SpotApiServer : IAsyncDisposable
         if (!header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)) return "Jwt is missing";
         var jwt = header[7..].Trim();
         if (jwt.Split('.').Length != 3) return "Jwt is not in the form of Header.Payload.Signature";
-        var claims = SpotApiClient.DecodeJwtPayload(jwt);
+        var claims = SpotApiTransport.DecodeJwtPayload(jwt);
         if (claims is null) return "Jwt payload is an invalid JSON";
         if (claims.Exp is { } exp && clock.GetUtcNow() >= exp) return "Jwt is expired";
         lock (gate) return idTokens.ContainsKey(jwt) ? null : "Jwt verification fails";

@@ -7,7 +7,8 @@ using Karpetrack.Bench;
 using Karpetrack.Simulation;
 
 // `make bench`: measures the goals of BENCHMARKS.md on this machine and rewrites that file's tables.
-// Arguments: scenario names to run (default: all), `--nodes N`, `--pods N`.
+// Arguments: scenario names to run (default: all), `--nodes N`, `--pods N`. Modes that only print:
+// `serve`, `probe KUBECONFIG`, `list-throughput` (the embedded API server's LIST over loopback).
 var scenarios = args.Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToHashSet(StringComparer.Ordinal);
 int Arg(string name, int fallback)
 {
@@ -21,6 +22,12 @@ bool Want(string s) => scenarios.Count == 0 || scenarios.Contains(s);
 if (args.Length > 0 && args[0] == "serve")
 {
     await ServeMode.RunAsync(Arg("--nodes", 5_000), Arg("--pods", 150_000));
+    return;
+}
+
+if (args.Length > 0 && args[0] == "list-throughput")
+{
+    await ListThroughput.RunAsync(nodes, pods);
     return;
 }
 

@@ -16,18 +16,25 @@ public sealed class FakeSpotPoolTests
 {
     // ---- the fake's cloud ------------------------------------------------------------------
 
+    private static readonly TimeSpan Provisioning = TimeSpan.FromHours(1);
+
     [Fact]
     public async Task AfterTheProvisioningDelayTheBidIsWonAndNodesJoinWithTheRealLabelsAndLeaveNewestFirst()
     {
         var joined = new ConcurrentQueue<SpotPoolNode>();
         var left = new ConcurrentQueue<string>();
-        await using var server = await Start(provisioning: TimeSpan.FromMilliseconds(300), joined: joined.Enqueue, left: left.Enqueue);
+        var clock = new TimerClock(DateTimeOffset.UtcNow);
+        await using var server = await Start(provisioning: Provisioning, joined: joined.Enqueue, left: left.Enqueue, clock: clock);
         using var client = Client(server);
         var spec = Spec(desired: 2, bid: 0.02m, labels: Managed(("team", "web")), taints: [new Taint("dedicated", "web", "NoSchedule")]);
         var pool = await client.CreateNodePoolAsync(spec, null, default);
         Assert.Equal("Pending", pool.BidStatus);
+        await clock.WhenPending(1);
+        clock.Advance(Provisioning - TimeSpan.FromSeconds(1));
+        Assert.Equal("Pending", (await client.GetNodePoolAsync(pool.Name, default))!.BidStatus);   // not before the delay
         Assert.Empty(joined);
 
+        clock.Advance(TimeSpan.FromSeconds(1));
         await Until(() => joined.Count == 2, "two nodes to join");
         var now = (await client.GetNodePoolAsync(pool.Name, default))!;
         Assert.Equal(("Fulfilled", 2), (now.BidStatus, now.WonCount));
@@ -51,6 +58,8 @@ public sealed class FakeSpotPoolTests
         Assert.Equal(2, names.Distinct().Count());
 
         await Scale(server, pool.Name, 3);
+        await clock.WhenPending(1);
+        clock.Advance(Provisioning);
         await Until(() => joined.Count == 3, "a third node");
         Assert.Equal(3, (await client.GetNodePoolAsync(pool.Name, default))!.WonCount);
         var third = joined.Last().NodeName;
@@ -69,9 +78,16 @@ public sealed class FakeSpotPoolTests
         var stuck = Spec();
         server.NeverJoin(stuck.Name);
         await client.CreateNodePoolAsync(stuck, null, default);
+        await clock.WhenPending(1);
+        clock.Advance(Provisioning);
         await Until(() => (string?)server.Pool(stuck.Name)!["status"]!["bidStatus"] == "Fulfilled", "the stuck pool's bid");
-        await Task.Delay(200);
-        Assert.Equal(3, joined.Count);
+        Assert.Empty(server.NodesOf(stuck.Name));
+        // Hooks run in order: once a later pool's node has joined, the stuck pool has had its chance.
+        var later = await client.CreateNodePoolAsync(Spec(), null, default);
+        await clock.WhenPending(1);
+        clock.Advance(Provisioning);
+        await Until(() => joined.Count == 4, "a later pool's node");
+        Assert.Equal(later.Name, joined.Last().Pool);
         Assert.Empty(server.NodesOf(stuck.Name));
         Assert.Null(server.LastHookError);
         NoCollectionDelete(server);
@@ -82,7 +98,9 @@ public sealed class FakeSpotPoolTests
     {
         var joined = new ConcurrentQueue<SpotPoolNode>();
         var left = new ConcurrentQueue<string>();
-        await using var server = await Start(provisioning: TimeSpan.Zero, notice: TimeSpan.FromSeconds(1.5), joined: joined.Enqueue, left: left.Enqueue);
+        var clock = new TimerClock(DateTimeOffset.UtcNow);
+        var notice = TimeSpan.FromMinutes(2);
+        await using var server = await Start(provisioning: TimeSpan.Zero, notice: notice, joined: joined.Enqueue, left: left.Enqueue, clock: clock);
         using var client = Client(server);
         var low = await client.CreateNodePoolAsync(Spec(desired: 2, bid: 0.02m), null, default);
         var high = await client.CreateNodePoolAsync(Spec(bid: 0.06m), null, default);
@@ -94,15 +112,22 @@ public sealed class FakeSpotPoolTests
         Assert.Equal(("Lost", 0), (lost.BidStatus, lost.WonCount));
         Assert.Equal("Fulfilled", (await client.GetNodePoolAsync(high.Name, default))!.BidStatus);
         Assert.Equal(0.03m, (await client.ListServerClassesAsync(default)).Items.Single(c => c.Name == Medium).Market);
+        await clock.WhenPending(1);
+        clock.Advance(notice - TimeSpan.FromSeconds(1));
         Assert.Empty(left);                                     // still inside the notice
+        clock.Advance(TimeSpan.FromSeconds(1));
         await Until(() => left.Count == 2, "the outbid nodes to leave");
         Assert.Equal(lowNodes.Order(), left.Order());
         Assert.Single(server.NodesOf(high.Name));
 
         // A lost pool is deleted without its nodes leaving twice.
+        // Hooks run in order: once the high pool's node has left after it, no second leave of the low ones came first.
         await client.DeleteNodePoolAsync(low.Name, default);
-        await Task.Delay(100);
-        Assert.Equal(2, left.Count);
+        var highNode = server.NodesOf(high.Name).Single();
+        await client.DeleteNodePoolAsync(high.Name, default);
+        await Until(() => left.Count >= 3, "the high pool's node to leave");
+        Assert.Equal(3, left.Count);
+        Assert.Equal(highNode, left.Last());
         NoCollectionDelete(server);
     }
 

@@ -53,7 +53,7 @@ internal sealed class HttpEndpoints(Collector collector, JsonApi json, WebView w
             ctx.Response.Headers.ContentEncoding = "gzip";
             // Buffer between the compressor and the socket: every write to the response stream is a flush.
             // 64 KB stays below the large object heap: a bigger buffer per scrape piled up there until a
-            // full collection (25 MB after 100 gzip scrapes).
+            // full collection (BENCHMARKS.md).
             await using var buffered = new BufferedStream(ctx.Response.Body, 64 * 1024);
             await using (var gzip = new GZipStream(buffered, CompressionLevel.Fastest, leaveOpen: true))
                 await collector.WriteAsync(gzip, ctx.RequestAborted);

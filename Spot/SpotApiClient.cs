@@ -125,21 +125,30 @@ public sealed class SpotApiClient : IDisposable
     {
         using var doc = await SendAsync(new SpotRequest(HttpMethod.Get, "/apis/ngpc.rxt.io/v1/serverclasses"), ct).ConfigureAwait(false);
         var root = doc.RootElement;
+        var list = ReadItems<SpotServerClass>(root, "serverclasses", ServerClassParser.TryParse, "server class", out int skipped);
+        string? rv = root.TryGetProperty("metadata", out var meta) && meta.ValueKind == JsonValueKind.Object ? Str(meta, "resourceVersion") : null;
+        return new SpotServerClassList(list, skipped, rv);
+    }
+
+    private delegate bool ItemParser<T>(JsonElement item, out T? result, out string? why);
+
+    /// <summary>The readable items of a Kubernetes-style list; each unreadable one is skipped, logged and counted.</summary>
+    private List<T> ReadItems<T>(JsonElement root, string resource, ItemParser<T> parse, string what, out int skipped) where T : class
+    {
         if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("items", out var items) || items.ValueKind != JsonValueKind.Array)
-            throw Malformed("serverclasses", "no \"items\" array");
-        var list = new List<SpotServerClass>();
-        int skipped = 0;
+            throw Malformed(resource, "no \"items\" array");
+        var list = new List<T>();
+        skipped = 0;
         foreach (var item in items.EnumerateArray())
         {
-            if (ServerClassParser.TryParse(item, out var c, out var why)) list.Add(c!);
+            if (parse(item, out var parsed, out var why)) list.Add(parsed!);
             else
             {
                 skipped++;
-                log.LogDebug("Spot server class skipped: {Why}", why);
+                log.LogDebug("Spot {What} skipped: {Why}", what, why);
             }
         }
-        string? rv = root.TryGetProperty("metadata", out var meta) && meta.ValueKind == JsonValueKind.Object ? Str(meta, "resourceVersion") : null;
-        return new SpotServerClassList(list, skipped, rv);
+        return list;
     }
 
     // ---- node pools (§2.6) -----------------------------------------------------------------
@@ -164,20 +173,7 @@ public sealed class SpotApiClient : IDisposable
         var ns = await GetOrgNamespaceAsync(ct).ConfigureAwait(false);
         var selector = Uri.EscapeDataString($"{SpotPoolRules.CloudspaceLabel}={cloudspace}");
         using var doc = await SendAsync(new SpotRequest(HttpMethod.Get, $"{PoolsPath(ns)}?labelSelector={selector}"), ct).ConfigureAwait(false);
-        var root = doc.RootElement;
-        if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("items", out var items) || items.ValueKind != JsonValueKind.Array)
-            throw Malformed("spotnodepools", "no \"items\" array");
-        var list = new List<SpotNodePool>();
-        int skipped = 0;
-        foreach (var item in items.EnumerateArray())
-        {
-            if (SpotPoolRules.TryParse(item, out var pool, out var why)) list.Add(pool!);
-            else
-            {
-                skipped++;
-                log.LogDebug("Spot node pool skipped: {Why}", why);
-            }
-        }
+        var list = ReadItems<SpotNodePool>(doc.RootElement, "spotnodepools", SpotPoolRules.TryParse, "node pool", out int skipped);
         if (skipped > 0)
         {
             Interlocked.Add(ref malformedPools, skipped);

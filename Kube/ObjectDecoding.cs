@@ -195,12 +195,8 @@ internal static class Json
     /// <summary>Reads a {resourceName: quantity} map into <paramref name="into"/> (tracked resources only).</summary>
     public static Decode ResourceMap(ref Utf8JsonReader r, ResourceTable table, long[] into, ref string? error, string path)
     {
-        if (r.TokenType == JsonTokenType.Null) return Decode.Ok;
-        if (r.TokenType != JsonTokenType.StartObject)
-        {
-            Fail(ref error, path, $"expected an object, got {r.TokenType}");
-            return Skip(ref r) ? Decode.Ok : Decode.Incomplete;
-        }
+        // null is an empty map; anything else but an object is noted and skipped.
+        if (!ExpectObject(ref r, ref error, path)) return Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;
@@ -227,12 +223,8 @@ internal static class Json
     public static Decode StringMap(ref Utf8JsonReader r, Dictionary<string, string> into, ref string? error, string path,
         StringPool? pool = null, Func<string, bool>? keep = null)
     {
-        if (r.TokenType == JsonTokenType.Null) return Decode.Ok;
-        if (r.TokenType != JsonTokenType.StartObject)
-        {
-            Fail(ref error, path, $"expected an object, got {r.TokenType}");
-            return Skip(ref r) ? Decode.Ok : Decode.Incomplete;
-        }
+        // null is an empty map; anything else but an object is noted and skipped.
+        if (!ExpectObject(ref r, ref error, path)) return Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;

@@ -541,7 +541,7 @@ public sealed class Actuator
         foreach (var n in r.Nodes)
         {
             var v = snap.Nodes.FirstOrDefault(x => x.Name == n);
-            if (v is null || book.NodePrice(v.ServerClass, v.CapacityType) is not { } p) return $"{n} has no price now";
+            if (v is null || CostRules.NodePrice(v, book) is not { } p) return $"{n} has no price now";
             now += p;
         }
         foreach (var n in r.NewNodes)

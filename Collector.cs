@@ -64,7 +64,7 @@ public static class Families
     public static readonly MetricFamily NodePrice = new("karpetrack_node_price_dollars_per_hour", MetricType.Gauge,
         "What the node costs per hour: max(market, minimum bid) for Spot, the on-demand price for on-demand nodes. Absent when unpriced.", "node");
     public static readonly MetricFamily NodeIdleCost = new("karpetrack_node_idle_cost_dollars_per_hour", MetricType.Gauge,
-        "Node price times the unallocated share of its most-allocated resource.", "node");
+        "Node price times the unallocated share of its most-allocated resource (every tracked resource, GPUs included).", "node");
     public static readonly MetricFamily ClusterCost = new("karpetrack_cluster_cost_dollars_per_hour", MetricType.Gauge,
         "Sum of the prices of all priced selected nodes.");
     public static readonly MetricFamily ClusterIdleCost = new("karpetrack_cluster_idle_cost_dollars_per_hour", MetricType.Gauge,
@@ -271,15 +271,12 @@ public sealed class Collector
     }
 
     /// <summary>One node's cached lines and the derived facts the sums need.</summary>
-    private sealed class CachedNode(NodeView view, PriceBook? book, byte[][] blocks, double? price, double idle,
-        (string Namespace, double Cost)[] namespaceCosts, string[] groupKeys)
+    private sealed class CachedNode(NodeView view, PriceBook? book, byte[][] blocks, NodeCost? cost, string[] groupKeys)
     {
         public readonly NodeView View = view;
         public readonly PriceBook? Book = book;
         public readonly byte[][] Blocks = blocks;   // one per NodeFamilies entry
-        public readonly double? Price = price;
-        public readonly double IdleCost = idle;
-        public readonly (string Namespace, double Cost)[] NamespaceCosts = namespaceCosts;
+        public readonly NodeCost? Cost = cost;      // null when unpriced
         public readonly string[] GroupKeys = groupKeys;   // this node's label_group_value per --label-group
     }
 
@@ -293,9 +290,7 @@ public sealed class Collector
         public required long[] Overhead { get; init; }
         public required int[] States { get; init; }
         public required Dictionary<string, GroupTally>[] Groups { get; init; }
-        public required Dictionary<string, double> Namespaces { get; init; }
-        public double Cost, Idle;
-        public int Unpriced;
+        public required CostTotals Costs { get; init; }
     }
 
     private sealed class GroupTally(int resources)
@@ -303,7 +298,7 @@ public sealed class Collector
         public readonly long[] Allocated = new long[resources];
         public readonly long[] Allocatable = new long[resources];
         public int Nodes;
-        public double Cost;
+        public decimal Cost;
 
         public void Add(GroupTally o)
         {
@@ -476,7 +471,7 @@ public sealed class Collector
             Overhead = new long[t.Count],
             States = new int[4],
             Groups = labelGroups.Select(_ => new Dictionary<string, GroupTally>(StringComparer.Ordinal)).ToArray(),
-            Namespaces = new Dictionary<string, double>(StringComparer.Ordinal),
+            Costs = new CostTotals(),
         };
         foreach (var n in members)
         {
@@ -493,15 +488,9 @@ public sealed class Collector
                 if (!chunk.Groups[g].TryGetValue(n.GroupKeys[g], out var tally)) chunk.Groups[g][n.GroupKeys[g]] = tally = new GroupTally(t.Count);
                 for (int i = 0; i < t.Count; i++) { tally.Allocated[i] += v.Allocated[i]; tally.Allocatable[i] += v.Allocatable[i]; }
                 tally.Nodes++;
-                tally.Cost += n.Price ?? 0;
+                tally.Cost += n.Cost?.Price ?? 0;
             }
-            if (n.Price is { } price)
-            {
-                chunk.Cost += price;
-                chunk.Idle += n.IdleCost;
-                foreach (var (ns, share) in n.NamespaceCosts) chunk.Namespaces[ns] = chunk.Namespaces.GetValueOrDefault(ns) + share;
-            }
-            else chunk.Unpriced++;
+            chunk.Costs.Add(n.Cost);
         }
         return chunk;
     }
@@ -554,23 +543,13 @@ public sealed class Collector
         w.Begin(Families.NodePods, "node", n.Name); w.EndLabels(); w.Integer(n.Pods);
         blocks[5] = Take();
 
-        // Idle share is measured on the most-allocated of every tracked resource that has capacity:
-        // that resource is what stops more pods from landing here.
-        int most = n.MostAllocated(AllTracked(table));
-        double? price = book?.NodePrice(n.ServerClass, n.CapacityType) is { } p ? (double)p : null;
-        double idle = 0;
-        var shares = new List<(string, double)>();
-        if (price is { } hourly)
+        var cost = CostRules.Of(n, book);
+        if (cost is not null)
         {
-            idle = hourly * Math.Clamp(1 - n.Utilization(most), 0, 1);
-            w.Begin(Families.NodePrice, "node", n.Name); w.EndLabels(); w.Double(hourly);
+            w.Begin(Families.NodePrice, "node", n.Name); w.EndLabels(); w.Double(CostRules.Dollars(cost.Price));
             blocks[6] = Take();
-            w.Begin(Families.NodeIdleCost, "node", n.Name); w.EndLabels(); w.Double(Math.Round(idle, 9));
+            w.Begin(Families.NodeIdleCost, "node", n.Name); w.EndLabels(); w.Double(CostRules.Dollars(cost.Idle));
             blocks[7] = Take();
-            long alloc = n.Allocatable[most];
-            if (alloc > 0)
-                foreach (var (ns, req) in n.NamespaceRequests)
-                    shares.Add((ns, hourly * Math.Min(1.0, (double)req[most] / alloc)));
         }
         else
         {
@@ -586,14 +565,7 @@ public sealed class Collector
             for (int k = 0; k < group.Count; k++) values[k] = n.Labels.TryGetValue(group[k], out var v) ? v : "<none>";
             keys[g] = string.Join(',', values);
         }
-        return new CachedNode(n, book, blocks, price, idle, shares.ToArray(), keys);
-    }
-
-    private static int[] AllTracked(ResourceTable t)
-    {
-        var all = new int[t.Count];
-        for (int i = 0; i < all.Length; i++) all[i] = i;
-        return all;
+        return new CachedNode(n, book, blocks, cost, keys);
     }
 
     private static void RenderCluster(Exposition w, ResourceTable t, Chunk[] chunks)
@@ -681,7 +653,7 @@ public sealed class Collector
         Emit(Families.GroupAllocatable, (x, g, r) => x.Stored(t, r, g.Allocatable[r]), true);
         Emit(Families.GroupUtilization, (x, g, r) => x.Double(g.Allocatable[r] <= 0 ? 0 : (double)g.Allocated[r] / g.Allocatable[r]), true);
         Emit(Families.GroupNodes, (x, g, _) => x.Integer(g.Nodes), false);
-        if (priced) Emit(Families.GroupCost, (x, g, _) => x.Double(Math.Round(g.Cost, 9)), false);
+        if (priced) Emit(Families.GroupCost, (x, g, _) => x.Double(CostRules.Dollars(g.Cost)), false);
     }
 
     private static void RenderPending(Exposition w, ClusterSnapshot snap)
@@ -693,23 +665,15 @@ public sealed class Collector
 
     private static void RenderCosts(Exposition w, Chunk[] chunks)
     {
-        double cost = 0, idle = 0;
-        int unpriced = 0;
-        var byNamespace = new Dictionary<string, double>(StringComparer.Ordinal);
-        foreach (var c in chunks)
-        {
-            cost += c.Cost;
-            idle += c.Idle;
-            unpriced += c.Unpriced;
-            foreach (var (ns, share) in c.Namespaces) byNamespace[ns] = byNamespace.GetValueOrDefault(ns) + share;
-        }
-        w.Header(Families.ClusterCost); w.NameOnly(Families.ClusterCost); w.Double(Math.Round(cost, 9));
-        w.Header(Families.ClusterIdleCost); w.NameOnly(Families.ClusterIdleCost); w.Double(Math.Round(idle, 9));
-        w.Header(Families.UnpricedNodes); w.NameOnly(Families.UnpricedNodes); w.Integer(unpriced);
+        var totals = new CostTotals();
+        foreach (var c in chunks) totals.Add(c.Costs);
+        w.Header(Families.ClusterCost); w.NameOnly(Families.ClusterCost); w.Double(CostRules.Dollars(totals.Cost));
+        w.Header(Families.ClusterIdleCost); w.NameOnly(Families.ClusterIdleCost); w.Double(CostRules.Dollars(totals.Idle));
+        w.Header(Families.UnpricedNodes); w.NameOnly(Families.UnpricedNodes); w.Integer(totals.Unpriced);
         w.Header(Families.NamespaceCost);
-        foreach (var (ns, value) in byNamespace.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        foreach (var (ns, value) in totals.Namespaces.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
-            w.Begin(Families.NamespaceCost, "namespace", ns); w.EndLabels(); w.Double(Math.Round(value, 9));
+            w.Begin(Families.NamespaceCost, "namespace", ns); w.EndLabels(); w.Double(CostRules.Dollars(value));
         }
     }
 

@@ -39,11 +39,11 @@ public static class NodeMap
                 Pods = n.Pods,
             };
             if (n.Created is { } created) m.Created = Timestamp.FromDateTimeOffset(created);
-            if (book.NodePrice(n.ServerClass, n.CapacityType) is { } price)
+            if (CostRules.Of(n, book) is { } cost)
             {
                 m.Priced = true;
-                m.PricePerHour = (double)price;
-                m.IdleCostPerHour = (double)KarpetrackApi.IdleCost(n, price);
+                m.PricePerHour = CostRules.Dollars(cost.Price);
+                m.IdleCostPerHour = CostRules.Dollars(cost.Idle);
             }
             AddUsage(m.Resources, n, snap.Resources);
             if (plan.Blockers.TryGetValue(n.Name, out var blockers)) m.Blockers.AddRange(blockers.Select(b => b.Reason).Distinct(StringComparer.Ordinal));

@@ -20,9 +20,6 @@ public sealed class WebView
 
     private WebView(Dictionary<string, Asset> assets) => this.assets = assets;
 
-    /// <summary>Paths served: "/" is the page; the rest under ui/.</summary>
-    public IReadOnlyCollection<string> Paths => assets.Keys;
-
     /// <summary>Reads the embedded assets once and compresses them once: a page load costs no CPU beyond the copy.</summary>
     public static WebView Load()
     {

@@ -28,6 +28,8 @@ public sealed record KubeApiServerOptions
     /// confirmation, shortened so that drains in the demo and the tests do not wait 30 s per pod.
     /// </summary>
     public TimeSpan MaxPodGracePeriod { get; init; } = TimeSpan.FromSeconds(2);
+    /// <summary>The clock the grace periods run on; tests move it by hand.</summary>
+    public TimeProvider Clock { get; init; } = TimeProvider.System;
 }
 
 /// <summary>

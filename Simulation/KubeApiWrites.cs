@@ -402,7 +402,7 @@ public sealed partial class KubeApiServer
     {
         try
         {
-            await Task.Delay(delay, _stopping.Token).ConfigureAwait(false);
+            await Task.Delay(delay, _options.Clock, _stopping.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {

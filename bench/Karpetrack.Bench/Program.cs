@@ -7,7 +7,8 @@ using Karpetrack.Bench;
 using Karpetrack.Simulation;
 
 // `make bench`: measures the goals of BENCHMARKS.md on this machine and rewrites that file's tables.
-// Arguments: scenario names to run (default: all), `--nodes N`, `--pods N`.
+// Arguments: scenario names to run (default: all), `--nodes N`, `--pods N`. Modes that only print:
+// `serve`, `probe KUBECONFIG`, `list-throughput` (the embedded API server's LIST over loopback).
 var scenarios = args.Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToHashSet(StringComparer.Ordinal);
 int Arg(string name, int fallback)
 {
@@ -27,6 +28,12 @@ if (args.Length > 0 && args[0] == "serve")
 if (args.Length > 1 && args[0] == "plans")
 {
     await PlanDump.RunAsync(args[1], nodes, pods);
+    return;
+}
+
+if (args.Length > 0 && args[0] == "list-throughput")
+{
+    await ListThroughput.RunAsync(nodes, pods);
     return;
 }
 

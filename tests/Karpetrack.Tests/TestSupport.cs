@@ -13,6 +13,86 @@ internal sealed class ManualClock(DateTimeOffset start) : TimeProvider
 }
 
 /// <summary>
+/// A clock tests move by hand whose timers fire when it passes their due time. <see cref="WhenPending"/>
+/// waits (on an event, not a timer) until something has armed that many timers, so a test can advance
+/// only once the code under test is waiting.
+/// </summary>
+internal sealed class TimerClock(DateTimeOffset start) : TimeProvider
+{
+    private readonly object gate = new();
+    private readonly List<Timer> timers = [];
+    private readonly List<(int Count, TaskCompletionSource Done)> waiters = [];
+    private DateTimeOffset now = start;
+
+    public override DateTimeOffset GetUtcNow() { lock (gate) return now; }
+
+    public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+    {
+        var t = new Timer(this, callback, state);
+        t.Change(dueTime, period);
+        return t;
+    }
+
+    /// <summary>Completes once at least <paramref name="count"/> timers are armed and not yet fired.</summary>
+    public Task WhenPending(int count)
+    {
+        lock (gate)
+        {
+            if (timers.Count >= count) return Task.CompletedTask;
+            var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            waiters.Add((count, done));
+            return done.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        }
+    }
+
+    /// <summary>Moves the time on and fires every timer then due (once: Task.Delay uses no period).</summary>
+    public void Advance(TimeSpan by)
+    {
+        List<Timer> due;
+        lock (gate)
+        {
+            now += by;
+            due = timers.Where(t => t.Due <= now).ToList();
+            timers.RemoveAll(due.Contains);
+        }
+        foreach (var t in due) t.Fire();
+    }
+
+    private void Armed()
+    {
+        foreach (var w in waiters.Where(w => timers.Count >= w.Count).ToList())
+        {
+            waiters.Remove(w);
+            w.Done.TrySetResult();
+        }
+    }
+
+    private sealed class Timer(TimerClock clock, TimerCallback callback, object? state) : ITimer
+    {
+        public DateTimeOffset Due;
+
+        public void Fire() => callback(state);
+
+        public bool Change(TimeSpan dueTime, TimeSpan period)
+        {
+            lock (clock.gate)
+            {
+                clock.timers.Remove(this);
+                if (dueTime == Timeout.InfiniteTimeSpan) return true;
+                Due = clock.now + dueTime;
+                clock.timers.Add(this);
+                clock.Armed();
+            }
+            return true;
+        }
+
+        public void Dispose() { lock (clock.gate) clock.timers.Remove(this); }
+
+        public ValueTask DisposeAsync() { Dispose(); return ValueTask.CompletedTask; }
+    }
+}
+
+/// <summary>
 /// A clock whose timers fire only when a test steps it: each step moves the time on, fires the timers
 /// then due, and returns once a new timer has been armed (a loop that waits on this clock is back waiting).
 /// </summary>

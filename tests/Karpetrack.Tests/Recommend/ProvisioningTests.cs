@@ -272,7 +272,7 @@ public class ProvisioningTests
 
         // The Spot API gives every class a minimum bid but that one (as it does for bare metal): it cannot be bid on.
         var facts = Scenario.Book.Classes.Keys.ToDictionary(k => k,
-            k => new SpotClassFacts(k == "ch.vs1.large-iad" ? null : 0.001m, null, null, null, null, null, Biddable: k != "ch.vs1.large-iad"));
+            k => new SpotClassFacts(k == "ch.vs1.large-iad" ? null : 0.001m, null, null, null, null, null));
         var book = Scenario.Book.WithSpotApi(facts, DateTimeOffset.UnixEpoch);
         Assert.True(book.KnowsMinBids);
         var plan = Make().Run(book: book);

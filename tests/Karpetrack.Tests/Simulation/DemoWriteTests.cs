@@ -9,13 +9,15 @@ public sealed class DemoWriteTests : IAsyncLifetime
 {
     private DemoCluster demo = null!;
     private KubeClient client = null!;
+    private readonly TimerClock clock = new(DateTimeOffset.UtcNow);
+    private static readonly TimeSpan Grace = TimeSpan.FromSeconds(2);
 
     public async Task InitializeAsync()
     {
         demo = await DemoCluster.StartAsync(new DemoClusterOptions
         {
-            // Evicted pods stay terminating this long: 200 ms was once over before a loaded CI run looked at the pod.
-            Seed = 7, Churn = false, Server = new KubeApiServerOptions { MaxPodGracePeriod = TimeSpan.FromSeconds(2) },
+            // Evicted pods stay terminating until the test moves the clock past the grace period.
+            Seed = 7, Churn = false, Server = new KubeApiServerOptions { MaxPodGracePeriod = Grace, Clock = clock },
         });
         client = new KubeClient(KubeConnection.Resolve(demo.KubeconfigPath, null, KubeEnvironment.Process), TimeSpan.FromSeconds(10));
     }
@@ -87,8 +89,18 @@ public sealed class DemoWriteTests : IAsyncLifetime
         Assert.NotNull(terminating["metadata"]!["deletionTimestamp"]);
         Assert.Equal(replicas, ReplicaSetPods(app));   // the terminating one no longer counts; its replacement does
 
-        var deadline = DateTime.UtcNow.AddSeconds(5);
-        while (Pods().Any(p => NameOf(p) == NameOf(victim)) && DateTime.UtcNow < deadline) await Task.Delay(50);
+        await clock.WhenPending(1);
+        clock.Advance(Grace - TimeSpan.FromMilliseconds(1));
+        Assert.Contains(Pods(), p => NameOf(p) == NameOf(victim));   // still inside its grace period
+        var gone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void Deleted(ApiWrite w) { if (w.Resource == "pods" && w.Name == NameOf(victim) && w.Object is null) gone.TrySetResult(); }
+        demo.Api.Written += Deleted;
+        try
+        {
+            clock.Advance(TimeSpan.FromMilliseconds(1));
+            await gone.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        }
+        finally { demo.Api.Written -= Deleted; }
         Assert.DoesNotContain(Pods(), p => NameOf(p) == NameOf(victim));
         Assert.Equal(replicas, ReplicaSetPods(app));
     }

@@ -123,15 +123,10 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
             },
         };
         if (loop.LastRun is { } at) summary.PlanComputedAt = Timestamp.FromDateTimeOffset(at);
-        decimal cost = 0, idle = 0;
-        foreach (var n in snap.Nodes)
-        {
-            if (book.NodePrice(n.ServerClass, n.CapacityType) is not { } price) { summary.UnpricedNodes++; continue; }
-            cost += price;
-            idle += IdleCost(n, price);
-        }
-        summary.CostPerHour = (double)cost;
-        summary.IdleCostPerHour = (double)idle;
+        var costs = CostTotals.Of(snap, book);
+        summary.CostPerHour = CostRules.Dollars(costs.Cost);
+        summary.IdleCostPerHour = CostRules.Dollars(costs.Idle);
+        summary.UnpricedNodes = costs.Unpriced;
         foreach (var i in snap.Resources.Exported)
         {
             double allocated = 0, allocatable = 0, overhead = 0;
@@ -151,13 +146,6 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
             summary.Caches.Add(state);
         }
         return summary;
-    }
-
-    /// <summary>As the metric defines it: the price times the unallocated share of the most-allocated resource.</summary>
-    internal static decimal IdleCost(NodeView n, decimal price)
-    {
-        double used = Math.Max(n.Utilization(ResourceTable.Cpu), n.Utilization(ResourceTable.Memory));
-        return price * (decimal)Math.Clamp(1 - used, 0, 1);
     }
 
     // ---- ListRecommendations / WatchRecommendations ------------------------------------------------
@@ -329,11 +317,11 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
             Pods = n.Pods,
         };
         if (n.Created is { } created) e.Created = Timestamp.FromDateTimeOffset(created);
-        if (book.NodePrice(n.ServerClass, n.CapacityType) is { } price)
+        if (CostRules.Of(n, book) is { } cost)
         {
             e.Priced = true;
-            e.PricePerHour = (double)price;
-            e.IdleCostPerHour = (double)IdleCost(n, price);
+            e.PricePerHour = CostRules.Dollars(cost.Price);
+            e.IdleCostPerHour = CostRules.Dollars(cost.Idle);
         }
         NodeMap.AddUsage(e.Resources, n, snap.Resources);
         foreach (var r in plan.Recommendations.Where(r => r.Nodes.Contains(n.Name)))

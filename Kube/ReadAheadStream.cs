@@ -5,8 +5,8 @@ namespace Karpetrack;
 /// <summary>
 /// The API server connection's transport: reads fill a large buffer with one receive, writes go
 /// straight through. HttpClient's HTTP/1.1 connection asks its stream for at most one 4 KB chunk per
-/// read, so draining a watch backlog of 5 KB pods cost a receive system call per 4 KB (a fifth of the
-/// reflector's time on a paravirtualised VM) and a thread-pool wake-up each time the socket ran dry
+/// read, so draining a watch backlog of 5 KB pods cost a receive system call per 4 KB (a large share of
+/// the reflector's time on a paravirtualised VM, BENCHMARKS.md) and a thread-pool wake-up each time the socket ran dry
 /// between chunks. With this, one receive takes whatever the kernel holds, up to the buffer's size.
 /// </summary>
 internal sealed class ReadAheadStream(Stream inner, int bufferSize = 64 * 1024) : Stream

@@ -146,7 +146,7 @@ public sealed class ActuationRig : IAsyncDisposable
     }
 }
 
-public class ActuationTests
+public class ActuationScenarioTests
 {
     private static bool IsCordoned(JsonObject node) => node["spec"]?["unschedulable"]?.GetValue<bool>() == true;
 

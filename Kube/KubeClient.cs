@@ -47,8 +47,8 @@ public sealed class KubeApiException(int statusCode, string? reason, string mess
 /// <summary>
 /// The Kubernetes API through KubernetesClient.Aot: its typed calls for every write and single read,
 /// and, for the list/watch hot path, raw GETs on the library's own HttpClient with its credentials (one
-/// TLS and auth stack for both), whose bodies our streaming decoders read: about 15x faster than the
-/// library's typed deserializer, and never holding a LIST body in memory.
+/// TLS and auth stack for both), whose bodies our streaming decoders read: much faster than the
+/// library's typed deserializer (BENCHMARKS.md), and never holding a LIST body in memory.
 /// </summary>
 public sealed class KubeClient : IDisposable
 {

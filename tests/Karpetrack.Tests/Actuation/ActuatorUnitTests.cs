@@ -2,7 +2,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Karpetrack.Tests;
 
-public class ActuatorTests
+public class ActuatorUnitTests
 {
     /// <summary>The real snapshot, as if just read from the feed: not stale.</summary>
     private static PriceBook Fresh() =>

@@ -99,8 +99,8 @@ public sealed class Telemetry
 /// <summary>
 /// Process and .NET runtime families, fed on each scrape from cheap sources. prometheus-net's own
 /// defaults are left out: its DotNetStats rebuilds the whole process description per scrape (every
-/// thread's /proc entry, every open file descriptor), 2.5–4 ms, as long as the cluster part of a
-/// 5,000-node scrape; its meter adapter turns the runtime's counters into gauges, five of them named
+/// thread's /proc entry, every open file descriptor), as costly as the cluster part of a large scrape
+/// (BENCHMARKS.md); its meter adapter turns the runtime's counters into gauges, five of them named
 /// *_count, which promtool rejects; its event-counter adapter and debug families describe the library.
 /// The names are the conventional ones (client_golang's process_*, prometheus-net's dotnet_*).
 /// </summary>

@@ -134,23 +134,8 @@ public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord
             else if (r.ValueTextEquals("conditions"u8))
             {
                 if (!r.Read()) return Decode.Incomplete;
-                if (!Json.ExpectArray(ref r, ref error, "status.conditions")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
-                while (true)
-                {
-                    if (!r.Read()) return Decode.Incomplete;
-                    if (r.TokenType == JsonTokenType.EndArray) break;
-                    if (!Json.ExpectObject(ref r, ref error, "status.conditions[]")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
-                    bool ready = false, isTrue = false;
-                    while (true)
-                    {
-                        if (!r.Read()) return Decode.Incomplete;
-                        if (r.TokenType == JsonTokenType.EndObject) break;
-                        if (r.ValueTextEquals("type"u8)) { if (!r.Read()) return Decode.Incomplete; ready = r.TokenType == JsonTokenType.String && r.ValueTextEquals("Ready"u8); }
-                        else if (r.ValueTextEquals("status"u8)) { if (!r.Read()) return Decode.Incomplete; isTrue = r.TokenType == JsonTokenType.String && r.ValueTextEquals("True"u8); }
-                        else if (!r.TrySkip()) return Decode.Incomplete;
-                    }
-                    if (ready) node.Ready = isTrue;
-                }
+                d = Json.Conditions(ref r, ref error, "Ready"u8, "True"u8, default, out var ready, out _);
+                if (ready is { } isReady) node.Ready = isReady;
             }
             else if (!r.TrySkip()) return Decode.Incomplete;
             if (d == Decode.Incomplete) return d;

@@ -257,6 +257,38 @@ internal static class Json
         return false;
     }
 
+    /// <summary>
+    /// Reads a status.conditions array (the reader on its first token) and looks at the conditions of one
+    /// type: <paramref name="last"/> says whether the last of them has the given status (and reason, unless
+    /// empty), null when there is none; <paramref name="any"/> whether any of them has.
+    /// </summary>
+    public static Decode Conditions(ref Utf8JsonReader r, ref string? error, ReadOnlySpan<byte> type, ReadOnlySpan<byte> status,
+        ReadOnlySpan<byte> reason, out bool? last, out bool any)
+    {
+        last = null;
+        any = false;
+        if (!ExpectArray(ref r, ref error, "status.conditions")) return Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        while (true)
+        {
+            if (!r.Read()) return Decode.Incomplete;
+            if (r.TokenType == JsonTokenType.EndArray) return Decode.Ok;
+            if (!ExpectObject(ref r, ref error, "status.conditions[]")) { if (!Skip(ref r)) return Decode.Incomplete; continue; }
+            bool typeIs = false, statusIs = false, reasonIs = reason.IsEmpty;
+            while (true)
+            {
+                if (!r.Read()) return Decode.Incomplete;
+                if (r.TokenType == JsonTokenType.EndObject) break;
+                if (r.ValueTextEquals("type"u8)) { if (!r.Read()) return Decode.Incomplete; typeIs = r.TokenType == JsonTokenType.String && r.ValueTextEquals(type); }
+                else if (r.ValueTextEquals("status"u8)) { if (!r.Read()) return Decode.Incomplete; statusIs = r.TokenType == JsonTokenType.String && r.ValueTextEquals(status); }
+                else if (!reason.IsEmpty && r.ValueTextEquals("reason"u8)) { if (!r.Read()) return Decode.Incomplete; reasonIs = r.TokenType == JsonTokenType.String && r.ValueTextEquals(reason); }
+                else if (!r.TrySkip()) return Decode.Incomplete;
+            }
+            if (!typeIs) continue;
+            last = statusIs && reasonIs;
+            any |= statusIs && reasonIs;
+        }
+    }
+
     public static DateTimeOffset? Time(ref Utf8JsonReader r)
     {
         if (r.TokenType != JsonTokenType.String) return null;

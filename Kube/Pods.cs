@@ -372,24 +372,9 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
             else if (r.ValueTextEquals("conditions"u8))
             {
                 if (!r.Read()) return Decode.Incomplete;
-                if (!Json.ExpectArray(ref r, ref error, "status.conditions")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
-                while (true)
-                {
-                    if (!r.Read()) return Decode.Incomplete;
-                    if (r.TokenType == JsonTokenType.EndArray) break;
-                    if (!Json.ExpectObject(ref r, ref error, "status.conditions[]")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
-                    bool scheduled = false, isFalse = false, unschedulable = false;
-                    while (true)
-                    {
-                        if (!r.Read()) return Decode.Incomplete;
-                        if (r.TokenType == JsonTokenType.EndObject) break;
-                        if (r.ValueTextEquals("type"u8)) { if (!r.Read()) return Decode.Incomplete; scheduled = r.TokenType == JsonTokenType.String && r.ValueTextEquals("PodScheduled"u8); }
-                        else if (r.ValueTextEquals("status"u8)) { if (!r.Read()) return Decode.Incomplete; isFalse = r.TokenType == JsonTokenType.String && r.ValueTextEquals("False"u8); }
-                        else if (r.ValueTextEquals("reason"u8)) { if (!r.Read()) return Decode.Incomplete; unschedulable = r.TokenType == JsonTokenType.String && r.ValueTextEquals("Unschedulable"u8); }
-                        else if (!r.TrySkip()) return Decode.Incomplete;
-                    }
-                    if (scheduled && isFalse && unschedulable) pod.Unschedulable = true;
-                }
+                if (Json.Conditions(ref r, ref error, "PodScheduled"u8, "False"u8, "Unschedulable"u8, out _, out bool unschedulable) == Decode.Incomplete)
+                    return Decode.Incomplete;
+                if (unschedulable) pod.Unschedulable = true;
             }
             else if (!r.TrySkip()) return Decode.Incomplete;
         }

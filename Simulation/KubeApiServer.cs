@@ -821,16 +821,20 @@ public sealed partial class KubeApiServer : IAsyncDisposable
         await response.BodyWriter.FlushAsync(ctx.RequestAborted).ConfigureAwait(false);
     }
 
-    private static void WriteStatusObject(Utf8JsonWriter w, int code, string reason, string message, Action<Utf8JsonWriter>? details)
+    /// <summary>A metav1.Status: Success when <paramref name="reason"/> is null, else a Failure with its reason and message.</summary>
+    private static void WriteStatusObject(Utf8JsonWriter w, int code, string? reason, string? message, Action<Utf8JsonWriter>? details)
     {
         w.WriteStartObject();
         w.WriteString("kind", "Status");
         w.WriteString("apiVersion", "v1");
         w.WriteStartObject("metadata");
         w.WriteEndObject();
-        w.WriteString("status", "Failure");
-        w.WriteString("message", message);
-        w.WriteString("reason", reason);
+        w.WriteString("status", reason is null ? "Success" : "Failure");
+        if (reason is not null)
+        {
+            w.WriteString("message", message);
+            w.WriteString("reason", reason);
+        }
         if (details is not null)
         {
             w.WriteStartObject("details");

@@ -135,17 +135,7 @@ public sealed partial class KubeApiServer
     }
 
     private static Task WriteSuccessAsync(HttpContext ctx, int code) =>
-        WriteJsonAsync(ctx, code, w =>
-        {
-            w.WriteStartObject();
-            w.WriteString("kind", "Status");
-            w.WriteString("apiVersion", "v1");
-            w.WriteStartObject("metadata");
-            w.WriteEndObject();
-            w.WriteString("status", "Success");
-            w.WriteNumber("code", code);
-            w.WriteEndObject();
-        });
+        WriteJsonAsync(ctx, code, w => WriteStatusObject(w, code, null, null, null));
 
     // ---------------------------------------------------------------- POST (create)
 

@@ -30,22 +30,29 @@ public static class Packer
             var exact = BranchAndBound.Run(x, dual, best, o.ExactNodes);
             if (exact is not null) best = exact;
         }
+        decimal configuration = 0;
         if (placeable <= o.ColumnGenerationItems && placeable >= o.ColumnGenerationMinItems)
-            best = WithColumnGeneration(x, dual, best, o);
+            best = WithColumnGeneration(x, dual, best, o, out configuration);
+        if (RecordBounds) (recorded ??= []).Add((dual.Reported, configuration));
         return best;
     }
+
+    // For the benchmark's table, which sees only the recommender's plan: the two bounds of each Solve on this thread.
+    [ThreadStatic] internal static bool RecordBounds;
+    [ThreadStatic] private static List<(decimal Resource, decimal Configuration)>? recorded;
+    internal static List<(decimal Resource, decimal Configuration)> RecordedBounds => recorded ??= [];
 
     /// <summary>
     /// The configuration LP twice: groups rounded down for a bound (Farley's, valid whatever the master's accuracy), which
     /// replaces the reported one when higher; groups rounded up for a plan (<see cref="ColumnPlan"/>), kept when it
     /// places as many items for less. So the answer is never dearer nor its bound lower than without it.
     /// </summary>
-    private static PackingSolution WithColumnGeneration(PackingInstance x, DualBound dual, PackingSolution best, PackingOptions o)
+    private static PackingSolution WithColumnGeneration(PackingInstance x, DualBound dual, PackingSolution best, PackingOptions o, out decimal configuration)
     {
         var budget = new ColumnGeneration.Budget(o.ColumnGroups, o.ColumnIterations, o.ColumnPivots, o.ColumnPricingNodes, o.ColumnTotalNodes);
         var plan = ColumnPlan.Build(x, dual, o, budget);
         if (plan is not null && plan.Unplaced.Count <= best.Unplaced.Count && plan.Cost < best.Cost) best = plan;
-        var cg = BoundOnly(x, dual, o, budget);
+        var cg = configuration = BoundOnly(x, dual, o, budget);
         if (cg > best.LowerBound) best = best with { LowerBound = Math.Min(cg, best.Unplaced.Count == 0 ? best.Cost : decimal.MaxValue) };
         return best;
     }

@@ -28,14 +28,14 @@ internal static class ColumnGeneration
     /// the bins of <paramref name="start"/> (a packing of those items, seen as patterns); null when there is nothing
     /// to cover or a type is free (the bound would be 0) or capped by MaxCount (which the master does not model).
     /// </summary>
-    public static Result? Run(PackingInstance x, DualBound dual, bool[] include, IEnumerable<Bin> start, Budget budget, bool roundUp = false)
+    public static Result? Run(PackingInstance x, DualBound dual, bool[] include, IEnumerable<Bin> start, Budget budget, bool roundUp = false, Func<int, long>? count = null)
     {
         int T = x.T;
         long items = 0;
         for (int s = 0; s < x.S; s++) if (include[s] && x.AnyType[s]) items += x.SItems[s].Length;
         if (items == 0) return null;
         for (int t = 0; t < T; t++) if (x.Price[t] <= 0 || x.MaxCount[t] < items) return null;
-        var gr = PatternGroups.Build(x, include, s => x.SItems[s].Length, budget.Groups, roundUp);
+        var gr = PatternGroups.Build(x, include, count ?? (s => x.SItems[s].Length), budget.Groups, roundUp);
         int G = gr.G;
         if (G == 0) return null;
         var rhs = new double[G];

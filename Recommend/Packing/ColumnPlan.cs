@@ -22,7 +22,8 @@ internal static class ColumnPlan
         var seed = new Assignment(x, dual);
         ExistingCapacity.Fill(seed);
         Greedy.Run(seed, o);
-        var cg = ColumnGeneration.Run(x, dual, include, seed.Bins, budget, roundUp: true);
+        // Only what existing capacity left over is to be covered.
+        var cg = ColumnGeneration.Run(x, dual, include, seed.Bins, budget, roundUp: true, count: s => st.Remaining(s));
         if (cg is null) return null;
         var gr = cg.Groups;
 

@@ -48,4 +48,24 @@ public sealed record PackingOptions
     public int ChoicePortfolioItems { get; init; } = 20_000;
     /// <summary>The greedy chooses bin types by the dual value a fill absorbs per dollar (see <see cref="ChoicePortfolioItems"/>).</summary>
     internal bool ChoiceByDual { get; init; }
+    /// <summary>
+    /// Up to this many items (and above <see cref="ExactItems"/>) the configuration LP runs by column generation, for a
+    /// tighter bound and a second plan (<see cref="ColumnPlan"/>); its time is set by the budgets below, not the pods.
+    /// </summary>
+    public int ColumnGenerationItems { get; init; } = 2_000;
+    /// <summary>
+    /// Below this many items no column generation: small problems are the exhaustive search's and the portfolio's, and
+    /// the recommender's per-node replacement problems (at most 110 pods each, thousands of them) must stay cheap.
+    /// </summary>
+    public int ColumnGenerationMinItems { get; init; } = 200;
+    /// <summary>Rows of the master LP: shapes are merged on a geometric grid until at most this many remain.</summary>
+    public int ColumnGroups { get; init; } = 160;
+    /// <summary>Column generation rounds (master solve, then pricing of every type).</summary>
+    public int ColumnIterations { get; init; } = 40;
+    /// <summary>Simplex pivots per master solve.</summary>
+    public long ColumnPivots { get; init; } = 4_000;
+    /// <summary>Branch-and-bound nodes per type and pricing round.</summary>
+    public long ColumnPricingNodes { get; init; } = 4_000;
+    /// <summary>Branch-and-bound nodes of all pricing rounds of one column generation: what bounds its time.</summary>
+    public long ColumnTotalNodes { get; init; } = 150_000;
 }

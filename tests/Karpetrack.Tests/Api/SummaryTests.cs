@@ -1,0 +1,44 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using V1 = Karpetrack.Api.V1;
+
+namespace Karpetrack.Tests.Api;
+
+/// <summary>GetSummary's plan fields: unset (plan_ready false) before the first plan, the plan's cost outlook after it.</summary>
+public class SummaryTests
+{
+    [Fact]
+    public void BeforeTheFirstPlanTheSummarySaysSoAndCarriesNoCostOutlook()
+    {
+        var s = new Scenario().Node("a", "gp.vs1.large-iad").Node("b", "gp.vs1.large-iad").Pod("p", "a", "500m", "1Gi").Pod("q", "b", "500m", "1Gi");
+        var status = new ReflectorStatus("nodes");
+        status.MarkSynced(null, DateTimeOffset.UtcNow);
+        using var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: Scenario.Book);
+        var options = new RecommenderOptions { Region = "us-east-iad-1" };
+        var loop = new RecommenderLoop(s.Model, prices, [status], () => options, TimeSpan.Zero, NullLogger.Instance);
+        var api = new KarpetrackApi(s.Model, prices, loop, [status], () => options);
+
+        var before = api.GetSummary();
+        Assert.False(before.PlanReady);
+        Assert.Null(before.PlanComputedAt);
+        Assert.False(before.HasCostAfterRecommendationsPerHour);
+        Assert.False(before.HasCostLowerBoundPerHour);
+        Assert.False(before.HasCostLowerBoundExcludedPods);
+        Assert.DoesNotContain("costLowerBoundPerHour", Google.Protobuf.JsonFormatter.Default.Format(before));
+
+        var plan = loop.RunOnce();
+        var after = api.GetSummary();
+        Assert.True(after.PlanReady);
+        var price = (double)Scenario.Book.NodePrice("gp.vs1.large-iad", "spot")!.Value;
+        Assert.Equal(2 * price, after.CostPerHour, 9);
+        // One of the two half-empty nodes goes: after the recommendations one node is left, and no hosting is cheaper than nothing.
+        Assert.Equal(after.CostPerHour - after.PotentialSavingsPerHour, after.CostAfterRecommendationsPerHour, 9);
+        Assert.Equal((double)plan.Costs!.AfterRecommendationsPerHour, after.CostAfterRecommendationsPerHour);
+        Assert.Equal((double)plan.Costs.LowerBoundPerHour, after.CostLowerBoundPerHour);
+        Assert.InRange(after.CostLowerBoundPerHour, 1e-9, after.CostAfterRecommendationsPerHour);
+        Assert.Equal(0, after.CostLowerBoundExcludedPods);
+        Assert.True(after.HasCostLowerBoundExcludedPods);
+        var json = Google.Protobuf.JsonFormatter.Default.Format(after);
+        Assert.Contains("\"costLowerBoundPerHour\"", json);
+        Assert.Contains("\"costAfterRecommendationsPerHour\"", json);
+    }
+}

@@ -200,12 +200,12 @@ public static class ReportCommand
             new[] { "nodes", $"{s.Nodes} ({s.ReadyNodes} ready{(s.UnpricedNodes > 0 ? $", {s.UnpricedNodes} unpriced" : "")}), {s.Pods} pods" },
             new[] { "pending pods", s.PendingPods == 0 ? "none" : $"{s.PendingPods}, new nodes for them {CliFormat.PerHour(s.ProvisioningCostPerHour)}" },
         };
-        if (s.HasCostAfterRecommendationsPerHour)
-            rows.Insert(2, new[] { "after recommendations", $"{CliFormat.PerHour(s.CostAfterRecommendationsPerHour)} ({CliFormat.PerMonth(s.CostAfterRecommendationsPerHour)})" });
-        if (s.HasCostLowerBoundPerHour)
-            rows.Insert(s.HasCostAfterRecommendationsPerHour ? 3 : 2, new[] { "cheapest possible", $"{CliFormat.PerHour(s.CostLowerBoundPerHour)} ({CliFormat.PerMonth(s.CostLowerBoundPerHour)})"
-                + (s.CostLowerBoundPerHour > 0 && s.CostPerHour > s.CostLowerBoundPerHour ? $", today {CliFormat.Percent((s.CostPerHour - s.CostLowerBoundPerHour) / s.CostLowerBoundPerHour)} above" : "")
-                + (s.CostLowerBoundExcludedPods > 0 ? $", {s.CostLowerBoundExcludedPods} pods fit no allowed class and are left out" : "") });
+        if (s.CostAfterRecommendationsPerHour is { } after)
+            rows.Insert(2, new[] { "after recommendations", $"{CliFormat.PerHour(after)} ({CliFormat.PerMonth(after)})" });
+        if (s.CostLowerBoundPerHour is { } bound)
+            rows.Insert(s.CostAfterRecommendationsPerHour is null ? 2 : 3, new[] { "cheapest possible", $"{CliFormat.PerHour(bound)} ({CliFormat.PerMonth(bound)})"
+                + (bound > 0 && s.CostPerHour > bound ? $", today {CliFormat.Percent((s.CostPerHour - bound) / bound)} above" : "")
+                + (s.CostLowerBoundExcludedPods is > 0 ? $", {s.CostLowerBoundExcludedPods} pods fit no allowed class and are left out" : "") });
         rows.AddRange(s.Resources.Select(r => (IReadOnlyList<string>)new[] { r.Resource, CliFormat.Bar(r.Utilization) + CliFormat.Usage(r) }));
         rows.Add(new[] { "prices", $"{(s.PriceBook.Embedded ? "embedded snapshot" : s.PriceBook.Source)}, {s.PriceBook.Classes} classes{(s.Region.Length > 0 ? $", region {s.Region}" : "")}" });
         sb.Append(CliFormat.Table(["SUMMARY", ""], rows)).Append('\n');

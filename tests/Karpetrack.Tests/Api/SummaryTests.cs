@@ -20,10 +20,15 @@ public class SummaryTests
         var before = api.GetSummary();
         Assert.False(before.PlanReady);
         Assert.Null(before.PlanComputedAt);
-        Assert.False(before.HasCostAfterRecommendationsPerHour);
-        Assert.False(before.HasCostLowerBoundPerHour);
-        Assert.False(before.HasCostLowerBoundExcludedPods);
-        Assert.DoesNotContain("costLowerBoundPerHour", Google.Protobuf.JsonFormatter.Default.Format(before));
+        Assert.Null(before.CostAfterRecommendationsPerHour);
+        Assert.Null(before.CostLowerBoundPerHour);
+        Assert.Null(before.CostLowerBoundExcludedPods);
+        // As /v1/summary formats it (defaults included): the outlook is absent, not 0.
+        var formatter = new Google.Protobuf.JsonFormatter(Google.Protobuf.JsonFormatter.Settings.Default.WithFormatDefaultValues(true));
+        var beforeJson = formatter.Format(before);
+        Assert.DoesNotContain("costLowerBoundPerHour\": 0", beforeJson);
+        Assert.DoesNotContain("costAfterRecommendationsPerHour\": 0", beforeJson);
+        Assert.Contains("\"planReady\": false", beforeJson);
 
         var plan = loop.RunOnce();
         var after = api.GetSummary();
@@ -31,14 +36,15 @@ public class SummaryTests
         var price = (double)Scenario.Book.NodePrice("gp.vs1.large-iad", "spot")!.Value;
         Assert.Equal(2 * price, after.CostPerHour, 9);
         // One of the two half-empty nodes goes: after the recommendations one node is left, and no hosting is cheaper than nothing.
-        Assert.Equal(after.CostPerHour - after.PotentialSavingsPerHour, after.CostAfterRecommendationsPerHour, 9);
+        Assert.Equal(after.CostPerHour - after.PotentialSavingsPerHour, after.CostAfterRecommendationsPerHour!.Value, 9);
         Assert.Equal((double)plan.Costs!.AfterRecommendationsPerHour, after.CostAfterRecommendationsPerHour);
         Assert.Equal((double)plan.Costs.LowerBoundPerHour, after.CostLowerBoundPerHour);
-        Assert.InRange(after.CostLowerBoundPerHour, 1e-9, after.CostAfterRecommendationsPerHour);
+        Assert.InRange(after.CostLowerBoundPerHour!.Value, 1e-9, after.CostAfterRecommendationsPerHour.Value);
         Assert.Equal(0, after.CostLowerBoundExcludedPods);
-        Assert.True(after.HasCostLowerBoundExcludedPods);
-        var json = Google.Protobuf.JsonFormatter.Default.Format(after);
-        Assert.Contains("\"costLowerBoundPerHour\"", json);
-        Assert.Contains("\"costAfterRecommendationsPerHour\"", json);
+        var json = formatter.Format(after);
+        Assert.Contains($"\"costLowerBoundPerHour\": {after.CostLowerBoundPerHour}", json);
+        Assert.Contains("\"costAfterRecommendationsPerHour\": ", json);
+        Assert.Contains("\"costLowerBoundExcludedPods\": 0", json);
+        Assert.Contains("\"planReady\": true", json);
     }
 }

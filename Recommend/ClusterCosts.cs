@@ -12,14 +12,18 @@ namespace Karpetrack;
 /// <param name="LowerBoundExcludedPods">Pods no allowed class can take (selectors, taints, size): left out of the bound.</param>
 public sealed record ClusterCosts(decimal TodayPerHour, decimal AfterRecommendationsPerHour, decimal LowerBoundPerHour, int LowerBoundExcludedPods)
 {
-    /// <summary>The outlook of a finished plan: today's cost from the snapshot and the book, the rest from the plan's recommendations.</summary>
-    internal static ClusterCosts Of(ClusterSnapshot snap, PriceBook book, IReadOnlyList<Recommendation> recommendations, PodFacts[] pods,
-        List<Offer> offers)
+    /// <summary>
+    /// The plan with its cost outlook: today's cost from the snapshot and the book, the cost after the plan's
+    /// recommendations, and the lower bound over the classes provisioning would buy in the plan's region. Made by the
+    /// recommender loop after each plan (the plan itself does not depend on it).
+    /// </summary>
+    public static Plan WithOutlook(Plan plan, ClusterSnapshot snap, PodFacts[] pods, DaemonSetRecord[] daemonSets, PriceBook book, RecommenderOptions o)
     {
         var today = CostTotals.Of(snap, book).Cost;
-        var after = today - recommendations.Sum(r => r.SavingsPerHour);
+        var after = today - plan.Recommendations.Sum(r => r.SavingsPerHour);
+        var offers = Offers.For(snap, book, plan.Region, o, daemonSets);
         var (bound, excluded) = LowerBound(pods, offers, snap.Resources);
-        return new ClusterCosts(today, after, bound, excluded);
+        return plan with { Costs = new ClusterCosts(today, after, bound, excluded) };
     }
 
     /// <summary>

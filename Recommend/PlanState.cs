@@ -30,7 +30,6 @@ internal sealed class PlanState
     private readonly Dictionary<string, List<Blocker>> blockers = new(StringComparer.Ordinal);
     private readonly List<Recommendation> recommendations = [];
     private IReadOnlyList<(string Pod, string Reason)> unplaceable = [];
-    private readonly PodFacts[] all;
     private decimal provisioningCost, provisioningBound;
     // A run over a large cluster allocates hundreds of MB: collect its young garbage as it goes
     // rather than letting the runtime's gen0 budget (sized from the L3 cache) commit it all.
@@ -46,7 +45,6 @@ internal sealed class PlanState
         Offers = Karpetrack.Offers.For(snap, book, Region, o, daemonSets);
         Budgets = Budgets.Index(pdbs);
         podsByNode = PodRules.ByNode(pods);
-        all = pods;
         Pending = pods.Where(p => p.Pending).ToArray();
         Room = Room.Of(snap, pods, o, inFlight, Offers);
     }
@@ -114,9 +112,6 @@ internal sealed class PlanState
             .ToList();
         var kept = blockers.Where(kv => !claimed.Contains(kv.Key))
             .ToDictionary(kv => kv.Key, kv => (IReadOnlyList<Blocker>)kv.Value, StringComparer.Ordinal);
-        return new Plan(ordered, kept, unplaceable, provisioningCost, provisioningBound, Region)
-        {
-            Costs = ClusterCosts.Of(Snapshot, Book, ordered, all, Offers),
-        };
+        return new Plan(ordered, kept, unplaceable, provisioningCost, provisioningBound, Region);
     }
 }

@@ -64,7 +64,10 @@ public sealed class RecommenderLoop
         // The copies above hold the model's lock, so they run at normal priority; the plan itself
         // is computed below the serving threads, so a scrape or an API call never waits for it.
         if (background) Background.LowerCurrentThread();
-        var next = Recommender.Recommend(snap, pods, pdbs, daemonSets, book, options(), provisioning);
+        var o = options();
+        var next = Recommender.Recommend(snap, pods, pdbs, daemonSets, book, o, provisioning);
+        // The cost outlook (today, after the recommendations, the lower bound) comes with every published plan.
+        next = ClusterCosts.WithOutlook(next, snap, pods, daemonSets, book, o);
         var seconds = clock.GetElapsedTime(started).TotalSeconds;
         lock (gate) { plan = next; planBook = book; }
         durations.Observe(seconds);

@@ -14,6 +14,10 @@ public class ClusterCostsTests
     private static RecommenderOptions Small => Options with { Categories = ["gp", "ch", "mh"], MaxPricePerHour = MaxSmallPrice };
     private static decimal MaxSmallPrice => Classes.Max(c => Scenario.Book.NodePrice(c, "spot")!.Value);
 
+    /// <summary>The plan as the recommender loop publishes it: with its cost outlook.</summary>
+    private static Plan Outlook(Scenario s) =>
+        ClusterCosts.WithOutlook(s.Run(), s.Model.Snapshot(), s.Model.Pods(), s.DaemonSets.ToArray(), Scenario.Book, Options);
+
     [Fact]
     public void TheBoundIsNeverAboveAnyFeasiblePlanOnRandomSmallClusters()
     {
@@ -41,7 +45,7 @@ public class ClusterCostsTests
             }
             var o = Small;
             var snap = s.Model.Snapshot();
-            var plan = Recommender.Recommend(snap, s.Model.Pods(), [], [], Scenario.Book, o);
+            var plan = ClusterCosts.WithOutlook(Recommender.Recommend(snap, s.Model.Pods(), [], [], Scenario.Book, o), snap, s.Model.Pods(), [], Scenario.Book, o);
             var costs = Assert.IsType<ClusterCosts>(plan.Costs);
             var offers = Offers.For(snap, Scenario.Book, "us-east-iad-1", o, []);
             var hosted = s.Model.Pods().Where(p => !p.IsOverhead).ToArray();
@@ -70,7 +74,7 @@ public class ClusterCostsTests
         // Two half-empty nodes (one goes) and a pending pod that fits neither after the consolidation.
         var s = new Scenario().Node("a", "gp.vs1.large-iad").Node("b", "gp.vs1.large-iad")
             .Pod("p1", "a", "500m", "1Gi").Pod("p2", "b", "500m", "1Gi").Pod("big", null, "3", "20Gi", pending: true);
-        var plan = s.Run();
+        var plan = Outlook(s);
         var costs = plan.Costs!;
         var price = Scenario.Book.NodePrice("gp.vs1.large-iad", "spot")!.Value;
         Assert.Equal(2 * price, costs.TodayPerHour);
@@ -90,10 +94,10 @@ public class ClusterCostsTests
         var s = new Scenario().Node("a", "gp.vs1.large-iad")
             .Pod("free", "a", "1", "2Gi").Pod("pinned", "a", "1", "2Gi", extraSpec: pinned)
             .Pod("ds", "a", "1", "2Gi", ownerKind: "DaemonSet", owner: "agent");
-        var costs = s.Run().Costs!;
+        var costs = Outlook(s).Costs!;
         Assert.Equal(1, costs.LowerBoundExcludedPods);
         // The bound is that of the free pod alone: the same as a cluster without the pinned pod.
-        var alone = new Scenario().Node("a", "gp.vs1.large-iad").Pod("free", "a", "1", "2Gi").Run().Costs!;
+        var alone = Outlook(new Scenario().Node("a", "gp.vs1.large-iad").Pod("free", "a", "1", "2Gi")).Costs!;
         Assert.Equal(alone.LowerBoundPerHour, costs.LowerBoundPerHour);
         Assert.Equal(0, alone.LowerBoundExcludedPods);
         Assert.True(alone.LowerBoundPerHour > 0);
@@ -102,7 +106,7 @@ public class ClusterCostsTests
     [Fact]
     public void AnEmptyClusterCostsNothingAtBest()
     {
-        var costs = new Scenario().Node("a", "gp.vs1.large-iad").Run().Costs!;
+        var costs = Outlook(new Scenario().Node("a", "gp.vs1.large-iad")).Costs!;
         Assert.Equal((0m, 0), (costs.LowerBoundPerHour, costs.LowerBoundExcludedPods));
         Assert.Equal(0m, costs.AfterRecommendationsPerHour);   // the empty node is recommended for deletion
     }

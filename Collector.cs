@@ -91,6 +91,12 @@ public static class Families
         "Hourly cost of the new nodes recommended for the pending pods.");
     public static readonly MetricFamily ProvisioningLowerBound = new("karpetrack_provisioning_lower_bound_dollars_per_hour", MetricType.Gauge,
         "A proven lower bound on the hourly cost of hosting the pending pods on new nodes; the gap to the cost is the room left.");
+    public static readonly MetricFamily ClusterCostAfterRecommendations = new("karpetrack_cluster_cost_after_recommendations_dollars_per_hour", MetricType.Gauge,
+        "What the priced nodes would cost once every current recommendation is carried out: today's cost minus every recommendation's saving, plus the new nodes for pending pods.");
+    public static readonly MetricFamily ClusterCostLowerBound = new("karpetrack_cluster_cost_lower_bound_dollars_per_hour", MetricType.Gauge,
+        "A proven lower bound on hosting every current pod (placed and pending) on new nodes of the allowed classes, ignoring disruption: the cheapest this cluster could be.");
+    public static readonly MetricFamily ClusterCostLowerBoundExcludedPods = new("karpetrack_cluster_cost_lower_bound_excluded_pods", MetricType.Gauge,
+        "Pods no allowed server class can take (selectors, taints, size), left out of the lower bound.");
     public static readonly MetricFamily NodeDisruptionBlocked = new("karpetrack_node_disruption_blocked", MetricType.Gauge,
         "1 for each reason a node is not recommended for removal or replacement (blockers, or no cheaper placement).", "node", "reason");
 
@@ -103,7 +109,8 @@ public static class Families
         PendingPods, PendingRequests,
         NodePrice, NodeIdleCost, ClusterCost, ClusterIdleCost, GroupCost, NamespaceCost, UnpricedNodes,
         ServerClassInfo, ServerClassPrice,
-        Recommendations, RecommendationSavings, RecommendedNodes, ProvisioningCost, ProvisioningLowerBound, NodeDisruptionBlocked,
+        Recommendations, RecommendationSavings, RecommendedNodes, ProvisioningCost, ProvisioningLowerBound,
+        ClusterCostAfterRecommendations, ClusterCostLowerBound, ClusterCostLowerBoundExcludedPods, NodeDisruptionBlocked,
     ];
 }
 
@@ -332,7 +339,8 @@ public sealed class Collector
         // the plan alone names every blocked node, and rendering it per scrape allocated enough to
         // bring gen2 collections into the scrape path.
         if (book is not null) segments.Add(Block(ref catalogueBlock, book, x => RenderCatalogue(x, book)));
-        if (recommender is not null)
+        // Before the first plan the plan's families are absent, not 0: "not computed yet" is not "nothing to do".
+        if (recommender is not null && recommender.LastRun is not null)
         {
             var plan = recommender.Current;
             segments.Add(Block(ref planBlock, plan, x => RenderPlan(x, plan)));
@@ -735,6 +743,12 @@ public sealed class Collector
         }
         w.Header(Families.ProvisioningCost); w.NameOnly(Families.ProvisioningCost); w.Double((double)plan.ProvisioningCostPerHour);
         w.Header(Families.ProvisioningLowerBound); w.NameOnly(Families.ProvisioningLowerBound); w.Double((double)plan.ProvisioningLowerBoundPerHour);
+        if (plan.Costs is { } costs)
+        {
+            w.Header(Families.ClusterCostAfterRecommendations); w.NameOnly(Families.ClusterCostAfterRecommendations); w.Double(CostRules.Dollars(costs.AfterRecommendationsPerHour));
+            w.Header(Families.ClusterCostLowerBound); w.NameOnly(Families.ClusterCostLowerBound); w.Double(CostRules.Dollars(costs.LowerBoundPerHour));
+            w.Header(Families.ClusterCostLowerBoundExcludedPods); w.NameOnly(Families.ClusterCostLowerBoundExcludedPods); w.Integer(costs.LowerBoundExcludedPods);
+        }
         w.Header(Families.NodeDisruptionBlocked);
         foreach (var (node, blockers) in plan.Blockers.OrderBy(kv => kv.Key, StringComparer.Ordinal))
             foreach (var reason in blockers.Select(b => b.Reason).Distinct().Order(StringComparer.Ordinal))

@@ -122,7 +122,17 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
                 Embedded = book.Embedded, Classes = book.Classes.Count,
             },
         };
-        if (loop.LastRun is { } at) summary.PlanComputedAt = Timestamp.FromDateTimeOffset(at);
+        if (loop.LastRun is { } at)
+        {
+            summary.PlanComputedAt = Timestamp.FromDateTimeOffset(at);
+            summary.PlanReady = true;
+            if (plan.Costs is { } outlook)
+            {
+                summary.CostAfterRecommendationsPerHour = CostRules.Dollars(outlook.AfterRecommendationsPerHour);
+                summary.CostLowerBoundPerHour = CostRules.Dollars(outlook.LowerBoundPerHour);
+                summary.CostLowerBoundExcludedPods = outlook.LowerBoundExcludedPods;
+            }
+        }
         var costs = CostTotals.Of(snap, book);
         summary.CostPerHour = CostRules.Dollars(costs.Cost);
         summary.IdleCostPerHour = CostRules.Dollars(costs.Idle);

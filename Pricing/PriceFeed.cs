@@ -40,6 +40,8 @@ public sealed class PriceFeed : IDisposable
     private PriceBook? feedBook;
     private IReadOnlyDictionary<string, SpotClassFacts>? spotFacts;
     private DateTimeOffset? spotFactsAt;
+    private bool feedSettled, spotExpected, spotSettled;
+    private readonly TaskCompletionSource complete = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public PriceFeed(PriceFeedOptions options, ILogger log, TimeProvider? clock = null, PriceBook? initial = null, Telemetry? telemetry = null)
     {
@@ -48,7 +50,8 @@ public sealed class PriceFeed : IDisposable
         this.clock = clock ?? TimeProvider.System;
         s3 = CreateClient(options);
         book = initial ?? PriceFeedParser.Embedded();
-        if (!book.Embedded) feedBook = book;
+        // A book from the feed given at start (tests, benchmarks) is a first read already.
+        if (!book.Embedded) { feedBook = book; feedSettled = true; complete.TrySetResult(); }
         telemetry ??= new Telemetry();
         var lastSuccessFamily = telemetry.GaugeOnceSet("karpetrack_pricing_last_success_timestamp_seconds",
             "Unix time of the last successful read per price source (feed, spot_api).", "source");
@@ -97,6 +100,27 @@ public sealed class PriceFeed : IDisposable
         }
     }
 
+    /// <summary>
+    /// True once the whole price book has been asked for: the first read of the feed ended (a book, an unchanged one,
+    /// or a definite failure, after which the embedded snapshot is the fallback) and, when the Spot API is expected
+    /// (<see cref="ExpectSpotFacts"/>), its first read of server-class facts ended too. The first plan waits for it.
+    /// </summary>
+    public bool Complete { get { lock (gate) return feedSettled && (!spotExpected || spotSettled); } }
+
+    /// <summary>Completes when <see cref="Complete"/> becomes true (never goes back).</summary>
+    public Task Completed => complete.Task;
+
+    /// <summary>Spot credentials are set: the book is complete only after the Spot API's first answer (or failure).</summary>
+    public void ExpectSpotFacts() { lock (gate) spotExpected = true; }
+
+    /// <summary>The Spot API's first read of facts ended, merged or failed (called after every read; only the first counts).</summary>
+    public void SpotFactsSettled() { lock (gate) spotSettled = true; Settle(); }
+
+    private void Settle()
+    {
+        if (Complete) complete.TrySetResult();
+    }
+
     /// <summary>Failed reads so far by source and reason (pairs with none left out).</summary>
     public IReadOnlyDictionary<(string Source, string Reason), long> Errors
     {
@@ -132,8 +156,18 @@ public sealed class PriceFeed : IDisposable
         }
     }
 
-    /// <summary>One conditional GET; returns true when a new book was published.</summary>
+    /// <summary>One conditional GET; returns true when a new book was published. The first one settles the feed (see <see cref="Complete"/>).</summary>
     public async Task<bool> RefreshAsync(CancellationToken ct)
+    {
+        try { return await ReadAsync(ct).ConfigureAwait(false); }
+        finally
+        {
+            // Cancelled at shutdown is no answer; any other end of a read is one.
+            if (!ct.IsCancellationRequested) { lock (gate) feedSettled = true; Settle(); }
+        }
+    }
+
+    private async Task<bool> ReadAsync(CancellationToken ct)
     {
         string? etag;
         lock (gate) etag = feedBook?.ETag;

@@ -24,7 +24,14 @@ public sealed class SpotPricing(SpotApiClient client, PriceFeed prices, ILogger 
     /// <summary>Items the last list could not read.</summary>
     public int LastSkipped { get; private set; }
 
+    /// <summary>One read of the cloudspace's region and the server-class facts; any end but cancellation settles the Spot part of the price book.</summary>
     public async Task<bool> RefreshAsync(CancellationToken ct)
+    {
+        try { return await ReadAsync(ct).ConfigureAwait(false); }
+        finally { if (!ct.IsCancellationRequested) prices.SpotFactsSettled(); }
+    }
+
+    private async Task<bool> ReadAsync(CancellationToken ct)
     {
         if (cloudspace is not null && region is null)
         {

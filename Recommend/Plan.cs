@@ -43,5 +43,8 @@ public sealed record Plan(
     decimal ProvisioningLowerBoundPerHour,
     string Region)
 {
+    /// <summary>Today's cost, the cost after every recommendation, the lower bound; null when the plan was made without them (tests, Empty).</summary>
+    public ClusterCosts? Costs { get; init; }
+
     public static readonly Plan Empty = new([], new Dictionary<string, IReadOnlyList<Blocker>>(), [], 0, 0, "");
 }

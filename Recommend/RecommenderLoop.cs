@@ -4,8 +4,8 @@ namespace Karpetrack;
 
 /// <summary>
 /// Runs the recommender off the scrape path: on a timer, and after a burst of pending-pod changes
-/// settles (1 s without change, at most 10 s after the first), once every cache has synced. The
-/// latest plan is published as an immutable reference that readers (metrics, gRPC) just read.
+/// settles (1 s without change, at most 10 s after the first), and when the price book changes, once every
+/// cache has synced and the price book is complete (<see cref="PriceFeed.Complete"/>). The latest plan is published as an immutable reference that readers (metrics, gRPC) just read.
 /// </summary>
 public sealed class RecommenderLoop
 {
@@ -23,6 +23,7 @@ public sealed class RecommenderLoop
     private readonly Prometheus.Histogram durations;
     private readonly Prometheus.Gauge lastRunGauge;
     private Plan plan = Plan.Empty;
+    private PriceBook? planBook;   // the book the current plan was made on
 
     /// <param name="inFlight">Nodes being provisioned (the actuator's), counted as capacity for pending pods.</param>
     public RecommenderLoop(ClusterModel model, PriceFeed prices, IReadOnlyList<ReflectorStatus> caches, Func<RecommenderOptions> options,
@@ -59,12 +60,16 @@ public sealed class RecommenderLoop
         var pdbs = model.Pdbs.All();
         var daemonSets = model.DaemonSets.All();
         var provisioning = inFlight?.Invoke();
+        var book = prices.Current;
         // The copies above hold the model's lock, so they run at normal priority; the plan itself
         // is computed below the serving threads, so a scrape or an API call never waits for it.
         if (background) Background.LowerCurrentThread();
-        var next = Recommender.Recommend(snap, pods, pdbs, daemonSets, prices.Current, options(), provisioning);
+        var o = options();
+        var next = Recommender.Recommend(snap, pods, pdbs, daemonSets, book, o, provisioning);
+        // The cost outlook (today, after the recommendations, the lower bound) comes with every published plan.
+        next = ClusterCosts.WithOutlook(next, snap, pods, daemonSets, book, o);
         var seconds = clock.GetElapsedTime(started).TotalSeconds;
-        lock (gate) plan = next;
+        lock (gate) { plan = next; planBook = book; }
         durations.Observe(seconds);
         MarkRun();
         log.LogDebug("recommender: {Count} recommendations in {Ms:0.0} ms", next.Recommendations.Count, seconds * 1000);
@@ -75,7 +80,7 @@ public sealed class RecommenderLoop
     /// <summary>Makes a plan built elsewhere current, as a run would (benchmarks and tests of the plan's readers).</summary>
     internal void Publish(Plan next)
     {
-        lock (gate) plan = next;
+        lock (gate) { plan = next; planBook = prices.Current; }
         MarkRun();
         PlanChanged?.Invoke(next);
     }
@@ -99,6 +104,7 @@ public sealed class RecommenderLoop
     {
         if (interval <= TimeSpan.Zero) return;
         long seenPending = -1;
+        bool waitLogged = false;
         DateTimeOffset? firstChange = null, lastChange = null, deferredSince = null;
         var nextTimer = clock.GetUtcNow();
         long seenEvents = caches.Sum(c => c.Events);
@@ -112,6 +118,17 @@ public sealed class RecommenderLoop
             double eventRate = now > seenAt ? (events - seenEvents) / (now - seenAt).TotalSeconds : 0;
             (seenEvents, seenAt) = (events, now);
             if (caches.Any(c => !c.Synced)) continue;
+            // The first plan is made on the whole price book: the feed's first read (or its definite failure)
+            // and, with Spot credentials, the Spot API's facts. Until then no plan, and no plan series.
+            if (!prices.Complete)
+            {
+                if (!waitLogged) log.LogInformation("recommender: waiting for the first read of the price book before the first plan");
+                waitLogged = true;
+                continue;
+            }
+            // A new price book makes the plan due at once.
+            bool bookChanged;
+            lock (gate) bookChanged = !ReferenceEquals(planBook, prices.Current);
             long pendingVersion = model.PendingVersion;
             if (seenPending >= 0 && pendingVersion != seenPending)
             {
@@ -120,7 +137,7 @@ public sealed class RecommenderLoop
             }
             seenPending = pendingVersion;
             bool batchDone = firstChange is { } f && lastChange is { } l && (now - l >= TimeSpan.FromSeconds(1) || now - f >= TimeSpan.FromSeconds(10));
-            if (now < nextTimer && !batchDone) continue;
+            if (now < nextTimer && !batchDone && !bookChanged) continue;
             if (eventRate > BurstEventsPerSecond && now - (deferredSince ??= now) < BurstDeferLimit) continue;
             deferredSince = null;
             firstChange = lastChange = null;

@@ -36,6 +36,8 @@ public sealed class SpotWiring : IDisposable
         }
         if (string.IsNullOrWhiteSpace(refreshToken)) return null;
         var client = new SpotApiClient(apiOptions, refreshToken, loggers.CreateLogger("spot-api"), telemetry: telemetry);
+        // The first plan waits for the Spot API's facts (minimum bids, availability) as well as for the feed.
+        prices.ExpectSpotFacts();
         var pricing = new SpotPricing(client, prices, loggers.CreateLogger("spot-pricing"), cloudspace);
         return new SpotWiring(client, pricing, cloudspace);
     }

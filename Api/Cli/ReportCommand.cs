@@ -195,10 +195,17 @@ public static class ReportCommand
         {
             new[] { "cost", $"{CliFormat.PerHour(s.CostPerHour)} ({CliFormat.PerMonth(s.CostPerHour)})" },
             new[] { "idle cost", $"{CliFormat.PerHour(s.IdleCostPerHour)} ({(s.CostPerHour > 0 ? CliFormat.Percent(s.IdleCostPerHour / s.CostPerHour) : "0%")} of the bill)" },
-            new[] { "could save", $"{CliFormat.PerHour(saving)} ({CliFormat.PerMonth(saving)}) with {s.Recommendations} recommendations" },
+            new[] { "could save", !s.PlanReady ? "not computed yet (the first plan waits for the price book)"
+                : $"{CliFormat.PerHour(saving)} ({CliFormat.PerMonth(saving)}) with {s.Recommendations} recommendations" },
             new[] { "nodes", $"{s.Nodes} ({s.ReadyNodes} ready{(s.UnpricedNodes > 0 ? $", {s.UnpricedNodes} unpriced" : "")}), {s.Pods} pods" },
             new[] { "pending pods", s.PendingPods == 0 ? "none" : $"{s.PendingPods}, new nodes for them {CliFormat.PerHour(s.ProvisioningCostPerHour)}" },
         };
+        if (s.CostAfterRecommendationsPerHour is { } after)
+            rows.Insert(2, new[] { "after recommendations", $"{CliFormat.PerHour(after)} ({CliFormat.PerMonth(after)})" });
+        if (s.CostLowerBoundPerHour is { } bound)
+            rows.Insert(s.CostAfterRecommendationsPerHour is null ? 2 : 3, new[] { "cheapest possible", $"{CliFormat.PerHour(bound)} ({CliFormat.PerMonth(bound)})"
+                + (bound > 0 && s.CostPerHour > bound ? $", today {CliFormat.Percent((s.CostPerHour - bound) / bound)} above" : "")
+                + (s.CostLowerBoundExcludedPods is > 0 ? $", {s.CostLowerBoundExcludedPods} pods fit no allowed class and are left out" : "") });
         rows.AddRange(s.Resources.Select(r => (IReadOnlyList<string>)new[] { r.Resource, CliFormat.Bar(r.Utilization) + CliFormat.Usage(r) }));
         rows.Add(new[] { "prices", $"{(s.PriceBook.Embedded ? "embedded snapshot" : s.PriceBook.Source)}, {s.PriceBook.Classes} classes{(s.Region.Length > 0 ? $", region {s.Region}" : "")}" });
         sb.Append(CliFormat.Table(["SUMMARY", ""], rows)).Append('\n');

@@ -119,11 +119,11 @@ function tile(k, v, sub, cls) {
   return el('div', { class: 'tile' }, el('div', { class: 'k' }, k), el('div', { class: `v ${cls || ''}` }, v), sub ? el('div', { class: 's' }, sub) : null);
 }
 
-// Costs issue 17 adds to GetSummary (a proven lower bound, the cost once every recommendation is
-// carried out): shown once the API carries them, under whichever of these names it uses.
-const FUTURE_COSTS = [
-  ['costLowerBoundPerHour', 'Cheapest possible'], ['lowerBoundCostPerHour', 'Cheapest possible'],
+// The cost outlook of GetSummary: the cost once every recommendation is carried out, and a proven
+// lower bound on hosting every pod on the allowed classes. Both are absent before the first plan.
+const COST_OUTLOOK = [
   ['costAfterRecommendationsPerHour', 'After recommendations'],
+  ['costLowerBoundPerHour', 'Cheapest possible'],
 ];
 
 function renderSummary() {
@@ -132,9 +132,15 @@ function renderSummary() {
     tile('Cost', perHour(s.costPerHour), perMonth(s.costPerHour)),
     tile('Idle cost', perHour(s.idleCostPerHour), `${s.costPerHour > 0 ? pct(s.idleCostPerHour / s.costPerHour) : '0%'} of the bill`),
   ];
-  for (const [key, label] of FUTURE_COSTS) if (typeof s[key] === 'number') tiles.push(tile(label, perHour(s[key]), perMonth(s[key])));
+  for (const [key, label] of COST_OUTLOOK) {
+    if (typeof s[key] !== 'number') continue;
+    const above = s[key] > 0 && s.costPerHour > s[key] ? ` · today ${pct((s.costPerHour - s[key]) / s[key])} above` : '';
+    tiles.push(tile(label, perHour(s[key]), perMonth(s[key]) + above));
+  }
   tiles.push(
-    tile('Could save', perHour(s.potentialSavingsPerHour), `${perMonth(s.potentialSavingsPerHour)} · ${s.recommendations} recommendations`, s.potentialSavingsPerHour > 0 ? 'good' : ''),
+    s.planReady === false
+      ? tile('Could save', 'not computed yet', 'the first plan waits for the price book')
+      : tile('Could save', perHour(s.potentialSavingsPerHour), `${perMonth(s.potentialSavingsPerHour)} · ${s.recommendations} recommendations`, s.potentialSavingsPerHour > 0 ? 'good' : ''),
     tile('Nodes', `${s.nodes}`, `${s.readyNodes} ready${s.unpricedNodes ? ` · ${s.unpricedNodes} unpriced` : ''}`, s.unpricedNodes ? 'bad' : ''),
     tile('Pods', `${s.pods}`),
     tile('Pending pods', `${s.pendingPods}`, s.pendingPods ? `new nodes: ${perHour(s.provisioningCostPerHour)}` : 'none unschedulable', s.pendingPods ? 'bad' : ''),

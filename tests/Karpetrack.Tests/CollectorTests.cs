@@ -217,6 +217,31 @@ public class CollectorTests
     }
 
     [Fact]
+    public void ThePlansSeriesAreAbsentUntilTheFirstPlan()
+    {
+        using var prices = new PriceFeed(new PriceFeedOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var (_, model, loop) = WithRecommender(prices);
+        var collector = new Collector(model, [], prices, loop);
+        MetricFamily[] planFamilies =
+        [
+            Families.Recommendations, Families.RecommendationSavings, Families.ProvisioningCost, Families.ProvisioningLowerBound,
+            Families.ClusterCostAfterRecommendations, Families.ClusterCostLowerBound, Families.ClusterCostLowerBoundExcludedPods,
+        ];
+        var before = Encoding.UTF8.GetString(collector.RenderToArray());
+        foreach (var f in planFamilies) Assert.DoesNotContain(f.Name, before);
+        Assert.Contains("karpetrack_cluster_cost_dollars_per_hour ", before);   // today's cost needs no plan
+
+        loop.RunOnce();
+        var after = Encoding.UTF8.GetString(collector.RenderToArray());
+        foreach (var f in planFamilies) Assert.Contains($"# TYPE {f.Name} gauge\n", after);
+        var plan = loop.Current;
+        Assert.Contains($"karpetrack_cluster_cost_lower_bound_dollars_per_hour {((double)plan.Costs!.LowerBoundPerHour).ToString("R", System.Globalization.CultureInfo.InvariantCulture)}\n", after);
+        Assert.Contains($"karpetrack_recommendations{{type=\"provision\"}} ", after);
+        var (code, output) = Promtool(Encoding.UTF8.GetBytes(after));
+        Assert.True(code == 0, output);
+    }
+
+    [Fact]
     public async Task EveryDeclaredFamilyIsRendered()
     {
         var telemetry = Telemetry.ForService();

@@ -99,7 +99,7 @@ public sealed class NativeBinaryTests(NativeDemoProcess native) : IClassFixture<
         Assert.True((int)o["summary_nodes"]! > 0);
         Assert.True((int)o["recommendations"]! > 0);
         Assert.Contains("karpetrack.v1.Karpetrack", o["reflection_services"]!.AsArray().Select(x => (string)x!));
-        Assert.Equal(["karpetrack/v1/karpetrack.proto", "google/protobuf/timestamp.proto"], o["reflection_symbol_files"]!.AsArray().Select(x => (string)x!));
+        Assert.Equal(["karpetrack/v1/karpetrack.proto", "google/protobuf/timestamp.proto", "google/protobuf/wrappers.proto"], o["reflection_symbol_files"]!.AsArray().Select(x => (string)x!));
         Assert.True((double)o["simulate_after"]! < (double)o["simulate_before"]!);
     }
 

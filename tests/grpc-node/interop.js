@@ -23,6 +23,8 @@ const unary = (client, method, req, s = 10) => new Promise((resolve) =>
   out.health_unknown = (await unary(health, 'Check', { service: 'nope' })).code;
   const summary = await unary(stub, 'GetSummary', {});
   out.summary_nodes = summary.res.nodes;
+  out.summary_plan_ready = summary.res.planReady;
+  out.summary_lower_bound = summary.res.costLowerBoundPerHour ? summary.res.costLowerBoundPerHour.value : null;
   const list = await unary(stub, 'ListRecommendations', {});
   out.recommendations = list.res.recommendations.length;
   out.gzip_recommendations = (await unary(gzipStub, 'ListRecommendations', {})).res.recommendations.length;

@@ -11,7 +11,7 @@ public class AlertTests
     private static readonly string[] Alerts =
     [
         "KarpetrackSavingsOpportunity", "KarpetrackPendingPodsUnplanned", "KarpetrackPriceBookStale", "KarpetrackCacheStale",
-        "KarpetrackActuationFailing", "KarpetrackSpotApiCircuitOpen", "KarpetrackLowBinpacking",
+        "KarpetrackActuationFailing", "KarpetrackSpotApiCircuitOpen", "KarpetrackLowBinpacking", "KarpetrackCostFarAboveLowerBound",
     ];
 
     private static (int Code, string Output) Promtool(params string[] args)

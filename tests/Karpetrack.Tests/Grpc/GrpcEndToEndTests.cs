@@ -37,6 +37,9 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
         Assert.True((int)o["summary_nodes"]! > 0);
         Assert.True((double)o["summary_cost"]! > 0);
         Assert.True((long)o["summary_price_book_fetched"]! > 0);
+        // The cost outlook, set once the plan exists: the bound never above the cost after the recommendations.
+        Assert.True((bool)o["summary_plan_ready"]!);
+        Assert.InRange((double)o["summary_lower_bound"]!, 1e-9, (double)o["summary_after"]!);
         int count = (int)o["recommendations"]!;
         Assert.True(count > 0);
         // The same call gzip-compressed decodes too; the demo keeps churning, so the plan may have moved in between.
@@ -59,7 +62,7 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
         Assert.Equal("DEADLINE_EXCEEDED", (string?)o["watch_deadline"]![0]);
         Assert.Contains("karpetrack.v1.Karpetrack", o["reflection_services"]!.AsArray().Select(x => (string)x!));
         Assert.Contains("grpc.reflection.v1alpha.ServerReflection", o["reflection_services"]!.AsArray().Select(x => (string)x!));
-        Assert.Equal(["karpetrack/v1/karpetrack.proto", "google/protobuf/timestamp.proto"], o["reflection_symbol_files"]!.AsArray().Select(x => (string)x!));
+        Assert.Equal(["karpetrack/v1/karpetrack.proto", "google/protobuf/timestamp.proto", "google/protobuf/wrappers.proto"], o["reflection_symbol_files"]!.AsArray().Select(x => (string)x!));
         Assert.Equal(1, (int)o["reflection_timestamp_files"]!);
         Assert.Equal(5, (int)o["reflection_missing_code"]!);
     }
@@ -72,6 +75,8 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
         Assert.Equal("SERVING", (string?)o["health"]);
         Assert.Equal("NOT_FOUND", (string?)o["health_unknown"]);
         Assert.True((int)o["summary_nodes"]! > 0);
+        Assert.True((bool)o["summary_plan_ready"]!);
+        Assert.True((double)o["summary_lower_bound"]! > 0);
         Assert.True((int)o["recommendations"]! > 0);
         Assert.True((int)o["gzip_recommendations"]! > 0);   // the demo keeps churning: the plan may have moved between the two calls
         Assert.NotNull(o["explain_node"]);

@@ -51,6 +51,9 @@ s = stub.GetSummary(pb.GetSummaryRequest(), timeout=10)
 out["summary_nodes"] = s.nodes
 out["summary_cost"] = s.cost_per_hour
 out["summary_price_book_fetched"] = s.price_book.fetched_at.seconds
+out["summary_plan_ready"] = s.plan_ready
+out["summary_after"] = s.cost_after_recommendations_per_hour.value if s.HasField("cost_after_recommendations_per_hour") else None
+out["summary_lower_bound"] = s.cost_lower_bound_per_hour.value if s.HasField("cost_lower_bound_per_hour") else None
 
 lst = stub.ListRecommendations(pb.ListRecommendationsRequest(), timeout=10)
 out["recommendations"] = len(lst.recommendations)

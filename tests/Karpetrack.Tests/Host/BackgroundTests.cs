@@ -52,7 +52,8 @@ public sealed class BackgroundTests
     {
         var status = new ReflectorStatus("pods");
         status.MarkSynced("1", DateTimeOffset.UtcNow);
-        using var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance);
+        // A book from the feed: the first plan waits for one (the embedded snapshot alone is not a first read).
+        using var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: Scenario.Book);
         var loop = new RecommenderLoop(new ClusterModel(ResourceTable.Default), prices, [status], () => new RecommenderOptions(),
             TimeSpan.FromSeconds(30), NullLogger.Instance);
         var nice = new TaskCompletionSource<int>();

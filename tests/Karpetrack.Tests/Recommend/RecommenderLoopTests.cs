@@ -102,4 +102,86 @@ public class RecommenderLoopTests
             await running;
         }
     }
+
+    [Fact]
+    public async Task WithSpotCredentialsTheFirstPlanWaitsForTheSpotApisFacts()
+    {
+        var tick = TimeSpan.FromMilliseconds(250);
+        var clock = new SteppedClock();
+        var (model, loop, prices) = Loop(TimeSpan.FromSeconds(30), clock);
+        using var stop = new CancellationTokenSource();
+        using (prices)
+        {
+            prices.ExpectSpotFacts();                            // as SpotWiring does when a refresh token is set
+            Assert.False(prices.Complete);
+            AddPending(model);
+            var running = loop.RunAsync(stop.Token);
+            for (int i = 0; i < 200; i++) await clock.StepAsync(tick);   // 50 s: the timer fell due twice
+            Assert.Null(loop.LastRun);
+            Assert.Equal(0, loop.Durations.Count);
+            Assert.Same(Plan.Empty, loop.Current);
+
+            prices.SpotFactsSettled();                           // the Spot API's first read ended (here: failed)
+            Assert.True(prices.Completed.IsCompletedSuccessfully);
+            await clock.StepAsync(tick);
+            Assert.Equal(1, loop.Durations.Count);
+            Assert.NotNull(loop.LastRun);
+            Assert.NotNull(loop.Current.Costs);
+            await stop.CancelAsync();
+            await running;
+        }
+    }
+
+    [Fact]
+    public async Task WithTheEmbeddedSnapshotTheFirstPlanWaitsForTheFeedsFirstReadEvenAFailedOne()
+    {
+        var tick = TimeSpan.FromMilliseconds(250);
+        var clock = new SteppedClock();
+        var status = new ReflectorStatus("pods");
+        status.MarkSynced("1", DateTimeOffset.UnixEpoch);
+        var model = new ClusterModel(ResourceTable.Default);
+        // Nothing listens on port 9 of the loopback: the read fails at once, and the embedded snapshot stays the book.
+        using var prices = new PriceFeed(new PriceFeedOptions { Endpoint = "http://127.0.0.1:9", Region = "us-east-1", Timeout = TimeSpan.FromSeconds(5) },
+            Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var loop = new RecommenderLoop(model, prices, [status], () => new RecommenderOptions { Region = "us-east-iad-1" }, TimeSpan.FromSeconds(30),
+            Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, clock);
+        using var stop = new CancellationTokenSource();
+        var running = loop.RunAsync(stop.Token);
+        for (int i = 0; i < 8; i++) await clock.StepAsync(tick);
+        Assert.False(prices.Complete);
+        Assert.Equal(0, loop.Durations.Count);
+
+        Assert.False(await prices.RefreshAsync(CancellationToken.None));
+        Assert.True(prices.Current.Embedded);
+        Assert.True(prices.Complete);
+        await clock.StepAsync(tick);
+        Assert.Equal(1, loop.Durations.Count);
+        await stop.CancelAsync();
+        await running;
+    }
+
+    [Fact]
+    public async Task APlanIsRedoneWhenThePriceBookChanges()
+    {
+        var tick = TimeSpan.FromMilliseconds(250);
+        var clock = new SteppedClock();
+        var (_, loop, prices) = Loop(TimeSpan.FromHours(1), clock);
+        using var stop = new CancellationTokenSource();
+        using (prices)
+        {
+            var running = loop.RunAsync(stop.Token);
+            await clock.StepAsync(tick);
+            Assert.Equal(1, loop.Durations.Count);
+            for (int i = 0; i < 8; i++) await clock.StepAsync(tick);
+            Assert.Equal(1, loop.Durations.Count);               // the next timer is an hour away
+
+            prices.SetSpotFacts(new Dictionary<string, SpotClassFacts> { ["gp.vs1.large-iad"] = new(0.5m, null, null, "available", null, null) });
+            await clock.StepAsync(tick);
+            Assert.Equal(2, loop.Durations.Count);               // the new book made the plan due
+            for (int i = 0; i < 8; i++) await clock.StepAsync(tick);
+            Assert.Equal(2, loop.Durations.Count);               // and only once
+            await stop.CancelAsync();
+            await running;
+        }
+    }
 }

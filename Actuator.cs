@@ -815,7 +815,7 @@ public sealed class Actuator
                 var key = pod.Namespace + "/" + pod.Name;
                 if (op.EvictAgainAt.TryGetValue(key, out var again) && now < again) { waiting.Add(key); continue; }
                 Fence(ct);
-                var outcome = await EvictAsync(pod, ct).ConfigureAwait(false);
+                var outcome = await EvictAsync(pod, node, ct).ConfigureAwait(false);
                 switch (outcome.Result)
                 {
                     case EvictionResult.Evicted or EvictionResult.Gone:
@@ -841,13 +841,15 @@ public sealed class Actuator
         Set(op, Stage.Drain, waiting.Count > 0 ? $"in progress: draining; waiting for {string.Join(", ", waiting.Take(3))}" : "in progress: draining");
     }
 
-    private async Task<EvictionOutcome> EvictAsync(PodFacts pod, CancellationToken ct)
+    private async Task<EvictionOutcome> EvictAsync(PodFacts pod, string node, CancellationToken ct)
     {
         // The pod's own grace period, up to the cap: a drain never cuts a shutdown short, nor waits forever.
         var live = await kube!.ReadPodAsync(pod.Namespace, pod.Name, ct).ConfigureAwait(false);
         if (live?.Metadata?.Uid is not { Length: > 0 } uid) return new EvictionOutcome(EvictionResult.Gone, "already gone", null);
         // A new pod under the old name (a StatefulSet's) is not the one the plan was made for.
         if (Json.UidOf(uid) != pod.Uid) return new EvictionOutcome(EvictionResult.Gone, "already gone (replaced by a new pod of the same name)", null);
+        // Only a pod bound to the node being drained: a lagging cache never sends an eviction to another node's pod.
+        if (live.Spec?.NodeName != node) return new EvictionOutcome(EvictionResult.Gone, $"no longer on {node}", null);
         var grace = Math.Min(live.Spec?.TerminationGracePeriodSeconds ?? 30, (long)options.MaxGracePeriod.TotalSeconds);
         // The UID goes along so that the API server evicts this pod only, never one that took its name meanwhile.
         return await kube!.EvictPodAsync(pod.Namespace, pod.Name, uid, grace, ct).ConfigureAwait(false);

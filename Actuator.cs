@@ -65,6 +65,8 @@ public sealed class Actuator
     private readonly List<DateTimeOffset> disruptions = [];                            // when each node disruption started (last hour)
     private readonly Dictionary<string, DateTimeOffset> ended = new(StringComparer.Ordinal);   // when an operation succeeded or failed
     private readonly SemaphoreSlim wake = new(0);
+    private Prometheus.Counter? refusalCounter;
+    private readonly Dictionary<string, long> refusals = new(StringComparer.Ordinal);
     private Plan plan = Plan.Empty;
     private DateTimeOffset? planAt;
     private readonly Dictionary<string, DateTimeOffset> scaleUps = new(StringComparer.Ordinal);   // operation → its last scale-up
@@ -109,6 +111,7 @@ public sealed class Actuator
             foreach (var result in Results)
                 counts[(type, result)] = actions.WithLabels(type, result);
         var inFlight = telemetry.Gauge("karpetrack_actions_in_flight", "Actions started and not yet finished, by type.", "type");
+        refusalCounter = telemetry.Counter("karpetrack_actuation_refusals_total", "Actions the safety checks refused, by stable reason.", "reason");
         var leader = telemetry.Gauge("karpetrack_leader", "1 when this replica may act (it holds the lease, or leader election is off), 0 otherwise.");
         telemetry.OnScrape(() =>
         {
@@ -119,6 +122,40 @@ public sealed class Actuator
     }
 
     public ActuationMode Mode => options.Mode;
+
+    /// <summary>Refusals so far by stable reason (karpetrack_actuation_refusals_total).</summary>
+    public IReadOnlyDictionary<string, long> Refusals { get { lock (gate) return refusals.ToDictionary(); } }
+
+    /// <summary>The stable reason (metric label) of a refusal's text.</summary>
+    public static string ReasonOf(string why) => why switch
+    {
+        _ when why.StartsWith("the caches have not synced", StringComparison.Ordinal) => "caches_unsynced",
+        _ when why.StartsWith("the price book is stale", StringComparison.Ordinal) => "price_book_stale",
+        _ when why.Contains("circuit breaker is open", StringComparison.Ordinal) => "circuit_open",
+        _ when why.StartsWith("the plan is older", StringComparison.Ordinal) => "plan_too_old",
+        _ when why.StartsWith("outside the maintenance window", StringComparison.Ordinal) => "outside_window",
+        _ when why.StartsWith("cooling down", StringComparison.Ordinal) => "scale_up_cooldown",
+        _ when why.Contains("--max-disrupted-nodes", StringComparison.Ordinal) => "max_disrupted_nodes",
+        _ when why.Contains("--max-disrupted-percent-per-hour", StringComparison.Ordinal) => "hourly_budget",
+        _ when why.Contains("is being deleted", StringComparison.Ordinal) => "pool_deleting",
+        _ when why.Contains("belongs to an operation", StringComparison.Ordinal) => "owned_by_operation",
+        _ when why.Contains("joined less than", StringComparison.Ordinal) => "node_too_young",
+        _ when why.Contains("is blocked", StringComparison.Ordinal) => "blocked",
+        _ when why.EndsWith(" is gone", StringComparison.Ordinal) => "node_gone",
+        _ when why == "it saves nothing" => "saves_nothing",
+        _ when why.StartsWith("the saving fell to", StringComparison.Ordinal) => "saving_below_threshold",
+        _ when why.Contains("has no price now", StringComparison.Ordinal) => "no_price",
+        _ when why.Contains(" runs ", StringComparison.Ordinal) => "pods_not_evicted",
+        _ => "node_not_ready_or_other",
+    };
+
+    private void CountRefusal(string why)
+    {
+        var reason = ReasonOf(why);
+        lock (gate) refusals[reason] = refusals.GetValueOrDefault(reason) + 1;
+        refusalCounter?.WithLabels(reason).Inc();
+        log.LogInformation("actuation: refused ({Reason}): {Why}", reason, why);
+    }
 
     public static readonly string[] Results = ["dry_run", "succeeded", "failed", "refused"];
 
@@ -519,6 +556,7 @@ public sealed class Actuator
             states[r.Id] = state;
         }
         Count(type, "refused");
+        CountRefusal(why);
         log.LogInformation("actuation: {Id} ({Type}) not acted on: {Why}", r.Id, r.Type, why);
     }
 
@@ -726,6 +764,7 @@ public sealed class Actuator
             if (why is not null)
             {
                 Count(ActionKind.Cordon, "refused");
+                CountRefusal(why);
                 await FailAndCleanUpAsync(op, "refused before the drain: " + why, ct).ConfigureAwait(false);
                 return;
             }
@@ -866,6 +905,7 @@ public sealed class Actuator
             {
                 op.Drained.Remove(node);
                 Count(ActionKind.DeletePool, "refused");
+                CountRefusal($"{node} runs {running[0]}");
                 Set(op, Stage.Drain, $"in progress: {node} runs {running[0]} again; draining");
                 return;
             }

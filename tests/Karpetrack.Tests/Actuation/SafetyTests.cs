@@ -97,6 +97,7 @@ public class SafetyTests
             return rig.Count("delete_pool", "succeeded") >= 2;
         }, "two removals", TimeSpan.FromSeconds(60));
         Assert.Equal(1, most);
+        Assert.True(rig.Actuator.Refusals.GetValueOrDefault("max_disrupted_nodes") > 0);
     }
 
     /// <summary>Defect 3: replica A loses its lease mid-drain (its clock passes the renew deadline); it writes nothing more, and B, a fresh process, takes over.</summary>
@@ -220,6 +221,7 @@ public class SafetyTests
         await rig.WaitAsync(() => actuator.StateOf(rec.Id) is { } st && !st.StartsWith("in progress"), "the operation past its wait", actuator: actuator,
             timeout: TimeSpan.FromSeconds(30));
         Assert.StartsWith("failed: refused before the drain: outside the maintenance window", actuator.StateOf(rec.Id));
+        Assert.Equal(1, actuator.Refusals.GetValueOrDefault("outside_window"));
         Assert.False(IsCordoned(rig.Node(node!)));
         Assert.Equal(0, actuator.Counts.GetValueOrDefault(("cordon", "succeeded")));
     }

@@ -43,6 +43,8 @@ public sealed class Actuator
         public HashSet<string> Drained { get; } = new(StringComparer.Ordinal);
         public Dictionary<string, DateTimeOffset> EvictAgainAt { get; } = new(StringComparer.Ordinal);
         public string State { get; set; } = "in progress";
+        /// <summary>Reconstructed from the cluster after a restart or a new leadership, not started by this process.</summary>
+        public bool Adopted { get; init; }
     }
 
     private readonly ActuationOptions options;
@@ -63,17 +65,25 @@ public sealed class Actuator
     private readonly List<DateTimeOffset> disruptions = [];                            // when each node disruption started (last hour)
     private readonly Dictionary<string, DateTimeOffset> ended = new(StringComparer.Ordinal);   // when an operation succeeded or failed
     private readonly SemaphoreSlim wake = new(0);
+    private Prometheus.Counter? refusalCounter;
+    private readonly Dictionary<string, long> refusals = new(StringComparer.Ordinal);
     private Plan plan = Plan.Empty;
     private DateTimeOffset? planAt;
-    private DateTimeOffset? lastScaleUp;
+    private readonly Dictionary<string, DateTimeOffset> scaleUps = new(StringComparer.Ordinal);   // operation → its last scale-up
     private DateTimeOffset nextSweep;
     private bool recovered;
+    private readonly Func<CancellationToken> leaseTerm;
+    /// <summary>Plans received so far, and how many had been received when the recovery finished: only a later one is acted on.</summary>
+    private long planSeq, recoveredAtSeq = long.MaxValue;
+    /// <summary>The unfiltered view of Karpetrack's pools and nodes, read at most once per tick.</summary>
+    private OwnedView? tickView;
 
     /// <param name="isLeader">Only the leader acts; every replica plans and serves. Always true without leader election.</param>
     /// <param name="thresholds">Replacement checks use the recommender's thresholds as they are now.</param>
     public Actuator(ActuationOptions options, ClusterModel model, PriceFeed prices, IReadOnlyList<ReflectorStatus> caches, ILogger log,
         KubeClient? kube = null, SpotApiClient? spot = null, TimeProvider? clock = null,
-        Func<bool>? isLeader = null, Func<RecommenderOptions>? thresholds = null, Telemetry? telemetry = null)
+        Func<bool>? isLeader = null, Func<RecommenderOptions>? thresholds = null, Telemetry? telemetry = null,
+        Func<CancellationToken>? leaseTerm = null)
     {
         if (options.Mode is ActuationMode.Approve or ActuationMode.Auto && (kube is null || spot is null || options.Cloudspace.Length == 0))
             throw new ArgumentException("acting needs the Kubernetes API, the Spot API and a cloudspace");
@@ -87,6 +97,7 @@ public sealed class Actuator
         this.clock = clock ?? TimeProvider.System;
         this.isLeader = isLeader ?? (() => true);
         this.thresholds = thresholds ?? (() => new RecommenderOptions());
+        this.leaseTerm = leaseTerm ?? (() => CancellationToken.None);
         Publish(telemetry ?? new Telemetry());
     }
 
@@ -100,6 +111,7 @@ public sealed class Actuator
             foreach (var result in Results)
                 counts[(type, result)] = actions.WithLabels(type, result);
         var inFlight = telemetry.Gauge("karpetrack_actions_in_flight", "Actions started and not yet finished, by type.", "type");
+        refusalCounter = telemetry.Counter("karpetrack_actuation_refusals_total", "Actions the safety checks refused, by stable reason.", "reason");
         var leader = telemetry.Gauge("karpetrack_leader", "1 when this replica may act (it holds the lease, or leader election is off), 0 otherwise.");
         telemetry.OnScrape(() =>
         {
@@ -110,6 +122,40 @@ public sealed class Actuator
     }
 
     public ActuationMode Mode => options.Mode;
+
+    /// <summary>Refusals so far by stable reason (karpetrack_actuation_refusals_total).</summary>
+    public IReadOnlyDictionary<string, long> Refusals { get { lock (gate) return refusals.ToDictionary(); } }
+
+    /// <summary>The stable reason (metric label) of a refusal's text.</summary>
+    public static string ReasonOf(string why) => why switch
+    {
+        _ when why.StartsWith("the caches have not synced", StringComparison.Ordinal) => "caches_unsynced",
+        _ when why.StartsWith("the price book is stale", StringComparison.Ordinal) => "price_book_stale",
+        _ when why.Contains("circuit breaker is open", StringComparison.Ordinal) => "circuit_open",
+        _ when why.StartsWith("the plan is older", StringComparison.Ordinal) => "plan_too_old",
+        _ when why.StartsWith("outside the maintenance window", StringComparison.Ordinal) => "outside_window",
+        _ when why.StartsWith("cooling down", StringComparison.Ordinal) => "scale_up_cooldown",
+        _ when why.Contains("--max-disrupted-nodes", StringComparison.Ordinal) => "max_disrupted_nodes",
+        _ when why.Contains("--max-disrupted-percent-per-hour", StringComparison.Ordinal) => "hourly_budget",
+        _ when why.Contains("is being deleted", StringComparison.Ordinal) => "pool_deleting",
+        _ when why.Contains("belongs to an operation", StringComparison.Ordinal) => "owned_by_operation",
+        _ when why.Contains("joined less than", StringComparison.Ordinal) => "node_too_young",
+        _ when why.Contains("is blocked", StringComparison.Ordinal) => "blocked",
+        _ when why.EndsWith(" is gone", StringComparison.Ordinal) => "node_gone",
+        _ when why == "it saves nothing" => "saves_nothing",
+        _ when why.StartsWith("the saving fell to", StringComparison.Ordinal) => "saving_below_threshold",
+        _ when why.Contains("has no price now", StringComparison.Ordinal) => "no_price",
+        _ when why.Contains(" runs ", StringComparison.Ordinal) => "pods_not_evicted",
+        _ => "node_not_ready_or_other",
+    };
+
+    private void CountRefusal(string why)
+    {
+        var reason = ReasonOf(why);
+        lock (gate) refusals[reason] = refusals.GetValueOrDefault(reason) + 1;
+        refusalCounter?.WithLabels(reason).Inc();
+        log.LogInformation("actuation: refused ({Reason}): {Why}", reason, why);
+    }
 
     public static readonly string[] Results = ["dry_run", "succeeded", "failed", "refused"];
 
@@ -248,6 +294,7 @@ public sealed class Actuator
         {
             plan = next;
             planAt = clock.GetUtcNow();
+            planSeq++;
         }
         if (options.Mode == ActuationMode.DryRun) DryRun(next);
         else
@@ -361,8 +408,17 @@ public sealed class Actuator
                 continue;
             }
             wasLeader = true;
-            try { await TickAsync(ct).ConfigureAwait(false); }
+            // Fencing: the tick runs on the leadership term's token, cancelled when the lease is lost or
+            // its renew deadline passes, so a long tick cannot write once another replica may lead.
+            var term = leaseTerm();
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, term);
+            try { await TickAsync(linked.Token).ConfigureAwait(false); }
             catch (OperationCanceledException) when (ct.IsCancellationRequested) { return; }
+            catch (OperationCanceledException) when (term.IsCancellationRequested)
+            {
+                StepDown();
+                wasLeader = false;
+            }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
                 log.LogError(e, "actuation: tick failed; trying again");
@@ -379,6 +435,7 @@ public sealed class Actuator
                 states[op.Rec.Id] = "interrupted: leadership lost";
             ops.Clear();
             recovered = false;
+            recoveredAtSeq = long.MaxValue;
         }
         log.LogWarning("actuation: no longer the leader; stopped acting");
     }
@@ -387,13 +444,17 @@ public sealed class Actuator
     public async Task TickAsync(CancellationToken ct)
     {
         if (caches.Any(c => !c.Synced)) return;
+        ct.ThrowIfCancellationRequested();
         var now = clock.GetUtcNow();
+        tickView = null;
         try
         {
             if (!recovered)
             {
                 await RecoverAsync(ct).ConfigureAwait(false);
                 recovered = true;
+                // Plans computed before now did not know the pools just adopted: none of them is acted on.
+                lock (gate) recoveredAtSeq = planSeq;
                 nextSweep = now + options.PoolSweep;
             }
             else if (now >= nextSweep)
@@ -424,7 +485,11 @@ public sealed class Actuator
     private async Task StartNewAsync(CancellationToken ct)
     {
         Plan current;
-        lock (gate) current = plan;
+        lock (gate)
+        {
+            if (planSeq <= recoveredAtSeq) return;   // a plan from before the recovery: wait for the next one
+            current = plan;
+        }
         var snap = model.Snapshot();
         var book = prices.Current;
         var index = NodeIndex.Of(snap);
@@ -449,7 +514,17 @@ public sealed class Actuator
             }
             var actions = PlanFor(r, index, book);
             if (actions.IsAdvisory) continue;
-            var why = Refusal() ?? (r.Nodes.Count > 0 ? DisruptionRefusal(r, index, book, current) : null);
+            OwnedView? owned = null;
+            if (r.Nodes.Count > 0)
+            {
+                try { owned = await ViewAsync(ct).ConfigureAwait(false); }
+                catch (Exception e) when (IsTransient(e) && !ct.IsCancellationRequested)
+                {
+                    log.LogWarning("actuation: the view of Karpetrack's pools and nodes could not be read: {Error}; no disruption starts this tick", e.Message);
+                    break;
+                }
+            }
+            var why = Refusal() ?? (owned is not null ? DisruptionRefusal(r, index, book, current, owned, null) : null);
             if (why is not null)
             {
                 Refuse(r, actions.Steps[0].TypeLabel, why);
@@ -462,7 +537,11 @@ public sealed class Actuator
             foreach (var node in r.Nodes) op.OldPools[node] = index.Nodes.TryGetValue(node, out var view) ? view.Pool : "";
             op.Stage = op.NewPools.Count > 0 ? Stage.CreatePools : Stage.Cordon;
             op.State = "in progress: started";
-            lock (gate) ops[r.Id] = op;
+            lock (gate)
+            {
+                ops[r.Id] = op;
+                approvals.Remove(r.Id);   // an approval is used up by one attempt; a failed one needs a new approval
+            }
             log.LogInformation("actuation: starting {Id} ({Type}): {Steps}", r.Id, r.Type, string.Join("; ", actions.Steps.Select(s => $"{s.TypeLabel} {s.Target}")));
             await AdvanceAsync(op, ct).ConfigureAwait(false);
         }
@@ -477,28 +556,50 @@ public sealed class Actuator
             states[r.Id] = state;
         }
         Count(type, "refused");
+        CountRefusal(why);
         log.LogInformation("actuation: {Id} ({Type}) not acted on: {Why}", r.Id, r.Type, why);
     }
 
     /// <summary>The checks before a node is disrupted: budget, cooldown, window, node age, blockers, savings, live state.</summary>
     private const int MaxDisruptiveChecksPerTick = 50;
 
-    private string? DisruptionRefusal(Recommendation r, NodeIndex index, PriceBook book, Plan current)
+    /// <summary>
+    /// Window, cooldown and the disruption budgets, for <paramref name="r"/> before it starts and again
+    /// (<paramref name="self"/> set) right before its first cordon. A disrupted node counts until it is
+    /// gone from the unfiltered node list, not until its pool's DELETE was accepted.
+    /// </summary>
+    private string? BudgetRefusal(Recommendation r, int nodeCount, OwnedView owned, Operation? self)
     {
         var now = clock.GetUtcNow();
         if (options.Window is { } w && !w.Contains(now)) return $"outside the maintenance window {w}";
         lock (gate)
         {
             // Reasons stay the same from tick to tick (no countdown): each is logged and counted once.
-            if (lastScaleUp is { } up && now - up < options.ScaleUpCooldown)
+            // An operation's own scale-up (the new nodes of a replacement) does not hold back its own drain.
+            foreach (var id in scaleUps.Where(kv => now - kv.Value >= options.ScaleUpCooldown).Select(kv => kv.Key).ToList()) scaleUps.Remove(id);
+            if (scaleUps.Keys.Any(id => id != r.Id))
                 return $"cooling down after a scale-up (--scale-up-cooldown {options.ScaleUpCooldown.TotalSeconds:0}s)";
-            int busy = ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed)).Sum(o => o.Rec.Nodes.Count);
-            if (busy + r.Nodes.Count > options.MaxDisruptedNodes)
-                return $"{busy} nodes are being disrupted and this needs {r.Nodes.Count} more (--max-disrupted-nodes {options.MaxDisruptedNodes})";
+            var busy = ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed) && o != self).SelectMany(o => o.Rec.Nodes)
+                .Concat(owned.Disrupted).Where(n => !r.Nodes.Contains(n)).ToHashSet(StringComparer.Ordinal);
+            if (busy.Count + r.Nodes.Count > options.MaxDisruptedNodes)
+                return $"{busy.Count} nodes are being disrupted and this needs {r.Nodes.Count} more (--max-disrupted-nodes {options.MaxDisruptedNodes})";
             disruptions.RemoveAll(t => now - t > TimeSpan.FromHours(1));
-            int perHour = Math.Max(1, (int)Math.Floor(index.Nodes.Count * options.MaxDisruptedPercentPerHour / 100));
+            int perHour = Math.Max(1, (int)Math.Floor(nodeCount * options.MaxDisruptedPercentPerHour / 100));
             if (disruptions.Count + r.Nodes.Count > perHour)
                 return $"{disruptions.Count} nodes disrupted in the last hour; at most {perHour} (--max-disrupted-percent-per-hour {options.MaxDisruptedPercentPerHour})";
+        }
+        foreach (var name in r.Nodes)
+            if (owned.Nodes.FirstOrDefault(n => n.Name == name) is { } o && owned.Deleting(o.Pool))
+                return $"the pool of {name} is being deleted";
+        return null;
+    }
+
+    private string? DisruptionRefusal(Recommendation r, NodeIndex index, PriceBook book, Plan current, OwnedView owned, Operation? self)
+    {
+        var now = clock.GetUtcNow();
+        if (BudgetRefusal(r, index.Nodes.Count, owned, self) is { } budget) return budget;
+        lock (gate)
+        {
             var busyPools = ops.Values.SelectMany(o => o.NewPools.Select(p => p.Pool)).ToHashSet(StringComparer.Ordinal);
             foreach (var name in r.Nodes)
                 if (index.Nodes.TryGetValue(name, out var v) && busyPools.Contains(v.Pool))
@@ -615,6 +716,7 @@ public sealed class Actuator
             };
             try
             {
+                Fence(ct);
                 var created = await spot!.CreateNodePoolAsync(new SpotNodePoolSpec(pool, cls, 1, bid, options.Cloudspace, labels), options.Bids.Cap, ct).ConfigureAwait(false);
                 Count(ActionKind.CreatePool, "succeeded");
                 Audit("SpotNodePool", pool, "PoolCreated", $"created Spot pool {pool} ({cls}, bid {created.BidPrice}) for {op.Rec.Id}", "Normal", ct);
@@ -626,7 +728,7 @@ public sealed class Actuator
                 return;
             }
             op.Created++;
-            lock (gate) lastScaleUp = clock.GetUtcNow();
+            lock (gate) scaleUps[op.Rec.Id] = clock.GetUtcNow();
             Set(op, Stage.CreatePools, $"in progress: created {op.Created}/{op.NewPools.Count} pools");
         }
         Set(op, Stage.WaitReady, $"in progress: waiting for {op.NewPools.Count} new nodes to be Ready");
@@ -637,22 +739,32 @@ public sealed class Actuator
         var snap = model.Snapshot();
         var ready = snap.Nodes.Where(n => n.Ready && n.Pool.Length > 0).Select(n => n.Pool).ToHashSet(StringComparer.Ordinal);
         int joined = op.NewPools.Count(p => ready.Contains(p.Pool));
+        if (joined < op.NewPools.Count && (op.Adopted || clock.GetUtcNow() - op.Started > options.ProvisioningTimeout))
+        {
+            // The snapshot holds only nodes matching --node-selector: before calling a pool late (or an
+            // adopted one joined), ask the unfiltered view.
+            var owned = await ViewAsync(ct).ConfigureAwait(false);
+            joined = op.NewPools.Count(p => ready.Contains(p.Pool) || owned.HasReadyNode(p.Pool));
+        }
         if (joined == op.NewPools.Count)
         {
             Count(ActionKind.WaitReady, "succeeded");
-            lock (gate) lastScaleUp = clock.GetUtcNow();
+            lock (gate) scaleUps[op.Rec.Id] = clock.GetUtcNow();
             if (op.Rec.Nodes.Count == 0)
             {
                 Finish(op, $"succeeded: {joined} new nodes Ready");
                 return;
             }
-            // Right before the first disruptive step: everything checked again against live state.
+            // Right before the first disruptive step: everything checked again against live state,
+            // the window, the cooldown and the disruption budgets included.
             var book = prices.Current;
-            var why = Refusal() ?? (BuysNodes(op.Rec) ? SavingsShortfall(op.Rec, book) : null)
+            var why = Refusal() ?? BudgetRefusal(op.Rec, snap.Nodes.Count(), await ViewAsync(ct).ConfigureAwait(false), op)
+                ?? (BuysNodes(op.Rec) ? SavingsShortfall(op.Rec, book) : null)
                 ?? op.Rec.Nodes.Select(n => snap.Nodes.FirstOrDefault(v => v.Name == n) is { } v ? LiveBlockers(v, book).FirstOrDefault()?.Reason : $"{n} is gone").FirstOrDefault(x => x is not null);
             if (why is not null)
             {
                 Count(ActionKind.Cordon, "refused");
+                CountRefusal(why);
                 await FailAndCleanUpAsync(op, "refused before the drain: " + why, ct).ConfigureAwait(false);
                 return;
             }
@@ -686,6 +798,7 @@ public sealed class Actuator
                 },
                 ["spec"] = new JsonObject { ["unschedulable"] = true },
             };
+            Fence(ct);
             try { await kube!.PatchNodeAsync(node, patch, ct).ConfigureAwait(false); }
             catch (KubeApiException e) when (e.StatusCode == 404)
             {
@@ -740,7 +853,8 @@ public sealed class Actuator
             {
                 var key = pod.Namespace + "/" + pod.Name;
                 if (op.EvictAgainAt.TryGetValue(key, out var again) && now < again) { waiting.Add(key); continue; }
-                var outcome = await EvictAsync(pod, ct).ConfigureAwait(false);
+                Fence(ct);
+                var outcome = await EvictAsync(pod, node, ct).ConfigureAwait(false);
                 switch (outcome.Result)
                 {
                     case EvictionResult.Evicted or EvictionResult.Gone:
@@ -766,13 +880,15 @@ public sealed class Actuator
         Set(op, Stage.Drain, waiting.Count > 0 ? $"in progress: draining; waiting for {string.Join(", ", waiting.Take(3))}" : "in progress: draining");
     }
 
-    private async Task<EvictionOutcome> EvictAsync(PodFacts pod, CancellationToken ct)
+    private async Task<EvictionOutcome> EvictAsync(PodFacts pod, string node, CancellationToken ct)
     {
         // The pod's own grace period, up to the cap: a drain never cuts a shutdown short, nor waits forever.
         var live = await kube!.ReadPodAsync(pod.Namespace, pod.Name, ct).ConfigureAwait(false);
         if (live?.Metadata?.Uid is not { Length: > 0 } uid) return new EvictionOutcome(EvictionResult.Gone, "already gone", null);
         // A new pod under the old name (a StatefulSet's) is not the one the plan was made for.
         if (Json.UidOf(uid) != pod.Uid) return new EvictionOutcome(EvictionResult.Gone, "already gone (replaced by a new pod of the same name)", null);
+        // Only a pod bound to the node being drained: a lagging cache never sends an eviction to another node's pod.
+        if (live.Spec?.NodeName != node) return new EvictionOutcome(EvictionResult.Gone, $"no longer on {node}", null);
         var grace = Math.Min(live.Spec?.TerminationGracePeriodSeconds ?? 30, (long)options.MaxGracePeriod.TotalSeconds);
         // The UID goes along so that the API server evicts this pod only, never one that took its name meanwhile.
         return await kube!.EvictPodAsync(pod.Namespace, pod.Name, uid, grace, ct).ConfigureAwait(false);
@@ -782,8 +898,20 @@ public sealed class Actuator
     {
         foreach (var (node, pool) in op.OldPools)
         {
+            // The last word before a pool goes: its node runs nothing but DaemonSet and mirror pods and
+            // pods already evicted (terminating).
+            var running = model.PodsOn(node).Where(p => !p.IsOverhead && !p.Terminating).Select(p => p.Namespace + "/" + p.Name).ToList();
+            if (running.Count > 0)
+            {
+                op.Drained.Remove(node);
+                Count(ActionKind.DeletePool, "refused");
+                CountRefusal($"{node} runs {running[0]}");
+                Set(op, Stage.Drain, $"in progress: {node} runs {running[0]} again; draining");
+                return;
+            }
             try
             {
+                Fence(ct);
                 await spot!.DeleteNodePoolAsync(pool, ct).ConfigureAwait(false);
             }
             catch (SpotApiException e) when (!IsTransient(e))
@@ -803,10 +931,19 @@ public sealed class Actuator
     /// <summary>Ends an operation that cannot go on: nodes it cordoned are uncordoned, pools it created and that got no node are deleted.</summary>
     private async Task FailAndCleanUpAsync(Operation op, string why, CancellationToken ct)
     {
+        OwnedView? owned = null;
+        try { owned = await LoadViewAsync(ct).ConfigureAwait(false); }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            log.LogWarning("actuation: the view of Karpetrack's pools and nodes could not be read: {Error}; the sweep cleans up later", e.Message);
+        }
         foreach (var node in op.Cordoned.ToList())
         {
+            // A node whose pool is being deleted is leaving: uncordoning it would invite pods onto it.
+            if (owned is null || (op.OldPools.TryGetValue(node, out var oldPool) && owned.Deleting(oldPool))) continue;
             try
             {
+                Fence(ct);
                 await Uncordon(node, ct).ConfigureAwait(false);
                 op.Cordoned.Remove(node);
             }
@@ -816,15 +953,14 @@ public sealed class Actuator
                 log.LogError("actuation: could not uncordon {Node}: {Error}", node, e.Message);
             }
         }
-        // Pools that got a Ready node are kept for replacements after the drain was refused: the
-        // next plans consolidate them if they are not needed. Pools still waiting for a node go.
-        var snap = model.Snapshot();
-        var withNodes = PoolsWithNodes(snap);
+        // Pools that got a node are kept (for replacements after the drain was refused: the next plans
+        // consolidate them if they are not needed). Pools still without any node, by the unfiltered view, go.
         foreach (var (pool, _) in op.NewPools.Take(op.Created))
         {
-            if (withNodes.Contains(pool)) continue;
+            if (owned is null || owned.HasNodes(pool)) continue;
             try
             {
+                Fence(ct);
                 await spot!.DeleteNodePoolAsync(pool, ct).ConfigureAwait(false);
                 Count(ActionKind.DeletePool, "succeeded");
             }
@@ -873,11 +1009,11 @@ public sealed class Actuator
     /// </summary>
     private async Task RecoverAsync(CancellationToken ct)
     {
-        var pools = await spot!.ListNodePoolsAsync(options.Cloudspace, ct).ConfigureAwait(false);
-        var snap = model.Snapshot();
-        var withNodes = PoolsWithNodes(snap);
+        var owned = await LoadViewAsync(ct).ConfigureAwait(false);
         int adopted = 0;
-        foreach (var p in pools.Where(p => p.IsManaged && !withNodes.Contains(p.Name) && !IsLost(p)))
+        // Ownership on the unfiltered view: a pool with any node (whatever --node-selector shows) is not
+        // waiting for one, and a pool being deleted is not adopted.
+        foreach (var p in owned.Pools.Where(p => p.IsManaged && !owned.HasNodes(p.Name) && !IsLost(p) && !p.Deleting))
         {
             var id = p.CustomLabels.GetValueOrDefault(RecommendationLabel) ?? p.Name;
             lock (gate)
@@ -887,7 +1023,9 @@ public sealed class Actuator
                 {
                     var rec = new Recommendation(id, RecommendationType.Provision, [], [new NewNode(p.ServerClass, 1, 0)], [], [], 0, 0, 0, 0, -1,
                         ["adopted after a restart"]);
-                    op = new Operation(rec, p.Created ?? clock.GetUtcNow()) { Stage = Stage.WaitReady, State = "in progress: adopted; waiting for the node" };
+                    // Dated from the adoption, never from the pool's creation: the provisioning timeout is not
+                    // already past for a pool of a run that ended long ago.
+                    op = new Operation(rec, clock.GetUtcNow()) { Stage = Stage.WaitReady, State = "in progress: adopted; waiting for the node", Adopted = true };
                     ops[id] = op;
                 }
                 op.NewPools.Add((p.Name, p.ServerClass));
@@ -895,18 +1033,33 @@ public sealed class Actuator
                 adopted++;
             }
         }
-        int rolledBack = await RollBackOrphansAsync(pools, snap, ct).ConfigureAwait(false);
+        int rolledBack = await RollBackOrphansAsync(owned, ct).ConfigureAwait(false);
         if (adopted + rolledBack > 0)
             log.LogInformation("actuation: recovered {Adopted} pools in flight and rolled back {RolledBack} interrupted drains", adopted, rolledBack);
-        await DeleteLostAsync(pools, snap, ct).ConfigureAwait(false);
+        await DeleteLostAsync(owned, ct).ConfigureAwait(false);
     }
 
     private async Task SweepAsync(CancellationToken ct)
     {
-        var pools = await spot!.ListNodePoolsAsync(options.Cloudspace, ct).ConfigureAwait(false);
-        var snap = model.Snapshot();
-        await RollBackOrphansAsync(pools, snap, ct).ConfigureAwait(false);
-        await DeleteLostAsync(pools, snap, ct).ConfigureAwait(false);
+        var owned = await LoadViewAsync(ct).ConfigureAwait(false);
+        await RollBackOrphansAsync(owned, ct).ConfigureAwait(false);
+        await DeleteLostAsync(owned, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>The unfiltered view, read once per tick and shared by the steps of that tick.</summary>
+    private async Task<OwnedView> ViewAsync(CancellationToken ct) => tickView ??= await LoadViewAsync(ct).ConfigureAwait(false);
+
+    private async Task<OwnedView> LoadViewAsync(CancellationToken ct) =>
+        tickView = await OwnedView.LoadAsync(kube!, spot!, options.Cloudspace, ct).ConfigureAwait(false);
+
+    /// <summary>
+    /// Before every write. Fencing: no write once the leadership term this tick runs on has ended.
+    /// And the write changes the world: the view read earlier in the tick is read again when next needed.
+    /// </summary>
+    private void Fence(CancellationToken ct)
+    {
+        ct.ThrowIfCancellationRequested();
+        tickView = null;
     }
 
     /// <summary>
@@ -914,30 +1067,31 @@ public sealed class Actuator
     /// short by a crash, a lost leadership, or an uncordon that failed) are uncordoned, unless their
     /// pool is already deleted and they are leaving: no node stays cordoned by Karpetrack for good.
     /// </summary>
-    private async Task<int> RollBackOrphansAsync(IReadOnlyList<SpotNodePool> pools, ClusterSnapshot snap, CancellationToken ct)
+    private async Task<int> RollBackOrphansAsync(OwnedView owned, CancellationToken ct)
     {
-        var existing = pools.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
         int rolledBack = 0;
-        foreach (var n in snap.Nodes.Where(n => n.Annotations.ContainsKey(DisruptionAnnotation)))
+        foreach (var n in owned.Nodes.Where(n => n.Disruption is not null))
         {
+            // Only a managed node, whose pool is listed and not being deleted, that no operation owns.
+            if (!n.Managed || n.Pool.Length == 0 || owned.Deleting(n.Pool)) continue;
             bool mine;
             lock (gate) mine = ops.Values.Any(o => o.Rec.Nodes.Contains(n.Name));
             if (mine) continue;
-            if (n.Pool.Length > 0 && !existing.Contains(n.Pool)) continue;
+            Fence(ct);
             await Uncordon(n.Name, ct).ConfigureAwait(false);
             rolledBack++;
-            log.LogInformation("actuation: uncordoned {Node}: the disruption for {Id} was interrupted", n.Name, n.Annotations[DisruptionAnnotation]);
-            Audit("Node", n.Name, "DisruptionRolledBack", $"uncordoned: the disruption for {n.Annotations[DisruptionAnnotation]} was interrupted", "Normal", ct);
+            log.LogInformation("actuation: uncordoned {Node}: the disruption for {Id} was interrupted", n.Name, n.Disruption);
+            Audit("Node", n.Name, "DisruptionRolledBack", $"uncordoned: the disruption for {n.Disruption} was interrupted", "Normal", ct);
         }
         return rolledBack;
     }
 
     /// <summary>Pre-emption: a pool whose bid was lost is deleted once its nodes are gone; its pods come back as pending demand.</summary>
-    private async Task DeleteLostAsync(IReadOnlyList<SpotNodePool> pools, ClusterSnapshot snap, CancellationToken ct)
+    private async Task DeleteLostAsync(OwnedView owned, CancellationToken ct)
     {
-        var withNodes = PoolsWithNodes(snap);
-        foreach (var p in pools.Where(p => p.IsManaged && IsLost(p) && !withNodes.Contains(p.Name)))
+        foreach (var p in owned.Pools.Where(p => p.IsManaged && IsLost(p) && !p.Deleting && !owned.HasNodes(p.Name)))
         {
+            Fence(ct);
             await spot!.DeleteNodePoolAsync(p.Name, ct).ConfigureAwait(false);
             Count(ActionKind.DeletePool, "succeeded");
             log.LogInformation("actuation: deleted pre-empted pool {Pool} ({Class}, bid {Bid}); its pods are pending demand again", p.Name, p.ServerClass, p.BidPrice);
@@ -962,7 +1116,7 @@ public sealed class Actuator
     /// <summary>A Kubernetes Event per action (the structured log line is written by the caller); losing one never stops an action.</summary>
     private void Audit(string kind, string name, string reason, string message, string type, CancellationToken ct)
     {
-        if (kube is null) return;
+        if (kube is null || ct.IsCancellationRequested) return;
         var e = new KubeEventRecord(options.EventNamespace, kind, name, null, reason, message, type,
             InvolvedApiVersion: kind == "SpotNodePool" ? "ngpc.rxt.io/v1" : "v1");
         _ = Task.Run(async () =>

@@ -27,7 +27,8 @@ internal static class ActuationWiring
         }
         var actuator = new Actuator(settings with { Cloudspace = spot?.Cloudspace ?? "" }, inputs.Model, inputs.Prices, inputs.Caches, loggers.CreateLogger("actuation"),
             acting ? kube : null, acting ? spot!.Client : null,
-            isLeader: elector is null ? null : () => elector.IsLeader, thresholds: inputs.Thresholds, telemetry: telemetry);
+            isLeader: elector is null ? null : () => elector.IsLeader, thresholds: inputs.Thresholds, telemetry: telemetry,
+            leaseTerm: elector is null ? null : () => elector.Term);
         return (actuator, elector);
     }
 }

@@ -34,6 +34,8 @@ public sealed class LeaderElector
     private V1Lease? observedObject;
     private DateTimeOffset observedAt;
     private volatile bool isLeader;
+    private readonly object termGate = new();
+    private CancellationTokenSource term = Ended();
 
     public LeaderElector(KubeClient kube, string ns, string leaseName, string identity, LeaderElectionOptions options, ILogger log, TimeProvider? clock = null)
     {
@@ -50,6 +52,39 @@ public sealed class LeaderElector
     }
 
     public bool IsLeader => isLeader;
+
+    /// <summary>
+    /// Fencing: the token of the current leadership term. It is cancelled when leadership is lost or
+    /// released, and by itself once RenewDeadline has passed since the last renewal (even if the loop
+    /// that renews is stuck), which is before any other replica may take the lease over. Every write
+    /// the leader makes checks it; when not leading it is already cancelled.
+    /// </summary>
+    public CancellationToken Term { get { lock (termGate) return term.Token; } }
+
+    private static CancellationTokenSource Ended()
+    {
+        var ended = new CancellationTokenSource();
+        ended.Cancel();
+        return ended;
+    }
+
+    /// <summary>After a successful acquire or renew: the term lasts until RenewDeadline after this renewal.</summary>
+    private void Renewed(DateTimeOffset at)
+    {
+        lastRenewal = at;
+        lock (termGate)
+        {
+            if (term.IsCancellationRequested) term = new CancellationTokenSource(Timeout.InfiniteTimeSpan, clock);
+            var left = at + options.RenewDeadline - clock.GetUtcNow();
+            if (left <= TimeSpan.Zero) term.Cancel();
+            else term.CancelAfter(left);
+        }
+    }
+
+    private void EndTerm()
+    {
+        lock (termGate) term.Cancel();
+    }
     public string Identity { get; }
 
     /// <summary>Raised with true on acquiring the lease and false on losing or releasing it.</summary>
@@ -108,6 +143,7 @@ public sealed class LeaderElector
         {
             if (isLeader)
             {
+                EndTerm();   // no write of ours after this point, then the lease goes
                 await ReleaseAsync().ConfigureAwait(false);
                 SetLeader(false);
             }
@@ -118,6 +154,7 @@ public sealed class LeaderElector
 
     private void SetLeader(bool leader)
     {
+        if (!leader) EndTerm();
         if (isLeader == leader) return;
         isLeader = leader;
         log.LogInformation("Leader election: {Identity} {Change} lease {Namespace}/{Lease}", Identity, leader ? "acquired" : "lost", ns, leaseName);
@@ -166,7 +203,7 @@ public sealed class LeaderElector
                     Spec = Spec(Identity, now, now, 0),
                 }, linked.Token).ConfigureAwait(false);
                 Observe(created, started);
-                lastRenewal = started;
+                Renewed(started);
                 return true;
             }
 
@@ -181,7 +218,7 @@ public sealed class LeaderElector
             var replacement = current with { Spec = Spec(Identity, mine ? record.AcquireTime ?? now : now, now, mine ? record.Transitions : record.Transitions + 1) };
             var updated = await kube.ReplaceLeaseAsync(replacement, linked.Token).ConfigureAwait(false);
             Observe(updated, started);
-            lastRenewal = started;
+            Renewed(started);
             return true;
         }
         catch (KubeApiException e) when (e.StatusCode == 409)

@@ -102,6 +102,10 @@ public sealed class KubeClient : IDisposable
         CallAsync($"PATCH node {name}", t => Api.CoreV1.PatchNodeAsync(
             new V1Patch(mergePatch.ToJsonString(), V1Patch.PatchType.MergePatch), name, cancellationToken: t), ct);
 
+    /// <summary>The nodes a label selector matches, read now (one LIST, not the reflector's filtered cache).</summary>
+    public async Task<IReadOnlyList<V1Node>> ListNodesAsync(string labelSelector, CancellationToken ct) =>
+        (await CallAsync($"LIST nodes {labelSelector}", t => Api.CoreV1.ListNodeAsync(labelSelector: labelSelector, cancellationToken: t), ct).ConfigureAwait(false)).Items?.ToList() ?? [];
+
     /// <summary>One pod; null when it does not exist.</summary>
     public Task<V1Pod?> ReadPodAsync(string ns, string name, CancellationToken ct) =>
         OrNullAsync(CallAsync($"GET pod {ns}/{name}", t => Api.CoreV1.ReadNamespacedPodAsync(name, ns, cancellationToken: t), ct));

@@ -343,8 +343,28 @@ public sealed partial class SpotApiServer
     private Reply DeletePool(string ns, string name)
     {
         var key = $"{ns}/{name}";
+        OnPoolDelete?.Invoke(name);
         lock (gate)
         {
+            if (options.AsyncDeleteDelay is { } delay && namespaced["spotnodepools"].TryGetValue(key, out var doomed))
+            {
+                // Accepted, not done: the finalizer holds the pool (and its nodes) until the cleanup ends.
+                var meta = doomed["metadata"]!.AsObject();
+                if (meta["deletionTimestamp"] is null)
+                {
+                    meta["deletionTimestamp"] = clock.GetUtcNow().UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", System.Globalization.CultureInfo.InvariantCulture);
+                    meta["finalizers"] = new JsonArray("ngpc.rxt.io/cleanup");
+                    Interlocked.Increment(ref asyncDeletes);
+                    Schedule(delay, () =>
+                    {
+                        lock (gate)
+                        {
+                            if (namespaced["spotnodepools"].Remove(key)) ReleaseNodes(key);
+                        }
+                    });
+                }
+                return new Reply(202, doomed.DeepClone());
+            }
             if (!namespaced["spotnodepools"].Remove(key, out var gone)) return NotFound(name);
             ReleaseNodes(key);
             return new Reply(200, new JsonObject

@@ -50,6 +50,13 @@ public sealed record SpotApiServerOptions
     public Action<string>? NodeLeft { get; init; }
     /// <summary>Node names are `prod-instance-` and 17 digits counted from here, as the real ones look (§2.9).</summary>
     public long NodeNumberSeed { get; init; } = 17851864681050006;
+    /// <summary>
+    /// Null: a pool DELETE removes the pool and its nodes at once (200). Set: as the real API may
+    /// (spot-api.md §2.1, delete 200/202, objects with finalizers), the DELETE answers 202, the pool
+    /// stays listed with metadata.deletionTimestamp and a finalizer, and only after this delay do its
+    /// nodes leave and the pool disappear.
+    /// </summary>
+    public TimeSpan? AsyncDeleteDelay { get; init; }
 }
 
 /// <summary>A server of a Spot pool as it appears in Kubernetes: the labels and taints Spot stamps on it (§2.9).</summary>
@@ -97,6 +104,7 @@ public sealed partial class SpotApiServer : IAsyncDisposable
     private readonly Task hookPump;
     private long nodeCounter;
     private int collectionDeletes;
+    private int asyncDeletes;
 
     private sealed class Fault(int count, int status, TimeSpan? retryAfter, string? pathContains, bool afterHandling = false, string? method = null)
     {
@@ -157,6 +165,12 @@ public sealed partial class SpotApiServer : IAsyncDisposable
 
     /// <summary>DELETEs of a whole pool collection: each one wiped every matching pool, as the real API does.</summary>
     public int CollectionDeletes => Volatile.Read(ref collectionDeletes);
+
+    /// <summary>Pool DELETEs answered 202 and left to the finalizer (<see cref="SpotApiServerOptions.AsyncDeleteDelay"/>).</summary>
+    public int AsyncDeletes => Volatile.Read(ref asyncDeletes);
+
+    /// <summary>Called (inside the request, before the answer) with each pool a DELETE names, so a test can check what it held then.</summary>
+    public Action<string>? OnPoolDelete { get; set; }
 
     /// <summary>The last exception a NodeJoined/NodeLeft hook threw (the pump carries on).</summary>
     public Exception? LastHookError { get; private set; }

@@ -266,6 +266,7 @@ public sealed class SpotApiClient : IDisposable
         var pool = await GetNodePoolAsync(name, ct).ConfigureAwait(false);
         if (pool is null) return false;
         RequireManaged(pool, "delete");
+        if (pool.Deleting) return true;   // accepted before; its finalizers are still at work (spot-api.md §2.1)
         try
         {
             using var doc = await SendAsync(new SpotRequest(HttpMethod.Delete, path), ct).ConfigureAwait(false);

@@ -129,6 +129,11 @@ public sealed record SpotNodePool(
     /// <summary>Created by Karpetrack: the only pools it may scale or delete.</summary>
     public bool IsManaged => CustomLabels.TryGetValue(Actuator.ManagedLabel, out var v) && v == "true";
 
+    /// <summary>Set once a DELETE was accepted and the pool's finalizers still hold it (spot-api.md §2.1): it is going away.</summary>
+    public DateTimeOffset? DeletionTimestamp { get; init; }
+
+    public bool Deleting => DeletionTimestamp is not null;
+
     /// <summary>The stored bid price (invariant), 0 when unparsable. Computed, so `with` cannot leave it stale.</summary>
     public decimal Bid => decimal.TryParse(BidPrice, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var b) ? b : 0m;
 }

@@ -158,7 +158,11 @@ internal static partial class SpotPoolRules
         DateTimeOffset? created = SpotApiClient.Str(meta, "creationTimestamp") is { } ts
             && DateTimeOffset.TryParse(ts, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var c) ? c : null;
         pool = new SpotNodePool(name, SpotApiClient.Str(meta, "namespace") ?? "", serverClass, desired, bid, cloudSpace, labels, Map(spec, "customLabels"),
-            status.ValueKind == JsonValueKind.Object ? SpotApiClient.Str(status, "bidStatus") : null, won, rv, created);
+            status.ValueKind == JsonValueKind.Object ? SpotApiClient.Str(status, "bidStatus") : null, won, rv, created)
+        {
+            DeletionTimestamp = SpotApiClient.Str(meta, "deletionTimestamp") is { } dt
+                && DateTimeOffset.TryParse(dt, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var del) ? del : null,
+        };
         return true;
     }
 

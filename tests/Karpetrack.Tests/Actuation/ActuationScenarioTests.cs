@@ -72,9 +72,10 @@ public sealed class ActuationRig : IAsyncDisposable
     public Func<RecommenderOptions> Thresholds { get; set; } = () => new RecommenderOptions();
 
     /// <summary>A second actuator on the same cluster: what a restarted or another replica's process would build.</summary>
-    public Actuator NewActuator(ActuationOptions options, Func<bool>? isLeader = null)
+    public Actuator NewActuator(ActuationOptions options, Func<bool>? isLeader = null, Func<CancellationToken>? leaseTerm = null, TimeProvider? clock = null)
     {
-        var a = new Actuator(options, Model, Prices, Statuses, NullLogger.Instance, Kube, SpotClient, isLeader: isLeader, thresholds: () => Thresholds());
+        var a = new Actuator(options, Model, Prices, Statuses, NullLogger.Instance, Kube, SpotClient, clock: clock, isLeader: isLeader, thresholds: () => Thresholds(),
+            leaseTerm: leaseTerm);
         Recommender.PlanChanged += a.OnPlan;
         latest = a;
         return a;
@@ -82,7 +83,8 @@ public sealed class ActuationRig : IAsyncDisposable
 
     public void Detach(Actuator a) => Recommender.PlanChanged -= a.OnPlan;
 
-    public static async Task<ActuationRig> StartAsync(ActuationOptions options, TimeSpan? provisioning = null, int nodes = 12, Action<JsonObject, DemoCluster>? editFeed = null)
+    public static async Task<ActuationRig> StartAsync(ActuationOptions options, TimeSpan? provisioning = null, int nodes = 12, Action<JsonObject, DemoCluster>? editFeed = null,
+        TimeSpan? asyncDeletes = null)
     {
         var demo = await DemoCluster.StartAsync(new DemoClusterOptions { Churn = false, Nodes = nodes });
         SpotApiServer? spot = null;
@@ -92,6 +94,7 @@ public sealed class ActuationRig : IAsyncDisposable
             PreemptionNotice = TimeSpan.Zero,
             NodeJoined = n => demo.JoinNode(n.NodeName, n.ServerClass, n.Labels, n.Taints),
             NodeLeft = name => demo.RemoveNode(name),
+            AsyncDeleteDelay = asyncDeletes,
         });
         foreach (var m in demo.ManagedNodes) spot.AdoptPool(m.Pool, m.ServerClass, 0.27m, m.CustomLabels, [m.Node]);
         var rig = new ActuationRig(demo, spot, options, editFeed);
@@ -100,13 +103,36 @@ public sealed class ActuationRig : IAsyncDisposable
         return rig;
     }
 
-    private void StartReflectors()
+    private void StartReflectors() => StartReflectors(Model, Statuses, null);
+
+    private void StartReflectors(ClusterModel model, ReflectorStatus[] statuses, string? nodeSelector)
     {
         var t = ResourceTable.Default;
-        running.Add(Task.Run(() => new Reflector<NodeRecord>(Kube, "/api/v1/nodes", null, null, new NodeDecoder(t), Model.NodeTarget, Statuses[0], Fast, NullLogger.Instance).RunAsync(stop.Token)));
-        running.Add(Task.Run(() => new Reflector<PodRecord>(Kube, "/api/v1/pods", null, "status.phase!=Succeeded,status.phase!=Failed", new PodDecoder(t), Model.PodTarget, Statuses[1], Fast, NullLogger.Instance).RunAsync(stop.Token)));
-        running.Add(Task.Run(() => new Reflector<PdbRecord>(Kube, "/apis/policy/v1/poddisruptionbudgets", null, null, new PdbDecoder(), Model.Pdbs, Statuses[2], Fast, NullLogger.Instance).RunAsync(stop.Token)));
-        running.Add(Task.Run(() => new Reflector<DaemonSetRecord>(Kube, "/apis/apps/v1/daemonsets", null, null, new DaemonSetDecoder(t), Model.DaemonSets, Statuses[3], Fast, NullLogger.Instance).RunAsync(stop.Token)));
+        running.Add(Task.Run(() => new Reflector<NodeRecord>(Kube, "/api/v1/nodes", nodeSelector, null, new NodeDecoder(t), model.NodeTarget, statuses[0], Fast, NullLogger.Instance).RunAsync(stop.Token)));
+        running.Add(Task.Run(() => new Reflector<PodRecord>(Kube, "/api/v1/pods", null, "status.phase!=Succeeded,status.phase!=Failed", new PodDecoder(t), model.PodTarget, statuses[1], Fast, NullLogger.Instance).RunAsync(stop.Token)));
+        running.Add(Task.Run(() => new Reflector<PdbRecord>(Kube, "/apis/policy/v1/poddisruptionbudgets", null, null, new PdbDecoder(), model.Pdbs, statuses[2], Fast, NullLogger.Instance).RunAsync(stop.Token)));
+        running.Add(Task.Run(() => new Reflector<DaemonSetRecord>(Kube, "/apis/apps/v1/daemonsets", null, null, new DaemonSetDecoder(t), model.DaemonSets, statuses[3], Fast, NullLogger.Instance).RunAsync(stop.Token)));
+    }
+
+    /// <summary>
+    /// A fresh process on the same cluster: its own model and caches (nodes filtered by
+    /// <paramref name="nodeSelector"/> as --node-selector does), recommender and actuator; nothing
+    /// shared with the one before but the APIs.
+    /// </summary>
+    public async Task<RigProcess> NewProcessAsync(ActuationOptions options, string? nodeSelector = null, Func<bool>? isLeader = null,
+        Func<CancellationToken>? leaseTerm = null, TimeProvider? clock = null)
+    {
+        var model = new ClusterModel(ResourceTable.Default);
+        ReflectorStatus[] statuses = [new("nodes"), new("pods"), new("poddisruptionbudgets"), new("daemonsets")];
+        StartReflectors(model, statuses, nodeSelector);
+        Actuator? actuator = null;
+        var recommender = new RecommenderLoop(model, Prices, statuses, () => new RecommenderOptions { Region = "us-east-iad-1" }, TimeSpan.Zero, NullLogger.Instance,
+            inFlight: () => actuator?.InFlight() ?? []);
+        actuator = new Actuator(options, model, Prices, statuses, NullLogger.Instance, Kube, SpotClient, clock: clock, isLeader: isLeader,
+            thresholds: () => Thresholds(), leaseTerm: leaseTerm);
+        recommender.PlanChanged += actuator.OnPlan;
+        await WaitAsync(() => statuses.All(s => s.Synced), "the new process's caches synced", drive: false);
+        return new RigProcess(model, recommender, actuator);
     }
 
     /// <summary>Runs the recommender and one actuator tick until <paramref name="done"/> holds; fails with what was seen otherwise.</summary>
@@ -143,6 +169,16 @@ public sealed class ActuationRig : IAsyncDisposable
         Prices.Dispose();
         await Spot.DisposeAsync();
         await Demo.DisposeAsync();
+    }
+}
+
+/// <summary>One process of the rig: its model, recommender and actuator.</summary>
+public sealed record RigProcess(ClusterModel Model, RecommenderLoop Recommender, Actuator Actuator)
+{
+    public async Task StepAsync(CancellationToken ct = default)
+    {
+        Recommender.RunOnce();
+        await Actuator.TickAsync(ct);
     }
 }
 
@@ -230,6 +266,7 @@ public class ActuationScenarioTests
     public async Task AStalePriceBookUnsyncedCachesOrAnOldPlanChangeNothing()
     {
         await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { MaxPlanAge = TimeSpan.FromMilliseconds(300) });
+        await rig.Actuator.TickAsync(CancellationToken.None);   // the recovery first: only a plan received after it is acted on
         rig.Recommender.RunOnce();
         await Task.Delay(500);
         await rig.Actuator.TickAsync(CancellationToken.None);
@@ -242,6 +279,7 @@ public class ActuationScenarioTests
         using var oldPrices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: stale);
         var synced = rig.Statuses;
         var onStale = new Actuator(ActuationRig.Quick(), rig.Model, oldPrices, synced, NullLogger.Instance, rig.Kube, rig.SpotClient);
+        await onStale.TickAsync(CancellationToken.None);
         onStale.OnPlan(rig.Recommender.Current);
         await onStale.TickAsync(CancellationToken.None);
         Assert.Contains(rig.Recommender.Current.Recommendations, r => onStale.StateOf(r.Id) == "refused: the price book is stale");
@@ -357,8 +395,8 @@ public class ActuationScenarioTests
     public async Task AProcessKilledWhileProvisioningIsFollowedByOneThatAdoptsItsPoolsInsteadOfBuyingAgain()
     {
         await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), provisioning: TimeSpan.FromMinutes(5));
-        rig.Recommender.RunOnce();
-        await rig.Actuator.TickAsync(CancellationToken.None);
+        await rig.StepAsync();   // the recovery: the plan it got before is not acted on
+        await rig.StepAsync();
         var inFlight = rig.Actuator.InFlight().Select(f => f.Pool).Order().ToList();
         Assert.NotEmpty(inFlight);
 
@@ -509,6 +547,7 @@ public class ActuationScenarioTests
         // Onto one new node of the same class at the same price less a tenth: it saves, but not 100 %.
         var rec = new Recommendation("con-buys-nodes", RecommendationType.Consolidate, [node!], [new NewNode(view.ServerClass, 1, price * 0.9m)],
             [], [], price, price * 0.9m, 0, 0, -1, ["a test plan"]);
+        await rig.Actuator.TickAsync(CancellationToken.None);   // the recovery first: only a plan received after it is acted on
         rig.Actuator.OnPlan(new Plan([rec], new Dictionary<string, IReadOnlyList<Blocker>>(), [], 0, 0, "us-east-iad-1"));
         await rig.Actuator.TickAsync(CancellationToken.None);
         Assert.StartsWith("refused: the saving fell to", rig.Actuator.StateOf(rec.Id));

@@ -1,0 +1,282 @@
+using System.Text.Json.Nodes;
+using Karpetrack.Simulation;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Karpetrack.Tests;
+
+/// <summary>
+/// The defects of issue 16 that disrupted running workloads, each reproduced on the rig: ownership
+/// decided on a filtered view, nodes uncordoned while their pool is being deleted, no fencing on
+/// leadership, the cordon step skipping its checks, approvals reused, plans from before a recovery
+/// acted on, and disrupted nodes no longer counted while they are still leaving.
+/// </summary>
+public class SafetyTests
+{
+    private static bool IsCordoned(JsonObject node) => node["spec"]?["unschedulable"]?.GetValue<bool>() == true;
+
+    private static IEnumerable<JsonObject> Nodes(ActuationRig rig) => rig.Demo.Api.Store.List("nodes").Items.Select(n => n.ToJsonObject());
+
+    private static List<string> Annotated(ActuationRig rig) => Nodes(rig)
+        .Where(n => n["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation] is not null)
+        .Select(n => n["metadata"]!["name"]!.GetValue<string>()).ToList();
+
+    private static string Fingerprint(ActuationRig rig) => string.Join("\n",
+        Nodes(rig).Select(n => $"{n["metadata"]!["name"]} {IsCordoned(n)} {n["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation]}").Order()
+            .Concat(rig.Demo.Api.Store.List("pods").Items.Select(p => p.ToJsonObject()["metadata"]!["uid"]!.ToString()).Order())
+            .Concat(rig.Spot.Pools.Select(p => $"{p["metadata"]!["name"]} {p["metadata"]?["deletionTimestamp"]}").Order()));
+
+    /// <summary>Defect 1: a restart whose --node-selector hides Karpetrack's nodes must not take their pools for empty ones.</summary>
+    [Fact]
+    public async Task ARestartWithANodeSelectorHidingTheManagedNodesDeletesNoPoolOfARunningNode()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        rig.Detach(rig.Actuator);
+        var managed = rig.Demo.ManagedNodes.ToList();
+        Assert.NotEmpty(managed);
+        var deleted = new System.Collections.Concurrent.ConcurrentBag<string>();
+        rig.Spot.OnPoolDelete = deleted.Add;
+        // The harshest timing: a provisioning timeout any adopted pool would be past at once.
+        var process = await rig.NewProcessAsync(ActuationRig.Quick() with { ProvisioningTimeout = TimeSpan.FromMilliseconds(1) },
+            nodeSelector: $"{Actuator.ManagedLabel}!=true");
+        Assert.DoesNotContain(process.Model.Snapshot().Nodes, n => managed.Any(m => m.Node == n.Name));
+        for (int i = 0; i < 8; i++)
+        {
+            await process.StepAsync();
+            await Task.Delay(50);
+        }
+        foreach (var m in managed)
+        {
+            Assert.NotNull(rig.Spot.Pool(m.Pool));
+            Assert.NotNull(rig.Demo.Api.Store.Get("nodes", null, m.Node));
+        }
+        Assert.DoesNotContain(deleted, managed.Select(m => m.Pool).Contains);
+    }
+
+    /// <summary>
+    /// Defects 2 and 10: pools deleted asynchronously (202, a finalizer, the node leaving later). A
+    /// removed node counts against --max-disrupted-nodes 1 until it is gone, and no restarted process
+    /// uncordons it while its pool is being deleted.
+    /// </summary>
+    [Fact]
+    public async Task WhileAPoolIsBeingDeletedItsNodeStaysCordonedAndCountsAsDisrupted()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), asyncDeletes: TimeSpan.FromSeconds(2));
+        int most = 0;
+        await rig.WaitAsync(() =>
+        {
+            most = Math.Max(most, Annotated(rig).Count);
+            return rig.Spot.AsyncDeletes >= 1;
+        }, "a pool DELETE accepted and left to its finalizer", TimeSpan.FromSeconds(60));
+        var leaving = Assert.Single(Annotated(rig));
+        var pool = rig.Node(leaving)["metadata"]!["labels"]![SpotLabels.Pool]!.GetValue<string>();
+        Assert.NotNull(rig.Spot.Pool(pool)?["metadata"]?["deletionTimestamp"]);
+
+        // A restarted process (fresh state) and the old one go on while the pool is still being deleted.
+        var fresh = await rig.NewProcessAsync(ActuationRig.Quick());
+        while (rig.Demo.Api.Store.Get("nodes", null, leaving) is { } n)
+        {
+            Assert.True(IsCordoned(n.ToJsonObject()), $"{leaving} was uncordoned while its pool was being deleted");
+            most = Math.Max(most, Annotated(rig).Count);
+            await fresh.StepAsync();
+            await rig.StepAsync();
+            await Task.Delay(50);
+        }
+        Assert.Equal(1, most);
+        Assert.Equal(0, rig.Spot.CollectionDeletes);
+    }
+
+    /// <summary>Defect 10 on the demo in auto mode: six or more empty nodes, --max-disrupted-nodes 1, never two disrupted at once.</summary>
+    [Fact]
+    public async Task EmptyNodesAreRemovedOneAtATimeUntilEachIsGone()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { ScaleUpCooldown = TimeSpan.Zero }, asyncDeletes: TimeSpan.FromSeconds(2));
+        int most = 0;
+        await rig.WaitAsync(() =>
+        {
+            most = Math.Max(most, Annotated(rig).Count);
+            return rig.Count("delete_pool", "succeeded") >= 2;
+        }, "two removals", TimeSpan.FromSeconds(60));
+        Assert.Equal(1, most);
+        Assert.True(rig.Actuator.Refusals.GetValueOrDefault("max_disrupted_nodes") > 0);
+    }
+
+    /// <summary>Defect 3: replica A loses its lease mid-drain (its clock passes the renew deadline); it writes nothing more, and B, a fresh process, takes over.</summary>
+    [Fact]
+    public async Task AReplicaThatLostItsLeaseMidDrainWritesNothingAndTheNextLeaderRecovers()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        rig.Detach(rig.Actuator);
+        var lease = new LeaderElectionOptions { LeaseDuration = TimeSpan.FromSeconds(15), RenewDeadline = TimeSpan.FromSeconds(10), RetryPeriod = TimeSpan.FromSeconds(2) };
+        var clockA = new TimerClock(DateTimeOffset.UtcNow);
+        var clockB = new ManualClock(DateTimeOffset.UtcNow);
+        var electorA = new LeaderElector(rig.Kube, "default", "karpetrack", "replica-a", lease, NullLogger.Instance, clockA);
+        // B's retries run on real short timers; the lease expiry it waits for is measured on its manual clock.
+        var electorB = new LeaderElector(rig.Kube, "default", "karpetrack", "replica-b", lease with { RetryPeriod = TimeSpan.FromMilliseconds(100) }, NullLogger.Instance, clockB);
+        using var stopA = new CancellationTokenSource();
+        using var stopB = new CancellationTokenSource();
+        Assert.True(electorA.Term.IsCancellationRequested);   // not leading: no term
+        var runA = electorA.RunAsync(stopA.Token);
+        await rig.WaitAsync(() => electorA.IsLeader, "replica-a leads", drive: false);
+        var termA = electorA.Term;
+        Assert.False(termA.IsCancellationRequested);
+        var a = await rig.NewProcessAsync(ActuationRig.Quick(), isLeader: () => electorA.IsLeader, leaseTerm: () => electorA.Term);
+
+        // Evictions hang, so A is caught mid-drain.
+        rig.Demo.Api.Faults.FailNext(10_000, 429, TimeSpan.FromSeconds(1), pathContains: "/eviction");
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (a.Actuator.InFlightCounts.GetValueOrDefault("drain") != 1)
+        {
+            Assert.True(DateTime.UtcNow < until, "A never reached a drain");
+            await a.StepAsync(termA);
+            await Task.Delay(50);
+        }
+        var drained = Assert.Single(Annotated(rig));
+
+        // A's process stalls past its renew deadline: the term ends by A's own clock, before anyone could take over.
+        // (Its lease writes fail from now on, so it cannot simply renew once it wakes up.)
+        rig.Demo.Api.Faults.FailNext(10_000, 503, pathContains: "/leases/");
+        await clockA.WhenPending(1);
+        clockA.Advance(lease.RenewDeadline);
+        Assert.True(termA.IsCancellationRequested);
+        await rig.WaitAsync(() => !electorA.IsLeader, "replica-a stepping down", drive: false);
+        stopA.Cancel();
+        await runA;
+
+        // Its long tick goes on: with the evictions now allowed, it still writes nothing.
+        rig.Demo.Api.Faults.Clear();
+        var before = Fingerprint(rig);
+        var countsBefore = a.Actuator.Counts.ToDictionary();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => a.StepAsync(termA));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => a.StepAsync(electorA.Term));
+        Assert.Equal(before, Fingerprint(rig));
+        Assert.Equal(countsBefore, a.Actuator.Counts.ToDictionary());
+
+        // B takes the lease once it has expired by B's clock, then recovers: A's cordon is rolled back or B drains the node itself.
+        var runB = electorB.RunAsync(stopB.Token);
+        await rig.WaitAsync(() =>
+        {
+            if (electorB.IsLeader) return true;
+            clockB.Advance(lease.LeaseDuration);
+            return false;
+        }, "replica-b leads", drive: false);
+        var b = await rig.NewProcessAsync(ActuationRig.Quick(), isLeader: () => electorB.IsLeader, leaseTerm: () => electorB.Term);
+        // The checked leader acts: B's clock is held still now, so its term lasts while it renews.
+        await rig.WaitAsync(() => electorB.IsLeader, "replica-b still leads", drive: false);
+        until = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        do
+        {
+            Assert.True(DateTime.UtcNow < until, "B never finished: a node is left cordoned");
+            Assert.True(electorB.IsLeader);
+            await b.StepAsync(electorB.Term);
+            await Task.Delay(50);
+        }
+        while (!(b.Actuator.InFlightCounts.Count == 0 && Annotated(rig).Count == 0));
+        Assert.Contains(rig.Demo.Api.Store.List("events").Items, e => e.ToJsonObject() is var o
+            && o["reason"]?.GetValue<string>() is "DisruptionRolledBack" or "Cordoned" && o["involvedObject"]?["name"]?.GetValue<string>() == drained);
+        Assert.All(a.Actuator.Counts, kv => Assert.Equal(countsBefore.GetValueOrDefault(kv.Key), kv.Value));
+        stopB.Cancel();
+        await runB;
+    }
+
+    /// <summary>Defect 5: a replacement whose new nodes become Ready outside the maintenance window is not cordoned.</summary>
+    [Fact]
+    public async Task TheCordonAfterTheNewNodesAreReadyRechecksTheMaintenanceWindow()
+    {
+        var start = DateTimeOffset.UtcNow;
+        var clock = new ManualClock(start);
+        var window = new MaintenanceWindow(TimeOnly.FromDateTime(start.AddMinutes(-1).UtcDateTime), TimeOnly.FromDateTime(start.AddMinutes(30).UtcDateTime));
+        var options = ActuationRig.Quick() with
+        {
+            ScaleUpCooldown = TimeSpan.Zero, Window = window, ProvisioningTimeout = TimeSpan.FromDays(1), MaxPlanAge = TimeSpan.FromDays(1),
+        };
+        await using var rig = await ActuationRig.StartAsync(options, provisioning: TimeSpan.FromSeconds(1));
+        rig.Detach(rig.Actuator);
+        var actuator = rig.NewActuator(options, clock: clock);
+        // A consolidation onto one new node: it buys first, then cordons.
+        string? node = null;
+        rig.Detach(actuator);
+        await rig.WaitAsync(() =>
+        {
+            rig.Recommender.RunOnce();
+            return (node = rig.Recommender.Current.Recommendations.FirstOrDefault(r => r.Nodes.Count == 1 && r.Type != RecommendationType.Provision
+                && rig.Model.Snapshot().Nodes.Any(n => n.Name == r.Nodes[0] && n.Labels.GetValueOrDefault(Actuator.ManagedLabel) == "true"
+                    && rig.Model.Snapshot().Nodes.Count(x => x.Pool == n.Pool) == 1))?.Nodes[0]) is not null;
+        }, "a removable node", drive: false);
+        var view = rig.Model.Snapshot().Nodes.Single(n => n.Name == node);
+        var price = rig.Prices.Current.NodePrice(view.ServerClass, view.CapacityType)!.Value;
+        // Onto the cheapest class the book has, so that the saving holds at today's prices.
+        var book = rig.Prices.Current;
+        var cheap = book.Classes.Keys.Where(c => book.NodePrice(c, "spot") is { } p && p < price / 2 && options.Bids.Bid(book.Classes[c].Prices) is not null)
+            .OrderBy(c => book.NodePrice(c, "spot")).First();
+        var rec = new Recommendation("con-window-recheck", RecommendationType.Consolidate, [node!], [new NewNode(cheap, 1, book.NodePrice(cheap, "spot")!.Value)],
+            [], [], price, book.NodePrice(cheap, "spot")!.Value, 0, 0, -1, ["a test plan"]);
+        var plan = new Plan([rec], new Dictionary<string, IReadOnlyList<Blocker>>(), [], 0, 0, "us-east-iad-1");
+        actuator.OnPlan(plan);
+        await actuator.TickAsync(CancellationToken.None);   // recovery
+        actuator.OnPlan(plan);
+        await actuator.TickAsync(CancellationToken.None);   // started: its pool created
+        Assert.True(rig.Spot.Pool(Actuator.PoolName(rec.Id, 0)) is not null, actuator.StateOf(rec.Id));
+        // The window closes while the new node is on its way.
+        clock.Advance(TimeSpan.FromHours(1));
+        await rig.WaitAsync(() => actuator.StateOf(rec.Id) is { } st && !st.StartsWith("in progress"), "the operation past its wait", actuator: actuator,
+            timeout: TimeSpan.FromSeconds(30));
+        Assert.StartsWith("failed: refused before the drain: outside the maintenance window", actuator.StateOf(rec.Id));
+        Assert.Equal(1, actuator.Refusals.GetValueOrDefault("outside_window"));
+        Assert.False(IsCordoned(rig.Node(node!)));
+        Assert.Equal(0, actuator.Counts.GetValueOrDefault(("cordon", "succeeded")));
+    }
+
+    /// <summary>Defect 7: an approval is used up by one attempt; the retry of a failed approved operation waits for a new approval.</summary>
+    [Fact]
+    public async Task AFailedApprovedOperationNeedsANewApproval()
+    {
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        var options = ActuationRig.Quick(ActuationMode.Approve) with
+        {
+            DrainTimeout = TimeSpan.FromMinutes(1), RetryAfter = TimeSpan.Zero, MaxPlanAge = TimeSpan.FromDays(1), ScaleUpCooldown = TimeSpan.Zero,
+        };
+        await using var rig = await ActuationRig.StartAsync(options);
+        rig.Detach(rig.Actuator);
+        var actuator = rig.NewActuator(options, clock: clock);
+        await rig.StepAsync(actuator);
+        await rig.StepAsync(actuator);
+        var removal = rig.Recommender.Current.Recommendations.FirstOrDefault(r => r.Type == RecommendationType.DeleteEmpty
+            && actuator.StateOf(r.Id) == "waiting for approval");
+        Assert.True(removal is not null, string.Join("; ", rig.Recommender.Current.Recommendations.Select(r => $"{r.Id} {r.Type} {actuator.StateOf(r.Id)}")));
+        // The Spot API refuses to touch its pool: the approved attempt fails (and is rolled back).
+        var pool = rig.Model.Snapshot().Nodes.Single(n => n.Name == removal!.Nodes[0]).Pool;
+        rig.Spot.FailNext(10_000, 403, pathContains: pool);
+        Assert.Equal(ApprovalOutcome.Approved, actuator.Approve(removal!.Id).Outcome);
+        await rig.WaitAsync(() => actuator.StateOf(removal.Id)?.StartsWith("failed") == true, "the approved attempt failed", actuator: actuator);
+        Assert.Equal(1, actuator.Counts.GetValueOrDefault(("cordon", "succeeded")));
+        for (int i = 0; i < 5; i++)
+        {
+            clock.Advance(TimeSpan.FromMinutes(1));
+            await rig.StepAsync(actuator);
+        }
+        Assert.Equal(1, actuator.Counts.GetValueOrDefault(("cordon", "succeeded")));
+        Assert.Empty(Annotated(rig));
+        // A new approval, a new attempt.
+        Assert.Equal(ApprovalOutcome.Approved, actuator.Approve(removal.Id).Outcome);
+        await rig.WaitAsync(() => actuator.Counts.GetValueOrDefault(("cordon", "succeeded")) == 2, "the second approved attempt", actuator: actuator);
+    }
+
+    /// <summary>Defect 8: a plan received before the recovery finished is not acted on; the next one is.</summary>
+    [Fact]
+    public async Task APlanFromBeforeTheRecoveryIsNotActedOn()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        rig.Detach(rig.Actuator);
+        var actuator = new Actuator(ActuationRig.Quick(), rig.Model, rig.Prices, rig.Statuses, NullLogger.Instance, rig.Kube, rig.SpotClient);
+        var cls = rig.Demo.ManagedNodes[0].ServerClass;
+        var rec = new Recommendation("prov-before-recovery", RecommendationType.Provision, [], [new NewNode(cls, 1, 0)], [], ["default/p"], 0, 0, 0, 0, -1, ["a test plan"]);
+        var plan = new Plan([rec], new Dictionary<string, IReadOnlyList<Blocker>>(), [], 0, 0, "us-east-iad-1");
+        actuator.OnPlan(plan);
+        await actuator.TickAsync(CancellationToken.None);
+        Assert.Null(rig.Spot.Pool(Actuator.PoolName(rec.Id, 0)));
+        Assert.Equal(0, actuator.Counts.GetValueOrDefault(("create_pool", "succeeded")));
+        actuator.OnPlan(plan);
+        await actuator.TickAsync(CancellationToken.None);
+        Assert.NotNull(rig.Spot.Pool(Actuator.PoolName(rec.Id, 0)));
+    }
+}

@@ -1,0 +1,121 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json.Nodes;
+using k8s.Models;
+using Microsoft.Extensions.Logging;
+
+namespace Karpetrack;
+
+/// <summary>The actuator's recovery after a start or a new leadership term, and the periodic pool sweep.</summary>
+public sealed partial class Actuator
+{
+    /// <summary>
+    /// After a start or a new leadership: pools of earlier runs still waiting for their node are
+    /// adopted (so their pending pods are not provisioned again), and nodes left cordoned by an
+    /// interrupted drain are uncordoned (the recommendation comes back and is carried out anew).
+    /// </summary>
+    private async Task RecoverAsync(CancellationToken ct)
+    {
+        var owned = await LoadViewAsync(ct).ConfigureAwait(false);
+        int adopted = 0;
+        // Ownership on the unfiltered view: a pool with any node (whatever --node-selector shows) is not
+        // waiting for one, and a pool being deleted is not adopted.
+        foreach (var p in owned.Pools.Where(p => p.IsManaged && !owned.HasNodes(p.Name) && !IsLost(p) && !p.Deleting))
+        {
+            var id = p.CustomLabels.GetValueOrDefault(RecommendationLabel) ?? p.Name;
+            lock (gate)
+            {
+                if (ops.Values.Any(o => o.NewPools.Any(x => x.Pool == p.Name))) continue;
+                if (!ops.TryGetValue(id, out var op))
+                {
+                    var rec = new Recommendation(id, RecommendationType.Provision, [], [new NewNode(p.ServerClass, 1, 0)], [], [], 0, 0, 0, 0, -1,
+                        ["adopted after a restart"]);
+                    // Dated from the adoption, never from the pool's creation: the provisioning timeout is not
+                    // already past for a pool of a run that ended long ago.
+                    op = new Operation(rec, clock.GetUtcNow()) { Stage = Stage.WaitReady, State = "in progress: adopted; waiting for the node", Adopted = true };
+                    ops[id] = op;
+                }
+                op.NewPools.Add((p.Name, p.ServerClass));
+                op.Created = op.NewPools.Count;
+                adopted++;
+            }
+        }
+        int rolledBack = await RollBackOrphansAsync(owned, ct).ConfigureAwait(false);
+        if (adopted + rolledBack > 0)
+            log.LogInformation("actuation: recovered {Adopted} pools in flight and rolled back {RolledBack} interrupted drains", adopted, rolledBack);
+        await DeleteLostAsync(owned, ct).ConfigureAwait(false);
+    }
+
+    private async Task SweepAsync(CancellationToken ct)
+    {
+        var owned = await LoadViewAsync(ct).ConfigureAwait(false);
+        await RollBackOrphansAsync(owned, ct).ConfigureAwait(false);
+        await DeleteLostAsync(owned, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>The unfiltered view, read once per tick and shared by the steps of that tick.</summary>
+    private async Task<OwnedView> ViewAsync(CancellationToken ct) => tickView ??= await LoadViewAsync(ct).ConfigureAwait(false);
+
+    private async Task<OwnedView> LoadViewAsync(CancellationToken ct) =>
+        tickView = await OwnedView.LoadAsync(kube!, spot!, options.Cloudspace, ct).ConfigureAwait(false);
+
+    /// <summary>
+    /// Before every write. Fencing: no write once the leadership term this tick runs on has ended.
+    /// And the write changes the world: the view read earlier in the tick is read again when next needed.
+    /// </summary>
+    private void Fence(CancellationToken ct)
+    {
+        ct.ThrowIfCancellationRequested();
+        tickView = null;
+    }
+
+    /// <summary>
+    /// Nodes carrying the disruption annotation that no operation of ours is working on (a drain cut
+    /// short by a crash, a lost leadership, or an uncordon that failed) are uncordoned, unless their
+    /// pool is already deleted and they are leaving: no node stays cordoned by Karpetrack for good.
+    /// </summary>
+    private async Task<int> RollBackOrphansAsync(OwnedView owned, CancellationToken ct)
+    {
+        int rolledBack = 0;
+        foreach (var n in owned.Nodes.Where(n => n.Disruption is not null))
+        {
+            // Only a managed node, whose pool is listed and not being deleted, that no operation owns.
+            if (!n.Managed || n.Pool.Length == 0 || owned.Deleting(n.Pool)) continue;
+            bool mine;
+            lock (gate) mine = ops.Values.Any(o => o.Rec.Nodes.Contains(n.Name));
+            if (mine) continue;
+            Fence(ct);
+            await Uncordon(n.Name, ct).ConfigureAwait(false);
+            rolledBack++;
+            log.LogInformation("actuation: uncordoned {Node}: the disruption for {Id} was interrupted", n.Name, n.Disruption);
+            Audit("Node", n.Name, "DisruptionRolledBack", $"uncordoned: the disruption for {n.Disruption} was interrupted", "Normal", ct);
+        }
+        return rolledBack;
+    }
+
+    /// <summary>Pre-emption: a pool whose bid was lost is deleted once its nodes are gone; its pods come back as pending demand.</summary>
+    private async Task DeleteLostAsync(OwnedView owned, CancellationToken ct)
+    {
+        foreach (var p in owned.Pools.Where(p => p.IsManaged && IsLost(p) && !p.Deleting && !owned.HasNodes(p.Name)))
+        {
+            Fence(ct);
+            await spot!.DeleteNodePoolAsync(p.Name, ct).ConfigureAwait(false);
+            Count(ActionKind.DeletePool, "succeeded");
+            log.LogInformation("actuation: deleted pre-empted pool {Pool} ({Class}, bid {Bid}); its pods are pending demand again", p.Name, p.ServerClass, p.BidPrice);
+            Audit("SpotNodePool", p.Name, "PoolPreempted", $"deleted pre-empted Spot pool {p.Name} ({p.ServerClass}, bid {p.BidPrice})", "Warning", ct);
+            List<Operation> hit;
+            lock (gate) hit = ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed) && o.NewPools.Any(x => x.Pool == p.Name)).ToList();
+            foreach (var op in hit)
+            {
+                Count(ActionKind.WaitReady, "failed");
+                await FailAndCleanUpAsync(op, $"pool {p.Name} lost its bid before its node was Ready", ct).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private static bool IsLost(SpotNodePool p) => p.BidStatus is { } s && s.Equals("Lost", StringComparison.OrdinalIgnoreCase);
+
+    private static HashSet<string> PoolsWithNodes(ClusterSnapshot snap) =>
+        snap.Nodes.Where(n => n.Pool.Length > 0).Select(n => n.Pool).ToHashSet(StringComparer.Ordinal);
+}

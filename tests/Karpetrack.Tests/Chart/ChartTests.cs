@@ -187,7 +187,11 @@ public class ChartTests
         Assert.Equal(2L, chart.OfKind("Deployment").Single().Map("spec")["replicas"]);
         var lease = chart.Get("Role", Full("karpetrack-leader-election"));
         Assert.Equal(ChartRenderer.Namespace, lease.Map("metadata").Str("namespace"));
-        Assert.Equal(new[] { "coordination.k8s.io/leases get,create,update" }, Grants(lease));
+        Assert.Equal(new[] { "coordination.k8s.io/leases create", "coordination.k8s.io/leases get,update" }, Grants(lease));
+        // Reading and updating are limited to the app's own lease (creating cannot be limited by name).
+        var named = lease.List("rules").Maps().Single(r => r.Strings("verbs").Contains("update"));
+        Assert.Equal(["karpetrack"], named.Strings("resourceNames"));
+        Assert.DoesNotContain(lease.List("rules").Maps(), r => r.Strings("verbs").Contains("update") && !r.ContainsKey("resourceNames"));
         var leaseBinding = chart.Get("RoleBinding", Full("karpetrack-leader-election"));
         Assert.Equal(ChartRenderer.Namespace, leaseBinding.Map("metadata").Str("namespace"));
         var podNs = chart.Container.List("env").Maps().Single(e => e.Str("name") == "POD_NAMESPACE");
@@ -210,10 +214,43 @@ public class ChartTests
         var forced = ChartRenderer.Render("leaderElection:\n  enabled: true");
         Assert.Contains("--leader-elect", forced.Args);
         Assert.NotNull(forced.Find("Role", Full("karpetrack-leader-election")));
-        // Actuation alone (one replica, dry-run) grants write RBAC but needs no lease.
+        // Dry-run only logs: one replica needs no lease, and it gets no write RBAC.
         var dry = ChartRenderer.Render("actuation:\n  mode: dry-run\ncredentials:\n  existingSecret: s");
-        Assert.NotNull(dry.Find("ClusterRoleBinding", Full("karpetrack-actuation")));
+        Assert.Null(dry.Find("ClusterRole", Full("karpetrack-actuation")));
+        Assert.Null(dry.Find("ClusterRoleBinding", Full("karpetrack-actuation")));
         Assert.Empty(dry.OfKind("Role"));
+        Assert.DoesNotContain("--leader-elect", dry.Args);
+        Assert.Equal(new[] { "/nodes get,list,watch", "/pods get,list,watch", "apps/daemonsets get,list,watch", "policy/poddisruptionbudgets get,list,watch" },
+            dry.OfKind("ClusterRole").SelectMany(Grants).Order(StringComparer.Ordinal).ToArray());
+    }
+
+    [Theory]
+    [InlineData("auto")]
+    [InlineData("approve")]
+    public void AnActorAlwaysElectsALeaderAndIsNeverRunTwiceDuringAnUpgrade(string mode)
+    {
+        foreach (var replicas in new[] { 1, 2, 3 })
+        {
+            var chart = ChartRenderer.Render($"""
+                replicaCount: {replicas}
+                actuation:
+                  mode: {mode}
+                  approveTokenSecret:
+                    name: approve
+                credentials:
+                  existingSecret: s
+                """);
+            Assert.Contains("--leader-elect", chart.Args);
+            Assert.NotNull(chart.Find("Role", Full("karpetrack-leader-election")));
+            Assert.NotNull(chart.Find("RoleBinding", Full("karpetrack-leader-election")));
+            // A rolling update would start the new pod before the old one has stopped acting.
+            var spec = chart.OfKind("Deployment").Single().Map("spec");
+            Assert.Equal("Recreate", spec.Map("strategy").Str("type"));
+            Assert.False(spec.Map("strategy").ContainsKey("rollingUpdate"));
+        }
+        // Not acting: the default rolling update keeps the exporter available through an upgrade.
+        foreach (var values in new[] { "", "actuation:\n  mode: dry-run\ncredentials:\n  existingSecret: s" })
+            Assert.False(ChartRenderer.Render(values).OfKind("Deployment").Single().Map("spec").ContainsKey("strategy"));
     }
 
     [Fact]

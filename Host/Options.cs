@@ -85,8 +85,8 @@ public sealed record KarpetrackOptions
         new("price-refresh", "5m", "How often the price feed is read (conditional GET)."),
         new("spot-org", "", "Spot organization id as the console shows it (org_…) or its namespace (org-…); with RACKSPACE_SPOT_REFRESH_TOKEN enables the Spot API."),
         new("cloudspace", "", "Cloudspace name: its region limits what is priced and recommended."),
-        new("spot-api-url", "https://spot.rackspace.com", "Spot API base URL."),
-        new("spot-auth-url", "https://login.spot.rackspace.com", "Spot login (OAuth) base URL."),
+        new("spot-api-url", "https://spot.rackspace.com", "Spot API base URL: https (plain http only on loopback, since the tokens travel with every request)."),
+        new("spot-auth-url", "https://login.spot.rackspace.com", "Spot login (OAuth) base URL: https (plain http only on loopback, since the refresh token is sent there)."),
         new("spot-api-rate", "5", "Spot API requests per second at most (token bucket)."),
         new("spot-api-burst", "10", "Spot API requests allowed in a burst above the rate."),
         new("spot-api-timeout", "30s", "Timeout of one Spot API request."),
@@ -107,7 +107,7 @@ public sealed record KarpetrackOptions
         new("scale-up-cooldown", "2m", "No node is disrupted this soon after a scale-up, nor a node younger than this; 30s in --demo.", DemoDefault: "30s"),
         new("provisioning-timeout", "60m", "A new pool whose node is not Ready by then is deleted and the failure reported (Spot nodes take 8-45 min)."),
         new("drain-timeout", "15m", "A drain not finished by then is rolled back (the node uncordoned) and reported."),
-        new("max-grace-period", "5m", "Cap on a pod's terminationGracePeriodSeconds when it is evicted."),
+        new("max-grace-period", "5m", "Cap on a pod's terminationGracePeriodSeconds when it is evicted; at least 1s (0 would force-delete pods and is refused)."),
         new("max-plan-age", "10m", "A plan older than this is not acted on."),
         new("maintenance-window", "", "Daily UTC window in which disruptive actions may start, e.g. 01:00-05:00 (default: any time)."),
         new("bid-percentile", "p50", "Feed percentile a bid must reach: p20, p50, p80 or market (bid = max(market, minimum bid, percentile) x margin, on the ladder, at most --max-price)."),
@@ -227,8 +227,8 @@ public sealed record KarpetrackOptions
             SpotOrg = NullIfEmpty(Get("spot-org")),
             // The chart's older secret key `cloudspace-id` arrives as KARPETRACK_CLOUDSPACE_ID.
             Cloudspace = NullIfEmpty(Get("cloudspace")) ?? NullIfEmpty(getEnv("KARPETRACK_CLOUDSPACE_ID")),
-            SpotApiUrl = AbsoluteUrl(GetOr("spot-api-url"), "--spot-api-url"),
-            SpotAuthUrl = AbsoluteUrl(GetOr("spot-auth-url"), "--spot-auth-url"),
+            SpotApiUrl = SpotUrl(GetOr("spot-api-url"), "--spot-api-url"),
+            SpotAuthUrl = SpotUrl(GetOr("spot-auth-url"), "--spot-auth-url"),
             SpotApi = new SpotApiOptions
             {
                 RatePerSecond = (double)ParseDecimal(GetOr("spot-api-rate"), "--spot-api-rate", 0.01m, 1000),
@@ -254,7 +254,7 @@ public sealed record KarpetrackOptions
                 ScaleUpCooldown = ParseDuration(GetOr("scale-up-cooldown"), "--scale-up-cooldown"),
                 ProvisioningTimeout = Positive(ParseDuration(GetOr("provisioning-timeout"), "--provisioning-timeout"), "--provisioning-timeout"),
                 DrainTimeout = Positive(ParseDuration(GetOr("drain-timeout"), "--drain-timeout"), "--drain-timeout"),
-                MaxGracePeriod = ParseDuration(GetOr("max-grace-period"), "--max-grace-period"),
+                MaxGracePeriod = GracePeriod(GetOr("max-grace-period")),
                 MaxPlanAge = Positive(ParseDuration(GetOr("max-plan-age"), "--max-plan-age"), "--max-plan-age"),
                 Window = NullIfEmpty(Get("maintenance-window")) is { } mw ? MaintenanceWindow.Parse(mw, "--maintenance-window") : null,
                 Bids = new BidPolicy
@@ -323,6 +323,22 @@ public sealed record KarpetrackOptions
         Uri.TryCreate(s, UriKind.Absolute, out var u) && (u.Scheme == "http" || u.Scheme == "https")
             ? u
             : throw new OptionsException($"{flag}: \"{s}\" is not an absolute http(s) URL");
+
+    /// <summary>A Spot URL the tokens may travel to: https, or http on loopback only (<see cref="SpotUrls"/>).</summary>
+    private static Uri SpotUrl(string s, string flag)
+    {
+        var url = AbsoluteUrl(s, flag);
+        return SpotUrls.Problem(url) is { } problem ? throw new OptionsException($"{flag}: \"{s}\" {problem}") : url;
+    }
+
+    /// <summary>A grace period of 0 asks the kubelet to kill at once (a force delete): refused, at least 1s.</summary>
+    private static TimeSpan GracePeriod(string s)
+    {
+        var t = ParseDuration(s, "--max-grace-period");
+        return t < TimeSpan.FromSeconds(1)
+            ? throw new OptionsException($"--max-grace-period: \"{s}\" would force-delete evicted pods without a graceful stop; give at least 1s")
+            : t;
+    }
 
     private static bool IsResourceName(string s) =>
         s.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '.' or '/' or '_');

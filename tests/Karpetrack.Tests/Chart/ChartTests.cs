@@ -60,6 +60,15 @@ public class ChartTests
     }
 
     [Fact]
+    public void SchemaRefusesCleartextSpotUrls()
+    {
+        var schema = SchemaCheck.Load();
+        Assert.Contains(SchemaCheck.Validate(schema, ChartRenderer.Values("spot:\n  spotApiUrl: http://spot.rackspace.com")), e => e.StartsWith("spot.spotApiUrl", StringComparison.Ordinal));
+        Assert.Contains(SchemaCheck.Validate(schema, ChartRenderer.Values("spot:\n  spotAuthUrl: http://login.spot.rackspace.com")), e => e.StartsWith("spot.spotAuthUrl", StringComparison.Ordinal));
+        Assert.Empty(SchemaCheck.Validate(schema, ChartRenderer.Values("spot:\n  spotApiUrl: https://spot.example.com")));
+    }
+
+    [Fact]
     public void SchemaDescribesEveryValue()
     {
         var schema = SchemaCheck.Load();

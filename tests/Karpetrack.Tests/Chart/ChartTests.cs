@@ -263,6 +263,43 @@ public class ChartTests
     }
 
     [Fact]
+    public void TlsValuesServeBothPortsOverTlsFromTheSecret()
+    {
+        var plain = ChartRenderer.Render();
+        Assert.DoesNotContain(plain.Args, a => a.StartsWith("--tls-", StringComparison.Ordinal));
+        Assert.False(plain.Container.Map("readinessProbe").Map("httpGet").ContainsKey("scheme"));
+
+        var chart = ChartRenderer.Render("""
+            tls:
+              secretName: karpetrack-tls
+              scrapeTlsConfig:
+                serverName: karpetrack.karpetrack.svc
+            serviceMonitor:
+              enabled: true
+            podMonitor:
+              enabled: true
+            """);
+        Assert.Contains("--tls-cert=/etc/karpetrack/tls/tls.crt", chart.Args);
+        Assert.Contains("--tls-key=/etc/karpetrack/tls/tls.key", chart.Args);
+        var pod = chart.OfKind("Deployment").Single().Map("spec").Map("template").Map("spec");
+        var volume = pod.List("volumes").Maps().Single(v => v.Str("name") == "tls").Map("secret");
+        Assert.Equal("karpetrack-tls", volume.Str("secretName"));
+        Assert.Equal(["tls.crt", "tls.key"], volume.List("items").Maps().Select(i => i.Str("key")!).ToList());
+        var mount = chart.Container.List("volumeMounts").Maps().Single(m => m.Str("name") == "tls");
+        Assert.Equal(("/etc/karpetrack/tls", (object?)true), (mount.Str("mountPath"), mount["readOnly"]));
+        foreach (var probe in new[] { "livenessProbe", "readinessProbe" })
+            Assert.Equal("HTTPS", chart.Container.Map(probe).Map("httpGet").Str("scheme"));
+        var sm = chart.OfKind("ServiceMonitor").Single().Map("spec").List("endpoints").Maps().Single();
+        var pm = chart.OfKind("PodMonitor").Single().Map("spec").List("podMetricsEndpoints").Maps().Single();
+        foreach (var endpoint in new[] { sm, pm })
+        {
+            Assert.Equal("https", endpoint.Str("scheme"));
+            Assert.Equal("karpetrack.karpetrack.svc", endpoint.Map("tlsConfig").Str("serverName"));
+        }
+        Assert.Empty(SchemaCheck.Validate(SchemaCheck.Load(), ChartRenderer.Values("tls:\n  secretName: karpetrack-tls")));
+    }
+
+    [Fact]
     public void ExistingSecretIsReadWithTheOlderCloudspaceKeyAsFallback()
     {
         var chart = ChartRenderer.Render(ExistingSecret);

@@ -54,6 +54,8 @@ public sealed record KarpetrackOptions
     /// <summary>Everything the actuator is told (its Mode is <see cref="Actuation"/>; the cloudspace is filled in at start).</summary>
     public ActuationOptions ActuationSettings { get; init; } = new();
     public bool LeaderElect { get; init; }
+    /// <summary>Limits, stabilisation, expiry, labels and taints of Karpetrack-managed pools (Actuation/PoolPolicy.cs).</summary>
+    public PoolPolicy Pools { get; init; } = PoolPolicy.None;
     public bool ShowHelp { get; init; }
     public bool ShowVersion { get; init; }
 
@@ -112,6 +114,13 @@ public sealed record KarpetrackOptions
         new("maintenance-window", "", "Daily UTC window in which disruptive actions may start, e.g. 01:00-05:00 (default: any time)."),
         new("bid-percentile", "p50", "Feed percentile a bid must reach: p20, p50, p80 or market (bid = max(market, minimum bid, percentile) x margin, on the ladder, at most --max-price)."),
         new("bid-margin", "1.05", "Factor applied to the bid target."),
+        new("max-managed-cpu", "", "Total cpu (cores) that Karpetrack-managed pools may hold, pools still being provisioned included; no pool is recommended or created beyond it, and the plan says why (default: no limit)."),
+        new("max-managed-memory", "", "Total memory that Karpetrack-managed pools may hold, as a quantity (e.g. 512Gi); as --max-managed-cpu (default: no limit)."),
+        new("consolidate-after", "0", "A node must be removable continuously for this long before a consolidation or replacement of it is acted on; until then the recommendation says 'waiting for consolidate-after' (the seed used 30m)."),
+        new("consolidate-after-empty", "0", "The same for an empty node (delete-empty; the seed used 5m)."),
+        new("expire-after", "", "Managed nodes older than this are replaced (recommendation reason 'expired'); default: never."),
+        new("pool-labels", "", "Custom labels of new pools, comma-separated key=value (their nodes carry them; karpetrack.io/ keys are Karpetrack's own)."),
+        new("pool-taints", "", "Custom taints of new pools, comma-separated key=value:Effect or key:Effect (NoSchedule, PreferNoSchedule, NoExecute); only pods that tolerate them are planned onto new nodes."),
         new("help", "false", "Print this help and exit.", IsSwitch: true),
         new("version", "false", "Print the version and exit.", IsSwitch: true),
     ];
@@ -265,6 +274,16 @@ public sealed record KarpetrackOptions
                 },
             },
             LeaderElect = ParseBool(GetOr("leader-elect"), "--leader-elect"),
+            Pools = new PoolPolicy
+            {
+                MaxManagedMilliCpu = NullIfEmpty(Get("max-managed-cpu")) is { } mc ? (long)(ParseDecimal(mc, "--max-managed-cpu", 0, 1_000_000) * 1000) : null,
+                MaxManagedMemoryBytes = NullIfEmpty(Get("max-managed-memory")) is { } mm ? ParseBytes(mm, "--max-managed-memory") : null,
+                ConsolidateAfter = ParseDuration(GetOr("consolidate-after"), "--consolidate-after"),
+                ConsolidateAfterEmpty = ParseDuration(GetOr("consolidate-after-empty"), "--consolidate-after-empty"),
+                ExpireAfter = NullIfEmpty(Get("expire-after")) is { } ea ? Positive(ParseDuration(ea, "--expire-after"), "--expire-after") : null,
+                Labels = ParsePoolLabels(GetOr("pool-labels")),
+                Taints = ParsePoolTaints(GetOr("pool-taints")),
+            },
             ShowHelp = ParseBool(GetOr("help"), "--help"),
             ShowVersion = ParseBool(GetOr("version"), "--version"),
         };
@@ -338,6 +357,54 @@ public sealed record KarpetrackOptions
         return t < TimeSpan.FromSeconds(1)
             ? throw new OptionsException($"--max-grace-period: \"{s}\" would force-delete evicted pods without a graceful stop; give at least 1s")
             : t;
+    }
+
+    private static long ParseBytes(string s, string flag)
+    {
+        if (!Quantity.TryParse(s.Trim(), out var q, out var error) || q.Value <= 0 || q.Value > long.MaxValue)
+            throw new OptionsException($"{flag}: \"{s}\" is not a positive quantity such as 512Gi ({error ?? "out of range"})");
+        return (long)decimal.Ceiling(q.Value);
+    }
+
+    private static bool IsLabelPart(string s, int max) =>
+        s.Length <= max && s.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or '/');
+
+    /// <summary>`key=value,...`: Kubernetes-like keys and values, each key once, none of Karpetrack's own.</summary>
+    private static IReadOnlyDictionary<string, string> ParsePoolLabels(string s)
+    {
+        var labels = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var part in s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            int eq = part.IndexOf('=');
+            var (key, value) = eq < 0 ? (part, "") : (part[..eq].Trim(), part[(eq + 1)..].Trim());
+            if (eq < 0 || key.Length == 0 || !IsLabelPart(key, 253) || !IsLabelPart(value, 63) || value.Contains('/'))
+                throw new OptionsException($"--pool-labels: \"{part}\" is not key=value");
+            if (key.StartsWith("karpetrack.io/", StringComparison.Ordinal))
+                throw new OptionsException($"--pool-labels: {key} is Karpetrack's own label");
+            if (!labels.TryAdd(key, value)) throw new OptionsException($"--pool-labels: {key} is given twice");
+        }
+        return labels;
+    }
+
+    /// <summary>`key=value:Effect` or `key:Effect`, comma-separated.</summary>
+    private static IReadOnlyList<Taint> ParsePoolTaints(string s)
+    {
+        var taints = new List<Taint>();
+        foreach (var part in s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            int colon = part.LastIndexOf(':');
+            var effect = colon < 0 ? "" : part[(colon + 1)..].Trim();
+            if (effect is not ("NoSchedule" or "PreferNoSchedule" or "NoExecute"))
+                throw new OptionsException($"--pool-taints: \"{part}\" is not key=value:Effect with Effect NoSchedule, PreferNoSchedule or NoExecute");
+            var kv = part[..colon];
+            int eq = kv.IndexOf('=');
+            var (key, value) = eq < 0 ? (kv.Trim(), (string?)null) : (kv[..eq].Trim(), kv[(eq + 1)..].Trim());
+            if (key.Length == 0 || !IsLabelPart(key, 253) || (value is not null && (!IsLabelPart(value, 63) || value.Contains('/'))))
+                throw new OptionsException($"--pool-taints: \"{part}\" is not key=value:Effect");
+            if (taints.Any(t => t.Key == key && t.Effect == effect)) throw new OptionsException($"--pool-taints: {key}:{effect} is given twice");
+            taints.Add(new Taint(key, value, effect));
+        }
+        return taints;
     }
 
     private static bool IsResourceName(string s) =>

@@ -79,6 +79,42 @@ public class OptionsTests
     }
 
     [Fact]
+    public void PoolPolicyFlagsParseAndDefaultToNothing()
+    {
+        var d = Parse([]).Pools;
+        Assert.Null(d.MaxManagedMilliCpu);
+        Assert.Null(d.MaxManagedMemoryBytes);
+        Assert.Equal(TimeSpan.Zero, d.ConsolidateAfter);
+        Assert.Null(d.ExpireAfter);
+        Assert.Empty(d.Labels);
+        Assert.Empty(d.Taints);
+
+        var p = Parse(["--max-managed-cpu", "64.5", "--max-managed-memory", "256Gi", "--consolidate-after", "30m", "--consolidate-after-empty", "5m",
+            "--expire-after", "168h", "--pool-labels", "team=web, tier=batch", "--pool-taints", "dedicated=batch:NoSchedule,gpu:NoExecute"]).Pools;
+        Assert.Equal(64_500, p.MaxManagedMilliCpu);
+        Assert.Equal(256L << 30, p.MaxManagedMemoryBytes);
+        Assert.Equal((TimeSpan.FromMinutes(30), TimeSpan.FromMinutes(5), (TimeSpan?)TimeSpan.FromDays(7)), (p.ConsolidateAfter, p.ConsolidateAfterEmpty, p.ExpireAfter));
+        Assert.Equal(new Dictionary<string, string> { ["team"] = "web", ["tier"] = "batch" }, p.Labels);
+        Assert.Equal([new Taint("dedicated", "batch", "NoSchedule"), new Taint("gpu", null, "NoExecute")], p.Taints);
+    }
+
+    [Theory]
+    [InlineData("--max-managed-cpu", "lots", "--max-managed-cpu")]
+    [InlineData("--max-managed-memory", "-1Gi", "positive quantity")]
+    [InlineData("--expire-after", "0", "longer than 0")]
+    [InlineData("--pool-labels", "team", "is not key=value")]
+    [InlineData("--pool-labels", "karpetrack.io/managed=false", "Karpetrack's own label")]
+    [InlineData("--pool-labels", "a=1,a=2", "given twice")]
+    [InlineData("--pool-taints", "dedicated=batch", "Effect")]
+    [InlineData("--pool-taints", "dedicated=batch:Sometimes", "Effect")]
+    public void BadPoolPolicyFlagsAreOneClearError(string flag, string value, string expected)
+    {
+        var e = Assert.Throws<OptionsException>(() => Parse([flag, value]));
+        Assert.Contains(expected, e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+    }
+
+    [Fact]
     public void DuplicateLabelGroupsAreKeptOnce() =>
         Assert.Single(Parse(["--label-group", "a,b", "--label-group", "a, b"]).LabelGroups);
 

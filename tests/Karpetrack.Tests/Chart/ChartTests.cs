@@ -263,6 +263,30 @@ public class ChartTests
     }
 
     [Fact]
+    public void PoolPolicyValuesBecomeFlagsThatParse()
+    {
+        Assert.DoesNotContain(ChartRenderer.Render().Args, a => a.StartsWith("--pool-", StringComparison.Ordinal) || a.StartsWith("--max-managed", StringComparison.Ordinal));
+        var chart = ChartRenderer.Render("""
+            pools:
+              maxManagedCpu: "64"
+              maxManagedMemory: 256Gi
+              consolidateAfter: 30m
+              consolidateAfterEmpty: 5m
+              expireAfter: 168h
+              labels: team=web
+              taints: dedicated=batch:NoSchedule
+            """);
+        foreach (var a in new[] { "--max-managed-cpu=64", "--max-managed-memory=256Gi", "--consolidate-after=30m", "--consolidate-after-empty=5m",
+                     "--expire-after=168h", "--pool-labels=team=web", "--pool-taints=dedicated=batch:NoSchedule" })
+            Assert.Contains(a, chart.Args);
+        var pools = KarpetrackOptions.Parse([.. chart.Args.Where(a => a.StartsWith("--max-managed", StringComparison.Ordinal) || a.StartsWith("--pool-", StringComparison.Ordinal)
+            || a.StartsWith("--consolidate", StringComparison.Ordinal) || a.StartsWith("--expire", StringComparison.Ordinal))], _ => null).Pools;
+        Assert.Equal(64_000, pools.MaxManagedMilliCpu);
+        Assert.Equal([new Taint("dedicated", "batch", "NoSchedule")], pools.Taints);
+        Assert.Empty(SchemaCheck.Validate(SchemaCheck.Load(), ChartRenderer.Values("pools:\n  maxManagedCpu: \"64\"")));
+    }
+
+    [Fact]
     public void TlsValuesServeBothPortsOverTlsFromTheSecret()
     {
         var plain = ChartRenderer.Render();

@@ -78,13 +78,15 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
     public override async Task<V1.SimulateResponse> Simulate(V1.SimulateRequest request, ServerCallContext context)
     {
         SimulateLimits.Check(request);
+        var timeLeft = SimulateLimits.TimeLeft(context.Deadline, DateTime.UtcNow);
+        if (timeLeft <= TimeSpan.Zero) throw new RpcException(new Status(StatusCode.DeadlineExceeded, "the call's deadline has passed"));
         if (!simulations.Wait(0))
             throw new RpcException(new Status(StatusCode.ResourceExhausted, $"{SimulateLimits.Concurrent} simulations are running already; try again shortly"));
         var deadline = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
         Task<V1.SimulateResponse> work;
         try
         {
-            deadline.CancelAfter(SimulateLimits.TimeLeft(context.Deadline, DateTime.UtcNow));
+            deadline.CancelAfter(timeLeft);
             var token = deadline.Token;
             // The slot is given back when the computation ends, not when the caller stops waiting for it.
             work = Task.Run(() => { try { return Simulate(request, token); } finally { simulations.Release(); } }, CancellationToken.None);

@@ -159,6 +159,7 @@ public sealed class Service : IAsyncDisposable
             GpuPerClass = options.GpusPerClass,
             ReplaceThresholdPercent = options.ReplaceThresholdPercent,
             ReplaceThresholdDollars = options.ReplaceThresholdDollars,
+            Pools = options.Pools,
         };
         var grpc = new GrpcCalls(new GrpcServerOptions { MaxConcurrentCalls = options.GrpcMaxCalls, ReadTimeout = options.GrpcReadTimeout }, telemetry);
         var (actuator, elector) = ActuationWiring.Create(options, new ActuationWiring.ActuationInputs(model, prices, statuses, RecommenderOptionsNow), kube, spot, loggerFactory, telemetry);

@@ -57,6 +57,7 @@ public static class GrpcCli
                 error.WriteLine($"karpetrack: {e.Message}");
                 return 2;
             }
+            if (CleartextWarning(a.Server) is { } warning) error.WriteLine(warning);
         }
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
@@ -151,6 +152,14 @@ public static class GrpcCli
     private static Uri? Address(string server) =>
         Uri.TryCreate(server.Contains("://", StringComparison.Ordinal) ? server : "http://" + server, UriKind.Absolute, out var uri)
         && uri.Scheme is "http" or "https" && uri.Host.Length > 0 ? uri : null;
+
+    /// <summary>
+    /// The warning approve prints before sending its bearer token over h2c to another machine (null for https://, or
+    /// for loopback, e.g. through kubectl port-forward, whose tunnel is the API server's TLS).
+    /// </summary>
+    public static string? CleartextWarning(string server) => Address(server) is { Scheme: "http", IsLoopback: false } uri
+        ? $"karpetrack: warning: the approval token goes to {uri.Authority} in cleartext; serve gRPC with --tls-cert and pass --server https://{uri.Authority}, or use kubectl port-forward"
+        : null;
 
     private static DateTime Deadline() => DateTime.UtcNow.AddSeconds(30);
 

@@ -68,9 +68,46 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
         return NodeMap.Build(model.Snapshot(), prices.Current, loop.Current, loop.LastRun, LabelGroups);
     }
 
-    // Simulate runs the packer: off the request thread, so that a cancelled or stopping call need not wait for it.
-    public override Task<V1.SimulateResponse> Simulate(V1.SimulateRequest request, ServerCallContext context) =>
-        Task.Run(() => Simulate(request), context.CancellationToken).WaitAsync(context.CancellationToken);
+    /// <summary>
+    /// Simulate is read-only (it computes, writes nothing and shows no more than ListNodes and ExplainNode), so it
+    /// takes no token, but its cost is bounded: the request's size (<see cref="SimulateLimits"/>), how many run at
+    /// once (more are refused with RESOURCE_EXHAUSTED), and how long one may take (the caller's deadline, at most
+    /// <see cref="SimulateLimits.Deadline"/>; a grpc-timeout of years is simply that cap). The packer runs off the request
+    /// thread and checks the call's cancellation between its steps, so a cancelled or timed-out call frees its slot soon.
+    /// </summary>
+    public override async Task<V1.SimulateResponse> Simulate(V1.SimulateRequest request, ServerCallContext context)
+    {
+        SimulateLimits.Check(request);
+        var timeLeft = SimulateLimits.TimeLeft(context.Deadline, DateTime.UtcNow);
+        if (timeLeft <= TimeSpan.Zero) throw new RpcException(new Status(StatusCode.DeadlineExceeded, "the call's deadline has passed"));
+        if (!simulations.Wait(0))
+            throw new RpcException(new Status(StatusCode.ResourceExhausted, $"{SimulateLimits.Concurrent} simulations are running already; try again shortly"));
+        var deadline = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
+        Task<V1.SimulateResponse> work;
+        try
+        {
+            deadline.CancelAfter(timeLeft);
+            var token = deadline.Token;
+            // The slot is given back when the computation ends, not when the caller stops waiting for it.
+            work = Task.Run(() => { try { return Simulate(request, token); } finally { simulations.Release(); } }, CancellationToken.None);
+        }
+        catch
+        {
+            simulations.Release();
+            deadline.Dispose();
+            throw;
+        }
+        try { return await work.WaitAsync(deadline.Token).ConfigureAwait(false); }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
+        {
+            throw new RpcException(new Status(StatusCode.DeadlineExceeded, "the simulation did not finish within its deadline"));
+        }
+        finally { _ = work.ContinueWith(_ => deadline.Dispose(), TaskScheduler.Default); }
+    }
+
+    /// <summary>Slots for Simulate calls in progress (see <see cref="SimulateLimits.Concurrent"/>); tests hold them.</summary>
+    internal SemaphoreSlim SimulationSlots => simulations;
+    private readonly SemaphoreSlim simulations = new(SimulateLimits.Concurrent, SimulateLimits.Concurrent);
 
     public override Task<V1.ApproveRecommendationResponse> ApproveRecommendation(V1.ApproveRecommendationRequest request, ServerCallContext context) =>
         Task.FromResult(Approve(request, context.RequestHeaders.GetValue("authorization")));
@@ -362,8 +399,9 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
     // ---- Simulate ----------------------------------------------------------------------------
 
     /// <summary>What-if, read-only: the engine is <see cref="WhatIf.Simulate"/>; this converts the messages.</summary>
-    public V1.SimulateResponse Simulate(V1.SimulateRequest request)
+    public V1.SimulateResponse Simulate(V1.SimulateRequest request, CancellationToken ct = default)
     {
+        SimulateLimits.Check(request);
         RequireSync();
         var whatIf = new WhatIfRequest(
             [.. request.RemoveNodes],
@@ -373,8 +411,9 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
             [.. request.Categories],
             request.Region);
         WhatIfResult r;
-        try { r = WhatIf.Simulate(model.Snapshot(), model.Pods(), model.DaemonSets.All(), prices.Current, options(), whatIf); }
+        try { r = WhatIf.Simulate(model.Snapshot(), model.Pods(), model.DaemonSets.All(), prices.Current, options(), whatIf, ct); }
         catch (WhatIfException e) { throw new RpcException(new Status(e.NotFound ? StatusCode.NotFound : StatusCode.InvalidArgument, e.Message)); }
+        ct.ThrowIfCancellationRequested();
         var response = new V1.SimulateResponse
         {
             CostBeforePerHour = (double)r.CostBeforePerHour,
@@ -414,4 +453,51 @@ public sealed class Approvals(Actuator actuator, string tokenFile)
             _ => throw new RpcException(new Status(StatusCode.FailedPrecondition, state)),
         };
     }
+}
+
+/// <summary>How much one Simulate may ask and take: enough for any real what-if, far from what a misuse would need.</summary>
+public static class SimulateLimits
+{
+    public const int MaxNodes = 1000;          // remove_nodes + replace_nodes
+    public const int MaxAddedPods = 10_000;
+    public const int MaxLabels = 64;           // per added pod, labels and node selector each
+    public const int MaxStringLength = 1024;   // any name, class, quantity, label key or value
+    public const int Concurrent = 2;
+    public static readonly TimeSpan Deadline = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long a call may run: its own deadline if sooner than <see cref="Deadline"/>; never negative, never more (DateTime.MaxValue is no deadline).</summary>
+    public static TimeSpan TimeLeft(DateTime callDeadline, DateTime now)
+    {
+        if (callDeadline == DateTime.MaxValue || callDeadline - now >= Deadline) return Deadline;
+        var left = callDeadline - now;
+        return left > TimeSpan.Zero ? left : TimeSpan.Zero;
+    }
+
+    /// <summary>INVALID_ARGUMENT naming the first limit the request goes past.</summary>
+    public static void Check(V1.SimulateRequest r)
+    {
+        if (r.RemoveNodes.Count + r.ReplaceNodes.Count > MaxNodes)
+            Refuse($"remove_nodes and replace_nodes name {r.RemoveNodes.Count + r.ReplaceNodes.Count} nodes; at most {MaxNodes}");
+        if (r.AddPods.Count > MaxAddedPods) Refuse($"add_pods has {r.AddPods.Count} pods; at most {MaxAddedPods}");
+        if (r.Categories.Count > 16) Refuse($"categories has {r.Categories.Count} entries; at most 16");
+        Text(r.Region, "region");
+        foreach (var n in r.RemoveNodes) Text(n, "remove_nodes");
+        foreach (var n in r.ReplaceNodes) { Text(n.Node, "replace_nodes.node"); Text(n.ServerClass, "replace_nodes.server_class"); }
+        foreach (var c in r.Categories) Text(c, "categories");
+        for (int i = 0; i < r.AddPods.Count; i++)
+        {
+            var p = r.AddPods[i];
+            foreach (var (v, f) in new[] { (p.Name, "name"), (p.Namespace, "namespace"), (p.Cpu, "cpu"), (p.Memory, "memory") }) Text(v, $"add_pods[{i}].{f}");
+            if (p.Labels.Count > MaxLabels) Refuse($"add_pods[{i}].labels has {p.Labels.Count} entries; at most {MaxLabels}");
+            if (p.NodeSelector.Count > MaxLabels) Refuse($"add_pods[{i}].node_selector has {p.NodeSelector.Count} entries; at most {MaxLabels}");
+            foreach (var (k, v) in p.Labels.Concat(p.NodeSelector)) { Text(k, $"add_pods[{i}] label key"); Text(v, $"add_pods[{i}] label value"); }
+        }
+    }
+
+    private static void Text(string s, string field)
+    {
+        if (s.Length > MaxStringLength) Refuse($"{field} is {s.Length} characters long; at most {MaxStringLength}");
+    }
+
+    private static void Refuse(string why) => throw new RpcException(new Status(StatusCode.InvalidArgument, why));
 }

@@ -54,6 +54,8 @@ public sealed record KarpetrackOptions
     /// <summary>Everything the actuator is told (its Mode is <see cref="Actuation"/>; the cloudspace is filled in at start).</summary>
     public ActuationOptions ActuationSettings { get; init; } = new();
     public bool LeaderElect { get; init; }
+    /// <summary>Limits, stabilisation, expiry, labels and taints of Karpetrack-managed pools (Actuation/PoolPolicy.cs).</summary>
+    public PoolPolicy Pools { get; init; } = PoolPolicy.None;
     public bool ShowHelp { get; init; }
     public bool ShowVersion { get; init; }
 
@@ -85,8 +87,8 @@ public sealed record KarpetrackOptions
         new("price-refresh", "5m", "How often the price feed is read (conditional GET)."),
         new("spot-org", "", "Spot organization id as the console shows it (org_…) or its namespace (org-…); with RACKSPACE_SPOT_REFRESH_TOKEN enables the Spot API."),
         new("cloudspace", "", "Cloudspace name: its region limits what is priced and recommended."),
-        new("spot-api-url", "https://spot.rackspace.com", "Spot API base URL."),
-        new("spot-auth-url", "https://login.spot.rackspace.com", "Spot login (OAuth) base URL."),
+        new("spot-api-url", "https://spot.rackspace.com", "Spot API base URL: https (plain http only on loopback, since the tokens travel with every request)."),
+        new("spot-auth-url", "https://login.spot.rackspace.com", "Spot login (OAuth) base URL: https (plain http only on loopback, since the refresh token is sent there)."),
         new("spot-api-rate", "5", "Spot API requests per second at most (token bucket)."),
         new("spot-api-burst", "10", "Spot API requests allowed in a burst above the rate."),
         new("spot-api-timeout", "30s", "Timeout of one Spot API request."),
@@ -107,11 +109,18 @@ public sealed record KarpetrackOptions
         new("scale-up-cooldown", "2m", "No node is disrupted this soon after a scale-up, nor a node younger than this; 30s in --demo.", DemoDefault: "30s"),
         new("provisioning-timeout", "60m", "A new pool whose node is not Ready by then is deleted and the failure reported (Spot nodes take 8-45 min)."),
         new("drain-timeout", "15m", "A drain not finished by then is rolled back (the node uncordoned) and reported."),
-        new("max-grace-period", "5m", "Cap on a pod's terminationGracePeriodSeconds when it is evicted."),
+        new("max-grace-period", "5m", "Cap on a pod's terminationGracePeriodSeconds when it is evicted; at least 1s (0 would force-delete pods and is refused)."),
         new("max-plan-age", "10m", "A plan older than this is not acted on."),
         new("maintenance-window", "", "Daily UTC window in which disruptive actions may start, e.g. 01:00-05:00 (default: any time)."),
         new("bid-percentile", "p50", "Feed percentile a bid must reach: p20, p50, p80 or market (bid = max(market, minimum bid, percentile) x margin, on the ladder, at most --max-price)."),
         new("bid-margin", "1.05", "Factor applied to the bid target."),
+        new("max-managed-cpu", "", "Total cpu (cores) that Karpetrack-managed pools may hold, pools still being provisioned included; no pool is recommended or created beyond it, and the plan says why (default: no limit)."),
+        new("max-managed-memory", "", "Total memory that Karpetrack-managed pools may hold, as a quantity (e.g. 512Gi); as --max-managed-cpu (default: no limit)."),
+        new("consolidate-after", "0", "A node must be removable continuously for this long before a consolidation or replacement of it is acted on; until then the recommendation says 'waiting for consolidate-after' (the seed used 30m)."),
+        new("consolidate-after-empty", "0", "The same for an empty node (delete-empty; the seed used 5m)."),
+        new("expire-after", "", "Managed nodes older than this are replaced (recommendation reason 'expired'); default: never."),
+        new("pool-labels", "", "Custom labels of new pools, comma-separated key=value (their nodes carry them; karpetrack.io/ keys are Karpetrack's own)."),
+        new("pool-taints", "", "Custom taints of new pools, comma-separated key=value:Effect or key:Effect (NoSchedule, PreferNoSchedule, NoExecute); only pods that tolerate them are planned onto new nodes."),
         new("help", "false", "Print this help and exit.", IsSwitch: true),
         new("version", "false", "Print the version and exit.", IsSwitch: true),
     ];
@@ -227,8 +236,8 @@ public sealed record KarpetrackOptions
             SpotOrg = NullIfEmpty(Get("spot-org")),
             // The chart's older secret key `cloudspace-id` arrives as KARPETRACK_CLOUDSPACE_ID.
             Cloudspace = NullIfEmpty(Get("cloudspace")) ?? NullIfEmpty(getEnv("KARPETRACK_CLOUDSPACE_ID")),
-            SpotApiUrl = AbsoluteUrl(GetOr("spot-api-url"), "--spot-api-url"),
-            SpotAuthUrl = AbsoluteUrl(GetOr("spot-auth-url"), "--spot-auth-url"),
+            SpotApiUrl = SpotUrl(GetOr("spot-api-url"), "--spot-api-url"),
+            SpotAuthUrl = SpotUrl(GetOr("spot-auth-url"), "--spot-auth-url"),
             SpotApi = new SpotApiOptions
             {
                 RatePerSecond = (double)ParseDecimal(GetOr("spot-api-rate"), "--spot-api-rate", 0.01m, 1000),
@@ -254,7 +263,7 @@ public sealed record KarpetrackOptions
                 ScaleUpCooldown = ParseDuration(GetOr("scale-up-cooldown"), "--scale-up-cooldown"),
                 ProvisioningTimeout = Positive(ParseDuration(GetOr("provisioning-timeout"), "--provisioning-timeout"), "--provisioning-timeout"),
                 DrainTimeout = Positive(ParseDuration(GetOr("drain-timeout"), "--drain-timeout"), "--drain-timeout"),
-                MaxGracePeriod = ParseDuration(GetOr("max-grace-period"), "--max-grace-period"),
+                MaxGracePeriod = GracePeriod(GetOr("max-grace-period")),
                 MaxPlanAge = Positive(ParseDuration(GetOr("max-plan-age"), "--max-plan-age"), "--max-plan-age"),
                 Window = NullIfEmpty(Get("maintenance-window")) is { } mw ? MaintenanceWindow.Parse(mw, "--maintenance-window") : null,
                 Bids = new BidPolicy
@@ -265,6 +274,16 @@ public sealed record KarpetrackOptions
                 },
             },
             LeaderElect = ParseBool(GetOr("leader-elect"), "--leader-elect"),
+            Pools = new PoolPolicy
+            {
+                MaxManagedMilliCpu = NullIfEmpty(Get("max-managed-cpu")) is { } mc ? (long)(ParseDecimal(mc, "--max-managed-cpu", 0, 1_000_000) * 1000) : null,
+                MaxManagedMemoryBytes = NullIfEmpty(Get("max-managed-memory")) is { } mm ? ParseBytes(mm, "--max-managed-memory") : null,
+                ConsolidateAfter = ParseDuration(GetOr("consolidate-after"), "--consolidate-after"),
+                ConsolidateAfterEmpty = ParseDuration(GetOr("consolidate-after-empty"), "--consolidate-after-empty"),
+                ExpireAfter = NullIfEmpty(Get("expire-after")) is { } ea ? Positive(ParseDuration(ea, "--expire-after"), "--expire-after") : null,
+                Labels = ParsePoolLabels(GetOr("pool-labels")),
+                Taints = ParsePoolTaints(GetOr("pool-taints")),
+            },
             ShowHelp = ParseBool(GetOr("help"), "--help"),
             ShowVersion = ParseBool(GetOr("version"), "--version"),
         };
@@ -323,6 +342,70 @@ public sealed record KarpetrackOptions
         Uri.TryCreate(s, UriKind.Absolute, out var u) && (u.Scheme == "http" || u.Scheme == "https")
             ? u
             : throw new OptionsException($"{flag}: \"{s}\" is not an absolute http(s) URL");
+
+    /// <summary>A Spot URL the tokens may travel to: https, or http on loopback only (<see cref="SpotUrls"/>).</summary>
+    private static Uri SpotUrl(string s, string flag)
+    {
+        var url = AbsoluteUrl(s, flag);
+        return SpotUrls.Problem(url) is { } problem ? throw new OptionsException($"{flag}: \"{s}\" {problem}") : url;
+    }
+
+    /// <summary>A grace period of 0 asks the kubelet to kill at once (a force delete): refused, at least 1s.</summary>
+    private static TimeSpan GracePeriod(string s)
+    {
+        var t = ParseDuration(s, "--max-grace-period");
+        return t < TimeSpan.FromSeconds(1)
+            ? throw new OptionsException($"--max-grace-period: \"{s}\" would force-delete evicted pods without a graceful stop; give at least 1s")
+            : t;
+    }
+
+    private static long ParseBytes(string s, string flag)
+    {
+        if (!Quantity.TryParse(s.Trim(), out var q, out var error) || q.Value <= 0 || q.Value > long.MaxValue)
+            throw new OptionsException($"{flag}: \"{s}\" is not a positive quantity such as 512Gi ({error ?? "out of range"})");
+        return (long)decimal.Ceiling(q.Value);
+    }
+
+    private static bool IsLabelPart(string s, int max) =>
+        s.Length <= max && s.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or '/');
+
+    /// <summary>`key=value,...`: Kubernetes-like keys and values, each key once, none of Karpetrack's own.</summary>
+    private static IReadOnlyDictionary<string, string> ParsePoolLabels(string s)
+    {
+        var labels = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var part in s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            int eq = part.IndexOf('=');
+            var (key, value) = eq < 0 ? (part, "") : (part[..eq].Trim(), part[(eq + 1)..].Trim());
+            if (eq < 0 || key.Length == 0 || !IsLabelPart(key, 253) || !IsLabelPart(value, 63) || value.Contains('/'))
+                throw new OptionsException($"--pool-labels: \"{part}\" is not key=value");
+            if (key.StartsWith("karpetrack.io/", StringComparison.Ordinal))
+                throw new OptionsException($"--pool-labels: {key} is Karpetrack's own label");
+            if (!labels.TryAdd(key, value)) throw new OptionsException($"--pool-labels: {key} is given twice");
+        }
+        return labels;
+    }
+
+    /// <summary>`key=value:Effect` or `key:Effect`, comma-separated.</summary>
+    private static IReadOnlyList<Taint> ParsePoolTaints(string s)
+    {
+        var taints = new List<Taint>();
+        foreach (var part in s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            int colon = part.LastIndexOf(':');
+            var effect = colon < 0 ? "" : part[(colon + 1)..].Trim();
+            if (effect is not ("NoSchedule" or "PreferNoSchedule" or "NoExecute"))
+                throw new OptionsException($"--pool-taints: \"{part}\" is not key=value:Effect with Effect NoSchedule, PreferNoSchedule or NoExecute");
+            var kv = part[..colon];
+            int eq = kv.IndexOf('=');
+            var (key, value) = eq < 0 ? (kv.Trim(), (string?)null) : (kv[..eq].Trim(), kv[(eq + 1)..].Trim());
+            if (key.Length == 0 || !IsLabelPart(key, 253) || (value is not null && (!IsLabelPart(value, 63) || value.Contains('/'))))
+                throw new OptionsException($"--pool-taints: \"{part}\" is not key=value:Effect");
+            if (taints.Any(t => t.Key == key && t.Effect == effect)) throw new OptionsException($"--pool-taints: {key}:{effect} is given twice");
+            taints.Add(new Taint(key, value, effect));
+        }
+        return taints;
+    }
 
     private static bool IsResourceName(string s) =>
         s.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '.' or '/' or '_');

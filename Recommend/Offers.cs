@@ -1,7 +1,11 @@
 namespace Karpetrack;
 
 /// <summary>A server class one may buy, as a bin type plus the labels its nodes will carry.</summary>
-internal sealed record Offer(BinType Bin, PricedClass Class, IReadOnlyDictionary<string, string> Labels, bool Gpu);
+internal sealed record Offer(BinType Bin, PricedClass Class, IReadOnlyDictionary<string, string> Labels, bool Gpu)
+{
+    /// <summary>The taints a new node of the offer will carry (--pool-taints): only pods tolerating them go there.</summary>
+    public Taint[] Taints { get; init; } = [];
+}
 
 /// <summary>
 /// What may be bought: the priced, available classes of one region that the options allow, each with the room a
@@ -21,6 +25,7 @@ internal static class Offers
         var dsShapes = daemonSets.Select(d => (Shape: ShapeOf(d.Template), Requests: d.Template.Requests)).ToArray();
         var offers = new List<Offer>();
         int id = 0;
+        Taint[] taints = [.. o.Pools.Taints];
         foreach (var (name, pc) in book.Classes.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
             var c = pc.Class;
@@ -33,20 +38,20 @@ internal static class Offers
             var price = pc.Prices.SpotPrice;
             if (o.MaxPricePerHour is { } max && price > max) continue;
             bool gpu = c.Category == "gpu";
-            var labels = NewNodeLabels(c);
+            var labels = o.Pools.Labels.Count == 0 ? NewNodeLabels(c) : o.Pools.PoolLabels(NewNodeLabels(c));
             var (reservedCpu, reservedMem) = Reserved(snap, c, o);
             long cpu = (long)(c.Cpu * 1000) - reservedCpu, mem = c.MemoryBytes - reservedMem;
             long dsCpu = 0, dsMem = 0, dsPods = 0;
             foreach (var (shape, req) in dsShapes)
             {
-                if (!shape.AllowsNode(labels, [])) continue;
+                if (!shape.AllowsNode(labels, o.Pools.Taints)) continue;
                 dsCpu += req[ResourceTable.Cpu];
                 dsMem += req[ResourceTable.Memory];
                 dsPods++;
             }
             var capacity = new Demand(cpu - dsCpu, mem - dsMem, GpusOf(c, o), o.MaxPodsPerNode - dsPods);
             if (!capacity.IsNonNegative) continue;
-            offers.Add(new Offer(new BinType(id++, name, capacity, price), pc, labels, gpu));
+            offers.Add(new Offer(new BinType(id++, name, capacity, price), pc, labels, gpu) { Taints = taints });
         }
         return offers;
     }

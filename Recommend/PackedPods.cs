@@ -32,7 +32,7 @@ internal sealed class ShapeIndex(ResourceTable table)
         Items = items,
         Types = offers.Select(x => x.Bin).ToList(),
         Existing = existing,
-        TypeAllows = (c, t) => (!offers[t.Id].Gpu || classes[c].Gpu) && classes[c].Shape.AllowsNode(offers[t.Id].Labels, []),
+        TypeAllows = (c, t) => (!offers[t.Id].Gpu || classes[c].Gpu) && classes[c].Shape.AllowsNode(offers[t.Id].Labels, offers[t.Id].Taints),
         BinAllows = binAllows,
     };
 

@@ -20,6 +20,8 @@ internal sealed class PlanState
     public PodFacts[] Pending { get; }
     public Room Room { get; }
     public ResourceTable Resources => Snapshot.Resources;
+    /// <summary>Pools being provisioned (their nodes have not joined).</summary>
+    public IReadOnlyList<InFlightNode> InFlight { get; }
 
     /// <summary>The nodes without blockers, empty ones first, then the least utilized, the dearest, by name; set by <see cref="RankCandidates"/>.</summary>
     public IReadOnlyList<Candidate> Candidates { get; private set; } = [];
@@ -47,6 +49,34 @@ internal sealed class PlanState
         podsByNode = PodRules.ByNode(pods);
         Pending = pods.Where(p => p.Pending).ToArray();
         Room = Room.Of(snap, pods, o, inFlight, Offers);
+        InFlight = inFlight;
+    }
+
+    /// <summary>
+    /// The cpu and memory Karpetrack-managed pools hold now: managed nodes (by their class when priced, else their
+    /// capacity) and pools still being provisioned (by their class). What --max-managed-cpu/--max-managed-memory limit.
+    /// </summary>
+    public ManagedCapacity Managed()
+    {
+        var total = ManagedCapacity.Zero;
+        foreach (var n in Snapshot.Nodes)
+        {
+            if (!n.Labels.TryGetValue(Actuator.ManagedLabel, out var m) || m != "true") continue;
+            total += Book.Classes.TryGetValue(n.ServerClass, out var pc)
+                ? ManagedCapacity.Of(pc.Class)
+                : new ManagedCapacity(n.Capacity[ResourceTable.Cpu], n.Capacity[ResourceTable.Memory]);
+        }
+        foreach (var f in InFlight)
+            if (Book.Classes.TryGetValue(f.ServerClass, out var pc)) total += ManagedCapacity.Of(pc.Class);
+        return total;
+    }
+
+    /// <summary>What new nodes of these classes add to the managed capacity.</summary>
+    public ManagedCapacity Adding(IEnumerable<NewNode> nodes)
+    {
+        var total = ManagedCapacity.Zero;
+        foreach (var n in nodes) total += ManagedCapacity.Of(Book.Classes[n.ServerClass].Class, n.Count);
+        return total;
     }
 
     public bool IsClaimed(string node) => claimed.Contains(node);

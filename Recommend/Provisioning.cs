@@ -15,10 +15,22 @@ internal static class Provisioning
         var packed = PackedPods.Solve(s.Room, pending, s.Offers, s.Resources);
         var solution = packed.Solution;
         var lost = solution.Unplaced.Select(u => (PodRules.Describe(pending[u.Item]), u.Reason)).ToList();
+        var pools = s.Options.Pools;
+        if (pools.Taints.Count > 0)
+            for (int k = 0; k < lost.Count; k++)
+                if (!pools.Tolerated(pending[solution.Unplaced[k].Item].Shape.Tolerations))
+                    lost[k] = (lost[k].Item1, lost[k].Item2 + "; it does not tolerate the taints of new pools (--pool-taints)");
         var claims = packed.Claims();
         if (solution.NewBins.Count == 0) return new Provisioned(new Command(null, claims), lost, 0, solution.LowerBound);
 
         var capacity = packed.NewNodes();
+        // Runaway protection: nothing is bought past the managed capacity limits; the pods that needed new nodes say why.
+        if (s.Options.Pools.LimitsCapacity && s.Options.Pools.CheckCreate(s.Managed(), s.Adding(capacity.Nodes)) is { } refusal)
+        {
+            foreach (var (i, _) in capacity.Placements()) lost.Add((PodRules.Describe(pending[i]), refusal));
+            lost.Sort((a, b) => string.CompareOrdinal(a.Item1, b.Item1));
+            return new Provisioned(new Command(null, claims), lost, 0, solution.LowerBound);
+        }
         // Each pod's name is built once, and each sort done once: a plan for 100k pending pods is mostly names and sorts.
         var moves = new List<PodMove>(pending.Length);
         capacity.AddMoves(moves, pending);

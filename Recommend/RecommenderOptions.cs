@@ -24,4 +24,6 @@ public sealed record RecommenderOptions
     /// <summary>Nodes considered together for a multi-node consolidation (the least utilized first).</summary>
     public int MultiNodeCandidates { get; init; } = 10;
     public int MaxPodsPerNode { get; init; } = 110;
+    /// <summary>Managed capacity limits and the labels and taints of new pools (the defaults change no plan).</summary>
+    public PoolPolicy Pools { get; init; } = PoolPolicy.None;
 }

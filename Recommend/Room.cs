@@ -57,7 +57,7 @@ internal sealed class Room
                 Labels = new Dictionary<string, string>(offer.Labels, StringComparer.Ordinal) { [SpotLabels.Pool] = f.Pool },
                 Annotations = new Dictionary<string, string>(),
                 Allocatable = zeros, Capacity = zeros, Allocated = zeros, DaemonSetOverhead = zeros,
-                Pods = 0, Ready = false, Schedulable = true, Deleting = false, Taints = [],
+                Pods = 0, Ready = false, Schedulable = true, Deleting = false, Taints = offer.Taints,
                 NamespaceRequests = new Dictionary<string, long[]>(),
             };
             nodes.Add((view, offer.Bin.Capacity, true));

@@ -54,9 +54,11 @@ public sealed class WhatIfException(bool notFound, string message) : Exception(m
 /// </summary>
 public static class WhatIf
 {
+    /// <param name="ct">Checked between the steps (each replacement, the placement): a cancelled what-if stops there with OperationCanceledException.</param>
     public static WhatIfResult Simulate(ClusterSnapshot snap, PodFacts[] pods, DaemonSetRecord[] daemonSets, PriceBook book, RecommenderOptions options,
-        WhatIfRequest request)
+        WhatIfRequest request, CancellationToken ct = default)
     {
+        ct.ThrowIfCancellationRequested();
         var o = Narrowed(options, request, book);
         var (removed, replacements) = Targets(snap, book, request);
         var added = request.AddPods.Select((p, i) => NewPod(p, i, snap.Resources)).ToList();
@@ -77,6 +79,7 @@ public static class WhatIf
 
         foreach (var (old, cls) in replacements)
         {
+            ct.ThrowIfCancellationRequested();
             after += book.Classes[cls.Name].Prices.SpotPrice;
             var r = Replacement(snap, book, o, old, cls, displaced.Where(p => p.Node == old.Name).ToArray());
             placements.AddRange(r.Kept.Select(p => new WhatIfMove(PodRules.Describe(p), old.Name, r.Node.Name, false)));
@@ -93,6 +96,7 @@ public static class WhatIf
             PendingRequests = snap.PendingRequests, PendingPods = snap.PendingPods, Version = snap.Version,
         };
         var facts = toPlace.Select(x => x.Pod with { Node = null, Pending = true }).ToArray();
+        ct.ThrowIfCancellationRequested();
         var result = Place(modified, facts, daemonSets, book, o, bound: [.. pods, .. kept]);
         for (int i = 0; i < facts.Length; i++)
             if (result.Placed.TryGetValue(i, out var where))

@@ -19,6 +19,9 @@ public sealed class SpotApiClient : IDisposable
     public SpotApiClient(SpotApiOptions options, string refreshToken, ILogger log, TimeProvider? clock = null, HttpMessageHandler? handler = null,
         Telemetry? telemetry = null)
     {
+        // The last line of defence: the flags are checked at start, but a client built any other way must not leak the token either.
+        SpotUrls.Require(options.ApiUrl, "Spot API URL");
+        SpotUrls.Require(options.AuthUrl, "Spot auth URL");
         this.options = options;
         this.log = log;
         transport = new SpotApiTransport(options, refreshToken, log, clock, handler, telemetry);

@@ -42,10 +42,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{/* "true" or empty. Two replicas without a lease would both recommend and, worse, both act. */}}
+{{/* "true" or empty. Two replicas without a lease would both recommend and, worse, both act; an actor
+(approve, auto) always takes the lease, whatever replicaCount says, so that a second pod (a scale-up,
+an upgrade, a pod the kubelet has not yet seen die) waits instead of acting beside it. */}}
 {{- define "karpetrack.leaderElect" -}}
-{{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) -}}true{{- end -}}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) (include "karpetrack.actuationWrites" .) -}}true{{- end -}}
 {{- end -}}
+
+{{/* "true" when the actuator writes to the cluster and to Spot (approve, auto); dry-run only logs. */}}
+{{- define "karpetrack.actuationWrites" -}}
+{{- if or (eq .Values.actuation.mode "approve") (eq .Values.actuation.mode "auto") -}}true{{- end -}}
+{{- end -}}
+
+{{/* The Lease the app elects its leader on (fixed in the app: Actuation/ActuationWiring.cs). */}}
+{{- define "karpetrack.leaseName" -}}karpetrack{{- end -}}
 
 {{- define "karpetrack.actuationOn" -}}
 {{- if ne .Values.actuation.mode "off" -}}true{{- end -}}

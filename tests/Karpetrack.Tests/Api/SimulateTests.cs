@@ -54,4 +54,87 @@ public class SimulateTests
         Assert.Equal(StatusCode.InvalidArgument, Assert.Throws<RpcException>(() => api.Simulate(new V1.SimulateRequest { Categories = { "quantum" } })).StatusCode);
         Assert.Equal(StatusCode.NotFound, Assert.Throws<RpcException>(() => api.ExplainNode(new V1.ExplainNodeRequest { Node = "ghost" })).StatusCode);
     }
+
+    [Fact]
+    public async Task RequestsPastTheLimitsAreInvalidArguments()
+    {
+        var api = Api(new Scenario().Node("a", "gp.vs1.large-iad"));
+        var tooManyNodes = new V1.SimulateRequest();
+        tooManyNodes.RemoveNodes.AddRange(Enumerable.Range(0, SimulateLimits.MaxNodes + 1).Select(i => $"n{i}"));
+        var tooManyPods = new V1.SimulateRequest();
+        tooManyPods.AddPods.AddRange(Enumerable.Range(0, SimulateLimits.MaxAddedPods + 1).Select(i => new V1.SimulatedPod { Name = $"p{i}" }));
+        var longName = new V1.SimulateRequest { RemoveNodes = { new string('x', SimulateLimits.MaxStringLength + 1) } };
+        var manyLabels = new V1.SimulateRequest { AddPods = { new V1.SimulatedPod { Name = "p" } } };
+        for (int i = 0; i <= SimulateLimits.MaxLabels; i++) manyLabels.AddPods[0].Labels[$"k{i}"] = "v";
+        foreach (var (request, expected) in new[] { (tooManyNodes, "at most 1000"), (tooManyPods, "at most 10000"), (longName, "characters long"), (manyLabels, "labels has 65") })
+        {
+            var e = Assert.Throws<RpcException>(() => api.Simulate(request));
+            Assert.Equal(StatusCode.InvalidArgument, e.StatusCode);
+            Assert.Contains(expected, e.Status.Detail);
+            // The gRPC and JSON entry point refuses it before taking a slot or a thread.
+            var call = await Assert.ThrowsAsync<RpcException>(() => api.Simulate(request, new Call()));
+            Assert.Equal(StatusCode.InvalidArgument, call.StatusCode);
+        }
+        Assert.Equal(SimulateLimits.Concurrent, api.SimulationSlots.CurrentCount);
+    }
+
+    [Fact]
+    public async Task OnlySoManySimulationsRunAtOnce()
+    {
+        var api = Api(new Scenario().Node("a", "gp.vs1.large-iad").Pod("p", "a", "500m", "1Gi"));
+        for (int i = 0; i < SimulateLimits.Concurrent; i++) Assert.True(api.SimulationSlots.Wait(0));
+        var busy = await Assert.ThrowsAsync<RpcException>(() => api.Simulate(new V1.SimulateRequest { RemoveNodes = { "a" } }, new Call()));
+        Assert.Equal(StatusCode.ResourceExhausted, busy.StatusCode);
+        api.SimulationSlots.Release(SimulateLimits.Concurrent);
+        var r = await api.Simulate(new V1.SimulateRequest { RemoveNodes = { "a" } }, new Call());
+        Assert.Single(r.Placements);
+        Assert.Equal(SimulateLimits.Concurrent, api.SimulationSlots.CurrentCount);
+    }
+
+    [Fact]
+    public async Task ACancelledSimulationStopsAndGivesItsSlotBack()
+    {
+        var api = Api(new Scenario().Node("a", "gp.vs1.large-iad").Pod("p", "a", "500m", "1Gi"));
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        Assert.ThrowsAny<OperationCanceledException>(() => api.Simulate(new V1.SimulateRequest { RemoveNodes = { "a" } }, cancelled.Token));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => api.Simulate(new V1.SimulateRequest { RemoveNodes = { "a" } }, new Call(token: cancelled.Token)));
+        // A deadline already past ends the call as DEADLINE_EXCEEDED, not as the client's cancellation.
+        var late = await Assert.ThrowsAsync<RpcException>(() => api.Simulate(new V1.SimulateRequest { RemoveNodes = { "a" } }, new Call(DateTime.UtcNow.AddSeconds(-1))));
+        Assert.Equal(StatusCode.DeadlineExceeded, late.StatusCode);
+        // The engine itself stops at its first check.
+        var s = new Scenario().Node("a", "gp.vs1.large-iad");
+        Assert.ThrowsAny<OperationCanceledException>(() => WhatIf.Simulate(s.Model.Snapshot(), s.Model.Pods(), [], Scenario.Book,
+            new RecommenderOptions { Region = "us-east-iad-1" }, WhatIfRequest.Nothing, cancelled.Token));
+        for (int i = 0; i < 100 && api.SimulationSlots.CurrentCount < SimulateLimits.Concurrent; i++) await Task.Delay(10);
+        Assert.Equal(SimulateLimits.Concurrent, api.SimulationSlots.CurrentCount);
+    }
+
+    [Fact]
+    public void TheDeadlineIsTheCallersCappedAndNeverOverflows()
+    {
+        var now = new DateTime(2026, 12, 7, 5, 0, 0, DateTimeKind.Utc);
+        Assert.Equal(SimulateLimits.Deadline, SimulateLimits.TimeLeft(DateTime.MaxValue, now));
+        Assert.Equal(SimulateLimits.Deadline, SimulateLimits.TimeLeft(now.AddDays(50), now));
+        Assert.Equal(SimulateLimits.Deadline, SimulateLimits.TimeLeft(DateTime.MaxValue.AddTicks(-1), now));
+        Assert.Equal(TimeSpan.FromSeconds(5), SimulateLimits.TimeLeft(now.AddSeconds(5), now));
+        Assert.Equal(TimeSpan.Zero, SimulateLimits.TimeLeft(now.AddSeconds(-5), now));
+    }
+
+    /// <summary>A call as the service sees it: a deadline (none by default) and the client's cancellation.</summary>
+    private sealed class Call(DateTime? deadline = null, CancellationToken token = default) : ServerCallContext
+    {
+        protected override string MethodCore => "/karpetrack.v1.Karpetrack/Simulate";
+        protected override string HostCore => "test";
+        protected override string PeerCore => "test";
+        protected override DateTime DeadlineCore => deadline ?? DateTime.MaxValue;
+        protected override Metadata RequestHeadersCore { get; } = [];
+        protected override CancellationToken CancellationTokenCore => token;
+        protected override Metadata ResponseTrailersCore { get; } = [];
+        protected override Status StatusCore { get; set; }
+        protected override WriteOptions? WriteOptionsCore { get; set; }
+        protected override AuthContext AuthContextCore => new(null, []);
+        protected override ContextPropagationToken CreatePropagationTokenCore(ContextPropagationOptions? options) => throw new NotSupportedException();
+        protected override Task WriteResponseHeadersAsyncCore(Metadata responseHeaders) => Task.CompletedTask;
+    }
 }

@@ -60,6 +60,15 @@ public class ChartTests
     }
 
     [Fact]
+    public void SchemaRefusesCleartextSpotUrls()
+    {
+        var schema = SchemaCheck.Load();
+        Assert.Contains(SchemaCheck.Validate(schema, ChartRenderer.Values("spot:\n  spotApiUrl: http://spot.rackspace.com")), e => e.StartsWith("spot.spotApiUrl", StringComparison.Ordinal));
+        Assert.Contains(SchemaCheck.Validate(schema, ChartRenderer.Values("spot:\n  spotAuthUrl: http://login.spot.rackspace.com")), e => e.StartsWith("spot.spotAuthUrl", StringComparison.Ordinal));
+        Assert.Empty(SchemaCheck.Validate(schema, ChartRenderer.Values("spot:\n  spotApiUrl: https://spot.example.com")));
+    }
+
+    [Fact]
     public void SchemaDescribesEveryValue()
     {
         var schema = SchemaCheck.Load();
@@ -187,7 +196,11 @@ public class ChartTests
         Assert.Equal(2L, chart.OfKind("Deployment").Single().Map("spec")["replicas"]);
         var lease = chart.Get("Role", Full("karpetrack-leader-election"));
         Assert.Equal(ChartRenderer.Namespace, lease.Map("metadata").Str("namespace"));
-        Assert.Equal(new[] { "coordination.k8s.io/leases get,create,update" }, Grants(lease));
+        Assert.Equal(new[] { "coordination.k8s.io/leases create", "coordination.k8s.io/leases get,update" }, Grants(lease));
+        // Reading and updating are limited to the app's own lease (creating cannot be limited by name).
+        var named = lease.List("rules").Maps().Single(r => r.Strings("verbs").Contains("update"));
+        Assert.Equal(["karpetrack"], named.Strings("resourceNames"));
+        Assert.DoesNotContain(lease.List("rules").Maps(), r => r.Strings("verbs").Contains("update") && !r.ContainsKey("resourceNames"));
         var leaseBinding = chart.Get("RoleBinding", Full("karpetrack-leader-election"));
         Assert.Equal(ChartRenderer.Namespace, leaseBinding.Map("metadata").Str("namespace"));
         var podNs = chart.Container.List("env").Maps().Single(e => e.Str("name") == "POD_NAMESPACE");
@@ -210,10 +223,104 @@ public class ChartTests
         var forced = ChartRenderer.Render("leaderElection:\n  enabled: true");
         Assert.Contains("--leader-elect", forced.Args);
         Assert.NotNull(forced.Find("Role", Full("karpetrack-leader-election")));
-        // Actuation alone (one replica, dry-run) grants write RBAC but needs no lease.
+        // Dry-run only logs: one replica needs no lease, and it gets no write RBAC.
         var dry = ChartRenderer.Render("actuation:\n  mode: dry-run\ncredentials:\n  existingSecret: s");
-        Assert.NotNull(dry.Find("ClusterRoleBinding", Full("karpetrack-actuation")));
+        Assert.Null(dry.Find("ClusterRole", Full("karpetrack-actuation")));
+        Assert.Null(dry.Find("ClusterRoleBinding", Full("karpetrack-actuation")));
         Assert.Empty(dry.OfKind("Role"));
+        Assert.DoesNotContain("--leader-elect", dry.Args);
+        Assert.Equal(new[] { "/nodes get,list,watch", "/pods get,list,watch", "apps/daemonsets get,list,watch", "policy/poddisruptionbudgets get,list,watch" },
+            dry.OfKind("ClusterRole").SelectMany(Grants).Order(StringComparer.Ordinal).ToArray());
+    }
+
+    [Theory]
+    [InlineData("auto")]
+    [InlineData("approve")]
+    public void AnActorAlwaysElectsALeaderAndIsNeverRunTwiceDuringAnUpgrade(string mode)
+    {
+        foreach (var replicas in new[] { 1, 2, 3 })
+        {
+            var chart = ChartRenderer.Render($"""
+                replicaCount: {replicas}
+                actuation:
+                  mode: {mode}
+                  approveTokenSecret:
+                    name: approve
+                credentials:
+                  existingSecret: s
+                """);
+            Assert.Contains("--leader-elect", chart.Args);
+            Assert.NotNull(chart.Find("Role", Full("karpetrack-leader-election")));
+            Assert.NotNull(chart.Find("RoleBinding", Full("karpetrack-leader-election")));
+            // A rolling update would start the new pod before the old one has stopped acting.
+            var spec = chart.OfKind("Deployment").Single().Map("spec");
+            Assert.Equal("Recreate", spec.Map("strategy").Str("type"));
+            Assert.False(spec.Map("strategy").ContainsKey("rollingUpdate"));
+        }
+        // Not acting: the default rolling update keeps the exporter available through an upgrade.
+        foreach (var values in new[] { "", "actuation:\n  mode: dry-run\ncredentials:\n  existingSecret: s" })
+            Assert.False(ChartRenderer.Render(values).OfKind("Deployment").Single().Map("spec").ContainsKey("strategy"));
+    }
+
+    [Fact]
+    public void PoolPolicyValuesBecomeFlagsThatParse()
+    {
+        Assert.DoesNotContain(ChartRenderer.Render().Args, a => a.StartsWith("--pool-", StringComparison.Ordinal) || a.StartsWith("--max-managed", StringComparison.Ordinal));
+        var chart = ChartRenderer.Render("""
+            pools:
+              maxManagedCpu: "64"
+              maxManagedMemory: 256Gi
+              consolidateAfter: 30m
+              consolidateAfterEmpty: 5m
+              expireAfter: 168h
+              labels: team=web
+              taints: dedicated=batch:NoSchedule
+            """);
+        foreach (var a in new[] { "--max-managed-cpu=64", "--max-managed-memory=256Gi", "--consolidate-after=30m", "--consolidate-after-empty=5m",
+                     "--expire-after=168h", "--pool-labels=team=web", "--pool-taints=dedicated=batch:NoSchedule" })
+            Assert.Contains(a, chart.Args);
+        var pools = KarpetrackOptions.Parse([.. chart.Args.Where(a => a.StartsWith("--max-managed", StringComparison.Ordinal) || a.StartsWith("--pool-", StringComparison.Ordinal)
+            || a.StartsWith("--consolidate", StringComparison.Ordinal) || a.StartsWith("--expire", StringComparison.Ordinal))], _ => null).Pools;
+        Assert.Equal(64_000, pools.MaxManagedMilliCpu);
+        Assert.Equal([new Taint("dedicated", "batch", "NoSchedule")], pools.Taints);
+        Assert.Empty(SchemaCheck.Validate(SchemaCheck.Load(), ChartRenderer.Values("pools:\n  maxManagedCpu: \"64\"")));
+    }
+
+    [Fact]
+    public void TlsValuesServeBothPortsOverTlsFromTheSecret()
+    {
+        var plain = ChartRenderer.Render();
+        Assert.DoesNotContain(plain.Args, a => a.StartsWith("--tls-", StringComparison.Ordinal));
+        Assert.False(plain.Container.Map("readinessProbe").Map("httpGet").ContainsKey("scheme"));
+
+        var chart = ChartRenderer.Render("""
+            tls:
+              secretName: karpetrack-tls
+              scrapeTlsConfig:
+                serverName: karpetrack.karpetrack.svc
+            serviceMonitor:
+              enabled: true
+            podMonitor:
+              enabled: true
+            """);
+        Assert.Contains("--tls-cert=/etc/karpetrack/tls/tls.crt", chart.Args);
+        Assert.Contains("--tls-key=/etc/karpetrack/tls/tls.key", chart.Args);
+        var pod = chart.OfKind("Deployment").Single().Map("spec").Map("template").Map("spec");
+        var volume = pod.List("volumes").Maps().Single(v => v.Str("name") == "tls").Map("secret");
+        Assert.Equal("karpetrack-tls", volume.Str("secretName"));
+        Assert.Equal(["tls.crt", "tls.key"], volume.List("items").Maps().Select(i => i.Str("key")!).ToList());
+        var mount = chart.Container.List("volumeMounts").Maps().Single(m => m.Str("name") == "tls");
+        Assert.Equal(("/etc/karpetrack/tls", (object?)true), (mount.Str("mountPath"), mount["readOnly"]));
+        foreach (var probe in new[] { "livenessProbe", "readinessProbe" })
+            Assert.Equal("HTTPS", chart.Container.Map(probe).Map("httpGet").Str("scheme"));
+        var sm = chart.OfKind("ServiceMonitor").Single().Map("spec").List("endpoints").Maps().Single();
+        var pm = chart.OfKind("PodMonitor").Single().Map("spec").List("podMetricsEndpoints").Maps().Single();
+        foreach (var endpoint in new[] { sm, pm })
+        {
+            Assert.Equal("https", endpoint.Str("scheme"));
+            Assert.Equal("karpetrack.karpetrack.svc", endpoint.Map("tlsConfig").Str("serverName"));
+        }
+        Assert.Empty(SchemaCheck.Validate(SchemaCheck.Load(), ChartRenderer.Values("tls:\n  secretName: karpetrack-tls")));
     }
 
     [Fact]

@@ -144,6 +144,15 @@ public class GrpcEndToEndTests(DemoProcess demo) : IClassFixture<DemoProcess>
         // A malformed grpc-timeout is ignored by Grpc.AspNetCore (the old transport answered INTERNAL).
         var badTimeout = await GrpcRaw.CallAsync(http, url, Svc + "GetSummary", GrpcRaw.Frame(0, empty), headers: ("grpc-timeout", "soon"));
         Assert.Equal("0", badTimeout.Status);
+        // Simulate sets its own deadline from the caller's: a grpc-timeout of 11,000 years (past the ~49.7 days a timer
+        // takes) is capped, not thrown; so is none at all.
+        var nothing = new V1.SimulateRequest().ToByteArray();
+        foreach (var timeout in new[] { "99999999H", "4294968S", "" })
+        {
+            var simulated = await GrpcRaw.CallAsync(http, url, Svc + "Simulate", GrpcRaw.Frame(0, nothing),
+                headers: timeout.Length > 0 ? [("grpc-timeout", timeout)] : []);
+            Assert.True(simulated.Status == "0", $"grpc-timeout {timeout}: status {simulated.Status}");
+        }
         var badGzip = await GrpcRaw.CallAsync(http, url, Svc + "GetSummary", GrpcRaw.Frame(1, [1, 2, 3, 4]), headers: ("grpc-encoding", "gzip"));
         Assert.Equal("13", badGzip.Status);
         var unknownService = await GrpcRaw.CallAsync(http, url, "/nope.v1.Nope/Call", GrpcRaw.Frame(0, empty));

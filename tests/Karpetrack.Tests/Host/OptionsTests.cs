@@ -29,6 +29,91 @@ public class OptionsTests
         Assert.Equal([["x"], ["y", "z"]], o.LabelGroups.Select(g => g.ToArray()));
     }
 
+    [Theory]
+    [InlineData("0")]
+    [InlineData("500ms")]
+    public void AForceDeletingGracePeriodIsRefusedAtStart(string value)
+    {
+        var e = Assert.Throws<OptionsException>(() => Parse(["--max-grace-period", value]));
+        Assert.StartsWith("--max-grace-period:", e.Message);
+        Assert.Contains("force-delete", e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+        Assert.Equal(TimeSpan.FromSeconds(1), Parse(["--max-grace-period", "1s"]).ActuationSettings.MaxGracePeriod);
+        Assert.Equal(TimeSpan.FromMinutes(5), Parse([]).ActuationSettings.MaxGracePeriod);
+    }
+
+    [Theory]
+    [InlineData("--spot-api-url", "http://spot.rackspace.com")]
+    [InlineData("--spot-auth-url", "http://login.spot.rackspace.com")]
+    [InlineData("--spot-api-url", "http://10.0.0.5:8080/")]
+    [InlineData("--spot-auth-url", "HTTP://login.example.com")]
+    public void PlainHttpSpotUrlsAreRefusedOffLoopback(string flag, string url)
+    {
+        var e = Assert.Throws<OptionsException>(() => Parse([flag, url]));
+        Assert.StartsWith(flag + ":", e.Message);
+        Assert.Contains("cleartext", e.Message);
+        // The environment twin is checked the same way.
+        var env = new Dictionary<string, string> { [flag == "--spot-api-url" ? "KARPETRACK_SPOT_API_URL" : "KARPETRACK_SPOT_AUTH_URL"] = url };
+        Assert.Throws<OptionsException>(() => Parse([], env));
+    }
+
+    [Theory]
+    [InlineData("https://spot.example.com")]
+    [InlineData("http://127.0.0.1:8080/")]
+    [InlineData("http://localhost:5000")]
+    [InlineData("http://[::1]:5000/")]
+    public void HttpsAnywhereAndHttpOnLoopbackAreAccepted(string url)
+    {
+        var o = Parse(["--spot-api-url", url, "--spot-auth-url", url]);
+        Assert.Equal(new Uri(url), o.SpotApiUrl);
+        Assert.Equal(new Uri(url), o.SpotAuthUrl);
+    }
+
+    [Fact]
+    public void ASpotClientBuiltWithoutTheFlagsRefusesCleartextToo()
+    {
+        var log = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+        Assert.Throws<ArgumentException>(() => new SpotApiClient(new SpotApiOptions { ApiUrl = new("http://spot.example.com") }, "rt", log));
+        Assert.Throws<ArgumentException>(() => new SpotApiClient(new SpotApiOptions { AuthUrl = new("http://login.example.com") }, "rt", log));
+        using var ok = new SpotApiClient(new SpotApiOptions { ApiUrl = new("http://127.0.0.1:1/"), AuthUrl = new("http://127.0.0.1:1/") }, "rt", log);
+    }
+
+    [Fact]
+    public void PoolPolicyFlagsParseAndDefaultToNothing()
+    {
+        var d = Parse([]).Pools;
+        Assert.Null(d.MaxManagedMilliCpu);
+        Assert.Null(d.MaxManagedMemoryBytes);
+        Assert.Equal(TimeSpan.Zero, d.ConsolidateAfter);
+        Assert.Null(d.ExpireAfter);
+        Assert.Empty(d.Labels);
+        Assert.Empty(d.Taints);
+
+        var p = Parse(["--max-managed-cpu", "64.5", "--max-managed-memory", "256Gi", "--consolidate-after", "30m", "--consolidate-after-empty", "5m",
+            "--expire-after", "168h", "--pool-labels", "team=web, tier=batch", "--pool-taints", "dedicated=batch:NoSchedule,gpu:NoExecute"]).Pools;
+        Assert.Equal(64_500, p.MaxManagedMilliCpu);
+        Assert.Equal(256L << 30, p.MaxManagedMemoryBytes);
+        Assert.Equal((TimeSpan.FromMinutes(30), TimeSpan.FromMinutes(5), (TimeSpan?)TimeSpan.FromDays(7)), (p.ConsolidateAfter, p.ConsolidateAfterEmpty, p.ExpireAfter));
+        Assert.Equal(new Dictionary<string, string> { ["team"] = "web", ["tier"] = "batch" }, p.Labels);
+        Assert.Equal([new Taint("dedicated", "batch", "NoSchedule"), new Taint("gpu", null, "NoExecute")], p.Taints);
+    }
+
+    [Theory]
+    [InlineData("--max-managed-cpu", "lots", "--max-managed-cpu")]
+    [InlineData("--max-managed-memory", "-1Gi", "positive quantity")]
+    [InlineData("--expire-after", "0", "longer than 0")]
+    [InlineData("--pool-labels", "team", "is not key=value")]
+    [InlineData("--pool-labels", "karpetrack.io/managed=false", "Karpetrack's own label")]
+    [InlineData("--pool-labels", "a=1,a=2", "given twice")]
+    [InlineData("--pool-taints", "dedicated=batch", "Effect")]
+    [InlineData("--pool-taints", "dedicated=batch:Sometimes", "Effect")]
+    public void BadPoolPolicyFlagsAreOneClearError(string flag, string value, string expected)
+    {
+        var e = Assert.Throws<OptionsException>(() => Parse([flag, value]));
+        Assert.Contains(expected, e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+    }
+
     [Fact]
     public void DuplicateLabelGroupsAreKeptOnce() =>
         Assert.Single(Parse(["--label-group", "a,b", "--label-group", "a, b"]).LabelGroups);

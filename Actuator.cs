@@ -143,6 +143,7 @@ public sealed partial class Actuator
         _ when why.Contains("is blocked", StringComparison.Ordinal) => "blocked",
         _ when why.EndsWith(" is gone", StringComparison.Ordinal) => "node_gone",
         _ when why == "it saves nothing" => "saves_nothing",
+        _ when why.StartsWith("managed capacity limit:", StringComparison.Ordinal) => "managed_capacity_limit",
         _ when why.StartsWith("the saving fell to", StringComparison.Ordinal) => "saving_below_threshold",
         _ when why.Contains("has no price now", StringComparison.Ordinal) => "no_price",
         _ when why.Contains(" runs ", StringComparison.Ordinal) => "pods_not_evicted",

@@ -125,6 +125,8 @@ public sealed record ActuationOptions
     public TimeSpan PoolSweep { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Namespace of the Kubernetes Events the actuator writes.</summary>
     public string EventNamespace { get; init; } = "default";
+    /// <summary>Pool policy: managed capacity limits checked before every pool create, and the custom labels and taints of new pools.</summary>
+    public PoolPolicy Pools { get; init; } = PoolPolicy.None;
 }
 
 public enum ApprovalOutcome { Approved, NotApproveMode, NotFound, Advisory }

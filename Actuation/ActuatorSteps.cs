@@ -47,6 +47,19 @@ public sealed partial class Actuator
         _ => false,
     };
 
+    /// <summary>
+    /// The capacity Karpetrack's pools hold now, on a fresh unfiltered list (this operation's pools created so far and
+    /// pools still being deleted included): what --max-managed-cpu and --max-managed-memory limit.
+    /// </summary>
+    private async Task<ManagedCapacity> ManagedCapacityAsync(PriceBook book, CancellationToken ct)
+    {
+        var view = await LoadViewAsync(ct).ConfigureAwait(false);
+        var total = ManagedCapacity.Zero;
+        foreach (var p in view.Pools.Where(p => p.IsManaged))
+            if (book.Classes.TryGetValue(p.ServerClass, out var c)) total += ManagedCapacity.Of(c.Class, Math.Max(1, p.Desired));
+        return total;
+    }
+
     private async Task CreatePoolsAsync(Operation op, CancellationToken ct)
     {
         var book = prices.Current;
@@ -59,16 +72,25 @@ public sealed partial class Actuator
                 await FailAndCleanUpAsync(op, $"no bid for {cls} within the policy (cap {options.Bids.Cap?.ToString(CultureInfo.InvariantCulture) ?? "none"})", ct).ConfigureAwait(false);
                 return;
             }
-            var labels = new Dictionary<string, string>(StringComparer.Ordinal)
+            var labels = options.Pools.PoolLabels(new Dictionary<string, string>(StringComparer.Ordinal)
             {
                 [ManagedLabel] = "true",
                 [CategoryLabel] = pc.Class.Category,
                 [RecommendationLabel] = op.Rec.Id,
-            };
+            });
+            if (options.Pools.LimitsCapacity
+                && options.Pools.CheckCreate(await ManagedCapacityAsync(book, ct).ConfigureAwait(false), ManagedCapacity.Of(pc.Class)) is { } limit)
+            {
+                Count(ActionKind.CreatePool, "refused");
+                CountRefusal(limit);
+                await FailAndCleanUpAsync(op, limit, ct).ConfigureAwait(false);
+                return;
+            }
             try
             {
                 Fence(ct);
-                var created = await spot!.CreateNodePoolAsync(new SpotNodePoolSpec(pool, cls, 1, bid, options.Cloudspace, labels), options.Bids.Cap, ct).ConfigureAwait(false);
+                var created = await spot!.CreateNodePoolAsync(new SpotNodePoolSpec(pool, cls, 1, bid, options.Cloudspace, labels,
+                    options.Pools.Taints.Count > 0 ? options.Pools.Taints : null), options.Bids.Cap, ct).ConfigureAwait(false);
                 Count(ActionKind.CreatePool, "succeeded");
                 Audit("SpotNodePool", pool, "PoolCreated", $"created Spot pool {pool} ({cls}, bid {created.BidPrice}) for {op.Rec.Id}", "Normal", ct);
             }

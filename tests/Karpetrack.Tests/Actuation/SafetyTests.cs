@@ -279,4 +279,51 @@ public class SafetyTests
         await actuator.TickAsync(CancellationToken.None);
         Assert.NotNull(rig.Spot.Pool(Actuator.PoolName(rec.Id, 0)));
     }
+
+    private static (Actuator, Recommendation, Plan) ProvisionOne(ActuationRig rig, ActuationOptions options, string id)
+    {
+        rig.Detach(rig.Actuator);
+        var actuator = new Actuator(options, rig.Model, rig.Prices, rig.Statuses, NullLogger.Instance, rig.Kube, rig.SpotClient);
+        var cls = rig.Demo.ManagedNodes[0].ServerClass;
+        var rec = new Recommendation(id, RecommendationType.Provision, [], [new NewNode(cls, 1, 0)], [], ["default/p"], 0, 0, 0, 0, -1, ["a test plan"]);
+        return (actuator, rec, new Plan([rec], new Dictionary<string, IReadOnlyList<Blocker>>(), [], 0, 0, "us-east-iad-1"));
+    }
+
+    [Fact]
+    public async Task NoPoolIsCreatedPastTheManagedCapacityLimit()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        // The demo's managed pools already hold more than one cpu: any new pool passes the limit.
+        var (actuator, rec, plan) = ProvisionOne(rig, ActuationRig.Quick() with { Pools = new PoolPolicy { MaxManagedMilliCpu = 1_000 } }, "prov-over-limit");
+        await actuator.TickAsync(CancellationToken.None);   // the recovery
+        actuator.OnPlan(plan);
+        await actuator.TickAsync(CancellationToken.None);
+        Assert.Null(rig.Spot.Pool(Actuator.PoolName(rec.Id, 0)));
+        Assert.Equal(1, actuator.Refusals.GetValueOrDefault("managed_capacity_limit"));
+        Assert.StartsWith("failed: managed capacity limit:", actuator.StateOf(rec.Id));
+    }
+
+    [Fact]
+    public async Task NewPoolsCarryThePolicysLabelsAndTaintsBesideKarpetracksOwn()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        var policy = new PoolPolicy
+        {
+            Labels = new Dictionary<string, string> { ["team"] = "batch", [Actuator.ManagedLabel] = "false" },
+            Taints = [new Taint("dedicated", "batch", "NoSchedule")],
+            MaxManagedMilliCpu = 1_000_000,
+        };
+        var (actuator, rec, plan) = ProvisionOne(rig, ActuationRig.Quick() with { Pools = policy }, "prov-labelled");
+        await actuator.TickAsync(CancellationToken.None);
+        actuator.OnPlan(plan);
+        await actuator.TickAsync(CancellationToken.None);
+        var spec = rig.Spot.Pool(Actuator.PoolName(rec.Id, 0))?["spec"];
+        Assert.NotNull(spec);
+        Assert.Equal("batch", spec["customLabels"]?["team"]?.GetValue<string>());
+        Assert.Equal("true", spec["customLabels"]?[Actuator.ManagedLabel]?.GetValue<string>());   // Karpetrack's own labels win
+        var taint = Assert.Single(spec["customTaints"]!.AsArray())!;
+        Assert.Equal(("dedicated", "batch", "NoSchedule"),
+            (taint["key"]?.GetValue<string>(), taint["value"]?.GetValue<string>(), taint["effect"]?.GetValue<string>()));
+        Assert.Empty(actuator.Refusals);
+    }
 }

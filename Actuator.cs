@@ -143,6 +143,7 @@ public sealed partial class Actuator
         _ when why.Contains("is blocked", StringComparison.Ordinal) => "blocked",
         _ when why.EndsWith(" is gone", StringComparison.Ordinal) => "node_gone",
         _ when why == "it saves nothing" => "saves_nothing",
+        _ when why.StartsWith("pool ", StringComparison.Ordinal) && (why.Contains(" also holds ", StringComparison.Ordinal) || why.Contains(" is sized for ", StringComparison.Ordinal)) => "pool_holds_other_nodes",
         _ when why.StartsWith("managed capacity limit:", StringComparison.Ordinal) => "managed_capacity_limit",
         _ when why.StartsWith("the saving fell to", StringComparison.Ordinal) => "saving_below_threshold",
         _ when why.Contains("has no price now", StringComparison.Ordinal) => "no_price",
@@ -460,11 +461,13 @@ public sealed partial class Actuator
             }
             else if (now >= nextSweep)
             {
-                await SweepAsync(ct).ConfigureAwait(false);
+                // Set first: a sweep that fails (transient or not) is tried again a sweep period later, and never keeps
+                // the operations below from advancing.
                 nextSweep = now + options.PoolSweep;
+                await SweepAsync(ct).ConfigureAwait(false);
             }
         }
-        catch (Exception e) when (IsTransient(e) && !ct.IsCancellationRequested)
+        catch (Exception e) when (!ct.IsCancellationRequested && e is not (OutOfMemoryException or OperationCanceledException) && (recovered || IsTransient(e)))
         {
             // Nothing new starts before the recovery has run: it is what keeps pools from being bought twice.
             log.LogWarning("actuation: {What} will be retried: {Error}", recovered ? "the pool sweep" : "the recovery after start", e.Message);
@@ -472,7 +475,17 @@ public sealed partial class Actuator
         }
         List<Operation> active;
         lock (gate) active = ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed)).ToList();
-        foreach (var op in active) await AdvanceAsync(op, ct).ConfigureAwait(false);
+        foreach (var op in active)
+        {
+            // One operation's unexpected error (a 403, a node deleted under a patch) never stops the others; its
+            // step is tried again next tick and its own timeout still applies.
+            try { await AdvanceAsync(op, ct).ConfigureAwait(false); }
+            catch (Exception e) when (!ct.IsCancellationRequested && e is not (OutOfMemoryException or OperationCanceledException))
+            {
+                Set(op, op.Stage, $"in progress: {TypeOf(op.Stage)} failed and will be retried: {e.Message}");
+                log.LogError(e, "actuation: {Id} {Step} failed; retrying next tick", op.Rec.Id, TypeOf(op.Stage));
+            }
+        }
         lock (gate)
             foreach (var done in ops.Values.Where(o => o.Stage is Stage.Done or Stage.Failed).ToList())
             {
@@ -663,12 +676,14 @@ public sealed partial class Actuator
     /// <summary>A Kubernetes Event per action (the structured log line is written by the caller); losing one never stops an action.</summary>
     private void Audit(string kind, string name, string reason, string message, string type, CancellationToken ct)
     {
-        if (kube is null || ct.IsCancellationRequested) return;
+        var term = leaseTerm();
+        if (kube is null || ct.IsCancellationRequested || term.IsCancellationRequested) return;
         var e = new KubeEventRecord(options.EventNamespace, kind, name, null, reason, message, type,
             InvolvedApiVersion: kind == "SpotNodePool" ? "ngpc.rxt.io/v1" : "v1");
         _ = Task.Run(async () =>
         {
-            try { await kube.CreateEventAsync(e, ct).ConfigureAwait(false); }
+            // The term's own token, not the tick's (disposed when the tick ends): an Event is never written after the lease is lost.
+            try { await kube.CreateEventAsync(e, term).ConfigureAwait(false); }
             catch (Exception ex) when (ex is not OutOfMemoryException) { log.LogDebug("actuation: event {Reason} not written: {Error}", reason, ex.Message); }
         }, CancellationToken.None);
     }

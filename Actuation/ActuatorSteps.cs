@@ -282,6 +282,18 @@ public sealed partial class Actuator
                 Set(op, Stage.Drain, $"in progress: {node} runs {running[0]} again; draining");
                 return;
             }
+            // On the unfiltered view: the pool holds this node only (a second node, hidden by --node-selector or
+            // joined since the plan, would go with it undrained) and is sized for one.
+            var owned = await LoadViewAsync(ct).ConfigureAwait(false);
+            var others = owned.NodesOf(pool).Where(n => n.Name != node).Select(n => n.Name).ToList();
+            if (others.Count > 0 || owned.Pool(pool) is { Desired: > 1 })
+            {
+                var why = others.Count > 0 ? $"pool {pool} also holds {others[0]}" : $"pool {pool} is sized for {owned.Pool(pool)!.Desired} nodes";
+                Count(ActionKind.DeletePool, "refused");
+                CountRefusal(why);
+                await FailAndCleanUpAsync(op, why + "; uncordoned", ct).ConfigureAwait(false);
+                return;
+            }
             try
             {
                 Fence(ct);

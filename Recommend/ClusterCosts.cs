@@ -22,7 +22,10 @@ public sealed record ClusterCosts(decimal TodayPerHour, decimal AfterRecommendat
         var today = CostTotals.Of(snap, book).Cost;
         var after = today - plan.Recommendations.Sum(r => r.SavingsPerHour);
         var offers = Offers.For(snap, book, plan.Region, o, daemonSets);
-        var (bound, excluded) = LowerBound(pods, offers, snap.Resources);
+        // The pods of the selected nodes and the pending ones: what today's cost pays for (pods bound to nodes that
+        // --node-selector hides are neither in today's cost nor in the bound).
+        var selected = snap.Nodes.Select(n => n.Name).ToHashSet(StringComparer.Ordinal);
+        var (bound, excluded) = LowerBound(pods.Where(p => p.Pending || (p.Node is { } node && selected.Contains(node))).ToArray(), offers, snap.Resources);
         return plan with { Costs = new ClusterCosts(today, after, bound, excluded) };
     }
 

@@ -67,7 +67,12 @@ public sealed class RecommenderLoop
         var o = options();
         var next = Recommender.Recommend(snap, pods, pdbs, daemonSets, book, o, provisioning);
         // The cost outlook (today, after the recommendations, the lower bound) comes with every published plan.
-        next = ClusterCosts.WithOutlook(next, snap, pods, daemonSets, book, o);
+        // A failure there loses the outlook (its series absent), never the plan.
+        try { next = ClusterCosts.WithOutlook(next, snap, pods, daemonSets, book, o); }
+        catch (Exception e) when (e is not (OutOfMemoryException or OperationCanceledException))
+        {
+            log.LogError(e, "recommender: the cost outlook failed; publishing the plan without it");
+        }
         var seconds = clock.GetElapsedTime(started).TotalSeconds;
         lock (gate) { plan = next; planBook = book; }
         durations.Observe(seconds);

@@ -326,4 +326,35 @@ public class SafetyTests
             (taint["key"]?.GetValue<string>(), taint["value"]?.GetValue<string>(), taint["effect"]?.GetValue<string>()));
         Assert.Empty(actuator.Refusals);
     }
+
+    /// <summary>
+    /// A pool that another writer grows to two nodes while its node is being removed is never deleted with
+    /// the second node in it: the last check before the DELETE reads the unfiltered view and the pool's size.
+    /// </summary>
+    [Fact]
+    public async Task APoolGrownToTwoNodesDuringARemovalIsNotDeleted()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { ScaleUpCooldown = TimeSpan.Zero });
+        var deleted = new System.Collections.Concurrent.ConcurrentBag<string>();
+        rig.Spot.OnPoolDelete = deleted.Add;
+        string? grown = null;
+        void Grow(ApiWrite w)
+        {
+            // The moment Karpetrack marks a node for disruption, its pool is scaled to two by someone else.
+            if (grown is not null || w.Resource != "nodes" || w.Object?["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation] is null) return;
+            grown = w.Object["metadata"]!["labels"]![SpotLabels.Pool]!.GetValue<string>();
+            SpotTestKit.RawAsync(rig.Spot, "PATCH", $"{SpotTestKit.PoolsPath}/{grown}", "{\"spec\":{\"desired\":2}}",
+                "application/merge-patch+json", expect: 200).GetAwaiter().GetResult();
+        }
+        rig.Demo.Api.Written += Grow;
+        try
+        {
+            await rig.WaitAsync(() => rig.Actuator.Refusals.GetValueOrDefault("pool_holds_other_nodes") > 0 || (grown is not null && deleted.Contains(grown)),
+                "the grown pool's DELETE refused or sent", TimeSpan.FromSeconds(60));
+        }
+        finally { rig.Demo.Api.Written -= Grow; }
+        Assert.NotNull(grown);
+        Assert.DoesNotContain(grown, deleted);
+        Assert.NotNull(rig.Spot.Pool(grown));
+    }
 }

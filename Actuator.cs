@@ -64,6 +64,8 @@ public sealed partial class Actuator
     private readonly Dictionary<string, DateTimeOffset> approvals = new(StringComparer.Ordinal);
     private readonly List<DateTimeOffset> disruptions = [];                            // when each node disruption started (last hour)
     private readonly Dictionary<string, DateTimeOffset> ended = new(StringComparer.Ordinal);   // when an operation succeeded or failed
+    private readonly LinkedList<ActuationRecord> recent = new();                                // the last operations that ended, newest first
+    internal const int RecentLimit = 20;
     private readonly SemaphoreSlim wake = new(0);
     private Prometheus.Counter? refusalCounter;
     private readonly Dictionary<string, long> refusals = new(StringComparer.Ordinal);
@@ -122,6 +124,9 @@ public sealed partial class Actuator
     }
 
     public ActuationMode Mode => options.Mode;
+
+    /// <summary>The operations that ended most recently, newest first (at most <see cref="RecentLimit"/>).</summary>
+    public IReadOnlyList<ActuationRecord> RecentActions() { lock (gate) return recent.ToList(); }
 
     /// <summary>Refusals so far by stable reason (karpetrack_actuation_refusals_total).</summary>
     public IReadOnlyDictionary<string, long> Refusals { get { lock (gate) return refusals.ToDictionary(); } }
@@ -491,6 +496,8 @@ public sealed partial class Actuator
             {
                 states[done.Rec.Id] = done.State;
                 ended[done.Rec.Id] = now;
+                recent.AddFirst(new ActuationRecord(done.Rec.Id, done.Rec.Type, done.State, now));
+                if (recent.Count > RecentLimit) recent.RemoveLast();
                 ops.Remove(done.Rec.Id);
             }
         await StartNewAsync(ct).ConfigureAwait(false);
@@ -704,3 +711,6 @@ public sealed partial class Actuator
 
     private void Count(string type, string result) => counts[(type, result)].Inc();
 }
+
+/// <summary>An operation the actuator finished, with its final state ("succeeded: …" or "failed: …").</summary>
+public sealed record ActuationRecord(string RecommendationId, RecommendationType Type, string State, DateTimeOffset EndedAt);

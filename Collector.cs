@@ -722,6 +722,9 @@ public sealed class Collector
     private static readonly (RecommendationType Type, string Label)[] TypeLabels =
         [(RecommendationType.Provision, "provision"), (RecommendationType.Replace, "replace"), (RecommendationType.Consolidate, "consolidate"), (RecommendationType.DeleteEmpty, "delete_empty")];
 
+    /// <summary>A recommendation type as the metrics' type label says it.</summary>
+    internal static string LabelOf(RecommendationType type) => Array.Find(TypeLabels, t => t.Type == type).Label;
+
     private static void RenderPlan(Exposition w, Plan plan)
     {
         w.Header(Families.Recommendations);

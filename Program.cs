@@ -172,7 +172,7 @@ public sealed class Service : IAsyncDisposable
             actuationState: options.Actuation == ActuationMode.Off ? null : actuator.StateOf,
             approvals: options.Actuation == ActuationMode.Approve ? new Approvals(actuator, options.ActuationSettings.ApproveTokenFile!) : null)
         {
-            LabelGroups = options.LabelGroups, ActuationMode = Actuator.ModeLabel(options.Actuation),
+            LabelGroups = options.LabelGroups, ActuationMode = Actuator.ModeLabel(options.Actuation), Actuator = options.Actuation == ActuationMode.Off ? null : actuator,
         };
         grpc.AddServices(builder.Services, api);
         var collector = new Collector(model, options.LabelGroups, prices, recommender, telemetry);

@@ -35,6 +35,9 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
     /// <summary>The --actuation mode as its flag value, for GetSummary.</summary>
     public string ActuationMode { get; init; } = "off";
 
+    /// <summary>With actuation on: the actuator whose recent operations and refusals GetSummary shows.</summary>
+    public Actuator? Actuator { get; init; }
+
     public KarpetrackApi(ClusterModel model, PriceFeed prices, RecommenderLoop loop, IReadOnlyList<ReflectorStatus> caches, Func<RecommenderOptions> options,
         Func<string, string?>? actuationState = null, Approvals? approvals = null)
     {
@@ -191,6 +194,16 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
             var state = new V1.CacheState { Resource = c.Resource, Synced = c.Synced, Events = c.Events, Restarts = c.TotalRestarts };
             if (c.LastEventAt is { } t) state.LastEvent = Timestamp.FromDateTimeOffset(t);
             summary.Caches.Add(state);
+        }
+        if (Actuator is { } actuator)
+        {
+            foreach (var r in actuator.RecentActions())
+                summary.RecentActions.Add(new V1.ActuationRecord
+                {
+                    RecommendationId = r.RecommendationId, Type = Collector.LabelOf(r.Type), State = r.State, EndedAt = Timestamp.FromDateTimeOffset(r.EndedAt),
+                });
+            foreach (var (reason, count) in actuator.Refusals.OrderBy(x => x.Key, StringComparer.Ordinal))
+                summary.ActuationRefusals.Add(new V1.RefusalCount { Reason = reason, Count = count });
         }
         return summary;
     }

@@ -189,6 +189,14 @@ function renderActuation() {
   const acted = state.recs.recommendations.filter((r) => r.actuationState);
   $('actuation-rows').replaceChildren(...acted.map((r) => el('tr', { tabindex: '0', onclick: () => explainRec(r.id) },
     el('td', {}, r.id), el('td', {}, typeName(r.type)), el('td', {}, r.actuationState))));
+  const recent = state.summary.recentActions || [];
+  $('recent-rows').replaceChildren(...recent.map((a) => el('tr', { 'data-id': a.recommendationId },
+    el('td', {}, a.endedAt ? new Date(a.endedAt).toLocaleTimeString() : ''), el('td', {}, a.recommendationId),
+    el('td', {}, a.type.replace('_', ' ')), el('td', {}, a.state))));
+  const refusals = state.summary.actuationRefusals || [];
+  $('actuation-refusals').textContent = refusals.length
+    ? `Refused so far: ${refusals.map((r) => `${r.reason.replaceAll('_', ' ')} ${r.count}`).join(', ')}.`
+    : 'No refusals so far.';
 }
 
 // ---- node map ---------------------------------------------------------------------------------------

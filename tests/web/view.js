@@ -1,6 +1,7 @@
 // Drives Debian's chromium through puppeteer-core against a running Karpetrack and prints one JSON
 // line of what it saw. Usage: node view.js check BASE_URL SCREENSHOT.png
 //                             node view.js measure BASE_URL SCREENSHOT.png   (first render and transfer only)
+//                             node view.js actuation BASE_URL              (recent actions and refusals)
 'use strict';
 const fs = require('fs');
 const os = require('os');
@@ -125,6 +126,18 @@ async function measure(page) {
   return { firstRenderMs, transfer, nodes, domRows, scrollMs };
 }
 
+// With actuation on: the page's recent actions and refusals once at least one operation has ended.
+async function actuation(page) {
+  await page.goto(base, { waitUntil: 'domcontentloaded' });
+  await page.waitForSelector('#recent-rows tr[data-id]', { timeout: 60000 });
+  return {
+    recent: await page.$$eval('#recent-rows tr[data-id]', (rows) => rows.map((r) => r.dataset.id)),
+    mode: await page.$eval('#actuation-mode', (e) => e.textContent),
+    refusals: await page.$eval('#actuation-refusals', (e) => e.textContent),
+    section: await page.$eval('#actuation', (e) => e.innerText),
+  };
+}
+
 (async () => {
   const { browser, profile } = await launch();
   const errors = [];
@@ -134,7 +147,7 @@ async function measure(page) {
     page.on('pageerror', (e) => errors.push(`page: ${e.message}`));
     page.on('requestfailed', (r) => errors.push(`request failed: ${r.url()} ${r.failure() && r.failure().errorText}`));
     page.on('response', (r) => { if (r.status() >= 400) errors.push(`HTTP ${r.status()}: ${r.url()}`); });
-    const result = mode === 'measure' ? await measure(page) : await check(page, errors);
+    const result = mode === 'measure' ? await measure(page) : mode === 'actuation' ? await actuation(page) : await check(page, errors);
     result.errors = errors;
     console.log(JSON.stringify(result));
   } finally {

@@ -59,4 +59,33 @@ public class BrowserTests
         Assert.Equal(1, (int)o["navigations"]!);   // live without a reload
         Assert.True(new FileInfo(screenshot).Length > 10_000, "no screenshot written");
     }
+
+    /// <summary>With --actuation auto on the demo: the page lists the operations that ended, as GetSummary does, and the refusals.</summary>
+    [Fact]
+    public async Task WithActuationOnThePageShowsRecentActionsAndRefusals()
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(4));
+        await using var service = await Service.StartAsync(KarpetrackOptions.Parse(["--demo", "--actuation", "auto", "--metrics-addr", "127.0.0.1:0",
+            "--grpc-addr", "127.0.0.1:0", "--log-level", "warn", "--recommend-interval", "1s"], _ => null), cts.Token);
+        JsonNode? summary = null;
+        using (var http = new HttpClient { BaseAddress = service.MetricsUrl })
+            while (summary?["recentActions"] is not JsonArray { Count: > 0 })
+            {
+                await Task.Delay(200, cts.Token);
+                var r = await http.GetAsync("v1/summary", cts.Token);
+                if (r.IsSuccessStatusCode) summary = JsonNode.Parse(await r.Content.ReadAsStringAsync(cts.Token));
+            }
+        var ended = summary["recentActions"]!.AsArray().Select(a => (string)a!["recommendationId"]!).ToList();
+
+        var run = await SimHelpers.RunAsync("node", [Path.Combine(RepoRoot.Path, "tests", "web", "view.js"), "actuation", service.MetricsUrl.ToString()],
+            TimeSpan.FromMinutes(2));
+        Assert.True(run.ExitCode == 0, $"view.js exited {run.ExitCode}: {run.Stderr}\n{run.Stdout}");
+        var o = JsonNode.Parse(run.Stdout.Trim().Split('\n')[^1])!;
+        Assert.Empty(o["errors"]!.AsArray());
+        Assert.Equal("Mode: auto.", (string?)o["mode"]);
+        var shown = o["recent"]!.AsArray().Select(x => (string)x!).ToList();
+        Assert.Contains(ended[0], shown);   // the newest the API listed a moment ago is among the page's newest 20
+        Assert.Contains("Recent actions", (string?)o["section"]);
+        Assert.Matches("^(No refusals so far\\.|Refused so far: .+\\.)$", (string?)o["refusals"]);
+    }
 }

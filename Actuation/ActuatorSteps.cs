@@ -63,6 +63,7 @@ public sealed partial class Actuator
     private async Task CreatePoolsAsync(Operation op, CancellationToken ct)
     {
         var book = prices.Current;
+        ManagedCapacity? managed = null;
         while (op.Created < op.NewPools.Count)
         {
             var (pool, cls) = op.NewPools[op.Created];
@@ -78,8 +79,9 @@ public sealed partial class Actuator
                 [CategoryLabel] = pc.Class.Category,
                 [RecommendationLabel] = op.Rec.Id,
             });
-            if (options.Pools.LimitsCapacity
-                && options.Pools.CheckCreate(await ManagedCapacityAsync(book, ct).ConfigureAwait(false), ManagedCapacity.Of(pc.Class)) is { } limit)
+            // One fresh list per pass; the pools this pass creates are added as they go, not re-listed.
+            if (options.Pools.LimitsCapacity) managed ??= await ManagedCapacityAsync(book, ct).ConfigureAwait(false);
+            if (managed is { } now && options.Pools.CheckCreate(now, ManagedCapacity.Of(pc.Class)) is { } limit)
             {
                 Count(ActionKind.CreatePool, "refused");
                 CountRefusal(limit);
@@ -101,6 +103,7 @@ public sealed partial class Actuator
                 return;
             }
             op.Created++;
+            if (managed is { } held) managed = held + ManagedCapacity.Of(pc.Class);
             lock (gate) scaleUps[op.Rec.Id] = clock.GetUtcNow();
             Set(op, Stage.CreatePools, $"in progress: created {op.Created}/{op.NewPools.Count} pools");
         }

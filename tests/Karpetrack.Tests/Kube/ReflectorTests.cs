@@ -196,7 +196,8 @@ public sealed class ReflectorTests : IAsyncLifetime
 
         File.WriteAllText(broken, "");
         server.Faults.CloseAllWatches();
-        await WaitFor(() => podStatus.Restarts.GetValueOrDefault("http_error") >= 2);
+        await WaitFor(() => podStatus.Restarts.GetValueOrDefault("http_error") >= 2,
+            () => "restarts by reason: " + string.Join(", ", podStatus.Restarts.Select(r => $"{r.Key} {r.Value}")));
         Assert.DoesNotContain(running, t => t.IsCompleted);
 
         File.Delete(broken);
@@ -263,10 +264,10 @@ public sealed class ReflectorTests : IAsyncLifetime
         Assert.True(long.Parse(podStatus.ResourceVersion!) >= 1_000_000);
     }
 
-    private static async Task WaitFor(Func<bool> condition)
+    private static async Task WaitFor(Func<bool> condition, Func<string>? state = null)
     {
         var deadline = DateTime.UtcNow.AddSeconds(10);
         while (!condition() && DateTime.UtcNow < deadline) await Task.Delay(20);
-        Assert.True(condition());
+        Assert.True(condition(), state?.Invoke());
     }
 }

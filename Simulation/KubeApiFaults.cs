@@ -65,6 +65,9 @@ public sealed class KubeApiFaults
     /// <summary>Number of watch streams currently registered with the store.</summary>
     public int OpenWatchCount => _store.WatcherCount;
 
+    /// <summary>Number of watch streams currently registered for one resource (e.g. "pods").</summary>
+    public int OpenWatchesOf(string resource) => _store.WatcherCountOf(resource);
+
     internal FailureRule? TakeFailure(string pathAndQuery)
     {
         lock (_lock)

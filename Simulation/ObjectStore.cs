@@ -485,6 +485,11 @@ public sealed class ObjectStore
         get { lock (_lock) return _buckets.Values.Sum(b => b.Watchers.Count); }
     }
 
+    internal int WatcherCountOf(string resource)
+    {
+        lock (_lock) return _buckets.TryGetValue(resource, out var b) ? b.Watchers.Count : 0;
+    }
+
     internal void AbortAllWatches()
     {
         lock (_lock)

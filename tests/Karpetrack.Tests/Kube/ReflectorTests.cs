@@ -98,6 +98,14 @@ public sealed class ReflectorTests : IAsyncLifetime
         Assert.Fail($"model did not converge ({because}).\nexpected:\n{expected}\nactual:\n{actual}");
     }
 
+    /// <summary>
+    /// Waits until both reflectors have their watch streams open: a converged model only says the LIST
+    /// is in, and closing watches before they open would cut nothing.
+    /// </summary>
+    private Task WatchesOpen() =>
+        WaitFor(() => server.Faults.OpenWatchesOf("pods") >= 1 && server.Faults.OpenWatchesOf("nodes") >= 1,
+            () => $"open watches: pods {server.Faults.OpenWatchesOf("pods")}, nodes {server.Faults.OpenWatchesOf("nodes")}");
+
     private JsonObject AnyPod(int i) => server.Store.List("pods").Items.Where(p => p.Namespace != "kube-system").ElementAt(i).ToJsonObject();
 
     private void Churn(string tag)
@@ -138,6 +146,7 @@ public sealed class ReflectorTests : IAsyncLifetime
     {
         Start();
         await Converged("initial list");
+        await WatchesOpen();
         server.Faults.CloseAllWatches();
         Churn("b");
         await Converged("after the watch was cut");
@@ -152,6 +161,7 @@ public sealed class ReflectorTests : IAsyncLifetime
         await Converged("initial list");
         // Cut the watches and hold them off for a second (429 Retry-After keeps the resourceVersion, no relist),
         // make changes the reflector cannot see, then drop the history it would resume from.
+        await WatchesOpen();
         server.Faults.FailNext(2, 429, TimeSpan.FromSeconds(1), pathContains: "watch=1");
         server.Faults.CloseAllWatches();
         await WaitFor(() => podStatus.Restarts.GetValueOrDefault("throttled") >= 1);
@@ -194,6 +204,7 @@ public sealed class ReflectorTests : IAsyncLifetime
         Start();
         await Converged("initial list");
 
+        await WatchesOpen();
         File.WriteAllText(broken, "");
         server.Faults.CloseAllWatches();
         await WaitFor(() => podStatus.Restarts.GetValueOrDefault("http_error") >= 2,

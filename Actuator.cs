@@ -520,6 +520,7 @@ public sealed partial class Actuator
         // Provisioning first: it serves pending pods and disrupts nothing.
         foreach (var r in current.Recommendations.OrderBy(r => r.Type == RecommendationType.Provision ? 0 : 1))
         {
+            if (r.WaitingAt(clock.GetUtcNow())) continue;   // its nodes have not been removable for --consolidate-after yet
             if (r.Nodes.Count > 0 && ++disruptiveChecks > MaxDisruptiveChecksPerTick) break;
             lock (gate)
             {

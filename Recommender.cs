@@ -16,10 +16,11 @@ public static class Recommender
     /// <summary>The prefix naming a node that is still being provisioned, in placements and reasons.</summary>
     public const string ProvisioningPrefix = "provisioning:";
 
+    /// <param name="now">The time of the snapshot, for --expire-after; null: no node expires.</param>
     public static Plan Recommend(ClusterSnapshot snap, PodFacts[] pods, PdbRecord[] pdbs, DaemonSetRecord[] daemonSets, PriceBook book, RecommenderOptions o,
-        IReadOnlyList<InFlightNode>? inFlight = null)
+        IReadOnlyList<InFlightNode>? inFlight = null, DateTimeOffset? now = null)
     {
-        var state = new PlanState(snap, pods, pdbs, daemonSets, book, o, inFlight ?? []);
+        var state = new PlanState(snap, pods, pdbs, daemonSets, book, o, inFlight ?? [], now);
 
         // 1. Pending pods: existing room first (nodes being provisioned included, so that the same pending pods are
         //    never provisioned for twice), then the cheapest set of new nodes.
@@ -27,7 +28,7 @@ public static class Recommender
         state.Room.CloseProvisioning();
 
         // 2. Blockers for every node; the rest are candidates for removal: one node at a time, several together,
-        //    then cheaper replacements of those that remain.
+        //    then cheaper replacements of those that remain (and of managed nodes past --expire-after, cheaper or not).
         state.RankCandidates();
         var single = new SingleNodeConsolidation(state);
         foreach (var c in single.Candidates()) state.Apply(single.Decide(c));

@@ -248,6 +248,9 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
         m.Moves.AddRange(r.Moves.Select(x => new V1.PodMove { Namespace = x.Namespace, Pod = x.Pod, From = x.From, To = x.To }));
         m.PendingPods.AddRange(r.PendingPods);
         m.Reasons.AddRange(r.Reasons);
+        if (r.ActionableAt is { } at) m.ActionableAt = Timestamp.FromDateTimeOffset(at);
+        if (r.Waiting is { } waiting) m.Waiting = waiting;
+        m.Expired = r.Expired;
         return m;
     }
 

@@ -33,6 +33,19 @@ public sealed record Recommendation(
 {
     public decimal SavingsPerHour => CurrentCostPerHour - NewCostPerHour;
     public decimal SavingsPerMonth => SavingsPerHour * 730;
+
+    /// <summary>
+    /// Set while the nodes it removes have not yet been removable for --consolidate-after (--consolidate-after-empty for
+    /// delete-empty): not before this time may it be acted on. Null: it may be acted on now.
+    /// </summary>
+    public DateTimeOffset? ActionableAt { get; init; }
+    /// <summary>Why it is not yet actionable ("waiting for consolidate-after (4m12s left)"); null when <see cref="ActionableAt"/> is.</summary>
+    public string? Waiting { get; init; }
+    /// <summary>A replacement of a managed node past --expire-after (made whether or not it saves; no consolidate-after wait).</summary>
+    public bool Expired { get; init; }
+
+    /// <summary>True while <see cref="ActionableAt"/> is still ahead of <paramref name="now"/>: the actuator leaves it alone.</summary>
+    public bool WaitingAt(DateTimeOffset now) => ActionableAt is { } at && now < at;
 }
 
 public sealed record Plan(

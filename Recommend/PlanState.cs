@@ -22,6 +22,8 @@ internal sealed class PlanState
     public ResourceTable Resources => Snapshot.Resources;
     /// <summary>Pools being provisioned (their nodes have not joined).</summary>
     public IReadOnlyList<InFlightNode> InFlight { get; }
+    /// <summary>The time of the snapshot, for --expire-after; null: no node expires.</summary>
+    public DateTimeOffset? Now { get; }
 
     /// <summary>The nodes without blockers, empty ones first, then the least utilized, the dearest, by name; set by <see cref="RankCandidates"/>.</summary>
     public IReadOnlyList<Candidate> Candidates { get; private set; } = [];
@@ -38,7 +40,7 @@ internal sealed class PlanState
     private readonly AllocationPacer pacer = new(16 << 20);
 
     public PlanState(ClusterSnapshot snap, PodFacts[] pods, PdbRecord[] pdbs, DaemonSetRecord[] daemonSets, PriceBook book, RecommenderOptions o,
-        IReadOnlyList<InFlightNode> inFlight)
+        IReadOnlyList<InFlightNode> inFlight, DateTimeOffset? now = null)
     {
         Snapshot = snap;
         Book = book;
@@ -50,6 +52,7 @@ internal sealed class PlanState
         Pending = pods.Where(p => p.Pending).ToArray();
         Room = Room.Of(snap, pods, o, inFlight, Offers);
         InFlight = inFlight;
+        Now = now;
     }
 
     /// <summary>
@@ -61,7 +64,7 @@ internal sealed class PlanState
         var total = ManagedCapacity.Zero;
         foreach (var n in Snapshot.Nodes)
         {
-            if (!n.Labels.TryGetValue(Actuator.ManagedLabel, out var m) || m != "true") continue;
+            if (!IsManaged(n)) continue;
             total += Book.Classes.TryGetValue(n.ServerClass, out var pc)
                 ? ManagedCapacity.Of(pc.Class)
                 : new ManagedCapacity(n.Capacity[ResourceTable.Cpu], n.Capacity[ResourceTable.Memory]);
@@ -70,6 +73,15 @@ internal sealed class PlanState
             if (Book.Classes.TryGetValue(f.ServerClass, out var pc)) total += ManagedCapacity.Of(pc.Class);
         return total;
     }
+
+    /// <summary>A node of a Karpetrack-managed pool (label karpetrack.io/managed=true).</summary>
+    public static bool IsManaged(NodeView n) => n.Labels.TryGetValue(Actuator.ManagedLabel, out var m) && m == "true";
+
+    /// <summary>A managed node past --expire-after at the time of the snapshot.</summary>
+    public bool Expired(NodeView n) => Now is { } now && IsManaged(n) && Options.Pools.Expired(n.Created, now);
+
+    /// <summary>What the new nodes of the recommendations so far add to the managed capacity.</summary>
+    public ManagedCapacity Planned() => Adding(recommendations.SelectMany(r => r.NewNodes));
 
     /// <summary>What new nodes of these classes add to the managed capacity.</summary>
     public ManagedCapacity Adding(IEnumerable<NewNode> nodes)

@@ -24,6 +24,8 @@ public sealed class RecommenderLoop
     private readonly Prometheus.Gauge lastRunGauge;
     private Plan plan = Plan.Empty;
     private PriceBook? planBook;   // the book the current plan was made on
+    /// <summary>Since when each node has been removable (--consolidate-after), across runs.</summary>
+    internal ConsolidationWaits Waits { get; } = new();
 
     /// <param name="inFlight">Nodes being provisioned (the actuator's), counted as capacity for pending pods.</param>
     public RecommenderLoop(ClusterModel model, PriceFeed prices, IReadOnlyList<ReflectorStatus> caches, Func<RecommenderOptions> options,
@@ -55,6 +57,7 @@ public sealed class RecommenderLoop
     private Plan Run(bool background)
     {
         var started = clock.GetTimestamp();
+        var now = clock.GetUtcNow();   // the time of the snapshot: node ages (--expire-after) and removable-since are measured to it
         var snap = model.Snapshot();
         var pods = model.Pods();
         var pdbs = model.Pdbs.All();
@@ -65,7 +68,7 @@ public sealed class RecommenderLoop
         // is computed below the serving threads, so a scrape or an API call never waits for it.
         if (background) Background.LowerCurrentThread();
         var o = options();
-        var next = Recommender.Recommend(snap, pods, pdbs, daemonSets, book, o, provisioning);
+        var next = Recommender.Recommend(snap, pods, pdbs, daemonSets, book, o, provisioning, now);
         // The cost outlook (today, after the recommendations, the lower bound) comes with every published plan.
         // A failure there loses the outlook (its series absent), never the plan.
         try { next = ClusterCosts.WithOutlook(next, snap, pods, daemonSets, book, o); }
@@ -73,6 +76,8 @@ public sealed class RecommenderLoop
         {
             log.LogError(e, "recommender: the cost outlook failed; publishing the plan without it");
         }
+        // Still published while their nodes wait out --consolidate-after, but marked so that the actuator leaves them alone.
+        next = Waits.Apply(next, o.Pools, now);
         var seconds = clock.GetElapsedTime(started).TotalSeconds;
         lock (gate) { plan = next; planBook = book; }
         durations.Observe(seconds);

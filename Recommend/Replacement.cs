@@ -3,7 +3,8 @@ namespace Karpetrack;
 /// <summary>
 /// Replacement. Which candidates? The removal candidates no command has claimed. What command? Replace the node by
 /// the cheapest set of new nodes its pods fit on, when that saves both thresholds; else keep it: it receives pods
-/// of a removed node, or no cheaper shape exists (unless it is already known that its pods fit nowhere else).
+/// of a removed node, or no cheaper shape exists (unless it is already known that its pods fit nowhere else). A managed
+/// node past --expire-after is replaced by the cheapest new nodes its pods fit on even when they save nothing.
 /// </summary>
 internal static class Replacement
 {
@@ -22,12 +23,16 @@ internal static class Replacement
     public static Decision? Decide(PlanState s, Candidate c)
     {
         if (s.Receives(c.Node.Name)) return new Keep(c.Node.Name, new Blocker(BlockerReasons.ReceivesPods, [], []));
-        if (Cheaper(s, c) is { } rec) return new Command(rec, []);
+        if (Cheaper(s, c, expired: s.Expired(c.Node)) is { } rec) return new Command(rec, []);
         return s.BlockersOf(c.Node.Name).Any(b => b.Reason == BlockerReasons.PodsDoNotFit) ? null
             : new Keep(c.Node.Name, new Blocker(BlockerReasons.NotCheaper, [], []));
     }
 
-    private static Recommendation? Cheaper(PlanState s, Candidate c)
+    /// <summary>
+    /// The cheapest new nodes for the node's pods, when they save both thresholds; for an <paramref name="expired"/> managed
+    /// node (--expire-after) whether they save or not, within the managed capacity limits (with what the plan buys so far).
+    /// </summary>
+    private static Recommendation? Cheaper(PlanState s, Candidate c, bool expired)
     {
         var (node, movable, price) = c;
         var o = s.Options;
@@ -37,20 +42,24 @@ internal static class Replacement
         var problem = shapes.Problem(items, s.Offers, [], (_, _) => false);
         // No packing can beat the lower bound: skip the search when even the bound saves too little.
         var floor = Packer.LowerBound(problem);
-        if (!o.SavesEnoughToReplace(price, price - floor)) return null;
+        if (!expired && !o.SavesEnoughToReplace(price, price - floor)) return null;
         var solution = Packer.Solve(problem, PerNode);
         if (solution.Unplaced.Count > 0) return null;
         var savings = price - solution.Cost;
-        if (!o.SavesEnoughToReplace(price, savings)) return null;
+        bool savesEnough = o.SavesEnoughToReplace(price, savings);
+        if (!savesEnough && !expired) return null;
         var capacity = new NewCapacity(solution.NewBins);
+        if (expired && o.Pools.LimitsCapacity && o.Pools.CheckCreate(s.Managed() + s.Planned(), s.Adding(capacity.Nodes)) is not null) return null;
         var moves = new List<PodMove>();
         capacity.AddMoves(moves, movable);
-        var reasons = new List<string>
-        {
-            $"{node.Name} ({node.ServerClass}) costs {price:0.###} $/h; its {movable.Length} pods fit on {capacity.Describe()} for {solution.Cost:0.###} $/h",
-            $"saves {savings / price * 100:0.#} % (threshold {o.ReplaceThresholdPercent} % and {o.ReplaceThresholdDollars} $/h)",
-        };
+        var reasons = new List<string>();
+        if (expired)
+            reasons.Add($"expired: {node.Name} is {ConsolidationWaits.Duration(s.Now!.Value - node.Created!.Value)} old, past --expire-after {ConsolidationWaits.Duration(o.Pools.ExpireAfter!.Value)}");
+        reasons.Add($"{node.Name} ({node.ServerClass}) costs {price:0.###} $/h; its {movable.Length} pods fit on {capacity.Describe()} for {solution.Cost:0.###} $/h");
+        if (savesEnough) reasons.Add($"saves {savings / price * 100:0.#} % (threshold {o.ReplaceThresholdPercent} % and {o.ReplaceThresholdDollars} $/h)");
+        else if (savings >= 0) reasons.Add($"saves {savings:0.###} $/h, below the threshold ({o.ReplaceThresholdPercent} % and {o.ReplaceThresholdDollars} $/h): replaced because it expired");
+        else reasons.Add($"costs {-savings:0.###} $/h more: replaced because it expired");
         return Recommendations.Build(RecommendationType.Replace, [node.Name], capacity.Nodes, moves, [], new Costs(price, solution.Cost, solution.LowerBound),
-            s.Budgets.Disruption(movable), reasons);
+            s.Budgets.Disruption(movable), reasons) with { Expired = expired };
     }
 }

@@ -175,7 +175,7 @@ function renderRecs() {
   el('td', { class: 'num' }, money(r.savingsPerHour)),
   el('td', { class: 'num' }, money(r.savingsPerMonth)),
   el('td', { class: 'num' }, String(r.podsEvicted)),
-  el('td', {}, r.reasons[0] || '')));
+  el('td', {}, r.reasons[0] || '', r.waiting ? el('span', { class: 'waiting' }, ` (${r.waiting})`) : null)));
   $('rec-rows').replaceChildren(...(rows.length ? rows : [el('tr', {}, el('td', { colspan: '7' }, 'No recommendations: nothing cheaper was found.'))]));
   const un = state.recs.unplaceable || [];
   $('unplaceable').textContent = un.length ? `${un.length} pending pods fit no allowed class, e.g. ${un[0].pod}: ${un[0].reason}` : '';
@@ -390,7 +390,9 @@ function explainRec(id) {
     dl([['saves', `${perHour(r.savingsPerHour)} (${perMonth(r.savingsPerHour)})`], ['cost now', perHour(r.currentCostPerHour)], ['cost after', perHour(r.newCostPerHour)],
       ['lower bound', r.lowerBoundPerHour ? perHour(r.lowerBoundPerHour) : ''], ['pods evicted', String(r.podsEvicted)],
       ['PDB headroom', r.pdbHeadroom < 0 ? 'no budget touched' : String(r.pdbHeadroom)], ['new nodes', newNodesText(r)],
-      ['pending pods served', r.pendingPods.length ? String(r.pendingPods.length) : ''], ['actuation', r.actuationState]]),
+      ['pending pods served', r.pendingPods.length ? String(r.pendingPods.length) : ''],
+      ['waiting', r.waiting ? (r.actionableAt ? `${r.waiting}: actionable at ${new Date(r.actionableAt).toLocaleTimeString()}` : r.waiting) : ''],
+      ['expired', r.expired ? 'yes: the node is past --expire-after' : ''], ['actuation', r.actuationState]]),
     r.nodes.length ? el('h3', {}, 'Nodes') : null, list(r.nodes, nodeLink),
     el('h3', {}, 'Why'), list(r.reasons),
     moves.length ? el('h3', {}, `Pod moves${r.moves.length > moves.length ? ` (first ${moves.length} of ${r.moves.length})` : ''}`) : null,

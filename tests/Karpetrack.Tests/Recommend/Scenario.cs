@@ -10,7 +10,7 @@ internal sealed class Scenario
     private int uid;
 
     public Scenario Node(string name, string cls, bool ready = true, bool cordoned = false, Dictionary<string, string>? annotations = null,
-        string type = "spot", Dictionary<string, string>? labels = null, Taint[]? taints = null, int gpus = 0, long reservedMilliCpu = 100, bool deleting = false)
+        string type = "spot", Dictionary<string, string>? labels = null, Taint[]? taints = null, int gpus = 0, long reservedMilliCpu = 100, bool deleting = false, DateTimeOffset? created = null)
     {
         var c = Book.Classes[cls].Class;
         long cpu = (long)(c.Cpu * 1000), mem = c.MemoryBytes;
@@ -26,7 +26,7 @@ internal sealed class Scenario
         Model.UpsertNode(new NodeRecord
         {
             Name = name, Labels = l, Annotations = annotations ?? [], Ready = ready, Unschedulable = cordoned, Taints = taints ?? [],
-            Capacity = capacity, Allocatable = allocatable, Deleting = deleting,
+            Capacity = capacity, Allocatable = allocatable, Deleting = deleting, Created = created,
         });
         return this;
     }
@@ -71,8 +71,8 @@ internal sealed class Scenario
         return this;
     }
 
-    public Plan Run(RecommenderOptions? o = null, IReadOnlyList<InFlightNode>? inFlight = null, PriceBook? book = null) =>
-        Recommender.Recommend(Model.Snapshot(), Model.Pods(), Pdbs.ToArray(), DaemonSets.ToArray(), book ?? Book, o ?? new RecommenderOptions { Region = "us-east-iad-1" }, inFlight);
+    public Plan Run(RecommenderOptions? o = null, IReadOnlyList<InFlightNode>? inFlight = null, PriceBook? book = null, DateTimeOffset? now = null) =>
+        Recommender.Recommend(Model.Snapshot(), Model.Pods(), Pdbs.ToArray(), DaemonSets.ToArray(), book ?? Book, o ?? new RecommenderOptions { Region = "us-east-iad-1" }, inFlight, now);
 
     /// <summary>Node annotations that keep a node out of every disruption (and so a fixed destination).</summary>
     public static readonly Dictionary<string, string> DoNotDisrupt = new() { ["karpetrack.io/do-not-disrupt"] = "true" };

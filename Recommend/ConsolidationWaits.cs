@@ -45,10 +45,14 @@ public sealed class ConsolidationWaits
                 bool empty = r.Type == RecommendationType.DeleteEmpty;
                 var left = r.Nodes.Max(n => policy.ConsolidationWait(empty, next[n].Since, now));
                 if (left <= TimeSpan.Zero) continue;
-                var flag = empty ? "--consolidate-after-empty" : "--consolidate-after";
-                var waiting = $"waiting for {flag[2..]} ({Duration(left)} left)";
+                // The text names the configured wait and the time it ends, not a countdown: the same on every run
+                // while the node waits, so the plan (and a gRPC watch of it) does not change just because time passed.
+                var flag = empty ? "consolidate-after-empty" : "consolidate-after";
+                var at = now + left;
+                var waiting = string.Create(CultureInfo.InvariantCulture,
+                    $"waiting for {flag} ({Duration(empty ? policy.ConsolidateAfterEmpty : policy.ConsolidateAfter)}) until {at.UtcDateTime:yyyy-MM-dd'T'HH:mm:ss'Z'}");
                 marked ??= [.. plan.Recommendations];
-                marked[i] = r with { ActionableAt = now + left, Waiting = waiting, Reasons = [.. r.Reasons, waiting] };
+                marked[i] = r with { ActionableAt = at, Waiting = waiting, Reasons = [.. r.Reasons, waiting] };
             }
             return marked is null ? plan : plan with { Recommendations = marked };
         }

@@ -42,7 +42,7 @@ public class ConsolidateAfterTests
         var first = About(loop.RunOnce(), "small")!;
         Assert.Equal(RecommendationType.Consolidate, first.Type);
         Assert.Equal(T0.AddMinutes(30), first.ActionableAt);
-        Assert.Equal("waiting for consolidate-after (30m left)", first.Waiting);
+        Assert.Equal("waiting for consolidate-after (30m) until 2026-12-07T08:30:00Z", first.Waiting);
         Assert.Equal(first.Waiting, first.Reasons[^1]);
         Assert.True(first.WaitingAt(T0.AddMinutes(29)));
 
@@ -50,7 +50,8 @@ public class ConsolidateAfterTests
         var later = About(loop.RunOnce(), "small")!;
         Assert.Equal(first.Id, later.Id);
         Assert.Equal(T0.AddMinutes(30), later.ActionableAt);          // measured from the first run that found it removable
-        Assert.Equal("waiting for consolidate-after (12m12s left)", later.Waiting);
+        Assert.Equal(first.Waiting, later.Waiting);                   // the same text: a watch sees no change while it waits
+        Assert.Equal(first.Reasons, later.Reasons);
 
         // A pod that must not be disrupted lands on it: no longer removable, and the node is forgotten.
         s.Pod("pinned", "small", "100m", "128Mi", annotations: """{"karpetrack.io/do-not-disrupt":"true"}""");
@@ -88,7 +89,7 @@ public class ConsolidateAfterTests
         var rec = About(loop.RunOnce(), "empty")!;
         Assert.Equal(RecommendationType.DeleteEmpty, rec.Type);
         Assert.Equal(T0.AddMinutes(5), rec.ActionableAt);
-        Assert.Equal("waiting for consolidate-after-empty (5m left)", rec.Waiting);
+        Assert.Equal("waiting for consolidate-after-empty (5m) until 2026-12-07T08:05:00Z", rec.Waiting);
 
         // A pod lands on it: a consolidation now, held to --consolidate-after from this run.
         clock.Advance(TimeSpan.FromMinutes(4));
@@ -156,11 +157,11 @@ public class ConsolidateAfterTests
         var rec = About(loop.RunOnce(), "small")!;
         var m = KarpetrackApi.ToMessage(rec);
         Assert.Equal(T0.AddMinutes(30), m.ActionableAt.ToDateTimeOffset());
-        Assert.Equal("waiting for consolidate-after (30m left)", m.Waiting);
+        Assert.Equal("waiting for consolidate-after (30m) until 2026-12-07T08:30:00Z", m.Waiting);
         Assert.False(m.Expired);
         var json = Google.Protobuf.JsonFormatter.Default.Format(m);
         Assert.Contains("\"actionableAt\": \"2026-12-07T08:30:00Z\"", json);
-        Assert.Contains("\"waiting\": \"waiting for consolidate-after (30m left)\"", json);
+        Assert.Contains("\"waiting\": \"waiting for consolidate-after (30m) until 2026-12-07T08:30:00Z\"", json);
         // Actionable: the fields are unset, and a reader of the old message sees nothing new.
         var plain = KarpetrackApi.ToMessage(Underused().Run().Recommendations.Single(r => r.Nodes.Contains("small")));
         Assert.Null(plain.ActionableAt);

@@ -70,16 +70,10 @@ public class FaultInjectionTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// p1 runs until its <paramref name="k"/>-th counted write, and dies right before it lands (the request never
-    /// arrives) or right after (it landed, the answer is never read). p2, a fresh process, then runs until it settles.
+    /// p1 runs until the first of its counted writes that <paramref name="crashAt"/> picks, and dies right before it
+    /// lands (the request never arrives) or right after (it landed, the answer is never read). p2, a fresh process
+    /// (its nodes filtered by <paramref name="restartSelector"/>), then runs until it settles.
     /// </summary>
-    private static Task<RunResult> CrashRunAsync(FaultSetup setup, int k, bool before, string? restartSelector = null)
-    {
-        int n = 0;
-        return CrashRunAsync(setup, (_, _) => ++n == k, $"{(before ? "before" : "after")} write {k}", before, restartSelector);
-    }
-
-    /// <summary>The same, dying at the first counted write of p1 that <paramref name="crashAt"/> picks.</summary>
     private static async Task<RunResult> CrashRunAsync(FaultSetup setup, Func<WriteRecord, WriteLabel, bool> crashAt, string point, bool before,
         string? restartSelector = null)
     {
@@ -105,20 +99,41 @@ public class FaultInjectionTests(ITestOutputHelper output)
         return new RunResult(point, rig.Labels.GetValueOrDefault(hit!.Seq), settled, rig.Check.Violations, rig.Steps, settled ? "" : rig.Describe(p2));
     }
 
-    /// <summary>The crash points of the default run: each step kind's first and last write within the first operation of each of <paramref name="types"/>.</summary>
-    private static List<int> Sample(List<(long Seq, WriteLabel Label)> writes, string[] types)
+    /// <summary>A crash point: the <see cref="Ordinal"/>-th write of p1 that is a <see cref="Step"/> of an operation of <see cref="Type"/>.</summary>
+    private sealed record CrashPoint(string Type, string Step, int Ordinal)
     {
-        var picked = new SortedSet<int>();
-        foreach (var g in writes.Select((w, i) => (w.Label, K: i + 1)).Where(x => types.Contains(x.Label.Type)).GroupBy(x => x.Label.Type))
+        public override string ToString() => $"{Type} {Step} #{Ordinal}";
+    }
+
+    /// <summary>Every write of the reference run as a crash point (its kind and its ordinal among the writes of that kind).</summary>
+    private static List<CrashPoint> Points(List<(long Seq, WriteLabel Label)> writes)
+    {
+        var seen = new Dictionary<(string, string), int>();
+        var points = new List<CrashPoint>();
+        foreach (var (_, l) in writes.Where(w => w.Label.Type.Length > 0))
         {
-            var firstOp = g.First().Label.Operation;
-            foreach (var step in g.Where(x => x.Label.Operation == firstOp).GroupBy(x => x.Label.Step))
+            var n = seen[(l.Type, l.Step)] = seen.GetValueOrDefault((l.Type, l.Step)) + 1;
+            points.Add(new CrashPoint(l.Type, l.Step, n));
+        }
+        return points;
+    }
+
+    /// <summary>The crash points of the default run: the first and last write of each step kind within the first operation of each of <paramref name="types"/>.</summary>
+    private static List<CrashPoint> Sample(List<(long Seq, WriteLabel Label)> writes, string[] types)
+    {
+        var points = Points(writes);
+        var picked = new List<CrashPoint>();
+        foreach (var t in types)
+        {
+            var firstOp = writes.First(w => w.Label.Type == t).Label.Operation;
+            var ofFirst = points.Zip(writes.Where(w => w.Label.Type.Length > 0)).Where(x => x.Second.Label.Operation == firstOp).Select(x => x.First).ToList();
+            foreach (var step in ofFirst.GroupBy(p => p.Step))
             {
-                picked.Add(step.First().K);
-                picked.Add(step.Last().K);
+                picked.Add(step.First());
+                if (step.Last() != step.First()) picked.Add(step.Last());
             }
         }
-        return [.. picked];
+        return picked;
     }
 
     private async Task<(int Runs, int Broken)> SweepAsync(string name, Func<FaultSetup> setup, string[] types)
@@ -126,17 +141,17 @@ public class FaultInjectionTests(ITestOutputHelper output)
         var reference = await ReferenceAsync(setup());
         output.WriteLine($"{name}: reference run, {reference.Count} writes: {string.Join("; ", reference.Select((w, i) => $"{i + 1} {w.Label}"))}");
         foreach (var t in types) Assert.Contains(reference, w => w.Label.Type == t);
-        var points = FullSweep ? Enumerable.Range(1, reference.Count).ToList() : Sample(reference, types);
+        var points = FullSweep ? Points(reference) : Sample(reference, types);
         int runs = 0, broken = 0;
-        var covered = new HashSet<string>();
         var failures = new List<string>();
-        foreach (var k in points)
+        foreach (var point in points)
             foreach (var before in new[] { true, false })
             {
-                var r = await CrashRunAsync(setup(), k, before);
+                int n = 0;
+                var r = await CrashRunAsync(setup(), (_, l) => l.Type == point.Type && l.Step == point.Step && ++n == point.Ordinal,
+                    $"{(before ? "before" : "after")} {point}", before);
                 runs++;
-                covered.Add(r.Hit?.Type ?? "");
-                output.WriteLine($"{name}: crash {r.Point} ({r.Hit}): settled {r.Settled}, {r.Violations.Count} invariants broken, {r.Steps} steps");
+                output.WriteLine($"{name}: crash {r.Point}: settled {r.Settled}, {r.Violations.Count} invariants broken, {r.Steps} steps");
                 if (r.Violations.Count > 0 || !r.Settled)
                 {
                     broken += r.Violations.Count;
@@ -144,7 +159,6 @@ public class FaultInjectionTests(ITestOutputHelper output)
                 }
             }
         output.WriteLine($"{name}: {runs} crash runs ({points.Count} crash points × before/after), {broken} invariants broken");
-        foreach (var t in types) Assert.Contains(t, covered);
         Assert.True(failures.Count == 0, string.Join("\n", failures));
         return (runs, broken);
     }
@@ -156,6 +170,30 @@ public class FaultInjectionTests(ITestOutputHelper output)
     [Fact]
     public async Task ACrashAtEachStepOfAReplacementBreaksNoInvariant() =>
         await SweepAsync("replace", Replacement, ["Replace"]);
+
+    /// <summary>
+    /// --max-managed-cpu set to what the managed pools hold now plus two of the nodes the first plan buys for the pending
+    /// pods (it wants three): the limit holds at every pool create, whatever crash comes between them.
+    /// </summary>
+    [Fact]
+    public async Task ACrashWhileProvisioningUpToTheManagedCapacityLimitNeverPassesIt()
+    {
+        long limit;
+        await using (var probe = await FaultRig.StartAsync(Demo()))
+        {
+            var p = await probe.StartProcessAsync("probe");
+            var plan = p.Recommender.RunOnce();
+            var provision = Assert.Single(plan.Recommendations, r => r.Type == RecommendationType.Provision);
+            var book = probe.Prices.Current;
+            var managed = probe.Spot.Pools.Where(x => x["spec"]?["customLabels"]?[Actuator.ManagedLabel]?.GetValue<string>() == "true")
+                .Sum(x => ManagedCapacity.Of(book.Classes[x["spec"]!["serverClass"]!.GetValue<string>()].Class, x["spec"]!["desired"]!.GetValue<int>()).MilliCpu);
+            var cpus = provision.NewNodes.SelectMany(n => Enumerable.Repeat(ManagedCapacity.Of(book.Classes[n.ServerClass].Class).MilliCpu, n.Count)).Order().ToList();
+            Assert.True(cpus.Count >= 3, $"the demo's first provision buys {cpus.Count} nodes");
+            limit = managed + cpus[0] + cpus[1];
+        }
+        FaultSetup Limited() => Demo() with { Options = Auto() with { Pools = new PoolPolicy { MaxManagedMilliCpu = limit } } };
+        await SweepAsync("capacity limit", Limited, ["Provision"]);
+    }
 
     private static string? Drained(FaultRig rig) => rig.Nodes().Where(n => FaultRig.DisruptionOf(n) is not null).Select(FaultRig.NameOf).FirstOrDefault();
 
@@ -225,6 +263,40 @@ public class FaultInjectionTests(ITestOutputHelper output)
         await runB;
     }
 
+    /// <summary>
+    /// The term ends while an eviction of the leader is on the wire (it lands: it was sent in time); the rest of that long
+    /// tick, and every later one, writes nothing; a fresh leader takes over and leaves nothing half done.
+    /// </summary>
+    [Theory]
+    [InlineData("evict")]
+    [InlineData("delete_pool")]
+    [InlineData("create_pool")]
+    public async Task ATermEndingWhileAWriteIsOnTheWireStopsTheOldLeadersTickThere(string step)
+    {
+        await using var rig = await FaultRig.StartAsync(step == "create_pool" ? Replacement() : Demo());
+        using var term = new CancellationTokenSource();
+        var a = await rig.StartProcessAsync("replica-a", leaseTerm: () => term.Token);
+        WriteRecord? cut = null;
+        rig.OnWrite(r =>
+        {
+            if (cut is null && r.Caller == "replica-a" && rig.Labels.TryGetValue(r.Seq, out var l) && l.Step == step
+                && (step != "create_pool" || l.Type == "Replace"))
+            {
+                cut = r;
+                a.Fence(r.Seq + 1);
+                term.Cancel();
+            }
+            return JournalVerdict.Proceed;
+        });
+        for (int i = 0; i < 300 && cut is null; i++) await rig.StepAsync(a, term.Token);
+        Assert.NotNull(cut);
+        var b = await rig.StartProcessAsync("replica-b");
+        bool settled = await rig.SettleAsync(b, alongside: () => rig.StepAsync(a, term.Token));
+        if (settled) rig.Check.CheckSettled(b);
+        output.WriteLine($"term ended during {cut}");
+        Report($"term ended during a {step}", rig, b, settled);
+    }
+
     [Fact]
     public async Task APoolPreemptedMidDrainBreaksNoInvariant()
     {
@@ -280,5 +352,61 @@ public class FaultInjectionTests(ITestOutputHelper output)
             restartSelector: $"{Actuator.ManagedLabel}!=true");
         output.WriteLine($"node selector: crash {r.Point} ({r.Hit}): settled {r.Settled}, {r.Violations.Count} invariants broken, {r.Steps} steps");
         Assert.True(r.Settled && r.Violations.Count == 0, r.Detail + string.Join("\n", r.Violations));
+    }
+
+    /// <summary>
+    /// The checks have teeth: a rogue process on the rig breaks each invariant on purpose, through the same APIs
+    /// Karpetrack uses, and each break is reported under its name (the suite's zero is not a check that cannot fail).
+    /// </summary>
+    [Fact]
+    public async Task EachInvariantCheckReportsABreakMadeOnPurpose()
+    {
+        var setup = Demo() with { Options = Auto() with { Pools = new PoolPolicy { MaxManagedMilliCpu = 1_000 } } };
+        await using var rig = await FaultRig.StartAsync(setup);
+        var rogue = await rig.StartProcessAsync("rogue");
+        var ct = CancellationToken.None;
+        var pods = rig.Demo.Api.Store.List("pods").Items.Select(p => p.ToJsonObject()).ToList();
+        bool Runs(DemoManagedNode m) => pods.Any(p => p["spec"]?["nodeName"]?.GetValue<string>() == m.Node
+            && p["metadata"]?["ownerReferences"]?[0]?["kind"]?.GetValue<string>() == "ReplicaSet");
+        var busy = rig.Demo.ManagedNodes.First(Runs);
+        var other = rig.Demo.ManagedNodes.First(m => m != busy);
+        JsonObject Annotate(string? id) => new()
+        {
+            ["metadata"] = new JsonObject { ["annotations"] = new JsonObject { [Actuator.DisruptionAnnotation] = id } },
+            ["spec"] = new JsonObject { ["unschedulable"] = id is null ? null : true },
+        };
+
+        // A pool deleted under a node that runs pods, and a pod evicted from a node nobody cordoned.
+        await rogue.Spot.DeleteNodePoolAsync(busy.Pool, ct);
+        var victim = pods.First(p => p["spec"]?["nodeName"]?.GetValue<string>() is { } n && n != busy.Node && !rig.CordonedAtStart.Contains(n)
+            && p["metadata"]?["ownerReferences"]?[0]?["kind"]?.GetValue<string>() == "ReplicaSet");
+        await rogue.Kube.EvictPodAsync(victim["metadata"]!["namespace"]!.GetValue<string>(), victim["metadata"]!["name"]!.GetValue<string>(), null, 0, ct);
+        // A node passed from one operation to another, and then left cordoned with nothing in flight.
+        await rogue.Kube.PatchNodeAsync(other.Node, Annotate("con-000000000001"), ct);
+        await rogue.Kube.PatchNodeAsync(other.Node, Annotate("con-000000000002"), ct);
+        rig.Check.CheckSettled(rogue);
+        // Twice the pools for one pending pod, past the managed capacity limit.
+        var pending = pods.First(p => p["spec"]?["nodeName"] is null)["metadata"]!;
+        var pod = $"{pending["namespace"]}/{pending["name"]}";
+        foreach (var id in new[] { "pro-000000000001", "pro-000000000002" })
+        {
+            rogue.Seen[id] = new Recommendation(id, RecommendationType.Provision, [], [new NewNode("gp.vs1.medium-iad", 1, 0)], [], [pod], 0, 0, 0, 0, -1, []);
+            var labels = new Dictionary<string, string> { [Actuator.ManagedLabel] = "true", [Actuator.RecommendationLabel] = id };
+            await rogue.Spot.CreateNodePoolAsync(new SpotNodePoolSpec(Actuator.PoolName(id, 0), "gp.vs1.medium-iad", 1, BidLadder.RoundUp(1m), "demo", labels), null, ct);
+        }
+        // A collection DELETE (dropped by the rig before it wipes anything), and a write after the lease was lost.
+        await Assert.ThrowsAsync<HttpRequestException>(() => SpotTestKit.RawAsync(rig.Spot, "DELETE", SpotTestKit.PoolsPath));
+        rogue.Fence(rig.Journal.Next);
+        await Assert.ThrowsAnyAsync<Exception>(() => rogue.Kube.PatchNodeAsync(other.Node, Annotate(null), ct));
+
+        var seen = rig.Check.Violations;
+        foreach (var v in seen) output.WriteLine(v);
+        foreach (var invariant in new[]
+                 {
+                     FaultInvariants.PoolDeletedWithPods, FaultInvariants.EvictionOutsideDrain, FaultInvariants.TwoOperations, FaultInvariants.CordonedWithoutOwner,
+                     FaultInvariants.ProvisionedTwice, FaultInvariants.CapacityLimit, FaultInvariants.CollectionDelete, FaultInvariants.WriteAfterFence,
+                 })
+            Assert.Contains(seen, v => v.StartsWith(invariant + ":", StringComparison.Ordinal));
+        Assert.NotEmpty(rig.Spot.Pools);
     }
 }

@@ -92,7 +92,14 @@ public class FaultInjectionTests(ITestOutputHelper output)
             if (!before && ReferenceEquals(r, hit)) p1.Kill(r.Seq + 1);
         });
         await rig.RunUntilAsync(p1, () => p1.Dead, 200);
-        if (!p1.Dead) return new RunResult(point, null, false, [$"p1 never made the write to crash at"], rig.Steps);
+        if (!p1.Dead)
+        {
+            // This run went another way (timing between the clock and the caches differs a little from run to run) and
+            // never made that write: it is a run without a crash, checked all the same, and not counted as one.
+            bool quiet = await rig.SettleAsync(p1);
+            if (quiet) rig.Check.CheckSettled(p1);
+            return new RunResult(point, null, quiet, rig.Check.Violations, rig.Steps, quiet ? "" : rig.Describe(p1));
+        }
         var p2 = await rig.StartProcessAsync("p2", nodeSelector: restartSelector);
         bool settled = await rig.SettleAsync(p2);
         if (settled) rig.Check.CheckSettled(p2);
@@ -142,7 +149,8 @@ public class FaultInjectionTests(ITestOutputHelper output)
         output.WriteLine($"{name}: reference run, {reference.Count} writes: {string.Join("; ", reference.Select((w, i) => $"{i + 1} {w.Label}"))}");
         foreach (var t in types) Assert.Contains(reference, w => w.Label.Type == t);
         var points = FullSweep ? Points(reference) : Sample(reference, types);
-        int runs = 0, broken = 0;
+        int runs = 0, broken = 0, missed = 0;
+        var covered = new HashSet<string>(StringComparer.Ordinal);
         var failures = new List<string>();
         foreach (var point in points)
             foreach (var before in new[] { true, false })
@@ -151,15 +159,19 @@ public class FaultInjectionTests(ITestOutputHelper output)
                 var r = await CrashRunAsync(setup(), (_, l) => l.Type == point.Type && l.Step == point.Step && ++n == point.Ordinal,
                     $"{(before ? "before" : "after")} {point}", before);
                 runs++;
-                output.WriteLine($"{name}: crash {r.Point}: settled {r.Settled}, {r.Violations.Count} invariants broken, {r.Steps} steps");
+                if (r.Hit is null) missed++;
+                else covered.Add(r.Hit.Type);
+                output.WriteLine($"{name}: crash {r.Point}{(r.Hit is null ? " (not reached: a run without a crash)" : "")}: settled {r.Settled}, {r.Violations.Count} invariants broken, {r.Steps} steps");
                 if (r.Violations.Count > 0 || !r.Settled)
                 {
                     broken += r.Violations.Count;
                     failures.Add($"crash {r.Point} ({r.Hit}): {(r.Settled ? "" : $"never settled ({r.Detail}); ")}{string.Join("; ", r.Violations)}");
                 }
             }
-        output.WriteLine($"{name}: {runs} crash runs ({points.Count} crash points × before/after), {broken} invariants broken");
+        output.WriteLine($"{name}: {runs} crash runs ({points.Count} crash points × before/after, {missed} not reached), {broken} invariants broken");
         Assert.True(failures.Count == 0, string.Join("\n", failures));
+        foreach (var t in types) Assert.Contains(t, covered);
+        Assert.True(missed * 4 <= runs, $"{missed} of {runs} runs never reached their crash point");
         return (runs, broken);
     }
 
@@ -227,7 +239,7 @@ public class FaultInjectionTests(ITestOutputHelper output)
         using var stopA = new CancellationTokenSource();
         using var stopB = new CancellationTokenSource();
         var runA = electorA.RunAsync(stopA.Token);
-        for (int i = 0; i < 300 && !electorA.IsLeader; i++) await Task.Delay(20);
+        for (int i = 0; i < 1500 && !electorA.IsLeader; i++) await Task.Delay(20);   // an event wait, 30 s at most
         Assert.True(electorA.IsLeader);
         var termA = electorA.Term;
         var a = await rig.StartProcessAsync("replica-a", isLeader: () => electorA.IsLeader, leaseTerm: () => electorA.Term);
@@ -246,7 +258,7 @@ public class FaultInjectionTests(ITestOutputHelper output)
 
         // B takes the lease once it expired by B's clock; then B, a fresh process, and A's long tick both go on.
         var runB = electorB.RunAsync(stopB.Token);
-        for (int i = 0; i < 300 && !electorB.IsLeader; i++)
+        for (int i = 0; i < 1500 && !electorB.IsLeader; i++)
         {
             clockB.Advance(lease.LeaseDuration);
             await Task.Delay(20);
@@ -408,5 +420,28 @@ public class FaultInjectionTests(ITestOutputHelper output)
                  })
             Assert.Contains(seen, v => v.StartsWith(invariant + ":", StringComparison.Ordinal));
         Assert.NotEmpty(rig.Spot.Pools);
+    }
+    /// <summary>
+    /// Found by this rig, not one of the invariants: with a --node-selector that hides the managed nodes, a provision's
+    /// nodes join and run its pods, but its operation stays in wait_ready, and its pools count as capacity in flight, until
+    /// --provisioning-timeout (WaitReadyAsync asks the unfiltered view only for adopted operations or past the timeout).
+    /// </summary>
+    [Fact(Skip = "defect: with --node-selector hiding the managed nodes a provision waits out --provisioning-timeout after its nodes are Ready, its pools counted in flight all along (Actuation/ActuatorSteps.cs WaitReadyAsync)")]
+    public async Task AProvisionWhoseNodesTheNodeSelectorHidesEndsOnceTheyAreReady()
+    {
+        await using var rig = await FaultRig.StartAsync(Demo());
+        var p = await rig.StartProcessAsync("p1", nodeSelector: $"{Actuator.ManagedLabel}!=true");
+        int joinedAt = -1;
+        for (int i = 0; i < 100 && (joinedAt < 0 || i - joinedAt < 10); i++)
+        {
+            await rig.StepAsync(p);
+            var ours = rig.Spot.Pools.Where(x => x["spec"]?["customLabels"]?[Actuator.RecommendationLabel] is not null).Select(x => x["metadata"]!["name"]!.GetValue<string>()).ToList();
+            if (joinedAt < 0 && ours.Count > 0 && ours.All(n => rig.Spot.NodesOf(n).Count > 0)) joinedAt = i;
+        }
+        Assert.True(joinedAt >= 0, "the provisioned nodes never joined");
+        // Ten steps (10 s on the rig's clock) after every new node joined, with --provisioning-timeout 10 min:
+        Assert.Empty(p.Actuator.InFlight());
+        Assert.Empty(p.Actuator.InFlightCounts);
+        Assert.Empty(rig.Check.Violations);
     }
 }

@@ -327,6 +327,56 @@ public class FaultInjectionTests(ITestOutputHelper output)
         Assert.Null(rig.Demo.Api.Store.Get("nodes", null, drained));
     }
 
+    /// <summary>The new pool of a replacement is outbid while the old node drains: its node leaves with the pods that moved there.</summary>
+    [Fact]
+    public async Task AReplacementsNewPoolPreemptedWhileTheOldNodeDrainsBreaksNoInvariant()
+    {
+        await using var rig = await FaultRig.StartAsync(Replacement());
+        var p = await rig.StartProcessAsync("p1");
+        var drained = await MidDrainAsync(rig, p);
+        var rec = FaultRig.DisruptionOf(rig.Demo.Api.Store.Get("nodes", null, drained)!.ToJsonObject())!;
+        Assert.Equal(RecommendationType.Replace, p.Seen[rec].Type);
+        var fresh = rig.Spot.Pools.Where(x => x["spec"]?["customLabels"]?[Actuator.RecommendationLabel]?.GetValue<string>() == rec).ToList();
+        Assert.NotEmpty(fresh);
+        foreach (var pool in fresh)
+            rig.Spot.SetMarketPrice(pool["spec"]!["serverClass"]!.GetValue<string>(),
+                decimal.Parse(pool["spec"]!["bidPrice"]!.GetValue<string>(), System.Globalization.CultureInfo.InvariantCulture) + 0.05m);
+        rig.Demo.Api.Faults.Clear();
+        bool settled = await rig.SettleAsync(p);
+        if (settled) rig.Check.CheckSettled(p);
+        Report("a replacement's new pool pre-empted mid-drain", rig, p, settled);
+    }
+
+    /// <summary>Killed mid-drain, and the next process killed right after its first write (the rollback, or a new cordon): the third settles it all.</summary>
+    [Fact]
+    public async Task TwoCrashesInARowMidDrainBreakNoInvariant()
+    {
+        await using var rig = await FaultRig.StartAsync(Demo());
+        FaultProcess? victim = null;
+        Func<WriteLabel, bool> crashAt = l => l.Type == "Consolidate" && l.Step == "evict";
+        rig.OnWrite(null, r =>
+        {
+            if (victim is { } v && r.Caller == v.Name && FaultInvariants.Counts(r) && crashAt(rig.Labels[r.Seq]))
+            {
+                v.Kill(r.Seq + 1);
+                victim = null;
+            }
+        });
+        var p1 = victim = await rig.StartProcessAsync("p1");
+        await rig.RunUntilAsync(p1, () => p1.Dead, 200);
+        Assert.True(p1.Dead, "p1 never reached a drain");
+        crashAt = _ => true;
+        var p2 = victim = await rig.StartProcessAsync("p2");
+        await rig.RunUntilAsync(p2, () => p2.Dead, 200);
+        Assert.True(p2.Dead, "p2 never wrote anything");
+        var last = rig.Journal.Records.Last(r => r.Caller == "p2" && FaultInvariants.Counts(r));
+        output.WriteLine($"p2 died after {last} ({rig.Labels[last.Seq]})");
+        var p3 = await rig.StartProcessAsync("p3");
+        bool settled = await rig.SettleAsync(p3);
+        if (settled) rig.Check.CheckSettled(p3);
+        Report("two crashes in a row", rig, p3, settled);
+    }
+
     [Fact]
     public async Task StormsOf5xxAnd429FromBothApisDuringADrainBreakNoInvariant()
     {

@@ -29,8 +29,15 @@ test: test-deps publish
 test-deps:
 	@bash tests/install-deps.sh
 
+# `make bench ARGS=faults`: the fault-injection suite's full sweep (a crash before and after every write of each
+# reference run, not the default sample; several minutes), through the test project where its rig lives.
 bench: build
-	$(DOTNET) run -c Release --project bench/Karpetrack.Bench/Karpetrack.Bench.csproj -- $(ARGS)
+	@if [ "$(ARGS)" = "faults" ]; then \
+	  KARPETRACK_FAULT_SWEEP=full $(DOTNET) test tests/Karpetrack.Tests/Karpetrack.Tests.csproj -c $(CONFIG) -nologo \
+	    --filter "FullyQualifiedName~Karpetrack.Tests.FaultInjectionTests" --logger "console;verbosity=detailed"; \
+	else \
+	  $(DOTNET) run -c Release --project bench/Karpetrack.Bench/Karpetrack.Bench.csproj -- $(ARGS); \
+	fi
 
 # The shipped binary: a linux-x64 NativeAOT executable at .tmp/publish/karpetrack, the same step the
 # Dockerfile runs. The native toolchain (clang, zlib1g-dev) is installed first where it is missing.

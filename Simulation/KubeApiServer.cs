@@ -78,7 +78,7 @@ public sealed partial class KubeApiServer : IAsyncDisposable
         var app = builder.Build();
         var store = new ObjectStore(options.WatchHistoryLimit, options.WatcherBufferSize);
         var server = new KubeApiServer(app, options, store);
-        app.Run(server.HandleAsync);
+        app.Run(server.HandleJournaledAsync);
         await app.StartAsync(ct).ConfigureAwait(false);
         var address = app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
             .Features.Get<IServerAddressesFeature>()!.Addresses.First();

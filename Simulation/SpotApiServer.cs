@@ -217,7 +217,7 @@ public sealed partial class SpotApiServer : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0));
         var app = builder.Build();
         var server = new SpotApiServer(app, options ?? new SpotApiServerOptions());
-        app.Run(server.Handle);
+        app.Run(server.HandleJournaled);
         await app.StartAsync(ct).ConfigureAwait(false);
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         server.BaseAddress = new Uri(address);

@@ -21,7 +21,7 @@ internal sealed class TimerClock(DateTimeOffset start) : TimeProvider
 {
     private readonly object gate = new();
     private readonly List<Timer> timers = [];
-    private readonly List<(int Count, TaskCompletionSource Done)> waiters = [];
+    private readonly List<(Func<bool> Ready, TaskCompletionSource Done)> waiters = [];
     private DateTimeOffset now = start;
 
     public override DateTimeOffset GetUtcNow() { lock (gate) return now; }
@@ -34,13 +34,22 @@ internal sealed class TimerClock(DateTimeOffset start) : TimeProvider
     }
 
     /// <summary>Completes once at least <paramref name="count"/> timers are armed and not yet fired.</summary>
-    public Task WhenPending(int count)
+    public Task WhenPending(int count) => When(() => timers.Count >= count);
+
+    /// <summary>
+    /// Completes once at least <paramref name="count"/> Task.Delay waits on this clock are armed and not yet
+    /// fired; the timers behind a CancellationTokenSource (a deadline, a CancelAfter) do not count. A loop
+    /// that pauses between attempts is parked in its pause then, with no attempt in flight.
+    /// </summary>
+    public Task WhenDelaysPending(int count) => When(() => timers.Count(t => t.IsDelay) >= count);
+
+    private Task When(Func<bool> ready)
     {
         lock (gate)
         {
-            if (timers.Count >= count) return Task.CompletedTask;
+            if (ready()) return Task.CompletedTask;
             var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            waiters.Add((count, done));
+            waiters.Add((ready, done));
             return done.Task.WaitAsync(TimeSpan.FromSeconds(30));
         }
     }
@@ -60,7 +69,7 @@ internal sealed class TimerClock(DateTimeOffset start) : TimeProvider
 
     private void Armed()
     {
-        foreach (var w in waiters.Where(w => timers.Count >= w.Count).ToList())
+        foreach (var w in waiters.Where(w => w.Ready()).ToList())
         {
             waiters.Remove(w);
             w.Done.TrySetResult();
@@ -70,6 +79,9 @@ internal sealed class TimerClock(DateTimeOffset start) : TimeProvider
     private sealed class Timer(TimerClock clock, TimerCallback callback, object? state) : ITimer
     {
         public DateTimeOffset Due;
+
+        /// <summary>Task.Delay arms its timer with the delay's own task as the state.</summary>
+        public bool IsDelay => state is Task;
 
         public void Fire() => callback(state);
 

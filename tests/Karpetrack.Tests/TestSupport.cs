@@ -43,6 +43,12 @@ internal sealed class TimerClock(DateTimeOffset start) : TimeProvider
     /// </summary>
     public Task WhenDelaysPending(int count) => When(() => timers.Count(t => t.IsDelay) >= count);
 
+    /// <summary>When the earliest Task.Delay wait armed on this clock ends; null when none is armed.</summary>
+    public DateTimeOffset? NextDelayDue
+    {
+        get { lock (gate) return timers.Where(t => t.IsDelay).Select(t => (DateTimeOffset?)t.Due).Min(); }
+    }
+
     private Task When(Func<bool> ready)
     {
         lock (gate)

@@ -13,7 +13,7 @@ public class SimulateTests
         status.MarkSynced(null, DateTimeOffset.UtcNow);
         var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: Scenario.Book);
         var options = new RecommenderOptions { Region = "us-east-iad-1" };
-        var loop = new RecommenderLoop(s.Model, prices, [status], () => options, TimeSpan.Zero, NullLogger.Instance);
+        var loop = new RecommenderLoop(new(s.Model, prices, [status]), new(() => options, TimeSpan.Zero), NullLogger.Instance);
         loop.RunOnce();
         return new KarpetrackApi(s.Model, prices, loop, [status], () => options);
     }

@@ -151,6 +151,19 @@ internal sealed class SteppedClock() : HandMovedClock(new DateTimeOffset(2026, 1
     protected override void OnArmed() => armed.TrySetResult();
 }
 
+/// <summary>The repository's root folder (the one holding Karpetrack.csproj), found upwards from the test binaries.</summary>
+internal static class RepoRoot
+{
+    public static string Path { get; } = Find();
+
+    private static string Find()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(System.IO.Path.Combine(dir.FullName, "Karpetrack.csproj"))) dir = dir.Parent;
+        return dir?.FullName ?? throw new InvalidOperationException("repository root not found");
+    }
+}
+
 /// <summary>A kubeconfig, in a fresh temporary folder, whose API server refuses every connection (port 1 on loopback).</summary>
 internal static class UnreachableCluster
 {

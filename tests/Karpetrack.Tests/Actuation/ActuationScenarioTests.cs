@@ -2,7 +2,7 @@ using System.Text.Json.Nodes;
 using Karpetrack.Simulation;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Actuation;
 
 /// <summary>
 /// The whole actuation path against the embedded Kubernetes and Spot APIs: the demo cluster, the

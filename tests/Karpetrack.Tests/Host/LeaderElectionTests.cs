@@ -3,7 +3,7 @@ using k8s.Models;
 using Karpetrack.Simulation;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Host;
 
 /// <summary>
 /// LeaderElector against the embedded API server, with short client-go style timings on a clock the test

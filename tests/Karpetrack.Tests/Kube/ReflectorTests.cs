@@ -4,7 +4,7 @@ using Karpetrack.Simulation;
 using Karpetrack.Tests.Simulation;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Kube;
 
 /// <summary>
 /// The reflectors against the embedded API server with faults injected: whatever happens, the model

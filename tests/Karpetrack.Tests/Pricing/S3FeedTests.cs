@@ -3,7 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Pricing;
 
 /// <summary>A real S3 implementation (moto_server from the pyenv Python) started for the test class.</summary>
 public sealed class MotoServer : IDisposable

@@ -4,7 +4,7 @@ using System.Text.Json.Nodes;
 using Karpetrack.Simulation;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Spot;
 
 /// <summary>
 /// A clock whose timers fire at once and move the clock forward by what was asked: waits in the

@@ -164,8 +164,8 @@ public sealed class Service : IAsyncDisposable
         var grpc = new GrpcCalls(new GrpcServerOptions { MaxConcurrentCalls = options.GrpcMaxCalls, ReadTimeout = options.GrpcReadTimeout }, telemetry);
         var (actuator, elector) = ActuationWiring.Create(options, new ActuationWiring.ActuationInputs(model, prices, statuses, RecommenderOptionsNow), kube, spot, loggerFactory, telemetry);
         bool acting = actuator.Mode is ActuationMode.Approve or ActuationMode.Auto;
-        var recommender = new RecommenderLoop(model, prices, statuses, RecommenderOptionsNow, options.RecommendInterval, loggerFactory.CreateLogger("recommender"),
-            inFlight: acting ? actuator.InFlight : null, telemetry: telemetry);
+        var recommender = new RecommenderLoop(new(model, prices, statuses) { InFlight = acting ? actuator.InFlight : null },
+            new(RecommenderOptionsNow, options.RecommendInterval), loggerFactory.CreateLogger("recommender"), telemetry: telemetry);
         // The actuator hears of a new plan before any API reader converts it, so its state is in the messages.
         recommender.PlanChanged += actuator.OnPlan;
         var api = new KarpetrackApi(model, prices, recommender, statuses, RecommenderOptionsNow,

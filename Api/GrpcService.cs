@@ -372,21 +372,7 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
         var snap = model.Snapshot();
         var n = snap.Nodes.FirstOrDefault(x => x.Name == request.Node)
             ?? throw new RpcException(new Status(StatusCode.NotFound, $"node \"{request.Node}\" not found"));
-        var book = prices.Current;
-        var e = new V1.NodeExplanation
-        {
-            Node = n.Name, ServerClass = n.ServerClass, Pool = n.Pool, CapacityType = n.CapacityType, Region = n.Region,
-            State = NodeMap.StateName(ClusterSnapshot.StateOf(n)),
-            Pods = n.Pods,
-        };
-        if (n.Created is { } created) e.Created = Timestamp.FromDateTimeOffset(created);
-        if (CostRules.Of(n, book) is { } cost)
-        {
-            e.Priced = true;
-            e.PricePerHour = CostRules.Dollars(cost.Price);
-            e.IdleCostPerHour = CostRules.Dollars(cost.Idle);
-        }
-        NodeMap.AddUsage(e.Resources, n, snap.Resources);
+        var e = NodeMap.Describe(new V1.NodeExplanation { Node = n.Name }, n, prices.Current, snap.Resources);
         foreach (var r in plan.Recommendations.Where(r => r.Nodes.Contains(n.Name)))
         {
             e.RecommendationIds.Add(r.Id);

@@ -90,7 +90,7 @@ public sealed class JsonApi
         }
         var args = route.Segments.Select((s, i) => (s, i)).Where(x => x.s == "*").Select(x => Uri.UnescapeDataString(segments[x.i])).ToArray();
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted, stopping);
-        var call = new HttpCallContext(ctx, route.GrpcMethod, cancel.Token);
+        var call = CallOf(ctx, route.GrpcMethod, cancel.Token);
         try
         {
             await route.Handle(ctx, args, call);
@@ -278,29 +278,11 @@ public sealed class JsonApi
     }
 
     /// <summary>The call context the service methods see: the HTTP request's headers (authorization) and cancellation.</summary>
-    private sealed class HttpCallContext(HttpContext ctx, string method, CancellationToken token) : ServerCallContext
+    private static LocalCallContext CallOf(HttpContext ctx, string method, CancellationToken token)
     {
-        private readonly Metadata headers = HeadersOf(ctx);
-
-        private static Metadata HeadersOf(HttpContext ctx)
-        {
-            var m = new Metadata();
-            if (ctx.Request.Headers.Authorization.ToString() is { Length: > 0 } auth) m.Add("authorization", auth);
-            return m;
-        }
-
-        protected override string MethodCore => method;
-        protected override string HostCore => ctx.Request.Host.Value ?? "";
-        protected override string PeerCore => ctx.Connection.RemoteIpAddress?.ToString() ?? "";
-        protected override DateTime DeadlineCore => DateTime.MaxValue;
-        protected override Metadata RequestHeadersCore => headers;
-        protected override CancellationToken CancellationTokenCore => token;
-        protected override Metadata ResponseTrailersCore { get; } = [];
-        protected override Status StatusCore { get; set; }
-        protected override WriteOptions? WriteOptionsCore { get; set; }
-        protected override AuthContext AuthContextCore => new(null, []);
-        protected override ContextPropagationToken CreatePropagationTokenCore(ContextPropagationOptions? options) => throw new NotSupportedException();
-        protected override Task WriteResponseHeadersAsyncCore(Metadata responseHeaders) => Task.CompletedTask;
+        var headers = new Metadata();
+        if (ctx.Request.Headers.Authorization.ToString() is { Length: > 0 } auth) headers.Add("authorization", auth);
+        return new LocalCallContext(method, ctx.Request.Host.Value ?? "", ctx.Connection.RemoteIpAddress?.ToString() ?? "", headers, DateTime.MaxValue, token);
     }
 }
 

@@ -31,21 +31,11 @@ public static class NodeMap
         }
         foreach (var n in snap.Nodes)
         {
-            var m = new V1.NodeSummary
+            var m = Describe(new V1.NodeSummary
             {
-                Name = n.Name, ServerClass = n.ServerClass, Pool = n.Pool, CapacityType = n.CapacityType, Region = n.Region,
-                State = StateName(ClusterSnapshot.StateOf(n)), Cordoned = !n.Schedulable, Ready = n.Ready, Deleting = n.Deleting,
+                Name = n.Name, Cordoned = !n.Schedulable, Ready = n.Ready, Deleting = n.Deleting,
                 Managed = n.Labels.TryGetValue(Actuator.ManagedLabel, out var managed) && managed == "true",
-                Pods = n.Pods,
-            };
-            if (n.Created is { } created) m.Created = Timestamp.FromDateTimeOffset(created);
-            if (CostRules.Of(n, book) is { } cost)
-            {
-                m.Priced = true;
-                m.PricePerHour = CostRules.Dollars(cost.Price);
-                m.IdleCostPerHour = CostRules.Dollars(cost.Idle);
-            }
-            AddUsage(m.Resources, n, snap.Resources);
+            }, n, book, snap.Resources);
             if (plan.Blockers.TryGetValue(n.Name, out var blockers)) m.Blockers.AddRange(blockers.Select(b => b.Reason).Distinct(StringComparer.Ordinal));
             if (recommended.TryGetValue(n.Name, out var recs)) m.RecommendationIds.AddRange(recs);
             foreach (var k in keys)
@@ -55,8 +45,31 @@ public static class NodeMap
         return response;
     }
 
+    /// <summary>
+    /// Fills in what the node map and ExplainNode both say of a node: class and place, state, pods, age,
+    /// price and idle cost (<see cref="CostRules"/>; unpriced stays unpriced) and the exported resources.
+    /// </summary>
+    public static T Describe<T>(T into, NodeView n, PriceBook book, ResourceTable table) where T : V1.INodeFacts
+    {
+        into.ServerClass = n.ServerClass;
+        into.Pool = n.Pool;
+        into.CapacityType = n.CapacityType;
+        into.Region = n.Region;
+        into.State = StateName(ClusterSnapshot.StateOf(n));
+        into.Pods = n.Pods;
+        if (n.Created is { } created) into.Created = Timestamp.FromDateTimeOffset(created);
+        if (CostRules.Of(n, book) is { } cost)
+        {
+            into.Priced = true;
+            into.PricePerHour = CostRules.Dollars(cost.Price);
+            into.IdleCostPerHour = CostRules.Dollars(cost.Idle);
+        }
+        AddUsage(into.Resources, n, table);
+        return into;
+    }
+
     /// <summary>The exported resources of a node in base units (cores, bytes), as the metrics give them.</summary>
-    public static void AddUsage(RepeatedField<V1.ResourceUsage> into, NodeView n, ResourceTable table)
+    private static void AddUsage(RepeatedField<V1.ResourceUsage> into, NodeView n, ResourceTable table)
     {
         foreach (var i in table.Exported)
         {

@@ -369,6 +369,11 @@ public sealed record KarpetrackOptions
     private static bool IsLabelPart(string s, int max) =>
         s.Length <= max && s.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or '/');
 
+    /// <summary>What --pool-labels and --pool-taints accept as a key (a prefix/ allowed) and as a value (none).</summary>
+    private static bool IsLabelKey(string s) => s.Length > 0 && IsLabelPart(s, 253);
+
+    private static bool IsLabelValue(string s) => IsLabelPart(s, 63) && !s.Contains('/');
+
     /// <summary>`key=value,...`: Kubernetes-like keys and values, each key once, none of Karpetrack's own.</summary>
     private static IReadOnlyDictionary<string, string> ParsePoolLabels(string s)
     {
@@ -377,7 +382,7 @@ public sealed record KarpetrackOptions
         {
             int eq = part.IndexOf('=');
             var (key, value) = eq < 0 ? (part, "") : (part[..eq].Trim(), part[(eq + 1)..].Trim());
-            if (eq < 0 || key.Length == 0 || !IsLabelPart(key, 253) || !IsLabelPart(value, 63) || value.Contains('/'))
+            if (eq < 0 || !IsLabelKey(key) || !IsLabelValue(value))
                 throw new OptionsException($"--pool-labels: \"{part}\" is not key=value");
             if (key.StartsWith("karpetrack.io/", StringComparison.Ordinal))
                 throw new OptionsException($"--pool-labels: {key} is Karpetrack's own label");
@@ -399,7 +404,7 @@ public sealed record KarpetrackOptions
             var kv = part[..colon];
             int eq = kv.IndexOf('=');
             var (key, value) = eq < 0 ? (kv.Trim(), (string?)null) : (kv[..eq].Trim(), kv[(eq + 1)..].Trim());
-            if (key.Length == 0 || !IsLabelPart(key, 253) || (value is not null && (!IsLabelPart(value, 63) || value.Contains('/'))))
+            if (!IsLabelKey(key) || (value is not null && !IsLabelValue(value)))
                 throw new OptionsException($"--pool-taints: \"{part}\" is not key=value:Effect");
             if (taints.Any(t => t.Key == key && t.Effect == effect)) throw new OptionsException($"--pool-taints: {key}:{effect} is given twice");
             taints.Add(new Taint(key, value, effect));

@@ -2,6 +2,16 @@ using Microsoft.Extensions.Logging;
 
 namespace Karpetrack;
 
+/// <summary>What the recommender reads on every run: the cluster model, the price book and the caches that must have synced.</summary>
+public sealed record RecommenderSources(ClusterModel Model, PriceFeed Prices, IReadOnlyList<ReflectorStatus> Caches)
+{
+    /// <summary>Nodes being provisioned (the actuator's), counted as capacity for pending pods.</summary>
+    public Func<IReadOnlyList<InFlightNode>>? InFlight { get; init; }
+}
+
+/// <summary>How the loop runs: the recommender's options (read afresh on every run) and the timer's interval (0: no timer).</summary>
+public sealed record RecommenderLoopOptions(Func<RecommenderOptions> Recommender, TimeSpan Interval);
+
 /// <summary>
 /// Runs the recommender off the scrape path: on a timer, and after a burst of pending-pod changes
 /// settles (1 s without change, at most 10 s after the first), and when the price book changes, once every
@@ -27,19 +37,17 @@ public sealed class RecommenderLoop
     /// <summary>Since when each node has been removable (--consolidate-after), across runs.</summary>
     internal ConsolidationWaits Waits { get; } = new();
 
-    /// <param name="inFlight">Nodes being provisioned (the actuator's), counted as capacity for pending pods.</param>
-    public RecommenderLoop(ClusterModel model, PriceFeed prices, IReadOnlyList<ReflectorStatus> caches, Func<RecommenderOptions> options,
-        TimeSpan interval, Microsoft.Extensions.Logging.ILogger log, TimeProvider? clock = null,
-        Func<IReadOnlyList<InFlightNode>>? inFlight = null, Telemetry? telemetry = null)
+    public RecommenderLoop(RecommenderSources sources, RecommenderLoopOptions options, Microsoft.Extensions.Logging.ILogger log,
+        TimeProvider? clock = null, Telemetry? telemetry = null)
     {
-        this.model = model;
-        this.prices = prices;
-        this.caches = caches;
-        this.options = options;
-        this.interval = interval;
+        model = sources.Model;
+        prices = sources.Prices;
+        caches = sources.Caches;
+        inFlight = sources.InFlight;
+        this.options = options.Recommender;
+        interval = options.Interval;
         this.log = log;
         this.clock = clock ?? TimeProvider.System;
-        this.inFlight = inFlight;
         telemetry ??= new Telemetry();
         durations = telemetry.Histogram("karpetrack_recommender_duration_seconds", "Time one recommender run took.", DurationBuckets);
         lastRunGauge = telemetry.GaugeOnceSet("karpetrack_recommender_last_run_timestamp_seconds", "Unix time of the last completed recommender run.");

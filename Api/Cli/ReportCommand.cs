@@ -135,7 +135,7 @@ public static class ReportCommand
                 Categories = o.Categories, MaxPricePerHour = o.MaxPrice, GpuPerClass = o.GpusPerClass,
                 ReplaceThresholdPercent = o.ReplaceThresholdPercent, ReplaceThresholdDollars = o.ReplaceThresholdDollars,
             };
-            var loop = new RecommenderLoop(model, prices, statuses, Recommending, TimeSpan.Zero, logs.CreateLogger("recommender"));
+            var loop = new RecommenderLoop(new(model, prices, statuses), new(Recommending, TimeSpan.Zero), logs.CreateLogger("recommender"));
             loop.RunOnce();
             var api = new KarpetrackApi(model, prices, loop, statuses, Recommending) { LabelGroups = o.LabelGroups, ActuationMode = "off" };
             var summary = api.GetSummary();

@@ -78,7 +78,7 @@ internal static class ExporterBench
         using var prices = new PriceFeed(new PriceFeedOptions(), log, telemetry: telemetry);
         ReflectorStatus[] statuses = [.. new[] { "nodes", "pods", "poddisruptionbudgets", "daemonsets" }.Select(r => new ReflectorStatus(r, telemetry))];
         var actuator = new Actuator(new ActuationOptions { Mode = ActuationMode.DryRun }, model, prices, statuses, log, telemetry: telemetry);
-        var loop = new RecommenderLoop(model, prices, statuses, () => new RecommenderOptions(), TimeSpan.Zero, log, telemetry: telemetry);
+        var loop = new RecommenderLoop(new(model, prices, statuses), new(() => new RecommenderOptions(), TimeSpan.Zero), log, telemetry: telemetry);
         _ = new GrpcCalls(new GrpcServerOptions(), telemetry);
         using var spot = new SpotApiClient(new SpotApiOptions(), "unused", log, telemetry: telemetry);
         _ = new Supervisor(log, telemetry: telemetry);

@@ -34,7 +34,7 @@ internal static class GrpcBench
         status.MarkSynced(null, DateTimeOffset.UtcNow);
         var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: PriceFeedParser.Embedded());
         var options = new RecommenderOptions();
-        var loop = new RecommenderLoop(model, prices, [status], () => options, TimeSpan.Zero, NullLogger.Instance);
+        var loop = new RecommenderLoop(new(model, prices, [status]), new(() => options, TimeSpan.Zero), NullLogger.Instance);
         loop.Publish(Plan(nodes, recommendations, 0));
 
         // The service's own wiring (limits, interceptor, read deadlines) on a loopback h2c listener.

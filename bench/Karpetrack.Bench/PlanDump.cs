@@ -91,7 +91,7 @@ internal static class PlanDump
         status.MarkSynced(null, DateTimeOffset.UnixEpoch);
         using var feed = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: prices);
         var options = new RecommenderOptions();
-        var loop = new RecommenderLoop(model, feed, [status], () => options, TimeSpan.Zero, NullLogger.Instance);
+        var loop = new RecommenderLoop(new(model, feed, [status]), new(() => options, TimeSpan.Zero), NullLogger.Instance);
         var api = new KarpetrackApi(model, feed, loop, [status], () => options);
         var names = model.Snapshot().Nodes.Select(n => n.Name).Order(StringComparer.Ordinal).ToArray();
         var requests = new List<V1.SimulateRequest>

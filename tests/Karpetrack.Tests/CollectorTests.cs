@@ -188,7 +188,7 @@ public class CollectorTests
         var status = new ReflectorStatus("pods");
         status.MarkSynced("1", DateTimeOffset.UtcNow);
         var model = SampleModel();
-        var loop = new RecommenderLoop(model, prices, [status], () => new RecommenderOptions(), TimeSpan.FromSeconds(30),
+        var loop = new RecommenderLoop(new(model, prices, [status]), new(() => new RecommenderOptions(), TimeSpan.FromSeconds(30)),
             Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         return (status, model, loop);
     }
@@ -250,8 +250,8 @@ public class CollectorTests
         status.MarkSynced("1", DateTimeOffset.UtcNow);
         var model = SampleModel();
         var actuator = new Actuator(new ActuationOptions { Mode = ActuationMode.DryRun }, model, prices, [status], NullLogger.Instance, telemetry: telemetry);
-        var loop = new RecommenderLoop(model, prices, [status], () => new RecommenderOptions(), TimeSpan.FromSeconds(30), NullLogger.Instance,
-            inFlight: actuator.InFlight, telemetry: telemetry);
+        var loop = new RecommenderLoop(new(model, prices, [status]) { InFlight = actuator.InFlight }, new(() => new RecommenderOptions(), TimeSpan.FromSeconds(30)),
+            NullLogger.Instance, telemetry: telemetry);
         loop.RunOnce();
         _ = new GrpcCalls(new GrpcServerOptions(), telemetry);
         using var spot = new SpotApiClient(new SpotApiOptions(), "unused", NullLogger.Instance, telemetry: telemetry);

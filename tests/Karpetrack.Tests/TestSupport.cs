@@ -13,44 +13,34 @@ internal sealed class ManualClock(DateTimeOffset start) : TimeProvider
 }
 
 /// <summary>
-/// A clock tests move by hand whose timers fire when it passes their due time. <see cref="WhenPending"/>
-/// waits (on an event, not a timer) until something has armed that many timers, so a test can advance
-/// only once the code under test is waiting.
+/// The timers of a clock that tests move by hand: each fires (once: Task.Delay uses no period) when the
+/// clock is moved past its due time. A subclass hears of every timer armed.
 /// </summary>
-internal sealed class TimerClock(DateTimeOffset start) : TimeProvider
+internal abstract class HandMovedClock(DateTimeOffset start) : TimeProvider
 {
-    private readonly object gate = new();
-    private readonly List<Timer> timers = [];
-    private readonly List<(int Count, TaskCompletionSource Done)> waiters = [];
+    protected readonly object gate = new();
+    protected readonly List<HandTimer> timers = [];
     private DateTimeOffset now = start;
 
     public override DateTimeOffset GetUtcNow() { lock (gate) return now; }
 
     public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
     {
-        var t = new Timer(this, callback, state);
+        var t = new HandTimer(this, callback, state);
         t.Change(dueTime, period);
         return t;
     }
 
-    /// <summary>Completes once at least <paramref name="count"/> timers are armed and not yet fired.</summary>
-    public Task WhenPending(int count)
-    {
-        lock (gate)
-        {
-            if (timers.Count >= count) return Task.CompletedTask;
-            var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            waiters.Add((count, done));
-            return done.Task.WaitAsync(TimeSpan.FromSeconds(30));
-        }
-    }
+    /// <summary>Called under the lock each time a timer is armed.</summary>
+    protected abstract void OnArmed();
 
-    /// <summary>Moves the time on and fires every timer then due (once: Task.Delay uses no period).</summary>
-    public void Advance(TimeSpan by)
+    /// <summary>Moves the time on and fires every timer then due; <paramref name="moved"/> runs under the lock first.</summary>
+    protected void MoveOn(TimeSpan by, Action? moved = null)
     {
-        List<Timer> due;
+        List<HandTimer> due;
         lock (gate)
         {
+            moved?.Invoke();
             now += by;
             due = timers.Where(t => t.Due <= now).ToList();
             timers.RemoveAll(due.Contains);
@@ -58,18 +48,12 @@ internal sealed class TimerClock(DateTimeOffset start) : TimeProvider
         foreach (var t in due) t.Fire();
     }
 
-    private void Armed()
-    {
-        foreach (var w in waiters.Where(w => timers.Count >= w.Count).ToList())
-        {
-            waiters.Remove(w);
-            w.Done.TrySetResult();
-        }
-    }
-
-    private sealed class Timer(TimerClock clock, TimerCallback callback, object? state) : ITimer
+    protected sealed class HandTimer(HandMovedClock clock, TimerCallback callback, object? state) : ITimer
     {
         public DateTimeOffset Due;
+
+        /// <summary>Task.Delay arms its timer with the delay's own task as the state.</summary>
+        public bool IsDelay => state is Task;
 
         public void Fire() => callback(state);
 
@@ -81,7 +65,7 @@ internal sealed class TimerClock(DateTimeOffset start) : TimeProvider
                 if (dueTime == Timeout.InfiniteTimeSpan) return true;
                 Due = clock.now + dueTime;
                 clock.timers.Add(this);
-                clock.Armed();
+                clock.OnArmed();
             }
             return true;
         }
@@ -93,24 +77,61 @@ internal sealed class TimerClock(DateTimeOffset start) : TimeProvider
 }
 
 /// <summary>
+/// A clock tests move by hand whose timers fire when it passes their due time. <see cref="WhenPending"/>
+/// waits (on an event, not a timer) until something has armed that many timers, so a test can advance
+/// only once the code under test is waiting.
+/// </summary>
+internal sealed class TimerClock(DateTimeOffset start) : HandMovedClock(start)
+{
+    private readonly List<(Func<bool> Ready, TaskCompletionSource Done)> waiters = [];
+
+    /// <summary>Completes once at least <paramref name="count"/> timers are armed and not yet fired.</summary>
+    public Task WhenPending(int count) => When(() => timers.Count >= count);
+
+    /// <summary>
+    /// Completes once at least <paramref name="count"/> Task.Delay waits on this clock are armed and not yet
+    /// fired; the timers behind a CancellationTokenSource (a deadline, a CancelAfter) do not count. A loop
+    /// that pauses between attempts is parked in its pause then, with no attempt in flight.
+    /// </summary>
+    public Task WhenDelaysPending(int count) => When(() => timers.Count(t => t.IsDelay) >= count);
+
+    /// <summary>When the earliest Task.Delay wait armed on this clock ends; null when none is armed.</summary>
+    public DateTimeOffset? NextDelayDue
+    {
+        get { lock (gate) return timers.Where(t => t.IsDelay).Select(t => (DateTimeOffset?)t.Due).Min(); }
+    }
+
+    private Task When(Func<bool> ready)
+    {
+        lock (gate)
+        {
+            if (ready()) return Task.CompletedTask;
+            var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            waiters.Add((ready, done));
+            return done.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        }
+    }
+
+    /// <summary>Moves the time on and fires every timer then due.</summary>
+    public void Advance(TimeSpan by) => MoveOn(by);
+
+    protected override void OnArmed()
+    {
+        foreach (var w in waiters.Where(w => w.Ready()).ToList())
+        {
+            waiters.Remove(w);
+            w.Done.TrySetResult();
+        }
+    }
+}
+
+/// <summary>
 /// A clock whose timers fire only when a test steps it: each step moves the time on, fires the timers
 /// then due, and returns once a new timer has been armed (a loop that waits on this clock is back waiting).
 /// </summary>
-internal sealed class SteppedClock : TimeProvider
+internal sealed class SteppedClock() : HandMovedClock(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero))
 {
-    private readonly object gate = new();
-    private readonly List<SteppedTimer> timers = [];
-    private DateTimeOffset now = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
     private TaskCompletionSource armed = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-    public override DateTimeOffset GetUtcNow() { lock (gate) return now; }
-
-    public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
-    {
-        var t = new SteppedTimer(this, callback, state);
-        t.Change(dueTime, period);
-        return t;
-    }
 
     /// <summary>Completes once something waits on this clock.</summary>
     public Task Armed { get { lock (gate) return armed.Task; } }
@@ -118,42 +139,46 @@ internal sealed class SteppedClock : TimeProvider
     public async Task StepAsync(TimeSpan by)
     {
         await Armed.WaitAsync(TimeSpan.FromSeconds(30));
-        List<SteppedTimer> due;
-        Task next;
-        lock (gate)
+        Task next = null!;
+        MoveOn(by, () =>
         {
             armed = new(TaskCreationOptions.RunContinuationsAsynchronously);
             next = armed.Task;
-            now += by;
-            due = timers.Where(t => t.Due <= now).ToList();
-            timers.RemoveAll(due.Contains);
-        }
-        foreach (var t in due) t.Fire();
+        });
         await next.WaitAsync(TimeSpan.FromSeconds(30));
     }
 
-    private sealed class SteppedTimer(SteppedClock clock, TimerCallback callback, object? state) : ITimer
+    protected override void OnArmed() => armed.TrySetResult();
+}
+
+/// <summary>The repository's root folder (the one holding Karpetrack.csproj), found upwards from the test binaries.</summary>
+internal static class RepoRoot
+{
+    public static string Path { get; } = Find();
+
+    private static string Find()
     {
-        public DateTimeOffset Due;
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(System.IO.Path.Combine(dir.FullName, "Karpetrack.csproj"))) dir = dir.Parent;
+        return dir?.FullName ?? throw new InvalidOperationException("repository root not found");
+    }
+}
 
-        public void Fire() => callback(state);   // once: periods are not repeated (Task.Delay uses none)
-
-        public bool Change(TimeSpan dueTime, TimeSpan period)
-        {
-            lock (clock.gate)
-            {
-                clock.timers.Remove(this);
-                if (dueTime == Timeout.InfiniteTimeSpan) return true;
-                Due = clock.now + dueTime;
-                clock.timers.Add(this);
-                clock.armed.TrySetResult();
-            }
-            return true;
-        }
-
-        public void Dispose() { lock (clock.gate) clock.timers.Remove(this); }
-
-        public ValueTask DisposeAsync() { Dispose(); return ValueTask.CompletedTask; }
+/// <summary>A kubeconfig, in a fresh temporary folder, whose API server refuses every connection (port 1 on loopback).</summary>
+internal static class UnreachableCluster
+{
+    public static async Task<string> KubeconfigAsync(string folderPrefix)
+    {
+        var kubeconfig = Path.Combine(Directory.CreateTempSubdirectory(folderPrefix).FullName, "kubeconfig");
+        await File.WriteAllTextAsync(kubeconfig, """
+            apiVersion: v1
+            kind: Config
+            clusters: [{name: c, cluster: {server: "http://127.0.0.1:1"}}]
+            users: [{name: u, user: {token: t}}]
+            contexts: [{name: x, context: {cluster: c, user: u}}]
+            current-context: x
+            """);
+        return kubeconfig;
     }
 }
 

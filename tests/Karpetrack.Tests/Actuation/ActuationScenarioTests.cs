@@ -2,7 +2,7 @@ using System.Text.Json.Nodes;
 using Karpetrack.Simulation;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Actuation;
 
 /// <summary>
 /// The whole actuation path against the embedded Kubernetes and Spot APIs: the demo cluster, the
@@ -61,8 +61,8 @@ public sealed class ActuationRig : IAsyncDisposable
         var book = PriceFeedParser.Parse(System.Text.Encoding.UTF8.GetBytes(feed.ToJsonString()), DateTimeOffset.UtcNow, "test");
         Prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: book);
         // The pools in flight are those of the actuator built last, as in a process that has one.
-        Recommender = new RecommenderLoop(Model, Prices, Statuses, () => new RecommenderOptions { Region = "us-east-iad-1" }, TimeSpan.Zero, NullLogger.Instance,
-            inFlight: () => latest?.InFlight() ?? []);
+        Recommender = new RecommenderLoop(new(Model, Prices, Statuses) { InFlight = () => latest?.InFlight() ?? [] },
+            new(() => new RecommenderOptions { Region = "us-east-iad-1" }, TimeSpan.Zero), NullLogger.Instance);
         Actuator = NewActuator(options);
     }
 
@@ -126,8 +126,8 @@ public sealed class ActuationRig : IAsyncDisposable
         ReflectorStatus[] statuses = [new("nodes"), new("pods"), new("poddisruptionbudgets"), new("daemonsets")];
         StartReflectors(model, statuses, nodeSelector);
         Actuator? actuator = null;
-        var recommender = new RecommenderLoop(model, Prices, statuses, () => new RecommenderOptions { Region = "us-east-iad-1" }, TimeSpan.Zero, NullLogger.Instance,
-            inFlight: () => actuator?.InFlight() ?? []);
+        var recommender = new RecommenderLoop(new(model, Prices, statuses) { InFlight = () => actuator?.InFlight() ?? [] },
+            new(() => new RecommenderOptions { Region = "us-east-iad-1" }, TimeSpan.Zero), NullLogger.Instance);
         actuator = new Actuator(options, model, Prices, statuses, NullLogger.Instance, Kube, SpotClient, clock: clock, isLeader: isLeader,
             thresholds: () => Thresholds(), leaseTerm: leaseTerm);
         recommender.PlanChanged += actuator.OnPlan;

@@ -225,16 +225,7 @@ public class ReportTests
         Assert.Equal(2, code);
         Assert.StartsWith("karpetrack: --demo does not apply to report", err);
 
-        var dir = Directory.CreateTempSubdirectory("karpetrack-report-").FullName;
-        var kubeconfig = Path.Combine(dir, "kubeconfig");
-        await File.WriteAllTextAsync(kubeconfig, """
-            apiVersion: v1
-            kind: Config
-            clusters: [{name: c, cluster: {server: "http://127.0.0.1:1"}}]
-            users: [{name: u, user: {token: t}}]
-            contexts: [{name: x, context: {cluster: c, user: u}}]
-            current-context: x
-            """);
+        var kubeconfig = await UnreachableCluster.KubeconfigAsync("karpetrack-report-");
         (code, _, err) = await Run("report", "--kubeconfig", kubeconfig, "--timeout", "2s", "--price-feed-endpoint", "http://127.0.0.1:1");
         Assert.Equal(1, code);
         Assert.Single(err.TrimEnd('\n').Split('\n'));

@@ -1,4 +1,4 @@
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Api;
 
 public class HomePageTests
 {

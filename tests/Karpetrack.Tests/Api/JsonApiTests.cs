@@ -221,16 +221,7 @@ public class JsonApiBeforeSyncTests
     public async Task EveryReadIs503WithRetryAfterUntilTheCachesSync()
     {
         // A Kubernetes API that refuses connections: the caches never sync.
-        var dir = Directory.CreateTempSubdirectory("karpetrack-nosync-").FullName;
-        var kubeconfig = Path.Combine(dir, "kubeconfig");
-        await File.WriteAllTextAsync(kubeconfig, """
-            apiVersion: v1
-            kind: Config
-            clusters: [{name: c, cluster: {server: "http://127.0.0.1:1"}}]
-            users: [{name: u, user: {token: t}}]
-            contexts: [{name: x, context: {cluster: c, user: u}}]
-            current-context: x
-            """);
+        var kubeconfig = await UnreachableCluster.KubeconfigAsync("karpetrack-nosync-");
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(1));
         await using var service = await Service.StartAsync(KarpetrackOptions.Parse(["--kubeconfig", kubeconfig, "--metrics-addr", "127.0.0.1:0",
             "--grpc-addr", "127.0.0.1:0", "--log-level", "error", "--price-feed-endpoint", "http://127.0.0.1:1"], _ => null), cts.Token);

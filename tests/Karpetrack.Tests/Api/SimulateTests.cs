@@ -13,7 +13,7 @@ public class SimulateTests
         status.MarkSynced(null, DateTimeOffset.UtcNow);
         var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: Scenario.Book);
         var options = new RecommenderOptions { Region = "us-east-iad-1" };
-        var loop = new RecommenderLoop(s.Model, prices, [status], () => options, TimeSpan.Zero, NullLogger.Instance);
+        var loop = new RecommenderLoop(new(s.Model, prices, [status]), new(() => options, TimeSpan.Zero), NullLogger.Instance);
         loop.RunOnce();
         return new KarpetrackApi(s.Model, prices, loop, [status], () => options);
     }
@@ -72,7 +72,7 @@ public class SimulateTests
             Assert.Equal(StatusCode.InvalidArgument, e.StatusCode);
             Assert.Contains(expected, e.Status.Detail);
             // The gRPC and JSON entry point refuses it before taking a slot or a thread.
-            var call = await Assert.ThrowsAsync<RpcException>(() => api.Simulate(request, new Call()));
+            var call = await Assert.ThrowsAsync<RpcException>(() => api.Simulate(request, Call()));
             Assert.Equal(StatusCode.InvalidArgument, call.StatusCode);
         }
         Assert.Equal(SimulateLimits.Concurrent, api.SimulationSlots.CurrentCount);
@@ -83,10 +83,10 @@ public class SimulateTests
     {
         var api = Api(new Scenario().Node("a", "gp.vs1.large-iad").Pod("p", "a", "500m", "1Gi"));
         for (int i = 0; i < SimulateLimits.Concurrent; i++) Assert.True(api.SimulationSlots.Wait(0));
-        var busy = await Assert.ThrowsAsync<RpcException>(() => api.Simulate(new V1.SimulateRequest { RemoveNodes = { "a" } }, new Call()));
+        var busy = await Assert.ThrowsAsync<RpcException>(() => api.Simulate(new V1.SimulateRequest { RemoveNodes = { "a" } }, Call()));
         Assert.Equal(StatusCode.ResourceExhausted, busy.StatusCode);
         api.SimulationSlots.Release(SimulateLimits.Concurrent);
-        var r = await api.Simulate(new V1.SimulateRequest { RemoveNodes = { "a" } }, new Call());
+        var r = await api.Simulate(new V1.SimulateRequest { RemoveNodes = { "a" } }, Call());
         Assert.Single(r.Placements);
         Assert.Equal(SimulateLimits.Concurrent, api.SimulationSlots.CurrentCount);
     }
@@ -98,9 +98,9 @@ public class SimulateTests
         using var cancelled = new CancellationTokenSource();
         cancelled.Cancel();
         Assert.ThrowsAny<OperationCanceledException>(() => api.Simulate(new V1.SimulateRequest { RemoveNodes = { "a" } }, cancelled.Token));
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => api.Simulate(new V1.SimulateRequest { RemoveNodes = { "a" } }, new Call(token: cancelled.Token)));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => api.Simulate(new V1.SimulateRequest { RemoveNodes = { "a" } }, Call(token: cancelled.Token)));
         // A deadline already past ends the call as DEADLINE_EXCEEDED, not as the client's cancellation.
-        var late = await Assert.ThrowsAsync<RpcException>(() => api.Simulate(new V1.SimulateRequest { RemoveNodes = { "a" } }, new Call(DateTime.UtcNow.AddSeconds(-1))));
+        var late = await Assert.ThrowsAsync<RpcException>(() => api.Simulate(new V1.SimulateRequest { RemoveNodes = { "a" } }, Call(DateTime.UtcNow.AddSeconds(-1))));
         Assert.Equal(StatusCode.DeadlineExceeded, late.StatusCode);
         // The engine itself stops at its first check.
         var s = new Scenario().Node("a", "gp.vs1.large-iad");
@@ -122,19 +122,6 @@ public class SimulateTests
     }
 
     /// <summary>A call as the service sees it: a deadline (none by default) and the client's cancellation.</summary>
-    private sealed class Call(DateTime? deadline = null, CancellationToken token = default) : ServerCallContext
-    {
-        protected override string MethodCore => "/karpetrack.v1.Karpetrack/Simulate";
-        protected override string HostCore => "test";
-        protected override string PeerCore => "test";
-        protected override DateTime DeadlineCore => deadline ?? DateTime.MaxValue;
-        protected override Metadata RequestHeadersCore { get; } = [];
-        protected override CancellationToken CancellationTokenCore => token;
-        protected override Metadata ResponseTrailersCore { get; } = [];
-        protected override Status StatusCore { get; set; }
-        protected override WriteOptions? WriteOptionsCore { get; set; }
-        protected override AuthContext AuthContextCore => new(null, []);
-        protected override ContextPropagationToken CreatePropagationTokenCore(ContextPropagationOptions? options) => throw new NotSupportedException();
-        protected override Task WriteResponseHeadersAsyncCore(Metadata responseHeaders) => Task.CompletedTask;
-    }
+    private static ServerCallContext Call(DateTime? deadline = null, CancellationToken token = default) =>
+        new LocalCallContext("/karpetrack.v1.Karpetrack/Simulate", "test", "test", [], deadline ?? DateTime.MaxValue, token);
 }

@@ -14,7 +14,7 @@ public class SummaryTests
         status.MarkSynced(null, DateTimeOffset.UtcNow);
         using var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: Scenario.Book);
         var options = new RecommenderOptions { Region = "us-east-iad-1" };
-        var loop = new RecommenderLoop(s.Model, prices, [status], () => options, TimeSpan.Zero, NullLogger.Instance);
+        var loop = new RecommenderLoop(new(s.Model, prices, [status]), new(() => options, TimeSpan.Zero), NullLogger.Instance);
         var api = new KarpetrackApi(s.Model, prices, loop, [status], () => options);
 
         var before = api.GetSummary();

@@ -1,4 +1,4 @@
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Cluster;
 
 /// <summary>The compact stores behind the cluster model: the uid table, small string maps, shared parsed parts.</summary>
 public class ClusterStorageTests

@@ -1,6 +1,6 @@
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Host;
 
 public sealed class BackgroundTests
 {
@@ -54,8 +54,8 @@ public sealed class BackgroundTests
         status.MarkSynced("1", DateTimeOffset.UtcNow);
         // A book from the feed: the first plan waits for one (the embedded snapshot alone is not a first read).
         using var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: Scenario.Book);
-        var loop = new RecommenderLoop(new ClusterModel(ResourceTable.Default), prices, [status], () => new RecommenderOptions(),
-            TimeSpan.FromSeconds(30), NullLogger.Instance);
+        var loop = new RecommenderLoop(new(new ClusterModel(ResourceTable.Default), prices, [status]),
+            new(() => new RecommenderOptions(), TimeSpan.FromSeconds(30)), NullLogger.Instance);
         var nice = new TaskCompletionSource<int>();
         loop.PlanChanged += _ => nice.TrySetResult(ThreadNice());   // raised on the run's own thread
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));

@@ -1,12 +1,15 @@
-using System.Diagnostics;
 using System.Text.Json.Nodes;
 using k8s.Models;
 using Karpetrack.Simulation;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Host;
 
-/// <summary>LeaderElector against the embedded API server, with short client-go style timings.</summary>
+/// <summary>
+/// LeaderElector against the embedded API server, with short client-go style timings on a clock the test
+/// moves: the clock moves only while every running elector is parked in its pause between attempts (no
+/// request in flight), so what a test sees does not depend on how busy the machine is.
+/// </summary>
 public sealed class LeaderElectionTests : IAsyncLifetime
 {
     private static readonly LeaderElectionOptions Short = new()
@@ -16,8 +19,12 @@ public sealed class LeaderElectionTests : IAsyncLifetime
         RetryPeriod = TimeSpan.FromMilliseconds(200),
     };
 
-    private const string LeasePath = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/karpetrack";
+    /// <summary>Longer than any pause between attempts (a non-leader's is jittered up to 1.2 retry periods).</summary>
+    private static readonly TimeSpan Pause = Short.RetryPeriod * 1.25;
 
+    private static readonly DateTimeOffset Start = new(2026, 1, 1, 0, 0, 0, 500, TimeSpan.Zero);
+
+    private readonly TimerClock clock = new(Start);
     private KubeApiServer server = null!;
     private KubeConnection connection = null!;
     private string dir = null!;
@@ -45,52 +52,57 @@ public sealed class LeaderElectionTests : IAsyncLifetime
         return c;
     }
 
-    private LeaderElector Elector(string identity, LeaderElectionOptions? options = null) =>
-        new(NewClient(), "kube-system", "karpetrack", identity, options ?? Short, NullLogger.Instance);
+    private LeaderElector Elector(string identity, LeaderElectionOptions? options = null, TimeProvider? time = null) =>
+        new(NewClient(), "kube-system", "karpetrack", identity, options ?? Short, NullLogger.Instance, time ?? clock);
 
-    private static async Task<bool> EventuallyAsync(Func<bool> condition, TimeSpan within)
+    /// <summary>Until each of the <paramref name="running"/> electors has made its attempt and is pausing.</summary>
+    private Task SettledAsync(int running) => clock.WhenDelaysPending(running);
+
+    /// <summary>Moves the clock on once every running elector pauses, then waits until each pauses again.</summary>
+    private async Task StepAsync(int running, TimeSpan by)
     {
-        var sw = Stopwatch.StartNew();
-        while (sw.Elapsed < within)
-        {
-            if (condition()) return true;
-            await Task.Delay(20);
-        }
-        return condition();
+        await SettledAsync(running);
+        clock.Advance(by);
+        await SettledAsync(running);
     }
 
     private JsonObject LeaseSpec() => server.Store.Get("leases", "kube-system", "karpetrack")!.ToJsonObject()["spec"]!.AsObject();
+
+    private static string KubeTime(DateTimeOffset t) => LeaderElector.MicroTime(t.UtcDateTime).ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'");
 
     [Fact]
     public async Task FirstAcquires_SecondWaitsWhileTheFirstRenews()
     {
         using var stop = new CancellationTokenSource();
-        // A renew deadline with room to spare: this test is about waiting, and a busy machine (the
-        // whole suite on 2 cores) can delay one renewal by more than a second.
-        var roomy = new LeaderElectionOptions { LeaseDuration = TimeSpan.FromSeconds(3), RenewDeadline = TimeSpan.FromMilliseconds(2500), RetryPeriod = TimeSpan.FromMilliseconds(200) };
-        var a = Elector("a", roomy);
+        var a = Elector("a");
         var changes = new List<bool>();
         a.LeadershipChanged += changes.Add;
         var runA = a.RunAsync(stop.Token);
-        Assert.True(await EventuallyAsync(() => a.IsLeader, TimeSpan.FromSeconds(3)));
+        await SettledAsync(1);
+        Assert.True(a.IsLeader);
         var spec = LeaseSpec();
         Assert.Equal("a", (string?)spec["holderIdentity"]);
-        Assert.Equal(3, (int)spec["leaseDurationSeconds"]!);
+        Assert.Equal(2, (int)spec["leaseDurationSeconds"]!);
         Assert.Equal(0, (int)spec["leaseTransitions"]!);
-        Assert.Matches(@"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$", (string)spec["renewTime"]!);
-        var firstRenew = (string)spec["renewTime"]!;
+        Assert.Equal(KubeTime(Start), (string?)spec["renewTime"]);
+        Assert.Equal(KubeTime(Start), (string?)spec["acquireTime"]);
 
-        var b = Elector("b", roomy);
+        var b = Elector("b");
         var runB = b.RunAsync(stop.Token);
-        // Longer than the lease duration: the holder keeps renewing, so b never gets it.
-        for (var i = 0; i < 40; i++)
+        await SettledAsync(2);
+        Assert.False(b.IsLeader);
+        // Well past the lease duration: the holder renews on every pause, so b never gets it.
+        while (clock.GetUtcNow() < Start + 2 * Short.LeaseDuration)
         {
-            await Task.Delay(100);
+            await StepAsync(2, Pause);
             Assert.True(a.IsLeader);
             Assert.False(b.IsLeader);
+            spec = LeaseSpec();
+            Assert.Equal("a", (string?)spec["holderIdentity"]);
+            Assert.Equal(KubeTime(clock.GetUtcNow()), (string?)spec["renewTime"]);   // renewed just now
+            Assert.Equal(KubeTime(Start), (string?)spec["acquireTime"]);
+            Assert.Equal(0, (int)spec["leaseTransitions"]!);
         }
-        Assert.NotEqual(firstRenew, (string)LeaseSpec()["renewTime"]!);
-        Assert.Equal("a", (string?)LeaseSpec()["holderIdentity"]);
 
         stop.Cancel();
         await Task.WhenAll(runA, runB);
@@ -102,27 +114,43 @@ public sealed class LeaderElectionTests : IAsyncLifetime
     {
         var stops = Enumerable.Range(0, 3).Select(_ => new CancellationTokenSource()).ToArray();
         var electors = Enumerable.Range(0, 3).Select(i => Elector($"replica-{i}")).ToArray();
+        var gate = new object();
+        int leading = 0, most = 0;
+        foreach (var e in electors)
+            e.LeadershipChanged += leader => { lock (gate) { leading += leader ? 1 : -1; most = Math.Max(most, leading); } };
+        // All three start at once: each finds no lease and tries to create it; one create wins.
         var runs = electors.Select((e, i) => e.RunAsync(stops[i].Token)).ToArray();
-        var sawLeader = new HashSet<string>();
-        var sw = Stopwatch.StartNew();
-        var handedOver = false;
-        while (sw.Elapsed < TimeSpan.FromSeconds(5))
+        var running = 3;
+        await SettledAsync(running);
+        var first = Assert.Single(electors, e => e.IsLeader);
+
+        for (var i = 0; i < 5; i++)
         {
-            var leaders = electors.Where(e => e.IsLeader).Select(e => e.Identity).ToArray();
-            Assert.True(leaders.Length <= 1, $"two leaders at {sw.Elapsed}: {string.Join(", ", leaders)}");
-            foreach (var l in leaders) sawLeader.Add(l);
-            if (!handedOver && sw.Elapsed > TimeSpan.FromSeconds(2) && leaders.Length == 1)
-            {
-                // The leader shuts down; another must take over, and never while it still leads.
-                stops[Array.FindIndex(electors, e => e.Identity == leaders[0])].Cancel();
-                handedOver = true;
-            }
-            await Task.Delay(10);
+            await StepAsync(running, Pause);
+            Assert.Same(first, Assert.Single(electors, e => e.IsLeader));
         }
+
+        // The leader shuts down (releasing the lease); another takes over on its next attempt.
+        var index = Array.IndexOf(electors, first);
+        stops[index].Cancel();
+        await runs[index];
+        Assert.False(first.IsLeader);
+        running--;
+        await StepAsync(running, Pause);
+        var second = Assert.Single(electors, e => e.IsLeader);
+        Assert.NotSame(first, second);
+        Assert.Equal(second.Identity, (string?)LeaseSpec()["holderIdentity"]);
+        for (var i = 0; i < 5; i++)
+        {
+            await StepAsync(running, Pause);
+            Assert.Same(second, Assert.Single(electors, e => e.IsLeader));
+        }
+
         foreach (var s in stops) s.Cancel();
         await Task.WhenAll(runs);
-        Assert.True(sawLeader.Count >= 2, $"leaders seen: {string.Join(", ", sawLeader)}");
         Assert.All(electors, e => Assert.False(e.IsLeader));
+        Assert.Equal(1, most);
+        Assert.Equal(0, leading);
     }
 
     [Fact]
@@ -135,9 +163,10 @@ public sealed class LeaderElectionTests : IAsyncLifetime
         var a = Elector("a", options);
         var b = Elector("b", options);
         var runA = a.RunAsync(stopA.Token);
-        Assert.True(await EventuallyAsync(() => a.IsLeader, TimeSpan.FromSeconds(3)));
+        await SettledAsync(1);
+        Assert.True(a.IsLeader);
         var runB = b.RunAsync(stopB.Token);
-        await Task.Delay(500);
+        await StepAsync(2, Pause);
         Assert.False(b.IsLeader);
 
         stopA.Cancel();
@@ -147,9 +176,9 @@ public sealed class LeaderElectionTests : IAsyncLifetime
         Assert.Equal("", (string?)released["holderIdentity"]);
         Assert.Equal(1, (int)released["leaseDurationSeconds"]!);
 
-        var sw = Stopwatch.StartNew();
-        Assert.True(await EventuallyAsync(() => b.IsLeader, TimeSpan.FromSeconds(3)));
-        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(1), $"took {sw.Elapsed}");
+        // One pause of b's, not the 10 s lease.
+        await StepAsync(1, Pause);
+        Assert.True(b.IsLeader);
         Assert.Equal("b", (string?)LeaseSpec()["holderIdentity"]);
         Assert.Equal(1, (int)LeaseSpec()["leaseTransitions"]!);
         stopB.Cancel();
@@ -161,23 +190,30 @@ public sealed class LeaderElectionTests : IAsyncLifetime
     {
         using var stop = new CancellationTokenSource();
         var a = Elector("a");
-        var lost = new TaskCompletionSource<TimeSpan>();
-        var sw = new Stopwatch();
-        a.LeadershipChanged += leader => { if (!leader) lost.TrySetResult(sw.Elapsed); };
+        DateTimeOffset? lostAt = null, termEndedAt = null;
+        a.LeadershipChanged += leader => { if (!leader) lostAt ??= clock.GetUtcNow(); };
         var run = a.RunAsync(stop.Token);
-        Assert.True(await EventuallyAsync(() => a.IsLeader, TimeSpan.FromSeconds(3)));
-        var lastRenew = KubeTimeMicro((string)LeaseSpec()["renewTime"]!);
+        await SettledAsync(1);
+        Assert.True(a.IsLeader);
+        var lastRenew = Start;
+        Assert.Equal(KubeTime(lastRenew), (string?)LeaseSpec()["renewTime"]);
+        using var onTermEnd = a.Term.Register(() => termEndedAt ??= clock.GetUtcNow());
 
-        sw.Start();
         server.Faults.FailNext(1000, 500, pathContains: "/leases");
-        var after = await lost.Task.WaitAsync(TimeSpan.FromSeconds(5));
-        var steppedDownAt = DateTimeOffset.UtcNow;
+        var step = TimeSpan.FromMilliseconds(50);
+        while (a.IsLeader && clock.GetUtcNow() < Start + 2 * Short.LeaseDuration)
+            await StepAsync(1, step);
+
         Assert.False(a.IsLeader);
-        // RenewDeadline (1 s) after the last renewal, plus scheduling: under a full test run on two cores
-        // this has taken 1.64 s, so the bound is the lease itself rather than the deadline plus 0.5 s.
-        Assert.True(after > Short.RetryPeriod && after < Short.LeaseDuration, $"stepped down after {after}");
-        // Others may take over only LeaseDuration after the last renewal; we let go before that.
-        Assert.True(steppedDownAt < lastRenew + Short.LeaseDuration + TimeSpan.FromMilliseconds(200), $"{steppedDownAt:O} vs renew {lastRenew:O}");
+        // It kept trying until RenewDeadline after the last renewal, and let go then: others may take the
+        // lease over only LeaseDuration after that renewal.
+        Assert.NotNull(lostAt);
+        Assert.InRange(lostAt.Value, lastRenew + Short.RenewDeadline, lastRenew + Short.RenewDeadline + step);
+        Assert.True(lostAt < lastRenew + Short.LeaseDuration, $"stepped down at {lostAt:O}, last renewal {lastRenew:O}");
+        // Its writes were fenced off no later than that.
+        Assert.NotNull(termEndedAt);
+        Assert.True(termEndedAt <= lostAt, $"term ended {termEndedAt:O}, stepped down {lostAt:O}");
+        Assert.True(a.Term.IsCancellationRequested);
         stop.Cancel();
         await run;
     }
@@ -185,8 +221,10 @@ public sealed class LeaderElectionTests : IAsyncLifetime
     [Fact]
     public async Task LeaseHeldByAnotherHolder_IsRespectedUntilItExpiresByOurClock()
     {
+        // The holder's clock runs an hour behind: its renewTime says long expired, but expiry is counted by
+        // our own clock from when we first saw the lease as it is.
         using var client = new KubeClient(connection, TimeSpan.FromSeconds(5));
-        var now = LeaderElector.MicroTime(DateTime.UtcNow);
+        var skewed = LeaderElector.MicroTime((Start - TimeSpan.FromHours(1)).UtcDateTime);
         await client.CreateLeaseAsync(new V1Lease
         {
             ApiVersion = "coordination.k8s.io/v1",
@@ -195,36 +233,55 @@ public sealed class LeaderElectionTests : IAsyncLifetime
             Spec = new V1LeaseSpec
             {
                 HolderIdentity = "someone-else", LeaseDurationSeconds = 2,
-                AcquireTime = now, RenewTime = now, LeaseTransitions = 4,
+                AcquireTime = skewed, RenewTime = skewed, LeaseTransitions = 4,
             },
         }, default);
 
         using var stop = new CancellationTokenSource();
-        var a = Elector("a");
-        var sw = Stopwatch.StartNew();
-        var run = a.RunAsync(stop.Token);
-        await Task.Delay(1200);
-        Assert.False(a.IsLeader);
-        Assert.Equal("someone-else", (string?)LeaseSpec()["holderIdentity"]);
+        var b = Elector("b");
+        DateTimeOffset? ledAt = null;
+        b.LeadershipChanged += leader => { if (leader) ledAt ??= clock.GetUtcNow(); };
+        var run = b.RunAsync(stop.Token);
+        var step = TimeSpan.FromMilliseconds(50);
+        while (!b.IsLeader && clock.GetUtcNow() < Start + 3 * TimeSpan.FromSeconds(2))
+        {
+            await StepAsync(1, step);
+            if (clock.GetUtcNow() < Start + TimeSpan.FromSeconds(2))
+            {
+                Assert.False(b.IsLeader);
+                Assert.Equal("someone-else", (string?)LeaseSpec()["holderIdentity"]);
+            }
+        }
 
-        Assert.True(await EventuallyAsync(() => a.IsLeader, TimeSpan.FromSeconds(4)));
-        Assert.True(sw.Elapsed >= TimeSpan.FromSeconds(2), $"took over after {sw.Elapsed}, before the lease's 2 s");
-        Assert.Equal("a", (string?)LeaseSpec()["holderIdentity"]);
-        Assert.Equal(5, (int)LeaseSpec()["leaseTransitions"]!);
+        // b leads: not before the 2 s lease ran out by our clock, and on its first attempt after that (its
+        // pause, and at most one step more that the clock moved past the pause's end).
+        Assert.True(b.IsLeader);
+        Assert.NotNull(ledAt);
+        Assert.InRange(ledAt.Value, Start + TimeSpan.FromSeconds(2), Start + TimeSpan.FromSeconds(2) + Pause + step);
+        var spec = LeaseSpec();
+        Assert.Equal("b", (string?)spec["holderIdentity"]);
+        Assert.Equal(5, (int)spec["leaseTransitions"]!);
+        Assert.Equal(KubeTime(ledAt.Value), (string?)spec["acquireTime"]);
+        // And it goes on leading: the next pause renews.
+        await StepAsync(1, Pause);
+        Assert.True(b.IsLeader);
+        Assert.Equal(KubeTime(clock.GetUtcNow()), (string?)LeaseSpec()["renewTime"]);
         stop.Cancel();
         await run;
+        Assert.False(b.IsLeader);
     }
 
     [Fact]
     public async Task ClockOnAWholeSecond_StillWritesMicroTimesTheServerAccepts()
     {
         // The library writes such a time without fractional digits, which the API server refuses.
-        var clock = new ManualClock(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
-        var a = new LeaderElector(NewClient(), "kube-system", "karpetrack", "a", Short, NullLogger.Instance, clock);
+        var whole = new TimerClock(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var a = Elector("a", time: whole);
         using var stop = new CancellationTokenSource();
         var run = a.RunAsync(stop.Token);
 
-        Assert.True(await EventuallyAsync(() => a.IsLeader, TimeSpan.FromSeconds(5)));
+        await whole.WhenDelaysPending(1);
+        Assert.True(a.IsLeader);
         Assert.Equal("2026-01-01T00:00:00.000001Z", (string?)LeaseSpec()["renewTime"]);
         Assert.Equal("2026-01-01T00:00:00.000001Z", (string?)LeaseSpec()["acquireTime"]);
         stop.Cancel();
@@ -247,8 +304,4 @@ public sealed class LeaderElectionTests : IAsyncLifetime
             Environment.SetEnvironmentVariable("POD_NAMESPACE", saved);
         }
     }
-
-    private static DateTimeOffset KubeTimeMicro(string s) =>
-        DateTimeOffset.ParseExact(s, "yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'", System.Globalization.CultureInfo.InvariantCulture,
-            System.Globalization.DateTimeStyles.AssumeUniversal | System.Globalization.DateTimeStyles.AdjustToUniversal);
 }

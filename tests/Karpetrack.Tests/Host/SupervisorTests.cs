@@ -1,6 +1,6 @@
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Host;
 
 public sealed class SupervisorTests
 {

@@ -2,7 +2,7 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Host;
 
 /// <summary>--tls-cert/--tls-key put both listeners on TLS: /metrics over HTTPS, gRPC over h2 with ALPN.</summary>
 public class TlsTests

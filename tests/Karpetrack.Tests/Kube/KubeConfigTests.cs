@@ -15,7 +15,7 @@ using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Kube;
 
 /// <summary>Certificates made once per test run: a CA, server leaves it signs, a client certificate,
 /// and an unrelated CA to prove that trust is exact.</summary>

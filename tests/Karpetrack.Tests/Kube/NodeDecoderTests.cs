@@ -1,6 +1,6 @@
 using System.Text;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Kube;
 
 /// <summary>Nodes decoded into trimmed records: what is kept, what is dropped, and what is shared.</summary>
 public class NodeDecoderTests

@@ -1,7 +1,7 @@
 using System.Text;
 using System.Text.Json;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Kube;
 
 /// <summary>The effective pod request rule (protocols.md §2.3 and DESIGN.md), decoded from real pod JSON.</summary>
 public class PodRequestTests

@@ -1,6 +1,6 @@
 using System.Text;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Kube;
 
 public class StreamParserTests
 {

@@ -1,6 +1,6 @@
 using System.Text;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Pricing;
 
 public class PriceFeedParserTests
 {
@@ -112,16 +112,4 @@ public class PriceFeedParserTests
     [InlineData("60GB", 60_000_000_000)]
     [InlineData("512MB", 512_000_000)]
     public void GigabytesAreDecimal(string text, long bytes) => Assert.Equal(bytes, PriceFeedParser.ParseGigabytes(text));
-}
-
-internal static class RepoRoot
-{
-    public static string Path { get; } = Find();
-
-    private static string Find()
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(System.IO.Path.Combine(dir.FullName, "Karpetrack.csproj"))) dir = dir.Parent;
-        return dir?.FullName ?? throw new InvalidOperationException("repository root not found");
-    }
 }

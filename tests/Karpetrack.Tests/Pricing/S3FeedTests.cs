@@ -3,7 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Pricing;
 
 /// <summary>A real S3 implementation (moto_server from the pyenv Python) started for the test class.</summary>
 public sealed class MotoServer : IDisposable
@@ -136,9 +136,9 @@ public class S3FeedTests(MotoServer moto) : IClassFixture<MotoServer>
         try
         {
             using var feed = Feed("feed-e", endpoint: $"http://127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}", timeout: TimeSpan.FromMilliseconds(800));
-            var sw = Stopwatch.StartNew();
-            Assert.False(await feed.RefreshAsync(default));
-            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(15));
+            // The server never answers: only the feed's own timeout ends the refresh (the deadline here is
+            // only how long the test waits for that before it fails).
+            Assert.False(await feed.RefreshAsync(default).WaitAsync(TimeSpan.FromSeconds(60)));
             Assert.True(feed.Current.Embedded);
             Assert.Contains(feed.Errors.Keys, k => k.Reason is "timeout" or "network");
         }

@@ -9,7 +9,7 @@ public class RecommenderLoopTests
         status.MarkSynced("1", DateTimeOffset.UnixEpoch);
         var model = new ClusterModel(ResourceTable.Default);
         var prices = new PriceFeed(new PriceFeedOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, initial: Scenario.Book);
-        var loop = new RecommenderLoop(model, prices, [status], () => new RecommenderOptions { Region = "us-east-iad-1" }, interval,
+        var loop = new RecommenderLoop(new(model, prices, [status]), new(() => new RecommenderOptions { Region = "us-east-iad-1" }, interval),
             Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, clock);
         return (model, loop, prices);
     }
@@ -143,7 +143,7 @@ public class RecommenderLoopTests
         // Nothing listens on port 9 of the loopback: the read fails at once, and the embedded snapshot stays the book.
         using var prices = new PriceFeed(new PriceFeedOptions { Endpoint = "http://127.0.0.1:9", Region = "us-east-1", Timeout = TimeSpan.FromSeconds(5) },
             Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
-        var loop = new RecommenderLoop(model, prices, [status], () => new RecommenderOptions { Region = "us-east-iad-1" }, TimeSpan.FromSeconds(30),
+        var loop = new RecommenderLoop(new(model, prices, [status]), new(() => new RecommenderOptions { Region = "us-east-iad-1" }, TimeSpan.FromSeconds(30)),
             Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, clock);
         using var stop = new CancellationTokenSource();
         var running = loop.RunAsync(stop.Token);

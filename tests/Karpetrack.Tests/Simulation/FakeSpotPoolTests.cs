@@ -9,7 +9,7 @@ using Karpetrack.Simulation;
 using Microsoft.Extensions.Logging.Abstractions;
 using static Karpetrack.Tests.SpotTestKit;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Simulation;
 
 /// <summary>The fake Spot API itself: its cloud (provisioning, market, pre-emption) and its wire messages, seen raw.</summary>
 public sealed class FakeSpotPoolTests

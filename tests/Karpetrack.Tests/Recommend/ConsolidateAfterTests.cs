@@ -24,8 +24,8 @@ public class ConsolidateAfterTests
         var synced = new ReflectorStatus("pods");
         synced.MarkSynced("1", T0);
         var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: Book);
-        return new RecommenderLoop(s.Model, prices, [synced], () => new RecommenderOptions { Region = "us-east-iad-1", Pools = policy },
-            TimeSpan.FromMinutes(1), NullLogger.Instance, clock);
+        return new RecommenderLoop(new(s.Model, prices, [synced]), new(() => new RecommenderOptions { Region = "us-east-iad-1", Pools = policy },
+            TimeSpan.FromMinutes(1)), NullLogger.Instance, clock);
     }
 
     private static void DeletePod(Scenario s, string name) => s.Model.DeletePod(s.Model.Pods().Single(p => p.Name == name).Uid);

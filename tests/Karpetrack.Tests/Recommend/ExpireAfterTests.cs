@@ -98,8 +98,8 @@ public class ExpireAfterTests
         var synced = new ReflectorStatus("pods");
         synced.MarkSynced("1", Now);
         using var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: Book);
-        var loop = new RecommenderLoop(s.Model, prices, [synced],
-            () => Options(new PoolPolicy { ExpireAfter = TimeSpan.FromDays(7), ConsolidateAfter = TimeSpan.FromHours(1) }), TimeSpan.FromMinutes(1),
+        var loop = new RecommenderLoop(new(s.Model, prices, [synced]),
+            new(() => Options(new PoolPolicy { ExpireAfter = TimeSpan.FromDays(7), ConsolidateAfter = TimeSpan.FromHours(1) }), TimeSpan.FromMinutes(1)),
             NullLogger.Instance, clock);
         Assert.Empty(loop.RunOnce().Recommendations);
         clock.Advance(TimeSpan.FromDays(7));

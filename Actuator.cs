@@ -131,37 +131,12 @@ public sealed partial class Actuator
     /// <summary>Refusals so far by stable reason (karpetrack_actuation_refusals_total).</summary>
     public IReadOnlyDictionary<string, long> Refusals { get { lock (gate) return refusals.ToDictionary(); } }
 
-    /// <summary>The stable reason (metric label) of a refusal's text.</summary>
-    public static string ReasonOf(string why) => why switch
+    private void CountRefusal(Refusal why)
     {
-        _ when why.StartsWith("the caches have not synced", StringComparison.Ordinal) => "caches_unsynced",
-        _ when why.StartsWith("the price book is stale", StringComparison.Ordinal) => "price_book_stale",
-        _ when why.Contains("circuit breaker is open", StringComparison.Ordinal) => "circuit_open",
-        _ when why.StartsWith("the plan is older", StringComparison.Ordinal) => "plan_too_old",
-        _ when why.StartsWith("outside the maintenance window", StringComparison.Ordinal) => "outside_window",
-        _ when why.StartsWith("cooling down", StringComparison.Ordinal) => "scale_up_cooldown",
-        _ when why.Contains("--max-disrupted-nodes", StringComparison.Ordinal) => "max_disrupted_nodes",
-        _ when why.Contains("--max-disrupted-percent-per-hour", StringComparison.Ordinal) => "hourly_budget",
-        _ when why.Contains("is being deleted", StringComparison.Ordinal) => "pool_deleting",
-        _ when why.Contains("belongs to an operation", StringComparison.Ordinal) => "owned_by_operation",
-        _ when why.Contains("joined less than", StringComparison.Ordinal) => "node_too_young",
-        _ when why.Contains("is blocked", StringComparison.Ordinal) => "blocked",
-        _ when why.EndsWith(" is gone", StringComparison.Ordinal) => "node_gone",
-        _ when why == "it saves nothing" => "saves_nothing",
-        _ when why.StartsWith("pool ", StringComparison.Ordinal) && (why.Contains(" also holds ", StringComparison.Ordinal) || why.Contains(" is sized for ", StringComparison.Ordinal)) => "pool_holds_other_nodes",
-        _ when why.StartsWith("managed capacity limit:", StringComparison.Ordinal) => "managed_capacity_limit",
-        _ when why.StartsWith("the saving fell to", StringComparison.Ordinal) => "saving_below_threshold",
-        _ when why.Contains("has no price now", StringComparison.Ordinal) => "no_price",
-        _ when why.Contains(" runs ", StringComparison.Ordinal) => "pods_not_evicted",
-        _ => "node_not_ready_or_other",
-    };
-
-    private void CountRefusal(string why)
-    {
-        var reason = ReasonOf(why);
+        var reason = why.Label;
         lock (gate) refusals[reason] = refusals.GetValueOrDefault(reason) + 1;
         refusalCounter?.WithLabels(reason).Inc();
-        log.LogInformation("actuation: refused ({Reason}): {Why}", reason, why);
+        log.LogInformation("actuation: refused ({Reason}): {Why}", reason, why.Message);
     }
 
     public static readonly string[] Results = ["dry_run", "succeeded", "failed", "refused"];
@@ -282,14 +257,14 @@ public sealed partial class Actuator
     private static bool IsManaged(NodeView n) => n.Labels.GetValueOrDefault(ManagedLabel) == "true" && n.Pool.Length > 0;
 
     /// <summary>Safety checks that hold for every action, checked right before acting.</summary>
-    public string? Refusal()
+    public Refusal? GlobalRefusal()
     {
-        if (caches.Any(c => !c.Synced)) return "the caches have not synced";
-        if (prices.Stale) return "the price book is stale";
-        if (spot is { CircuitOpen: true }) return "the Spot API circuit breaker is open";
+        if (caches.Any(c => !c.Synced)) return new(RefusalReason.CachesUnsynced, "the caches have not synced");
+        if (prices.Stale) return new(RefusalReason.PriceBookStale, "the price book is stale");
+        if (spot is { CircuitOpen: true }) return new(RefusalReason.CircuitOpen, "the Spot API circuit breaker is open");
         lock (gate)
             if (options.Mode is ActuationMode.Approve or ActuationMode.Auto && planAt is { } at && clock.GetUtcNow() - at > options.MaxPlanAge)
-                return $"the plan is older than {options.MaxPlanAge.TotalMinutes:0.#} min";
+                return new(RefusalReason.PlanTooOld, $"the plan is older than {options.MaxPlanAge.TotalMinutes:0.#} min");
         return null;
     }
 
@@ -344,9 +319,9 @@ public sealed partial class Actuator
                 state = actions.Advisory!;
                 log.LogInformation("actuation: {Id} ({Type}) stays advisory: {Why}", r.Id, r.Type, actions.Advisory);
             }
-            else if (Refusal() is { } why)
+            else if (GlobalRefusal() is { } why)
             {
-                state = "refused: " + why;
+                state = "refused: " + why.Message;
                 foreach (var step in actions.Steps) Count(step.TypeLabel, "refused");
                 log.LogWarning("actuation: {Id} ({Type}) not acted on: {Why}", r.Id, r.Type, why);
             }
@@ -545,7 +520,7 @@ public sealed partial class Actuator
                     break;
                 }
             }
-            var why = Refusal() ?? (owned is not null ? DisruptionRefusal(r, index, book, current, owned, null) : null);
+            var why = GlobalRefusal() ?? (owned is not null ? DisruptionRefusal(r, index, book, current, owned, null) : null);
             if (why is not null)
             {
                 Refuse(r, actions.Steps[0].TypeLabel, why);
@@ -568,17 +543,17 @@ public sealed partial class Actuator
         }
     }
 
-    private void Refuse(Recommendation r, string type, string why)
+    private void Refuse(Recommendation r, string type, Refusal why)
     {
         lock (gate)
         {
-            var state = "refused: " + why;
+            var state = "refused: " + why.Message;
             if (states.GetValueOrDefault(r.Id) == state) return;   // counted once per reason, not once per tick
             states[r.Id] = state;
         }
         Count(type, "refused");
         CountRefusal(why);
-        log.LogInformation("actuation: {Id} ({Type}) not acted on: {Why}", r.Id, r.Type, why);
+        log.LogInformation("actuation: {Id} ({Type}) not acted on: {Why}", r.Id, r.Type, why.Message);
     }
 
     /// <summary>The checks before a node is disrupted: budget, cooldown, window, node age, blockers, savings, live state.</summary>
@@ -589,33 +564,33 @@ public sealed partial class Actuator
     /// (<paramref name="self"/> set) right before its first cordon. A disrupted node counts until it is
     /// gone from the unfiltered node list, not until its pool's DELETE was accepted.
     /// </summary>
-    private string? BudgetRefusal(Recommendation r, int nodeCount, OwnedView owned, Operation? self)
+    private Refusal? BudgetRefusal(Recommendation r, int nodeCount, OwnedView owned, Operation? self)
     {
         var now = clock.GetUtcNow();
-        if (options.Window is { } w && !w.Contains(now)) return $"outside the maintenance window {w}";
+        if (options.Window is { } w && !w.Contains(now)) return new(RefusalReason.OutsideWindow, $"outside the maintenance window {w}");
         lock (gate)
         {
             // Reasons stay the same from tick to tick (no countdown): each is logged and counted once.
             // An operation's own scale-up (the new nodes of a replacement) does not hold back its own drain.
             foreach (var id in scaleUps.Where(kv => now - kv.Value >= options.ScaleUpCooldown).Select(kv => kv.Key).ToList()) scaleUps.Remove(id);
             if (scaleUps.Keys.Any(id => id != r.Id))
-                return $"cooling down after a scale-up (--scale-up-cooldown {options.ScaleUpCooldown.TotalSeconds:0}s)";
+                return new(RefusalReason.ScaleUpCooldown, $"cooling down after a scale-up (--scale-up-cooldown {options.ScaleUpCooldown.TotalSeconds:0}s)");
             var busy = ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed) && o != self).SelectMany(o => o.Rec.Nodes)
                 .Concat(owned.Disrupted).Where(n => !r.Nodes.Contains(n)).ToHashSet(StringComparer.Ordinal);
             if (busy.Count + r.Nodes.Count > options.MaxDisruptedNodes)
-                return $"{busy.Count} nodes are being disrupted and this needs {r.Nodes.Count} more (--max-disrupted-nodes {options.MaxDisruptedNodes})";
+                return new(RefusalReason.MaxDisruptedNodes, $"{busy.Count} nodes are being disrupted and this needs {r.Nodes.Count} more (--max-disrupted-nodes {options.MaxDisruptedNodes})");
             disruptions.RemoveAll(t => now - t > TimeSpan.FromHours(1));
             int perHour = Math.Max(1, (int)Math.Floor(nodeCount * options.MaxDisruptedPercentPerHour / 100));
             if (disruptions.Count + r.Nodes.Count > perHour)
-                return $"{disruptions.Count} nodes disrupted in the last hour; at most {perHour} (--max-disrupted-percent-per-hour {options.MaxDisruptedPercentPerHour})";
+                return new(RefusalReason.HourlyBudget, $"{disruptions.Count} nodes disrupted in the last hour; at most {perHour} (--max-disrupted-percent-per-hour {options.MaxDisruptedPercentPerHour})");
         }
         foreach (var name in r.Nodes)
             if (owned.Nodes.FirstOrDefault(n => n.Name == name) is { } o && owned.Deleting(o.Pool))
-                return $"the pool of {name} is being deleted";
+                return new(RefusalReason.PoolDeleting, $"the pool of {name} is being deleted");
         return null;
     }
 
-    private string? DisruptionRefusal(Recommendation r, NodeIndex index, PriceBook book, Plan current, OwnedView owned, Operation? self)
+    private Refusal? DisruptionRefusal(Recommendation r, NodeIndex index, PriceBook book, Plan current, OwnedView owned, Operation? self)
     {
         var now = clock.GetUtcNow();
         if (BudgetRefusal(r, index.Nodes.Count, owned, self) is { } budget) return budget;
@@ -624,18 +599,18 @@ public sealed partial class Actuator
             var busyPools = ops.Values.SelectMany(o => o.NewPools.Select(p => p.Pool)).ToHashSet(StringComparer.Ordinal);
             foreach (var name in r.Nodes)
                 if (index.Nodes.TryGetValue(name, out var v) && busyPools.Contains(v.Pool))
-                    return $"{name} belongs to an operation in progress";
+                    return new(RefusalReason.OwnedByOperation, $"{name} belongs to an operation in progress");
         }
         foreach (var name in r.Nodes)
         {
-            if (!index.Nodes.TryGetValue(name, out var v)) return $"{name} is gone";
-            if (!v.Ready || !v.Schedulable || v.Deleting) return $"{name} is {ClusterSnapshot.StateOf(v).ToString().ToLowerInvariant()}";
-            if (v.Created is { } created && now - created < options.ScaleUpCooldown) return $"{name} joined less than {options.ScaleUpCooldown.TotalMinutes:0.#} min ago";
-            if (current.Blockers.TryGetValue(name, out var planned) && planned.Count > 0) return $"{name} is blocked: {planned[0].Reason}";
+            if (!index.Nodes.TryGetValue(name, out var v)) return new(RefusalReason.NodeGone, $"{name} is gone");
+            if (!v.Ready || !v.Schedulable || v.Deleting) return new(RefusalReason.NodeNotReady, $"{name} is {ClusterSnapshot.StateOf(v).ToString().ToLowerInvariant()}");
+            if (v.Created is { } created && now - created < options.ScaleUpCooldown) return new(RefusalReason.NodeTooYoung, $"{name} joined less than {options.ScaleUpCooldown.TotalMinutes:0.#} min ago");
+            if (current.Blockers.TryGetValue(name, out var planned) && planned.Count > 0) return new(RefusalReason.Blocked, $"{name} is blocked: {planned[0].Reason}");
             var live = LiveBlockers(v, book);
-            if (live.Count > 0) return $"{name} is blocked: {live[0].Reason}{(live[0].Pods.Count > 0 ? " (" + live[0].Pods[0] + ")" : "")}";
+            if (live.Count > 0) return new(RefusalReason.Blocked, $"{name} is blocked: {live[0].Reason}{(live[0].Pods.Count > 0 ? " (" + live[0].Pods[0] + ")" : "")}");
         }
-        if (r.SavingsPerHour <= 0) return "it saves nothing";
+        if (r.SavingsPerHour <= 0) return new(RefusalReason.SavesNothing, "it saves nothing");
         if (BuysNodes(r) && SavingsShortfall(r, book) is { } shortfall) return shortfall;
         return null;
     }
@@ -656,25 +631,25 @@ public sealed partial class Actuator
         r.Nodes.Count > 0 && (r.Type == RecommendationType.Replace || r.NewNodes.Count > 0);
 
     /// <summary>A replacement still saves the threshold at today's prices, or why not.</summary>
-    private string? SavingsShortfall(Recommendation r, PriceBook book)
+    private Refusal? SavingsShortfall(Recommendation r, PriceBook book)
     {
         decimal now = 0, next = 0;
         var snap = model.Snapshot();
         foreach (var n in r.Nodes)
         {
             var v = snap.Nodes.FirstOrDefault(x => x.Name == n);
-            if (v is null || CostRules.NodePrice(v, book) is not { } p) return $"{n} has no price now";
+            if (v is null || CostRules.NodePrice(v, book) is not { } p) return new(RefusalReason.NoPrice, $"{n} has no price now");
             now += p;
         }
         foreach (var n in r.NewNodes)
         {
-            if (book.NodePrice(n.ServerClass, "spot") is not { } p) return $"{n.ServerClass} has no price now";
+            if (book.NodePrice(n.ServerClass, "spot") is not { } p) return new(RefusalReason.NoPrice, $"{n.ServerClass} has no price now");
             next += p * n.Count;
         }
         var t = thresholds();
         var saved = now - next;
         if (!t.SavesEnoughToReplace(now, saved))
-            return $"the saving fell to {saved:0.####} $/h, below the threshold ({t.ReplaceThresholdPercent} %, {t.ReplaceThresholdDollars} $/h)";
+            return new(RefusalReason.SavingBelowThreshold, $"the saving fell to {saved:0.####} $/h, below the threshold ({t.ReplaceThresholdPercent} %, {t.ReplaceThresholdDollars} $/h)");
         return null;
     }
 

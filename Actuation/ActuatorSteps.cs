@@ -84,7 +84,7 @@ public sealed partial class Actuator
             if (managed is { } now && options.Pools.CheckCreate(now, ManagedCapacity.Of(pc.Class)) is { } limit)
             {
                 Count(ActionKind.CreatePool, "refused");
-                CountRefusal(limit);
+                CountRefusal(new Refusal(RefusalReason.ManagedCapacityLimit, limit));
                 await FailAndCleanUpAsync(op, limit, ct).ConfigureAwait(false);
                 return;
             }
@@ -134,14 +134,16 @@ public sealed partial class Actuator
             // Right before the first disruptive step: everything checked again against live state,
             // the window, the cooldown and the disruption budgets included.
             var book = prices.Current;
-            var why = Refusal() ?? BudgetRefusal(op.Rec, snap.Nodes.Count(), await ViewAsync(ct).ConfigureAwait(false), op)
+            var why = GlobalRefusal() ?? BudgetRefusal(op.Rec, snap.Nodes.Count(), await ViewAsync(ct).ConfigureAwait(false), op)
                 ?? (BuysNodes(op.Rec) ? SavingsShortfall(op.Rec, book) : null)
-                ?? op.Rec.Nodes.Select(n => snap.Nodes.FirstOrDefault(v => v.Name == n) is { } v ? LiveBlockers(v, book).FirstOrDefault()?.Reason : $"{n} is gone").FirstOrDefault(x => x is not null);
+                ?? op.Rec.Nodes.Select(n => snap.Nodes.FirstOrDefault(v => v.Name == n) is { } v
+                    ? (LiveBlockers(v, book).FirstOrDefault() is { } b ? new Refusal(RefusalReason.Blocked, $"{n} is blocked: {b.Reason}") : null)
+                    : new Refusal(RefusalReason.NodeGone, $"{n} is gone")).FirstOrDefault(x => x is not null);
             if (why is not null)
             {
                 Count(ActionKind.Cordon, "refused");
                 CountRefusal(why);
-                await FailAndCleanUpAsync(op, "refused before the drain: " + why, ct).ConfigureAwait(false);
+                await FailAndCleanUpAsync(op, "refused before the drain: " + why.Message, ct).ConfigureAwait(false);
                 return;
             }
             Set(op, Stage.Cordon, "in progress: new nodes Ready; cordoning");
@@ -281,7 +283,7 @@ public sealed partial class Actuator
             {
                 op.Drained.Remove(node);
                 Count(ActionKind.DeletePool, "refused");
-                CountRefusal($"{node} runs {running[0]}");
+                CountRefusal(new Refusal(RefusalReason.PodsNotEvicted, $"{node} runs {running[0]}"));
                 Set(op, Stage.Drain, $"in progress: {node} runs {running[0]} again; draining");
                 return;
             }
@@ -291,10 +293,10 @@ public sealed partial class Actuator
             var others = owned.NodesOf(pool).Where(n => n.Name != node).Select(n => n.Name).ToList();
             if (others.Count > 0 || owned.Pool(pool) is { Desired: > 1 })
             {
-                var why = others.Count > 0 ? $"pool {pool} also holds {others[0]}" : $"pool {pool} is sized for {owned.Pool(pool)!.Desired} nodes";
+                var why = new Refusal(RefusalReason.PoolHoldsOtherNodes, others.Count > 0 ? $"pool {pool} also holds {others[0]}" : $"pool {pool} is sized for {owned.Pool(pool)!.Desired} nodes");
                 Count(ActionKind.DeletePool, "refused");
                 CountRefusal(why);
-                await FailAndCleanUpAsync(op, why + "; uncordoned", ct).ConfigureAwait(false);
+                await FailAndCleanUpAsync(op, why.Message + "; uncordoned", ct).ConfigureAwait(false);
                 return;
             }
             try

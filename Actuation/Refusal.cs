@@ -24,6 +24,12 @@ public enum RefusalReason
     SavingBelowThreshold,
     NoPrice,
     PodsNotEvicted,
+    /// <summary>The leadership term ended: no write at all (the tick is cancelled, never counted).</summary>
+    LeaseLost,
+    // Skips of clean-up writes (an uncordon, the DELETE of a pool without a node): not counted, the pool sweep tries again.
+    ViewUnavailable,
+    PoolHasNodes,
+    NotManaged,
 }
 
 /// <summary>A refusal decided by a safety check: its typed reason and the text that explains it (logged and shown as the state).</summary>
@@ -54,6 +60,10 @@ public sealed record Refusal(RefusalReason Reason, string Message)
         RefusalReason.SavingBelowThreshold => "saving_below_threshold",
         RefusalReason.NoPrice => "no_price",
         RefusalReason.PodsNotEvicted => "pods_not_evicted",
+        RefusalReason.LeaseLost => "lease_lost",
+        RefusalReason.ViewUnavailable => "view_unavailable",
+        RefusalReason.PoolHasNodes => "pool_has_nodes",
+        RefusalReason.NotManaged => "not_managed",
         _ => throw new ArgumentOutOfRangeException(nameof(reason), reason, "a refusal reason without a label"),
     };
 

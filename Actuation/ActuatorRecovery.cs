@@ -98,12 +98,14 @@ public sealed partial class Actuator
             foreach (var op in hit)
             {
                 Count(ActionKind.WaitReady, "failed");
-                await FailAndCleanUpAsync(op, $"pool {p.Name} lost its bid before its node was Ready", ct).ConfigureAwait(false);
+                var why = new Refusal(RefusalReason.PoolPreempted, $"pool {p.Name} lost its bid before its node was Ready");
+                CountRefusal(why);
+                await FailAndCleanUpAsync(op, why.Message, ct).ConfigureAwait(false);
             }
         }
     }
 
-    private static bool IsLost(SpotNodePool p) => p.BidStatus is { } s && s.Equals("Lost", StringComparison.OrdinalIgnoreCase);
+    private static bool IsLost(SpotNodePool p) => SafetyPolicy.IsLost(p);
 
     private static HashSet<string> PoolsWithNodes(ClusterSnapshot snap) =>
         snap.Nodes.Where(n => n.Pool.Length > 0).Select(n => n.Pool).ToHashSet(StringComparer.Ordinal);

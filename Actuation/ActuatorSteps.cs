@@ -132,7 +132,7 @@ public sealed partial class Actuator
             }
             // Right before the first disruptive step: everything checked again against live state,
             // the window, the cooldown and the disruption budgets included.
-            var why = Decide(SafetyWrite.Cordon, new SafetyOperation(op.Rec, op.Stage),
+            var why = Decide(SafetyWrite.Cordon, new SafetyOperation(op.Rec, op.Stage, op.NewPools.Select(p => p.Pool).ToList()),
                 World(op, await ViewAsync(ct).ConfigureAwait(false), NodeIndex.Of(snap).Nodes), ct);
             if (why is not null)
             {

@@ -24,6 +24,8 @@ public enum RefusalReason
     SavingBelowThreshold,
     NoPrice,
     PodsNotEvicted,
+    /// <summary>A pool the operation bought lost its bid (pre-empted) before the operation was through.</summary>
+    PoolPreempted,
     /// <summary>The leadership term ended: no write at all (the tick is cancelled, never counted).</summary>
     LeaseLost,
     // Skips of clean-up writes (an uncordon, the DELETE of a pool without a node): not counted, the pool sweep tries again.
@@ -60,6 +62,7 @@ public sealed record Refusal(RefusalReason Reason, string Message)
         RefusalReason.SavingBelowThreshold => "saving_below_threshold",
         RefusalReason.NoPrice => "no_price",
         RefusalReason.PodsNotEvicted => "pods_not_evicted",
+        RefusalReason.PoolPreempted => "pool_preempted",
         RefusalReason.LeaseLost => "lease_lost",
         RefusalReason.ViewUnavailable => "view_unavailable",
         RefusalReason.PoolHasNodes => "pool_has_nodes",

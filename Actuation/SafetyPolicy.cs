@@ -13,8 +13,8 @@ public enum SafetyWrite
     Uncordon,
 }
 
-/// <summary>The operation a write is for, as the policy sees it: its recommendation and the step it is in.</summary>
-public sealed record SafetyOperation(Recommendation Rec, OperationStep Step);
+/// <summary>The operation a write is for, as the policy sees it: its recommendation, the step it is in and the pools it bought.</summary>
+public sealed record SafetyOperation(Recommendation Rec, OperationStep Step, IReadOnlyList<string>? NewPools = null);
 
 /// <summary>
 /// Everything the policy decides on, read by the caller before the check (the policy itself reads nothing):
@@ -82,7 +82,7 @@ public sealed class SafetyPolicy(ActuationOptions options)
             (SafetyWrite.CreatePool, _) => ManagedCapacity(w),
             // New nodes Ready, right before the first disruptive step: checked again against live state.
             (SafetyWrite.Cordon, OperationStep.WaitReady) =>
-                Global(w) ?? Budget(op!.Rec, w) ?? (BuysNodes(op.Rec) ? Savings(op.Rec, w) : null) ?? Live(op.Rec, w),
+                Global(w) ?? Preempted(op!, w) ?? Budget(op!.Rec, w) ?? (BuysNodes(op.Rec) ? Savings(op.Rec, w) : null) ?? Live(op.Rec, w),
             (SafetyWrite.Cordon, _) => null,
             (SafetyWrite.Evict, _) => BlockedMidDrain(w),
             (SafetyWrite.DeletePool, _) => LastBeforeDelete(w),
@@ -149,6 +149,15 @@ public sealed class SafetyPolicy(ActuationOptions options)
         if (r.SavingsPerHour <= 0) return new(RefusalReason.SavesNothing, "it saves nothing");
         return BuysNodes(r) ? Savings(r, w) : null;
     }
+
+    /// <summary>A pool the operation bought lost its bid: its node is about to go, so nothing is disrupted in exchange for it.</summary>
+    private static Refusal? Preempted(SafetyOperation op, SafetyWorld w) =>
+        (op.NewPools ?? []).FirstOrDefault(p => w.Owned?.Pool(p) is { } pool && IsLost(pool)) is { } lost
+            ? new(RefusalReason.PoolPreempted, $"pool {lost} lost its bid before its node was Ready")
+            : null;
+
+    /// <summary>A pool whose bid was lost (pre-empted).</summary>
+    public static bool IsLost(SpotNodePool p) => p.BidStatus is { } s && s.Equals("Lost", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>Live blockers, less a PDB at zero: that one is waited for during the drain, not a reason to give up.</summary>
     private static List<Blocker> LiveDisruptionBlockers(SafetyWorld w, string node) =>

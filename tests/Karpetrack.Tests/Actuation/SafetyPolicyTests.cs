@@ -61,7 +61,7 @@ public class SafetyPolicyTests
     private static IReadOnlyList<Blocker> Blockers(string reason) => [new Blocker(reason, ["default/p"], [])];
 
     private sealed record Case(string Name, SafetyWrite Write, OperationStep? Step, Func<SafetyWorld, SafetyWorld> World, RefusalReason? Expected,
-        Recommendation? Rec = null, Func<ActuationOptions, ActuationOptions>? Options = null);
+        Recommendation? Rec = null, Func<ActuationOptions, ActuationOptions>? Options = null, IReadOnlyList<string>? NewPools = null);
 
     private static readonly Func<SafetyWorld, SafetyWorld> Same = w => w;
 
@@ -135,6 +135,9 @@ public class SafetyPolicyTests
         yield return new("re-check: the saving fell", SafetyWrite.Cordon, OperationStep.WaitReady, Same, RefusalReason.SavingBelowThreshold, Replacement(Dear));
         yield return new("re-check: the circuit opened", SafetyWrite.Cordon, OperationStep.WaitReady, w => w with { CircuitOpen = true }, RefusalReason.CircuitOpen,
             Replacement(Cheap));
+        yield return new("re-check: the new pool was pre-empted", SafetyWrite.Cordon, OperationStep.WaitReady,
+            w => w with { Owned = Owned(pools: [Pool("p1"), Pool("p2") with { BidStatus = "Lost" }]) }, RefusalReason.PoolPreempted, Replacement(Cheap), NewPools: ["p2"]);
+        yield return new("re-check: the new pool still won", SafetyWrite.Cordon, OperationStep.WaitReady, Same, null, Replacement(Cheap), NewPools: ["p2"]);
         yield return new("the cordon step itself only checks the term", SafetyWrite.Cordon, OperationStep.Cordon, w => w with { CircuitOpen = true }, null);
 
         // Before each eviction.
@@ -188,7 +191,7 @@ public class SafetyPolicyTests
         {
             cases++;
             var policy = new SafetyPolicy(c.Options?.Invoke(Options) ?? Options);
-            var op = c.Step is { } step ? new SafetyOperation(c.Rec ?? Removal, step) : null;
+            var op = c.Step is { } step ? new SafetyOperation(c.Rec ?? Removal, step, c.NewPools) : null;
             var got = policy.Check(c.Write, op, c.World(World()));
             if (got?.Reason != c.Expected) wrong.Add($"{c.Name}: expected {c.Expected?.ToString() ?? "pass"}, got {got?.Reason.ToString() ?? "pass"} ({got?.Message})");
         }

@@ -272,7 +272,8 @@ public sealed partial class Actuator
         if (Json.UidOf(uid) != pod.Uid) return new EvictionOutcome(EvictionResult.Gone, "already gone (replaced by a new pod of the same name)", null);
         // Only a pod bound to the node being drained: a lagging cache never sends an eviction to another node's pod.
         if (live.Spec?.NodeName != node) return new EvictionOutcome(EvictionResult.Gone, $"no longer on {node}", null);
-        var grace = Math.Min(live.Spec?.TerminationGracePeriodSeconds ?? 30, (long)options.MaxGracePeriod.TotalSeconds);
+        // At least a second: a pod whose own grace period is 0 (or a sub-second cap) still gets a graceful stop, never a force delete.
+        var grace = Math.Max(1, Math.Min(live.Spec?.TerminationGracePeriodSeconds ?? 30, (long)options.MaxGracePeriod.TotalSeconds));
         // The UID goes along so that the API server evicts this pod only, never one that took its name meanwhile.
         return await kube!.EvictPodAsync(pod.Namespace, pod.Name, uid, grace, ct).ConfigureAwait(false);
     }

@@ -41,7 +41,8 @@ public sealed class ActuationRig : IAsyncDisposable
         MaxDisruptedPercentPerHour = 100,
         Tick = TimeSpan.FromMilliseconds(100),
         PoolSweep = TimeSpan.FromMilliseconds(200),
-        MaxGracePeriod = TimeSpan.Zero,
+        // Evictions ask for the least grace there is (a second); the embedded API server holds a terminating pod at most 200 ms.
+        MaxGracePeriod = TimeSpan.FromSeconds(1),
     };
 
     private ActuationRig(DemoCluster demo, SpotApiServer spot, ActuationOptions options, Action<JsonObject, DemoCluster>? editFeed)
@@ -86,7 +87,10 @@ public sealed class ActuationRig : IAsyncDisposable
     public static async Task<ActuationRig> StartAsync(ActuationOptions options, TimeSpan? provisioning = null, int nodes = 12, Action<JsonObject, DemoCluster>? editFeed = null,
         TimeSpan? asyncDeletes = null)
     {
-        var demo = await DemoCluster.StartAsync(new DemoClusterOptions { Churn = false, Nodes = nodes });
+        var demo = await DemoCluster.StartAsync(new DemoClusterOptions
+        {
+            Churn = false, Nodes = nodes, Server = new KubeApiServerOptions { MaxPodGracePeriod = TimeSpan.FromMilliseconds(200) },
+        });
         SpotApiServer? spot = null;
         spot = await SpotApiServer.StartAsync(new SpotApiServerOptions
         {

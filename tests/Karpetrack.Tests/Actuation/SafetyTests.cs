@@ -589,4 +589,37 @@ public class SafetyTests
         Assert.Empty(Annotated(rig));
         Assert.NotNull(rig.Spot.Pool(rig.Node(node)["metadata"]!["labels"]![SpotLabels.Pool]!.GetValue<string>()));
     }
+
+    /// <summary>
+    /// A pod whose own terminationGracePeriodSeconds is 0 is evicted with a grace period of at least a second: the API
+    /// server marks it terminating first instead of deleting it at once (a force delete).
+    /// </summary>
+    [Fact]
+    public async Task APodWithAZeroGracePeriodIsEvictedGracefullyNeverForceDeleted()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        var actuator = await RecoveredAsync(rig, Calm() with { MaxGracePeriod = TimeSpan.FromMinutes(5) }, new ManualClock(DateTimeOffset.UtcNow));
+        var node = await RemovableManagedNodeAsync(rig, withPods: true);
+        var pods = rig.Model.PodsOn(node).Where(p => !p.IsOverhead).Select(p => (Ns: p.Namespace, p.Name)).ToList();
+        Assert.NotEmpty(pods);
+        foreach (var (ns, name) in pods)
+            rig.Demo.Api.Store.Update("pods", ns, name, p => { p["spec"]!["terminationGracePeriodSeconds"] = 0; return true; });
+        // The first write each pod sees once the drain starts: a graceful mark (its grace period) or an outright delete (-1).
+        var first = new System.Collections.Concurrent.ConcurrentDictionary<string, long>();
+        void Seen(ApiWrite w)
+        {
+            if (w.Resource == "pods" && pods.Contains((w.Namespace ?? "", w.Name)))
+                first.TryAdd(w.Name, w.Object is null ? -1 : w.Object["metadata"]?["deletionGracePeriodSeconds"]?.GetValue<long>() ?? -2);
+        }
+        rig.Demo.Api.Written += Seen;
+        try
+        {
+            actuator.OnPlan(PlanOf(Removal("con-zero-grace", node, 1m)));
+            await actuator.TickAsync(CancellationToken.None);   // cordoned, every pod evicted
+        }
+        finally { rig.Demo.Api.Written -= Seen; }
+        // Every pod the drain evicted (one behind a PDB at zero is refused with a 429 and not written).
+        Assert.NotEmpty(first);
+        Assert.All(first, kv => Assert.True(kv.Value == 1, $"{kv.Key}: first write {kv.Value} (-1: deleted at once)"));
+    }
 }

@@ -42,10 +42,53 @@ public sealed partial class Actuator
                 adopted++;
             }
         }
+        int resumed = ResumeDrains(owned);
         int rolledBack = await RollBackOrphansAsync(owned, ct).ConfigureAwait(false);
-        if (adopted + rolledBack > 0)
-            log.LogInformation("actuation: recovered {Adopted} pools in flight and rolled back {RolledBack} interrupted drains", adopted, rolledBack);
+        if (adopted + resumed + rolledBack > 0)
+            log.LogInformation("actuation: recovered {Adopted} pools in flight, resumed {Resumed} drains and rolled back {RolledBack} interrupted drains",
+                adopted, resumed, rolledBack);
         await DeleteLostAsync(owned, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Drains the cluster records with their step (the disruption annotation) are taken up where they were: the same
+    /// nodes and pools, the recommendation's new pools, and the drain timeout counted from the cordon, so a drain past it
+    /// is rolled back at once. Values without a step (an earlier release) are rolled back as before; nodes whose pool is
+    /// being deleted are leaving and left alone.
+    /// </summary>
+    private int ResumeDrains(OwnedView owned)
+    {
+        int resumed = 0;
+        var recorded = owned.Nodes.Where(n => n.Disruption is not null && n.Managed && n.Pool.Length > 0 && !owned.Deleting(n.Pool))
+            .Select(n => (Node: n, Record: DisruptionRecord.Parse(n.Disruption!)))
+            .Where(x => x.Record.Step == OperationStep.Drain)
+            .GroupBy(x => x.Record.RecommendationId, StringComparer.Ordinal);
+        foreach (var g in recorded)
+        {
+            var nodes = g.Select(x => x.Node).ToList();
+            var newPools = owned.Pools.Where(p => p.IsManaged && p.CustomLabels.GetValueOrDefault(RecommendationLabel) == g.Key && nodes.All(n => n.Pool != p.Name))
+                .Select(p => (p.Name, p.ServerClass)).ToList();
+            var rec = new Recommendation(g.Key, newPools.Count > 0 ? RecommendationType.Replace : RecommendationType.Consolidate, nodes.Select(n => n.Name).ToList(),
+                newPools.GroupBy(p => p.ServerClass).Select(c => new NewNode(c.Key, c.Count(), 0)).ToList(), [], [], 0, 0, 0, 0, -1, ["resumed after a restart"]);
+            var since = nodes.Min(n => n.DisruptionSince) ?? clock.GetUtcNow();
+            lock (gate)
+            {
+                if (ops.ContainsKey(g.Key) || ops.Values.Any(o => o.Rec.Nodes.Any(rec.Nodes.Contains))) continue;
+                var op = new Operation(rec, since) { State = "in progress: resumed after a restart; draining", Adopted = true };
+                op.NewPools.AddRange(newPools);
+                op.Created = newPools.Count;
+                foreach (var n in nodes)
+                {
+                    op.OldPools[n.Name] = n.Pool;
+                    op.Cordoned.Add(n.Name);
+                }
+                op.MoveTo(OperationStep.Drain);
+                op.StageSince = since;
+                ops[g.Key] = op;
+                resumed++;
+            }
+        }
+        return resumed;
     }
 
     private async Task SweepAsync(CancellationToken ct)

@@ -165,7 +165,8 @@ public sealed partial class Actuator
                 {
                     ["annotations"] = new JsonObject
                     {
-                        [DisruptionAnnotation] = op.Rec.Id,
+                        // The step goes with it: a restarted Karpetrack takes the drain up where it was.
+                        [DisruptionAnnotation] = new DisruptionRecord(op.Rec.Id, OperationStep.Drain).ToString(),
                         [DisruptionSinceAnnotation] = KubeTime(now),
                     },
                 },

@@ -11,8 +11,9 @@ public static class OperationSteps
 {
     private static readonly Dictionary<OperationStep, OperationStep[]> Next = new()
     {
-        // A new operation buys first, or (nothing to buy) cordons at once; an adopted one waits for its pools' nodes.
-        [OperationStep.Planned] = [OperationStep.CreatePools, OperationStep.Cordon, OperationStep.WaitReady],
+        // A new operation buys first, or (nothing to buy) cordons at once; one reconstructed after a restart waits for its
+        // pools' nodes, or goes on draining the nodes the cluster records it was draining.
+        [OperationStep.Planned] = [OperationStep.CreatePools, OperationStep.Cordon, OperationStep.WaitReady, OperationStep.Drain],
         [OperationStep.CreatePools] = [OperationStep.CreatePools, OperationStep.WaitReady, OperationStep.Failed],
         // A provision ends once its nodes are Ready; a replacement goes on to the cordon.
         [OperationStep.WaitReady] = [OperationStep.WaitReady, OperationStep.Cordon, OperationStep.Done, OperationStep.Failed],

@@ -203,12 +203,25 @@ public class SafetyPolicyTests
         Assert.True(missing.Count == 0, "no case produces " + string.Join(", ", missing));
     }
 
+    [Theory]
+    [InlineData("con-0123456789ab;step=drain", "con-0123456789ab", true)]
+    [InlineData("con-0123456789ab", "con-0123456789ab", false)]          // an earlier release's value: no step
+    [InlineData("con-0123456789ab;step=teleport", "con-0123456789ab", false)]   // a later release's step: recognised, no step
+    public void TheDisruptionAnnotationCarriesTheStepAndOlderValuesAreStillRecognised(string value, string id, bool drain)
+    {
+        var record = DisruptionRecord.Parse(value);
+        Assert.Equal(id, record.RecommendationId);
+        Assert.Equal(drain ? OperationStep.Drain : null, record.Step);
+        if (drain) Assert.Equal(value, record.ToString());
+    }
+
     [Fact]
     public void OnlyTheListedStepTransitionsAreAllowed()
     {
         var allowed = new HashSet<(OperationStep, OperationStep)>
         {
             (OperationStep.Planned, OperationStep.CreatePools), (OperationStep.Planned, OperationStep.Cordon), (OperationStep.Planned, OperationStep.WaitReady),
+            (OperationStep.Planned, OperationStep.Drain),
             (OperationStep.CreatePools, OperationStep.CreatePools), (OperationStep.CreatePools, OperationStep.WaitReady), (OperationStep.CreatePools, OperationStep.Failed),
             (OperationStep.WaitReady, OperationStep.WaitReady), (OperationStep.WaitReady, OperationStep.Cordon), (OperationStep.WaitReady, OperationStep.Done),
             (OperationStep.WaitReady, OperationStep.Failed),

@@ -622,4 +622,62 @@ public class SafetyTests
         Assert.NotEmpty(first);
         Assert.All(first, kv => Assert.True(kv.Value == 1, $"{kv.Key}: first write {kv.Value} (-1: deleted at once)"));
     }
+
+    /// <summary>
+    /// Recovery reconstructs what the cluster records, in a fresh process (its own model, caches and actuator): a drain
+    /// recorded with its step is resumed (the node stays cordoned, its operation drains on), one past --drain-timeout since
+    /// its cordon is resumed and rolled back at once, and a value without a step (an earlier release) or with an unknown
+    /// step is recognised as Karpetrack's and rolled back as before.
+    /// </summary>
+    [Theory]
+    [InlineData("con-0123456789ab;step=drain", 0, "resumed")]
+    [InlineData("con-0123456789ab;step=drain", 60, "timed out")]
+    [InlineData("con-0123456789ab", 0, "rolled back")]
+    [InlineData("con-0123456789ab;step=teleport", 0, "rolled back")]
+    public async Task AFreshProcessRecoversEachRecordedStep(string value, int minutesAgo, string expected)
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        rig.Detach(rig.Actuator);
+        var node = await RemovableManagedNodeAsync(rig, withPods: true);
+        // Evictions are held back, so a resumed drain is still draining after the first tick.
+        rig.Demo.Api.Faults.FailNext(10_000, 429, TimeSpan.FromSeconds(1), pathContains: "/eviction");
+        await rig.Kube.PatchNodeAsync(node, new JsonObject
+        {
+            ["metadata"] = new JsonObject
+            {
+                ["annotations"] = new JsonObject
+                {
+                    [Actuator.DisruptionAnnotation] = value,
+                    [Actuator.DisruptionSinceAnnotation] = DateTimeOffset.UtcNow.AddMinutes(-minutesAgo).UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'"),
+                },
+            },
+            ["spec"] = new JsonObject { ["unschedulable"] = true },
+        }, CancellationToken.None);
+        var process = await rig.NewProcessAsync(ActuationRig.Quick());
+        await rig.WaitAsync(() => process.Model.Snapshot().Nodes.Any(n => n.Name == node && !n.Schedulable), "the cordon seen", drive: false);
+        await process.StepAsync();
+        var after = rig.Node(node);
+        var state = process.Actuator.StateOf("con-0123456789ab");
+        switch (expected)
+        {
+            case "resumed":
+                Assert.True(IsCordoned(after));
+                Assert.Equal(value, after["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation]?.GetValue<string>());
+                Assert.Equal(1, process.Actuator.InFlightCounts.GetValueOrDefault("drain"));
+                Assert.StartsWith("in progress: ", state);
+                break;
+            case "timed out":
+                Assert.False(IsCordoned(after));
+                Assert.Null(after["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation]);
+                Assert.StartsWith("failed: the drain did not finish", state);
+                break;
+            default:
+                Assert.False(IsCordoned(after));
+                Assert.Null(after["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation]);
+                Assert.Null(state);
+                Assert.Empty(process.Actuator.InFlightCounts);
+                break;
+        }
+        Assert.NotNull(rig.Spot.Pool(after["metadata"]!["labels"]![SpotLabels.Pool]!.GetValue<string>()));
+    }
 }

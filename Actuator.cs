@@ -25,13 +25,12 @@ public sealed partial class Actuator
     public const string DisruptionAnnotation = "karpetrack.io/disruption";
     public const string DisruptionSinceAnnotation = "karpetrack.io/disruption-since";
 
-    private enum Stage { CreatePools, WaitReady, Cordon, Drain, DeletePools, Done, Failed }
-
     /// <summary>One recommendation being carried out. Mutated by the loop only, read under the gate.</summary>
     private sealed class Operation(Recommendation rec, DateTimeOffset started)
     {
         public Recommendation Rec { get; } = rec;
-        public Stage Stage { get; set; } = Stage.CreatePools;
+        /// <summary>Changed only through <see cref="MoveTo"/>, which allows the transitions <see cref="OperationSteps"/> lists.</summary>
+        public OperationStep Stage { get; private set; } = OperationStep.Planned;
         public DateTimeOffset Started { get; set; } = started;
         public DateTimeOffset StageSince { get; set; } = started;
         /// <summary>New pools, in order, with their classes; Created counts those the Spot API accepted.</summary>
@@ -45,6 +44,14 @@ public sealed partial class Actuator
         public string State { get; set; } = "in progress";
         /// <summary>Reconstructed from the cluster after a restart or a new leadership, not started by this process.</summary>
         public bool Adopted { get; init; }
+
+        public void MoveTo(OperationStep next)
+        {
+            OperationSteps.Require(Stage, next);
+            Stage = next;
+        }
+
+        public bool Ended => OperationSteps.IsTerminal(Stage);
     }
 
     private readonly ActuationOptions options;
@@ -100,6 +107,7 @@ public sealed partial class Actuator
         this.isLeader = isLeader ?? (() => true);
         this.thresholds = thresholds ?? (() => new RecommenderOptions());
         this.leaseTerm = leaseTerm ?? (() => CancellationToken.None);
+        policy = new SafetyPolicy(options);
         Publish(telemetry ?? new Telemetry());
     }
 
@@ -131,37 +139,12 @@ public sealed partial class Actuator
     /// <summary>Refusals so far by stable reason (karpetrack_actuation_refusals_total).</summary>
     public IReadOnlyDictionary<string, long> Refusals { get { lock (gate) return refusals.ToDictionary(); } }
 
-    /// <summary>The stable reason (metric label) of a refusal's text.</summary>
-    public static string ReasonOf(string why) => why switch
+    private void CountRefusal(Refusal why)
     {
-        _ when why.StartsWith("the caches have not synced", StringComparison.Ordinal) => "caches_unsynced",
-        _ when why.StartsWith("the price book is stale", StringComparison.Ordinal) => "price_book_stale",
-        _ when why.Contains("circuit breaker is open", StringComparison.Ordinal) => "circuit_open",
-        _ when why.StartsWith("the plan is older", StringComparison.Ordinal) => "plan_too_old",
-        _ when why.StartsWith("outside the maintenance window", StringComparison.Ordinal) => "outside_window",
-        _ when why.StartsWith("cooling down", StringComparison.Ordinal) => "scale_up_cooldown",
-        _ when why.Contains("--max-disrupted-nodes", StringComparison.Ordinal) => "max_disrupted_nodes",
-        _ when why.Contains("--max-disrupted-percent-per-hour", StringComparison.Ordinal) => "hourly_budget",
-        _ when why.Contains("is being deleted", StringComparison.Ordinal) => "pool_deleting",
-        _ when why.Contains("belongs to an operation", StringComparison.Ordinal) => "owned_by_operation",
-        _ when why.Contains("joined less than", StringComparison.Ordinal) => "node_too_young",
-        _ when why.Contains("is blocked", StringComparison.Ordinal) => "blocked",
-        _ when why.EndsWith(" is gone", StringComparison.Ordinal) => "node_gone",
-        _ when why == "it saves nothing" => "saves_nothing",
-        _ when why.StartsWith("pool ", StringComparison.Ordinal) && (why.Contains(" also holds ", StringComparison.Ordinal) || why.Contains(" is sized for ", StringComparison.Ordinal)) => "pool_holds_other_nodes",
-        _ when why.StartsWith("managed capacity limit:", StringComparison.Ordinal) => "managed_capacity_limit",
-        _ when why.StartsWith("the saving fell to", StringComparison.Ordinal) => "saving_below_threshold",
-        _ when why.Contains("has no price now", StringComparison.Ordinal) => "no_price",
-        _ when why.Contains(" runs ", StringComparison.Ordinal) => "pods_not_evicted",
-        _ => "node_not_ready_or_other",
-    };
-
-    private void CountRefusal(string why)
-    {
-        var reason = ReasonOf(why);
+        var reason = why.Label;
         lock (gate) refusals[reason] = refusals.GetValueOrDefault(reason) + 1;
         refusalCounter?.WithLabels(reason).Inc();
-        log.LogInformation("actuation: refused ({Reason}): {Why}", reason, why);
+        log.LogInformation("actuation: refused ({Reason}): {Why}", reason, why.Message);
     }
 
     public static readonly string[] Results = ["dry_run", "succeeded", "failed", "refused"];
@@ -178,7 +161,7 @@ public sealed partial class Actuator
         get
         {
             lock (gate)
-                return ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed))
+                return ops.Values.Where(o => !o.Ended)
                     .GroupBy(o => TypeOf(o.Stage)).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
         }
     }
@@ -194,7 +177,7 @@ public sealed partial class Actuator
     {
         var joined = PoolsWithNodes(model.Snapshot());
         lock (gate)
-            return ops.Values.Where(o => o.Rec.Type == RecommendationType.Provision && o.Stage is Stage.CreatePools or Stage.WaitReady)
+            return ops.Values.Where(o => o.Rec.Type == RecommendationType.Provision && o.Stage is OperationStep.CreatePools or OperationStep.WaitReady)
                 .SelectMany(o => o.NewPools).Where(p => !joined.Contains(p.Pool))
                 .Select(p => new InFlightNode(p.Pool, p.ServerClass)).ToList();
     }
@@ -281,17 +264,8 @@ public sealed partial class Actuator
 
     private static bool IsManaged(NodeView n) => n.Labels.GetValueOrDefault(ManagedLabel) == "true" && n.Pool.Length > 0;
 
-    /// <summary>Safety checks that hold for every action, checked right before acting.</summary>
-    public string? Refusal()
-    {
-        if (caches.Any(c => !c.Synced)) return "the caches have not synced";
-        if (prices.Stale) return "the price book is stale";
-        if (spot is { CircuitOpen: true }) return "the Spot API circuit breaker is open";
-        lock (gate)
-            if (options.Mode is ActuationMode.Approve or ActuationMode.Auto && planAt is { } at && clock.GetUtcNow() - at > options.MaxPlanAge)
-                return $"the plan is older than {options.MaxPlanAge.TotalMinutes:0.#} min";
-        return null;
-    }
+    /// <summary>Safety checks that hold for every action (dry-run included), on the world as it is now.</summary>
+    public Refusal? GlobalRefusal() => policy.Global(World(null, null));
 
     /// <summary>Handles a new plan: dry-run reports each recommendation seen for the first time; approve and auto hand it to the loop.</summary>
     public void OnPlan(Plan next)
@@ -344,9 +318,9 @@ public sealed partial class Actuator
                 state = actions.Advisory!;
                 log.LogInformation("actuation: {Id} ({Type}) stays advisory: {Why}", r.Id, r.Type, actions.Advisory);
             }
-            else if (Refusal() is { } why)
+            else if (GlobalRefusal() is { } why)
             {
-                state = "refused: " + why;
+                state = "refused: " + why.Message;
                 foreach (var step in actions.Steps) Count(step.TypeLabel, "refused");
                 log.LogWarning("actuation: {Id} ({Type}) not acted on: {Why}", r.Id, r.Type, why);
             }
@@ -438,7 +412,7 @@ public sealed partial class Actuator
     {
         lock (gate)
         {
-            foreach (var op in ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed)))
+            foreach (var op in ops.Values.Where(o => !o.Ended))
                 states[op.Rec.Id] = "interrupted: leadership lost";
             ops.Clear();
             recovered = false;
@@ -479,7 +453,7 @@ public sealed partial class Actuator
             if (!recovered) return;
         }
         List<Operation> active;
-        lock (gate) active = ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed)).ToList();
+        lock (gate) active = ops.Values.Where(o => !o.Ended).ToList();
         foreach (var op in active)
         {
             // One operation's unexpected error (a 403, a node deleted under a patch) never stops the others; its
@@ -487,12 +461,12 @@ public sealed partial class Actuator
             try { await AdvanceAsync(op, ct).ConfigureAwait(false); }
             catch (Exception e) when (!ct.IsCancellationRequested && e is not (OutOfMemoryException or OperationCanceledException))
             {
-                Set(op, op.Stage, $"in progress: {TypeOf(op.Stage)} failed and will be retried: {e.Message}");
+                if (!op.Ended) Set(op, op.Stage, $"in progress: {TypeOf(op.Stage)} failed and will be retried: {e.Message}");
                 log.LogError(e, "actuation: {Id} {Step} failed; retrying next tick", op.Rec.Id, TypeOf(op.Stage));
             }
         }
         lock (gate)
-            foreach (var done in ops.Values.Where(o => o.Stage is Stage.Done or Stage.Failed).ToList())
+            foreach (var done in ops.Values.Where(o => o.Ended).ToList())
             {
                 states[done.Rec.Id] = done.State;
                 ended[done.Rec.Id] = now;
@@ -546,7 +520,9 @@ public sealed partial class Actuator
                     break;
                 }
             }
-            var why = Refusal() ?? (owned is not null ? DisruptionRefusal(r, index, book, current, owned, null) : null);
+            // Before the operation's first write (its first pool, or its first cordon): everything the policy knows.
+            var why = Decide(r.NewNodes.Count > 0 ? SafetyWrite.CreatePool : SafetyWrite.Cordon, new SafetyOperation(r, OperationStep.Planned),
+                World(null, owned, index.Nodes) with { PlannedBlockers = current.Blockers }, ct);
             if (why is not null)
             {
                 Refuse(r, actions.Steps[0].TypeLabel, why);
@@ -557,7 +533,7 @@ public sealed partial class Actuator
             foreach (var n in r.NewNodes)
                 for (int i = 0; i < n.Count; i++) op.NewPools.Add((PoolName(r.Id, poolIndex++), n.ServerClass));
             foreach (var node in r.Nodes) op.OldPools[node] = index.Nodes.TryGetValue(node, out var view) ? view.Pool : "";
-            op.Stage = op.NewPools.Count > 0 ? Stage.CreatePools : Stage.Cordon;
+            op.MoveTo(op.NewPools.Count > 0 ? OperationStep.CreatePools : OperationStep.Cordon);
             op.State = "in progress: started";
             lock (gate)
             {
@@ -569,115 +545,21 @@ public sealed partial class Actuator
         }
     }
 
-    private void Refuse(Recommendation r, string type, string why)
+    private void Refuse(Recommendation r, string type, Refusal why)
     {
         lock (gate)
         {
-            var state = "refused: " + why;
+            var state = "refused: " + why.Message;
             if (states.GetValueOrDefault(r.Id) == state) return;   // counted once per reason, not once per tick
             states[r.Id] = state;
         }
         Count(type, "refused");
         CountRefusal(why);
-        log.LogInformation("actuation: {Id} ({Type}) not acted on: {Why}", r.Id, r.Type, why);
+        log.LogInformation("actuation: {Id} ({Type}) not acted on: {Why}", r.Id, r.Type, why.Message);
     }
 
-    /// <summary>The checks before a node is disrupted: budget, cooldown, window, node age, blockers, savings, live state.</summary>
+    /// <summary>A disruption check may scan the pods of a node: at most this many per tick.</summary>
     private const int MaxDisruptiveChecksPerTick = 50;
-
-    /// <summary>
-    /// Window, cooldown and the disruption budgets, for <paramref name="r"/> before it starts and again
-    /// (<paramref name="self"/> set) right before its first cordon. A disrupted node counts until it is
-    /// gone from the unfiltered node list, not until its pool's DELETE was accepted.
-    /// </summary>
-    private string? BudgetRefusal(Recommendation r, int nodeCount, OwnedView owned, Operation? self)
-    {
-        var now = clock.GetUtcNow();
-        if (options.Window is { } w && !w.Contains(now)) return $"outside the maintenance window {w}";
-        lock (gate)
-        {
-            // Reasons stay the same from tick to tick (no countdown): each is logged and counted once.
-            // An operation's own scale-up (the new nodes of a replacement) does not hold back its own drain.
-            foreach (var id in scaleUps.Where(kv => now - kv.Value >= options.ScaleUpCooldown).Select(kv => kv.Key).ToList()) scaleUps.Remove(id);
-            if (scaleUps.Keys.Any(id => id != r.Id))
-                return $"cooling down after a scale-up (--scale-up-cooldown {options.ScaleUpCooldown.TotalSeconds:0}s)";
-            var busy = ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed) && o != self).SelectMany(o => o.Rec.Nodes)
-                .Concat(owned.Disrupted).Where(n => !r.Nodes.Contains(n)).ToHashSet(StringComparer.Ordinal);
-            if (busy.Count + r.Nodes.Count > options.MaxDisruptedNodes)
-                return $"{busy.Count} nodes are being disrupted and this needs {r.Nodes.Count} more (--max-disrupted-nodes {options.MaxDisruptedNodes})";
-            disruptions.RemoveAll(t => now - t > TimeSpan.FromHours(1));
-            int perHour = Math.Max(1, (int)Math.Floor(nodeCount * options.MaxDisruptedPercentPerHour / 100));
-            if (disruptions.Count + r.Nodes.Count > perHour)
-                return $"{disruptions.Count} nodes disrupted in the last hour; at most {perHour} (--max-disrupted-percent-per-hour {options.MaxDisruptedPercentPerHour})";
-        }
-        foreach (var name in r.Nodes)
-            if (owned.Nodes.FirstOrDefault(n => n.Name == name) is { } o && owned.Deleting(o.Pool))
-                return $"the pool of {name} is being deleted";
-        return null;
-    }
-
-    private string? DisruptionRefusal(Recommendation r, NodeIndex index, PriceBook book, Plan current, OwnedView owned, Operation? self)
-    {
-        var now = clock.GetUtcNow();
-        if (BudgetRefusal(r, index.Nodes.Count, owned, self) is { } budget) return budget;
-        lock (gate)
-        {
-            var busyPools = ops.Values.SelectMany(o => o.NewPools.Select(p => p.Pool)).ToHashSet(StringComparer.Ordinal);
-            foreach (var name in r.Nodes)
-                if (index.Nodes.TryGetValue(name, out var v) && busyPools.Contains(v.Pool))
-                    return $"{name} belongs to an operation in progress";
-        }
-        foreach (var name in r.Nodes)
-        {
-            if (!index.Nodes.TryGetValue(name, out var v)) return $"{name} is gone";
-            if (!v.Ready || !v.Schedulable || v.Deleting) return $"{name} is {ClusterSnapshot.StateOf(v).ToString().ToLowerInvariant()}";
-            if (v.Created is { } created && now - created < options.ScaleUpCooldown) return $"{name} joined less than {options.ScaleUpCooldown.TotalMinutes:0.#} min ago";
-            if (current.Blockers.TryGetValue(name, out var planned) && planned.Count > 0) return $"{name} is blocked: {planned[0].Reason}";
-            var live = LiveBlockers(v, book);
-            if (live.Count > 0) return $"{name} is blocked: {live[0].Reason}{(live[0].Pods.Count > 0 ? " (" + live[0].Pods[0] + ")" : "")}";
-        }
-        if (r.SavingsPerHour <= 0) return "it saves nothing";
-        if (BuysNodes(r) && SavingsShortfall(r, book) is { } shortfall) return shortfall;
-        return null;
-    }
-
-    private List<Blocker> LiveBlockers(NodeView v, PriceBook book)
-    {
-        var pdbIndex = model.Pdbs.All().GroupBy(p => p.Namespace).ToDictionary(g => g.Key, g => g.ToArray(), StringComparer.Ordinal);
-        return Recommender.NodeBlockers(v, model.PodsOn(v.Name), pdbIndex, book)
-            .Where(b => b.Reason != BlockerReasons.PdbNoDisruptions)   // a budget at zero is waited for during the drain, not a reason to give up
-            .ToList();
-    }
-
-    /// <summary>
-    /// Removals that buy nodes in exchange (a replacement, or a multi-node consolidation onto new nodes)
-    /// are held to the replacement thresholds; pure removals only need a positive saving.
-    /// </summary>
-    private static bool BuysNodes(Recommendation r) =>
-        r.Nodes.Count > 0 && (r.Type == RecommendationType.Replace || r.NewNodes.Count > 0);
-
-    /// <summary>A replacement still saves the threshold at today's prices, or why not.</summary>
-    private string? SavingsShortfall(Recommendation r, PriceBook book)
-    {
-        decimal now = 0, next = 0;
-        var snap = model.Snapshot();
-        foreach (var n in r.Nodes)
-        {
-            var v = snap.Nodes.FirstOrDefault(x => x.Name == n);
-            if (v is null || CostRules.NodePrice(v, book) is not { } p) return $"{n} has no price now";
-            now += p;
-        }
-        foreach (var n in r.NewNodes)
-        {
-            if (book.NodePrice(n.ServerClass, "spot") is not { } p) return $"{n.ServerClass} has no price now";
-            next += p * n.Count;
-        }
-        var t = thresholds();
-        var saved = now - next;
-        if (!t.SavesEnoughToReplace(now, saved))
-            return $"the saving fell to {saved:0.####} $/h, below the threshold ({t.ReplaceThresholdPercent} %, {t.ReplaceThresholdDollars} $/h)";
-        return null;
-    }
 
     // ---- audit ---------------------------------------------------------------------------------
 
@@ -699,12 +581,12 @@ public sealed partial class Actuator
     private static string KubeTime(DateTimeOffset t) => t.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
 
     /// <summary>The action type (metric label) of the step an operation is in.</summary>
-    private static string TypeOf(Stage s) => ActionStep.LabelOf(s switch
+    private static string TypeOf(OperationStep s) => ActionStep.LabelOf(s switch
     {
-        Stage.CreatePools => ActionKind.CreatePool,
-        Stage.WaitReady => ActionKind.WaitReady,
-        Stage.Cordon => ActionKind.Cordon,
-        Stage.Drain => ActionKind.Drain,
+        OperationStep.CreatePools => ActionKind.CreatePool,
+        OperationStep.WaitReady => ActionKind.WaitReady,
+        OperationStep.Cordon => ActionKind.Cordon,
+        OperationStep.Drain => ActionKind.Drain,
         _ => ActionKind.DeletePool,
     });
 

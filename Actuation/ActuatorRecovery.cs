@@ -33,7 +33,8 @@ public sealed partial class Actuator
                         ["adopted after a restart"]);
                     // Dated from the adoption, never from the pool's creation: the provisioning timeout is not
                     // already past for a pool of a run that ended long ago.
-                    op = new Operation(rec, clock.GetUtcNow()) { Stage = Stage.WaitReady, State = "in progress: adopted; waiting for the node", Adopted = true };
+                    op = new Operation(rec, clock.GetUtcNow()) { State = "in progress: adopted; waiting for the node", Adopted = true };
+                    op.MoveTo(OperationStep.WaitReady);
                     ops[id] = op;
                 }
                 op.NewPools.Add((p.Name, p.ServerClass));
@@ -41,10 +42,53 @@ public sealed partial class Actuator
                 adopted++;
             }
         }
+        int resumed = ResumeDrains(owned);
         int rolledBack = await RollBackOrphansAsync(owned, ct).ConfigureAwait(false);
-        if (adopted + rolledBack > 0)
-            log.LogInformation("actuation: recovered {Adopted} pools in flight and rolled back {RolledBack} interrupted drains", adopted, rolledBack);
+        if (adopted + resumed + rolledBack > 0)
+            log.LogInformation("actuation: recovered {Adopted} pools in flight, resumed {Resumed} drains and rolled back {RolledBack} interrupted drains",
+                adopted, resumed, rolledBack);
         await DeleteLostAsync(owned, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Drains the cluster records with their step (the disruption annotation) are taken up where they were: the same
+    /// nodes and pools, the recommendation's new pools, and the drain timeout counted from the cordon, so a drain past it
+    /// is rolled back at once. Values without a step (an earlier release) are rolled back as before; nodes whose pool is
+    /// being deleted are leaving and left alone.
+    /// </summary>
+    private int ResumeDrains(OwnedView owned)
+    {
+        int resumed = 0;
+        var recorded = owned.Nodes.Where(n => n.Disruption is not null && n.Managed && n.Pool.Length > 0 && !owned.Deleting(n.Pool))
+            .Select(n => (Node: n, Record: DisruptionRecord.Parse(n.Disruption!)))
+            .Where(x => x.Record.Step == OperationStep.Drain)
+            .GroupBy(x => x.Record.RecommendationId, StringComparer.Ordinal);
+        foreach (var g in recorded)
+        {
+            var nodes = g.Select(x => x.Node).ToList();
+            var newPools = owned.Pools.Where(p => p.IsManaged && p.CustomLabels.GetValueOrDefault(RecommendationLabel) == g.Key && nodes.All(n => n.Pool != p.Name))
+                .Select(p => (p.Name, p.ServerClass)).ToList();
+            var rec = new Recommendation(g.Key, newPools.Count > 0 ? RecommendationType.Replace : RecommendationType.Consolidate, nodes.Select(n => n.Name).ToList(),
+                newPools.GroupBy(p => p.ServerClass).Select(c => new NewNode(c.Key, c.Count(), 0)).ToList(), [], [], 0, 0, 0, 0, -1, ["resumed after a restart"]);
+            var since = nodes.Min(n => n.DisruptionSince) ?? clock.GetUtcNow();
+            lock (gate)
+            {
+                if (ops.ContainsKey(g.Key) || ops.Values.Any(o => o.Rec.Nodes.Any(rec.Nodes.Contains))) continue;
+                var op = new Operation(rec, since) { State = "in progress: resumed after a restart; draining", Adopted = true };
+                op.NewPools.AddRange(newPools);
+                op.Created = newPools.Count;
+                foreach (var n in nodes)
+                {
+                    op.OldPools[n.Name] = n.Pool;
+                    op.Cordoned.Add(n.Name);
+                }
+                op.MoveTo(OperationStep.Drain);
+                op.StageSince = since;
+                ops[g.Key] = op;
+                resumed++;
+            }
+        }
+        return resumed;
     }
 
     private async Task SweepAsync(CancellationToken ct)
@@ -61,16 +105,6 @@ public sealed partial class Actuator
         tickView = await OwnedView.LoadAsync(kube!, spot!, options.Cloudspace, ct).ConfigureAwait(false);
 
     /// <summary>
-    /// Before every write. Fencing: no write once the leadership term this tick runs on has ended.
-    /// And the write changes the world: the view read earlier in the tick is read again when next needed.
-    /// </summary>
-    private void Fence(CancellationToken ct)
-    {
-        ct.ThrowIfCancellationRequested();
-        tickView = null;
-    }
-
-    /// <summary>
     /// Nodes carrying the disruption annotation that no operation of ours is working on (a drain cut
     /// short by a crash, a lost leadership, or an uncordon that failed) are uncordoned, unless their
     /// pool is already deleted and they are leaving: no node stays cordoned by Karpetrack for good.
@@ -81,11 +115,9 @@ public sealed partial class Actuator
         foreach (var n in owned.Nodes.Where(n => n.Disruption is not null))
         {
             // Only a managed node, whose pool is listed and not being deleted, that no operation owns.
-            if (!n.Managed || n.Pool.Length == 0 || owned.Deleting(n.Pool)) continue;
-            bool mine;
-            lock (gate) mine = ops.Values.Any(o => o.Rec.Nodes.Contains(n.Name));
-            if (mine) continue;
-            Fence(ct);
+            HashSet<string> owners;
+            lock (gate) owners = ops.Values.SelectMany(o => o.Rec.Nodes).ToHashSet(StringComparer.Ordinal);
+            if (Guard(SafetyWrite.Uncordon, null, World(null, owned) with { Node = n.Name, Pool = n.Pool, OtherOperationNodes = owners }, ct) is not null) continue;
             await Uncordon(n.Name, ct).ConfigureAwait(false);
             rolledBack++;
             log.LogInformation("actuation: uncordoned {Node}: the disruption for {Id} was interrupted", n.Name, n.Disruption);
@@ -97,24 +129,26 @@ public sealed partial class Actuator
     /// <summary>Pre-emption: a pool whose bid was lost is deleted once its nodes are gone; its pods come back as pending demand.</summary>
     private async Task DeleteLostAsync(OwnedView owned, CancellationToken ct)
     {
-        foreach (var p in owned.Pools.Where(p => p.IsManaged && IsLost(p) && !p.Deleting && !owned.HasNodes(p.Name)))
+        foreach (var p in owned.Pools.Where(p => p.IsManaged && IsLost(p) && !p.Deleting))
         {
-            Fence(ct);
+            if (Guard(SafetyWrite.DeleteUnusedPool, null, World(null, owned) with { Pool = p.Name }, ct) is not null) continue;
             await spot!.DeleteNodePoolAsync(p.Name, ct).ConfigureAwait(false);
             Count(ActionKind.DeletePool, "succeeded");
             log.LogInformation("actuation: deleted pre-empted pool {Pool} ({Class}, bid {Bid}); its pods are pending demand again", p.Name, p.ServerClass, p.BidPrice);
             Audit("SpotNodePool", p.Name, "PoolPreempted", $"deleted pre-empted Spot pool {p.Name} ({p.ServerClass}, bid {p.BidPrice})", "Warning", ct);
             List<Operation> hit;
-            lock (gate) hit = ops.Values.Where(o => o.Stage is not (Stage.Done or Stage.Failed) && o.NewPools.Any(x => x.Pool == p.Name)).ToList();
+            lock (gate) hit = ops.Values.Where(o => !o.Ended && o.NewPools.Any(x => x.Pool == p.Name)).ToList();
             foreach (var op in hit)
             {
                 Count(ActionKind.WaitReady, "failed");
-                await FailAndCleanUpAsync(op, $"pool {p.Name} lost its bid before its node was Ready", ct).ConfigureAwait(false);
+                var why = new Refusal(RefusalReason.PoolPreempted, $"pool {p.Name} lost its bid before its node was Ready");
+                CountRefusal(why);
+                await FailAndCleanUpAsync(op, why.Message, ct).ConfigureAwait(false);
             }
         }
     }
 
-    private static bool IsLost(SpotNodePool p) => p.BidStatus is { } s && s.Equals("Lost", StringComparison.OrdinalIgnoreCase);
+    private static bool IsLost(SpotNodePool p) => SafetyPolicy.IsLost(p);
 
     private static HashSet<string> PoolsWithNodes(ClusterSnapshot snap) =>
         snap.Nodes.Where(n => n.Pool.Length > 0).Select(n => n.Pool).ToHashSet(StringComparer.Ordinal);

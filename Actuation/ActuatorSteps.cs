@@ -13,24 +13,24 @@ public sealed partial class Actuator
     private async Task AdvanceAsync(Operation op, CancellationToken ct)
     {
         // Each step either finishes and moves on in the same pass, or waits for the next tick.
-        for (int guard = 0; guard < 8 && op.Stage is not (Stage.Done or Stage.Failed); guard++)
+        for (int guard = 0; guard < 8 && !op.Ended; guard++)
         {
             var before = op.Stage;
             try
             {
                 switch (op.Stage)
                 {
-                    case Stage.CreatePools: await CreatePoolsAsync(op, ct).ConfigureAwait(false); break;
-                    case Stage.WaitReady: await WaitReadyAsync(op, ct).ConfigureAwait(false); break;
-                    case Stage.Cordon: await CordonAsync(op, ct).ConfigureAwait(false); break;
-                    case Stage.Drain: await DrainAsync(op, ct).ConfigureAwait(false); break;
-                    case Stage.DeletePools: await DeleteOldPoolsAsync(op, ct).ConfigureAwait(false); break;
+                    case OperationStep.CreatePools: await CreatePoolsAsync(op, ct).ConfigureAwait(false); break;
+                    case OperationStep.WaitReady: await WaitReadyAsync(op, ct).ConfigureAwait(false); break;
+                    case OperationStep.Cordon: await CordonAsync(op, ct).ConfigureAwait(false); break;
+                    case OperationStep.Drain: await DrainAsync(op, ct).ConfigureAwait(false); break;
+                    case OperationStep.DeletePools: await DeleteOldPoolsAsync(op, ct).ConfigureAwait(false); break;
                 }
             }
             catch (Exception e) when (IsTransient(e) && !ct.IsCancellationRequested)
             {
                 // The step is retried on the next tick; its own timeout bounds how long.
-                Set(op, op.Stage, $"in progress: {TypeOf(op.Stage)} waiting to retry: {e.Message}");
+                if (!op.Ended) Set(op, op.Stage, $"in progress: {TypeOf(op.Stage)} waiting to retry: {e.Message}");
                 log.LogWarning("actuation: {Id} {Step} will be retried: {Error}", op.Rec.Id, TypeOf(op.Stage), e.Message);
                 return;
             }
@@ -81,16 +81,15 @@ public sealed partial class Actuator
             });
             // One fresh list per pass; the pools this pass creates are added as they go, not re-listed.
             if (options.Pools.LimitsCapacity) managed ??= await ManagedCapacityAsync(book, ct).ConfigureAwait(false);
-            if (managed is { } now && options.Pools.CheckCreate(now, ManagedCapacity.Of(pc.Class)) is { } limit)
+            if (Guard(SafetyWrite.CreatePool, op, World(op, null) with { Managed = managed, Adding = ManagedCapacity.Of(pc.Class) }, ct) is { } refused)
             {
                 Count(ActionKind.CreatePool, "refused");
-                CountRefusal(limit);
-                await FailAndCleanUpAsync(op, limit, ct).ConfigureAwait(false);
+                CountRefusal(refused);
+                await FailAndCleanUpAsync(op, refused.Message, ct).ConfigureAwait(false);
                 return;
             }
             try
             {
-                Fence(ct);
                 var created = await spot!.CreateNodePoolAsync(new SpotNodePoolSpec(pool, cls, 1, bid, options.Cloudspace, labels,
                     options.Pools.Taints.Count > 0 ? options.Pools.Taints : null), options.Bids.Cap, ct).ConfigureAwait(false);
                 Count(ActionKind.CreatePool, "succeeded");
@@ -105,9 +104,9 @@ public sealed partial class Actuator
             op.Created++;
             if (managed is { } held) managed = held + ManagedCapacity.Of(pc.Class);
             lock (gate) scaleUps[op.Rec.Id] = clock.GetUtcNow();
-            Set(op, Stage.CreatePools, $"in progress: created {op.Created}/{op.NewPools.Count} pools");
+            Set(op, OperationStep.CreatePools, $"in progress: created {op.Created}/{op.NewPools.Count} pools");
         }
-        Set(op, Stage.WaitReady, $"in progress: waiting for {op.NewPools.Count} new nodes to be Ready");
+        Set(op, OperationStep.WaitReady, $"in progress: waiting for {op.NewPools.Count} new nodes to be Ready");
     }
 
     private async Task WaitReadyAsync(Operation op, CancellationToken ct)
@@ -133,18 +132,16 @@ public sealed partial class Actuator
             }
             // Right before the first disruptive step: everything checked again against live state,
             // the window, the cooldown and the disruption budgets included.
-            var book = prices.Current;
-            var why = Refusal() ?? BudgetRefusal(op.Rec, snap.Nodes.Count(), await ViewAsync(ct).ConfigureAwait(false), op)
-                ?? (BuysNodes(op.Rec) ? SavingsShortfall(op.Rec, book) : null)
-                ?? op.Rec.Nodes.Select(n => snap.Nodes.FirstOrDefault(v => v.Name == n) is { } v ? LiveBlockers(v, book).FirstOrDefault()?.Reason : $"{n} is gone").FirstOrDefault(x => x is not null);
+            var why = Decide(SafetyWrite.Cordon, new SafetyOperation(op.Rec, op.Stage, op.NewPools.Select(p => p.Pool).ToList()),
+                World(op, await ViewAsync(ct).ConfigureAwait(false), NodeIndex.Of(snap).Nodes), ct);
             if (why is not null)
             {
                 Count(ActionKind.Cordon, "refused");
                 CountRefusal(why);
-                await FailAndCleanUpAsync(op, "refused before the drain: " + why, ct).ConfigureAwait(false);
+                await FailAndCleanUpAsync(op, "refused before the drain: " + why.Message, ct).ConfigureAwait(false);
                 return;
             }
-            Set(op, Stage.Cordon, "in progress: new nodes Ready; cordoning");
+            Set(op, OperationStep.Cordon, "in progress: new nodes Ready; cordoning");
             return;
         }
         if (clock.GetUtcNow() - op.Started > options.ProvisioningTimeout)
@@ -153,7 +150,7 @@ public sealed partial class Actuator
             await FailAndCleanUpAsync(op, $"{op.NewPools.Count - joined} of {op.NewPools.Count} new nodes not Ready after {options.ProvisioningTimeout.TotalMinutes:0} min", ct).ConfigureAwait(false);
             return;
         }
-        Set(op, Stage.WaitReady, $"in progress: {joined}/{op.NewPools.Count} new nodes Ready");
+        Set(op, OperationStep.WaitReady, $"in progress: {joined}/{op.NewPools.Count} new nodes Ready");
     }
 
     private async Task CordonAsync(Operation op, CancellationToken ct)
@@ -168,13 +165,20 @@ public sealed partial class Actuator
                 {
                     ["annotations"] = new JsonObject
                     {
-                        [DisruptionAnnotation] = op.Rec.Id,
+                        // The step goes with it: a restarted Karpetrack takes the drain up where it was.
+                        [DisruptionAnnotation] = new DisruptionRecord(op.Rec.Id, OperationStep.Drain).ToString(),
                         [DisruptionSinceAnnotation] = KubeTime(now),
                     },
                 },
                 ["spec"] = new JsonObject { ["unschedulable"] = true },
             };
-            Fence(ct);
+            if (Guard(SafetyWrite.Cordon, op, World(op, null) with { Node = node }, ct) is { } refused)
+            {
+                Count(ActionKind.Cordon, "refused");
+                CountRefusal(refused);
+                await FailAndCleanUpAsync(op, refused.Message, ct).ConfigureAwait(false);
+                return;
+            }
             try { await kube!.PatchNodeAsync(node, patch, ct).ConfigureAwait(false); }
             catch (KubeApiException e) when (e.StatusCode == 404)
             {
@@ -187,7 +191,7 @@ public sealed partial class Actuator
             Count(ActionKind.Cordon, "succeeded");
             Audit("Node", node, "Cordoned", $"cordoned for {op.Rec.Id} ({op.Rec.Type})", "Normal", ct);
         }
-        Set(op, Stage.Drain, $"in progress: draining {string.Join(", ", op.Rec.Nodes)}");
+        Set(op, OperationStep.Drain, $"in progress: draining {string.Join(", ", op.Rec.Nodes)}");
     }
 
     private async Task DrainAsync(Operation op, CancellationToken ct)
@@ -199,23 +203,16 @@ public sealed partial class Actuator
             await FailAndCleanUpAsync(op, $"the drain did not finish in {options.DrainTimeout.TotalMinutes:0.#} min; uncordoned", ct).ConfigureAwait(false);
             return;
         }
-        var snap = model.Snapshot();
-        var book = prices.Current;
+        var world = World(op, null, NodeIndex.Of(model.Snapshot()).Nodes);
         var waiting = new List<string>();
         foreach (var node in op.Rec.Nodes)
         {
             if (op.Drained.Contains(node)) continue;
-            // A blocker that appears mid-drain (someone marks a pod or the node do-not-disrupt) wins.
-            if (snap.Nodes.FirstOrDefault(n => n.Name == node) is { } view)
+            // A blocker that appears mid-drain (someone marks a pod or the node do-not-disrupt) wins, even with no pod left to evict.
+            if (Decide(SafetyWrite.Evict, new SafetyOperation(op.Rec, op.Stage), world with { Node = node }, ct) is { } blocked)
             {
-                var blocked = Recommender.NodeBlockers(view, model.PodsOn(node), [], book)
-                    .FirstOrDefault(b => b.Reason is BlockerReasons.NodeDoNotDisrupt or BlockerReasons.NodeScaleDownDisabled or BlockerReasons.PodDoNotDisrupt or BlockerReasons.PodSafeToEvictFalse);
-                if (blocked is not null)
-                {
-                    Count(ActionKind.Drain, "failed");
-                    await FailAndCleanUpAsync(op, $"{node} became blocked during the drain ({blocked.Reason}); uncordoned", ct).ConfigureAwait(false);
-                    return;
-                }
+                await AbandonDrainAsync(op, blocked, ct).ConfigureAwait(false);
+                return;
             }
             var left = model.PodsOn(node).Where(p => !p.IsOverhead).ToList();
             if (left.Count == 0)
@@ -229,7 +226,11 @@ public sealed partial class Actuator
             {
                 var key = pod.Namespace + "/" + pod.Name;
                 if (op.EvictAgainAt.TryGetValue(key, out var again) && now < again) { waiting.Add(key); continue; }
-                Fence(ct);
+                if (Guard(SafetyWrite.Evict, op, world with { Node = node }, ct) is { } refused)
+                {
+                    await AbandonDrainAsync(op, refused, ct).ConfigureAwait(false);
+                    return;
+                }
                 var outcome = await EvictAsync(pod, node, ct).ConfigureAwait(false);
                 switch (outcome.Result)
                 {
@@ -250,10 +251,17 @@ public sealed partial class Actuator
         }
         if (op.Drained.Count == op.Rec.Nodes.Count)
         {
-            Set(op, Stage.DeletePools, "in progress: drained; deleting pools");
+            Set(op, OperationStep.DeletePools, "in progress: drained; deleting pools");
             return;
         }
-        Set(op, Stage.Drain, waiting.Count > 0 ? $"in progress: draining; waiting for {string.Join(", ", waiting.Take(3))}" : "in progress: draining");
+        Set(op, OperationStep.Drain, waiting.Count > 0 ? $"in progress: draining; waiting for {string.Join(", ", waiting.Take(3))}" : "in progress: draining");
+    }
+
+    private async Task AbandonDrainAsync(Operation op, Refusal why, CancellationToken ct)
+    {
+        Count(ActionKind.Drain, "failed");
+        CountRefusal(why);
+        await FailAndCleanUpAsync(op, why.Message + "; uncordoned", ct).ConfigureAwait(false);
     }
 
     private async Task<EvictionOutcome> EvictAsync(PodFacts pod, string node, CancellationToken ct)
@@ -265,7 +273,8 @@ public sealed partial class Actuator
         if (Json.UidOf(uid) != pod.Uid) return new EvictionOutcome(EvictionResult.Gone, "already gone (replaced by a new pod of the same name)", null);
         // Only a pod bound to the node being drained: a lagging cache never sends an eviction to another node's pod.
         if (live.Spec?.NodeName != node) return new EvictionOutcome(EvictionResult.Gone, $"no longer on {node}", null);
-        var grace = Math.Min(live.Spec?.TerminationGracePeriodSeconds ?? 30, (long)options.MaxGracePeriod.TotalSeconds);
+        // At least a second: a pod whose own grace period is 0 (or a sub-second cap) still gets a graceful stop, never a force delete.
+        var grace = Math.Max(1, Math.Min(live.Spec?.TerminationGracePeriodSeconds ?? 30, (long)options.MaxGracePeriod.TotalSeconds));
         // The UID goes along so that the API server evicts this pod only, never one that took its name meanwhile.
         return await kube!.EvictPodAsync(pod.Namespace, pod.Name, uid, grace, ct).ConfigureAwait(false);
     }
@@ -276,30 +285,24 @@ public sealed partial class Actuator
         {
             // The last word before a pool goes: its node runs nothing but DaemonSet and mirror pods and
             // pods already evicted (terminating).
+            // The last word before a pool goes (SafetyPolicy): its node runs nothing but DaemonSet and mirror pods and pods
+            // already evicted, and the unfiltered view shows the pool holding this node only, sized for one.
             var running = model.PodsOn(node).Where(p => !p.IsOverhead && !p.Terminating).Select(p => p.Namespace + "/" + p.Name).ToList();
-            if (running.Count > 0)
+            var owned = running.Count == 0 ? await LoadViewAsync(ct).ConfigureAwait(false) : null;
+            if (Guard(SafetyWrite.DeletePool, op, World(op, owned) with { Node = node, Pool = pool, RunningPods = running }, ct) is { } why)
             {
-                op.Drained.Remove(node);
-                Count(ActionKind.DeletePool, "refused");
-                CountRefusal($"{node} runs {running[0]}");
-                Set(op, Stage.Drain, $"in progress: {node} runs {running[0]} again; draining");
-                return;
-            }
-            // On the unfiltered view: the pool holds this node only (a second node, hidden by --node-selector or
-            // joined since the plan, would go with it undrained) and is sized for one.
-            var owned = await LoadViewAsync(ct).ConfigureAwait(false);
-            var others = owned.NodesOf(pool).Where(n => n.Name != node).Select(n => n.Name).ToList();
-            if (others.Count > 0 || owned.Pool(pool) is { Desired: > 1 })
-            {
-                var why = others.Count > 0 ? $"pool {pool} also holds {others[0]}" : $"pool {pool} is sized for {owned.Pool(pool)!.Desired} nodes";
                 Count(ActionKind.DeletePool, "refused");
                 CountRefusal(why);
-                await FailAndCleanUpAsync(op, why + "; uncordoned", ct).ConfigureAwait(false);
+                if (why.Reason == RefusalReason.PodsNotEvicted)
+                {
+                    op.Drained.Remove(node);
+                    Set(op, OperationStep.Drain, $"in progress: {node} runs {running[0]} again; draining");
+                }
+                else await FailAndCleanUpAsync(op, why.Message + "; uncordoned", ct).ConfigureAwait(false);
                 return;
             }
             try
             {
-                Fence(ct);
                 await spot!.DeleteNodePoolAsync(pool, ct).ConfigureAwait(false);
             }
             catch (SpotApiException e) when (!IsTransient(e))
@@ -328,10 +331,9 @@ public sealed partial class Actuator
         foreach (var node in op.Cordoned.ToList())
         {
             // A node whose pool is being deleted is leaving: uncordoning it would invite pods onto it.
-            if (owned is null || (op.OldPools.TryGetValue(node, out var oldPool) && owned.Deleting(oldPool))) continue;
+            if (Guard(SafetyWrite.Uncordon, op, World(op, owned) with { Node = node, Pool = op.OldPools.GetValueOrDefault(node) }, ct) is not null) continue;
             try
             {
-                Fence(ct);
                 await Uncordon(node, ct).ConfigureAwait(false);
                 op.Cordoned.Remove(node);
             }
@@ -345,10 +347,9 @@ public sealed partial class Actuator
         // consolidate them if they are not needed). Pools still without any node, by the unfiltered view, go.
         foreach (var (pool, _) in op.NewPools.Take(op.Created))
         {
-            if (owned is null || owned.HasNodes(pool)) continue;
+            if (Guard(SafetyWrite.DeleteUnusedPool, op, World(op, owned) with { Pool = pool }, ct) is not null) continue;
             try
             {
-                Fence(ct);
                 await spot!.DeleteNodePoolAsync(pool, ct).ConfigureAwait(false);
                 Count(ActionKind.DeletePool, "succeeded");
             }
@@ -358,7 +359,7 @@ public sealed partial class Actuator
             }
         }
         op.State = "failed: " + why;
-        lock (gate) op.Stage = Stage.Failed;
+        lock (gate) op.MoveTo(OperationStep.Failed);
         log.LogWarning("actuation: {Id} ({Type}) failed: {Why}", op.Rec.Id, op.Rec.Type, why);
         if (op.Rec.Nodes.Count > 0) Audit("Node", op.Rec.Nodes[0], "ActionFailed", $"{op.Rec.Id}: {why}", "Warning", ct);
         else Audit("SpotNodePool", op.NewPools.FirstOrDefault().Pool ?? op.Rec.Id, "ActionFailed", $"{op.Rec.Id}: {why}", "Warning", ct);
@@ -374,16 +375,16 @@ public sealed partial class Actuator
     private void Finish(Operation op, string state)
     {
         op.State = state;
-        lock (gate) op.Stage = Stage.Done;
+        lock (gate) op.MoveTo(OperationStep.Done);
         log.LogInformation("actuation: {Id} ({Type}) {State}", op.Rec.Id, op.Rec.Type, state);
     }
 
-    private void Set(Operation op, Stage stage, string state)
+    private void Set(Operation op, OperationStep stage, string state)
     {
         lock (gate)
         {
             if (op.Stage != stage) op.StageSince = clock.GetUtcNow();
-            op.Stage = stage;
+            op.MoveTo(stage);
             op.State = state;
         }
     }

@@ -3,7 +3,8 @@ using k8s.Models;
 namespace Karpetrack;
 
 /// <summary>A Spot node as a fresh, unfiltered LIST shows it: its pool, whether it is Karpetrack's, and the disruption it carries.</summary>
-public sealed record OwnedNode(string Name, string Pool, bool Managed, string? Disruption, bool Unschedulable, bool Ready);
+public sealed record OwnedNode(string Name, string Pool, bool Managed, string? Disruption, bool Unschedulable, bool Ready,
+    DateTimeOffset? DisruptionSince = null);
 
 /// <summary>
 /// What Karpetrack owns, read fresh from both APIs and independent of --node-selector: its pools
@@ -44,7 +45,9 @@ public sealed class OwnedView
         bool ready = n.Status?.Conditions?.Any(c => c.Type == "Ready" && c.Status == "True") == true;
         return new OwnedNode(n.Metadata?.Name ?? "", (labels.TryGetValue(SpotLabels.Pool, out var pool) ? pool : ""),
             labels.TryGetValue(Actuator.ManagedLabel, out var managed) && managed == "true", (annotations.TryGetValue(Actuator.DisruptionAnnotation, out var d) ? d : null),
-            n.Spec?.Unschedulable == true, ready);
+            n.Spec?.Unschedulable == true, ready,
+            annotations.TryGetValue(Actuator.DisruptionSinceAnnotation, out var since)
+                && DateTimeOffset.TryParse(since, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AssumeUniversal, out var at) ? at : null);
     }
 
     public SpotNodePool? Pool(string name) => pools.GetValueOrDefault(name);

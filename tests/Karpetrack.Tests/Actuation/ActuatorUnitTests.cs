@@ -189,6 +189,20 @@ public class ActuatorUnitTests
         Assert.False(Actuator.TokenMatches("S3cret", "s3cret"));
     }
 
+    /// <summary>The metric keeps its series: each reason has its own snake_case label, the ones of earlier releases unchanged.</summary>
+    [Fact]
+    public void EveryRefusalReasonHasItsOwnStableLabel()
+    {
+        var labels = Enum.GetValues<RefusalReason>().Select(Refusal.LabelOf).ToList();
+        Assert.Equal(labels.Count, labels.Distinct().Count());
+        Assert.All(labels, l => Assert.Matches("^[a-z]+(_[a-z]+)*$", l));
+        Assert.DoesNotContain("node_not_ready_or_other", labels);
+        foreach (var legacy in new[] { "caches_unsynced", "price_book_stale", "circuit_open", "plan_too_old", "outside_window", "scale_up_cooldown",
+                     "max_disrupted_nodes", "hourly_budget", "pool_deleting", "owned_by_operation", "node_too_young", "blocked", "node_gone",
+                     "saves_nothing", "pool_holds_other_nodes", "managed_capacity_limit", "saving_below_threshold", "no_price", "pods_not_evicted" })
+            Assert.Contains(legacy, labels);
+    }
+
     [Fact]
     public void DryRunParses() =>
         Assert.Equal(ActuationMode.DryRun, KarpetrackOptions.Parse(["--actuation", "dry-run"], _ => null).Actuation);

@@ -357,4 +357,327 @@ public class SafetyTests
         Assert.DoesNotContain(grown, deleted);
         Assert.NotNull(rig.Spot.Pool(grown));
     }
+
+    // ---- every README refusal produced on the rig: its reason counted, nothing written ----------------------
+
+    private static readonly Dictionary<string, IReadOnlyList<Blocker>> NoBlockers = new();
+
+    private static Plan PlanOf(params Recommendation[] recs) => new(recs, NoBlockers, [], 0, 0, "us-east-iad-1");
+
+    private static Recommendation Removal(string id, string node, decimal savingPerHour) =>
+        new(id, RecommendationType.Consolidate, [node], [], [], [], savingPerHour, 0, 0, 0, -1, ["a test plan"]);
+
+    /// <summary>Options under which nothing but the rule a test is about refuses, on a manual clock that only the test moves.</summary>
+    private static ActuationOptions Calm() => ActuationRig.Quick() with
+    {
+        ScaleUpCooldown = TimeSpan.Zero, MaxPlanAge = TimeSpan.FromDays(1), PoolSweep = TimeSpan.FromDays(1),
+        ProvisioningTimeout = TimeSpan.FromDays(1), DrainTimeout = TimeSpan.FromDays(1),
+    };
+
+    /// <summary>An actuator that only the test feeds plans and ticks, past its recovery.</summary>
+    private static async Task<Actuator> RecoveredAsync(ActuationRig rig, ActuationOptions options, ManualClock clock, SpotApiClient? spot = null)
+    {
+        rig.Detach(rig.Actuator);
+        var actuator = spot is null
+            ? rig.NewActuator(options, clock: clock)
+            : new Actuator(options, rig.Model, rig.Prices, rig.Statuses, NullLogger.Instance, rig.Kube, spot, clock: clock);
+        rig.Detach(actuator);
+        await actuator.TickAsync(CancellationToken.None);   // the recovery
+        return actuator;
+    }
+
+    /// <summary>A managed node alone in its pool, with nothing on it that blocks a disruption (and pods to evict when asked).</summary>
+    private static Task<string> RemovableManagedNodeAsync(ActuationRig rig, bool withPods)
+    {
+        var snap = rig.Model.Snapshot();
+        var book = rig.Prices.Current;
+        var pdbs = rig.Model.Pdbs.All().GroupBy(p => p.Namespace).ToDictionary(g => g.Key, g => g.ToArray(), StringComparer.Ordinal);
+        foreach (var m in rig.Demo.ManagedNodes)
+        {
+            if (snap.Nodes.FirstOrDefault(n => n.Name == m.Node) is not { } view || snap.Nodes.Count(n => n.Pool == view.Pool) != 1) continue;
+            var pods = rig.Model.PodsOn(m.Node);
+            if (withPods && !pods.Any(p => !p.IsOverhead)) continue;
+            if (Recommender.NodeBlockers(view, pods, pdbs, book).Any(b => b.Reason != BlockerReasons.PdbNoDisruptions)) continue;
+            return Task.FromResult(m.Node);
+        }
+        throw new InvalidOperationException("the demo has no removable managed node" + (withPods ? " with pods" : ""));
+    }
+
+    /// <summary>README: "Spot API circuit closed". With the breaker open, the first write of a provision is refused.</summary>
+    [Fact]
+    public async Task AnOpenSpotApiCircuitRefusesAProvisionAndNothingIsWritten()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        // One failure opens this client's breaker, and it stays open: its cool-down is measured on the manual clock.
+        using var spot = new SpotApiClient(new SpotApiOptions
+        {
+            ApiUrl = rig.Spot.BaseAddress, AuthUrl = rig.Spot.BaseAddress, Org = rig.Spot.OrgNamespace, RandomSeed = 1,
+            MaxAttempts = 1, BreakerThreshold = 1, BreakerCooldown = TimeSpan.FromHours(1),
+        }, SpotApiServer.DemoRefreshToken, NullLogger.Instance, clock);
+        var actuator = await RecoveredAsync(rig, Calm(), clock, spot);
+        rig.Spot.FailNext(1, 503);
+        await Assert.ThrowsAsync<SpotApiException>(() => spot.ListNodePoolsAsync("demo", CancellationToken.None));
+        Assert.True(spot.CircuitOpen);
+        var rec = new Recommendation("prov-circuit-open", RecommendationType.Provision, [], [new NewNode(rig.Demo.ManagedNodes[0].ServerClass, 1, 0)], [],
+            ["default/p"], 0, 0, 0, 0, -1, ["a test plan"]);
+        var before = Fingerprint(rig);
+        actuator.OnPlan(PlanOf(rec));
+        await actuator.TickAsync(CancellationToken.None);
+        Assert.Equal(1, actuator.Refusals.GetValueOrDefault("circuit_open"));
+        Assert.Equal("refused: the Spot API circuit breaker is open", actuator.StateOf(rec.Id));
+        Assert.Null(rig.Spot.Pool(Actuator.PoolName(rec.Id, 0)));
+        Assert.Equal(0, actuator.Counts.GetValueOrDefault(("create_pool", "succeeded")));
+        Assert.Equal(before, Fingerprint(rig));
+    }
+
+    /// <summary>README: "the saving positive". A removal that saves nothing is not started.</summary>
+    [Fact]
+    public async Task ARemovalThatSavesNothingIsRefusedAndNothingIsWritten()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        var actuator = await RecoveredAsync(rig, Calm(), new ManualClock(DateTimeOffset.UtcNow));
+        var node = await RemovableManagedNodeAsync(rig, withPods: false);
+        var rec = Removal("con-saves-nothing", node, 0);
+        var before = Fingerprint(rig);
+        actuator.OnPlan(PlanOf(rec));
+        await actuator.TickAsync(CancellationToken.None);
+        Assert.Equal(1, actuator.Refusals.GetValueOrDefault("saves_nothing"));
+        Assert.Equal("refused: it saves nothing", actuator.StateOf(rec.Id));
+        Assert.Equal(0, actuator.Counts.GetValueOrDefault(("cordon", "succeeded")));
+        Assert.Equal(before, Fingerprint(rig));
+    }
+
+    /// <summary>README: "nor of a node younger than that" (--scale-up-cooldown).</summary>
+    [Fact]
+    public async Task ANodeYoungerThanTheScaleUpCooldownIsNotDisrupted()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        var node = await RemovableManagedNodeAsync(rig, withPods: false);
+        // The actuator's clock reads half a minute after the node joined.
+        var created = rig.Model.Snapshot().Nodes.Single(n => n.Name == node).Created;
+        Assert.NotNull(created);
+        var actuator = await RecoveredAsync(rig, Calm() with { ScaleUpCooldown = TimeSpan.FromMinutes(2) }, new ManualClock(created.Value.AddSeconds(30)));
+        var rec = Removal("con-too-young", node, 1m);
+        var before = Fingerprint(rig);
+        actuator.OnPlan(PlanOf(rec));
+        await actuator.TickAsync(CancellationToken.None);
+        Assert.Equal(1, actuator.Refusals.GetValueOrDefault("node_too_young"));
+        Assert.Equal($"refused: {node} joined less than 2 min ago", actuator.StateOf(rec.Id));
+        Assert.Equal(before, Fingerprint(rig));
+    }
+
+    /// <summary>
+    /// README: "a drain ... that meets a new do-not-disrupt annotation, is rolled back (uncordoned)". Mid-drain (evictions held
+    /// back by a 429), a new pod annotated karpenter.sh/do-not-disrupt (the code honours it and karpetrack.io/do-not-disrupt)
+    /// lands on the node: the drain is abandoned, the node uncordoned, the pod not evicted and the pool kept.
+    /// </summary>
+    [Fact]
+    public async Task ANewDoNotDisruptPodMidDrainAbortsTheDrainAndUncordons()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        var actuator = await RecoveredAsync(rig, Calm(), clock);
+        var node = await RemovableManagedNodeAsync(rig, withPods: true);
+        var pool = rig.Node(node)["metadata"]!["labels"]![SpotLabels.Pool]!.GetValue<string>();
+        rig.Demo.Api.Faults.FailNext(10_000, 429, TimeSpan.FromSeconds(1), pathContains: "/eviction");
+        var rec = Removal("con-dnd-mid-drain", node, 1m);
+        actuator.OnPlan(PlanOf(rec));
+        await actuator.TickAsync(CancellationToken.None);
+        Assert.Equal(1, actuator.InFlightCounts.GetValueOrDefault("drain"));
+        Assert.True(IsCordoned(rig.Node(node)));
+
+        var template = rig.Demo.Api.Store.List("pods").Items.Select(p => p.ToJsonObject())
+            .First(p => p["spec"]?["nodeName"]?.GetValue<string>() == node && p["metadata"]?["ownerReferences"]?[0]?["kind"]?.GetValue<string>() == "ReplicaSet");
+        var pod = template.DeepClone().AsObject();
+        var name = template["metadata"]!["name"]!.GetValue<string>() + "-dnd";
+        var meta = pod["metadata"]!.AsObject();
+        meta["name"] = name;
+        meta["uid"] = Guid.NewGuid().ToString();
+        meta.Remove("resourceVersion");
+        meta["annotations"] = new JsonObject { ["karpenter.sh/do-not-disrupt"] = "true" };
+        Assert.NotNull(rig.Demo.Api.Store.TryCreate("pods", pod));
+        await rig.WaitAsync(() => rig.Model.PodsOn(node).Any(p => p.Name == name), "the new pod in the model", drive: false);
+
+        await actuator.TickAsync(CancellationToken.None);
+        Assert.Equal(1, actuator.Refusals.GetValueOrDefault("blocked"));
+        Assert.Equal($"failed: {node} became blocked during the drain (pod_do_not_disrupt); uncordoned", actuator.StateOf(rec.Id));
+        var after = rig.Node(node);
+        Assert.False(IsCordoned(after));
+        Assert.Null(after["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation]);
+        var kept = rig.Demo.Api.Store.Get("pods", template["metadata"]!["namespace"]!.GetValue<string>(), name)?.ToJsonObject();
+        Assert.NotNull(kept);
+        Assert.Null(kept["metadata"]?["deletionTimestamp"]);
+        Assert.NotNull(rig.Spot.Pool(pool));
+        Assert.Equal(0, actuator.Counts.GetValueOrDefault(("delete_pool", "succeeded")));
+    }
+
+    /// <summary>A consolidation of a node with pods onto one new node of the cheapest class that keeps the saving: started, its pool created.</summary>
+    private static async Task<(Actuator Actuator, Recommendation Rec, string Node, string NewPool, string NewClass)> ConsolidationOntoANewNodeAsync(
+        ActuationRig rig, ActuationOptions options, ManualClock clock)
+    {
+        // The demo's nodes are cheap: any saving at all is enough here.
+        rig.Thresholds = () => new RecommenderOptions { ReplaceThresholdPercent = 0, ReplaceThresholdDollars = 0 };
+        var actuator = await RecoveredAsync(rig, options, clock);
+        var node = await RemovableManagedNodeAsync(rig, withPods: true);
+        var view = rig.Model.Snapshot().Nodes.Single(n => n.Name == node);
+        var book = rig.Prices.Current;
+        var price = book.NodePrice(view.ServerClass, view.CapacityType)!.Value;
+        var cheap = book.Classes.Keys.Where(c => book.NodePrice(c, "spot") is { } p && p < price / 2 && options.Bids.Bid(book.Classes[c].Prices) is not null)
+            .OrderBy(c => book.NodePrice(c, "spot")).First();
+        var cheapPrice = book.NodePrice(cheap, "spot")!.Value;
+        var rec = new Recommendation("con-onto-new-node", RecommendationType.Consolidate, [node], [new NewNode(cheap, 1, cheapPrice)], [], [],
+            price, cheapPrice, 0, 0, -1, ["a test plan"]);
+        actuator.OnPlan(PlanOf(rec));
+        await actuator.TickAsync(CancellationToken.None);
+        var pool = Actuator.PoolName(rec.Id, 0);
+        Assert.True(rig.Spot.Pool(pool) is not null, actuator.StateOf(rec.Id));
+        return (actuator, rec, node, pool, cheap);
+    }
+
+    /// <summary>README: nodes of an operation in progress are not disrupted by another one. The new node of a consolidation still draining is refused.</summary>
+    [Fact]
+    public async Task TheNewNodeOfAnOperationInProgressIsNotDisruptedByAnother()
+    {
+        var options = Calm() with { MaxDisruptedNodes = 5 };
+        await using var rig = await ActuationRig.StartAsync(options);
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        var (actuator, rec, node, pool, _) = await ConsolidationOntoANewNodeAsync(rig, options, clock);
+        rig.Demo.Api.Faults.FailNext(10_000, 429, TimeSpan.FromSeconds(1), pathContains: "/eviction");
+        await rig.WaitAsync(() => rig.Model.Snapshot().Nodes.Any(n => n.Pool == pool && n.Ready), "the new node Ready", drive: false);
+        await actuator.TickAsync(CancellationToken.None);   // re-checked, cordoned, draining (its evictions held back)
+        Assert.True(actuator.InFlightCounts.GetValueOrDefault("drain") == 1, actuator.StateOf(rec.Id));
+        var fresh = rig.Model.Snapshot().Nodes.Single(n => n.Pool == pool).Name;
+
+        var other = Removal("con-the-new-node", fresh, 1m);
+        var before = Fingerprint(rig);
+        actuator.OnPlan(PlanOf(rec, other));
+        await actuator.TickAsync(CancellationToken.None);
+        Assert.Equal(1, actuator.Refusals.GetValueOrDefault("owned_by_operation"));
+        Assert.Equal($"refused: {fresh} belongs to an operation in progress", actuator.StateOf(other.Id));
+        Assert.False(IsCordoned(rig.Node(fresh)));
+        Assert.Equal(before, Fingerprint(rig));
+        Assert.Equal(1, actuator.Counts.GetValueOrDefault(("cordon", "succeeded")));
+        Assert.True(IsCordoned(rig.Node(node)));
+    }
+
+    /// <summary>
+    /// README: pre-emption. The new pool of a consolidation loses its bid while it is in flight: the operation ends with the
+    /// reason pool_preempted, and the node it was to replace is never cordoned.
+    /// </summary>
+    [Fact]
+    public async Task APoolPreemptedInFlightEndsItsOperationBeforeAnyDisruption()
+    {
+        var options = Calm() with { PoolSweep = TimeSpan.FromSeconds(1) };
+        await using var rig = await ActuationRig.StartAsync(options, provisioning: TimeSpan.FromSeconds(2));
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        var (actuator, rec, node, pool, cls) = await ConsolidationOntoANewNodeAsync(rig, options, clock);
+        var bid = decimal.Parse(rig.Spot.Pool(pool)!["spec"]!["bidPrice"]!.GetValue<string>(), System.Globalization.CultureInfo.InvariantCulture);
+        rig.Spot.SetMarketPrice(cls, bid + 0.05m);
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (actuator.StateOf(rec.Id) is not { } state || !state.StartsWith("failed", StringComparison.Ordinal))
+        {
+            Assert.True(DateTime.UtcNow < until, actuator.StateOf(rec.Id));
+            clock.Advance(TimeSpan.FromSeconds(2));
+            await actuator.TickAsync(CancellationToken.None);
+            await Task.Delay(50);
+        }
+        Assert.Contains($"pool {pool} lost its bid", actuator.StateOf(rec.Id));
+        Assert.Equal(1, actuator.Refusals.GetValueOrDefault("pool_preempted"));
+        Assert.Equal(0, actuator.Counts.GetValueOrDefault(("cordon", "succeeded")));
+        Assert.False(IsCordoned(rig.Node(node)));
+        Assert.Empty(Annotated(rig));
+        Assert.NotNull(rig.Spot.Pool(rig.Node(node)["metadata"]!["labels"]![SpotLabels.Pool]!.GetValue<string>()));
+    }
+
+    /// <summary>
+    /// A pod whose own terminationGracePeriodSeconds is 0 is evicted with a grace period of at least a second: the API
+    /// server marks it terminating first instead of deleting it at once (a force delete).
+    /// </summary>
+    [Fact]
+    public async Task APodWithAZeroGracePeriodIsEvictedGracefullyNeverForceDeleted()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        var actuator = await RecoveredAsync(rig, Calm() with { MaxGracePeriod = TimeSpan.FromMinutes(5) }, new ManualClock(DateTimeOffset.UtcNow));
+        var node = await RemovableManagedNodeAsync(rig, withPods: true);
+        var pods = rig.Model.PodsOn(node).Where(p => !p.IsOverhead).Select(p => (Ns: p.Namespace, p.Name)).ToList();
+        Assert.NotEmpty(pods);
+        foreach (var (ns, name) in pods)
+            rig.Demo.Api.Store.Update("pods", ns, name, p => { p["spec"]!["terminationGracePeriodSeconds"] = 0; return true; });
+        // The first write each pod sees once the drain starts: a graceful mark (its grace period) or an outright delete (-1).
+        var first = new System.Collections.Concurrent.ConcurrentDictionary<string, long>();
+        void Seen(ApiWrite w)
+        {
+            if (w.Resource == "pods" && pods.Contains((w.Namespace ?? "", w.Name)))
+                first.TryAdd(w.Name, w.Object is null ? -1 : w.Object["metadata"]?["deletionGracePeriodSeconds"]?.GetValue<long>() ?? -2);
+        }
+        rig.Demo.Api.Written += Seen;
+        try
+        {
+            actuator.OnPlan(PlanOf(Removal("con-zero-grace", node, 1m)));
+            await actuator.TickAsync(CancellationToken.None);   // cordoned, every pod evicted
+        }
+        finally { rig.Demo.Api.Written -= Seen; }
+        // Every pod the drain evicted (one behind a PDB at zero is refused with a 429 and not written).
+        Assert.NotEmpty(first);
+        Assert.All(first, kv => Assert.True(kv.Value == 1, $"{kv.Key}: first write {kv.Value} (-1: deleted at once)"));
+    }
+
+    /// <summary>
+    /// Recovery reconstructs what the cluster records, in a fresh process (its own model, caches and actuator): a drain
+    /// recorded with its step is resumed (the node stays cordoned, its operation drains on), one past --drain-timeout since
+    /// its cordon is resumed and rolled back at once, and a value without a step (an earlier release) or with an unknown
+    /// step is recognised as Karpetrack's and rolled back as before.
+    /// </summary>
+    [Theory]
+    [InlineData("con-0123456789ab;step=drain", 0, "resumed")]
+    [InlineData("con-0123456789ab;step=drain", 60, "timed out")]
+    [InlineData("con-0123456789ab", 0, "rolled back")]
+    [InlineData("con-0123456789ab;step=teleport", 0, "rolled back")]
+    public async Task AFreshProcessRecoversEachRecordedStep(string value, int minutesAgo, string expected)
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        rig.Detach(rig.Actuator);
+        var node = await RemovableManagedNodeAsync(rig, withPods: true);
+        // Evictions are held back, so a resumed drain is still draining after the first tick.
+        rig.Demo.Api.Faults.FailNext(10_000, 429, TimeSpan.FromSeconds(1), pathContains: "/eviction");
+        await rig.Kube.PatchNodeAsync(node, new JsonObject
+        {
+            ["metadata"] = new JsonObject
+            {
+                ["annotations"] = new JsonObject
+                {
+                    [Actuator.DisruptionAnnotation] = value,
+                    [Actuator.DisruptionSinceAnnotation] = DateTimeOffset.UtcNow.AddMinutes(-minutesAgo).UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'"),
+                },
+            },
+            ["spec"] = new JsonObject { ["unschedulable"] = true },
+        }, CancellationToken.None);
+        var process = await rig.NewProcessAsync(ActuationRig.Quick());
+        await rig.WaitAsync(() => process.Model.Snapshot().Nodes.Any(n => n.Name == node && !n.Schedulable), "the cordon seen", drive: false);
+        await process.StepAsync();
+        var after = rig.Node(node);
+        var state = process.Actuator.StateOf("con-0123456789ab");
+        switch (expected)
+        {
+            case "resumed":
+                Assert.True(IsCordoned(after));
+                Assert.Equal(value, after["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation]?.GetValue<string>());
+                Assert.Equal(1, process.Actuator.InFlightCounts.GetValueOrDefault("drain"));
+                Assert.StartsWith("in progress: ", state);
+                break;
+            case "timed out":
+                Assert.False(IsCordoned(after));
+                Assert.Null(after["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation]);
+                Assert.StartsWith("failed: the drain did not finish", state);
+                break;
+            default:
+                Assert.False(IsCordoned(after));
+                Assert.Null(after["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation]);
+                Assert.Null(state);
+                Assert.Empty(process.Actuator.InFlightCounts);
+                break;
+        }
+        Assert.NotNull(rig.Spot.Pool(after["metadata"]!["labels"]![SpotLabels.Pool]!.GetValue<string>()));
+    }
 }

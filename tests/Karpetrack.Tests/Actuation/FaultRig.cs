@@ -294,7 +294,7 @@ internal sealed class FaultRig : IAsyncDisposable
             if (annotations is not null && annotations.TryGetPropertyValue(Actuator.DisruptionAnnotation, out var value))
             {
                 step = value is null ? "uncordon" : "cordon";
-                op = value?.GetValue<string>() ?? DisruptionOf(NodeNamed(r.Path["/api/v1/nodes/".Length..].Split('?')[0]) ?? new JsonObject());
+                op = (value?.GetValue<string>() is { } v ? DisruptionRecord.Parse(v).RecommendationId : null) ?? DisruptionOf(NodeNamed(r.Path["/api/v1/nodes/".Length..].Split('?')[0]) ?? new JsonObject());
             }
         }
         var type = op is null ? "" : ProcessNamed(r.Caller)?.Seen.GetValueOrDefault(op)?.Type.ToString() ?? op.Split('-')[0];
@@ -303,7 +303,9 @@ internal sealed class FaultRig : IAsyncDisposable
 
     public IEnumerable<JsonObject> Nodes() => Demo.Api.Store.List("nodes").Items.Select(n => n.ToJsonObject());
 
-    public static string? DisruptionOf(JsonObject node) => node["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation]?.GetValue<string>();
+    /// <summary>The recommendation a node's disruption annotation names (the recorded step, if any, left off).</summary>
+    public static string? DisruptionOf(JsonObject node) =>
+        node["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation]?.GetValue<string>() is { } v ? DisruptionRecord.Parse(v).RecommendationId : null;
 
     public static bool IsCordoned(JsonObject node) => node["spec"]?["unschedulable"]?.GetValue<bool>() == true;
 

@@ -27,6 +27,40 @@ internal static class Background
         }
     }
 
+    /// <summary>
+    /// Runs <paramref name="work"/> on a thread of its own, lowered, and completes with its result. The lowered thread
+    /// runs nothing but the work and ends with it: on Linux a new thread inherits the nice value of the thread that
+    /// creates it, and the thread pool starts a new worker on whichever thread queues work, so a lowered thread that
+    /// queued a continuation or a work item could leave a pool worker at nice 10 for the life of the process, serving
+    /// scrapes and calls at a tenth of the share. So the work must not queue anything (no tasks, no awaits), and the
+    /// end is signalled through a wait handle that a wait thread of the pool, not the lowered one, turns into the task.
+    /// </summary>
+    public static Task<T> RunLowered<T>(Func<T> work)
+    {
+        var done = new ManualResetEvent(false);
+        var finished = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        T result = default!;
+        System.Runtime.ExceptionServices.ExceptionDispatchInfo? failure = null;
+        RegisteredWaitHandle? registration = null;
+        registration = ThreadPool.RegisterWaitForSingleObject(done, (_, _) =>
+        {
+            registration!.Unregister(null);
+            done.Dispose();
+            if (failure is not null) finished.SetException(failure.SourceException);
+            else finished.SetResult(result);
+        }, null, Timeout.Infinite, executeOnlyOnce: true);
+        var thread = new Thread(() =>
+        {
+            LowerCurrentThread();
+            try { result = work(); }
+            catch (Exception e) { failure = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e); }
+            done.Set();
+        })
+        { IsBackground = true, Name = "karpetrack lowered" };
+        thread.Start();
+        return finished.Task;
+    }
+
     private const int PrioProcess = 0;   // with a thread id as `who`, Linux applies it to that thread only
 
     [DllImport("libc", SetLastError = true)]

@@ -60,34 +60,44 @@ public sealed class RecommenderLoop
     public (double Sum, long Count) Durations => (durations.Sum, durations.Count);
 
     /// <summary>One run now on the calling thread, whatever the timers say (tests and benchmarks).</summary>
-    public Plan RunOnce() => Run(background: false);
+    public Plan RunOnce() => Publish(Compute(Copy()));
 
-    private Plan Run(bool background)
+    /// <summary>What one run reads, copied at once: the copies hold the model's lock, so they run at normal priority.</summary>
+    private sealed record Inputs(long Started, DateTimeOffset Now, ClusterSnapshot Snap, PodFacts[] Pods, PdbRecord[] Pdbs,
+        DaemonSetRecord[] DaemonSets, IReadOnlyList<InFlightNode>? Provisioning, PriceBook Book);
+
+    private Inputs Copy()
     {
         var started = clock.GetTimestamp();
         var now = clock.GetUtcNow();   // the time of the snapshot: node ages (--expire-after) and removable-since are measured to it
-        var snap = model.Snapshot();
-        var pods = model.Pods();
-        var pdbs = model.Pdbs.All();
-        var daemonSets = model.DaemonSets.All();
-        var provisioning = inFlight?.Invoke();
-        var book = prices.Current;
-        // The copies above hold the model's lock, so they run at normal priority; the plan itself
-        // is computed below the serving threads, so a scrape or an API call never waits for it.
-        if (background) Background.LowerCurrentThread();
+        return new Inputs(started, now, model.Snapshot(), model.Pods(), model.Pdbs.All(), model.DaemonSets.All(), inFlight?.Invoke(), prices.Current);
+    }
+
+    /// <summary>
+    /// The plan itself: pure computation over the copies (in the loop, on a lowered thread of its own, so a scrape or an
+    /// API call never waits for it; nothing here may queue work to the thread pool, see <see cref="Background.RunLowered"/>).
+    /// </summary>
+    private (Plan Plan, Inputs Input) Compute(Inputs i)
+    {
         var o = options();
-        var next = Recommender.Recommend(snap, pods, pdbs, daemonSets, book, o, provisioning, now);
+        var next = Recommender.Recommend(i.Snap, i.Pods, i.Pdbs, i.DaemonSets, i.Book, o, i.Provisioning, i.Now);
         // The cost outlook (today, after the recommendations, the lower bound) comes with every published plan.
         // A failure there loses the outlook (its series absent), never the plan.
-        try { next = ClusterCosts.WithOutlook(next, snap, pods, daemonSets, book, o); }
+        try { next = ClusterCosts.WithOutlook(next, i.Snap, i.Pods, i.DaemonSets, i.Book, o); }
         catch (Exception e) when (e is not (OutOfMemoryException or OperationCanceledException))
         {
             log.LogError(e, "recommender: the cost outlook failed; publishing the plan without it");
         }
         // Still published while their nodes wait out --consolidate-after, but marked so that the actuator leaves them alone.
-        next = Waits.Apply(next, o.Pools, now);
-        var seconds = clock.GetElapsedTime(started).TotalSeconds;
-        lock (gate) { plan = next; planBook = book; }
+        return (Waits.Apply(next, o.Pools, i.Now), i);
+    }
+
+    /// <summary>Makes a computed plan current and tells the listeners (on a serving-priority thread).</summary>
+    private Plan Publish((Plan Plan, Inputs Input) run)
+    {
+        var (next, i) = run;
+        var seconds = clock.GetElapsedTime(i.Started).TotalSeconds;
+        lock (gate) { plan = next; planBook = i.Book; }
         durations.Observe(seconds);
         MarkRun();
         log.LogDebug("recommender: {Count} recommendations in {Ms:0.0} ms", next.Recommendations.Count, seconds * 1000);
@@ -162,20 +172,19 @@ public sealed class RecommenderLoop
             nextTimer = now + interval;
             try
             {
-                // A thread of its own, lowered once the model is copied (see Run).
-                await Task.Factory.StartNew(() => Run(background: true),
-                    ct, TaskCreationOptions.LongRunning, TaskScheduler.Default).ConfigureAwait(false);
+                // The copies here, the plan on a lowered thread of its own, the publishing back here.
+                var input = Copy();
+                ct.ThrowIfCancellationRequested();
+                Publish(await Background.RunLowered(() => Compute(input)).ConfigureAwait(false));
                 // A run over a large cluster allocates tens of MB that the runtime would otherwise keep
                 // committed until the next run: give it back. Not on the lowered thread: every thread
                 // waits for a blocking collection, so it must not queue behind other processes' work.
-                // (The await above may continue on that thread, hence the pool.)
                 // The run's native garbage (JIT, type loads) goes back too: malloc keeps freed memory otherwise.
                 if (model.PodCount >= 20_000)
-                    await Task.Run(() =>
-                    {
-                        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
-                        NativeHeap.Trim();
-                    }, ct).ConfigureAwait(false);
+                {
+                    GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+                    NativeHeap.Trim();
+                }
             }
             catch (OperationCanceledException) { return; }
             catch (Exception e) when (e is not OutOfMemoryException)

@@ -48,21 +48,44 @@ public sealed class BackgroundTests
     }
 
     [Fact]
-    public async Task RecommenderRunsBelowServingThreads()
+    public async Task RecommenderComputesBelowServingThreadsAndPublishesAtTheirs()
     {
         var status = new ReflectorStatus("pods");
         status.MarkSynced("1", DateTimeOffset.UtcNow);
         // A book from the feed: the first plan waits for one (the embedded snapshot alone is not a first read).
         using var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: Scenario.Book);
+        int computedAt = -1;
+        // The options are read by the computation itself, so they see the nice value the plan is computed at.
         var loop = new RecommenderLoop(new(new ClusterModel(ResourceTable.Default), prices, [status]),
-            new(() => new RecommenderOptions(), TimeSpan.FromSeconds(30)), NullLogger.Instance);
-        var nice = new TaskCompletionSource<int>();
-        loop.PlanChanged += _ => nice.TrySetResult(ThreadNice());   // raised on the run's own thread
+            new(() => { computedAt = ThreadNice(); return new RecommenderOptions(); }, TimeSpan.FromSeconds(30)), NullLogger.Instance);
+        int serving = OnNewThread(ThreadNice);
+        var published = new TaskCompletionSource<int>();
+        // The listeners (gRPC watches, the actuator) run where the plan is published: a serving thread, never the lowered one,
+        // whose continuations would start pool workers that inherit its nice value (the defect this pins: they did).
+        loop.PlanChanged += _ => published.TrySetResult(ThreadNice());
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
         var running = loop.RunAsync(cts.Token);
-        Assert.Equal(Background.Nice, await nice.Task.WaitAsync(cts.Token));
+        int publishedAt = await published.Task.WaitAsync(cts.Token);
         await cts.CancelAsync();
         await running;
+        Assert.Equal(Background.Nice, computedAt);
+        Assert.Equal(serving, publishedAt);
+    }
+
+    [Fact]
+    public async Task RunLoweredRunsTheWorkLoweredAndItsCallerContinuesAtItsOwnPriority()
+    {
+        int serving = OnNewThread(ThreadNice);
+        Assert.True(serving < Background.Nice, "the test needs a process running above nice 10");
+        Assert.Equal(Background.Nice, await Background.RunLowered(ThreadNice));
+        Assert.Equal(serving, ThreadNice());   // the continuation: queued by the pool's wait thread, not the lowered one
+        // Pool work queued after many lowered runs still starts at the serving priority (a worker spawned by a
+        // lowered thread would not).
+        for (int i = 0; i < 20; i++) await Background.RunLowered(() => i);
+        var nices = await Task.WhenAll(Enumerable.Range(0, 64).Select(_ => Task.Run(() => { Thread.Sleep(5); return ThreadNice(); })));
+        Assert.All(nices, n => Assert.Equal(serving, n));
+        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => Background.RunLowered<int>(() => throw new InvalidOperationException("boom")));
+        Assert.Equal("boom", e.Message);
     }
 
     [Fact]

@@ -114,10 +114,10 @@ public sealed partial class Actuator
         var snap = model.Snapshot();
         var ready = snap.Nodes.Where(n => n.Ready && n.Pool.Length > 0).Select(n => n.Pool).ToHashSet(StringComparer.Ordinal);
         int joined = op.NewPools.Count(p => ready.Contains(p.Pool));
-        if (joined < op.NewPools.Count && (op.Adopted || clock.GetUtcNow() - op.Started > options.ProvisioningTimeout))
+        if (joined < op.NewPools.Count)
         {
-            // The snapshot holds only nodes matching --node-selector: before calling a pool late (or an
-            // adopted one joined), ask the unfiltered view.
+            // The snapshot holds only nodes matching --node-selector, which may hide the new nodes: ask the unfiltered view
+            // (read once per tick) before waiting on, so a provision ends when its nodes are Ready, not at the timeout.
             var owned = await ViewAsync(ct).ConfigureAwait(false);
             joined = op.NewPools.Count(p => ready.Contains(p.Pool) || owned.HasReadyNode(p.Pool));
         }

@@ -82,7 +82,7 @@ public sealed class SafetyPolicy(ActuationOptions options)
             (SafetyWrite.CreatePool, _) => ManagedCapacity(w),
             // New nodes Ready, right before the first disruptive step: checked again against live state.
             (SafetyWrite.Cordon, OperationStep.WaitReady) =>
-                Global(w) ?? Preempted(op!, w) ?? Budget(op!.Rec, w) ?? (BuysNodes(op.Rec) ? Savings(op.Rec, w) : null) ?? Live(op.Rec, w),
+                Global(w) ?? Preempted(op!, w) ?? Budget(op!.Rec, w) ?? (BuysNodes(op.Rec) && !op.Rec.Expired ? Savings(op.Rec, w) : null) ?? Live(op.Rec, w),
             (SafetyWrite.Cordon, _) => null,
             (SafetyWrite.Evict, _) => BlockedMidDrain(w),
             (SafetyWrite.DeletePool, _) => LastBeforeDelete(w),
@@ -146,6 +146,9 @@ public sealed class SafetyPolicy(ActuationOptions options)
             var live = LiveDisruptionBlockers(w, name);
             if (live.Count > 0) return new(RefusalReason.Blocked, $"{name} is blocked: {live[0].Reason}{(live[0].Pods.Count > 0 ? " (" + live[0].Pods[0] + ")" : "")}");
         }
+        // --expire-after: a node past its age is replaced because of its age, whatever that saves (the recommender
+        // chose the cheapest new nodes its pods fit on); every check above still holds.
+        if (r.Expired) return null;
         if (r.SavingsPerHour <= 0) return new(RefusalReason.SavesNothing, "it saves nothing");
         return BuysNodes(r) ? Savings(r, w) : null;
     }

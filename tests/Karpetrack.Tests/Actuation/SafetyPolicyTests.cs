@@ -112,6 +112,12 @@ public class SafetyPolicyTests
             new Recommendation("con-0", RecommendationType.Consolidate, ["n1"], [], [], [], 1m, 1m, 0, 0, -1, ["test"]));
         yield return new("a replacement onto the cheapest class", SafetyWrite.CreatePool, Planned, Same, null, Replacement(Cheap));
         yield return new("a replacement that saves too little now", SafetyWrite.CreatePool, Planned, Same, RefusalReason.SavingBelowThreshold, Replacement(Dear));
+        yield return new("an expired node's replacement that saves nothing", SafetyWrite.CreatePool, Planned, Same, null,
+            new Recommendation("rep-0", RecommendationType.Replace, ["n1"], [new NewNode(Dear, 1, 0)], [], [], 1m, 1m, 0, 0, -1, ["expired: test"]) { Expired = true });
+        yield return new("an expired node's replacement is still blocked live", Start, Planned,
+            w => w with { LiveBlockers = _ => Blockers(BlockerReasons.PodDoNotDisrupt) }, RefusalReason.Blocked, Replacement(Dear) with { Expired = true });
+        yield return new("re-check: an expired node's replacement that saves too little", SafetyWrite.Cordon, OperationStep.WaitReady, Same, null,
+            Replacement(Dear) with { Expired = true });
         yield return new("a replacement onto a class without a price", SafetyWrite.CreatePool, Planned, Same, RefusalReason.NoPrice, Replacement("no.such-class"));
 
         // Before each pool create.

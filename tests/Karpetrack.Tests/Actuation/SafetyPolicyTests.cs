@@ -1,4 +1,4 @@
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Actuation;
 
 /// <summary>
 /// The safety policy as a table: for each rule, a world one change away from a passing one that it refuses with its

@@ -2,7 +2,7 @@ using System.Text.Json.Nodes;
 using Karpetrack.Simulation;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Actuation;
 
 /// <summary>
 /// The defects of issue 16 that disrupted running workloads, each reproduced on the rig: ownership

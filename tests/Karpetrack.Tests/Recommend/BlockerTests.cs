@@ -1,4 +1,4 @@
-using static Karpetrack.Tests.Scenario;
+using static Karpetrack.Tests.Recommend.Scenario;
 
 namespace Karpetrack.Tests.Recommend;
 

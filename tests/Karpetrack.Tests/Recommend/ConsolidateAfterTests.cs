@@ -1,5 +1,5 @@
 using Microsoft.Extensions.Logging.Abstractions;
-using static Karpetrack.Tests.Scenario;
+using static Karpetrack.Tests.Recommend.Scenario;
 
 namespace Karpetrack.Tests.Recommend;
 

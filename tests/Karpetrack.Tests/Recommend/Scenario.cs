@@ -1,4 +1,4 @@
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Recommend;
 
 /// <summary>A small cluster built by hand, priced with the real 2026-08-17 feed snapshot (us-east-iad-1).</summary>
 internal sealed class Scenario

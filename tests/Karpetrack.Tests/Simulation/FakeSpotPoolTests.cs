@@ -7,7 +7,7 @@ using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Karpetrack.Simulation;
 using Microsoft.Extensions.Logging.Abstractions;
-using static Karpetrack.Tests.SpotTestKit;
+using static Karpetrack.Tests.Spot.SpotTestKit;
 
 namespace Karpetrack.Tests.Simulation;
 

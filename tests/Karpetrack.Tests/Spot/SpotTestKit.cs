@@ -8,7 +8,7 @@ using System.Text.RegularExpressions;
 using Karpetrack.Simulation;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Spot;
 
 /// <summary>Runs a callback before each request leaves the client: another writer racing us, seen from the wire.</summary>
 internal sealed class Interceptor(Func<HttpRequestMessage, Task> before) : DelegatingHandler(new SocketsHttpHandler())

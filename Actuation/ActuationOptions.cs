@@ -115,6 +115,13 @@ public sealed record ActuationOptions
     public TimeSpan MaxGracePeriod { get; init; } = TimeSpan.FromMinutes(5);
     /// <summary>A plan older than this is not acted on (the recommender has stopped, or is stuck).</summary>
     public TimeSpan MaxPlanAge { get; init; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>
+    /// How long a synced cache may go without an open watch or a completed list before nothing is acted on (refusal
+    /// caches_stale): longer than the reflector's back-off after a dropped watch, short enough that a frozen cache
+    /// never drives a cordon or a delete.
+    /// </summary>
+    public static readonly TimeSpan CacheOutOfTouchLimit = TimeSpan.FromMinutes(2);
     public MaintenanceWindow? Window { get; init; }
     public string? ApproveTokenFile { get; init; }
     /// <summary>A recommendation that failed (or whose pods are still pending after it succeeded) is tried again after this.</summary>

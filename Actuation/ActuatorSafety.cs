@@ -27,6 +27,7 @@ public sealed partial class Actuator
             {
                 Now = now,
                 CachesSynced = caches.All(c => c.Synced),
+                StaleCaches = caches.Where(c => c.Synced && !c.InTouch(ActuationOptions.CacheOutOfTouchLimit)).Select(c => c.Resource).ToList(),
                 PriceBookStale = prices.Stale,
                 CircuitOpen = spot is { CircuitOpen: true },
                 PlanAt = planAt,

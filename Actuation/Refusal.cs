@@ -28,6 +28,8 @@ public enum RefusalReason
     PoolPreempted,
     /// <summary>The leadership term ended: no write at all (the tick is cancelled, never counted).</summary>
     LeaseLost,
+    /// <summary>A cache synced once but has been out of touch with the API server (no watch, no list) past the limit.</summary>
+    CachesStale,
     // Skips of clean-up writes (an uncordon, the DELETE of a pool without a node): not counted, the pool sweep tries again.
     ViewUnavailable,
     PoolHasNodes,
@@ -64,6 +66,7 @@ public sealed record Refusal(RefusalReason Reason, string Message)
         RefusalReason.PodsNotEvicted => "pods_not_evicted",
         RefusalReason.PoolPreempted => "pool_preempted",
         RefusalReason.LeaseLost => "lease_lost",
+        RefusalReason.CachesStale => "caches_stale",
         RefusalReason.ViewUnavailable => "view_unavailable",
         RefusalReason.PoolHasNodes => "pool_has_nodes",
         RefusalReason.NotManaged => "not_managed",

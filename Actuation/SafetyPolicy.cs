@@ -27,6 +27,8 @@ public sealed record SafetyWorld
     /// <summary>The leadership term this write would run on has ended (the lease was lost or its renew deadline passed).</summary>
     public bool TermEnded { get; init; }
     public bool CachesSynced { get; init; } = true;
+    /// <summary>The resources whose synced cache has been out of touch with the API server for longer than the limit.</summary>
+    public IReadOnlyList<string> StaleCaches { get; init; } = [];
     public bool PriceBookStale { get; init; }
     public bool CircuitOpen { get; init; }
     /// <summary>When the plan being acted on arrived; null: none yet.</summary>
@@ -96,6 +98,8 @@ public sealed class SafetyPolicy(ActuationOptions options)
     public Refusal? Global(SafetyWorld w)
     {
         if (!w.CachesSynced) return new(RefusalReason.CachesUnsynced, "the caches have not synced");
+        if (w.StaleCaches.Count > 0)
+            return new(RefusalReason.CachesStale, $"the {string.Join(", ", w.StaleCaches)} cache has had no watch for over {ActuationOptions.CacheOutOfTouchLimit.TotalSeconds:0} s");
         if (w.PriceBookStale) return new(RefusalReason.PriceBookStale, "the price book is stale");
         if (w.CircuitOpen) return new(RefusalReason.CircuitOpen, "the Spot API circuit breaker is open");
         if (options.Mode is ActuationMode.Approve or ActuationMode.Auto && w.PlanAt is { } at && w.Now - at > options.MaxPlanAge)

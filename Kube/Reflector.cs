@@ -58,10 +58,29 @@ public sealed class ReflectorStatus
     public long DecodeErrors => (long)decodeErrors.Value;
     public long Events { get; private set; }
 
+    /// <summary>
+    /// Since when the cache has had no open watch nor a completed list (null while one is open): a cache that once synced
+    /// but cannot reach the API server any more is frozen, however "synced" it says it is.
+    /// </summary>
+    public DateTimeOffset? OutOfTouchSince { get; private set; }
+
+    /// <summary>Synced, and not out of touch with the API server for longer than <paramref name="limit"/> (by this status's clock).</summary>
+    public bool InTouch(TimeSpan limit)
+    {
+        var now = clock.GetUtcNow();
+        lock (gate) return Synced && (OutOfTouchSince is not { } since || now - since <= limit);
+    }
+
     public void MarkSynced(string? rv, DateTimeOffset now)
     {
-        lock (gate) { Synced = true; ResourceVersion = rv; LastEventAt = now; }
+        lock (gate) { Synced = true; ResourceVersion = rv; LastEventAt = now; OutOfTouchSince = null; }
         synced.Set(1);
+    }
+
+    /// <summary>A watch stream is open (the server answered it): the cache follows the API server again.</summary>
+    public void WatchOpened()
+    {
+        lock (gate) OutOfTouchSince = null;
     }
 
     public void Received(string? rv, DateTimeOffset now)
@@ -80,6 +99,7 @@ public sealed class ReflectorStatus
         lock (gate)
         {
             if (!restarts.TryGetValue(reason, out counter)) restarts[reason] = counter = restartsFamily.WithLabels(Resource, reason);
+            OutOfTouchSince ??= clock.GetUtcNow();
         }
         counter.Inc();
     }
@@ -289,6 +309,7 @@ public sealed class Reflector<T> where T : class
         var query = Query(("watch", "1"), ("resourceVersion", fromRv), ("allowWatchBookmarks", "true"),
             ("timeoutSeconds", timeoutSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture)));
         using var response = await client.GetAsync(query, watchCts.Token).ConfigureAwait(false);
+        Status.WatchOpened();
         await using var stream = await response.Content.ReadAsStreamAsync(watchCts.Token).ConfigureAwait(false);
         using var window = new StreamWindow(stream, initialSize: 64 * 1024);
         var parser = new WatchParser<T>(decoder);

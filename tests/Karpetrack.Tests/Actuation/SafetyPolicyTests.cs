@@ -71,6 +71,7 @@ public class SafetyPolicyTests
         const OperationStep Planned = OperationStep.Planned;
         yield return new("everything fine", Start, Planned, Same, null);
         yield return new("caches unsynced", Start, Planned, w => w with { CachesSynced = false }, RefusalReason.CachesUnsynced);
+        yield return new("a cache out of touch with the API server", Start, Planned, w => w with { StaleCaches = ["pods"] }, RefusalReason.CachesStale);
         yield return new("price book stale", Start, Planned, w => w with { PriceBookStale = true }, RefusalReason.PriceBookStale);
         yield return new("circuit open", SafetyWrite.CreatePool, Planned, w => w with { CircuitOpen = true }, RefusalReason.CircuitOpen,
             new Recommendation("prov-1", RecommendationType.Provision, [], [new NewNode(Cheap, 1, 0)], [], ["default/p"], 0, 0, 0, 0, -1, ["test"]));

@@ -142,6 +142,46 @@ public sealed class ReflectorTests : IAsyncLifetime
     }
 
     [Fact]
+    public void AStatusOutOfTouchPastTheLimitIsNoLongerInTouchUntilAWatchOpens()
+    {
+        var clock = new ManualClock(new DateTimeOffset(2026, 12, 7, 8, 0, 0, TimeSpan.Zero));
+        var status = new ReflectorStatus("pods", clock: clock);
+        Assert.False(status.InTouch(TimeSpan.FromMinutes(2)));   // never synced
+        status.MarkSynced("1", clock.Now);
+        Assert.True(status.InTouch(TimeSpan.FromMinutes(2)));
+        status.Restarted("network_error");
+        clock.Advance(TimeSpan.FromSeconds(90));
+        status.Restarted("http_error");   // a second failure does not move the start of the outage
+        clock.Advance(TimeSpan.FromSeconds(30));
+        Assert.True(status.InTouch(TimeSpan.FromMinutes(2)));
+        clock.Advance(TimeSpan.FromSeconds(1));
+        Assert.False(status.InTouch(TimeSpan.FromMinutes(2)));
+        Assert.Equal(clock.Now.AddSeconds(-121), status.OutOfTouchSince);
+        status.WatchOpened();
+        Assert.True(status.InTouch(TimeSpan.FromMinutes(2)));
+        Assert.Null(status.OutOfTouchSince);
+    }
+
+    [Fact]
+    public async Task AReflectorThatCannotWatchIsOutOfTouchUntilItWatchesAgain()
+    {
+        Start();
+        await Converged("initial list");
+        await WatchesOpen();
+        Assert.Null(podStatus.OutOfTouchSince);
+        // Every watch request fails (and the lists: a failed watch relists): the cache stays synced, but frozen.
+        server.Faults.FailNext(1_000, 500, pathContains: "/api/v1/pods");
+        server.Faults.CloseAllWatches();
+        await WaitFor(() => podStatus.OutOfTouchSince is not null && podStatus.TotalRestarts >= 2,
+            () => $"out of touch since {podStatus.OutOfTouchSince}, restarts {podStatus.TotalRestarts}");
+        Assert.True(podStatus.Synced);
+        Assert.False(podStatus.InTouch(TimeSpan.Zero));
+        server.Faults.Clear();
+        await WaitFor(() => podStatus.OutOfTouchSince is null, () => $"still out of touch since {podStatus.OutOfTouchSince}");
+        Assert.True(podStatus.InTouch(TimeSpan.Zero));
+    }
+
+    [Fact]
     public async Task WatchClosedMidStreamResumesWithoutRelisting()
     {
         Start();

@@ -91,6 +91,22 @@ internal sealed class CallerHandler(string caller) : DelegatingHandler(new Socke
 }
 
 /// <summary>
+/// The clock of a process's Spot client on the rig: it reads the rig's time, so that what the client measures on
+/// it (the circuit breaker's cool-down, the token's expiry, the rate bucket) passes as the rig's steps pass, as it
+/// does for the actuator and the fakes; its timers run on real time, so that a wait inside a request (a backoff, a
+/// Retry-After), which the tick awaits and the rig cannot step past meanwhile, still ends. Left on real time, the
+/// breaker stayed open for as many rig steps as the machine ran in its cool-down: the faster the steps (a warm
+/// process, the whole class run), the more of a run's steps went by with every Spot call refused.
+/// </summary>
+internal sealed class RigTimeRealTimers(TimeProvider rig) : TimeProvider
+{
+    public override DateTimeOffset GetUtcNow() => rig.GetUtcNow();
+
+    public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period) =>
+        System.CreateTimer(callback, state, dueTime, period);
+}
+
+/// <summary>
 /// The demo rig for fault injection: the embedded API server and the Spot fake (pools deleted
 /// asynchronously, as the real API may), both journalling every write with its caller, a hand-moved
 /// clock for the fake cloud's timers, the pods' grace periods and every actuator, and any number of
@@ -206,7 +222,7 @@ internal sealed class FaultRig : IAsyncDisposable
             BreakerCooldown = TimeSpan.FromMilliseconds(300),
             // The fake has no rate limit; the client's own (5/s) would make each tick wait on real time.
             RatePerSecond = 10_000, Burst = 10_000,
-        }, SpotApiServer.DemoRefreshToken, NullLogger.Instance, handler: new CallerHandler(name));
+        }, SpotApiServer.DemoRefreshToken, NullLogger.Instance, clock: new RigTimeRealTimers(Clock), handler: new CallerHandler(name));
         var p = new FaultProcess(name, kube, spot);
         var t = ResourceTable.Default;
         var model = p.Model;

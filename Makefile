@@ -34,7 +34,7 @@ test-deps:
 bench: build
 	@if [ "$(ARGS)" = "faults" ]; then \
 	  KARPETRACK_FAULT_SWEEP=full $(DOTNET) test tests/Karpetrack.Tests/Karpetrack.Tests.csproj -c $(CONFIG) -nologo \
-	    --filter "FullyQualifiedName~Karpetrack.Tests.FaultInjectionTests" --logger "console;verbosity=detailed"; \
+	    --filter "FullyQualifiedName~Karpetrack.Tests.Actuation.FaultInjectionTests" --logger "console;verbosity=detailed"; \
 	else \
 	  $(DOTNET) run -c Release --project bench/Karpetrack.Bench/Karpetrack.Bench.csproj -- $(ARGS); \
 	fi

@@ -3,7 +3,7 @@ using Karpetrack.Simulation;
 using Microsoft.Extensions.Logging.Abstractions;
 using Xunit.Abstractions;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Actuation;
 
 /// <summary>
 /// Issue 16's proof: the demo rig (embedded API server, Spot fake deleting pools asynchronously) in

@@ -3,7 +3,7 @@ using System.Text.Json.Nodes;
 using Karpetrack.Simulation;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Karpetrack.Tests;
+namespace Karpetrack.Tests.Actuation;
 
 /// <summary>A counted write: its step, the operation it served, and that operation's type (Provision, Replace, Consolidate, DeleteEmpty).</summary>
 internal sealed record WriteLabel(string Step, string Operation, string Type)

@@ -17,7 +17,12 @@ internal sealed record Command(Recommendation? Recommendation, IReadOnlyList<Roo
 internal sealed record Keep(string Node, Blocker Blocker) : Decision;
 
 /// <summary>Provisioning's command, with the pods it cannot place and the plan's provisioning cost and its lower bound.</summary>
-internal sealed record Provisioned(Command Command, IReadOnlyList<(string Pod, string Reason)> Unplaceable, decimal CostPerHour, decimal LowerBoundPerHour) : Decision;
+internal sealed record Provisioned(Command Command, IReadOnlyList<(string Pod, string Reason)> Unplaceable, decimal CostPerHour, decimal LowerBoundPerHour) : Decision
+{
+    /// <summary>The two bounds behind <see cref="LowerBoundPerHour"/> (<see cref="PackingSolution.ResourceBound"/>, <see cref="PackingSolution.ConfigurationBound"/>).</summary>
+    public decimal ResourceBoundPerHour { get; init; }
+    public decimal ConfigurationBoundPerHour { get; init; }
+}
 
 /// <summary>A recommendation's hourly costs: of what it removes, of what it buys, and the lower bound of the latter.</summary>
 internal readonly record struct Costs(decimal Current, decimal New, decimal LowerBound);

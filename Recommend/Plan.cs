@@ -59,5 +59,13 @@ public sealed record Plan(
     /// <summary>Today's cost, the cost after every recommendation, the lower bound; null when the plan was made without them (tests, Empty).</summary>
     public ClusterCosts? Costs { get; init; }
 
+    /// <summary>
+    /// The two bounds behind <see cref="ProvisioningLowerBoundPerHour"/>: the resource (dual) LP's, and Farley's bound of the
+    /// configuration LP (0 when column generation did not run). 0 without pending pods (or when the plan was made without them).
+    /// </summary>
+    public decimal ProvisioningResourceBoundPerHour { get; init; }
+    /// <inheritdoc cref="ProvisioningResourceBoundPerHour"/>
+    public decimal ProvisioningConfigurationBoundPerHour { get; init; }
+
     public static readonly Plan Empty = new([], new Dictionary<string, IReadOnlyList<Blocker>>(), [], 0, 0, "");
 }

@@ -34,7 +34,7 @@ internal sealed class PlanState
     private readonly Dictionary<string, List<Blocker>> blockers = new(StringComparer.Ordinal);
     private readonly List<Recommendation> recommendations = [];
     private IReadOnlyList<(string Pod, string Reason)> unplaceable = [];
-    private decimal provisioningCost, provisioningBound;
+    private decimal provisioningCost, provisioningBound, resourceBound, configurationBound;
     // A run over a large cluster allocates hundreds of MB: collect its young garbage as it goes
     // rather than letting the runtime's gen0 budget (sized from the L3 cache) commit it all.
     private readonly AllocationPacer pacer = new(16 << 20);
@@ -130,6 +130,7 @@ internal sealed class PlanState
                 Apply(p.Command);
                 unplaceable = p.Unplaceable;
                 (provisioningCost, provisioningBound) = (p.CostPerHour, p.LowerBoundPerHour);
+                (resourceBound, configurationBound) = (p.ResourceBoundPerHour, p.ConfigurationBoundPerHour);
                 break;
             case Command c:
                 foreach (var claim in c.Claims) Room.Take(claim);
@@ -154,6 +155,10 @@ internal sealed class PlanState
             .ToList();
         var kept = blockers.Where(kv => !claimed.Contains(kv.Key))
             .ToDictionary(kv => kv.Key, kv => (IReadOnlyList<Blocker>)kv.Value, StringComparer.Ordinal);
-        return new Plan(ordered, kept, unplaceable, provisioningCost, provisioningBound, Region);
+        return new Plan(ordered, kept, unplaceable, provisioningCost, provisioningBound, Region)
+        {
+            ProvisioningResourceBoundPerHour = resourceBound,
+            ProvisioningConfigurationBoundPerHour = configurationBound,
+        };
     }
 }

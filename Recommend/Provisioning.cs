@@ -21,7 +21,7 @@ internal static class Provisioning
                 if (!pools.Tolerated(pending[solution.Unplaced[k].Item].Shape.Tolerations))
                     lost[k] = (lost[k].Item1, lost[k].Item2 + "; it does not tolerate the taints of new pools (--pool-taints)");
         var claims = packed.Claims();
-        if (solution.NewBins.Count == 0) return new Provisioned(new Command(null, claims), lost, 0, solution.LowerBound);
+        if (solution.NewBins.Count == 0) return Result(new Command(null, claims), lost, 0, solution);
 
         var capacity = packed.NewNodes();
         // Runaway protection: nothing is bought past the managed capacity limits; the pods that needed new nodes say why.
@@ -29,7 +29,7 @@ internal static class Provisioning
         {
             foreach (var (i, _) in capacity.Placements()) lost.Add((PodRules.Describe(pending[i]), refusal));
             lost.Sort((a, b) => string.CompareOrdinal(a.Item1, b.Item1));
-            return new Provisioned(new Command(null, claims), lost, 0, solution.LowerBound);
+            return Result(new Command(null, claims), lost, 0, solution);
         }
         // Each pod's name is built once, and each sort done once: a plan for 100k pending pods is mostly names and sorts.
         var moves = new List<PodMove>(pending.Length);
@@ -40,8 +40,11 @@ internal static class Provisioning
         var costs = new Costs(0, solution.Cost, solution.LowerBound);
         var rec = Recommendations.Build(RecommendationType.Provision, [], capacity.Nodes, moves, served, costs, Disruption.None,
             Reasons(packed, capacity, served.Length, lost.Count));
-        return new Provisioned(new Command(rec, claims), lost, solution.Cost, solution.LowerBound);
+        return Result(new Command(rec, claims), lost, solution.Cost, solution);
     }
+
+    private static Provisioned Result(Command command, List<(string Pod, string Reason)> lost, decimal cost, PackingSolution solution) =>
+        new(command, lost, cost, solution.LowerBound) { ResourceBoundPerHour = solution.ResourceBound, ConfigurationBoundPerHour = solution.ConfigurationBound };
 
     private static List<string> Reasons(PackedPods packed, NewCapacity capacity, int served, int lost)
     {

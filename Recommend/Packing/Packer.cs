@@ -33,14 +33,8 @@ public static class Packer
         decimal configuration = 0;
         if (placeable <= o.ColumnGenerationItems && placeable >= o.ColumnGenerationMinItems)
             best = WithColumnGeneration(x, dual, best, o, out configuration);
-        if (RecordBounds) (recorded ??= []).Add((dual.Reported, configuration));
-        return best;
+        return best with { ResourceBound = dual.Reported, ConfigurationBound = configuration };
     }
-
-    // For the benchmark's table, which sees only the recommender's plan: the two bounds of each Solve on this thread.
-    [ThreadStatic] internal static bool RecordBounds;
-    [ThreadStatic] private static List<(decimal Resource, decimal Configuration)>? recorded;
-    internal static List<(decimal Resource, decimal Configuration)> RecordedBounds => recorded ??= [];
 
     /// <summary>
     /// The configuration LP twice: groups rounded down for a bound (Farley's, valid whatever the master's accuracy), which

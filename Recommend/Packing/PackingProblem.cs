@@ -40,4 +40,11 @@ public sealed record PackingSolution(
 {
     /// <summary>True when the search proved Cost optimal (small problems only).</summary>
     public bool ProvenOptimal { get; init; }
+    /// <summary>
+    /// The resource (dual) LP bound, with its integrality terms. <see cref="LowerBound"/> is the higher of it and
+    /// <see cref="ConfigurationBound"/> (the latter capped at Cost when every item is placed). Set by <see cref="Packer.Solve"/>.
+    /// </summary>
+    public decimal ResourceBound { get; init; }
+    /// <summary>Farley's bound of the configuration LP; 0 when column generation did not run (or its bound does not apply).</summary>
+    public decimal ConfigurationBound { get; init; }
 }

@@ -18,6 +18,9 @@ public class ProvisioningTests
         Assert.Equal(["shop/big"], rec.PendingPods);
         Assert.True(rec.LowerBoundPerHour <= rec.NewCostPerHour);
         Assert.Equal(rec.NewCostPerHour, plan.ProvisioningCostPerHour);
+        // The two bounds behind the plan's: one pod is too few for the configuration LP, so the resource LP's is the plan's.
+        Assert.Equal(plan.ProvisioningLowerBoundPerHour, plan.ProvisioningResourceBoundPerHour);
+        Assert.Equal(0, plan.ProvisioningConfigurationBoundPerHour);
     }
 
     [Fact]

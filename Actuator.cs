@@ -44,6 +44,8 @@ public sealed partial class Actuator
         public string State { get; set; } = "in progress";
         /// <summary>Reconstructed from the cluster after a restart or a new leadership, not started by this process.</summary>
         public bool Adopted { get; init; }
+        /// <summary>When the wait for new nodes last asked the unfiltered view (at most once per pool sweep).</summary>
+        public DateTimeOffset? ViewAskedAt { get; set; }
 
         public void MoveTo(OperationStep next)
         {

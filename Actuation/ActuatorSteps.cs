@@ -114,10 +114,14 @@ public sealed partial class Actuator
         var snap = model.Snapshot();
         var ready = snap.Nodes.Where(n => n.Ready && n.Pool.Length > 0).Select(n => n.Pool).ToHashSet(StringComparer.Ordinal);
         int joined = op.NewPools.Count(p => ready.Contains(p.Pool));
-        if (joined < op.NewPools.Count)
+        var now = clock.GetUtcNow();
+        if (joined < op.NewPools.Count
+            && (op.Adopted || now - op.Started > options.ProvisioningTimeout || op.ViewAskedAt is not { } asked || now - asked >= options.PoolSweep))
         {
             // The snapshot holds only nodes matching --node-selector, which may hide the new nodes: ask the unfiltered view
-            // (read once per tick) before waiting on, so a provision ends when its nodes are Ready, not at the timeout.
+            // before calling a pool late, and otherwise once per --pool-sweep (not every tick: a Spot node takes minutes to
+            // join), so a provision ends when its nodes are Ready, not at the timeout.
+            op.ViewAskedAt = now;
             var owned = await ViewAsync(ct).ConfigureAwait(false);
             joined = op.NewPools.Count(p => ready.Contains(p.Pool) || owned.HasReadyNode(p.Pool));
         }

@@ -96,19 +96,21 @@ public sealed class RecommenderLoop
     private Plan Publish((Plan Plan, Inputs Input) run)
     {
         var (next, i) = run;
-        var seconds = clock.GetElapsedTime(i.Started).TotalSeconds;
-        lock (gate) { plan = next; planBook = i.Book; }
-        durations.Observe(seconds);
-        MarkRun();
-        log.LogDebug("recommender: {Count} recommendations in {Ms:0.0} ms", next.Recommendations.Count, seconds * 1000);
-        PlanChanged?.Invoke(next);
+        MakeCurrent(next, i.Book, clock.GetElapsedTime(i.Started).TotalSeconds);
         return next;
     }
 
     /// <summary>Makes a plan built elsewhere current, as a run would (benchmarks and tests of the plan's readers).</summary>
-    internal void Publish(Plan next)
+    internal void Publish(Plan next) => MakeCurrent(next, prices.Current, null);
+
+    private void MakeCurrent(Plan next, PriceBook book, double? seconds)
     {
-        lock (gate) { plan = next; planBook = prices.Current; }
+        lock (gate) { plan = next; planBook = book; }
+        if (seconds is { } s)
+        {
+            durations.Observe(s);
+            log.LogDebug("recommender: {Count} recommendations in {Ms:0.0} ms", next.Recommendations.Count, s * 1000);
+        }
         MarkRun();
         PlanChanged?.Invoke(next);
     }

@@ -54,7 +54,9 @@ internal static class Replacement
         capacity.AddMoves(moves, movable);
         var reasons = new List<string>();
         if (expired)
-            reasons.Add($"expired: {node.Name} is {ConsolidationWaits.Duration(s.Now!.Value - node.Created!.Value)} old, past --expire-after {ConsolidationWaits.Duration(o.Pools.ExpireAfter!.Value)}");
+            // The join time, not an age: the text stays the same from run to run, so a watch of the plan sees no change.
+            reasons.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"expired: {node.Name} joined {node.Created!.Value.UtcDateTime:yyyy-MM-dd'T'HH:mm:ss'Z'}, more than --expire-after {ConsolidationWaits.Duration(o.Pools.ExpireAfter!.Value)} ago"));
         reasons.Add($"{node.Name} ({node.ServerClass}) costs {price:0.###} $/h; its {movable.Length} pods fit on {capacity.Describe()} for {solution.Cost:0.###} $/h");
         if (savesEnough) reasons.Add($"saves {savings / price * 100:0.#} % (threshold {o.ReplaceThresholdPercent} % and {o.ReplaceThresholdDollars} $/h)");
         else if (savings >= 0) reasons.Add($"saves {savings:0.###} $/h, below the threshold ({o.ReplaceThresholdPercent} % and {o.ReplaceThresholdDollars} $/h): replaced because it expired");

@@ -33,7 +33,9 @@ public class ExpireAfterTests
         var rec = Single(plan, RecommendationType.Replace);
         Assert.Equal(["old"], rec.Nodes);
         Assert.True(rec.Expired);
-        Assert.Equal("expired: old is 192h old, past --expire-after 168h", rec.Reasons[0]);
+        Assert.Equal("expired: old joined 2026-11-29T08:00:00Z, more than --expire-after 168h ago", rec.Reasons[0]);
+        // An hour later the reason reads the same: a gRPC watch of the plan sees no change while the node waits to go.
+        Assert.Equal(rec.Reasons[0], Single(Alone(8).Run(Options(), now: Now.AddHours(1)), RecommendationType.Replace).Reasons[0]);
         Assert.Contains(rec.Reasons, r => r.EndsWith("replaced because it expired", StringComparison.Ordinal));
         var added = Assert.Single(rec.NewNodes);
         Assert.Equal(1, added.Count);

@@ -20,7 +20,6 @@ internal sealed class ColumnGreedy
     // The bin being filled: what it takes of each shape, its groups, its residual capacity and the share it absorbs.
     private readonly int[] tmp;
     private readonly List<int> touched = [];
-    private readonly List<int> groups = [];
     private readonly long[] res = new long[D];
     private readonly double[] inv = new double[D];
     private double worth;
@@ -116,7 +115,7 @@ internal sealed class ColumnGreedy
     private double Fill(int t, bool commit, int first)
     {
         for (int r = 0; r < D; r++) { res[r] = x.Cap[t * D + r]; inv[r] = res[r] > 0 ? 1.0 / ((double)res[r] * res[r]) : 0; }
-        groups.Clear();
+        cols.NewBin();
         worth = 0;
         Take(cols.ColShape[cols.PosOf[first]]);
         FillUp(t);
@@ -192,11 +191,11 @@ internal sealed class ColumnGreedy
         if (score > bestScore) { bestScore = score; bestPos = p; }
     }
 
-    /// <summary>Column k's demand fits <paramref name="room"/> outside the sorted dimension, and its group is not in the bin.</summary>
+    /// <summary>Column k's demand fits <paramref name="room"/> outside the sorted dimension (the searches check the groups).</summary>
     private bool ColumnFits(int k, long[] room)
     {
         for (int r = 0; r < D; r++) if (cols.ColDem[k * D + r] > room[r]) return false;
-        return cols.ColAa[k] < 0 || !groups.Contains(cols.ColAa[k]);
+        return true;
     }
 
     /// <summary>The largest shape of column k still available (beyond what this bin holds) that fits <paramref name="room"/> on type t, or -1.</summary>
@@ -205,7 +204,7 @@ internal sealed class ColumnGreedy
     private void Take(int sb)
     {
         for (int r = 0; r < D; r++) res[r] -= x.SDem[sb * D + r];
-        if (x.SAa[sb] >= 0) groups.Add(x.SAa[sb]);
+        if (x.SAa[sb] >= 0) cols.Hold(x.SAa[sb]);
         // Shares of the total demand by default: the dual is often degenerate (on the real iad prices it priced the cheap
         // compute class by memory alone and the cheap memory class by cpu alone), and a fill that left a bin's cpu idle
         // then scored as well as a full one. The dual value where the portfolio asks for it (PackingOptions.ChoiceByDual).

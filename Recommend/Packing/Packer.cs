@@ -19,6 +19,11 @@ public static class Packer
             var alt = Construct(x, dual, o with { ChoiceByDual = true });
             if (alt.Unplaced.Count < best.Unplaced.Count || (alt.Unplaced.Count == best.Unplaced.Count && alt.Cost < best.Cost)) best = alt;
         }
+        if (placeable <= o.ChoicePortfolioItems && !o.ScanGreedy && HasGroups(x))
+        {
+            var alt = Construct(x, dual, o with { ScanGreedy = true });
+            if (alt.Unplaced.Count < best.Unplaced.Count || (alt.Unplaced.Count == best.Unplaced.Count && alt.Cost < best.Cost)) best = alt;
+        }
         if (placeable <= o.PortfolioItems)
         {
             foreach (var alt in new[] { Baselines.FirstFitDecreasing(x, dual), Baselines.BestFit(x, dual), Baselines.SingleLargeNode(x, dual) })
@@ -69,6 +74,12 @@ public static class Packer
         return b;
     }
 
+    private static bool HasGroups(PackingInstance x)
+    {
+        for (int s = 0; s < x.S; s++) if (x.SAa[s] >= 0 && x.AnyType[s]) return true;
+        return false;
+    }
+
     /// <summary>Existing capacity, the greedy, local search and ruin and repair: the packer's own construction.</summary>
     private static PackingSolution Construct(PackingInstance x, DualBound dual, PackingOptions o)
     {
@@ -77,7 +88,7 @@ public static class Packer
         Greedy.Run(st, o);
         if (x.PlaceableItems <= o.LocalSearchItems) LocalSearch.Run(st, o); else LocalSearch.DownsizeOnly(st);
         new RuinAndRepair(st, o).Run();
-        string greedy = o.ChoiceByDual ? "cost-aware greedy (types by dual value)" : "cost-aware greedy";
+        string greedy = o.ScanGreedy ? "cost-aware scanning greedy" : o.ChoiceByDual ? "cost-aware greedy (types by dual value)" : "cost-aware greedy";
         return st.ToSolution(greedy + (o.ImproveWork > 0 ? " + local search + ruin and repair" : " + local search"));
     }
 

@@ -20,6 +20,11 @@ internal sealed class PackingInstance
     public readonly bool[] TypeOk;     // S×T: constraint allows, fits, GPU rule
     public readonly bool[] BinOk;      // S×E: constraint allows, fits the free capacity
     public readonly bool[] AnyType, AnyBin;
+    /// <summary>
+    /// Per shape: which new bins its constraint class allows, as an id shared by every class that allows the same types
+    /// (and the same GPU rule), so two shapes of one row differ in TypeOk only where one fits a type and the other not.
+    /// </summary>
+    public readonly int[] SRow;
     public readonly int[] TypesByPrice;
     public readonly int PlaceableItems;
 
@@ -66,7 +71,7 @@ internal sealed class PackingInstance
             j = end;
         }
 
-        TypeOk = new bool[S * T]; BinOk = new bool[S * E]; AnyType = new bool[S]; AnyBin = new bool[S];
+        TypeOk = new bool[S * T]; BinOk = new bool[S * E]; AnyType = new bool[S]; AnyBin = new bool[S]; SRow = new int[S];
         PlaceableItems = Compatibility(p);
         TypesByPrice = [.. Enumerable.Range(0, T).OrderBy(t => Price[t]).ThenBy(t => p.Types[t].Id).ThenBy(t => t)];
     }
@@ -78,6 +83,8 @@ internal sealed class PackingInstance
         // Delegates are called once per (constraint class, bin), never per item.
         var typeByCon = new Dictionary<int, bool[]>();
         var binByCon = new Dictionary<int, bool[]>();
+        var rowOfCon = new Dictionary<(int, bool), int>();
+        var rows = new Dictionary<string, int>(StringComparer.Ordinal);
         for (int s = 0; s < S; s++)
         {
             if (!typeByCon.TryGetValue(SCon[s], out var ta))
@@ -100,8 +107,19 @@ internal sealed class PackingInstance
                 if (ok && Cap[t * D + 2] == 0) nonGpuTypeFits = true;
             }
             // GPU classes are expensive: a pod that needs no GPU goes there only when nothing else takes it.
-            if (SDem[s * D + 2] == 0 && nonGpuTypeFits)
+            bool gpuRule = SDem[s * D + 2] == 0 && nonGpuTypeFits;
+            if (gpuRule)
                 for (int t = 0; t < T; t++) if (Cap[t * D + 2] > 0) TypeOk[s * T + t] = false;
+            if (!rowOfCon.TryGetValue((SCon[s], gpuRule), out int row))
+            {
+                var key = new char[T + 1];
+                for (int t = 0; t < T; t++) key[t] = ta[t] && MaxCount[t] > 0 && !(gpuRule && Cap[t * D + 2] > 0) ? '1' : '0';
+                key[T] = gpuRule ? 'g' : '-';
+                var text = new string(key);
+                if (!rows.TryGetValue(text, out row)) rows[text] = row = rows.Count;
+                rowOfCon[(SCon[s], gpuRule)] = row;
+            }
+            SRow[s] = row;
             for (int t = 0; t < T; t++) AnyType[s] |= TypeOk[s * T + t];
             for (int e = 0; e < E; e++)
             {

@@ -2,9 +2,13 @@ namespace Karpetrack;
 
 /// <summary>
 /// The remaining shapes as columns for <see cref="ColumnGreedy"/>: shapes that agree in every dimension but one (cpu
-/// or memory, whichever varies more) and in constraint and anti-affinity group form a column sorted by that dimension,
-/// so the largest shape of a column that fits a residual is a binary search, and exhausted shapes are skipped by a
-/// union-find. Counts of what is still available live by position, next to the keys.
+/// or memory, whichever varies more) and in constraint class and anti-affinity group form a column sorted by that
+/// dimension, so the largest shape of a column that fits a residual is a binary search,
+/// and exhausted shapes are skipped by a union-find. Counts of what is still available live by position, next to the
+/// keys. Where that makes too many columns, a column holds the shapes whose classes allow the same new bins
+/// (<see cref="PackingInstance.SRow"/>), and the shapes of hostname anti-affinity groups share the columns of the others (before, the greedy fell back to <see cref="ScanGreedy"/> there,
+/// from about 100 groups on, whose scans cost 0.6-0.8 s at 100k pods); the searches skip a shape whose group the bin
+/// being filled already holds.
 /// </summary>
 internal sealed class ShapeColumns
 {
@@ -19,7 +23,9 @@ internal sealed class ShapeColumns
     public readonly int[] ColShape;       // by position: the shape
     public readonly long[] ColKey;        // by position: the shape's demand in the sorted dimension
     public readonly long[] ColDem;        // K×D: the column's demand, its smallest in the sorted dimension
-    public readonly int[] ColAa;
+    private readonly int[] aaOfPos;       // by position: the shape's anti-affinity group, or -1
+    private readonly int[] groupMark;     // per group: the bin that holds it, when equal to mark
+    private int mark = 1;
     public readonly bool[] ColType;       // K×T: some shape of the column may go to the type
     /// <summary>K×T: every shape of the column small enough for the type may go there, so searches need not ask per shape.</summary>
     private readonly bool[] colAll;
@@ -46,7 +52,6 @@ internal sealed class ShapeColumns
         ColShape = new int[L];
         ColKey = new long[L];
         ColDem = new long[K * D];
-        ColAa = new int[K];
         ColType = new bool[K * T];
         for (int k = 0, pos = 0; k < K; k++)
         {
@@ -62,7 +67,6 @@ internal sealed class ShapeColumns
             }
             for (int r = 0; r < D; r++) ColDem[k * D + r] = x.SDem[m[0] * D + r];
             ColDem[k * D + sd] = x.SDem[m[0] * D + sd];   // the smallest of the column
-            ColAa[k] = x.SAa[m[0]];
         }
         ColStart[K] = L;
         (bucketBase, bucketWidth, bucketPos) = Buckets();
@@ -74,6 +78,10 @@ internal sealed class ShapeColumns
         for (int p = 0; p < L; p++) parentUp[p] = p;
         PosOf = new int[x.S];
         for (int p = 0; p < L; p++) PosOf[ColShape[p]] = p;
+        aaOfPos = new int[L];
+        int groupCount = 0;
+        for (int p = 0; p < L; p++) { aaOfPos[p] = x.SAa[ColShape[p]]; groupCount = Math.Max(groupCount, aaOfPos[p] + 1); }
+        groupMark = new int[groupCount];
         Avail = new int[L];
         for (int p = 0; p < L; p++) Avail[p] = st.Remaining(ColShape[p]);
         colAll = (bool[])ColType.Clone();
@@ -97,16 +105,26 @@ internal sealed class ShapeColumns
         var distinct1 = new HashSet<long>();
         foreach (int s in order) if (distinct1.Add(x.SDem[s * D + 1]) && distinct1.Count >= distinct0.Count) break;
         int sd = distinct1.Count >= distinct0.Count ? 1 : 0;
-        var colIndex = new Dictionary<(int, int, long, long, long), int>();
-        var members = new List<List<int>>();
         // Shapes in id order: ids follow (constraint, group, gpu, pods, cpu, memory), so a column sorted by memory
         // comes out sorted.
         var inOrder = new bool[x.S];
         foreach (int s in order) inOrder[s] = true;
+        // A column per constraint class and group where they are few enough (as before groups shared columns: the plans
+        // at 1k pods stay what they were, and so do the columns column generation starts from), else per row.
+        var members = Columns(x, inOrder, sd, byGroup: true) ?? Columns(x, inOrder, sd, byGroup: false);
+        if (members is null) return null;
+        return new ShapeColumns(x, sd, members, order.Count, st);
+    }
+
+    private static List<List<int>>? Columns(PackingInstance x, bool[] inOrder, int sd, bool byGroup)
+    {
+        var colIndex = new Dictionary<(int, int, long, long, long), int>();
+        var members = new List<List<int>>();
         for (int s = 0; s < x.S; s++)
         {
             if (!inOrder[s]) continue;
-            var key = (x.SCon[s], x.SAa[s], x.SDem[s * D + (1 - sd)], x.SDem[s * D + 2], x.SDem[s * D + 3]);
+            var key = byGroup ? (x.SCon[s], x.SAa[s], x.SDem[s * D + (1 - sd)], x.SDem[s * D + 2], x.SDem[s * D + 3])
+                : (-1, x.SRow[s], x.SDem[s * D + (1 - sd)], x.SDem[s * D + 2], x.SDem[s * D + 3]);
             if (!colIndex.TryGetValue(key, out int k))
             {
                 if (members.Count == MaxColumns) return null;
@@ -114,8 +132,16 @@ internal sealed class ShapeColumns
             }
             members[k].Add(s);
         }
-        return new ShapeColumns(x, sd, members, order.Count, st);
+        return members;
     }
+
+    /// <summary>A fresh bin is being filled: no group is held.</summary>
+    public void NewBin() => mark++;
+
+    /// <summary>The bin being filled holds a pod of anti-affinity group g (g ≥ 0).</summary>
+    public void Hold(int g) => groupMark[g] = mark;
+
+    private bool Held(int p) => aaOfPos[p] >= 0 && groupMark[aaOfPos[p]] == mark;
 
     /// <summary>Per column about one bucket per 8 shapes over its key range.</summary>
     private (int[] Base, long[] Width, int[] Pos) Buckets()
@@ -179,13 +205,13 @@ internal sealed class ShapeColumns
         return lo;
     }
 
-    /// <summary>The largest available shape of column k before position <paramref name="upper"/> that t takes, or -1.</summary>
+    /// <summary>The largest available shape of column k before position <paramref name="upper"/> that t takes and the bin's groups allow, or -1.</summary>
     public int LargestBelow(int k, int t, int upper)
     {
         int p = upper - 1;
         p = p >= ColStart[k] ? Find(p) : -1;
         bool all = colAll[k * T + t];
-        while (p >= 0 && (Avail[p] <= 0 || (!all && !x.TypeOk[ColShape[p] * T + t])))
+        while (p >= 0 && (Avail[p] <= 0 || (!all && !x.TypeOk[ColShape[p] * T + t]) || Held(p)))
             p = p > ColStart[k] ? Find(p - 1) : -1;
         return p;
     }
@@ -198,7 +224,7 @@ internal sealed class ShapeColumns
     {
         int p = lo < ColStart[k + 1] ? FindUp(lo) : -1;
         bool all = colAll[k * T + t];
-        while (p >= 0 && ColKey[p] <= room[Sd] && (Avail[p] <= 0 || (!all && !x.TypeOk[ColShape[p] * T + t])))
+        while (p >= 0 && ColKey[p] <= room[Sd] && (Avail[p] <= 0 || (!all && !x.TypeOk[ColShape[p] * T + t]) || Held(p)))
             p = p + 1 < ColStart[k + 1] ? FindUp(p + 1) : -1;
         return p >= 0 && ColKey[p] <= room[Sd] ? p : -1;
     }

@@ -7,7 +7,8 @@ namespace Karpetrack.Bench;
 /// <summary>
 /// Provisioning through the whole recommender on the benchmark family (<see cref="PackingFamily"/>): each plan's cost
 /// against its own lower bound, against today's plans (the recorded baseline file) and its time.
-/// `make bench ARGS="family"`; `--max-pods N` keeps the smaller sizes, `--models a,b` some price models,
+/// `make bench ARGS="family"`; `--max-pods N` keeps the smaller sizes, `--models a,b` some price models, `--workloads a,b`
+/// some workloads,
 /// `--record-baseline` rewrites the baseline file from this run.
 /// </summary>
 internal static class FamilyBench
@@ -27,10 +28,11 @@ internal static class FamilyBench
     {
         int maxPods = Arg(args, "--max-pods") is { } m ? int.Parse(m, CultureInfo.InvariantCulture) : int.MaxValue;
         var only = Arg(args, "--models")?.Split(',').ToHashSet(StringComparer.Ordinal);
+        var workloads = Arg(args, "--workloads")?.Split(',').ToHashSet(StringComparer.Ordinal);
         var baseline = LoadBaseline();
         var results = new List<Result>();
         foreach (var model in PackingFamily.PriceModels().Where(x => only is null || only.Contains(x.Name)))
-            foreach (var workload in PackingFamily.Workloads)
+            foreach (var workload in PackingFamily.Workloads.Where(w => workloads is null || workloads.Contains(w)))
             {
                 if (workload == "gpu" && !model.HasGpu) continue;
                 var row = new List<Result>();

@@ -31,6 +31,12 @@ if (args.Length > 1 && args[0] == "plans")
     return;
 }
 
+if (args.Length > 0 && args[0] == "family-profile")
+{
+    FamilyProfile.Run(args);
+    return;
+}
+
 if (args.Length > 0 && args[0] == "list-throughput")
 {
     await ListThroughput.RunAsync(nodes, pods);

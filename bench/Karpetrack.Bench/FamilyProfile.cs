@@ -96,6 +96,22 @@ internal static class FamilyProfile
             Mark("Packer.Solve");
             var state2 = new PlanState(snap, pods, [], [], model.Book, model.Options, [], null);
             Mark("plan state (2)");
+            var pend2 = Provisioning.Candidates(state2);
+            var packed = PackedPods.Solve(state2.Room, pend2, state2.Offers, state2.Resources);
+            Mark("decide: PackedPods.Solve");
+            var claims = packed.Claims();
+            var capacity = packed.NewNodes();
+            Mark("decide: claims, new nodes");
+            var moves = new List<PodMove>(pend2.Length);
+            capacity.AddMoves(moves, pend2);
+            Mark("decide: moves");
+            var served = new string[moves.Count];
+            for (int k = 0; k < moves.Count; k++) served[k] = moves[k].Namespace + "/" + moves[k].Pod;
+            Mark("decide: names");
+            Array.Sort(served, StringComparer.Ordinal);
+            Mark("decide: sort names");
+            var rec = Recommendations.Build(RecommendationType.Provision, [], capacity.Nodes, moves, served, new Costs(0, 1, 1), Disruption.None, []);
+            Mark("decide: Recommendations.Build");
             var decided = Provisioning.Decide(state2, Provisioning.Candidates(state2));
             Mark("Provisioning.Decide");
             state2.Apply(decided);
@@ -113,6 +129,50 @@ internal static class FamilyProfile
             var l = phases[ph].Order().ToList();
             Console.WriteLine($"  {ph,-28} p50 {l[l.Count / 2],8:F1} ms  (min {l[0]:F1})");
         }
+    }
+
+    /// <summary>
+    /// `Karpetrack.Bench family-cg --models a,b --workloads w --pods N [--groups G]`: column generation without its
+    /// product limits (any size, 400 rounds, large pivot and node budgets) on the recommender's own packing problem: the
+    /// configuration LP's bound (rounded-down groups) and its plan (rounded-up groups), against the plan and bound of the
+    /// product. Prints only; minutes per instance at 10k pods.
+    /// </summary>
+    public static void RunOffline(string[] args)
+    {
+        var models = Arg(args, "--models")?.Split(',').ToHashSet(StringComparer.Ordinal);
+        var workloads = Arg(args, "--workloads")?.Split(',') ?? PackingFamily.Workloads;
+        int n = Arg(args, "--pods") is { } p ? int.Parse(p, CultureInfo.InvariantCulture) : 10_000;
+        int groups = Arg(args, "--groups") is { } g ? int.Parse(g, CultureInfo.InvariantCulture) : 160;
+        foreach (var model in PackingFamily.PriceModels().Where(m => models is null || models.Contains(m.Name)))
+            foreach (var workload in workloads)
+            {
+                if (workload == "gpu" && !model.HasGpu) continue;
+                var cluster = PackingFamily.Cluster(workload, n, seed: n + Array.IndexOf(PackingFamily.Workloads, workload));
+                var state = new PlanState(cluster.Snapshot(), cluster.Pods(), [], [], model.Book, model.Options, [], null);
+                var pending = Provisioning.Candidates(state);
+                var shapes = new ShapeIndex(state.Resources);
+                var items = pending.Select((q, i) => shapes.Item(i, q)).ToList();
+                var problem = shapes.Problem(items, state.Offers, state.Room.Bins(null), (c, b) => shapes.AllowsNode(c, state.Room.View(b.Name), state.Room.GroupsOn(b.Name)));
+                var product = Packer.Solve(problem);
+                var x = new PackingInstance(problem);
+                var dual = DualBound.Compute(x);
+                var o = new PackingOptions { ColumnGroups = groups, ColumnIterations = 400, ColumnPivots = 200_000, ColumnPricingNodes = 100_000, ColumnTotalNodes = 50_000_000 };
+                var budget = new ColumnGeneration.Budget(o.ColumnGroups, o.ColumnIterations, o.ColumnPivots, o.ColumnPricingNodes, o.ColumnTotalNodes);
+                double c0 = ThreadCpuMs();
+                var include = new bool[x.S];
+                for (int s = 0; s < x.S; s++) include[s] = x.AnyType[s] && !x.AnyBin[s];
+                var st = new Assignment(x, dual);
+                ExistingCapacity.Fill(st);
+                Greedy.Run(st, o);
+                var down = ColumnGeneration.Run(x, dual, include, st.Bins, budget);
+                double c1 = ThreadCpuMs();
+                var plan = ColumnPlan.Build(x, dual, o, budget);
+                double c2 = ThreadCpuMs();
+                var up = ColumnGeneration.Run(x, dual, include, st.Bins, budget, roundUp: true);
+                string D(ColumnGeneration.Result? r) => r is null ? "n/a" : $"bound {r.Bound:F4} (LP {r.LpValue:F4}, {r.Groups.G} groups, {r.Iterations} rounds, {r.Nodes} nodes, converged {r.Converged})";
+                Console.WriteLine($"{model.Name} {workload} {n}: product plan {product.Cost} bound {product.LowerBound} (resource {product.ResourceBound}); "
+                    + $"configuration LP rounded down: {D(down)} in {c1 - c0:F0} ms; rounded up: {D(up)}; its plan {plan?.Cost} ({plan?.Unplaced.Count} unplaced) in {c2 - c1:F0} ms");
+            }
     }
 
     private static string? Arg(string[] args, string name)

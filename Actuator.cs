@@ -378,11 +378,19 @@ public sealed partial class Actuator
     public async Task RunAsync(CancellationToken ct)
     {
         if (options.Mode is not (ActuationMode.Approve or ActuationMode.Auto)) return;
-        bool wasLeader = false;
+        bool wasLeader = false, looped = false;
         while (!ct.IsCancellationRequested)
         {
-            try { await wake.WaitAsync(options.Tick, ct).ConfigureAwait(false); }
-            catch (OperationCanceledException) { return; }
+            if (looped) Interlocked.Increment(ref passes);   // the pass before this one is over (a tick, or a turn as a non-leader)
+            looped = true;
+            // The tick period runs on the actuator's clock (a test moves it by hand); a new plan or an approval wakes it early.
+            using (var period = new CancellationTokenSource(options.Tick, clock))
+            using (var wait = CancellationTokenSource.CreateLinkedTokenSource(ct, period.Token))
+            {
+                try { await wake.WaitAsync(wait.Token).ConfigureAwait(false); }
+                catch (OperationCanceledException) when (!ct.IsCancellationRequested) { }
+                catch (OperationCanceledException) { return; }
+            }
             bool leader = isLeader();
             if (!leader)
             {
@@ -408,6 +416,11 @@ public sealed partial class Actuator
             }
         }
     }
+
+    private long passes;
+
+    /// <summary>Passes of <see cref="RunAsync"/> finished so far (ticks, and turns as a non-leader): tests wait on it instead of sleeping.</summary>
+    internal long Passes => Interlocked.Read(ref passes);
 
     /// <summary>Leadership lost: stop acting at once. The next leader adopts the pools and rolls interrupted drains back.</summary>
     private void StepDown()

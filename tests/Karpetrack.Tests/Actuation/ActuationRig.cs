@@ -93,9 +93,10 @@ public sealed class ActuationRig : IAsyncDisposable
     public Func<RecommenderOptions> Thresholds { get; set; } = () => new RecommenderOptions();
 
     /// <summary>A second actuator on the same cluster (on the rig's clock unless given one): what a restarted or another replica's process would build.</summary>
-    public Actuator NewActuator(ActuationOptions options, Func<bool>? isLeader = null, Func<CancellationToken>? leaseTerm = null, TimeProvider? clock = null)
+    public Actuator NewActuator(ActuationOptions options, Func<bool>? isLeader = null, Func<CancellationToken>? leaseTerm = null, TimeProvider? clock = null,
+        Microsoft.Extensions.Logging.ILogger? log = null)
     {
-        var a = new Actuator(options, Model, Prices, Statuses, NullLogger.Instance, Kube, SpotClient, clock: clock ?? Time, isLeader: isLeader, thresholds: () => Thresholds(),
+        var a = new Actuator(options, Model, Prices, Statuses, log ?? NullLogger.Instance, Kube, SpotClient, clock: clock ?? Time, isLeader: isLeader, thresholds: () => Thresholds(),
             leaseTerm: leaseTerm);
         Recommender.PlanChanged += a.OnPlan;
         latest = a;
@@ -270,4 +271,19 @@ public sealed record RigProcess(ActuationRig Rig, ClusterModel Model, Recommende
         Recommender.RunOnce();
         await Actuator.TickAsync(ct);
     }
+}
+
+/// <summary>Keeps every log line written to it (formatted), for tests that check what was logged.</summary>
+public sealed class CapturingLogger : Microsoft.Extensions.Logging.ILogger
+{
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> lines = new();
+
+    public IReadOnlyList<string> Lines => [.. lines];
+
+    public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+    public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel level) => true;
+
+    public void Log<TState>(Microsoft.Extensions.Logging.LogLevel level, Microsoft.Extensions.Logging.EventId id, TState state, Exception? error,
+        Func<TState, Exception?, string> formatter) => lines.Enqueue($"{level}: {formatter(state, error)}");
 }

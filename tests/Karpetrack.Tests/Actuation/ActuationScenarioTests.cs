@@ -206,14 +206,22 @@ public class ActuationScenarioTests
         await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), steppedClock: true);
         // Evictions hang (429), so the first process is caught in the middle of a drain.
         rig.Demo.Api.Faults.FailNext(10_000, 429, TimeSpan.FromSeconds(1), pathContains: "/eviction");
-        await rig.RunUntilAsync(() => rig.Actuator.InFlightCounts.GetValueOrDefault("drain") == 1, "a drain in flight", maxSteps: 60);
+        var planned = new Dictionary<string, Recommendation>(StringComparer.Ordinal);
+        await rig.RunUntilAsync(() =>
+        {
+            foreach (var r in rig.Recommender.Current.Recommendations) planned.TryAdd(r.Id, r);
+            return rig.Actuator.InFlightCounts.GetValueOrDefault("drain") == 1;
+        }, "a drain in flight", maxSteps: 60);
         var cordoned = Nodes(rig).Single(n => n["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation] is not null);
         var name = cordoned["metadata"]!["name"]!.GetValue<string>();
         Assert.True(IsCordoned(cordoned));
 
-        // The annotation records the recommendation and the step.
+        // The annotation records the recommendation, the step, the operation's type and its saving.
         var record = DisruptionRecord.Parse(cordoned["metadata"]!["annotations"]![Actuator.DisruptionAnnotation]!.GetValue<string>());
         Assert.Equal(OperationStep.Drain, record.Step);
+        var original = planned[record.RecommendationId];
+        Assert.Equal(original.Type, record.Type);
+        Assert.Equal(Math.Round(original.SavingsPerHour, 6), record.Saving);
 
         // Killed: the old actuator never ticks again. A new process starts with no memory of it and takes the drain
         // up where the cluster says it was: the node stays cordoned, no rollback, the same recommendation drains on.
@@ -231,8 +239,75 @@ public class ActuationScenarioTests
         // Once the evictions go through, the new process finishes the job: nobody is left cordoned.
         rig.Demo.Api.Faults.Clear();
         await rig.RunUntilAsync(() => next.InFlightCounts.Count == 0 && Annotated(rig) == 0, "nothing in flight and no annotated node", actuator: next);
+        // It ended as the operation it was, with the saving it was started for (not "saving 0 $/h").
+        var done = Assert.Single(next.RecentActions(), a => a.RecommendationId == record.RecommendationId);
+        Assert.Equal(original.Type, done.Type);
+        Assert.StartsWith("succeeded: ", done.State);
+        Assert.EndsWith($"saving {original.SavingsPerHour.ToString("0.####", System.Globalization.CultureInfo.InvariantCulture)} $/h", done.State);
         Assert.Contains(rig.Demo.Api.Store.List("events").Items, e => e.ToJsonObject() is var o
             && o["reason"]?.GetValue<string>() == "PoolDeleted" && o["involvedObject"]?["name"]?.GetValue<string>() == name);
+    }
+
+    /// <summary>
+    /// Upgrades: a fresh process reads the disruption annotation as each release wrote it. "&lt;rec&gt;" (no step) is rolled
+    /// back; "&lt;rec&gt;;step=drain" is resumed with its type inferred (no new pools: a consolidation) and its saving unknown;
+    /// the full value is resumed exactly as recorded; a malformed one is refused with a log line and read as "&lt;rec&gt;".
+    /// </summary>
+    [Theory]
+    [InlineData("{0}", false, null, null)]
+    [InlineData("{0};step=drain", true, RecommendationType.Consolidate, "0")]
+    [InlineData("{0};step=drain;op=delete-empty;saving=0.0123", true, RecommendationType.DeleteEmpty, "0.0123")]
+    [InlineData("{0};step=drain;op=delete-empty;saving=lots", false, null, null)]
+    public async Task ADrainRecordedOnANodeIsTakenUpByAFreshProcessAsItsValueSays(string format, bool resumed, RecommendationType? type, string? saving)
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { ScaleUpCooldown = TimeSpan.Zero }, steppedClock: true);
+        // A node the recommender would remove (a managed node alone in its pool, nothing blocks it), found with the actuator detached.
+        rig.Detach(rig.Actuator);
+        var single = rig.Demo.ManagedNodes.GroupBy(m => m.Pool).Where(g => g.Count() == 1).Select(g => g.Single().Node).ToHashSet();
+        string? node = null;
+        await rig.WaitForAsync(() =>
+        {
+            rig.Recommender.RunOnce();
+            return (node = rig.Recommender.Current.Recommendations.FirstOrDefault(r => r.Nodes.Count == 1 && r.NewNodes.Count == 0 && single.Contains(r.Nodes[0]))?.Nodes[0]) is not null;
+        }, "a removable node");
+        const string id = "con-0123456789ab";
+        var value = string.Format(System.Globalization.CultureInfo.InvariantCulture, format, id);
+        // As the process that cordoned it left it.
+        await rig.Kube.PatchNodeAsync(node!, new JsonObject
+        {
+            ["metadata"] = new JsonObject { ["annotations"] = new JsonObject
+            {
+                [Actuator.DisruptionAnnotation] = value,
+                [Actuator.DisruptionSinceAnnotation] = rig.Clock!.GetUtcNow().UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", System.Globalization.CultureInfo.InvariantCulture),
+            } },
+            ["spec"] = new JsonObject { ["unschedulable"] = true },
+        }, CancellationToken.None);
+        await rig.CaughtUpAsync();
+
+        var log = new CapturingLogger();
+        var fresh = rig.NewActuator(ActuationRig.Quick() with { ScaleUpCooldown = TimeSpan.Zero }, log: log);
+        await fresh.TickAsync(CancellationToken.None);   // the recovery
+        bool malformed = log.Lines.Any(l => l.Contains("malformed", StringComparison.Ordinal) && l.Contains(node!, StringComparison.Ordinal));
+        Assert.Equal(format.Contains("lots", StringComparison.Ordinal), malformed);
+        if (!resumed)
+        {
+            // Rolled back: schedulable again, the annotation gone, nothing of it in flight.
+            Assert.Equal(0, fresh.InFlightCounts.GetValueOrDefault("drain"));
+            Assert.False(IsCordoned(rig.Node(node!)));
+            Assert.Null(rig.Node(node!)["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation]);
+            return;
+        }
+        // Taken up, not rolled back: in flight (or, for a node with nothing left to evict, already done) and never uncordoned.
+        Assert.True(fresh.InFlightCounts.GetValueOrDefault("drain") + fresh.InFlightCounts.GetValueOrDefault("delete_pool") == 1 || fresh.RecentActions().Count == 1,
+            string.Join("; ", fresh.RecentActions().Select(a => $"{a.RecommendationId} {a.State}")) + " | " + string.Join("; ", log.Lines));
+        Assert.DoesNotContain(rig.Demo.Api.Store.List("events").Items, e => e.ToJsonObject() is var o
+            && o["reason"]?.GetValue<string>() == "DisruptionRolledBack" && o["involvedObject"]?["name"]?.GetValue<string>() == node);
+        Assert.DoesNotContain(log.Lines, l => l.Contains("uncordoned " + node, StringComparison.Ordinal));
+        await rig.RunUntilAsync(() => fresh.RecentActions().Any(a => a.RecommendationId == id), "the resumed drain ended", actuator: fresh);
+        var done = Assert.Single(fresh.RecentActions(), a => a.RecommendationId == id);
+        Assert.Equal(type, done.Type);
+        Assert.Equal($"succeeded: removed {node}, saving {saving} $/h", done.State);
+        await rig.WaitForAsync(() => rig.Demo.Api.Store.Get("nodes", null, node!) is null, "the node gone");
     }
 
     [Fact]

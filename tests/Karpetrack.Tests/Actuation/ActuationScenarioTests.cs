@@ -310,6 +310,46 @@ public class ActuationScenarioTests
         await rig.WaitForAsync(() => rig.Demo.Api.Store.Get("nodes", null, node!) is null, "the node gone");
     }
 
+    /// <summary>
+    /// The wait for new nodes asks the unfiltered view (a Spot pool LIST and a node LIST) at most once per --pool-sweep, not
+    /// every tick (commit 124a7f6): a Spot node takes minutes to join. Counted at the fakes over 90 ticks 1 s apart with a
+    /// 30 s sweep; every tick would be 90 of each.
+    /// </summary>
+    [Fact]
+    public async Task TheWaitForNewNodesReadsTheUnfilteredViewAtMostOncePerPoolSweep()
+    {
+        var sweep = TimeSpan.FromSeconds(30);
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { PoolSweep = sweep }, provisioning: TimeSpan.FromMinutes(5), steppedClock: true);
+        // Only the provision the test hands it: no removal of the demo's nodes reads the view when it starts.
+        rig.Detach(rig.Actuator);
+        var cls = rig.Demo.ManagedNodes[0].ServerClass;
+        var price = rig.Prices.Current.NodePrice(cls, "spot") ?? 0.1m;
+        var provision = new Recommendation("pro-0123456789ab", RecommendationType.Provision, [], [new NewNode(cls, 1, price)], [], ["default/waiting"],
+            0, price, 0, 0, -1, ["a test plan"]);
+        await rig.Actuator.TickAsync(CancellationToken.None);   // the recovery: one read
+        rig.Actuator.OnPlan(new Plan([provision], new Dictionary<string, IReadOnlyList<Blocker>>(), [], price, price, "us-east-iad-1"));
+        await rig.Actuator.TickAsync(CancellationToken.None);   // the pool created, and the first look at the view for its node
+        Assert.Equal(1, rig.Actuator.InFlightCounts.GetValueOrDefault("wait_ready"));
+
+        string pools = $"GET /apis/ngpc.rxt.io/v1/namespaces/{rig.Spot.OrgNamespace}/spotnodepools";
+        int PoolLists() => rig.Spot.RequestLog.Count(r => r.Split('?')[0] == pools);
+        int NodeLists() => rig.Demo.Api.ListsOf("nodes", OwnedView.NodeSelector);
+        int poolLists = PoolLists(), nodeLists = NodeLists();
+        const int ticks = 90;
+        for (int i = 0; i < ticks; i++)
+        {
+            await rig.AdvanceAsync(TimeSpan.FromSeconds(1));
+            await rig.Actuator.TickAsync(CancellationToken.None);
+        }
+        // Still waiting (the node takes 5 min): the wait went on every tick.
+        Assert.Equal(1, rig.Actuator.InFlightCounts.GetValueOrDefault("wait_ready"));
+        Assert.StartsWith("in progress: 0/1 new nodes Ready", rig.Actuator.StateOf(provision.Id));
+        // 90 s: three pool sweeps, and the wait's own look at most three times more (it shares a tick's read with the sweep).
+        int most = 2 * (int)Math.Ceiling(ticks / sweep.TotalSeconds);
+        Assert.InRange(PoolLists() - poolLists, 1, most);
+        Assert.InRange(NodeLists() - nodeLists, 1, most);
+    }
+
     [Fact]
     public async Task AProcessKilledWhileProvisioningIsFollowedByOneThatAdoptsItsPoolsInsteadOfBuyingAgain()
     {

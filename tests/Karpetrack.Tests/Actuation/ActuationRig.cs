@@ -148,7 +148,7 @@ public sealed class ActuationRig : IAsyncDisposable
     /// shared with the one before but the APIs.
     /// </summary>
     public async Task<RigProcess> NewProcessAsync(ActuationOptions options, string? nodeSelector = null, Func<bool>? isLeader = null,
-        Func<CancellationToken>? leaseTerm = null, TimeProvider? clock = null)
+        Func<CancellationToken>? leaseTerm = null, TimeProvider? clock = null, Microsoft.Extensions.Logging.ILogger? log = null)
     {
         var model = new ClusterModel(ResourceTable.Default);
         ReflectorStatus[] statuses = [new("nodes"), new("pods"), new("poddisruptionbudgets"), new("daemonsets")];
@@ -156,7 +156,7 @@ public sealed class ActuationRig : IAsyncDisposable
         Actuator? actuator = null;
         var recommender = new RecommenderLoop(new(model, Prices, statuses) { InFlight = () => actuator?.InFlight() ?? [] },
             new(() => new RecommenderOptions { Region = "us-east-iad-1" }, TimeSpan.Zero), NullLogger.Instance, Time);
-        actuator = new Actuator(options, model, Prices, statuses, NullLogger.Instance, Kube, SpotClient, clock: clock ?? Time, isLeader: isLeader,
+        actuator = new Actuator(options, model, Prices, statuses, log ?? NullLogger.Instance, Kube, SpotClient, clock: clock ?? Time, isLeader: isLeader,
             thresholds: () => Thresholds(), leaseTerm: leaseTerm);
         recommender.PlanChanged += actuator.OnPlan;
         await WaitForAsync(() => statuses.All(s => s.Synced), "the new process's caches synced");
@@ -270,6 +270,17 @@ public sealed record RigProcess(ActuationRig Rig, ClusterModel Model, Recommende
         await Rig.AdvanceAsync(Rig.Step);
         Recommender.RunOnce();
         await Actuator.TickAsync(ct);
+    }
+
+    /// <summary>Steps this process (the rig's clock, its plan, its tick) until <paramref name="done"/> holds; fails after <paramref name="maxSteps"/>.</summary>
+    public async Task RunUntilAsync(Func<bool> done, string what, int maxSteps = 40)
+    {
+        for (int i = 0; !done(); i++)
+        {
+            if (i == maxSteps)
+                throw new TimeoutException($"after {maxSteps} steps still waiting for {what}; plan: {string.Join("; ", Recommender.Current.Recommendations.Select(r => $"{r.Id} {r.Type} {string.Join(",", r.Nodes)} → {Actuator.StateOf(r.Id)}"))}");
+            await StepAsync();
+        }
     }
 }
 

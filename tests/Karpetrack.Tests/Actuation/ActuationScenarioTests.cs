@@ -226,8 +226,9 @@ public class ActuationScenarioTests
         // Killed: the old actuator never ticks again. A new process starts with no memory of it and takes the drain
         // up where the cluster says it was: the node stays cordoned, no rollback, the same recommendation drains on.
         rig.Detach(rig.Actuator);
-        var next = rig.NewActuator(ActuationRig.Quick());
-        rig.Recommender.RunOnce();
+        var process = await rig.NewProcessAsync(ActuationRig.Quick());
+        var next = process.Actuator;
+        process.Recommender.RunOnce();
         await next.TickAsync(CancellationToken.None);
         Assert.Equal(1, next.InFlightCounts.GetValueOrDefault("drain"));
         Assert.StartsWith("in progress: ", next.StateOf(record.RecommendationId));
@@ -238,7 +239,7 @@ public class ActuationScenarioTests
         Assert.NotNull(rig.Spot.Pool(after["metadata"]!["labels"]![SpotLabels.Pool]!.GetValue<string>()));
         // Once the evictions go through, the new process finishes the job: nobody is left cordoned.
         rig.Demo.Api.Faults.Clear();
-        await rig.RunUntilAsync(() => next.InFlightCounts.Count == 0 && Annotated(rig) == 0, "nothing in flight and no annotated node", actuator: next);
+        await process.RunUntilAsync(() => next.InFlightCounts.Count == 0 && Annotated(rig) == 0, "nothing in flight and no annotated node");
         // It ended as the operation it was, with the saving it was started for (not "saving 0 $/h").
         var done = Assert.Single(next.RecentActions(), a => a.RecommendationId == record.RecommendationId);
         Assert.Equal(original.Type, done.Type);
@@ -285,7 +286,8 @@ public class ActuationScenarioTests
         await rig.CaughtUpAsync();
 
         var log = new CapturingLogger();
-        var fresh = rig.NewActuator(ActuationRig.Quick() with { ScaleUpCooldown = TimeSpan.Zero }, log: log);
+        var process = await rig.NewProcessAsync(ActuationRig.Quick() with { ScaleUpCooldown = TimeSpan.Zero }, log: log);
+        var fresh = process.Actuator;
         await fresh.TickAsync(CancellationToken.None);   // the recovery
         bool malformed = log.Lines.Any(l => l.Contains("malformed", StringComparison.Ordinal) && l.Contains(node!, StringComparison.Ordinal));
         Assert.Equal(format.Contains("lots", StringComparison.Ordinal), malformed);
@@ -303,7 +305,7 @@ public class ActuationScenarioTests
         Assert.DoesNotContain(rig.Demo.Api.Store.List("events").Items, e => e.ToJsonObject() is var o
             && o["reason"]?.GetValue<string>() == "DisruptionRolledBack" && o["involvedObject"]?["name"]?.GetValue<string>() == node);
         Assert.DoesNotContain(log.Lines, l => l.Contains("uncordoned " + node, StringComparison.Ordinal));
-        await rig.RunUntilAsync(() => fresh.RecentActions().Any(a => a.RecommendationId == id), "the resumed drain ended", actuator: fresh);
+        await process.RunUntilAsync(() => fresh.RecentActions().Any(a => a.RecommendationId == id), "the resumed drain ended");
         var done = Assert.Single(fresh.RecentActions(), a => a.RecommendationId == id);
         Assert.Equal(type, done.Type);
         Assert.Equal($"succeeded: removed {node}, saving {saving} $/h", done.State);
@@ -359,12 +361,14 @@ public class ActuationScenarioTests
         var inFlight = rig.Actuator.InFlight().Select(f => f.Pool).Order().ToList();
         Assert.NotEmpty(inFlight);
 
+        // Killed: a fresh process (its own caches, model, recommender and actuator) on the same cluster.
         rig.Detach(rig.Actuator);
-        var next = rig.NewActuator(ActuationRig.Quick());
-        for (int i = 0; i < 5; i++) await rig.StepAsync(next);
+        var process = await rig.NewProcessAsync(ActuationRig.Quick());
+        var next = process.Actuator;
+        for (int i = 0; i < 5; i++) await process.StepAsync();
         Assert.Equal(inFlight, next.InFlight().Select(f => f.Pool).Order().ToList());
         Assert.Equal(0, next.Counts.GetValueOrDefault(("create_pool", "succeeded")));
-        Assert.DoesNotContain(rig.Recommender.Current.Recommendations, r => r.Type == RecommendationType.Provision);
+        Assert.DoesNotContain(process.Recommender.Current.Recommendations, r => r.Type == RecommendationType.Provision);
         var ours = rig.ManagedPools().Where(p => p["spec"]!["customLabels"]![Actuator.RecommendationLabel] is not null).ToList();
         Assert.Equal(inFlight.Count, ours.Count);
     }

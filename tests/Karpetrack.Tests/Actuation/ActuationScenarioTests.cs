@@ -374,9 +374,11 @@ public class ActuationScenarioTests
     }
 
     /// <summary>
-    /// Both replicas run their own loops (RunAsync, which asks the elector before every tick) and their electors on the
-    /// rig's clock: a step plans (waking both loops), waits until both have passed, then moves the clock a second, which
-    /// fires the electors' renewals and retries and the loops' tick periods.
+    /// Both replicas run their own loops (RunAsync, which asks the elector before every tick) on the rig's clock: a step plans
+    /// (waking both loops), waits until both have passed, then moves the rig's clock a second (the loops' tick periods, the
+    /// fakes' timers). Each elector runs on a hand-moved clock of its own, moved only when the test says: held still, A's
+    /// term lasts and B keeps seeing the lease held; after A releases it, B's clock is moved past its retry pause once B is
+    /// parked in it (an event wait), and B takes the lease.
     /// </summary>
     [Fact]
     public async Task OfTwoReplicasOnlyTheLeaderActsAndTheOtherTakesOverWhenItStops()
@@ -384,16 +386,20 @@ public class ActuationScenarioTests
         await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), steppedClock: true);
         var options = ActuationRig.Quick() with { Tick = TimeSpan.FromSeconds(1) };
         var lease = new LeaderElectionOptions { LeaseDuration = TimeSpan.FromSeconds(15), RenewDeadline = TimeSpan.FromSeconds(10), RetryPeriod = TimeSpan.FromSeconds(2) };
+        var clockA = new TimerClock(DateTimeOffset.UtcNow);
+        var clockB = new TimerClock(DateTimeOffset.UtcNow);
         using var stopA = new CancellationTokenSource();
         using var stopB = new CancellationTokenSource();
-        var electorA = new LeaderElector(rig.Kube, "default", "karpetrack", "replica-a", lease, NullLogger.Instance, rig.Clock);
-        var electorB = new LeaderElector(rig.Kube, "default", "karpetrack", "replica-b", lease, NullLogger.Instance, rig.Clock);
+        var electorA = new LeaderElector(rig.Kube, "default", "karpetrack", "replica-a", lease, NullLogger.Instance, clockA);
+        var electorB = new LeaderElector(rig.Kube, "default", "karpetrack", "replica-b", lease, NullLogger.Instance, clockB);
         rig.Detach(rig.Actuator);
         var a = rig.NewActuator(options, () => electorA.IsLeader, () => electorA.Term);
         var b = rig.NewActuator(options, () => electorB.IsLeader, () => electorB.Term);
         var runElectorA = electorA.RunAsync(stopA.Token);
         await rig.WaitForAsync(() => electorA.IsLeader, "replica-a leads");
         var runElectorB = electorB.RunAsync(stopB.Token);
+        await clockB.WhenDelaysPending(1);   // B tried, found the lease held, and pauses
+        Assert.False(electorB.IsLeader);
         using var stopA2 = new CancellationTokenSource();
         using var stopB2 = new CancellationTokenSource();
         var runA = a.RunAsync(stopA2.Token);
@@ -426,12 +432,9 @@ public class ActuationScenarioTests
         stopA.Cancel();
         await runElectorA;
         Assert.False(electorA.IsLeader);
-        for (int i = 0; !electorB.IsLeader; i++)
-        {
-            // The lease was released: B takes it on its next retry (2 s and a fifth at most).
-            Assert.True(i < 4, "replica-b did not take the released lease");
-            await StepAsync(b);
-        }
+        await clockB.WhenDelaysPending(1);
+        clockB.Advance(lease.RetryPeriod * 1.2);   // past B's pause (jittered by at most a fifth): its next attempt finds the lease released
+        await rig.WaitForAsync(() => electorB.IsLeader, "replica-b takes the released lease");
         for (int i = 0; b.Counts.Values.Sum() == 0; i++)
         {
             Assert.True(i < 30, "replica-b did not act");

@@ -311,8 +311,12 @@ public sealed partial class Actuator
         var book = prices.Current;
         foreach (var r in next.Recommendations)
         {
-            // A refusal is retried on the next plan (the book may be fresh by then); anything else is handled once.
-            lock (gate) if (states.TryGetValue(r.Id, out var seen) && !seen.StartsWith("refused", StringComparison.Ordinal)) continue;
+            // A refusal is retried on the next plan (the book may be fresh by then), and a recommendation that was waiting
+            // is looked at again (its wait may be over); anything else is handled once.
+            string? seen;
+            lock (gate)
+                if (states.TryGetValue(r.Id, out seen) && !seen.StartsWith("refused", StringComparison.Ordinal) && !seen.StartsWith(DryRunWaiting, StringComparison.Ordinal))
+                    continue;
             var actions = PlanFor(r, index, book);
             string state;
             if (actions.IsAdvisory)
@@ -326,6 +330,15 @@ public sealed partial class Actuator
                 foreach (var step in actions.Steps) Count(step.TypeLabel, "refused");
                 log.LogWarning("actuation: {Id} ({Type}) not acted on: {Why}", r.Id, r.Type, why);
             }
+            else if (r.WaitingAt(clock.GetUtcNow()))
+            {
+                // Auto would not start it before its --consolidate-after wait is over: say so, and when, not what it would do.
+                var until = r.ActionableAt!.Value.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
+                state = r.Waiting is { Length: > 0 } waiting
+                    ? $"dry_run: {waiting}; nothing would be done before then"
+                    : $"dry_run: waiting until {until}; nothing would be done before then";
+                if (state != seen) log.LogInformation("actuation dry-run: {Id} ({Type}) is waiting until {Until}: {Why}", r.Id, r.Type, until, r.Waiting);
+            }
             else
             {
                 state = $"dry_run: would {string.Join("; ", actions.Steps.Select(s => $"{s.TypeLabel} {s.Target} ({s.Detail})"))}";
@@ -338,6 +351,9 @@ public sealed partial class Actuator
             lock (gate) states[r.Id] = state;
         }
     }
+
+    /// <summary>How the dry-run state of a recommendation still in its --consolidate-after wait begins.</summary>
+    private const string DryRunWaiting = "dry_run: waiting";
 
     /// <summary>Forget recommendations that left the plan (unless an operation still runs), so the maps stay bounded.</summary>
     private void Forget(Plan next)
@@ -378,11 +394,19 @@ public sealed partial class Actuator
     public async Task RunAsync(CancellationToken ct)
     {
         if (options.Mode is not (ActuationMode.Approve or ActuationMode.Auto)) return;
-        bool wasLeader = false;
+        bool wasLeader = false, looped = false;
         while (!ct.IsCancellationRequested)
         {
-            try { await wake.WaitAsync(options.Tick, ct).ConfigureAwait(false); }
-            catch (OperationCanceledException) { return; }
+            if (looped) Interlocked.Increment(ref passes);   // the pass before this one is over (a tick, or a turn as a non-leader)
+            looped = true;
+            // The tick period runs on the actuator's clock (a test moves it by hand); a new plan or an approval wakes it early.
+            using (var period = new CancellationTokenSource(options.Tick, clock))
+            using (var wait = CancellationTokenSource.CreateLinkedTokenSource(ct, period.Token))
+            {
+                try { await wake.WaitAsync(wait.Token).ConfigureAwait(false); }
+                catch (OperationCanceledException) when (!ct.IsCancellationRequested) { }
+                catch (OperationCanceledException) { return; }
+            }
             bool leader = isLeader();
             if (!leader)
             {
@@ -408,6 +432,11 @@ public sealed partial class Actuator
             }
         }
     }
+
+    private long passes;
+
+    /// <summary>Passes of <see cref="RunAsync"/> finished so far (ticks, and turns as a non-leader): tests wait on it instead of sleeping.</summary>
+    internal long Passes => Interlocked.Read(ref passes);
 
     /// <summary>Leadership lost: stop acting at once. The next leader adopts the pools and rolls interrupted drains back.</summary>
     private void StepDown()

@@ -60,7 +60,7 @@ public sealed partial class Actuator
     {
         int resumed = 0;
         var recorded = owned.Nodes.Where(n => n.Disruption is not null && n.Managed && n.Pool.Length > 0 && !owned.Deleting(n.Pool))
-            .Select(n => (Node: n, Record: DisruptionRecord.Parse(n.Disruption!)))
+            .Select(n => (Node: n, Record: ReadRecord(n.Name, n.Disruption!)))
             .Where(x => x.Record.Step == OperationStep.Drain)
             .GroupBy(x => x.Record.RecommendationId, StringComparer.Ordinal);
         foreach (var g in recorded)
@@ -68,8 +68,14 @@ public sealed partial class Actuator
             var nodes = g.Select(x => x.Node).ToList();
             var newPools = owned.Pools.Where(p => p.IsManaged && p.CustomLabels.GetValueOrDefault(RecommendationLabel) == g.Key && nodes.All(n => n.Pool != p.Name))
                 .Select(p => (p.Name, p.ServerClass)).ToList();
-            var rec = new Recommendation(g.Key, newPools.Count > 0 ? RecommendationType.Replace : RecommendationType.Consolidate, nodes.Select(n => n.Name).ToList(),
-                newPools.GroupBy(p => p.ServerClass).Select(c => new NewNode(c.Key, c.Count(), 0)).ToList(), [], [], 0, 0, 0, 0, -1, ["resumed after a restart"]);
+            // The type and the saving as recorded with the cordon; a value of the release before, which has neither, has
+            // its type inferred (new pools: a replacement) and its saving unknown.
+            var first = g.First().Record;
+            var type = first.Type ?? (newPools.Count > 0 ? RecommendationType.Replace : RecommendationType.Consolidate);
+            decimal saving = first.Saving ?? 0;
+            var rec = new Recommendation(g.Key, type, nodes.Select(n => n.Name).ToList(),
+                newPools.GroupBy(p => p.ServerClass).Select(c => new NewNode(c.Key, c.Count(), 0)).ToList(), [], [], saving, 0, 0, 0, -1,
+                [first.Saving is null ? "resumed after a restart (saving not recorded)" : "resumed after a restart"]);
             var since = nodes.Min(n => n.DisruptionSince) ?? clock.GetUtcNow();
             lock (gate)
             {
@@ -89,6 +95,15 @@ public sealed partial class Actuator
             }
         }
         return resumed;
+    }
+
+    /// <summary>The disruption annotation of a node; a malformed value is refused with a log line and read as an earlier release's (no step: rolled back).</summary>
+    private DisruptionRecord ReadRecord(string node, string value)
+    {
+        if (DisruptionRecord.TryParse(value, out var record, out var error)) return record;
+        log.LogWarning("actuation: {Node}: the {Annotation} annotation \"{Value}\" is malformed ({Error}); refused, and read as an earlier release's value naming {Id} with no step (the disruption is rolled back)",
+            node, DisruptionAnnotation, value, error, record.RecommendationId);
+        return record;
     }
 
     private async Task SweepAsync(CancellationToken ct)

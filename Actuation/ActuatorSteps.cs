@@ -170,7 +170,8 @@ public sealed partial class Actuator
                     ["annotations"] = new JsonObject
                     {
                         // The step goes with it: a restarted Karpetrack takes the drain up where it was.
-                        [DisruptionAnnotation] = new DisruptionRecord(op.Rec.Id, OperationStep.Drain).ToString(),
+                        // With the operation's type and saving: it resumes as it was, not as a guess.
+                        [DisruptionAnnotation] = new DisruptionRecord(op.Rec.Id, OperationStep.Drain, op.Rec.Type, op.Rec.SavingsPerHour).ToString(),
                         [DisruptionSinceAnnotation] = KubeTime(now),
                     },
                 },

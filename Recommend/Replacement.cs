@@ -49,7 +49,7 @@ internal static class Replacement
         bool savesEnough = o.SavesEnoughToReplace(price, savings);
         if (!savesEnough && !expired) return null;
         var capacity = new NewCapacity(solution.NewBins);
-        if (expired && o.Pools.LimitsCapacity && o.Pools.CheckCreate(s.Managed() + s.Planned(), s.Adding(capacity.Nodes)) is not null) return null;
+        if (o.Pools.LimitsCapacity && o.Pools.CheckCreate(s.Managed() + s.Planned(), s.Adding(capacity.Nodes)) is not null) return null;
         var moves = new List<PodMove>();
         capacity.AddMoves(moves, movable);
         var reasons = new List<string>();

@@ -285,9 +285,15 @@ public sealed partial class KubeApiServer : IAsyncDisposable
 
     private sealed record ContinueToken(string Snapshot, long ResourceVersion, int Offset);
 
+    private readonly ConcurrentDictionary<(string Resource, string LabelSelector), int> _lists = new();
+
+    /// <summary>LIST requests (not watches) seen so far for a resource with exactly this label selector ("" for none), pages included.</summary>
+    public int ListsOf(string resource, string labelSelector = "") => _lists.GetValueOrDefault((resource, labelSelector));
+
     private async Task ListAsync(HttpContext ctx, ResourceType type, string? ns)
     {
         var q = ctx.Request.Query;
+        _lists.AddOrUpdate((type.Resource, q["labelSelector"].ToString()), 1, (_, n) => n + 1);
         string rv = q["resourceVersion"].ToString(), rvMatch = q["resourceVersionMatch"].ToString(), cont = q["continue"].ToString();
 
         if (q.ContainsKey("sendInitialEvents"))

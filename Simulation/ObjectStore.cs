@@ -446,6 +446,21 @@ public sealed class ObjectStore
     }
 
     /// <summary>
+    /// Queues a bookmark at the current resourceVersion behind every event already queued, on every open watch, and
+    /// returns that version: a client whose resourceVersion reaches it has seen every change made so far (tests use
+    /// it as a barrier after moving a hand-moved clock, instead of sleeping).
+    /// </summary>
+    public long BookmarkAll()
+    {
+        lock (_lock)
+        {
+            foreach (var b in _buckets.Values)
+                foreach (var w in b.Watchers) w.Offer(new BookmarkItem(_resourceVersion));
+            return _resourceVersion;
+        }
+    }
+
+    /// <summary>
     /// Holds delivery on every watch stream until <see cref="ReleaseWatches"/>; events keep queueing
     /// (up to each watcher's capacity). A benchmark builds a backlog this way, so what it then times is
     /// how fast the client drains it, not how fast this store can produce changes.

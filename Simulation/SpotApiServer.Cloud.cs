@@ -181,7 +181,11 @@ public sealed partial class SpotApiServer
     }
 
     /// <summary>Hooks run one at a time, in the order the fake decided them, outside its lock.</summary>
-    private void Emit(Action hook) => hooks.Writer.TryWrite(hook);
+    private void Emit(Action hook)
+    {
+        Interlocked.Increment(ref unsettled);
+        if (!hooks.Writer.TryWrite(hook)) Interlocked.Decrement(ref unsettled);
+    }
 
     private async Task PumpHooksAsync()
     {
@@ -189,20 +193,40 @@ public sealed partial class SpotApiServer
         {
             try { hook(); }
             catch (Exception e) { LastHookError = e; }
+            finally { Interlocked.Decrement(ref unsettled); }
         }
     }
+
+    /// <summary>Hooks queued and not yet run, and actions due at once that have not run yet.</summary>
+    private int unsettled;
+
+    /// <summary>
+    /// Every hook the fake queued (a node joining or leaving) and every action it decided to take at once has run. Timed
+    /// actions run on the thread that moves the clock past them, so with a hand-moved clock a test moves the clock and then
+    /// waits for this, instead of sleeping.
+    /// </summary>
+    public bool Settled => Volatile.Read(ref unsettled) == 0;
 
     private void Schedule(TimeSpan delay, Action action)
     {
         var token = stopping.Token;
-        _ = Task.Run(async () =>
+        // The wait is armed here, when the fake decides, not later on a pool thread (a clock moved right after the request
+        // that scheduled it fires it on time), and the action runs where the timer fires.
+        if (delay <= TimeSpan.Zero)
         {
-            try
+            // Never inline: the caller may hold the gate in the middle of a change. Unsettled until it has run.
+            Interlocked.Increment(ref unsettled);
+            _ = Task.Run(() =>
             {
-                if (delay > TimeSpan.Zero) await Task.Delay(delay, clock, token).ConfigureAwait(false);
-                action();
-            }
-            catch (OperationCanceledException) { }
-        });
+                try { action(); }
+                finally { Interlocked.Decrement(ref unsettled); }
+            }, CancellationToken.None);
+            return;
+        }
+        var wait = Task.Delay(delay, clock, token);
+        _ = wait.ContinueWith(t =>
+        {
+            if (t.IsCompletedSuccessfully) action();
+        }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 }

@@ -118,6 +118,40 @@ public class ActuatorUnitTests
     }
 
     [Fact]
+    public void DryRunSaysARecommendationIsWaitingAndUntilWhenInsteadOfWhatItWouldDo()
+    {
+        var (s, plan) = ManagedAndUnmanaged();
+        using var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: Fresh());
+        var synced = new ReflectorStatus("nodes");
+        synced.MarkSynced("1", DateTimeOffset.UtcNow);
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        var actuator = new Actuator(new ActuationOptions { Mode = ActuationMode.DryRun }, s.Model, prices, [synced], NullLogger.Instance, clock: clock);
+        var removal = plan.Recommendations.First(r => r.Nodes.SequenceEqual(["mine"]));
+        var at = clock.Now.AddMinutes(30);
+        var until = at.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", System.Globalization.CultureInfo.InvariantCulture);
+        // As the recommender marks it while its node has not been removable for --consolidate-after.
+        var waiting = removal with { ActionableAt = at, Waiting = $"waiting for consolidate-after (30m) until {until}" };
+        var marked = plan with { Recommendations = [.. plan.Recommendations.Select(r => r.Id == removal.Id ? waiting : r)] };
+
+        actuator.OnPlan(marked);
+        Assert.Equal($"dry_run: waiting for consolidate-after (30m) until {until}; nothing would be done before then", actuator.StateOf(removal.Id));
+        Assert.Equal(0, actuator.Counts.GetValueOrDefault(("cordon", "dry_run")));
+        // Still waiting a minute before the end: the same.
+        clock.Advance(TimeSpan.FromMinutes(29));
+        actuator.OnPlan(marked);
+        Assert.StartsWith("dry_run: waiting for consolidate-after (30m) until ", actuator.StateOf(removal.Id));
+        Assert.DoesNotContain("would cordon", actuator.StateOf(removal.Id));
+        Assert.Equal(0, actuator.Counts.GetValueOrDefault(("cordon", "dry_run")));
+
+        // The wait is over: now it says what it would do, once.
+        clock.Advance(TimeSpan.FromMinutes(1));
+        actuator.OnPlan(marked);
+        actuator.OnPlan(marked);
+        Assert.StartsWith("dry_run: would cordon mine", actuator.StateOf(removal.Id));
+        Assert.Equal(1, actuator.Counts.GetValueOrDefault(("cordon", "dry_run")));
+    }
+
+    [Fact]
     public void NothingHappensWhenOffOrRefusedWhileCachesAreNotSynced()
     {
         var (s, plan) = ManagedAndUnmanaged();

@@ -219,7 +219,45 @@ public class SafetyPolicyTests
         var record = DisruptionRecord.Parse(value);
         Assert.Equal(id, record.RecommendationId);
         Assert.Equal(drain ? OperationStep.Drain : null, record.Step);
+        Assert.Null(record.Type);
+        Assert.Null(record.Saving);
+        Assert.True(DisruptionRecord.TryParse(value, out _, out var error), error);
         if (drain) Assert.Equal(value, record.ToString());
+    }
+
+    [Theory]
+    [InlineData("rep-0123456789ab;step=drain;op=replace;saving=0.0123", RecommendationType.Replace, "0.0123")]
+    [InlineData("con-0123456789ab;step=drain;op=consolidate;saving=0", RecommendationType.Consolidate, "0")]
+    [InlineData("emp-0123456789ab;step=drain;op=delete-empty;saving=-0.5", RecommendationType.DeleteEmpty, "-0.5")]   // an expired node's replacement may cost more
+    [InlineData("rep-0123456789ab; step=drain ;saving=0.0123;op=replace;by=a-later-release", RecommendationType.Replace, "0.0123")]   // any order, spaces, unknown keys
+    public void TheDisruptionAnnotationCarriesTheOperationsTypeAndSaving(string value, RecommendationType type, string saving)
+    {
+        Assert.True(DisruptionRecord.TryParse(value, out var record, out var error), error);
+        Assert.Equal(value[..value.IndexOf(';')], record.RecommendationId);
+        Assert.Equal(OperationStep.Drain, record.Step);
+        Assert.Equal(type, record.Type);
+        Assert.Equal(decimal.Parse(saving, System.Globalization.CultureInfo.InvariantCulture), record.Saving);
+        // What the actuator writes reads back as the same record.
+        var written = new DisruptionRecord(record.RecommendationId, OperationStep.Drain, type, record.Saving).ToString();
+        Assert.Equal(record, DisruptionRecord.Parse(written));
+        Assert.Equal($"{record.RecommendationId};step=drain;op={DisruptionRecord.OpName(type)};saving={saving}", written);
+    }
+
+    [Theory]
+    [InlineData("rep-0123456789ab;step=drain;op=teleport;saving=0.01", "op=teleport")]
+    [InlineData("rep-0123456789ab;step=drain;op=replace;saving=abc", "saving=abc")]
+    [InlineData("rep-0123456789ab;step=drain;op=replace;saving=1e2147483647", "saving=1e2147483647")]
+    [InlineData("rep-0123456789ab;step=drain;op=replace;saving=99999999999999", "saving=99999999999999")]
+    [InlineData("rep-0123456789ab;step=drain;step=drain", "step is given twice")]
+    [InlineData("rep-0123456789ab;step=drain;garbage", "\"garbage\" is not key=value")]
+    [InlineData(";step=drain", "no recommendation")]
+    public void AMalformedDisruptionAnnotationIsRefusedAndReadAsAnEarlierReleasesValue(string value, string why)
+    {
+        Assert.False(DisruptionRecord.TryParse(value, out var record, out var error));
+        Assert.Contains(why, error);
+        // As an earlier release's value: the recommendation only, no step (so the drain is rolled back, not resumed).
+        Assert.Equal(new DisruptionRecord(value[..value.IndexOf(';')], null), record);
+        Assert.Equal(record, DisruptionRecord.Parse(value));
     }
 
     [Fact]

@@ -16,9 +16,13 @@ internal sealed class Destinations
     private readonly bool[] plain;                              // by position in order: no NoSchedule/NoExecute taint, most pods need no label check
     private readonly ResourceTable table;
     private readonly Demand[] delta;                            // what the placement under way puts on each node
+    private readonly bool[] stays;                              // by position in order: a node no removal may take (blocked, or receiving pods)
+    private readonly Dictionary<string, int> position = new(StringComparer.Ordinal);
     private readonly List<int> touched = [];
 
-    public Destinations(Room room, ResourceTable table)
+    /// <param name="removable">Whether a node may still be removed (a candidate): pods go to the nodes that stay first, as they
+    /// are paid for whatever the plan, and only then to removable ones, which they would keep.</param>
+    public Destinations(Room room, ResourceTable table, Func<string, bool>? removable = null)
     {
         this.room = room;
         this.table = table;
@@ -26,6 +30,15 @@ internal sealed class Destinations
             .OrderByDescending(i => Room.Utilization(room.View(i))).ThenBy(i => room.View(i).Name, StringComparer.Ordinal).ToArray();
         delta = new Demand[order.Length];
         plain = order.Select(i => !room.View(i).Taints.Any(PodShape.KeepsPodsOff)).ToArray();
+        stays = order.Select(i => removable is null || !removable(room.View(i).Name)).ToArray();
+        for (int i = 0; i < order.Length; i++) position[room.View(order[i]).Name] = i;
+    }
+
+    /// <summary>The nodes a placement sends pods to stay from now on (they receive): later placements fill them first.</summary>
+    public void Kept(Placement placement)
+    {
+        foreach (var c in placement.Claims)
+            if (position.TryGetValue(c.Node, out var i)) stays[i] = true;
     }
 
     /// <summary>
@@ -73,12 +86,22 @@ internal sealed class Destinations
         return new Placement(moves, claims, unfit);
     }
 
-    /// <summary>The first node in order (a position in it) that takes the pod besides what the placement already put there; -1 for none.</summary>
+    /// <summary>
+    /// The first node in order (a position in it) that takes the pod besides what the placement already put there, among
+    /// the nodes that stay, else among the others; -1 for none.
+    /// </summary>
     private int Target(PodFacts p, Demand demand, string? group, int self, List<(int Node, string Group)> addedGroups)
+    {
+        int t = Target(p, demand, group, self, addedGroups, staying: true);
+        return t >= 0 ? t : Target(p, demand, group, self, addedGroups, staying: false);
+    }
+
+    private int Target(PodFacts p, Demand demand, string? group, int self, List<(int Node, string Group)> addedGroups, bool staying)
     {
         bool unconstrained = p.Shape.NodeSelector.Count == 0 && p.Shape.RequiredNodeTerms.Count == 0;
         for (int i = 0; i < order.Length; i++)
         {
+            if (stays[i] != staying) continue;
             int n = order[i];
             if (n == self || !room.IsOpen(n)) continue;
             if (!demand.FitsIn(room.Free(n) - delta[i])) continue;

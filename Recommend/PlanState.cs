@@ -92,6 +92,8 @@ internal sealed class PlanState
     }
 
     public bool IsClaimed(string node) => claimed.Contains(node);
+    /// <summary>A node without blockers of its own, so a removal method may take it (set by <see cref="RankCandidates"/>).</summary>
+    public bool IsCandidate(string node) => blockers.TryGetValue(node, out var b) && b.Count == 0;
     public bool Receives(string node) => receivers.Contains(node);
     public IReadOnlyList<Blocker> BlockersOf(string node) => blockers[node];
 

@@ -8,7 +8,7 @@ namespace Karpetrack;
 /// </summary>
 internal sealed class SingleNodeConsolidation(PlanState state)
 {
-    private readonly Destinations destinations = new(state.Room, state.Resources);
+    private readonly Destinations destinations = new(state.Room, state.Resources, state.IsCandidate);
 
     public IEnumerable<Candidate> Candidates()
     {
@@ -32,6 +32,7 @@ internal sealed class SingleNodeConsolidation(PlanState state)
                 : $"the {movable.Length} pods of {node.Name} fit on the remaining nodes; removing it saves {price:0.###} $/h",
         };
         var rec = Recommendations.Build(type, [node.Name], [], placement.Moves, [], new Costs(price, 0, 0), state.Budgets.Disruption(movable), reasons);
+        destinations.Kept(placement);
         return new Command(rec, placement.Claims);
     }
 }

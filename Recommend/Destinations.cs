@@ -16,21 +16,25 @@ internal sealed class Destinations
     private readonly bool[] plain;                              // by position in order: no NoSchedule/NoExecute taint, most pods need no label check
     private readonly ResourceTable table;
     private readonly Demand[] delta;                            // what the placement under way puts on each node
-    private readonly bool[] stays;                              // by position in order: a node no removal may take (blocked, or receiving pods)
+    private readonly byte[] tier;                               // by position in order: 0 stays (blocked, or receiving pods), 1 removable, 2 removable and better replaced
+    private readonly int maxTier;
     private readonly Dictionary<string, int> position = new(StringComparer.Ordinal);
     private readonly List<int> touched = [];
 
-    /// <param name="removable">Whether a node may still be removed (a candidate): pods go to the nodes that stay first, as they
-    /// are paid for whatever the plan, and only then to removable ones, which they would keep.</param>
-    public Destinations(Room room, ResourceTable table, Func<string, bool>? removable = null)
+    /// <param name="tierOf">Which nodes to fill first: 0, the nodes that stay (paid for whatever the plan); 1, removable ones,
+    /// which a pod would keep; 2, removable ones whose pods would cost much less on new nodes (a replacement is better than
+    /// keeping them). Null: all in one tier.</param>
+    /// <param name="maxTier">The last tier that may receive pods.</param>
+    public Destinations(Room room, ResourceTable table, Func<string, int>? tierOf = null, int maxTier = 2)
     {
+        this.maxTier = maxTier;
         this.room = room;
         this.table = table;
         order = Enumerable.Range(0, room.Count).Where(room.IsOpen)
             .OrderByDescending(i => Room.Utilization(room.View(i))).ThenBy(i => room.View(i).Name, StringComparer.Ordinal).ToArray();
         delta = new Demand[order.Length];
         plain = order.Select(i => !room.View(i).Taints.Any(PodShape.KeepsPodsOff)).ToArray();
-        stays = order.Select(i => removable is null || !removable(room.View(i).Name)).ToArray();
+        tier = order.Select(i => (byte)(tierOf?.Invoke(room.View(i).Name) ?? 0)).ToArray();
         for (int i = 0; i < order.Length; i++) position[room.View(order[i]).Name] = i;
     }
 
@@ -38,7 +42,7 @@ internal sealed class Destinations
     public void Kept(Placement placement)
     {
         foreach (var c in placement.Claims)
-            if (position.TryGetValue(c.Node, out var i)) stays[i] = true;
+            if (position.TryGetValue(c.Node, out var i)) tier[i] = 0;
     }
 
     /// <summary>
@@ -87,21 +91,22 @@ internal sealed class Destinations
     }
 
     /// <summary>
-    /// The first node in order (a position in it) that takes the pod besides what the placement already put there, among
-    /// the nodes that stay, else among the others; -1 for none.
+    /// The first node in order (a position in it) that takes the pod besides what the placement already put there, tier by
+    /// tier; -1 for none.
     /// </summary>
     private int Target(PodFacts p, Demand demand, string? group, int self, List<(int Node, string Group)> addedGroups)
     {
-        int t = Target(p, demand, group, self, addedGroups, staying: true);
-        return t >= 0 ? t : Target(p, demand, group, self, addedGroups, staying: false);
+        for (byte t = 0; t <= maxTier; t++)
+            if (Target(p, demand, group, self, addedGroups, t) is var i and >= 0) return i;
+        return -1;
     }
 
-    private int Target(PodFacts p, Demand demand, string? group, int self, List<(int Node, string Group)> addedGroups, bool staying)
+    private int Target(PodFacts p, Demand demand, string? group, int self, List<(int Node, string Group)> addedGroups, byte level)
     {
         bool unconstrained = p.Shape.NodeSelector.Count == 0 && p.Shape.RequiredNodeTerms.Count == 0;
         for (int i = 0; i < order.Length; i++)
         {
-            if (stays[i] != staying) continue;
+            if (tier[i] != level) continue;
             int n = order[i];
             if (n == self || !room.IsOpen(n)) continue;
             if (!demand.FitsIn(room.Free(n) - delta[i])) continue;

@@ -67,6 +67,13 @@ internal static class ConsolidationBench
             + $"the same bound with the packer's own pricing of free room {b.PackerBoundPerHour:0.###} $/h; bound over all pods, blockers ignored (the cost outlook's) {outlook.LowerBoundPerHour:0.###} $/h; {b.NodeTypes} undominated nodes as bin types; bound and repack in {ms:F0} ms",
             "(info)", $"plan {Pct(after, b.RepackPerHour ?? 0)} above the repack; repack {Pct(b.RepackPerHour ?? 0, b.BoundPerHour)} above the bound; plan {Pct(after, outlook.LowerBoundPerHour)} above the blind bound", null);
         var removed = plan.Recommendations.SelectMany(r => r.Nodes).ToHashSet(StringComparer.Ordinal);
+        if (Environment.GetEnvironmentVariable("CONSOL_DEBUG") == "1")   // where the cost that stays is: by class and blocker
+        {
+            foreach (var g in snap.Nodes.Where(n => !removed.Contains(n.Name)).GroupBy(n => (n.ServerClass, string.Join("+", plan.Blockers.GetValueOrDefault(n.Name)?.Select(x => x.Reason) ?? []))).OrderBy(g => g.Key.ServerClass))
+                Console.WriteLine($"    kept {g.Key.ServerClass} [{g.Key.Item2}]: {g.Count()} nodes, util cpu {g.Average(n => n.Utilization(0)):P0} mem {g.Average(n => n.Utilization(1)):P0}, {g.Sum(n => book.NodePrice(n.ServerClass, n.CapacityType) ?? 0):0.###} $/h");
+            foreach (var g in snap.Nodes.Where(n => removed.Contains(n.Name)).GroupBy(n => n.ServerClass).OrderBy(g => g.Key))
+                Console.WriteLine($"    removed {g.Key}: {g.Count()} nodes");
+        }
         int unexplained = snap.Nodes.Count(n => !removed.Contains(n.Name) && (!plan.Blockers.TryGetValue(n.Name, out var bl) || bl.Count == 0));
         report.Row(Section, $"{name}: nodes neither recommended for removal nor carrying a named blocker", "0", $"{unexplained}", unexplained == 0);
     }

@@ -34,6 +34,11 @@ public static class Recommender
         foreach (var c in single.Candidates()) state.Apply(single.Decide(c));
         state.Apply(MultiNodeConsolidation.Decide(state, MultiNodeConsolidation.Candidates(state)));
         foreach (var c in Replacement.Candidates(state)) state.Apply(Replacement.Decide(state, c));
+        //    Then those no replacement took, in groups: one node's saving may miss the dollar threshold where a group's does not.
+        foreach (var g in MultiNodeReplacement.Groups(state)) state.Apply(MultiNodeReplacement.Decide(state, g));
+        //    Last, one node at a time again over what is left, onto every node (the first pass spared those dear for their size).
+        var last = new SingleNodeConsolidation(state, lastPass: true);
+        foreach (var c in last.Candidates()) state.Apply(last.Decide(c));
         return state.ToPlan();
     }
 

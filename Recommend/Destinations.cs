@@ -16,16 +16,33 @@ internal sealed class Destinations
     private readonly bool[] plain;                              // by position in order: no NoSchedule/NoExecute taint, most pods need no label check
     private readonly ResourceTable table;
     private readonly Demand[] delta;                            // what the placement under way puts on each node
+    private readonly byte[] tier;                               // by position in order: 0 stays (blocked, or receiving pods), 1 removable, 2 removable and better replaced
+    private readonly int maxTier;
+    private readonly Dictionary<string, int> position = new(StringComparer.Ordinal);
     private readonly List<int> touched = [];
 
-    public Destinations(Room room, ResourceTable table)
+    /// <param name="tierOf">Which nodes to fill first: 0, the nodes that stay (paid for whatever the plan); 1, removable ones,
+    /// which a pod would keep; 2, removable ones whose pods would cost much less on new nodes (a replacement is better than
+    /// keeping them). Null: all in one tier.</param>
+    /// <param name="maxTier">The last tier that may receive pods.</param>
+    public Destinations(Room room, ResourceTable table, Func<string, int>? tierOf = null, int maxTier = 2)
     {
+        this.maxTier = maxTier;
         this.room = room;
         this.table = table;
         order = Enumerable.Range(0, room.Count).Where(room.IsOpen)
             .OrderByDescending(i => Room.Utilization(room.View(i))).ThenBy(i => room.View(i).Name, StringComparer.Ordinal).ToArray();
         delta = new Demand[order.Length];
         plain = order.Select(i => !room.View(i).Taints.Any(PodShape.KeepsPodsOff)).ToArray();
+        tier = order.Select(i => (byte)(tierOf?.Invoke(room.View(i).Name) ?? 0)).ToArray();
+        for (int i = 0; i < order.Length; i++) position[room.View(order[i]).Name] = i;
+    }
+
+    /// <summary>The nodes a placement sends pods to stay from now on (they receive): later placements fill them first.</summary>
+    public void Kept(Placement placement)
+    {
+        foreach (var c in placement.Claims)
+            if (position.TryGetValue(c.Node, out var i)) tier[i] = 0;
     }
 
     /// <summary>
@@ -73,12 +90,23 @@ internal sealed class Destinations
         return new Placement(moves, claims, unfit);
     }
 
-    /// <summary>The first node in order (a position in it) that takes the pod besides what the placement already put there; -1 for none.</summary>
+    /// <summary>
+    /// The first node in order (a position in it) that takes the pod besides what the placement already put there, tier by
+    /// tier; -1 for none.
+    /// </summary>
     private int Target(PodFacts p, Demand demand, string? group, int self, List<(int Node, string Group)> addedGroups)
+    {
+        for (byte t = 0; t <= maxTier; t++)
+            if (Target(p, demand, group, self, addedGroups, t) is var i and >= 0) return i;
+        return -1;
+    }
+
+    private int Target(PodFacts p, Demand demand, string? group, int self, List<(int Node, string Group)> addedGroups, byte level)
     {
         bool unconstrained = p.Shape.NodeSelector.Count == 0 && p.Shape.RequiredNodeTerms.Count == 0;
         for (int i = 0; i < order.Length; i++)
         {
+            if (tier[i] != level) continue;
             int n = order[i];
             if (n == self || !room.IsOpen(n)) continue;
             if (!demand.FitsIn(room.Free(n) - delta[i])) continue;

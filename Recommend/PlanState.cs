@@ -95,6 +95,15 @@ internal sealed class PlanState
     public bool Receives(string node) => receivers.Contains(node);
     public IReadOnlyList<Blocker> BlockersOf(string node) => blockers[node];
 
+    private readonly Dictionary<string, decimal?> floors = new(StringComparer.Ordinal);
+
+    /// <summary>The packer's lower bound on new nodes for a node's movable pods (null: some pod fits no class), computed once per run.</summary>
+    public decimal? Floor(string node, Func<decimal?> compute)
+    {
+        if (!floors.TryGetValue(node, out var f)) floors[node] = f = compute();
+        return f;
+    }
+
     /// <summary>Gives the runtime a chance to collect between steps of a long run.</summary>
     public void Tick() => pacer.Tick();
 

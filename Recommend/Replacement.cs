@@ -40,8 +40,11 @@ internal static class Replacement
         var shapes = new ShapeIndex(s.Resources);
         var items = movable.Select((p, i) => shapes.Item(i, p)).ToList();
         var problem = shapes.Problem(items, s.Offers, [], (_, _) => false);
-        // No packing can beat the lower bound: skip the search when even the bound saves too little.
-        var floor = Packer.LowerBound(problem);
+        // No packing can beat the lower bound: skip the search when even the bound saves too little. (Kept for the
+        // multi-node replacement, which asks the same of the nodes left; null there when some pod fits no class.)
+        var x = new PackingInstance(problem);
+        var floor = DualBound.Compute(x).Reported;
+        s.Floor(node.Name, () => x.PlaceableItems < x.N ? null : floor);
         if (!expired && !o.SavesEnoughToReplace(price, price - floor)) return null;
         var solution = Packer.Solve(problem, PerNode);
         if (solution.Unplaced.Count > 0) return null;

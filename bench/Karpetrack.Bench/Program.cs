@@ -59,9 +59,11 @@ var report = new Report(Path.Combine(Report.RepoRoot(), "BENCHMARKS.md"));
 Console.WriteLine($"karpetrack benchmarks: {nodes} nodes, {pods} pods; {Environment.ProcessorCount} cores, .NET {Environment.Version}");
 
 if (Want("recommender")) RecommenderBench.RunProvisioning(report);
-SyntheticData? data = Want("exporter") || Want("recommender") ? SyntheticData.Build(nodes, pods) : null;
+if (Want("consolidation")) ConsolidationBench.RunUnderused(report);
+SyntheticData? data = Want("exporter") || Want("recommender") || Want("consolidation") ? SyntheticData.Build(nodes, pods) : null;
 if (Want("exporter")) ExporterBench.Run(data!, report);
 if (Want("recommender")) RecommenderBench.RunScan(data!, report);
+if (Want("consolidation")) ConsolidationBench.RunBig(data!, report);
 data = null;
 GC.Collect();
 if (Want("sync")) await SyncBench.RunAsync(nodes, pods, report);

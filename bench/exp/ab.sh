@@ -1,5 +1,6 @@
 #!/bin/bash
-# usage: ab.sh KUBECONFIG ROUNDS  -- alternates base / new / new+LOH threshold on one API server
+# usage: ab.sh KUBECONFIG ROUNDS -- alternates .tmp/karpetrack-base, .tmp/karpetrack-new and the new one with GCLOHThreshold=16 MB
+# (NativeAOT binaries copied there by hand) against one running `Karpetrack.Bench.dll serve`; prints mem3.py lines and load averages.
 KC=$1; N=${2:-3}
 cd "$(dirname "$0")/../.."
 for r in $(seq 1 $N); do

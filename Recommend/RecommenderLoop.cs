@@ -77,7 +77,7 @@ public sealed class RecommenderLoop
     /// The plan itself: pure computation over the copies (in the loop, on a lowered thread of its own, so a scrape or an
     /// API call never waits for it; nothing here may queue work to the thread pool, see <see cref="Background.RunLowered"/>).
     /// </summary>
-    private (Plan Plan, Inputs Input) Compute(Inputs i)
+    private Computed Compute(Inputs i)
     {
         var o = options();
         var next = Recommender.Recommend(i.Snap, i.Pods, i.Pdbs, i.DaemonSets, i.Book, o, i.Provisioning, i.Now);
@@ -89,16 +89,18 @@ public sealed class RecommenderLoop
             log.LogError(e, "recommender: the cost outlook failed; publishing the plan without it");
         }
         // Still published while their nodes wait out --consolidate-after, but marked so that the actuator leaves them alone.
-        return (Waits.Apply(next, o.Pools, i.Now), i);
+        return new(Waits.Apply(next, o.Pools, i.Now), i.Book, i.Started);
     }
 
     /// <summary>Makes a computed plan current and tells the listeners (on a serving-priority thread).</summary>
-    private Plan Publish((Plan Plan, Inputs Input) run)
+    private Plan Publish(Computed run)
     {
-        var (next, i) = run;
-        MakeCurrent(next, i.Book, clock.GetElapsedTime(i.Started).TotalSeconds);
-        return next;
+        MakeCurrent(run.Plan, run.Book, clock.GetElapsedTime(run.Started).TotalSeconds);
+        return run.Plan;
     }
+
+    /// <summary>What a run hands back for publishing: the plan and what it was made on, not the copies.</summary>
+    private sealed record Computed(Plan Plan, PriceBook Book, long Started);
 
     /// <summary>Makes a plan built elsewhere current, as a run would (benchmarks and tests of the plan's readers).</summary>
     internal void Publish(Plan next) => MakeCurrent(next, prices.Current, null);
@@ -129,6 +131,31 @@ public sealed class RecommenderLoop
     /// </summary>
     internal const int BurstEventsPerSecond = 2_000;
     internal static readonly TimeSpan BurstDeferLimit = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// One run of the loop: the copies here, the plan on a lowered thread of its own, the publishing back here. The copies
+    /// (150k pods: 8 MB of pod facts and the run's snapshot) must be garbage by the time the loop collects after the run:
+    /// the result handed to Publish used to carry them (alive on the stack through that collection, so promoted to gen2
+    /// and held until a later one), and the lowered thread's closure can outlive the run briefly (the thread pool's wait
+    /// registration), so it holds them in a box it empties.
+    /// </summary>
+    private async Task RunAndPublishAsync(CancellationToken ct)
+    {
+        // The lowered thread takes the copies out of the box: whatever still holds the closure after the run (the
+        // thread pool's wait registration, the finished thread) then holds an empty box.
+        var input = new System.Runtime.CompilerServices.StrongBox<Inputs?>(Copy());
+        InputsCopied?.Invoke(input.Value!);
+        ct.ThrowIfCancellationRequested();
+        Publish(await Background.RunLowered(() =>
+        {
+            var copies = input.Value!;
+            input.Value = null;
+            return Compute(copies);
+        }).ConfigureAwait(false));
+    }
+
+    /// <summary>Tests: sees each run's copies (to check that nothing holds them after the run).</summary>
+    internal Action<object>? InputsCopied { get; set; }
 
     public async Task RunAsync(CancellationToken ct)
     {
@@ -174,10 +201,7 @@ public sealed class RecommenderLoop
             nextTimer = now + interval;
             try
             {
-                // The copies here, the plan on a lowered thread of its own, the publishing back here.
-                var input = Copy();
-                ct.ThrowIfCancellationRequested();
-                Publish(await Background.RunLowered(() => Compute(input)).ConfigureAwait(false));
+                await RunAndPublishAsync(ct).ConfigureAwait(false);
                 // A run over a large cluster allocates tens of MB that the runtime would otherwise keep
                 // committed until the next run: give it back. Not on the lowered thread: every thread
                 // waits for a blocking collection, so it must not queue behind other processes' work.

@@ -182,6 +182,32 @@ public class CollectorTests
         }
     }
 
+    [Fact]
+    public void TheCacheHoldsEachNodesLinesOnceThroughChurn()
+    {
+        // The per-node lines and the chunks' concatenated blocks are the same bytes: the cache must hold them once,
+        // also after nodes changed, came and went (the fresh lines of a changed node become slices of its new chunk).
+        var m = new ClusterModel(ResourceTable.Default);
+        for (int i = 0; i < 300; i++) m.UpsertNode(ClusterModelTests.Node($"node-{i:D4}"));
+        var collector = new Collector(m, []);
+        void Check()
+        {
+            collector.RenderToArray();
+            long nodeLines = 0;
+            var text = Encoding.UTF8.GetString(collector.RenderToArray());
+            foreach (var line in text.Split('\n'))
+                if (line.StartsWith("karpetrack_node_", StringComparison.Ordinal) && line.Contains("node=\"", StringComparison.Ordinal)) nodeLines += line.Length + 1;
+            Assert.True(nodeLines > 100_000, $"only {nodeLines} bytes of node lines");
+            Assert.Equal(nodeLines, collector.CachedLineBytes());
+        }
+        Check();
+        for (int i = 0; i < 40; i++) m.UpsertPod(ClusterModelTests.Pod($"p{i}", $"node-{i * 7:D4}", 100, 1 << 20));
+        Check();
+        m.DeleteNode("node-0100");
+        m.UpsertNode(ClusterModelTests.Node("node-0050x"));
+        Check();
+    }
+
     /// <summary>A synced pods cache, the sample model and a recommender loop over them (not started).</summary>
     private static (ReflectorStatus Status, ClusterModel Model, RecommenderLoop Loop) WithRecommender(PriceFeed prices)
     {

@@ -20,6 +20,39 @@ public class RecommenderLoopTests
         model.UpsertPod(ClusterModelTests.Pod($"pending-{Interlocked.Increment(ref pendingSerial)}", null, 500, 1L << 30, PodPhase.Pending, unschedulable: true));
 
     [Fact]
+    public async Task ARunsCopiesAreNotHeldOnceItsPlanIsPublished()
+    {
+        // At 150k pods a run's copies are 8 MB of pod facts and a snapshot. The loop collects right after it publishes;
+        // the copies must be garbage by then (they were still on the stack, in the result handed to Publish, and so
+        // survived that collection into gen2).
+        var tick = TimeSpan.FromMilliseconds(250);
+        var clock = new SteppedClock();
+        var (model, loop, prices) = Loop(TimeSpan.FromHours(1), clock);
+        using var stop = new CancellationTokenSource();
+        using (prices)
+        {
+            for (int i = 0; i < 50; i++) AddPending(model);
+            var copies = new List<WeakReference>();
+            var aliveAtPublish = new List<bool>();
+            loop.InputsCopied = input => copies.Add(new WeakReference(input));
+            loop.PlanChanged += _ =>
+            {
+                GC.Collect();
+                GC.WaitForPendingFinalizers();
+                GC.Collect();
+                aliveAtPublish.Add(copies[^1].IsAlive);
+            };
+            var running = loop.RunAsync(stop.Token);
+            await clock.StepAsync(tick);
+            Assert.Equal(1, loop.Durations.Count);
+            Assert.NotEmpty(loop.Current.Recommendations);
+            Assert.False(Assert.Single(aliveAtPublish));
+            await stop.CancelAsync();
+            await running;
+        }
+    }
+
+    [Fact]
     public async Task RecommendIntervalZeroTurnsTheLoopOff()
     {
         Assert.Equal(TimeSpan.Zero, KarpetrackOptions.Parse(["--recommend-interval", "0"], _ => null).RecommendInterval);

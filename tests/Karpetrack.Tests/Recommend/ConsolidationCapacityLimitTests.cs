@@ -1,0 +1,72 @@
+using static Karpetrack.Tests.Recommend.Scenario;
+
+namespace Karpetrack.Tests.Recommend;
+
+/// <summary>
+/// Issue 16, pool policy, with issue 17 goal 3's consolidation: --max-managed-cpu/--max-managed-memory hold for the
+/// multi-node paths that buy nodes too (a multi-node consolidation onto new nodes, a multi-node replacement), so the plan
+/// shows nothing the actuator's pre-create check would refuse.
+/// </summary>
+public class ConsolidationCapacityLimitTests
+{
+    private static RecommenderOptions Limited(PoolPolicy p) => new() { Region = "us-east-iad-1", Pools = p };
+
+    private static ManagedCapacity Adding(IEnumerable<Recommendation> recs) =>
+        recs.SelectMany(r => r.NewNodes).Aggregate(ManagedCapacity.Zero, (t, n) => t + ManagedCapacity.Of(Book.Classes[n.ServerClass].Class, n.Count));
+
+    /// <summary>Three 0.01 $/h 8-core nodes, each with a 5-core pod no other node has room for; together they fit one new 16-core node.</summary>
+    private static Scenario ThreeNodesIntoOneNew()
+    {
+        var s = new Scenario();
+        foreach (var n in new[] { "a", "b", "c" }) s.Node(n, "mh.vs1.xlarge-iad").Pod(n + "-p", n, "5", "2Gi");
+        return s;
+    }
+
+    /// <summary>Three 0.005 $/h nodes whose pods each fit a 0.001 $/h class: each saves too little alone, together enough.</summary>
+    private static Scenario ThreeSmallSavings()
+    {
+        var s = new Scenario();
+        foreach (var n in new[] { "n1", "n2", "n3" }) s.Node(n, "gp.vs1.large-iad").Pod(n + "-a", n, "2500m", "3Gi");
+        return s;
+    }
+
+    [Fact]
+    public void AMultiNodeConsolidationOntoNewNodesStaysWithinTheManagedCapacityLimit()
+    {
+        var free = ThreeNodesIntoOneNew().Run();
+        var rec = Assert.Single(free.Recommendations, r => r.Type == RecommendationType.Consolidate && r.Nodes.Count > 1);
+        Assert.NotEmpty(rec.NewNodes);
+        var adding = Adding([rec]);
+
+        // A limit that holds the new node changes nothing.
+        var roomy = ThreeNodesIntoOneNew().Run(Limited(new PoolPolicy { MaxManagedMilliCpu = adding.MilliCpu }));
+        Assert.Contains(roomy.Recommendations, r => r.Id == rec.Id);
+
+        // One millicore (or byte) less: the consolidation is not proposed, and nothing else the plan buys passes the limit.
+        foreach (var tight in new[] { new PoolPolicy { MaxManagedMilliCpu = adding.MilliCpu - 1 }, new PoolPolicy { MaxManagedMemoryBytes = adding.MemoryBytes - 1 } })
+        {
+            var plan = ThreeNodesIntoOneNew().Run(Limited(tight));
+            Assert.DoesNotContain(plan.Recommendations, r => r.Type == RecommendationType.Consolidate && r.NewNodes.Count > 0);
+            Assert.Null(tight.CheckCreate(ManagedCapacity.Zero, Adding(plan.Recommendations)));
+        }
+    }
+
+    [Fact]
+    public void AMultiNodeReplacementStaysWithinTheManagedCapacityLimit()
+    {
+        var free = ThreeSmallSavings().Run();
+        var rec = Single(free, RecommendationType.Replace);
+        Assert.Equal(["n1", "n2", "n3"], rec.Nodes);
+        var adding = Adding([rec]);
+
+        var roomy = ThreeSmallSavings().Run(Limited(new PoolPolicy { MaxManagedMilliCpu = adding.MilliCpu }));
+        Assert.Equal(rec.Id, Single(roomy, RecommendationType.Replace).Id);
+
+        foreach (var tight in new[] { new PoolPolicy { MaxManagedMilliCpu = adding.MilliCpu - 1 }, new PoolPolicy { MaxManagedMemoryBytes = adding.MemoryBytes - 1 } })
+        {
+            var plan = ThreeSmallSavings().Run(Limited(tight));
+            Assert.DoesNotContain(plan.Recommendations, r => r.Type == RecommendationType.Replace);
+            Assert.Null(tight.CheckCreate(ManagedCapacity.Zero, Adding(plan.Recommendations)));
+        }
+    }
+}

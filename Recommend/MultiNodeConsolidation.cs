@@ -13,7 +13,7 @@ internal static class MultiNodeConsolidation
             .OrderBy(c => Room.Utilization(c.Node)).ThenBy(c => c.Node.Name, StringComparer.Ordinal)
             .Take(s.Options.MultiNodeCandidates).ToList();
 
-    public static Command? Decide(PlanState s, IReadOnlyList<Candidate> group)
+    public static Decision? Decide(PlanState s, IReadOnlyList<Candidate> group)
     {
         if (group.Count < 2) return null;
         var names = group.Select(g => g.Node.Name).ToHashSet(StringComparer.Ordinal);
@@ -30,7 +30,8 @@ internal static class MultiNodeConsolidation
         var capacity = packed.NewNodes();
         // What it buys is held to the managed capacity limits, as a replacement's is (the actuator would refuse it before the create).
         if (capacity.Nodes.Count > 0 && s.Options.Pools.LimitsCapacity
-            && s.Options.Pools.CheckCreate(s.Managed() + s.Planned(), s.Adding(capacity.Nodes)) is not null) return null;
+            && s.Options.Pools.CheckCreate(s.Managed() + s.Planned(), s.Adding(capacity.Nodes)) is { } limit)
+            return new KeepAll(group.Select(g => Keep.AtLimit(g.Node.Name, limit)).ToList());
         var moves = new List<PodMove>();
         foreach (var (item, bin) in solution.OnExisting.OrderBy(kv => kv.Key))
             moves.Add(new PodMove(pods[item].Namespace, pods[item].Name, pods[item].Node!, packed.Existing[bin].Name));

@@ -69,4 +69,45 @@ public class ConsolidationCapacityLimitTests
             Assert.Null(tight.CheckCreate(ManagedCapacity.Zero, Adding(plan.Recommendations)));
         }
     }
+
+    /// <summary>A managed 0.02 $/h node whose one small pod fits a floor-priced class: a single replacement that saves 95 %.</summary>
+    private static Scenario Pricey() => new Scenario()
+        .Node("pricey", "mh.vs1.2xlarge-iad", labels: new() { [Actuator.ManagedLabel] = "true" })
+        .Pod("small", "pricey", "500m", "1Gi", extraSpec: ""","nodeSelector":{"servers.ngpc.rxt.io/type":"spot"}""")
+        .Node("other", "mh.vs1.medium-iad", annotations: new(DoNotDisrupt)).Pod("x", "other", "1900m", "13Gi");
+
+    /// <summary>The nodes of <paramref name="nodes"/> the plan keeps are kept at the limit, with its text, and not as "no cheaper shape".</summary>
+    private static void KeptAtTheLimit(Plan plan, string[] nodes, string flag)
+    {
+        var removed = plan.Recommendations.SelectMany(r => r.Nodes).ToHashSet();
+        var kept = nodes.Where(n => !removed.Contains(n)).ToList();
+        Assert.NotEmpty(kept);
+        foreach (var n in kept)
+        {
+            var b = Assert.Single(plan.Blockers[n], b => b.Reason == BlockerReasons.ManagedCapacityLimit);
+            Assert.NotNull(b.Detail);
+            Assert.StartsWith("managed capacity limit: ", b.Detail);
+            Assert.Contains($"would pass {flag}", b.Detail);
+            Assert.DoesNotContain(plan.Blockers[n], x => x.Reason == BlockerReasons.NotCheaper);
+        }
+    }
+
+    [Fact]
+    public void ANodeKeptAtTheManagedCapacityLimitIsReportedSoOnEachPath()
+    {
+        // A single replacement.
+        var rec = Single(Pricey().Run(), RecommendationType.Replace);
+        var managed = ManagedCapacity.Of(Book.Classes["mh.vs1.2xlarge-iad"].Class);
+        var adding = Adding([rec]);
+        KeptAtTheLimit(Pricey().Run(Limited(new PoolPolicy { MaxManagedMilliCpu = (managed + adding).MilliCpu - 1 })), ["pricey"], "--max-managed-cpu");
+        KeptAtTheLimit(Pricey().Run(Limited(new PoolPolicy { MaxManagedMemoryBytes = (managed + adding).MemoryBytes - 1 })), ["pricey"], "--max-managed-memory");
+
+        // A multi-node replacement.
+        var together = Adding([Single(ThreeSmallSavings().Run(), RecommendationType.Replace)]);
+        KeptAtTheLimit(ThreeSmallSavings().Run(Limited(new PoolPolicy { MaxManagedMilliCpu = together.MilliCpu - 1 })), ["n1", "n2", "n3"], "--max-managed-cpu");
+
+        // A multi-node consolidation onto new nodes.
+        var onto = Adding(ThreeNodesIntoOneNew().Run().Recommendations.Where(r => r.Nodes.Count > 1));
+        KeptAtTheLimit(ThreeNodesIntoOneNew().Run(Limited(new PoolPolicy { MaxManagedMemoryBytes = onto.MemoryBytes - 1 })), ["a", "b", "c"], "--max-managed-memory");
+    }
 }

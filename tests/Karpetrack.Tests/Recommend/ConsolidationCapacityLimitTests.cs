@@ -110,4 +110,22 @@ public class ConsolidationCapacityLimitTests
         var onto = Adding(ThreeNodesIntoOneNew().Run().Recommendations.Where(r => r.Nodes.Count > 1));
         KeptAtTheLimit(ThreeNodesIntoOneNew().Run(Limited(new PoolPolicy { MaxManagedMemoryBytes = onto.MemoryBytes - 1 })), ["a", "b", "c"], "--max-managed-memory");
     }
+
+    [Fact]
+    public void ExplainNodeNamesTheLimitThatKeepsTheNode()
+    {
+        var s = Pricey();
+        var rec = Single(s.Run(), RecommendationType.Replace);
+        var managed = ManagedCapacity.Of(Book.Classes["mh.vs1.2xlarge-iad"].Class);
+        var options = Limited(new PoolPolicy { MaxManagedMilliCpu = (managed + Adding([rec])).MilliCpu - 1 });
+        var status = new ReflectorStatus("nodes");
+        status.MarkSynced(null, DateTimeOffset.UtcNow);
+        var prices = new PriceFeed(new PriceFeedOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, initial: Book);
+        var loop = new RecommenderLoop(new(s.Model, prices, [status]), new(() => options, TimeSpan.Zero), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        loop.RunOnce();
+        var e = new KarpetrackApi(s.Model, prices, loop, [status], () => options).ExplainNode(new Karpetrack.Api.V1.ExplainNodeRequest { Node = "pricey" });
+        Assert.False(e.Replaceable);
+        Assert.Equal(BlockerReasons.ManagedCapacityLimit, Assert.Single(e.Blockers, b => b.Reason != BlockerReasons.PodsDoNotFit).Reason);
+        Assert.Contains(e.Reasons, r => r.StartsWith("managed capacity limit: ", StringComparison.Ordinal) && r.Contains("would pass --max-managed-cpu", StringComparison.Ordinal));
+    }
 }

@@ -388,6 +388,7 @@ public sealed class KarpetrackApi : V1.Karpetrack.KarpetrackBase
                 m.Pods.AddRange(b.Pods);
                 m.Pdbs.AddRange(b.Pdbs);
                 e.Blockers.Add(m);
+                if (b.Detail is { } detail) e.Reasons.Add(detail);
             }
             if (blockers.Count == 0 && e.RecommendationIds.Count == 0) e.Reasons.Add("no blocker, but no cheaper shape either");
         }

@@ -17,11 +17,13 @@ public static class BlockerReasons
     public const string PodsDoNotFit = "pods_do_not_fit_elsewhere";
     public const string NotCheaper = "no_cheaper_shape";
     public const string ReceivesPods = "receives_consolidated_pods";
+    /// <summary>A cheaper replacement exists, but its new nodes would pass --max-managed-cpu/--max-managed-memory (the blocker's detail says which).</summary>
+    public const string ManagedCapacityLimit = "managed_capacity_limit";
 
     public static readonly string[] All =
     [
         NodeDoNotDisrupt, NodeScaleDownDisabled, NodeNotReady, NodeDeleting, NodeUnpriced, PodDoNotDisrupt, PodSafeToEvictFalse,
-        PodLocalStorage, PodNoController, PdbNoDisruptions, KubeSystemWithoutPdb, PodsDoNotFit, NotCheaper, ReceivesPods,
+        PodLocalStorage, PodNoController, PdbNoDisruptions, KubeSystemWithoutPdb, PodsDoNotFit, NotCheaper, ReceivesPods, ManagedCapacityLimit,
     ];
 }
 

@@ -14,7 +14,14 @@ internal abstract record Decision;
 internal sealed record Command(Recommendation? Recommendation, IReadOnlyList<RoomClaim> Claims) : Decision;
 
 /// <summary>The candidate stays, for this reason.</summary>
-internal sealed record Keep(string Node, Blocker Blocker) : Decision;
+internal sealed record Keep(string Node, Blocker Blocker) : Decision
+{
+    /// <summary>The node stays because new nodes for it would pass the managed capacity limits; <paramref name="refusal"/> is <see cref="PoolPolicy.CheckCreate"/>'s text.</summary>
+    public static Keep AtLimit(string node, string refusal) => new(node, new Blocker(BlockerReasons.ManagedCapacityLimit, [], []) { Detail = refusal });
+}
+
+/// <summary>Several candidates stay (a group whose command was dropped), each for its reason.</summary>
+internal sealed record KeepAll(IReadOnlyList<Keep> Keeps) : Decision;
 
 /// <summary>Provisioning's command, with the pods it cannot place and the plan's provisioning cost and its lower bound.</summary>
 internal sealed record Provisioned(Command Command, IReadOnlyList<(string Pod, string Reason)> Unplaceable, decimal CostPerHour, decimal LowerBoundPerHour) : Decision

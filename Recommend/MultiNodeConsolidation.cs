@@ -3,7 +3,8 @@ namespace Karpetrack;
 /// <summary>
 /// Multi-node consolidation. Which candidates? The least utilized removal candidates that still run pods, are not
 /// claimed and receive none (at most --multi-node-candidates of them). What command? Remove them all when their pods
-/// fit on the room left elsewhere plus new nodes, for less than they cost now and with fewer nodes than they are.
+/// fit on the room left elsewhere plus new nodes, for less than they cost now and with fewer nodes than they are, and
+/// the new nodes stay within the managed capacity limits.
 /// </summary>
 internal static class MultiNodeConsolidation
 {
@@ -12,7 +13,7 @@ internal static class MultiNodeConsolidation
             .OrderBy(c => Room.Utilization(c.Node)).ThenBy(c => c.Node.Name, StringComparer.Ordinal)
             .Take(s.Options.MultiNodeCandidates).ToList();
 
-    public static Command? Decide(PlanState s, IReadOnlyList<Candidate> group)
+    public static Decision? Decide(PlanState s, IReadOnlyList<Candidate> group)
     {
         if (group.Count < 2) return null;
         var names = group.Select(g => g.Node.Name).ToHashSet(StringComparer.Ordinal);
@@ -27,6 +28,10 @@ internal static class MultiNodeConsolidation
         // Buying nodes makes it a replacement, held to the replacement thresholds; a pure removal needs only a positive saving.
         if (solution.NewBins.Count > 0 && !s.Options.SavesEnoughToReplace(current, savings)) return null;
         var capacity = packed.NewNodes();
+        // What it buys is held to the managed capacity limits, as a replacement's is (the actuator would refuse it before the create).
+        if (capacity.Nodes.Count > 0 && s.Options.Pools.LimitsCapacity
+            && s.Options.Pools.CheckCreate(s.Managed() + s.Planned(), s.Adding(capacity.Nodes)) is { } limit)
+            return new KeepAll(group.Select(g => Keep.AtLimit(g.Node.Name, limit)).ToList());
         var moves = new List<PodMove>();
         foreach (var (item, bin) in solution.OnExisting.OrderBy(kv => kv.Key))
             moves.Add(new PodMove(pods[item].Namespace, pods[item].Name, pods[item].Node!, packed.Existing[bin].Name));

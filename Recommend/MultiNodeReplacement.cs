@@ -51,7 +51,7 @@ internal static class MultiNodeReplacement
         return x.PlaceableItems < x.N ? null : DualBound.Compute(x).Reported;
     }
 
-    public static Command? Decide(PlanState s, List<Candidate> group)
+    public static Decision? Decide(PlanState s, List<Candidate> group)
     {
         if (group.Count < 2) return null;
         var o = s.Options;
@@ -64,7 +64,8 @@ internal static class MultiNodeReplacement
         var savings = current - solution.Cost;
         if (!o.SavesEnoughToReplace(current, savings)) return null;
         var capacity = new NewCapacity(solution.NewBins);
-        if (o.Pools.LimitsCapacity && o.Pools.CheckCreate(s.Managed() + s.Planned(), s.Adding(capacity.Nodes)) is not null) return null;
+        if (o.Pools.LimitsCapacity && o.Pools.CheckCreate(s.Managed() + s.Planned(), s.Adding(capacity.Nodes)) is { } limit)
+            return new KeepAll(group.Select(g => Keep.AtLimit(g.Node.Name, limit)).ToList());
         var moves = new List<PodMove>();
         capacity.AddMoves(moves, pods);
         var nodes = group.Select(g => g.Node.Name).Order(StringComparer.Ordinal).ToList();

@@ -11,7 +11,11 @@ public sealed record InFlightNode(string Pool, string ServerClass);
 public sealed record PodMove(string Namespace, string Pod, string From, string To);
 
 /// <summary>Why a node cannot be disrupted: a bounded reason code plus the pods and budgets involved.</summary>
-public sealed record Blocker(string Reason, IReadOnlyList<string> Pods, IReadOnlyList<string> Pdbs);
+public sealed record Blocker(string Reason, IReadOnlyList<string> Pods, IReadOnlyList<string> Pdbs)
+{
+    /// <summary>Text for people beside the code, when the code alone does not say it (the managed capacity limit a replacement would pass); null: none.</summary>
+    public string? Detail { get; init; }
+}
 
 /// <summary>
 /// A command of the plan, as a plain value that can be shown, explained, checked and carried out: which nodes go,

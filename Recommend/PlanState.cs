@@ -149,9 +149,26 @@ internal sealed class PlanState
                 if (r.Nodes.Count > 0) foreach (var claim in c.Claims) receivers.Add(claim.Node);
                 break;
             case Keep k:
-                blockers[k.Node].Add(k.Blocker);
+                AddBlocker(k);
+                break;
+            case KeepAll all:
+                foreach (var k in all.Keeps) AddBlocker(k);
                 break;
         }
+    }
+
+    /// <summary>
+    /// A kept candidate's blocker. A node kept at the managed capacity limit is reported so (the latest refusal), not as
+    /// having no cheaper shape: a cheaper one exists, the limit is what keeps it.
+    /// </summary>
+    private void AddBlocker(Keep k)
+    {
+        var list = blockers[k.Node];
+        if (k.Blocker.Reason == BlockerReasons.ManagedCapacityLimit)
+            list.RemoveAll(b => b.Reason is BlockerReasons.NotCheaper or BlockerReasons.ManagedCapacityLimit);
+        else if (k.Blocker.Reason == BlockerReasons.NotCheaper && list.Any(b => b.Reason == BlockerReasons.ManagedCapacityLimit))
+            return;
+        list.Add(k.Blocker);
     }
 
     /// <summary>The plan: recommendations by type, then the largest saving first; blockers of every node no command claims.</summary>

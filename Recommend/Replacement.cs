@@ -23,17 +23,20 @@ internal static class Replacement
     public static Decision? Decide(PlanState s, Candidate c)
     {
         if (s.Receives(c.Node.Name)) return new Keep(c.Node.Name, new Blocker(BlockerReasons.ReceivesPods, [], []));
-        if (Cheaper(s, c, expired: s.Expired(c.Node)) is { } rec) return new Command(rec, []);
+        if (Cheaper(s, c, expired: s.Expired(c.Node), out var limit) is { } rec) return new Command(rec, []);
+        if (limit is not null) return Keep.AtLimit(c.Node.Name, limit);
         return s.BlockersOf(c.Node.Name).Any(b => b.Reason == BlockerReasons.PodsDoNotFit) ? null
             : new Keep(c.Node.Name, new Blocker(BlockerReasons.NotCheaper, [], []));
     }
 
     /// <summary>
     /// The cheapest new nodes for the node's pods, when they save both thresholds; for an <paramref name="expired"/> managed
-    /// node (--expire-after) whether they save or not, within the managed capacity limits (with what the plan buys so far).
+    /// node (--expire-after) whether they save or not, within the managed capacity limits (with what the plan buys so far):
+    /// past them, null and <paramref name="limit"/> says which limit.
     /// </summary>
-    private static Recommendation? Cheaper(PlanState s, Candidate c, bool expired)
+    private static Recommendation? Cheaper(PlanState s, Candidate c, bool expired, out string? limit)
     {
+        limit = null;
         var (node, movable, price) = c;
         var o = s.Options;
         if (movable.Length == 0) return null;
@@ -52,7 +55,7 @@ internal static class Replacement
         bool savesEnough = o.SavesEnoughToReplace(price, savings);
         if (!savesEnough && !expired) return null;
         var capacity = new NewCapacity(solution.NewBins);
-        if (o.Pools.LimitsCapacity && o.Pools.CheckCreate(s.Managed() + s.Planned(), s.Adding(capacity.Nodes)) is not null) return null;
+        if (o.Pools.LimitsCapacity && (limit = o.Pools.CheckCreate(s.Managed() + s.Planned(), s.Adding(capacity.Nodes))) is not null) return null;
         var moves = new List<PodMove>();
         capacity.AddMoves(moves, movable);
         var reasons = new List<string>();

@@ -29,30 +29,23 @@ internal static class RecommenderBench
         var counts = string.Join(", ", bigPlan.Recommendations.GroupBy(r => r.Type).Select(g => $"{g.Count()} {g.Key}"));
         report.Row(Section, $"Every node of a {cluster.Nodes.Length:N0}-node / {cluster.Pods.Length:N0}-pod cluster evaluated for removal and replacement ({counts}; {big.ShapeCount:N0} pod shapes)",
             "≤ 5 s", $"{elapsed:F2} s", elapsed <= 5);
-        ConsolidationQuality(big, bigSnap, bigPlan, book, options, report);
+        CostOutlookTime(big, bigSnap, bigPlan, book, options, report);
         GC.KeepAlive(big);
     }
 
     /// <summary>
-    /// Issue 17, goal 3: the cost once every recommendation is carried out against the lower bound for the movable pods
-    /// (the plan's own cost outlook), the time the bound takes, and every node either recommended for removal or
-    /// carrying a named blocker.
+    /// The time the cost outlook takes (issue 17, goal 2). The plan's quality against a bound is the consolidation
+    /// bench's (<see cref="ConsolidationBench"/>: against the bound with the blockers holding, split by where the gap
+    /// lies, and the nodes left unexplained); the outlook's own bound ignores blockers, so a gap to it is no measure of
+    /// the plan and is not reported here.
     /// </summary>
-    private static void ConsolidationQuality(ClusterModel big, ClusterSnapshot snap, Plan plan, PriceBook book, RecommenderOptions options, Report report)
+    private static void CostOutlookTime(ClusterModel big, ClusterSnapshot snap, Plan plan, PriceBook book, RecommenderOptions options, Report report)
     {
         var pods = big.Pods();
         var sw = Stopwatch.StartNew();
-        plan = ClusterCosts.WithOutlook(plan, snap, pods, [], book, options);
+        ClusterCosts.WithOutlook(plan, snap, pods, [], book, options);
         var ms = sw.Elapsed.TotalMilliseconds;
-        var c = plan.Costs!;
-        var gap = c.LowerBoundPerHour > 0 ? (double)((c.AfterRecommendationsPerHour - c.LowerBoundPerHour) / c.LowerBoundPerHour) * 100 : 0;
-        report.Row(Section, $"Cost after every recommendation against the lower bound for the movable pods, {snap.Nodes.Length:N0}-node cluster "
-            + $"(today {c.TodayPerHour:0.###} $/h, after {c.AfterRecommendationsPerHour:0.###} $/h, bound {c.LowerBoundPerHour:0.###} $/h, {c.LowerBoundExcludedPods} pods left out)",
-            "≤ 10 % above", $"{gap:F1} % above", gap <= 10);
         report.Row(Section, $"The cost outlook alone over {pods.Length:N0} pods (the recommender loop adds it to each plan)", "(none)", $"{ms:F0} ms", null);
-        var removed = plan.Recommendations.SelectMany(r => r.Nodes).ToHashSet(StringComparer.Ordinal);
-        int unexplained = snap.Nodes.Count(n => !removed.Contains(n.Name) && (!plan.Blockers.TryGetValue(n.Name, out var b) || b.Count == 0));
-        report.Row(Section, "Nodes neither recommended for removal nor carrying a named blocker", "0", $"{unexplained}", unexplained == 0);
     }
 
     /// <summary>

@@ -56,11 +56,12 @@ public sealed class KubeClient : IDisposable
 
     private long lastEventNanos;
 
-    public KubeClient(KubeConnection connection, TimeSpan? requestTimeout = null)
+    /// <param name="handlers">Extra handlers around every request (a test's rig stamps requests with them); none in the product.</param>
+    public KubeClient(KubeConnection connection, TimeSpan? requestTimeout = null, params DelegatingHandler[] handlers)
     {
         // Watches are long; the library bounds each typed call by this, and we bound each LIST page.
         RequestTimeout = requestTimeout ?? TimeSpan.FromSeconds(60);
-        Api = connection.CreateClient(RequestTimeout);
+        Api = connection.CreateClient(RequestTimeout, handlers);
         Server = connection.Server;
     }
 

@@ -148,7 +148,7 @@ public sealed class KubeConnection
     /// The library's client for this connection: its HttpClient, handshakes and credentials, plus our
     /// connection settings. Each client has its own connection pool, so callers make one and share it.
     /// </summary>
-    public Kubernetes CreateClient(TimeSpan requestTimeout)
+    public Kubernetes CreateClient(TimeSpan requestTimeout, params DelegatingHandler[] handlers)
     {
         var config = new KubernetesClientConfiguration
         {
@@ -167,7 +167,7 @@ public sealed class KubeConnection
         };
         try
         {
-            return auth.Exec is { } exec ? new Kubernetes(config, new ExecUnauthorizedHandler(exec)) : new Kubernetes(config);
+            return new Kubernetes(config, auth.Exec is { } exec ? [new ExecUnauthorizedHandler(exec), .. handlers] : handlers);
         }
         catch (Exception e) when (e is k8s.Exceptions.KubeConfigException or CryptographicException or FormatException or UriFormatException)
         {

@@ -22,6 +22,11 @@ public sealed class WriteRecord
     public int Status { get; set; }
     /// <summary>True when a <see cref="WriteJournal.Before"/> hook dropped the request before the server handled it.</summary>
     public bool Dropped { get; set; }
+    /// <summary>
+    /// The client marked it with <see cref="WriteJournal.FencedHeader"/>: its caller had already been told its term was
+    /// over when the request left (unmarked, a write arriving late was on the wire before that).
+    /// </summary>
+    public bool SentFenced { get; init; }
 
     public override string ToString() => $"#{Seq} {Api} {Caller} {Method} {Path} → {(Dropped ? "dropped" : Status.ToString(System.Globalization.CultureInfo.InvariantCulture))}";
 }
@@ -48,6 +53,8 @@ public sealed class WriteJournal(TimeProvider? clock = null)
     /// <summary>The request header naming the caller (a test gives each simulated process its own).</summary>
     public const string CallerHeader = "X-Karpetrack-Caller";
     public const int MaxBody = 64 * 1024;
+    /// <summary>The request header a test's client adds once its caller's term is over (see <see cref="WriteRecord.SentFenced"/>).</summary>
+    public const string FencedHeader = "X-Karpetrack-Fenced";
 
     private readonly TimeProvider clock = clock ?? TimeProvider.System;
     private readonly object gate = new();
@@ -60,6 +67,12 @@ public sealed class WriteJournal(TimeProvider? clock = null)
 
     /// <summary>Called once the server handled the write and before the answer is sent.</summary>
     public Action<WriteRecord>? After { get; set; }
+
+    /// <summary>
+    /// Awaited when a write arrives, before it is numbered (a test holds it there: a request on the wire that the server
+    /// numbers only after later ones); given the caller and the path.
+    /// </summary>
+    public Func<string, string, Task>? Arrived { get; set; }
 
     /// <summary>The write the current request carries (null outside one): lets a handler of a server's change events attribute it.</summary>
     public static WriteRecord? Current => current.Value;
@@ -89,12 +102,14 @@ public sealed class WriteJournal(TimeProvider? clock = null)
             body = Encoding.UTF8.GetString(buffer, 0, read);
             req.Body.Position = 0;
         }
+        if (Arrived is { } arrived) await arrived(caller, req.Path.Value ?? "").ConfigureAwait(false);
         WriteRecord record;
         lock (gate)
         {
             record = new WriteRecord
             {
                 Seq = ++seq, At = clock.GetUtcNow(), Api = api, Caller = caller, Method = req.Method, Path = req.Path.Value + req.QueryString.Value, Body = body,
+                SentFenced = req.Headers.ContainsKey(FencedHeader),
             };
             records.Add(record);
         }

@@ -184,4 +184,67 @@ public sealed class FuzzTests
         var deep = Encoding.UTF8.GetBytes("{\"regions\":" + new string('[', 100_000) + new string(']', 100_000) + "}");
         Assert.Contains("not valid JSON", Assert.Throws<PriceFeedException>(() => PriceFeedParser.Parse(deep, Now, "t")).Message);
     }
+    /// <summary>
+    /// The disruption annotation (karpetrack.io/disruption) is read from nodes anyone can annotate: mutated and hostile
+    /// values never throw; a value refused as malformed always comes with a reason and reads as an earlier release's
+    /// (the recommendation before the first ';', no step, type or saving); a value accepted keeps its saving within
+    /// the bound and writes back to a value read the same.
+    /// </summary>
+    [Fact]
+    public void DisruptionAnnotationsOfAnyShapeAreReadOrRefusedAsTheOldFormat()
+    {
+        var rng = new Random(15);
+        string[] seeds = ["rep-0123456789ab;step=drain;op=replace;saving=0.0123", "con-000000000001;step=drain;op=consolidate;saving=-1.5",
+            "del-000000000002;step=drain;op=delete-empty", "rep-0123456789ab;step=drain", "rep-0123456789ab", "rep-1;future=x;step=later"];
+        string[] hostile = [";", "=", ";;", "saving=", "saving=1e2147483647", "saving=99999999999999999999999999999999", "saving=-0",
+            "saving=1000000.0000001", "op=", "op=provision", "step=drain", " ", "\0", "\ud800", "==", "saving=NaN", "saving=∞"];
+        const string alphabet = "abcdefgilnoprstv-=;.0123456789+e ";
+        for (int i = 0; i < 50_000; i++)
+        {
+            var s = new StringBuilder(seeds[rng.Next(seeds.Length)]);
+            for (int e = rng.Next(1, 5); e > 0; e--)
+            {
+                int at = rng.Next(s.Length + 1);
+                switch (rng.Next(4))
+                {
+                    case 0: s.Insert(at, alphabet[rng.Next(alphabet.Length)]); break;
+                    case 1 when at < s.Length: s.Remove(at, Math.Min(rng.Next(1, 6), s.Length - at)); break;
+                    case 2: s.Insert(at, hostile[rng.Next(hostile.Length)]); break;
+                    default: s.Insert(at, ";" + hostile[rng.Next(hostile.Length)]); break;
+                }
+            }
+            var text = s.ToString();
+            var oldFormat = new DisruptionRecord(text.Split(';')[0].Trim(), null);
+            if (DisruptionRecord.TryParse(text, out var record, out var error))
+            {
+                Assert.Null(error);
+                Assert.Equal(oldFormat.RecommendationId, record.RecommendationId);
+                if (record.Saving is { } saving) Assert.InRange(saving, -DisruptionRecord.MaxSaving, DisruptionRecord.MaxSaving);
+                Assert.True(DisruptionRecord.TryParse(record.ToString(), out var again, out _), $"{record} (from \"{text}\") does not read back");
+                Assert.Equal((record.RecommendationId, record.Step, record.Type), (again.RecommendationId, again.Step, again.Type));
+            }
+            else
+            {
+                Assert.False(string.IsNullOrEmpty(error), text);
+                Assert.Equal(oldFormat, record);
+            }
+            Assert.Equal(record, DisruptionRecord.Parse(text));
+        }
+    }
+
+    [Theory]
+    [InlineData("rep-1;saving=99999999999999999999999999999999")]
+    [InlineData("rep-1;saving=1e2147483647")]
+    [InlineData("rep-1;saving=1000000.01")]
+    [InlineData("rep-1;saving=NaN")]
+    [InlineData("rep-1;op=provision")]
+    [InlineData("rep-1;step=drain;step=drain")]
+    [InlineData("rep-1;step=drain;garbage")]
+    [InlineData(";step=drain;op=replace")]
+    public void HostileDisruptionAnnotationsAreRefusedAsTheOldFormat(string text)
+    {
+        Assert.False(DisruptionRecord.TryParse(text, out var record, out var error));
+        Assert.False(string.IsNullOrEmpty(error));
+        Assert.Equal(new DisruptionRecord(text.Split(';')[0], null), record);
+    }
 }

@@ -80,12 +80,34 @@ internal sealed class FaultProcess : IAsyncDisposable
     }
 }
 
-/// <summary>Stamps each Spot API request with the process's name, as the Kubernetes client's default header does.</summary>
-internal sealed class CallerHandler(string caller) : DelegatingHandler(new SocketsHttpHandler())
+/// <summary>Stamps each Spot API request with the process's name, as the Kubernetes client's default header does, and its fence.</summary>
+internal sealed class CallerHandler(string caller, Func<bool> fenced) : DelegatingHandler(new SocketsHttpHandler())
 {
     protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken ct)
     {
         request.Headers.TryAddWithoutValidation(WriteJournal.CallerHeader, caller);
+        FenceStamp.Stamp(request, fenced);
+        return base.SendAsync(request, ct);
+    }
+}
+
+/// <summary>
+/// Marks a request that leaves a process after its fence was raised (<see cref="WriteJournal.FencedHeader"/>), right
+/// before the socket handler (which sends nothing on a cancelled token). The rig raises the fence once the term's token
+/// is cancelled, so a marked request that reaches a server was sent on some other token after the term ended; an
+/// unmarked one that the server numbers after the fence was on the wire before it (an Event sent in the background
+/// while the tick's next write overtook it).
+/// </summary>
+internal sealed class FenceStamp(Func<bool> fenced) : DelegatingHandler
+{
+    internal static void Stamp(HttpRequestMessage request, Func<bool> fenced)
+    {
+        if (fenced()) request.Headers.TryAddWithoutValidation(WriteJournal.FencedHeader, "1");
+    }
+
+    protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken ct)
+    {
+        Stamp(request, fenced);
         return base.SendAsync(request, ct);
     }
 }
@@ -213,7 +235,9 @@ internal sealed class FaultRig : IAsyncDisposable
         Func<bool>? isLeader = null, Func<CancellationToken>? leaseTerm = null)
     {
         options ??= Setup.Options;
-        var kube = new KubeClient(KubeConnection.Resolve(Demo.KubeconfigPath, null, KubeEnvironment.Process), TimeSpan.FromSeconds(10));
+        FaultProcess? self = null;
+        bool Fenced() => self?.FencedAt is not null;
+        var kube = new KubeClient(KubeConnection.Resolve(Demo.KubeconfigPath, null, KubeEnvironment.Process), TimeSpan.FromSeconds(10), new FenceStamp(Fenced));
         kube.Api.HttpClient.DefaultRequestHeaders.Add(WriteJournal.CallerHeader, name);
         var spot = new SpotApiClient(new SpotApiOptions
         {
@@ -222,8 +246,9 @@ internal sealed class FaultRig : IAsyncDisposable
             BreakerCooldown = TimeSpan.FromMilliseconds(300),
             // The fake has no rate limit; the client's own (5/s) would make each tick wait on real time.
             RatePerSecond = 10_000, Burst = 10_000,
-        }, SpotApiServer.DemoRefreshToken, NullLogger.Instance, clock: new RigTimeRealTimers(Clock), handler: new CallerHandler(name));
+        }, SpotApiServer.DemoRefreshToken, NullLogger.Instance, clock: new RigTimeRealTimers(Clock), handler: new CallerHandler(name, Fenced));
         var p = new FaultProcess(name, kube, spot);
+        self = p;
         var t = ResourceTable.Default;
         var model = p.Model;
         var st = p.Statuses;
@@ -435,10 +460,15 @@ internal sealed class FaultInvariants(FaultRig rig)
     {
         if (rig.ProcessNamed(r.Caller) is { FencedAt: { } fenced } p && r.Seq >= fenced && Acts(r))
         {
-            // A dead process's requests still on the wire are lost with it (its token stops any new one); a replica that
-            // lost its lease is alive and must not send anything more.
-            if (!p.Dead) Broken(WriteAfterFence, $"{p.Name} lost its lease at #{fenced} and then sent {r}");
-            return JournalVerdict.Drop;
+            // A dead process's requests still on the wire are lost with it (its token stops any new one). A replica that
+            // lost its lease is alive and must not send anything more; what it sent before (unmarked: an Event in the
+            // background that the tick's next write overtook on the way) lands, as the write the term ended on does.
+            if (p.Dead) return JournalVerdict.Drop;
+            if (r.SentFenced)
+            {
+                Broken(WriteAfterFence, $"{p.Name} lost its lease at #{fenced} and then sent {r}");
+                return JournalVerdict.Drop;
+            }
         }
         if (PoolOf(r) is { } pool && r.Method == "DELETE")
         {

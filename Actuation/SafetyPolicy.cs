@@ -84,8 +84,8 @@ public sealed class SafetyPolicy(ActuationOptions options)
             (SafetyWrite.CreatePool, _) => ManagedCapacity(w),
             // New nodes Ready, right before the first disruptive step: checked again against live state.
             (SafetyWrite.Cordon, OperationStep.WaitReady) =>
-                Global(w) ?? Preempted(op!, w) ?? Budget(op!.Rec, w) ?? (BuysNodes(op.Rec) && !op.Rec.Expired ? Savings(op.Rec, w) : null) ?? Live(op.Rec, w),
-            (SafetyWrite.Cordon, _) => null,
+                Global(w) ?? Preempted(op!, w) ?? OwnedElsewhere(op!.Rec, op.Rec.Nodes, w) ?? Budget(op!.Rec, w) ?? (BuysNodes(op.Rec) && !op.Rec.Expired ? Savings(op.Rec, w) : null) ?? Live(op.Rec, w),
+            (SafetyWrite.Cordon, _) => op is not null && w.Node is { } node ? OwnedElsewhere(op.Rec, [node], w) : null,
             (SafetyWrite.Evict, _) => BlockedMidDrain(w),
             (SafetyWrite.DeletePool, _) => LastBeforeDelete(w),
             (SafetyWrite.DeleteUnusedPool, _) => Unused(w),
@@ -136,6 +136,7 @@ public sealed class SafetyPolicy(ActuationOptions options)
     /// <summary>Before an operation that disrupts nodes starts: budgets, ownership, each node's state, age and blockers, and the saving.</summary>
     private Refusal? Disruption(Recommendation r, SafetyWorld w)
     {
+        if (OwnedElsewhere(r, r.Nodes, w) is { } owned) return owned;
         if (Budget(r, w) is { } budget) return budget;
         foreach (var name in r.Nodes)
             if (w.Nodes.TryGetValue(name, out var v) && w.PoolsInFlight.Contains(v.Pool))
@@ -155,6 +156,25 @@ public sealed class SafetyPolicy(ActuationOptions options)
         if (r.Expired) return null;
         if (r.SavingsPerHour <= 0) return new(RefusalReason.SavesNothing, "it saves nothing");
         return BuysNodes(r) ? Savings(r, w) : null;
+    }
+
+    /// <summary>
+    /// A node is disrupted by one operation at a time: none of <paramref name="nodes"/> may be a node of another operation in
+    /// memory, nor carry (on the unfiltered view, or in the snapshot) the disruption annotation of another recommendation.
+    /// The budget counts such a node as this operation's own, so it does not stop a second operation on the same node.
+    /// </summary>
+    private static Refusal? OwnedElsewhere(Recommendation r, IEnumerable<string> nodes, SafetyWorld w)
+    {
+        foreach (var name in nodes)
+        {
+            if (w.OtherOperationNodes.Contains(name)) return new(RefusalReason.OwnedByOperation, $"{name} belongs to an operation in progress");
+            // The fresh unfiltered view when it lists the node, else the snapshot.
+            var recorded = w.Owned?.Nodes.FirstOrDefault(n => n.Name == name) is { } seen ? seen.Disruption
+                : w.Nodes.TryGetValue(name, out var v) ? v.Annotations.GetValueOrDefault(Actuator.DisruptionAnnotation) : null;
+            if (recorded is not null && DisruptionRecord.Parse(recorded).RecommendationId is var other && other != r.Id)
+                return new(RefusalReason.OwnedByOperation, $"{name} is cordoned for {other}");
+        }
+        return null;
     }
 
     /// <summary>A pool the operation bought lost its bid: its node is about to go, so nothing is disrupted in exchange for it.</summary>

@@ -2,7 +2,7 @@ namespace Karpetrack;
 
 /// <summary>
 /// Multi-node consolidation. Which candidates? The least utilized removal candidates that still run pods, are not
-/// claimed and receive none (at most --multi-node-candidates of them). What command? Remove them all when their pods
+/// claimed and receive none (at most RecommenderOptions.MultiNodeCandidates of them). What command? Remove them all when their pods
 /// fit on the room left elsewhere plus new nodes, for less than they cost now and with fewer nodes than they are, and
 /// the new nodes stay within the managed capacity limits.
 /// </summary>

@@ -5,7 +5,7 @@ namespace Karpetrack;
 /// pods, and whose pods alone could cost less on new nodes by the percentage threshold (the dual bound says so), yet
 /// that no replacement took: one node's saving misses the dollar threshold (a 0.005 $/h node replaced by a 0.001 $/h
 /// one saves 0.004), or the bin packing of one node's pods wastes what a shared packing would not. The dearest per
-/// unit of the cheapest room first, in groups of at most --multi-node-candidates. What command? Replace the group by
+/// unit of the cheapest room first, in groups of at most RecommenderOptions.MultiNodeCandidates. What command? Replace the group by
 /// the cheapest new nodes its pods fit on, together, when that saves both thresholds (as one node's replacement must).
 /// </summary>
 internal static class MultiNodeReplacement

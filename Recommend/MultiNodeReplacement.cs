@@ -47,8 +47,8 @@ internal static class MultiNodeReplacement
     {
         var shapes = new ShapeIndex(s.Resources);
         var items = pods.Select((p, i) => shapes.Item(i, p)).ToList();
-        var x = new PackingInstance(shapes.Problem(items, s.Offers, [], (_, _) => false));
-        return x.PlaceableItems < x.N ? null : DualBound.Compute(x).Reported;
+        var floor = Packer.LowerBound(shapes.Problem(items, s.Offers, [], (_, _) => false), out bool placeable);
+        return placeable ? floor : null;
     }
 
     public static Decision? Decide(PlanState s, List<Candidate> group)

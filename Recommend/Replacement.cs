@@ -45,9 +45,8 @@ internal static class Replacement
         var problem = shapes.Problem(items, s.Offers, [], (_, _) => false);
         // No packing can beat the lower bound: skip the search when even the bound saves too little. (Kept for the
         // multi-node replacement, which asks the same of the nodes left; null there when some pod fits no class.)
-        var x = new PackingInstance(problem);
-        var floor = DualBound.Compute(x).Reported;
-        s.Floor(node.Name, () => x.PlaceableItems < x.N ? null : floor);
+        var floor = Packer.LowerBound(problem, out bool placeable);
+        s.Floor(node.Name, () => placeable ? floor : null);
         if (!expired && !o.SavesEnoughToReplace(price, price - floor)) return null;
         var solution = Packer.Solve(problem, PerNode);
         if (solution.Unplaced.Count > 0) return null;

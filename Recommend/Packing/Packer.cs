@@ -92,9 +92,13 @@ public static class Packer
         return st.ToSolution(greedy + (o.ImproveWork > 0 ? " + local search + ruin and repair" : " + local search"));
     }
 
-    public static decimal LowerBound(PackingProblem p)
+    public static decimal LowerBound(PackingProblem p) => LowerBound(p, out _);
+
+    /// <summary>The same bound, and whether every item fits some bin type (the bound covers only those that do).</summary>
+    public static decimal LowerBound(PackingProblem p, out bool allPlaceable)
     {
         var x = new PackingInstance(p);
+        allPlaceable = x.PlaceableItems == x.N;
         return DualBound.Compute(x).Reported;
     }
 

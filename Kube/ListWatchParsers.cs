@@ -13,10 +13,33 @@ namespace Karpetrack;
 /// A growable byte window over a response stream, so a parser can see whole objects without the
 /// whole body ever being in memory. Buffers come from the shared pool.
 /// </summary>
-internal sealed class StreamWindow(Stream stream, int initialSize = 256 * 1024, int maxSize = 64 * 1024 * 1024) : IDisposable
+internal sealed class StreamWindow : IDisposable
 {
-    private byte[] buffer = ArrayPool<byte>.Shared.Rent(initialSize);
+    private readonly Stream stream;
+    private readonly int maxSize;
+    private byte[] buffer;
     private int start, end;
+
+    public StreamWindow(Stream stream, int initialSize = 256 * 1024, int maxSize = 64 * 1024 * 1024)
+    {
+        this.stream = stream;
+        this.maxSize = maxSize;
+        buffer = ArrayPool<byte>.Shared.Rent(initialSize);
+    }
+
+    /// <summary>
+    /// A window that starts with bytes already read from <paramref name="stream"/> (a prefetched LIST page): it takes
+    /// <paramref name="pooled"/>, rented from the shared pool, as its buffer, so nothing is copied.
+    /// </summary>
+    public StreamWindow(Stream stream, byte[] pooled, int filled, bool eof, int maxSize = 64 * 1024 * 1024)
+    {
+        this.stream = stream;
+        this.maxSize = maxSize;
+        buffer = pooled;
+        end = filled;
+        TotalRead = filled;
+        Eof = eof;
+    }
 
     public bool Eof { get; private set; }
     public long TotalRead { get; private set; }
@@ -88,9 +111,16 @@ internal sealed class ListParser<T>(IObjectDecoder<T> decoder) where T : class
 
     public delegate void ItemHandler(T item, string? error);
 
-    public async Task<ListPage> ParseAsync(StreamWindow window, ItemHandler onItem, CancellationToken ct)
+    private Action<ListPage>? onMetadata;
+
+    /// <param name="onMetadata">
+    /// Called once the page's metadata is read, before its items when the server writes it first (the API server
+    /// does): the continue token is then known while the items are still to be decoded.
+    /// </param>
+    public async Task<ListPage> ParseAsync(StreamWindow window, ItemHandler onItem, CancellationToken ct, Action<ListPage>? onMetadata = null)
     {
         phase = Phase.Start; state = default; resourceVersion = null; continueToken = null; items = 0;
+        this.onMetadata = onMetadata;
         while (true)
         {
             int consumed = Step(window.Data, window.Eof, onItem);
@@ -175,6 +205,7 @@ internal sealed class ListParser<T>(IObjectDecoder<T> decoder) where T : class
             else if (r.ValueTextEquals("continue"u8)) { r.Read(); continueToken = r.TokenType == JsonTokenType.String ? r.GetString() : null; }
             else r.TrySkip();
         }
+        onMetadata?.Invoke(new ListPage(resourceVersion, continueToken, items));
         return true;
     }
 }

@@ -135,6 +135,12 @@ public sealed record ReflectorOptions
     public TimeSpan BackoffReset { get; init; } = TimeSpan.FromMinutes(2);
     /// <summary>A watch that closes this fast without any event counts as a failure (client-go does the same).</summary>
     public TimeSpan MinHealthyWatch { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// How much of the next LIST page is read ahead while the current one is decoded: one page of 500 pods is about
+    /// 2.5 MB, so the default holds a whole such page (memory stays bounded to one page ahead); 0 still requests it ahead.
+    /// </summary>
+    public int PrefetchBytes { get; init; } = 4 << 20;
 }
 
 /// <summary>
@@ -268,35 +274,52 @@ public sealed class Reflector<T> where T : class
     {
         var parser = new ListParser<T>(decoder);
         target.BeginRelist();
-        string? continueToken = null;
         string? rv = null;
         int total = 0;
         // A relist decodes every object once more: keep its garbage from piling up to the gen0 budget.
         var pacer = new AllocationPacer(8 << 20);
-        do
+        // Pipelined: the next page is requested as soon as this one's continue token is read (before its items), and
+        // read ahead by at most one page's bytes while this one is decoded. A page ahead that fails throws only when
+        // its turn comes, after every item of the page before it is applied.
+        ListPrefetch? next = Request(null, 0);
+        try
         {
-            pacer.Tick();
-            using var pageCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
-            pageCts.CancelAfter(client.RequestTimeout);
-            var query = Query(("limit", options.PageSize.ToString(System.Globalization.CultureInfo.InvariantCulture)), ("continue", continueToken));
-            using var response = await client.GetAsync(query, pageCts.Token).ConfigureAwait(false);
-            await using var stream = await response.Content.ReadAsStreamAsync(pageCts.Token).ConfigureAwait(false);
-            using var window = new StreamWindow(stream);
-            var page = await parser.ParseAsync(window, (item, error) =>
+            while (next is not null)
             {
-                if (error is not null) { BadObject(item, error); return; }
-                target.Upsert(item);
-            }, pageCts.Token).ConfigureAwait(false);
-            rv ??= page.ResourceVersion;
-            continueToken = string.IsNullOrEmpty(page.Continue) ? null : page.Continue;
-            total += page.Items;
-        } while (continueToken is not null);
+                pacer.Tick();
+                await using var current = next;
+                next = null;
+                using var window = await current.OpenWindowAsync().ConfigureAwait(false);
+                var page = await parser.ParseAsync(window, (item, error) =>
+                {
+                    if (error is not null) { BadObject(item, error); return; }
+                    target.Upsert(item);
+                }, current.Token, onMetadata: m =>
+                {
+                    if (!string.IsNullOrEmpty(m.Continue)) next ??= Request(m.Continue, options.PrefetchBytes);
+                }).ConfigureAwait(false);
+                rv ??= page.ResourceVersion;
+                total += page.Items;
+                // A server that writes its metadata after the items: the next page is requested only now.
+                if (!string.IsNullOrEmpty(page.Continue)) next ??= Request(page.Continue, 0);
+            }
+        }
+        finally
+        {
+            if (next is not null) await next.DisposeAsync().ConfigureAwait(false);
+        }
 
         int deleted = target.EndRelist();
         if (rv is null) throw new InvalidDataException("the list response carried no metadata.resourceVersion");
         Status.MarkSynced(rv, clock.GetUtcNow());
         log.LogInformation("{Resource}: listed {Count} objects at resourceVersion {ResourceVersion} ({Deleted} gone since the last list)", path, total, rv, deleted);
         return rv;
+
+        ListPrefetch Request(string? continueToken, int readAhead)
+        {
+            var query = Query(("limit", options.PageSize.ToString(System.Globalization.CultureInfo.InvariantCulture)), ("continue", continueToken));
+            return new ListPrefetch(t => client.GetAsync(query, t), readAhead, client.RequestTimeout, ct);
+        }
     }
 
     private async Task<(string Rv, long Events)> WatchAsync(string fromRv, Action<string> onRv, CancellationToken ct)

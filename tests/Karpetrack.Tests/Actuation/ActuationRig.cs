@@ -12,8 +12,9 @@ namespace Karpetrack.Tests.Actuation;
 /// (provisioning, pool deletion, pod grace periods, cooldowns, retry periods, the drain and
 /// provisioning timeouts) runs on <see cref="Clock"/>, which only the test moves: one
 /// <see cref="StepAsync"/> moves it by <see cref="Step"/>, lets what that set off reach the caches
-/// (an event barrier, not a sleep), plans and ticks. Without one (the safety tests, which give their
-/// actuators manual clocks of their own), the fakes run on real time and a step does not move time.
+/// (an event barrier, not a sleep), plans and ticks. ActuationScenarioTests and SafetyTests run on it.
+/// Without one (a test outside Actuation that only needs the rig's cluster), the fakes run on real time
+/// and a step does not move time.
 /// </summary>
 public sealed class ActuationRig : IAsyncDisposable
 {
@@ -192,7 +193,7 @@ public sealed class ActuationRig : IAsyncDisposable
     }
 
     /// <summary>
-    /// Without a stepped clock (the safety tests): runs the recommender and one actuator tick until <paramref name="done"/>
+    /// Without a stepped clock: runs the recommender and one actuator tick until <paramref name="done"/>
     /// holds, 100 ms apart; with one, <see cref="RunUntilAsync"/> (steps) or, not driving, <see cref="WaitForAsync"/>.
     /// </summary>
     public async Task WaitAsync(Func<bool> done, string what, TimeSpan? timeout = null, bool drive = true, Actuator? actuator = null)

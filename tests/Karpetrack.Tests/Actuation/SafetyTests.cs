@@ -14,11 +14,11 @@ namespace Karpetrack.Tests.Actuation;
 /// </summary>
 public class SafetyTests
 {
-    private static bool IsCordoned(JsonObject node) => node["spec"]?["unschedulable"]?.GetValue<bool>() == true;
+    internal static bool IsCordoned(JsonObject node) => node["spec"]?["unschedulable"]?.GetValue<bool>() == true;
 
-    private static IEnumerable<JsonObject> Nodes(ActuationRig rig) => rig.Demo.Api.Store.List("nodes").Items.Select(n => n.ToJsonObject());
+    internal static IEnumerable<JsonObject> Nodes(ActuationRig rig) => rig.Demo.Api.Store.List("nodes").Items.Select(n => n.ToJsonObject());
 
-    private static List<string> Annotated(ActuationRig rig) => Nodes(rig)
+    internal static List<string> Annotated(ActuationRig rig) => Nodes(rig)
         .Where(n => n["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation] is not null)
         .Select(n => n["metadata"]!["name"]!.GetValue<string>()).ToList();
 
@@ -365,13 +365,13 @@ public class SafetyTests
 
     private static readonly Dictionary<string, IReadOnlyList<Blocker>> NoBlockers = new();
 
-    private static Plan PlanOf(params Recommendation[] recs) => new(recs, NoBlockers, [], 0, 0, "us-east-iad-1");
+    internal static Plan PlanOf(params Recommendation[] recs) => new(recs, NoBlockers, [], 0, 0, "us-east-iad-1");
 
-    private static Recommendation Removal(string id, string node, decimal savingPerHour) =>
+    internal static Recommendation Removal(string id, string node, decimal savingPerHour) =>
         new(id, RecommendationType.Consolidate, [node], [], [], [], savingPerHour, 0, 0, 0, -1, ["a test plan"]);
 
     /// <summary>Options under which nothing but the rule a test is about refuses (on the rig's clock, which only the test moves).</summary>
-    private static ActuationOptions Calm() => ActuationRig.Quick() with
+    internal static ActuationOptions Calm() => ActuationRig.Quick() with
     {
         ScaleUpCooldown = TimeSpan.Zero, MaxPlanAge = TimeSpan.FromDays(1), PoolSweep = TimeSpan.FromDays(1),
         ProvisioningTimeout = TimeSpan.FromDays(1), DrainTimeout = TimeSpan.FromDays(1),

@@ -457,7 +457,8 @@ public sealed class DemoCluster : IAsyncDisposable
         foreach (var p in _pods.Where(p => p.Node == node).ToArray())
         {
             _pods.Remove(p);
-            Api.Store.Delete("pods", p.Template.Namespace, p.Name);
+            // By UID: the pod bound to the gone node, never another that took its name since (bound elsewhere).
+            Api.Store.DeleteIfUid("pods", p.Template.Namespace, p.Name, (string)p.Object["metadata"]!["uid"]!);
             changes.Add(new DemoChange("deleted", p.Template.Namespace, p.Name, node.Name));
             if (!p.Terminating && !p.Finished) Replace(p, now, changes);
         }

@@ -154,11 +154,18 @@ public sealed partial class KubeApiServer : IAsyncDisposable
 
     // ---------------------------------------------------------------- routing
 
+    /// <summary>
+    /// Told of every request (its method, path and query) before it is served, on the request's own thread: a test can
+    /// change the store at the exact moment a request arrives (a pod recreated between a client's read and its write).
+    /// </summary>
+    public event Action<string, string>? Requesting;
+
     private async Task HandleAsync(HttpContext ctx)
     {
         var req = ctx.Request;
         var path = req.Path.Value ?? "/";
         var pathAndQuery = path + req.QueryString.Value;
+        Requesting?.Invoke(req.Method, pathAndQuery);
 
         if (Faults.TakeFailure(pathAndQuery) is { } failure)
         {

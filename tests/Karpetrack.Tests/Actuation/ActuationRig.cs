@@ -12,8 +12,9 @@ namespace Karpetrack.Tests.Actuation;
 /// (provisioning, pool deletion, pod grace periods, cooldowns, retry periods, the drain and
 /// provisioning timeouts) runs on <see cref="Clock"/>, which only the test moves: one
 /// <see cref="StepAsync"/> moves it by <see cref="Step"/>, lets what that set off reach the caches
-/// (an event barrier, not a sleep), plans and ticks. Without one (the safety tests, which give their
-/// actuators manual clocks of their own), the fakes run on real time and a step does not move time.
+/// (an event barrier, not a sleep), plans and ticks. ActuationScenarioTests and SafetyTests run on it.
+/// Without one (a test outside Actuation that only needs the rig's cluster), the fakes run on real time
+/// and a step does not move time.
 /// </summary>
 public sealed class ActuationRig : IAsyncDisposable
 {
@@ -130,14 +131,14 @@ public sealed class ActuationRig : IAsyncDisposable
         return rig;
     }
 
-    private void StartReflectors() => StartReflectors(Model, Statuses, null);
+    private void StartReflectors() => StartReflectors(Model, Statuses, null, null);
 
-    private void StartReflectors(ClusterModel model, ReflectorStatus[] statuses, string? nodeSelector)
+    private void StartReflectors(ClusterModel model, ReflectorStatus[] statuses, string? nodeSelector, HeldCache<PodRecord>? pods)
     {
         var t = ResourceTable.Default;
         lock (allStatuses) allStatuses.Add(statuses);
         running.Add(Task.Run(() => new Reflector<NodeRecord>(Kube, "/api/v1/nodes", nodeSelector, null, new NodeDecoder(t), model.NodeTarget, statuses[0], Fast, NullLogger.Instance).RunAsync(stop.Token)));
-        running.Add(Task.Run(() => new Reflector<PodRecord>(Kube, "/api/v1/pods", null, "status.phase!=Succeeded,status.phase!=Failed", new PodDecoder(t), model.PodTarget, statuses[1], Fast, NullLogger.Instance).RunAsync(stop.Token)));
+        running.Add(Task.Run(() => new Reflector<PodRecord>(Kube, "/api/v1/pods", null, "status.phase!=Succeeded,status.phase!=Failed", new PodDecoder(t), pods?.Over(model.PodTarget) ?? model.PodTarget, statuses[1], Fast, NullLogger.Instance).RunAsync(stop.Token)));
         running.Add(Task.Run(() => new Reflector<PdbRecord>(Kube, "/apis/policy/v1/poddisruptionbudgets", null, null, new PdbDecoder(), model.Pdbs, statuses[2], Fast, NullLogger.Instance).RunAsync(stop.Token)));
         running.Add(Task.Run(() => new Reflector<DaemonSetRecord>(Kube, "/apis/apps/v1/daemonsets", null, null, new DaemonSetDecoder(t), model.DaemonSets, statuses[3], Fast, NullLogger.Instance).RunAsync(stop.Token)));
     }
@@ -145,14 +146,15 @@ public sealed class ActuationRig : IAsyncDisposable
     /// <summary>
     /// A fresh process on the same cluster and clock: its own model and caches (nodes filtered by
     /// <paramref name="nodeSelector"/> as --node-selector does), recommender and actuator; nothing
-    /// shared with the one before but the APIs.
+    /// shared with the one before but the APIs. With <paramref name="pods"/>, its pod cache can be held back (made to lag).
     /// </summary>
     public async Task<RigProcess> NewProcessAsync(ActuationOptions options, string? nodeSelector = null, Func<bool>? isLeader = null,
-        Func<CancellationToken>? leaseTerm = null, TimeProvider? clock = null, Microsoft.Extensions.Logging.ILogger? log = null)
+        Func<CancellationToken>? leaseTerm = null, TimeProvider? clock = null, Microsoft.Extensions.Logging.ILogger? log = null,
+        HeldCache<PodRecord>? pods = null)
     {
         var model = new ClusterModel(ResourceTable.Default);
         ReflectorStatus[] statuses = [new("nodes"), new("pods"), new("poddisruptionbudgets"), new("daemonsets")];
-        StartReflectors(model, statuses, nodeSelector);
+        StartReflectors(model, statuses, nodeSelector, pods);
         Actuator? actuator = null;
         var recommender = new RecommenderLoop(new(model, Prices, statuses) { InFlight = () => actuator?.InFlight() ?? [] },
             new(() => new RecommenderOptions { Region = "us-east-iad-1" }, TimeSpan.Zero), NullLogger.Instance, Time);
@@ -192,7 +194,7 @@ public sealed class ActuationRig : IAsyncDisposable
     }
 
     /// <summary>
-    /// Without a stepped clock (the safety tests): runs the recommender and one actuator tick until <paramref name="done"/>
+    /// Without a stepped clock: runs the recommender and one actuator tick until <paramref name="done"/>
     /// holds, 100 ms apart; with one, <see cref="RunUntilAsync"/> (steps) or, not driving, <see cref="WaitForAsync"/>.
     /// </summary>
     public async Task WaitAsync(Func<bool> done, string what, TimeSpan? timeout = null, bool drive = true, Actuator? actuator = null)
@@ -297,4 +299,57 @@ public sealed class CapturingLogger : Microsoft.Extensions.Logging.ILogger
 
     public void Log<TState>(Microsoft.Extensions.Logging.LogLevel level, Microsoft.Extensions.Logging.EventId id, TState state, Exception? error,
         Func<TState, Exception?, string> formatter) => lines.Enqueue($"{level}: {formatter(state, error)}");
+}
+
+/// <summary>
+/// A cache that lags on demand: between <see cref="Hold"/> and <see cref="Release"/> what its reflector reads is queued
+/// instead of applied to the model (the reflector's status still moves on, so the rig's bookmark barrier passes), then
+/// applied in order. The model shows the cluster as it was when the hold began.
+/// </summary>
+public sealed class HeldCache<T>
+{
+    private readonly object gate = new();
+    private readonly List<Action> queued = [];
+    private bool held;
+
+    public void Hold() { lock (gate) held = true; }
+
+    /// <summary>Applies what was queued, in order, and lets later events through.</summary>
+    public void Release()
+    {
+        lock (gate)
+        {
+            held = false;
+            foreach (var apply in queued) apply();
+            queued.Clear();
+        }
+    }
+
+    /// <summary>Events queued while held.</summary>
+    public int Queued { get { lock (gate) return queued.Count; } }
+
+    internal IReflectorTarget<T> Over(IReflectorTarget<T> inner) => new Target(this, inner);
+
+    private void Apply(Action apply)
+    {
+        lock (gate)
+        {
+            if (held) queued.Add(apply);
+            else apply();
+        }
+    }
+
+    private sealed class Target(HeldCache<T> cache, IReflectorTarget<T> inner) : IReflectorTarget<T>
+    {
+        public void BeginRelist() => cache.Apply(inner.BeginRelist);
+        public void Upsert(T item) => cache.Apply(() => inner.Upsert(item));
+        public void Delete(T item) => cache.Apply(() => inner.Delete(item));
+        // What a relist removed is only known once it is applied; nothing reads the count here.
+        public int EndRelist()
+        {
+            int removed = 0;
+            cache.Apply(() => removed = inner.EndRelist());
+            return removed;
+        }
+    }
 }

@@ -9,14 +9,16 @@ namespace Karpetrack.Tests.Actuation;
 /// decided on a filtered view, nodes uncordoned while their pool is being deleted, no fencing on
 /// leadership, the cordon step skipping its checks, approvals reused, plans from before a recovery
 /// acted on, and disrupted nodes no longer counted while they are still leaving.
+/// Every test runs on the rig's hand-moved clock (actuators, recommender, Spot fake, embedded API server and Spot client
+/// alike): a wait is a number of steps, or an event wait with the clock standing still; nothing sleeps.
 /// </summary>
 public class SafetyTests
 {
-    private static bool IsCordoned(JsonObject node) => node["spec"]?["unschedulable"]?.GetValue<bool>() == true;
+    internal static bool IsCordoned(JsonObject node) => node["spec"]?["unschedulable"]?.GetValue<bool>() == true;
 
-    private static IEnumerable<JsonObject> Nodes(ActuationRig rig) => rig.Demo.Api.Store.List("nodes").Items.Select(n => n.ToJsonObject());
+    internal static IEnumerable<JsonObject> Nodes(ActuationRig rig) => rig.Demo.Api.Store.List("nodes").Items.Select(n => n.ToJsonObject());
 
-    private static List<string> Annotated(ActuationRig rig) => Nodes(rig)
+    internal static List<string> Annotated(ActuationRig rig) => Nodes(rig)
         .Where(n => n["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation] is not null)
         .Select(n => n["metadata"]!["name"]!.GetValue<string>()).ToList();
 
@@ -29,7 +31,7 @@ public class SafetyTests
     [Fact]
     public async Task ARestartWithANodeSelectorHidingTheManagedNodesDeletesNoPoolOfARunningNode()
     {
-        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), steppedClock: true);
         rig.Detach(rig.Actuator);
         var managed = rig.Demo.ManagedNodes.ToList();
         Assert.NotEmpty(managed);
@@ -39,11 +41,8 @@ public class SafetyTests
         var process = await rig.NewProcessAsync(ActuationRig.Quick() with { ProvisioningTimeout = TimeSpan.FromMilliseconds(1) },
             nodeSelector: $"{Actuator.ManagedLabel}!=true");
         Assert.DoesNotContain(process.Model.Snapshot().Nodes, n => managed.Any(m => m.Node == n.Name));
-        for (int i = 0; i < 8; i++)
-        {
-            await process.StepAsync();
-            await Task.Delay(50);
-        }
+        // Eight steps of the rig's clock (a second each, far past that timeout): recovery, plans and ticks.
+        for (int i = 0; i < 8; i++) await process.StepAsync();
         foreach (var m in managed)
         {
             Assert.NotNull(rig.Spot.Pool(m.Pool));
@@ -60,27 +59,31 @@ public class SafetyTests
     [Fact]
     public async Task WhileAPoolIsBeingDeletedItsNodeStaysCordonedAndCountsAsDisrupted()
     {
-        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), asyncDeletes: TimeSpan.FromSeconds(2));
+        // The finalizer holds a deleted pool (and its node) for 10 s of the rig's clock: several steps of both processes.
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), asyncDeletes: TimeSpan.FromSeconds(10), steppedClock: true);
         int most = 0;
-        await rig.WaitAsync(() =>
+        await rig.RunUntilAsync(() =>
         {
             most = Math.Max(most, Annotated(rig).Count);
             return rig.Spot.AsyncDeletes >= 1;
-        }, "a pool DELETE accepted and left to its finalizer", TimeSpan.FromSeconds(60));
+        }, "a pool DELETE accepted and left to its finalizer", maxSteps: 60);
         var leaving = Assert.Single(Annotated(rig));
         var pool = rig.Node(leaving)["metadata"]!["labels"]![SpotLabels.Pool]!.GetValue<string>();
         Assert.NotNull(rig.Spot.Pool(pool)?["metadata"]?["deletionTimestamp"]);
 
         // A restarted process (fresh state) and the old one go on while the pool is still being deleted.
         var fresh = await rig.NewProcessAsync(ActuationRig.Quick());
+        int rounds = 0;
         while (rig.Demo.Api.Store.Get("nodes", null, leaving) is { } n)
         {
             Assert.True(IsCordoned(n.ToJsonObject()), $"{leaving} was uncordoned while its pool was being deleted");
+            Assert.True(rounds++ < 10, $"{leaving} still there after {rounds} rounds (20 s of the rig's clock)");
             most = Math.Max(most, Annotated(rig).Count);
             await fresh.StepAsync();
             await rig.StepAsync();
-            await Task.Delay(50);
         }
+        // Both processes ticked while the pool was being deleted (each round moves the clock 2 s).
+        Assert.True(rounds >= 2, $"the node left after {rounds} rounds");
         Assert.Equal(1, most);
         Assert.Equal(0, rig.Spot.CollectionDeletes);
     }
@@ -89,13 +92,13 @@ public class SafetyTests
     [Fact]
     public async Task EmptyNodesAreRemovedOneAtATimeUntilEachIsGone()
     {
-        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { ScaleUpCooldown = TimeSpan.Zero }, asyncDeletes: TimeSpan.FromSeconds(2));
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { ScaleUpCooldown = TimeSpan.Zero }, asyncDeletes: TimeSpan.FromSeconds(2), steppedClock: true);
         int most = 0;
-        await rig.WaitAsync(() =>
+        await rig.RunUntilAsync(() =>
         {
             most = Math.Max(most, Annotated(rig).Count);
             return rig.Count("delete_pool", "succeeded") >= 2;
-        }, "two removals", TimeSpan.FromSeconds(60));
+        }, "two removals", maxSteps: 60);
         Assert.Equal(1, most);
         Assert.True(rig.Actuator.Refusals.GetValueOrDefault("max_disrupted_nodes") > 0);
     }
@@ -104,7 +107,7 @@ public class SafetyTests
     [Fact]
     public async Task AReplicaThatLostItsLeaseMidDrainWritesNothingAndTheNextLeaderRecovers()
     {
-        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), steppedClock: true);
         rig.Detach(rig.Actuator);
         var lease = new LeaderElectionOptions { LeaseDuration = TimeSpan.FromSeconds(15), RenewDeadline = TimeSpan.FromSeconds(10), RetryPeriod = TimeSpan.FromSeconds(2) };
         var clockA = new TimerClock(DateTimeOffset.UtcNow);
@@ -126,12 +129,10 @@ public class SafetyTests
 
         // Evictions hang, so A is caught mid-drain.
         rig.Demo.Api.Faults.FailNext(10_000, 429, TimeSpan.FromSeconds(1), pathContains: "/eviction");
-        var until = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (a.Actuator.InFlightCounts.GetValueOrDefault("drain") != 1)
+        for (int i = 0; a.Actuator.InFlightCounts.GetValueOrDefault("drain") != 1; i++)
         {
-            Assert.True(DateTime.UtcNow < until, "A never reached a drain");
+            Assert.True(i < 60, "A never reached a drain in 60 steps");
             await a.StepAsync(termA);
-            await Task.Delay(50);
         }
         var drained = Assert.Single(Annotated(rig));
 
@@ -166,13 +167,12 @@ public class SafetyTests
         var b = await rig.NewProcessAsync(ActuationRig.Quick(), isLeader: () => electorB.IsLeader, leaseTerm: () => electorB.Term);
         // The checked leader acts: B's clock is held still now, so its term lasts (no renewal is due, no deadline passes).
         await rig.WaitAsync(() => electorB.IsLeader, "replica-b still leads", drive: false);
-        until = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        int steps = 0;
         do
         {
-            Assert.True(DateTime.UtcNow < until, "B never finished: a node is left cordoned");
+            Assert.True(steps++ < 60, "B never finished in 60 steps: a node is left cordoned");
             Assert.True(electorB.IsLeader);
             await b.StepAsync(electorB.Term);
-            await Task.Delay(50);
         }
         while (!(b.Actuator.InFlightCounts.Count == 0 && Annotated(rig).Count == 0));
         Assert.Contains(rig.Demo.Api.Store.List("events").Items, e => e.ToJsonObject() is var o
@@ -186,16 +186,16 @@ public class SafetyTests
     [Fact]
     public async Task TheCordonAfterTheNewNodesAreReadyRechecksTheMaintenanceWindow()
     {
-        var start = DateTimeOffset.UtcNow;
-        var clock = new ManualClock(start);
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), provisioning: TimeSpan.FromSeconds(1), steppedClock: true);
+        rig.Detach(rig.Actuator);
+        // A window open from a minute before the rig's time now to half an hour after.
+        var start = rig.Clock!.GetUtcNow();
         var window = new MaintenanceWindow(TimeOnly.FromDateTime(start.AddMinutes(-1).UtcDateTime), TimeOnly.FromDateTime(start.AddMinutes(30).UtcDateTime));
         var options = ActuationRig.Quick() with
         {
             ScaleUpCooldown = TimeSpan.Zero, Window = window, ProvisioningTimeout = TimeSpan.FromDays(1), MaxPlanAge = TimeSpan.FromDays(1),
         };
-        await using var rig = await ActuationRig.StartAsync(options, provisioning: TimeSpan.FromSeconds(1));
-        rig.Detach(rig.Actuator);
-        var actuator = rig.NewActuator(options, clock: clock);
+        var actuator = rig.NewActuator(options);
         // A consolidation onto one new node: it buys first, then cordons.
         string? node = null;
         rig.Detach(actuator);
@@ -220,10 +220,10 @@ public class SafetyTests
         actuator.OnPlan(plan);
         await actuator.TickAsync(CancellationToken.None);   // started: its pool created
         Assert.True(rig.Spot.Pool(Actuator.PoolName(rec.Id, 0)) is not null, actuator.StateOf(rec.Id));
-        // The window closes while the new node is on its way.
-        clock.Advance(TimeSpan.FromHours(1));
-        await rig.WaitAsync(() => actuator.StateOf(rec.Id) is { } st && !st.StartsWith("in progress"), "the operation past its wait", actuator: actuator,
-            timeout: TimeSpan.FromSeconds(30));
+        // The window closes while the new node is on its way (it joins during that hour).
+        await rig.AdvanceAsync(TimeSpan.FromHours(1));
+        await rig.RunUntilAsync(() => actuator.StateOf(rec.Id) is { } st && !st.StartsWith("in progress"), "the operation past its wait", actuator: actuator,
+            maxSteps: 10);
         Assert.StartsWith("failed: refused before the drain: outside the maintenance window", actuator.StateOf(rec.Id));
         Assert.Equal(1, actuator.Refusals.GetValueOrDefault("outside_window"));
         Assert.False(IsCordoned(rig.Node(node!)));
@@ -234,14 +234,13 @@ public class SafetyTests
     [Fact]
     public async Task AFailedApprovedOperationNeedsANewApproval()
     {
-        var clock = new ManualClock(DateTimeOffset.UtcNow);
         var options = ActuationRig.Quick(ActuationMode.Approve) with
         {
             DrainTimeout = TimeSpan.FromMinutes(1), RetryAfter = TimeSpan.Zero, MaxPlanAge = TimeSpan.FromDays(1), ScaleUpCooldown = TimeSpan.Zero,
         };
-        await using var rig = await ActuationRig.StartAsync(options);
+        await using var rig = await ActuationRig.StartAsync(options, steppedClock: true);
         rig.Detach(rig.Actuator);
-        var actuator = rig.NewActuator(options, clock: clock);
+        var actuator = rig.NewActuator(options);
         await rig.StepAsync(actuator);
         await rig.StepAsync(actuator);
         var removal = rig.Recommender.Current.Recommendations.FirstOrDefault(r => r.Type == RecommendationType.DeleteEmpty
@@ -251,27 +250,27 @@ public class SafetyTests
         var pool = rig.Model.Snapshot().Nodes.Single(n => n.Name == removal!.Nodes[0]).Pool;
         rig.Spot.FailNext(10_000, 403, pathContains: pool);
         Assert.Equal(ApprovalOutcome.Approved, actuator.Approve(removal!.Id).Outcome);
-        await rig.WaitAsync(() => actuator.StateOf(removal.Id)?.StartsWith("failed") == true, "the approved attempt failed", actuator: actuator);
+        await rig.RunUntilAsync(() => actuator.StateOf(removal.Id)?.StartsWith("failed") == true, "the approved attempt failed", actuator: actuator);
         Assert.Equal(1, actuator.Counts.GetValueOrDefault(("cordon", "succeeded")));
         for (int i = 0; i < 5; i++)
         {
-            clock.Advance(TimeSpan.FromMinutes(1));
+            await rig.AdvanceAsync(TimeSpan.FromMinutes(1));
             await rig.StepAsync(actuator);
         }
         Assert.Equal(1, actuator.Counts.GetValueOrDefault(("cordon", "succeeded")));
         Assert.Empty(Annotated(rig));
         // A new approval, a new attempt.
         Assert.Equal(ApprovalOutcome.Approved, actuator.Approve(removal.Id).Outcome);
-        await rig.WaitAsync(() => actuator.Counts.GetValueOrDefault(("cordon", "succeeded")) == 2, "the second approved attempt", actuator: actuator);
+        await rig.RunUntilAsync(() => actuator.Counts.GetValueOrDefault(("cordon", "succeeded")) == 2, "the second approved attempt", actuator: actuator);
     }
 
     /// <summary>Defect 8: a plan received before the recovery finished is not acted on; the next one is.</summary>
     [Fact]
     public async Task APlanFromBeforeTheRecoveryIsNotActedOn()
     {
-        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), steppedClock: true);
         rig.Detach(rig.Actuator);
-        var actuator = new Actuator(ActuationRig.Quick(), rig.Model, rig.Prices, rig.Statuses, NullLogger.Instance, rig.Kube, rig.SpotClient);
+        var actuator = new Actuator(ActuationRig.Quick(), rig.Model, rig.Prices, rig.Statuses, NullLogger.Instance, rig.Kube, rig.SpotClient, clock: rig.Clock);
         var cls = rig.Demo.ManagedNodes[0].ServerClass;
         var rec = new Recommendation("prov-before-recovery", RecommendationType.Provision, [], [new NewNode(cls, 1, 0)], [], ["default/p"], 0, 0, 0, 0, -1, ["a test plan"]);
         var plan = new Plan([rec], new Dictionary<string, IReadOnlyList<Blocker>>(), [], 0, 0, "us-east-iad-1");
@@ -287,7 +286,7 @@ public class SafetyTests
     private static (Actuator, Recommendation, Plan) ProvisionOne(ActuationRig rig, ActuationOptions options, string id)
     {
         rig.Detach(rig.Actuator);
-        var actuator = new Actuator(options, rig.Model, rig.Prices, rig.Statuses, NullLogger.Instance, rig.Kube, rig.SpotClient);
+        var actuator = new Actuator(options, rig.Model, rig.Prices, rig.Statuses, NullLogger.Instance, rig.Kube, rig.SpotClient, clock: rig.Clock);
         var cls = rig.Demo.ManagedNodes[0].ServerClass;
         var rec = new Recommendation(id, RecommendationType.Provision, [], [new NewNode(cls, 1, 0)], [], ["default/p"], 0, 0, 0, 0, -1, ["a test plan"]);
         return (actuator, rec, new Plan([rec], new Dictionary<string, IReadOnlyList<Blocker>>(), [], 0, 0, "us-east-iad-1"));
@@ -296,7 +295,7 @@ public class SafetyTests
     [Fact]
     public async Task NoPoolIsCreatedPastTheManagedCapacityLimit()
     {
-        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), steppedClock: true);
         // The demo's managed pools already hold more than one cpu: any new pool passes the limit.
         var (actuator, rec, plan) = ProvisionOne(rig, ActuationRig.Quick() with { Pools = new PoolPolicy { MaxManagedMilliCpu = 1_000 } }, "prov-over-limit");
         await actuator.TickAsync(CancellationToken.None);   // the recovery
@@ -310,7 +309,7 @@ public class SafetyTests
     [Fact]
     public async Task NewPoolsCarryThePolicysLabelsAndTaintsBesideKarpetracksOwn()
     {
-        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), steppedClock: true);
         var policy = new PoolPolicy
         {
             Labels = new Dictionary<string, string> { ["team"] = "batch", [Actuator.ManagedLabel] = "false" },
@@ -338,7 +337,7 @@ public class SafetyTests
     [Fact]
     public async Task APoolGrownToTwoNodesDuringARemovalIsNotDeleted()
     {
-        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { ScaleUpCooldown = TimeSpan.Zero });
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick() with { ScaleUpCooldown = TimeSpan.Zero }, steppedClock: true);
         var deleted = new System.Collections.Concurrent.ConcurrentBag<string>();
         rig.Spot.OnPoolDelete = deleted.Add;
         string? grown = null;
@@ -353,8 +352,8 @@ public class SafetyTests
         rig.Demo.Api.Written += Grow;
         try
         {
-            await rig.WaitAsync(() => rig.Actuator.Refusals.GetValueOrDefault("pool_holds_other_nodes") > 0 || (grown is not null && deleted.Contains(grown)),
-                "the grown pool's DELETE refused or sent", TimeSpan.FromSeconds(60));
+            await rig.RunUntilAsync(() => rig.Actuator.Refusals.GetValueOrDefault("pool_holds_other_nodes") > 0 || (grown is not null && deleted.Contains(grown)),
+                "the grown pool's DELETE refused or sent", maxSteps: 60);
         }
         finally { rig.Demo.Api.Written -= Grow; }
         Assert.NotNull(grown);
@@ -366,25 +365,25 @@ public class SafetyTests
 
     private static readonly Dictionary<string, IReadOnlyList<Blocker>> NoBlockers = new();
 
-    private static Plan PlanOf(params Recommendation[] recs) => new(recs, NoBlockers, [], 0, 0, "us-east-iad-1");
+    internal static Plan PlanOf(params Recommendation[] recs) => new(recs, NoBlockers, [], 0, 0, "us-east-iad-1");
 
-    private static Recommendation Removal(string id, string node, decimal savingPerHour) =>
+    internal static Recommendation Removal(string id, string node, decimal savingPerHour) =>
         new(id, RecommendationType.Consolidate, [node], [], [], [], savingPerHour, 0, 0, 0, -1, ["a test plan"]);
 
-    /// <summary>Options under which nothing but the rule a test is about refuses, on a manual clock that only the test moves.</summary>
-    private static ActuationOptions Calm() => ActuationRig.Quick() with
+    /// <summary>Options under which nothing but the rule a test is about refuses (on the rig's clock, which only the test moves).</summary>
+    internal static ActuationOptions Calm() => ActuationRig.Quick() with
     {
         ScaleUpCooldown = TimeSpan.Zero, MaxPlanAge = TimeSpan.FromDays(1), PoolSweep = TimeSpan.FromDays(1),
         ProvisioningTimeout = TimeSpan.FromDays(1), DrainTimeout = TimeSpan.FromDays(1),
     };
 
     /// <summary>An actuator that only the test feeds plans and ticks, past its recovery.</summary>
-    private static async Task<Actuator> RecoveredAsync(ActuationRig rig, ActuationOptions options, ManualClock clock, SpotApiClient? spot = null)
+    private static async Task<Actuator> RecoveredAsync(ActuationRig rig, ActuationOptions options, SpotApiClient? spot = null)
     {
         rig.Detach(rig.Actuator);
         var actuator = spot is null
-            ? rig.NewActuator(options, clock: clock)
-            : new Actuator(options, rig.Model, rig.Prices, rig.Statuses, NullLogger.Instance, rig.Kube, spot, clock: clock);
+            ? rig.NewActuator(options)
+            : new Actuator(options, rig.Model, rig.Prices, rig.Statuses, NullLogger.Instance, rig.Kube, spot, clock: rig.Clock);
         rig.Detach(actuator);
         await actuator.TickAsync(CancellationToken.None);   // the recovery
         return actuator;
@@ -411,15 +410,15 @@ public class SafetyTests
     [Fact]
     public async Task AnOpenSpotApiCircuitRefusesAProvisionAndNothingIsWritten()
     {
-        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
-        var clock = new ManualClock(DateTimeOffset.UtcNow);
-        // One failure opens this client's breaker, and it stays open: its cool-down is measured on the manual clock.
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), steppedClock: true);
+        // One failure opens this client's breaker, and it stays open: its cool-down is measured on the rig's clock (its
+        // backoff pauses, none here with a single attempt, would be real).
         using var spot = new SpotApiClient(new SpotApiOptions
         {
             ApiUrl = rig.Spot.BaseAddress, AuthUrl = rig.Spot.BaseAddress, Org = rig.Spot.OrgNamespace, RandomSeed = 1,
             MaxAttempts = 1, BreakerThreshold = 1, BreakerCooldown = TimeSpan.FromHours(1),
-        }, SpotApiServer.DemoRefreshToken, NullLogger.Instance, clock);
-        var actuator = await RecoveredAsync(rig, Calm(), clock, spot);
+        }, SpotApiServer.DemoRefreshToken, NullLogger.Instance, new RigTimeRealTimers(rig.Clock!));
+        var actuator = await RecoveredAsync(rig, Calm(), spot);
         rig.Spot.FailNext(1, 503);
         await Assert.ThrowsAsync<SpotApiException>(() => spot.ListNodePoolsAsync("demo", CancellationToken.None));
         Assert.True(spot.CircuitOpen);
@@ -439,8 +438,8 @@ public class SafetyTests
     [Fact]
     public async Task ARemovalThatSavesNothingIsRefusedAndNothingIsWritten()
     {
-        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
-        var actuator = await RecoveredAsync(rig, Calm(), new ManualClock(DateTimeOffset.UtcNow));
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), steppedClock: true);
+        var actuator = await RecoveredAsync(rig, Calm());
         var node = await RemovableManagedNodeAsync(rig, withPods: false);
         var rec = Removal("con-saves-nothing", node, 0);
         var before = Fingerprint(rig);
@@ -456,12 +455,19 @@ public class SafetyTests
     [Fact]
     public async Task ANodeYoungerThanTheScaleUpCooldownIsNotDisrupted()
     {
-        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), steppedClock: true);
         var node = await RemovableManagedNodeAsync(rig, withPods: false);
-        // The actuator's clock reads half a minute after the node joined.
+        // The node joined now by the rig's clock (the demo dates its nodes days back), and the clock moves on half a minute.
+        var joined = rig.Clock!.GetUtcNow();
+        rig.Demo.Api.Store.Update("nodes", null, node, n =>
+        {
+            n["metadata"]!["creationTimestamp"] = joined.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'");
+            return true;
+        });
+        var actuator = await RecoveredAsync(rig, Calm() with { ScaleUpCooldown = TimeSpan.FromMinutes(2) });
+        await rig.AdvanceAsync(TimeSpan.FromSeconds(30));
         var created = rig.Model.Snapshot().Nodes.Single(n => n.Name == node).Created;
-        Assert.NotNull(created);
-        var actuator = await RecoveredAsync(rig, Calm() with { ScaleUpCooldown = TimeSpan.FromMinutes(2) }, new ManualClock(created.Value.AddSeconds(30)));
+        Assert.True(created is { } c && rig.Clock.GetUtcNow() - c is var age && age >= TimeSpan.FromSeconds(29) && age <= TimeSpan.FromSeconds(31), $"created {created}");
         var rec = Removal("con-too-young", node, 1m);
         var before = Fingerprint(rig);
         actuator.OnPlan(PlanOf(rec));
@@ -479,9 +485,8 @@ public class SafetyTests
     [Fact]
     public async Task ANewDoNotDisruptPodMidDrainAbortsTheDrainAndUncordons()
     {
-        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
-        var clock = new ManualClock(DateTimeOffset.UtcNow);
-        var actuator = await RecoveredAsync(rig, Calm(), clock);
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), steppedClock: true);
+        var actuator = await RecoveredAsync(rig, Calm());
         var node = await RemovableManagedNodeAsync(rig, withPods: true);
         var pool = rig.Node(node)["metadata"]!["labels"]![SpotLabels.Pool]!.GetValue<string>();
         rig.Demo.Api.Faults.FailNext(10_000, 429, TimeSpan.FromSeconds(1), pathContains: "/eviction");
@@ -501,7 +506,8 @@ public class SafetyTests
         meta.Remove("resourceVersion");
         meta["annotations"] = new JsonObject { ["karpenter.sh/do-not-disrupt"] = "true" };
         Assert.NotNull(rig.Demo.Api.Store.TryCreate("pods", pod));
-        await rig.WaitAsync(() => rig.Model.PodsOn(node).Any(p => p.Name == name), "the new pod in the model", drive: false);
+        await rig.CaughtUpAsync();
+        Assert.Contains(rig.Model.PodsOn(node), p => p.Name == name);
 
         await actuator.TickAsync(CancellationToken.None);
         Assert.Equal(1, actuator.Refusals.GetValueOrDefault("blocked"));
@@ -518,11 +524,11 @@ public class SafetyTests
 
     /// <summary>A consolidation of a node with pods onto one new node of the cheapest class that keeps the saving: started, its pool created.</summary>
     private static async Task<(Actuator Actuator, Recommendation Rec, string Node, string NewPool, string NewClass)> ConsolidationOntoANewNodeAsync(
-        ActuationRig rig, ActuationOptions options, ManualClock clock)
+        ActuationRig rig, ActuationOptions options)
     {
         // The demo's nodes are cheap: any saving at all is enough here.
         rig.Thresholds = () => new RecommenderOptions { ReplaceThresholdPercent = 0, ReplaceThresholdDollars = 0 };
-        var actuator = await RecoveredAsync(rig, options, clock);
+        var actuator = await RecoveredAsync(rig, options);
         var node = await RemovableManagedNodeAsync(rig, withPods: true);
         var view = rig.Model.Snapshot().Nodes.Single(n => n.Name == node);
         var book = rig.Prices.Current;
@@ -544,11 +550,12 @@ public class SafetyTests
     public async Task TheNewNodeOfAnOperationInProgressIsNotDisruptedByAnother()
     {
         var options = Calm() with { MaxDisruptedNodes = 5 };
-        await using var rig = await ActuationRig.StartAsync(options);
-        var clock = new ManualClock(DateTimeOffset.UtcNow);
-        var (actuator, rec, node, pool, _) = await ConsolidationOntoANewNodeAsync(rig, options, clock);
+        await using var rig = await ActuationRig.StartAsync(options, steppedClock: true);
+        var (actuator, rec, node, pool, _) = await ConsolidationOntoANewNodeAsync(rig, options);
         rig.Demo.Api.Faults.FailNext(10_000, 429, TimeSpan.FromSeconds(1), pathContains: "/eviction");
-        await rig.WaitAsync(() => rig.Model.Snapshot().Nodes.Any(n => n.Pool == pool && n.Ready), "the new node Ready", drive: false);
+        // Past the provisioning delay (300 ms) on the rig's clock: the new node joins.
+        await rig.AdvanceAsync(TimeSpan.FromSeconds(1));
+        Assert.Contains(rig.Model.Snapshot().Nodes, n => n.Pool == pool && n.Ready);
         await actuator.TickAsync(CancellationToken.None);   // re-checked, cordoned, draining (its evictions held back)
         Assert.True(actuator.InFlightCounts.GetValueOrDefault("drain") == 1, actuator.StateOf(rec.Id));
         var fresh = rig.Model.Snapshot().Nodes.Single(n => n.Pool == pool).Name;
@@ -573,18 +580,15 @@ public class SafetyTests
     public async Task APoolPreemptedInFlightEndsItsOperationBeforeAnyDisruption()
     {
         var options = Calm() with { PoolSweep = TimeSpan.FromSeconds(1) };
-        await using var rig = await ActuationRig.StartAsync(options, provisioning: TimeSpan.FromSeconds(2));
-        var clock = new ManualClock(DateTimeOffset.UtcNow);
-        var (actuator, rec, node, pool, cls) = await ConsolidationOntoANewNodeAsync(rig, options, clock);
+        await using var rig = await ActuationRig.StartAsync(options, provisioning: TimeSpan.FromSeconds(2), steppedClock: true);
+        var (actuator, rec, node, pool, cls) = await ConsolidationOntoANewNodeAsync(rig, options);
         var bid = decimal.Parse(rig.Spot.Pool(pool)!["spec"]!["bidPrice"]!.GetValue<string>(), System.Globalization.CultureInfo.InvariantCulture);
         rig.Spot.SetMarketPrice(cls, bid + 0.05m);
-        var until = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (actuator.StateOf(rec.Id) is not { } state || !state.StartsWith("failed", StringComparison.Ordinal))
+        for (int i = 0; actuator.StateOf(rec.Id) is not { } state || !state.StartsWith("failed", StringComparison.Ordinal); i++)
         {
-            Assert.True(DateTime.UtcNow < until, actuator.StateOf(rec.Id));
-            clock.Advance(TimeSpan.FromSeconds(2));
+            Assert.True(i < 15, actuator.StateOf(rec.Id));
+            await rig.AdvanceAsync(TimeSpan.FromSeconds(2));
             await actuator.TickAsync(CancellationToken.None);
-            await Task.Delay(50);
         }
         Assert.Contains($"pool {pool} lost its bid", actuator.StateOf(rec.Id));
         Assert.Equal(1, actuator.Refusals.GetValueOrDefault("pool_preempted"));
@@ -601,8 +605,8 @@ public class SafetyTests
     [Fact]
     public async Task APodWithAZeroGracePeriodIsEvictedGracefullyNeverForceDeleted()
     {
-        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
-        var actuator = await RecoveredAsync(rig, Calm() with { MaxGracePeriod = TimeSpan.FromMinutes(5) }, new ManualClock(DateTimeOffset.UtcNow));
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), steppedClock: true);
+        var actuator = await RecoveredAsync(rig, Calm() with { MaxGracePeriod = TimeSpan.FromMinutes(5) });
         var node = await RemovableManagedNodeAsync(rig, withPods: true);
         var pods = rig.Model.PodsOn(node).Where(p => !p.IsOverhead).Select(p => (Ns: p.Namespace, p.Name)).ToList();
         Assert.NotEmpty(pods);
@@ -640,7 +644,7 @@ public class SafetyTests
     [InlineData("con-0123456789ab;step=teleport", 0, "rolled back")]
     public async Task AFreshProcessRecoversEachRecordedStep(string value, int minutesAgo, string expected)
     {
-        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), steppedClock: true);
         rig.Detach(rig.Actuator);
         var node = await RemovableManagedNodeAsync(rig, withPods: true);
         // Evictions are held back, so a resumed drain is still draining after the first tick.
@@ -652,7 +656,7 @@ public class SafetyTests
                 ["annotations"] = new JsonObject
                 {
                     [Actuator.DisruptionAnnotation] = value,
-                    [Actuator.DisruptionSinceAnnotation] = DateTimeOffset.UtcNow.AddMinutes(-minutesAgo).UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'"),
+                    [Actuator.DisruptionSinceAnnotation] = rig.Clock!.GetUtcNow().AddMinutes(-minutesAgo).UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'"),
                 },
             },
             ["spec"] = new JsonObject { ["unschedulable"] = true },

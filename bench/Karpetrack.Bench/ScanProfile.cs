@@ -1,0 +1,113 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace Karpetrack.Bench;
+
+/// <summary>
+/// `Karpetrack.Bench scan-profile [--runs N] [--dump FILE]`: a bench-only probe of the recommender's scan. On the
+/// 5,000-node synthetic cluster and both underused clusters it runs the recommender's steps one by one (the same
+/// sequence as <see cref="Recommender.Recommend"/>, checked to give the same plan) and prints, per step, the wall
+/// time and the managed bytes allocated; per run, the process CPU time, the peak managed heap seen by a sampler
+/// (above the heap before the run) and what the plan and the cost outlook keep after it. --dump writes the three
+/// plans as text (<see cref="PlanText"/>) for a byte-for-byte comparison of two builds.
+/// </summary>
+internal static class ScanProfile
+{
+    public static void Run(string[] args, int nodes, int pods)
+    {
+        int runs = Arg(args, "--runs", 3);
+        int i = Array.IndexOf(args, "--dump");
+        string? dump = i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+        var book = RecommenderBench.Book();
+        var options = new RecommenderOptions { Region = "us-east-iad-1" };
+        var sb = new StringBuilder();
+        Console.WriteLine($"scan-profile: load {Load()}");
+        foreach (var (n, seed) in new[] { (200, 1), (2_000, 2) })
+        {
+            var c = UnderusedCluster.Build(n, seed, book);
+            Profile($"underused {n}", c.Model.Snapshot(), c.Model.Pods(), c.Pdbs, book, options, runs, sb);
+        }
+        var data = SyntheticData.Build(nodes, pods);
+        var big = RecommenderBench.Load(data);
+        data = null;
+        GC.Collect();
+        Profile($"synthetic {nodes}", big.Snapshot(), big.Pods(), [], book, options, runs, sb);
+        GC.KeepAlive(big);
+        if (dump is not null) File.WriteAllText(dump, sb.ToString(), new UTF8Encoding(false));
+        Console.WriteLine($"scan-profile: load {Load()}");
+    }
+
+    private static void Profile(string name, ClusterSnapshot snap, PodFacts[] pods, PdbRecord[] pdbs, PriceBook book, RecommenderOptions o, int runs, StringBuilder sb)
+    {
+        var reference = Recommender.Recommend(snap, pods, pdbs, [], book, o);   // warm up, and the plan the steps must give
+        var refText = Text(name, reference);
+        sb.Append(refText);
+        reference = null;
+        for (int run = 0; run < runs; run++)
+        {
+            GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+            long before = GC.GetTotalMemory(true);
+            var steps = new List<(string Step, double Ms, long Bytes)>();
+            long peak = before;
+            using var stop = new ManualResetEventSlim();
+            var sampler = new Thread(() =>
+            {
+                while (!stop.Wait(1)) peak = Math.Max(peak, GC.GetTotalMemory(false));
+            }) { IsBackground = true };
+            sampler.Start();
+            var proc = Process.GetCurrentProcess();
+            var cpu0 = proc.TotalProcessorTime;
+            long gcs0 = GC.CollectionCount(0);
+            var total = Stopwatch.StartNew();
+            void Step(string step, Action a)
+            {
+                long b0 = GC.GetAllocatedBytesForCurrentThread();
+                var sw = Stopwatch.StartNew();
+                a();
+                steps.Add((step, sw.Elapsed.TotalMilliseconds, GC.GetAllocatedBytesForCurrentThread() - b0));
+            }
+            PlanState state = null!;
+            Plan plan = null!;
+            Step("state", () => state = new PlanState(snap, pods, pdbs, [], book, o, [], null));
+            Step("provisioning", () => { state.Apply(Provisioning.Decide(state, Provisioning.Candidates(state))); state.Room.CloseProvisioning(); });
+            Step("rank", () => state.RankCandidates());
+            Step("single", () => { var s = new SingleNodeConsolidation(state); foreach (var c in s.Candidates()) state.Apply(s.Decide(c)); });
+            Step("multi", () => state.Apply(MultiNodeConsolidation.Decide(state, MultiNodeConsolidation.Candidates(state))));
+            Step("replace", () => { foreach (var c in Replacement.Candidates(state)) state.Apply(Replacement.Decide(state, c)); });
+            Step("group-replace", () => { foreach (var g in MultiNodeReplacement.Groups(state)) state.Apply(MultiNodeReplacement.Decide(state, g)); });
+            Step("last-single", () => { var s = new SingleNodeConsolidation(state, lastPass: true); foreach (var c in s.Candidates()) state.Apply(s.Decide(c)); });
+            Step("to-plan", () => plan = state.ToPlan());
+            var wall = total.Elapsed.TotalSeconds;
+            proc.Refresh();
+            var cpu = (proc.TotalProcessorTime - cpu0).TotalSeconds;
+            state = null!;
+            Step("outlook", () => plan = ClusterCosts.WithOutlook(plan, snap, pods, [], book, o));
+            stop.Set();
+            sampler.Join();
+            long kept = GC.GetTotalMemory(true) - before;
+            long allocated = steps.Sum(s => s.Bytes);
+            if (Text(name, plan with { Costs = null }) != refText) Console.WriteLine($"  {name}: the steps' plan differs from Recommender.Recommend's!");
+            var counts = string.Join(", ", plan.Recommendations.GroupBy(r => r.Type).OrderBy(g => g.Key).Select(g => $"{g.Count()} {g.Key}"));
+            decimal after = plan.Costs!.AfterRecommendationsPerHour;
+            Console.WriteLine($"{name} run {run}: plan wall {wall:F2} s, CPU {cpu:F2} s, gen0 GCs {GC.CollectionCount(0) - gcs0}; allocated {allocated / 1e6:F0} MB; "
+                + $"peak managed heap {(peak - before) / 1e6:F0} MB above {before / 1e6:F0} MB; kept after with the outlook {kept / 1e6:F1} MB; {counts}; after {after:0.###} $/h; load {Load()}");
+            Console.WriteLine("  " + string.Join(", ", steps.Select(s => $"{s.Step} {s.Ms:F0} ms/{s.Bytes / 1e6:F0} MB")));
+            GC.KeepAlive(plan);
+        }
+    }
+
+    private static string Text(string name, Plan plan)
+    {
+        var sb = new StringBuilder();
+        PlanText.Append(sb, name, plan);
+        return sb.ToString();
+    }
+
+    private static int Arg(string[] args, string name, int fallback)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], System.Globalization.CultureInfo.InvariantCulture) : fallback;
+    }
+
+    private static string Load() => File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ')[..3]) : "?";
+}

@@ -47,7 +47,7 @@ internal static class ScanProfile
         {
             GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
             long before = GC.GetTotalMemory(true);
-            var steps = new List<(string Step, double Ms, long Bytes)>();
+            var steps = new List<(string Step, double Ms, long Bytes, double GcMs)>();
             long peak = before;
             using var stop = new ManualResetEventSlim();
             var sampler = new Thread(() =>
@@ -62,9 +62,10 @@ internal static class ScanProfile
             void Step(string step, Action a)
             {
                 long b0 = GC.GetAllocatedBytesForCurrentThread();
+                var p0 = GC.GetTotalPauseDuration();
                 var sw = Stopwatch.StartNew();
                 a();
-                steps.Add((step, sw.Elapsed.TotalMilliseconds, GC.GetAllocatedBytesForCurrentThread() - b0));
+                steps.Add((step, sw.Elapsed.TotalMilliseconds, GC.GetAllocatedBytesForCurrentThread() - b0, (GC.GetTotalPauseDuration() - p0).TotalMilliseconds));
             }
             PlanState state = null!;
             Plan plan = null!;
@@ -73,6 +74,7 @@ internal static class ScanProfile
             Step("rank", () => state.RankCandidates());
             Step("single", () => { var s = new SingleNodeConsolidation(state); foreach (var c in s.Candidates()) state.Apply(s.Decide(c)); });
             Step("multi", () => state.Apply(MultiNodeConsolidation.Decide(state, MultiNodeConsolidation.Candidates(state))));
+            if (run == 0 && Environment.GetEnvironmentVariable("SCAN_DETAIL") == "1") ReplaceDetail(state);
             Step("replace", () => { foreach (var c in Replacement.Candidates(state)) state.Apply(Replacement.Decide(state, c)); });
             Step("group-replace", () => { foreach (var g in MultiNodeReplacement.Groups(state)) state.Apply(MultiNodeReplacement.Decide(state, g)); });
             Step("last-single", () => { var s = new SingleNodeConsolidation(state, lastPass: true); foreach (var c in s.Candidates()) state.Apply(s.Decide(c)); });
@@ -91,9 +93,58 @@ internal static class ScanProfile
             decimal after = plan.Costs!.AfterRecommendationsPerHour;
             Console.WriteLine($"{name} run {run}: plan wall {wall:F2} s, CPU {cpu:F2} s, gen0 GCs {GC.CollectionCount(0) - gcs0}; allocated {allocated / 1e6:F0} MB; "
                 + $"peak managed heap {(peak - before) / 1e6:F0} MB above {before / 1e6:F0} MB; kept after with the outlook {kept / 1e6:F1} MB; {counts}; after {after:0.###} $/h; load {Load()}");
-            Console.WriteLine("  " + string.Join(", ", steps.Select(s => $"{s.Step} {s.Ms:F0} ms/{s.Bytes / 1e6:F0} MB")));
+            Console.WriteLine("  " + string.Join(", ", steps.Select(s => $"{s.Step} {s.Ms:F0} ms (GC {s.GcMs:F0})/{s.Bytes / 1e6:F0} MB")));
             GC.KeepAlive(plan);
         }
+    }
+
+    /// <summary>What the one-node replacements spend: the floor of every candidate, and the packings of those whose floor saves enough.</summary>
+    private static void ReplaceDetail(PlanState s)
+    {
+        int candidates = 0, receiving = 0, floorPass = 0, solved = 0;
+        double floorMs = 0, solveMs = 0, buildMs = 0;
+        var perNode = new PackingOptions { ExactItems = 12, ExactNodes = 20_000, PortfolioItems = 0 };
+        var podCounts = new List<int>();
+        foreach (var c in s.Candidates)
+        {
+            if (s.IsClaimed(c.Node.Name)) continue;
+            candidates++;
+            if (s.Receives(c.Node.Name)) { receiving++; continue; }
+            if (c.Movable.Length == 0) continue;
+            var sw = Stopwatch.StartNew();
+            var shapes = new ShapeIndex(s.Resources);
+            var items = c.Movable.Select((p, i) => shapes.Item(i, p)).ToList();
+            var problem = shapes.Problem(items, s.Offers, [], (_, _) => false);
+            buildMs += sw.Elapsed.TotalMilliseconds; sw.Restart();
+            var floor = Packer.LowerBound(problem, out _);
+            floorMs += sw.Elapsed.TotalMilliseconds;
+            if (!s.Options.SavesEnoughToReplace(c.Price, c.Price - floor)) continue;
+            floorPass++;
+            podCounts.Add(c.Movable.Length);
+            sw.Restart();
+            var sol = Packer.Solve(problem, perNode);
+            solveMs += sw.Elapsed.TotalMilliseconds;
+            if (sol.Unplaced.Count == 0 && s.Options.SavesEnoughToReplace(c.Price, c.Price - sol.Cost)) solved++;
+        }
+        podCounts.Sort();
+        var keys = new HashSet<string>(StringComparer.Ordinal);
+        int withPods = 0, weakPrunes = 0, weakWrong = 0;
+        var classes = s.Offers.Where(o => o.Bin.Capacity.CpuMilli > 0 && o.Bin.Capacity.MemoryBytes > 0)
+            .Select(o => (Cpu: (double)o.Bin.Capacity.CpuMilli, Mem: (double)o.Bin.Capacity.MemoryBytes, Price: (double)o.Bin.PricePerHour)).ToArray();
+        foreach (var c in s.Candidates)
+        {
+            if (c.Movable.Length == 0 || s.IsClaimed(c.Node.Name) || s.Receives(c.Node.Name)) continue;
+            withPods++;
+            keys.Add(string.Join(";", c.Movable.Select(p => $"{System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(p.Shape)}:{PodRules.DemandOf(p, s.Resources)}").Order(StringComparer.Ordinal)));
+            double cpu = c.Movable.Sum(p => (double)p.Requests[ResourceTable.Cpu]), mem = c.Movable.Sum(p => (double)p.Requests[ResourceTable.Memory]);
+            double weak = SingleNodeConsolidation.CheapestFor(classes, cpu, mem);
+            bool prune = !s.Options.SavesEnoughToReplace(c.Price, c.Price - (decimal)weak);
+            if (prune) weakPrunes++;
+            if (prune && MultiNodeReplacement.Floor(s, c.Movable) is { } f && s.Options.SavesEnoughToReplace(c.Price, c.Price - f)) weakWrong++;
+        }
+        Console.WriteLine($"  {withPods} candidates with pods, {keys.Count} distinct compositions; the 2-d cover prunes {weakPrunes}, of which the floor passes {weakWrong}");
+        Console.WriteLine($"  replace detail: {candidates} candidates, {receiving} receiving, {floorPass} floors save enough, {solved} packings save enough; "
+            + $"build {buildMs:F0} ms, floors {floorMs:F0} ms, packings {solveMs:F0} ms; pods per packed candidate median {(podCounts.Count > 0 ? podCounts[podCounts.Count / 2] : 0)}, max {(podCounts.Count > 0 ? podCounts[^1] : 0)}");
     }
 
     private static string Text(string name, Plan plan)

@@ -73,10 +73,14 @@ internal static class ScanProfile
             Step("provisioning", () => { state.Apply(Provisioning.Decide(state, Provisioning.Candidates(state))); state.Room.CloseProvisioning(); });
             Step("rank", () => state.RankCandidates());
             Step("single", () => { var s = new SingleNodeConsolidation(state); foreach (var c in s.Candidates()) state.Apply(s.Decide(c)); });
+            if (run == 0 && Environment.GetEnvironmentVariable("SCAN_DETAIL") == "1") MultiDetail(state);
             Step("multi", () => state.Apply(MultiNodeConsolidation.Decide(state, MultiNodeConsolidation.Candidates(state))));
             if (run == 0 && Environment.GetEnvironmentVariable("SCAN_DETAIL") == "1") ReplaceDetail(state);
             Step("replace", () => { foreach (var c in Replacement.Candidates(state)) state.Apply(Replacement.Decide(state, c)); });
-            Step("group-replace", () => { foreach (var g in MultiNodeReplacement.Groups(state)) state.Apply(MultiNodeReplacement.Decide(state, g)); });
+            List<List<Candidate>> groups = null!;
+            Step("groups", () => groups = MultiNodeReplacement.Groups(state));
+            Step("group-replace", () => { foreach (var g in groups) state.Apply(MultiNodeReplacement.Decide(state, g)); });
+            if (run == 0) Console.WriteLine($"  {groups.Count} groups of {groups.Sum(g => g.Count)} candidates");
             Step("last-single", () => { var s = new SingleNodeConsolidation(state, lastPass: true); foreach (var c in s.Candidates()) state.Apply(s.Decide(c)); });
             Step("to-plan", () => plan = state.ToPlan());
             var wall = total.Elapsed.TotalSeconds;
@@ -145,6 +149,28 @@ internal static class ScanProfile
         Console.WriteLine($"  {withPods} candidates with pods, {keys.Count} distinct compositions; the 2-d cover prunes {weakPrunes}, of which the floor passes {weakWrong}");
         Console.WriteLine($"  replace detail: {candidates} candidates, {receiving} receiving, {floorPass} floors save enough, {solved} packings save enough; "
             + $"build {buildMs:F0} ms, floors {floorMs:F0} ms, packings {solveMs:F0} ms; pods per packed candidate median {(podCounts.Count > 0 ? podCounts[podCounts.Count / 2] : 0)}, max {(podCounts.Count > 0 ? podCounts[^1] : 0)}");
+    }
+
+    /// <summary>The multi-node consolidation's one packing, with the packer's default options and without its heavier steps.</summary>
+    private static void MultiDetail(PlanState s)
+    {
+        var group = MultiNodeConsolidation.Candidates(s);
+        var names = group.Select(g => g.Node.Name).ToHashSet(StringComparer.Ordinal);
+        var pods = group.SelectMany(g => g.Movable).ToArray();
+        foreach (var (label, o) in new (string, PackingOptions)[] { ("default", new()), ("no cg", new() { ColumnGenerationItems = 0 }), ("no cg, no portfolio", new() { ColumnGenerationItems = 0, PortfolioItems = 0, ChoicePortfolioItems = 0 }) })
+        {
+            var shapes = new ShapeIndex(s.Resources);
+            var items = pods.Select((p, i) => shapes.Item(i, p)).ToList();
+            var sw = Stopwatch.StartNew();
+            var existing = s.Room.Bins(names);
+            long b0 = GC.GetAllocatedBytesForCurrentThread();
+            var problem = shapes.Problem(items, s.Offers, existing, (c, b) => shapes.AllowsNode(c, s.Room.View(b.Name), s.Room.GroupsOn(b.Name)));
+            var x = new PackingInstance(problem);
+            var instMs = sw.Elapsed.TotalMilliseconds; var instB = GC.GetAllocatedBytesForCurrentThread() - b0;
+            sw.Restart();
+            var sol = Packer.Solve(problem, o);
+            Console.WriteLine($"  multi {label}: {pods.Length} pods, {existing.Count} bins, {x.S} shapes; instance {instMs:F0} ms/{instB / 1e6:F0} MB; solve {sw.Elapsed.TotalMilliseconds:F0} ms; cost {sol.Cost}, {sol.NewBins.Count} new, {sol.Unplaced.Count} unplaced");
+        }
     }
 
     private static string Text(string name, Plan plan)

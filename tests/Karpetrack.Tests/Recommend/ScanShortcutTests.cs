@@ -91,6 +91,36 @@ public class ScanShortcutTests
         Assert.True(placed > 50 && unfit > 20, $"{placed} placed, {unfit} unfit: the instances should exercise both outcomes");
     }
 
+    [Fact]
+    public void AllowsNodeAgreesWithWhyNotOnEveryShapeAndNode()
+    {
+        string[] specs =
+        [
+            "",
+            ""","nodeSelector":{"zone":"b"}""",
+            ""","nodeSelector":{"zone":"b","disk":"ssd"}""",
+            ""","affinity":{"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":[{"matchExpressions":[{"key":"disk","operator":"In","values":["ssd"]}]},{"matchExpressions":[{"key":"zone","operator":"NotIn","values":["a","b"]}]}]}}}""",
+            ""","tolerations":[{"key":"dedicated","operator":"Equal","value":"db","effect":"NoSchedule"}]""",
+            ""","tolerations":[{"operator":"Exists"}],"nodeSelector":{"zone":"a"}""",
+        ];
+        var s = new Scenario();
+        for (int i = 0; i < specs.Length; i++) s.Pod("p" + i, null, "100m", "64Mi", pending: true, extraSpec: specs[i]);
+        var shapes = s.Model.Pods().Select(p => p.Shape).ToList();
+        Dictionary<string, string>[] labels = [[], new() { ["zone"] = "a" }, new() { ["zone"] = "b" }, new() { ["zone"] = "b", ["disk"] = "ssd" }, new() { ["zone"] = "c" }];
+        Taint[][] taints = [[], [new Taint("dedicated", "db", "NoSchedule")], [new Taint("dedicated", "db", "PreferNoSchedule")], [new Taint("other", null, "NoExecute")],
+            [new Taint("dedicated", "db", "NoSchedule"), new Taint("other", "x", "NoSchedule")]];
+        int allowed = 0, refused = 0;
+        foreach (var shape in shapes)
+            foreach (var l in labels)
+                foreach (var t in taints)
+                {
+                    bool allows = shape.AllowsNode(l, t);
+                    Assert.Equal(shape.WhyNot(l, t) is null, allows);
+                    if (allows) allowed++; else refused++;
+                }
+        Assert.True(allowed > 10 && refused > 10, $"{allowed} allowed, {refused} refused");
+    }
+
     private static string Describe(Placement p) =>
         string.Join(";", p.Moves.Select(m => $"{m.Pod}->{m.To}")) + "|" + string.Join(",", p.Unfit ?? []);
 }

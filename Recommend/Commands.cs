@@ -77,7 +77,9 @@ internal static class Recommendations
     /// <summary>UTF-8 text into a hash in chunks.</summary>
     private sealed class IdText(IncrementalHash hash)
     {
-        private readonly byte[] bytes = new byte[16 * 1024];
+        // One buffer per thread for every id it makes (a scan makes thousands; ids are never made one inside another).
+        [ThreadStatic] private static byte[]? buffer;
+        private readonly byte[] bytes = buffer ??= new byte[16 * 1024];
         private int used;
 
         public IdText Add(char c) => Add(new ReadOnlySpan<char>(in c));

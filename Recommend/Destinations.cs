@@ -20,13 +20,25 @@ internal sealed class Destinations
     private readonly int maxTier;
     private readonly Dictionary<string, int> position = new(StringComparer.Ordinal);
     private readonly List<int> touched = [];
+    // By block of Block positions and tier: the most free cpu and memory of an open node there. Room only shrinks, so a
+    // block not yet refreshed overstates: a scan skips the blocks where no node can take the pod and checks the rest
+    // node by node as before (same first fit), so a pod that fits nowhere costs blocks, not nodes.
+    private const int Block = 32;
+    private readonly long[] blockCpu, blockMem;
+    private readonly bool[] stale;
+    private readonly List<int> staleBlocks = [];
+    private int lastFrom = -1;
+    private readonly bool blockIndex;
 
     /// <param name="tierOf">Which nodes to fill first: 0, the nodes that stay (paid for whatever the plan); 1, removable ones,
     /// which a pod would keep; 2, removable ones whose pods would cost much less on new nodes (a replacement is better than
     /// keeping them). Null: all in one tier.</param>
     /// <param name="maxTier">The last tier that may receive pods.</param>
-    public Destinations(Room room, ResourceTable table, Func<string, int>? tierOf = null, int maxTier = 2)
+    /// <param name="blockIndex">Skip the blocks of nodes where no node has the room (false: every node is checked; the
+    /// placements are the same, the tests compare both).</param>
+    public Destinations(Room room, ResourceTable table, Func<string, int>? tierOf = null, int maxTier = 2, bool blockIndex = true)
     {
+        this.blockIndex = blockIndex;
         this.maxTier = maxTier;
         this.room = room;
         this.table = table;
@@ -36,13 +48,37 @@ internal sealed class Destinations
         plain = order.Select(i => !room.View(i).Taints.Any(PodShape.KeepsPodsOff)).ToArray();
         tier = order.Select(i => (byte)(tierOf?.Invoke(room.View(i).Name) ?? 0)).ToArray();
         for (int i = 0; i < order.Length; i++) position[room.View(order[i]).Name] = i;
+        int blocks = (order.Length + Block - 1) / Block;
+        blockCpu = new long[blocks * 3];
+        blockMem = new long[blocks * 3];
+        stale = new bool[blocks];
+        for (int b = 0; b < blocks; b++) Refresh(b);
+    }
+
+    private void Refresh(int b)
+    {
+        for (int t = 0; t < 3; t++) (blockCpu[b * 3 + t], blockMem[b * 3 + t]) = (long.MinValue, long.MinValue);
+        for (int i = b * Block, end = Math.Min(order.Length, i + Block); i < end; i++)
+        {
+            if (!room.IsOpen(order[i]) || tier[i] > 2) continue;
+            var f = room.Free(order[i]);
+            int k = b * 3 + tier[i];
+            blockCpu[k] = Math.Max(blockCpu[k], f.CpuMilli);
+            blockMem[k] = Math.Max(blockMem[k], f.MemoryBytes);
+        }
+    }
+
+    private void MarkStale(int i)
+    {
+        int b = i / Block;
+        if (!stale[b]) { stale[b] = true; staleBlocks.Add(b); }
     }
 
     /// <summary>The nodes a placement sends pods to stay from now on (they receive): later placements fill them first.</summary>
     public void Kept(Placement placement)
     {
         foreach (var c in placement.Claims)
-            if (position.TryGetValue(c.Node, out var i)) tier[i] = 0;
+            if (position.TryGetValue(c.Node, out var i)) { tier[i] = 0; MarkStale(i); }
     }
 
     /// <summary>
@@ -54,6 +90,11 @@ internal sealed class Destinations
     {
         if (pods.Length == 0) return new Placement([], []);
         int self = room.IndexOf(from);
+        // What the last placement kept has been taken from the room since, and its node closed: tighten those blocks.
+        if (lastFrom >= 0) MarkStale(lastFrom);
+        lastFrom = position.GetValueOrDefault(from, -1);
+        foreach (var b in staleBlocks) { Refresh(b); stale[b] = false; }
+        staleBlocks.Clear();
         foreach (var i in touched) delta[i] = Demand.Zero;
         touched.Clear();
         var addedGroups = new List<(int Node, string Group)>();
@@ -106,6 +147,11 @@ internal sealed class Destinations
         bool unconstrained = p.Shape.NodeSelector.Count == 0 && p.Shape.RequiredNodeTerms.Count == 0;
         for (int i = 0; i < order.Length; i++)
         {
+            if (blockIndex && i % Block == 0 && (demand.CpuMilli > blockCpu[i / Block * 3 + level] || demand.MemoryBytes > blockMem[i / Block * 3 + level]))
+            {
+                i += Block - 1;
+                continue;
+            }
             if (tier[i] != level) continue;
             int n = order[i];
             if (n == self || !room.IsOpen(n)) continue;

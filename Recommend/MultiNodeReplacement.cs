@@ -39,7 +39,7 @@ internal static class MultiNodeReplacement
     /// dollar threshold is what a group is for).
     /// </summary>
     public static bool Replaceable(PlanState s, Candidate c) =>
-        c.Movable.Length > 0 && c.Price > 0 && s.Floor(c.Node.Name, () => Floor(s, c.Movable)) is { } f
+        c.Movable.Length > 0 && c.Price > 0 && c.Price - s.CoverFloor(c.Movable) >= c.Price * s.Options.ReplaceThresholdPercent / 100 && s.Floor(c.Node.Name, () => Floor(s, c.Movable)) is { } f
         && c.Price - f >= c.Price * s.Options.ReplaceThresholdPercent / 100;
 
     /// <summary>The packer's lower bound on new nodes for these pods; null when some pod fits no offered class.</summary>

@@ -57,7 +57,8 @@ internal sealed record PackedPods(PodFacts[] Pods, IReadOnlyList<PackItem> Items
         var shapes = new ShapeIndex(table);
         var items = pods.Select((p, i) => shapes.Item(i, p)).ToList();
         var existing = room.Bins(leaveOut);
-        var solution = Packer.Solve(shapes.Problem(items, offers, existing, (c, b) => shapes.AllowsNode(c, room.View(b.Name), room.GroupsOn(b.Name))));
+        var at = existing.Select(b => room.IndexOf(b.Name)).ToArray();   // bin id → room position, not a name lookup per (class, bin)
+        var solution = Packer.Solve(shapes.Problem(items, offers, existing, (c, b) => shapes.AllowsNode(c, room.View(at[b.Id]), room.GroupsOn(at[b.Id]))));
         return new PackedPods(pods, items, existing, solution);
     }
 

@@ -104,6 +104,27 @@ internal sealed class PlanState
         return f;
     }
 
+    private (double Cpu, double Mem, double Price)[]? coverClasses;
+
+    /// <summary>
+    /// A lower bound on what any packing of these pods onto new nodes costs, far cheaper than the packer's: the least a
+    /// fractional mix of the offered classes (GPU ones too) holding the pods' total cpu and memory costs. Every class
+    /// an item may use is among them and each bin holds at most its class's cpu and memory, so no packing costs less.
+    /// 0 (no bound) when some class offers no cpu or no memory. The replacements test it before building a packing:
+    /// on the 5,000-node cluster it leaves out every candidate the packer's bound did, at a thousandth of the cost.
+    /// </summary>
+    public decimal CoverFloor(PodFacts[] pods)
+    {
+        coverClasses ??= Offers.Any(o => o.Bin.Capacity.CpuMilli <= 0 || o.Bin.Capacity.MemoryBytes <= 0) ? []
+            : Offers.Select(o => (Cpu: (double)o.Bin.Capacity.CpuMilli, Mem: (double)o.Bin.Capacity.MemoryBytes, Price: (double)o.Bin.PricePerHour)).ToArray();
+        if (coverClasses.Length == 0) return 0;
+        double cpu = 0, mem = 0;
+        foreach (var p in pods) { cpu += p.Requests[ResourceTable.Cpu]; mem += p.Requests[ResourceTable.Memory]; }
+        double least = SingleNodeConsolidation.CheapestFor(coverClasses, cpu, mem);
+        // Rounded down by a margin well above the double's error, so that it stays a bound in decimal.
+        return double.IsFinite(least) && least > 0 ? (decimal)(least * (1 - 1e-9)) : 0;
+    }
+
     /// <summary>Gives the runtime a chance to collect between steps of a long run.</summary>
     public void Tick() => pacer.Tick();
 

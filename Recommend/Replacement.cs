@@ -40,15 +40,12 @@ internal static class Replacement
         var (node, movable, price) = c;
         var o = s.Options;
         if (movable.Length == 0) return null;
+        // No packing can beat a lower bound: skip the search when even the bound saves too little. The cover bound
+        // costs no packing instance; the packer's own bound comes with the search (Solve computes it first).
+        if (!expired && !o.SavesEnoughToReplace(price, price - s.CoverFloor(movable))) return null;
         var shapes = new ShapeIndex(s.Resources);
         var items = movable.Select((p, i) => shapes.Item(i, p)).ToList();
-        var problem = shapes.Problem(items, s.Offers, [], (_, _) => false);
-        // No packing can beat the lower bound: skip the search when even the bound saves too little. (Kept for the
-        // multi-node replacement, which asks the same of the nodes left; null there when some pod fits no class.)
-        var floor = Packer.LowerBound(problem, out bool placeable);
-        s.Floor(node.Name, () => placeable ? floor : null);
-        if (!expired && !o.SavesEnoughToReplace(price, price - floor)) return null;
-        var solution = Packer.Solve(problem, PerNode);
+        var solution = Packer.Solve(shapes.Problem(items, s.Offers, [], (_, _) => false), PerNode);
         if (solution.Unplaced.Count > 0) return null;
         var savings = price - solution.Cost;
         bool savesEnough = o.SavesEnoughToReplace(price, savings);

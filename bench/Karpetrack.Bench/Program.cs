@@ -37,6 +37,12 @@ if (args.Length > 0 && args[0] == "family-profile")
     return;
 }
 
+if (args.Length > 0 && args[0] == "scan-profile")
+{
+    ScanProfile.Run(args, nodes, pods);
+    return;
+}
+
 if (args.Length > 0 && args[0] == "family-cg")
 {
     FamilyProfile.RunOffline(args);

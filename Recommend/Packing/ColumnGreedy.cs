@@ -26,6 +26,9 @@ internal sealed class ColumnGreedy
     // Per type: a proven upper bound on the score (worth per dollar) of any fill of one of its bins, so a choice can
     // skip the dry run of a type that cannot beat the one chosen so far (the choice is the same, for less work).
     private readonly double[] scoreBound;
+    // Per type: the corner of its capacity that every one-bin fill's demand lies below (cpu and memory; the rest its capacity).
+    private readonly double[] corner;
+    private int choices;
     // The chosen type's dry-run fill, kept so the real fill that follows the choice need not run again.
     private readonly List<(int Shape, int Count)> chosenFill = [];
     private int chosenFillType = -1;
@@ -39,6 +42,7 @@ internal sealed class ColumnGreedy
         this.cols = cols;
         useful = UsefulTypes();
         tmp = new int[x.S];
+        corner = new double[x.T * D];
         scoreBound = ScoreBounds();
     }
 
@@ -82,12 +86,59 @@ internal sealed class ColumnGreedy
             double c0, m0;
             if (cm >= rhoMin * cc) { c0 = cc; m0 = Math.Min(cm, rhoMax * cc); }
             else { c0 = cm / rhoMin; m0 = cm; }
+            corner[t * D] = c0; corner[t * D + 1] = m0;
+            for (int r = 2; r < D; r++) corner[t * D + r] = x.Cap[t * D + r];
             double bound = coef[0] * c0 + coef[1] * m0;
             for (int r = 2; r < D; r++) bound += coef[r] * x.Cap[t * D + r];
             if (o.ChoiceByDual) bound *= ratio;
             bounds[t] = double.IsNaN(bound) ? double.PositiveInfinity : bound * (1 + 1e-9) / Math.Max(x.Price[t], 1e-12);
         }
         return bounds;
+    }
+
+    /// <summary>
+    /// By the dual rule, a tighter bound where choices are many: a fill's worth is at most λ·(w·its demand) for any
+    /// non-negative price vector w and λ the largest ratio of value to w's price among the shapes it may hold; every
+    /// type's dual prices serve as w, and the least bound wins. Ratios are taken per constraint row (a superset of the
+    /// shapes a type takes, so still a bound). Computed once the choices are many: it costs a pass over the shapes.
+    /// </summary>
+    private void TightenDualBounds()
+    {
+        int T = x.T, rows = 0;
+        foreach (int s in order) rows = Math.Max(rows, x.SRow[s] + 1);
+        var ratio = new double[rows * T];
+        var onType = new bool[rows * T];
+        var w = st.Dual.W;
+        foreach (int s in order)
+        {
+            int row = x.SRow[s];
+            for (int t = 0; t < T; t++) onType[row * T + t] |= x.TypeOk[s * T + t];
+            double v = st.Dual.Value[s];
+            if (v <= 0) continue;
+            for (int u = 0; u < T; u++)
+            {
+                double price = 0;
+                for (int r = 0; r < D; r++) price += x.SDem[s * D + r] * Math.Max(0, w[u * D + r]);
+                double q = price > 0 ? v / price : double.PositiveInfinity;
+                if (q > ratio[row * T + u]) ratio[row * T + u] = q;
+            }
+        }
+        foreach (int t in useful)
+        {
+            if (double.IsPositiveInfinity(scoreBound[t])) continue;
+            double best = double.PositiveInfinity;
+            for (int u = 0; u < T; u++)
+            {
+                double lambda = 0;
+                for (int row = 0; row < rows; row++) if (onType[row * T + t]) lambda = Math.Max(lambda, ratio[row * T + u]);
+                double value = 0;
+                for (int r = 0; r < D; r++) value += Math.Max(0, w[u * D + r]) * corner[t * D + r];
+                double b = lambda * value;
+                if (!double.IsNaN(b) && b < best) best = b;
+            }
+            best = best * (1 + 1e-9) / Math.Max(x.Price[t], 1e-12);
+            if (best < scoreBound[t]) scoreBound[t] = best;
+        }
     }
 
     /// <summary>The greedy over <paramref name="order"/> (shapes, largest first), or null when there are too many columns.</summary>
@@ -153,6 +204,7 @@ internal sealed class ColumnGreedy
         int chosen = -1;
         double chosenScore = double.NegativeInfinity;
         chosenFillType = -1;
+        if (++choices == 32 && o.ChoiceByDual && o.ChoiceBounds) TightenDualBounds();
         foreach (int t in useful)
         {
             if (!x.TypeOk[s * T + t] || st.TypeCount[t] >= x.MaxCount[t]) continue;

@@ -23,6 +23,15 @@ internal sealed class ColumnGreedy
     private readonly long[] res = new long[D];
     private readonly double[] inv = new double[D];
     private double worth;
+    // Per type: a proven upper bound on the score (worth per dollar) of any fill of one of its bins, so a choice can
+    // skip the dry run of a type that cannot beat the one chosen so far (the choice is the same, for less work).
+    private readonly double[] scoreBound;
+    // Per type: the corner of its capacity that every one-bin fill's demand lies below (cpu and memory; the rest its capacity).
+    private readonly double[] corner;
+    private int choices;
+    // The chosen type's dry-run fill, kept so the real fill that follows the choice need not run again.
+    private readonly List<(int Shape, int Count)> chosenFill = [];
+    private int chosenFillType = -1;
 
     private ColumnGreedy(Assignment st, List<int> order, PackingOptions o, ShapeColumns cols)
     {
@@ -33,6 +42,103 @@ internal sealed class ColumnGreedy
         this.cols = cols;
         useful = UsefulTypes();
         tmp = new int[x.S];
+        corner = new double[x.T * D];
+        scoreBound = ScoreBounds();
+    }
+
+    /// <summary>
+    /// Per type, a bound on worth/price over every fill of one bin with shapes of the order. A fill's worth is linear in
+    /// its demand (shares of the total demand, or dual values, each at most the type's own dual price of the demand
+    /// times the largest ratio of value to that price among the shapes it takes), its cpu and memory lie in the box of
+    /// the capacity and between the shapes' least and largest memory per cpu: the bound is that LP's optimum, a corner.
+    /// </summary>
+    private double[] ScoreBounds()
+    {
+        int T = x.T;
+        var total = new double[D];
+        for (int q = 0; q < x.S; q++) for (int r = 0; r < D; r++) total[r] += (double)x.SDem[q * D + r] * x.SItems[q].Length;
+        var bounds = new double[T];
+        var coef = new double[D];
+        foreach (int t in useful)
+        {
+            double rhoMin = double.PositiveInfinity, rhoMax = 0, ratio = 0;
+            bool any = false;
+            foreach (int s in order)
+            {
+                if (!x.TypeOk[s * T + t]) continue;
+                any = true;
+                long c = x.SDem[s * D], m = x.SDem[s * D + 1];
+                double rho = c > 0 ? (double)m / c : m > 0 ? double.PositiveInfinity : 0;
+                rhoMin = Math.Min(rhoMin, rho); rhoMax = Math.Max(rhoMax, rho);
+                if (o.ChoiceByDual)
+                {
+                    double price = 0;
+                    for (int r = 0; r < D; r++) price += x.SDem[s * D + r] * Math.Max(0, st.Dual.W[t * D + r]);
+                    double v = st.Dual.Value[s];
+                    ratio = Math.Max(ratio, v <= 0 ? 0 : price > 0 ? v / price : double.PositiveInfinity);
+                }
+            }
+            if (!any) { bounds[t] = double.PositiveInfinity; continue; }
+            for (int r = 0; r < D; r++)
+                coef[r] = o.ChoiceByDual ? Math.Max(0, st.Dual.W[t * D + r]) : r < 3 && total[r] > 0 ? (r == 2 ? 1e3 : 1) / total[r] : 0;
+            double cc = x.Cap[t * D], cm = x.Cap[t * D + 1];
+            // Both coefficients are non-negative, so the optimum is the corner the other corners are dominated by.
+            double c0, m0;
+            if (cm >= rhoMin * cc) { c0 = cc; m0 = Math.Min(cm, rhoMax * cc); }
+            else { c0 = cm / rhoMin; m0 = cm; }
+            corner[t * D] = c0; corner[t * D + 1] = m0;
+            for (int r = 2; r < D; r++) corner[t * D + r] = x.Cap[t * D + r];
+            double bound = coef[0] * c0 + coef[1] * m0;
+            for (int r = 2; r < D; r++) bound += coef[r] * x.Cap[t * D + r];
+            if (o.ChoiceByDual) bound *= ratio;
+            bounds[t] = double.IsNaN(bound) ? double.PositiveInfinity : bound * (1 + 1e-9) / Math.Max(x.Price[t], 1e-12);
+        }
+        return bounds;
+    }
+
+    /// <summary>
+    /// By the dual rule, a tighter bound where choices are many: a fill's worth is at most λ·(w·its demand) for any
+    /// non-negative price vector w and λ the largest ratio of value to w's price among the shapes it may hold; every
+    /// type's dual prices serve as w, and the least bound wins. Ratios are taken per constraint row (a superset of the
+    /// shapes a type takes, so still a bound). Computed once the choices are many: it costs a pass over the shapes.
+    /// </summary>
+    private void TightenDualBounds()
+    {
+        int T = x.T, rows = 0;
+        foreach (int s in order) rows = Math.Max(rows, x.SRow[s] + 1);
+        var ratio = new double[rows * T];
+        var onType = new bool[rows * T];
+        var w = st.Dual.W;
+        foreach (int s in order)
+        {
+            int row = x.SRow[s];
+            for (int t = 0; t < T; t++) onType[row * T + t] |= x.TypeOk[s * T + t];
+            double v = st.Dual.Value[s];
+            if (v <= 0) continue;
+            for (int u = 0; u < T; u++)
+            {
+                double price = 0;
+                for (int r = 0; r < D; r++) price += x.SDem[s * D + r] * Math.Max(0, w[u * D + r]);
+                double q = price > 0 ? v / price : double.PositiveInfinity;
+                if (q > ratio[row * T + u]) ratio[row * T + u] = q;
+            }
+        }
+        foreach (int t in useful)
+        {
+            if (double.IsPositiveInfinity(scoreBound[t])) continue;
+            double best = double.PositiveInfinity;
+            for (int u = 0; u < T; u++)
+            {
+                double lambda = 0;
+                for (int row = 0; row < rows; row++) if (onType[row * T + t]) lambda = Math.Max(lambda, ratio[row * T + u]);
+                double value = 0;
+                for (int r = 0; r < D; r++) value += Math.Max(0, w[u * D + r]) * corner[t * D + r];
+                double b = lambda * value;
+                if (!double.IsNaN(b) && b < best) best = b;
+            }
+            best = best * (1 + 1e-9) / Math.Max(x.Price[t], 1e-12);
+            if (best < scoreBound[t]) scoreBound[t] = best;
+        }
     }
 
     /// <summary>The greedy over <paramref name="order"/> (shapes, largest first), or null when there are too many columns.</summary>
@@ -85,7 +191,8 @@ internal sealed class ColumnGreedy
                     st.MarkShapeUnplaced(s, st.MaxCountReason(s)); cols.Avail[cols.PosOf[s]] = 0; cols.Exhaust(cols.PosOf[s]); continue;
                 }
             }
-            Fill(chosen, commit: true, s);
+            if (chosenFillType == chosen && o.ChoiceBounds) Commit(chosen); else Fill(chosen, commit: true, s);
+            chosenFillType = -1;
             sinceChoice++;
         }
     }
@@ -96,11 +203,16 @@ internal sealed class ColumnGreedy
         int T = x.T;
         int chosen = -1;
         double chosenScore = double.NegativeInfinity;
+        chosenFillType = -1;
+        if (++choices == 32 && o.ChoiceByDual && o.ChoiceBounds) TightenDualBounds();
         foreach (int t in useful)
         {
             if (!x.TypeOk[s * T + t] || st.TypeCount[t] >= x.MaxCount[t]) continue;
-            double score = Fill(t, commit: false, s) / Math.Max(x.Price[t], 1e-12);
-            if (score > chosenScore * 1.01 || chosen < 0) { chosenScore = score; chosen = t; }
+            // A type that cannot score above 1.01 times the choice so far would not replace it: no dry run.
+            if (chosen >= 0 && o.ChoiceBounds && scoreBound[t] <= chosenScore * 1.01) continue;
+            double score = Fill(t, commit: false, s, keep: true) / Math.Max(x.Price[t], 1e-12);
+            if (score > chosenScore * 1.01 || chosen < 0) { chosenScore = score; chosen = t; chosenFillType = t; KeepFill(); }
+            Clear(commit: false);
         }
         if (chosen < 0)
         {
@@ -112,7 +224,7 @@ internal sealed class ColumnGreedy
     }
 
     /// <summary>Fills a fresh bin of type t starting with shape <paramref name="first"/> (a dry run, or for real) and returns the share of the demand it absorbs.</summary>
-    private double Fill(int t, bool commit, int first)
+    private double Fill(int t, bool commit, int first, bool keep = false)
     {
         for (int r = 0; r < D; r++) { res[r] = x.Cap[t * D + r]; inv[r] = res[r] > 0 ? 1.0 / ((double)res[r] * res[r]) : 0; }
         cols.NewBin();
@@ -128,13 +240,38 @@ internal sealed class ColumnGreedy
                 if (st.Remaining(s) == 0) cols.Exhaust(cols.PosOf[s]);
             }
         }
+        if (keep) return worth;   // the caller keeps or clears the fill (KeepFill)
+        Clear(commit);
+        return worth;
+    }
+
+    private void Clear(bool commit)
+    {
         foreach (int s in touched)
         {
             if (!commit) cols.Avail[cols.PosOf[s]] += tmp[s];
             tmp[s] = 0;
         }
         touched.Clear();
-        return worth;
+    }
+
+    /// <summary>Keeps the dry run just made (with keep, before its <see cref="Clear"/>) as the chosen type's fill.</summary>
+    private void KeepFill()
+    {
+        chosenFill.Clear();
+        foreach (int s in touched) chosenFill.Add((s, tmp[s]));
+    }
+
+    /// <summary>Opens a bin of type t and places the chosen type's kept dry-run fill in it: the fill a real Fill would make now.</summary>
+    private void Commit(int t)
+    {
+        var bin = st.OpenBin(t);
+        foreach (var (s, count) in chosenFill)
+        {
+            cols.Avail[cols.PosOf[s]] -= count;
+            for (int c = 0; c < count; c++) st.PlaceItem(bin, st.TakeItem(s));
+            if (st.Remaining(s) == 0) cols.Exhaust(cols.PosOf[s]);
+        }
     }
 
     private void FillUp(int t)

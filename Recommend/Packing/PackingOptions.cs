@@ -46,6 +46,12 @@ public sealed record PackingOptions
     /// the dual keeps a cheap class from being filled in one dimension while the other is what it is paid for.
     /// </summary>
     public int ChoicePortfolioItems { get; init; } = 20_000;
+    /// <summary>
+    /// The column greedy's choice of a bin type skips the dry-run fill of a type whose proven bound on its score cannot beat
+    /// the choice so far, and the chosen type's dry run becomes the bin without a second fill (on by default; the choice
+    /// and so the plan are the same either way). Off only for the tests that check exactly that.
+    /// </summary>
+    internal bool ChoiceBounds { get; init; } = true;
     /// <summary>The greedy chooses bin types by the dual value a fill absorbs per dollar (see <see cref="ChoicePortfolioItems"/>).</summary>
     internal bool ChoiceByDual { get; init; }
     /// <summary>

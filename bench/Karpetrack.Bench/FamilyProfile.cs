@@ -6,7 +6,8 @@ namespace Karpetrack.Bench;
 /// <summary>
 /// `Karpetrack.Bench family-profile --models a,b --workloads w --pods N`: where the time of one provisioning plan goes,
 /// by phase, in this thread's CPU time (the machine is shared; wall time counts waits for a core). The phases replay
-/// what <see cref="Recommender.Recommend"/> and <see cref="Packer.Solve"/> do, step by step; prints only.
+/// what <see cref="Recommender.Recommend"/> and <see cref="Packer.Solve"/> do, step by step; prints only. With
+/// `--recommender-bench` it profiles the recommender table's provisioning instance instead (iad, percentiles feed).
 /// </summary>
 internal static class FamilyProfile
 {
@@ -29,6 +30,14 @@ internal static class FamilyProfile
         var workloads = Arg(args, "--workloads")?.Split(',') ?? PackingFamily.Workloads;
         int n = Arg(args, "--pods") is { } p ? int.Parse(p, CultureInfo.InvariantCulture) : 10_000;
         int runs = Arg(args, "--runs") is { } r ? int.Parse(r, CultureInfo.InvariantCulture) : 5;
+        if (args.Contains("--recommender-bench"))
+        {
+            // The recommender table's instance (RecommenderBench.RunProvisioning): the perf-anchors mix on the iad classes of
+            // the percentiles feed, not the family's feed snapshot.
+            var bench = new PackingFamily.PriceModel("recommender bench (iad)", RecommenderBench.Book(), new RecommenderOptions { Region = "us-east-iad-1" }, false);
+            Profile(bench, "mix", n, runs, RecommenderBench.PendingMix(n));
+            return;
+        }
         foreach (var model in PackingFamily.PriceModels().Where(m => models is null || models.Contains(m.Name)))
             foreach (var workload in workloads)
             {
@@ -37,9 +46,9 @@ internal static class FamilyProfile
             }
     }
 
-    private static void Profile(PackingFamily.PriceModel model, string workload, int n, int runs)
+    private static void Profile(PackingFamily.PriceModel model, string workload, int n, int runs, ClusterModel? given = null)
     {
-        var cluster = PackingFamily.Cluster(workload, n, seed: n + Array.IndexOf(PackingFamily.Workloads, workload));
+        var cluster = given ?? PackingFamily.Cluster(workload, n, seed: n + Array.IndexOf(PackingFamily.Workloads, workload));
         var snap = cluster.Snapshot();
         var pods = cluster.Pods();
         var phases = new Dictionary<string, List<double>>(StringComparer.Ordinal);

@@ -48,13 +48,23 @@ internal sealed class ListPrefetch : IAsyncDisposable
         var token = cts.Token;
         response = await open(token).ConfigureAwait(false);
         body = await response.Content.ReadAsStreamAsync(token).ConfigureAwait(false);
-        if (limit == 0) return;
-        buffer = ArrayPool<byte>.Shared.Rent(limit);
-        while (!stop && filled < limit)
+        try
         {
-            int n = await body.ReadAsync(buffer.AsMemory(filled, limit - filled), token).ConfigureAwait(false);
-            if (n == 0) { eof = true; return; }
-            Volatile.Write(ref filled, filled + n);
+            // Taken already (the page before was short): the window reads from the connection, no buffer is needed.
+            if (limit == 0 || stop) return;
+            buffer = ArrayPool<byte>.Shared.Rent(limit);
+            while (!stop && filled < limit)
+            {
+                int n = await body.ReadAsync(buffer.AsMemory(filled, limit - filled), token).ConfigureAwait(false);
+                if (n == 0) { eof = true; return; }
+                Volatile.Write(ref filled, filled + n);
+            }
+        }
+        finally
+        {
+            // Nothing is in flight until the page is taken: its time starts again then (OpenWindowAsync), so a page
+            // that waited behind a slow one is not cut off by the clock it started when it was requested.
+            cts.CancelAfter(Timeout.InfiniteTimeSpan);
         }
     }
 

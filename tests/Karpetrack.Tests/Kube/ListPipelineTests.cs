@@ -271,4 +271,25 @@ public sealed class ListPipelineTests : IAsyncLifetime
             }
         }
     }
+
+    /// <summary>
+    /// A page read ahead and then left waiting behind a slow page is not cut off by the time it started when it was
+    /// requested: its clock stops once nothing is in flight and starts again, whole, when the page is taken.
+    /// </summary>
+    [Fact]
+    public async Task APageWaitingToBeTakenIsNotCutOffByItsRequestTime()
+    {
+        var body = "0123456789abcdefghij"u8.ToArray();
+        var timeout = TimeSpan.FromMilliseconds(200);
+        await using var prefetch = new ListPrefetch(_ => Task.FromResult(new HttpResponseMessage { Content = new ByteArrayContent(body) }),
+            limit: 8, timeout, CancellationToken.None);
+        await WaitFor(() => prefetch.BytesAhead == 8, () => $"read ahead {prefetch.BytesAhead} of 8 bytes");
+        // The page before takes longer than a whole timeout to decode (a sleep that only makes the old rule fail more surely).
+        await Task.Delay(timeout * 3);
+        Assert.False(prefetch.Token.IsCancellationRequested, "the page waiting to be taken was cancelled by the clock of its request");
+        using var window = await prefetch.OpenWindowAsync();
+        while (!window.Eof) await window.FillAsync(prefetch.Token);
+        Assert.Equal(body, window.Data.ToArray());
+    }
+
 }

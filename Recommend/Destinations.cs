@@ -38,6 +38,8 @@ internal sealed class Destinations
     /// placements are the same, the tests compare both).</param>
     public Destinations(Room room, ResourceTable table, Func<string, int>? tierOf = null, int maxTier = 2, bool blockIndex = true)
     {
+        // Three tiers (0, 1, 2): the block index keeps one entry per tier and block.
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(maxTier, 2);
         this.blockIndex = blockIndex;
         this.maxTier = maxTier;
         this.room = room;
@@ -46,13 +48,20 @@ internal sealed class Destinations
             .OrderByDescending(i => Room.Utilization(room.View(i))).ThenBy(i => room.View(i).Name, StringComparer.Ordinal).ToArray();
         delta = new Demand[order.Length];
         plain = order.Select(i => !room.View(i).Taints.Any(PodShape.KeepsPodsOff)).ToArray();
-        tier = order.Select(i => (byte)(tierOf?.Invoke(room.View(i).Name) ?? 0)).ToArray();
+        tier = order.Select(i => TierOf(tierOf, room.View(i).Name)).ToArray();
         for (int i = 0; i < order.Length; i++) position[room.View(order[i]).Name] = i;
         int blocks = (order.Length + Block - 1) / Block;
         blockCpu = new long[blocks * 3];
         blockMem = new long[blocks * 3];
         stale = new bool[blocks];
         for (int b = 0; b < blocks; b++) Refresh(b);
+    }
+
+    private static byte TierOf(Func<string, int>? tierOf, string node)
+    {
+        int t = tierOf?.Invoke(node) ?? 0;
+        if (t is < 0 or > 2) throw new ArgumentOutOfRangeException(nameof(tierOf), t, $"tier of {node}: 0, 1 or 2");
+        return (byte)t;
     }
 
     private void Refresh(int b)

@@ -36,7 +36,9 @@ internal static class MultiNodeReplacement
 
     /// <summary>
     /// A candidate with pods whose lower bound on new nodes saves at least the percentage threshold of its price (the
-    /// dollar threshold is what a group is for).
+    /// dollar threshold is what a group is for). Both lower bounds must: the cover bound (cpu and memory only, no packing
+    /// instance) and the packer's dual bound; either can be the higher, each is valid, so a node either rules out could not
+    /// save the percentage on its own. The groups are ranked by the packer's bound alone.
     /// </summary>
     public static bool Replaceable(PlanState s, Candidate c) =>
         c.Movable.Length > 0 && c.Price > 0 && c.Price - s.CoverFloor(c.Movable) >= c.Price * s.Options.ReplaceThresholdPercent / 100 && s.Floor(c.Node.Name, () => Floor(s, c.Movable)) is { } f

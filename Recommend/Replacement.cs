@@ -40,8 +40,9 @@ internal static class Replacement
         var (node, movable, price) = c;
         var o = s.Options;
         if (movable.Length == 0) return null;
-        // No packing can beat a lower bound: skip the search when even the bound saves too little. The cover bound
-        // costs no packing instance; the packer's own bound comes with the search (Solve computes it first).
+        // No packing can beat a lower bound: skip the search when even the cover bound (no packing instance needed) saves
+        // too little. A candidate the packer's tighter bound would have ruled out still gets a full search: Solve takes no
+        // threshold; its cost then saves too little too, so the plan is the same, only slower for those candidates.
         if (!expired && !o.SavesEnoughToReplace(price, price - s.CoverFloor(movable))) return null;
         var shapes = new ShapeIndex(s.Resources);
         var items = movable.Select((p, i) => shapes.Item(i, p)).ToList();

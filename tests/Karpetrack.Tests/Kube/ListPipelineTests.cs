@@ -212,12 +212,24 @@ public sealed class ListPipelineTests : IAsyncLifetime
         {
             bool page = request.RequestUri!.PathAndQuery.StartsWith("/api/v1/pods?", StringComparison.Ordinal)
                 && request.RequestUri.Query.Contains("limit=", StringComparison.Ordinal);
-            if (page)
-                lock (gate) { requests++; Monitor.PulseAll(gate); }
-            var response = await base.SendAsync(request, ct);
-            if (!page || !response.IsSuccessStatusCode) return response;
-            var body = new CountingStream(await response.Content.ReadAsStreamAsync(ct), this);
-            lock (gate) { bodies.Add(body); open++; mostOpen = Math.Max(mostOpen, open); }
+            if (!page) return await base.SendAsync(request, ct);
+            // A page is open from its request on (not from its answer's headers, which a loaded server may send after the
+            // page before is already decoded) until its body is released.
+            lock (gate) { requests++; open++; mostOpen = Math.Max(mostOpen, open); Monitor.PulseAll(gate); }
+            HttpResponseMessage response;
+            CountingStream body;
+            try
+            {
+                response = await base.SendAsync(request, ct);
+                if (!response.IsSuccessStatusCode) { Closed(); return response; }
+                body = new CountingStream(await response.Content.ReadAsStreamAsync(ct), this);
+            }
+            catch
+            {
+                Closed();
+                throw;
+            }
+            lock (gate) bodies.Add(body);
             var content = new StreamContent(body);
             foreach (var h in response.Content.Headers) content.Headers.TryAddWithoutValidation(h.Key, h.Value);
             response.Content = content;

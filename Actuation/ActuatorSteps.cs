@@ -115,6 +115,7 @@ public sealed partial class Actuator
         var ready = snap.Nodes.Where(n => n.Ready && n.Pool.Length > 0).Select(n => n.Pool).ToHashSet(StringComparer.Ordinal);
         int joined = op.NewPools.Count(p => ready.Contains(p.Pool));
         var now = clock.GetUtcNow();
+        OwnedView? owned = null;
         if (joined < op.NewPools.Count
             && (op.Adopted || now - op.Started > options.ProvisioningTimeout || op.ViewAskedAt is not { } asked || now - asked >= options.PoolSweep))
         {
@@ -122,12 +123,19 @@ public sealed partial class Actuator
             // before calling a pool late, and otherwise once per --pool-sweep (not every tick: a Spot node takes minutes to
             // join), so a provision ends when its nodes are Ready, not at the timeout.
             op.ViewAskedAt = now;
-            var owned = await ViewAsync(ct).ConfigureAwait(false);
+            owned = await ViewAsync(ct).ConfigureAwait(false);
             joined = op.NewPools.Count(p => ready.Contains(p.Pool) || owned.HasReadyNode(p.Pool));
         }
         if (joined == op.NewPools.Count)
         {
             Count(ActionKind.WaitReady, "succeeded");
+            // Ready on the unfiltered view only: until the snapshot shows them, the pools stay in flight (a lagging cache
+            // must not make the recommender buy for the same pods again).
+            if (owned is not null && op.Rec.Type == RecommendationType.Provision)
+            {
+                var seen = PoolsWithNodes(snap);
+                foreach (var (pool, cls) in op.NewPools) Land(pool, cls, owned, seen, op.Started + options.ProvisioningTimeout);
+            }
             lock (gate) scaleUps[op.Rec.Id] = clock.GetUtcNow();
             if (op.Rec.Nodes.Count == 0)
             {

@@ -41,6 +41,8 @@ public sealed partial class Actuator
         public HashSet<string> Cordoned { get; } = new(StringComparer.Ordinal);
         public HashSet<string> Drained { get; } = new(StringComparer.Ordinal);
         public Dictionary<string, DateTimeOffset> EvictAgainAt { get; } = new(StringComparer.Ordinal);
+        /// <summary>Pods evicted, or found gone, by their last eviction: leaving, so the drain's state does not name them as waited for.</summary>
+        public HashSet<string> Leaving { get; } = new(StringComparer.Ordinal);
         public string State { get; set; } = "in progress";
         /// <summary>Reconstructed from the cluster after a restart or a new leadership, not started by this process.</summary>
         public bool Adopted { get; init; }

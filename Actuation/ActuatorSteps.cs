@@ -238,7 +238,12 @@ public sealed partial class Actuator
             foreach (var pod in left.Where(p => !p.Terminating))
             {
                 var key = pod.Namespace + "/" + pod.Name;
-                if (op.EvictAgainAt.TryGetValue(key, out var again) && now < again) { waiting.Add(key); continue; }
+                if (op.EvictAgainAt.TryGetValue(key, out var again) && now < again)
+                {
+                    // A pod evicted or found gone may still be in a lagging cache: the drain waits for it, but does not name it.
+                    if (!op.Leaving.Contains(key)) waiting.Add(key);
+                    continue;
+                }
                 if (Guard(SafetyWrite.Evict, op, world with { Node = node }, ct) is { } refused)
                 {
                     await AbandonDrainAsync(op, refused, ct).ConfigureAwait(false);
@@ -249,12 +254,15 @@ public sealed partial class Actuator
                 {
                     case EvictionResult.Evicted or EvictionResult.Gone:
                         op.EvictAgainAt[key] = now + TimeSpan.FromSeconds(30);   // it is terminating; ask again only if it lingers
+                        op.Leaving.Add(key);
                         break;
                     case EvictionResult.Blocked:
+                        op.Leaving.Remove(key);
                         op.EvictAgainAt[key] = now + (outcome.RetryAfter ?? TimeSpan.FromSeconds(10));
                         waiting.Add($"{key} ({outcome.Message})");
                         break;
                     default:
+                        op.Leaving.Remove(key);
                         op.EvictAgainAt[key] = now + TimeSpan.FromSeconds(10);
                         waiting.Add($"{key} ({outcome.Message})");
                         log.LogWarning("actuation: evicting {Pod} failed: {Why}", key, outcome.Message);

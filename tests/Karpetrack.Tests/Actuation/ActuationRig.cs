@@ -153,6 +153,8 @@ public sealed class ActuationRig : IAsyncDisposable
         Func<CancellationToken>? leaseTerm = null, TimeProvider? clock = null, Microsoft.Extensions.Logging.ILogger? log = null,
         HeldCache<PodRecord>? pods = null, HeldCache<NodeRecord>? nodes = null)
     {
+        // As the composition root does: the actuator knows the --node-selector its node cache is filtered by.
+        if (nodeSelector is not null) options = options with { NodeSelector = nodeSelector };
         var model = new ClusterModel(ResourceTable.Default);
         ReflectorStatus[] statuses = [new("nodes"), new("pods"), new("poddisruptionbudgets"), new("daemonsets")];
         StartReflectors(model, statuses, nodeSelector, pods, nodes);

@@ -41,6 +41,8 @@ public sealed partial class Actuator
         public HashSet<string> Cordoned { get; } = new(StringComparer.Ordinal);
         public HashSet<string> Drained { get; } = new(StringComparer.Ordinal);
         public Dictionary<string, DateTimeOffset> EvictAgainAt { get; } = new(StringComparer.Ordinal);
+        /// <summary>Pods evicted, or found gone, by their last eviction: leaving, so the drain's state does not name them as waited for.</summary>
+        public HashSet<string> Leaving { get; } = new(StringComparer.Ordinal);
         public string State { get; set; } = "in progress";
         /// <summary>Reconstructed from the cluster after a restart or a new leadership, not started by this process.</summary>
         public bool Adopted { get; init; }
@@ -66,6 +68,8 @@ public sealed partial class Actuator
     private readonly TimeProvider clock;
     private readonly Func<bool> isLeader;
     private readonly Func<RecommenderOptions> thresholds;
+    /// <summary>--node-selector: the nodes the snapshot can show.</summary>
+    private readonly LabelSelector nodeSelector;
     private readonly object gate = new();
     private readonly Dictionary<(string Type, string Result), Prometheus.Counter.Child> counts = [];
     private readonly Dictionary<string, string> states = new(StringComparer.Ordinal);   // recommendation id → what the actuator did with it
@@ -110,6 +114,7 @@ public sealed partial class Actuator
         this.thresholds = thresholds ?? (() => new RecommenderOptions());
         this.leaseTerm = leaseTerm ?? (() => CancellationToken.None);
         policy = new SafetyPolicy(options);
+        nodeSelector = options.NodeSelector is { Length: > 0 } selector ? LabelSelector.Parse(selector) : LabelSelector.Everything;
         Publish(telemetry ?? new Telemetry());
     }
 
@@ -174,15 +179,53 @@ public sealed partial class Actuator
         lock (gate) return ops.TryGetValue(recommendationId, out var op) ? op.State : states.GetValueOrDefault(recommendationId);
     }
 
-    /// <summary>Nodes being provisioned for pending pods: their pools exist, their nodes have not joined.</summary>
+    /// <summary>
+    /// Nodes being provisioned for pending pods: their pools exist, their nodes have not joined the snapshot the
+    /// recommender plans on. That includes the pools of a provision that ended on the unfiltered view while the
+    /// snapshot has not shown their node yet (see <see cref="landing"/>): a lagging cache never makes pods bought for twice.
+    /// </summary>
     public IReadOnlyList<InFlightNode> InFlight()
     {
         var joined = PoolsWithNodes(model.Snapshot());
+        var now = clock.GetUtcNow();
         lock (gate)
+        {
+            PruneLanding(joined, now);
             return ops.Values.Where(o => o.Rec.Type == RecommendationType.Provision && o.Stage is OperationStep.CreatePools or OperationStep.WaitReady)
-                .SelectMany(o => o.NewPools).Where(p => !joined.Contains(p.Pool))
+                .SelectMany(o => o.NewPools).Concat(landing.Select(kv => (Pool: kv.Key, kv.Value.ServerClass)))
+                .Where(p => !joined.Contains(p.Pool)).DistinctBy(p => p.Pool)
                 .Select(p => new InFlightNode(p.Pool, p.ServerClass)).ToList();
+        }
     }
+
+    /// <summary>
+    /// Pools whose node is Ready on the unfiltered view (their provision ended, or a restart found them so) but not yet in
+    /// the snapshot, as under a watch-error storm: they stay in <see cref="InFlight"/> until the snapshot shows their node,
+    /// or until <see cref="Landing.Until"/> (--provisioning-timeout after the provision started), so a node that never shows
+    /// cannot hold real provisions back for longer. A node --node-selector does not match never shows, and is never put here.
+    /// </summary>
+    private readonly Dictionary<string, Landing> landing = new(StringComparer.Ordinal);
+
+    private readonly record struct Landing(string ServerClass, DateTimeOffset Until);
+
+    /// <summary>Under the gate: the pools the snapshot shows now, and those past their time, leave <see cref="landing"/>.</summary>
+    private void PruneLanding(HashSet<string> joined, DateTimeOffset now)
+    {
+        foreach (var pool in landing.Where(kv => joined.Contains(kv.Key) || now >= kv.Value.Until).Select(kv => kv.Key).ToList()) landing.Remove(pool);
+    }
+
+    /// <summary>
+    /// A pool whose node the unfiltered view shows and the snapshot does not: it stays in flight until the snapshot shows
+    /// it (or <paramref name="until"/>), unless no node of it matches --node-selector (the snapshot never will).
+    /// </summary>
+    private void Land(string pool, string serverClass, OwnedView owned, HashSet<string> joined, DateTimeOffset until)
+    {
+        if (joined.Contains(pool) || until <= clock.GetUtcNow()) return;
+        if (!owned.NodesOf(pool).Any(n => nodeSelector.Matches(n.Labels ?? NoLabels))) return;
+        lock (gate) landing[pool] = new Landing(serverClass, until);
+    }
+
+    private static readonly IReadOnlyDictionary<string, string> NoLabels = new Dictionary<string, string>(StringComparer.Ordinal);
 
     public static string ModeLabel(ActuationMode m) => m switch
     {
@@ -446,6 +489,7 @@ public sealed partial class Actuator
             foreach (var op in ops.Values.Where(o => !o.Ended))
                 states[op.Rec.Id] = "interrupted: leadership lost";
             ops.Clear();
+            landing.Clear();   // the recovery of the next term finds these pools again
             recovered = false;
             recoveredAtSeq = long.MaxValue;
         }

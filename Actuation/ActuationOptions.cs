@@ -132,6 +132,11 @@ public sealed record ActuationOptions
     public TimeSpan PoolSweep { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Namespace of the Kubernetes Events the actuator writes.</summary>
     public string EventNamespace { get; init; } = "default";
+    /// <summary>
+    /// The --node-selector the node cache is filtered by (null: none). A node it does not match never shows in the
+    /// snapshot, so the actuator never waits for the snapshot to show such a node.
+    /// </summary>
+    public string? NodeSelector { get; init; }
     /// <summary>Pool policy: managed capacity limits checked before every pool create, and the custom labels and taints of new pools.</summary>
     public PoolPolicy Pools { get; init; } = PoolPolicy.None;
 }

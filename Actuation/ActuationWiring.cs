@@ -25,7 +25,7 @@ internal static class ActuationWiring
             var identity = (Environment.GetEnvironmentVariable("POD_NAME") ?? Environment.MachineName) + "_" + Guid.NewGuid().ToString("N")[..8];
             elector = new LeaderElector(kube, LeaderElector.DefaultNamespace(), "karpetrack", identity, new LeaderElectionOptions(), loggers.CreateLogger("leader"));
         }
-        var actuator = new Actuator(settings with { Cloudspace = spot?.Cloudspace ?? "", Pools = options.Pools }, inputs.Model, inputs.Prices, inputs.Caches, loggers.CreateLogger("actuation"),
+        var actuator = new Actuator(settings with { Cloudspace = spot?.Cloudspace ?? "", Pools = options.Pools, NodeSelector = options.NodeSelector }, inputs.Model, inputs.Prices, inputs.Caches, loggers.CreateLogger("actuation"),
             acting ? kube : null, acting ? spot!.Client : null,
             isLeader: elector is null ? null : () => elector.IsLeader, thresholds: inputs.Thresholds, telemetry: telemetry,
             leaseTerm: elector is null ? null : () => elector.Term);

@@ -42,6 +42,11 @@ public sealed partial class Actuator
                 adopted++;
             }
         }
+        // Pools whose node the unfiltered view shows and this process's snapshot not yet (its caches lag): in flight until it
+        // does, or --provisioning-timeout after the pool was created, so the first plans after a restart do not buy again.
+        var seen = PoolsWithNodes(model.Snapshot());
+        foreach (var p in owned.Pools.Where(p => p.IsManaged && owned.HasNodes(p.Name) && !IsLost(p) && !p.Deleting))
+            Land(p.Name, p.ServerClass, owned, seen, (p.Created ?? clock.GetUtcNow()) + options.ProvisioningTimeout);
         int resumed = ResumeDrains(owned);
         int rolledBack = await RollBackOrphansAsync(owned, ct).ConfigureAwait(false);
         if (adopted + resumed + rolledBack > 0)
@@ -109,6 +114,9 @@ public sealed partial class Actuator
     private async Task SweepAsync(CancellationToken ct)
     {
         var owned = await LoadViewAsync(ct).ConfigureAwait(false);
+        // A pool no longer listed, or being deleted, will show no node.
+        lock (gate)
+            foreach (var pool in landing.Keys.Where(owned.Deleting).ToList()) landing.Remove(pool);
         await RollBackOrphansAsync(owned, ct).ConfigureAwait(false);
         await DeleteLostAsync(owned, ct).ConfigureAwait(false);
     }
@@ -152,6 +160,7 @@ public sealed partial class Actuator
             log.LogInformation("actuation: deleted pre-empted pool {Pool} ({Class}, bid {Bid}); its pods are pending demand again", p.Name, p.ServerClass, p.BidPrice);
             Audit("SpotNodePool", p.Name, "PoolPreempted", $"deleted pre-empted Spot pool {p.Name} ({p.ServerClass}, bid {p.BidPrice})", "Warning", ct);
             List<Operation> hit;
+            lock (gate) landing.Remove(p.Name);
             lock (gate) hit = ops.Values.Where(o => !o.Ended && o.NewPools.Any(x => x.Pool == p.Name)).ToList();
             foreach (var op in hit)
             {

@@ -115,6 +115,7 @@ public sealed partial class Actuator
         var ready = snap.Nodes.Where(n => n.Ready && n.Pool.Length > 0).Select(n => n.Pool).ToHashSet(StringComparer.Ordinal);
         int joined = op.NewPools.Count(p => ready.Contains(p.Pool));
         var now = clock.GetUtcNow();
+        OwnedView? owned = null;
         if (joined < op.NewPools.Count
             && (op.Adopted || now - op.Started > options.ProvisioningTimeout || op.ViewAskedAt is not { } asked || now - asked >= options.PoolSweep))
         {
@@ -122,12 +123,19 @@ public sealed partial class Actuator
             // before calling a pool late, and otherwise once per --pool-sweep (not every tick: a Spot node takes minutes to
             // join), so a provision ends when its nodes are Ready, not at the timeout.
             op.ViewAskedAt = now;
-            var owned = await ViewAsync(ct).ConfigureAwait(false);
+            owned = await ViewAsync(ct).ConfigureAwait(false);
             joined = op.NewPools.Count(p => ready.Contains(p.Pool) || owned.HasReadyNode(p.Pool));
         }
         if (joined == op.NewPools.Count)
         {
             Count(ActionKind.WaitReady, "succeeded");
+            // Ready on the unfiltered view only: until the snapshot shows them, the pools stay in flight (a lagging cache
+            // must not make the recommender buy for the same pods again).
+            if (owned is not null && op.Rec.Type == RecommendationType.Provision)
+            {
+                var seen = PoolsWithNodes(snap);
+                foreach (var (pool, cls) in op.NewPools) Land(pool, cls, owned, seen, op.Started + options.ProvisioningTimeout);
+            }
             lock (gate) scaleUps[op.Rec.Id] = clock.GetUtcNow();
             if (op.Rec.Nodes.Count == 0)
             {
@@ -230,7 +238,12 @@ public sealed partial class Actuator
             foreach (var pod in left.Where(p => !p.Terminating))
             {
                 var key = pod.Namespace + "/" + pod.Name;
-                if (op.EvictAgainAt.TryGetValue(key, out var again) && now < again) { waiting.Add(key); continue; }
+                if (op.EvictAgainAt.TryGetValue(key, out var again) && now < again)
+                {
+                    // A pod evicted or found gone may still be in a lagging cache: the drain waits for it, but does not name it.
+                    if (!op.Leaving.Contains(key)) waiting.Add(key);
+                    continue;
+                }
                 if (Guard(SafetyWrite.Evict, op, world with { Node = node }, ct) is { } refused)
                 {
                     await AbandonDrainAsync(op, refused, ct).ConfigureAwait(false);
@@ -241,12 +254,15 @@ public sealed partial class Actuator
                 {
                     case EvictionResult.Evicted or EvictionResult.Gone:
                         op.EvictAgainAt[key] = now + TimeSpan.FromSeconds(30);   // it is terminating; ask again only if it lingers
+                        op.Leaving.Add(key);
                         break;
                     case EvictionResult.Blocked:
+                        op.Leaving.Remove(key);
                         op.EvictAgainAt[key] = now + (outcome.RetryAfter ?? TimeSpan.FromSeconds(10));
                         waiting.Add($"{key} ({outcome.Message})");
                         break;
                     default:
+                        op.Leaving.Remove(key);
                         op.EvictAgainAt[key] = now + TimeSpan.FromSeconds(10);
                         waiting.Add($"{key} ({outcome.Message})");
                         log.LogWarning("actuation: evicting {Pod} failed: {Why}", key, outcome.Message);

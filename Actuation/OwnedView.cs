@@ -4,7 +4,7 @@ namespace Karpetrack;
 
 /// <summary>A Spot node as a fresh, unfiltered LIST shows it: its pool, whether it is Karpetrack's, and the disruption it carries.</summary>
 public sealed record OwnedNode(string Name, string Pool, bool Managed, string? Disruption, bool Unschedulable, bool Ready,
-    DateTimeOffset? DisruptionSince = null);
+    DateTimeOffset? DisruptionSince = null, IReadOnlyDictionary<string, string>? Labels = null);
 
 /// <summary>
 /// What Karpetrack owns, read fresh from both APIs and independent of --node-selector: its pools
@@ -47,7 +47,8 @@ public sealed class OwnedView
             labels.TryGetValue(Actuator.ManagedLabel, out var managed) && managed == "true", (annotations.TryGetValue(Actuator.DisruptionAnnotation, out var d) ? d : null),
             n.Spec?.Unschedulable == true, ready,
             annotations.TryGetValue(Actuator.DisruptionSinceAnnotation, out var since)
-                && DateTimeOffset.TryParse(since, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AssumeUniversal, out var at) ? at : null);
+                && DateTimeOffset.TryParse(since, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AssumeUniversal, out var at) ? at : null,
+            new Dictionary<string, string>(labels, StringComparer.Ordinal));
     }
 
     public SpotNodePool? Pool(string name) => pools.GetValueOrDefault(name);

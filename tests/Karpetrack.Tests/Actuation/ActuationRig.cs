@@ -131,13 +131,13 @@ public sealed class ActuationRig : IAsyncDisposable
         return rig;
     }
 
-    private void StartReflectors() => StartReflectors(Model, Statuses, null, null);
+    private void StartReflectors() => StartReflectors(Model, Statuses, null, null, null);
 
-    private void StartReflectors(ClusterModel model, ReflectorStatus[] statuses, string? nodeSelector, HeldCache<PodRecord>? pods)
+    private void StartReflectors(ClusterModel model, ReflectorStatus[] statuses, string? nodeSelector, HeldCache<PodRecord>? pods, HeldCache<NodeRecord>? nodes)
     {
         var t = ResourceTable.Default;
         lock (allStatuses) allStatuses.Add(statuses);
-        running.Add(Task.Run(() => new Reflector<NodeRecord>(Kube, "/api/v1/nodes", nodeSelector, null, new NodeDecoder(t), model.NodeTarget, statuses[0], Fast, NullLogger.Instance).RunAsync(stop.Token)));
+        running.Add(Task.Run(() => new Reflector<NodeRecord>(Kube, "/api/v1/nodes", nodeSelector, null, new NodeDecoder(t), nodes?.Over(model.NodeTarget) ?? model.NodeTarget, statuses[0], Fast, NullLogger.Instance).RunAsync(stop.Token)));
         running.Add(Task.Run(() => new Reflector<PodRecord>(Kube, "/api/v1/pods", null, "status.phase!=Succeeded,status.phase!=Failed", new PodDecoder(t), pods?.Over(model.PodTarget) ?? model.PodTarget, statuses[1], Fast, NullLogger.Instance).RunAsync(stop.Token)));
         running.Add(Task.Run(() => new Reflector<PdbRecord>(Kube, "/apis/policy/v1/poddisruptionbudgets", null, null, new PdbDecoder(), model.Pdbs, statuses[2], Fast, NullLogger.Instance).RunAsync(stop.Token)));
         running.Add(Task.Run(() => new Reflector<DaemonSetRecord>(Kube, "/apis/apps/v1/daemonsets", null, null, new DaemonSetDecoder(t), model.DaemonSets, statuses[3], Fast, NullLogger.Instance).RunAsync(stop.Token)));
@@ -146,15 +146,18 @@ public sealed class ActuationRig : IAsyncDisposable
     /// <summary>
     /// A fresh process on the same cluster and clock: its own model and caches (nodes filtered by
     /// <paramref name="nodeSelector"/> as --node-selector does), recommender and actuator; nothing
-    /// shared with the one before but the APIs. With <paramref name="pods"/>, its pod cache can be held back (made to lag).
+    /// shared with the one before but the APIs. With <paramref name="pods"/> and <paramref name="nodes"/>, its pod and node
+    /// caches can be held back (made to lag).
     /// </summary>
     public async Task<RigProcess> NewProcessAsync(ActuationOptions options, string? nodeSelector = null, Func<bool>? isLeader = null,
         Func<CancellationToken>? leaseTerm = null, TimeProvider? clock = null, Microsoft.Extensions.Logging.ILogger? log = null,
-        HeldCache<PodRecord>? pods = null)
+        HeldCache<PodRecord>? pods = null, HeldCache<NodeRecord>? nodes = null)
     {
+        // As the composition root does: the actuator knows the --node-selector its node cache is filtered by.
+        if (nodeSelector is not null) options = options with { NodeSelector = nodeSelector };
         var model = new ClusterModel(ResourceTable.Default);
         ReflectorStatus[] statuses = [new("nodes"), new("pods"), new("poddisruptionbudgets"), new("daemonsets")];
-        StartReflectors(model, statuses, nodeSelector, pods);
+        StartReflectors(model, statuses, nodeSelector, pods, nodes);
         Actuator? actuator = null;
         var recommender = new RecommenderLoop(new(model, Prices, statuses) { InFlight = () => actuator?.InFlight() ?? [] },
             new(() => new RecommenderOptions { Region = "us-east-iad-1" }, TimeSpan.Zero), NullLogger.Instance, Time);

@@ -235,6 +235,8 @@ internal sealed class FaultRig : IAsyncDisposable
         Func<bool>? isLeader = null, Func<CancellationToken>? leaseTerm = null)
     {
         options ??= Setup.Options;
+        // As the composition root does: the actuator knows the --node-selector its node cache is filtered by.
+        if (nodeSelector is not null) options = options with { NodeSelector = nodeSelector };
         FaultProcess? self = null;
         bool Fenced() => self?.FencedAt is not null;
         var kube = new KubeClient(KubeConnection.Resolve(Demo.KubeconfigPath, null, KubeEnvironment.Process), TimeSpan.FromSeconds(10), new FenceStamp(Fenced));

@@ -80,6 +80,8 @@ public class RecreatedPodTests
             {
                 await rig.AdvanceAsync(TimeSpan.FromSeconds(1));
                 await actuator.TickAsync(CancellationToken.None);
+                // The drain's state does not name as waited for a pod its last eviction found gone from the node.
+                Assert.DoesNotContain($"{ns}/{name}", actuator.StateOf(rec.Id));
             }
             // While the cache still shows the old pod, the node is not taken for drained.
             Assert.Equal(0, actuator.Counts.GetValueOrDefault(("drain", "succeeded")));

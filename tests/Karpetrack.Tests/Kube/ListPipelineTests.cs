@@ -45,7 +45,7 @@ public sealed class ListPipelineTests : IAsyncLifetime
             new PodDecoder(ResourceTable.Default), target, status, options, NullLogger.Instance, seed: 3);
         using var stop = new CancellationTokenSource();
         var running = Task.Run(() => reflector.RunAsync(stop.Token));
-        await WaitFor(() => status.Synced || running.IsCompleted, () => $"pods not synced; restarts {status.TotalRestarts}");
+        await ReflectorTests.WaitFor(() => status.Synced || running.IsCompleted, () => $"pods not synced; restarts {status.TotalRestarts}");
         stop.Cancel();
         await running.WaitAsync(TimeSpan.FromSeconds(10));
         return status;
@@ -122,16 +122,6 @@ public sealed class ListPipelineTests : IAsyncLifetime
         var s = m.Snapshot();
         return string.Join("\n", s.Nodes.Select(n => $"{n.Name} cpu={n.Allocated[0]} mem={n.Allocated[1]} pods={n.Pods}"))
             + $"\npending={s.PendingPods} total={m.PodCount}";
-    }
-
-    private static async Task WaitFor(Func<bool> condition, Func<string> describe)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline) Assert.Fail(describe());
-            await Task.Delay(20);
-        }
     }
 
     /// <summary>Passes calls on to the model's target and writes down their order; runs a hook before each upsert.</summary>
@@ -295,7 +285,7 @@ public sealed class ListPipelineTests : IAsyncLifetime
         var timeout = TimeSpan.FromMilliseconds(200);
         await using var prefetch = new ListPrefetch(_ => Task.FromResult(new HttpResponseMessage { Content = new ByteArrayContent(body) }),
             limit: 8, timeout, CancellationToken.None);
-        await WaitFor(() => prefetch.BytesAhead == 8, () => $"read ahead {prefetch.BytesAhead} of 8 bytes");
+        await ReflectorTests.WaitFor(() => prefetch.BytesAhead == 8, () => $"read ahead {prefetch.BytesAhead} of 8 bytes");
         // The page before takes longer than a whole timeout to decode (a sleep that only makes the old rule fail more surely).
         await Task.Delay(timeout * 3);
         Assert.False(prefetch.Token.IsCancellationRequested, "the page waiting to be taken was cancelled by the clock of its request");

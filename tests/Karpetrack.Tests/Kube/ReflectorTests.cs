@@ -331,9 +331,10 @@ public sealed class ReflectorTests : IAsyncLifetime
         Assert.True(long.Parse(podStatus.ResourceVersion!) >= 1_000_000);
     }
 
-    private static async Task WaitFor(Func<bool> condition, Func<string>? state = null)
+    /// <summary>Polls until <paramref name="condition"/> holds; gives up (failing with <paramref name="state"/>) after 20 s.</summary>
+    internal static async Task WaitFor(Func<bool> condition, Func<string>? state = null)
     {
-        var deadline = DateTime.UtcNow.AddSeconds(10);
+        var deadline = DateTime.UtcNow.AddSeconds(20);
         while (!condition() && DateTime.UtcNow < deadline) await Task.Delay(20);
         Assert.True(condition(), state?.Invoke());
     }

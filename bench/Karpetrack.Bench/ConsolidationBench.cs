@@ -73,6 +73,14 @@ internal static class ConsolidationBench
                 Console.WriteLine($"    kept {g.Key.ServerClass} [{g.Key.Item2}]: {g.Count()} nodes, util cpu {g.Average(n => n.Utilization(0)):P0} mem {g.Average(n => n.Utilization(1)):P0}, {g.Sum(n => book.NodePrice(n.ServerClass, n.CapacityType) ?? 0):0.###} $/h");
             foreach (var g in snap.Nodes.Where(n => removed.Contains(n.Name)).GroupBy(n => n.ServerClass).OrderBy(g => g.Key))
                 Console.WriteLine($"    removed {g.Key}: {g.Count()} nodes");
+            foreach (var g in plan.Recommendations.SelectMany(r => r.NewNodes.Select(nn => (r, nn))).GroupBy(x => x.nn.ServerClass).OrderBy(g => g.Key))
+                Console.WriteLine($"    new {g.Key}: {g.Sum(x => x.nn.Count)} nodes, {g.Sum(x => x.nn.Count * x.nn.PricePerHour):0.###} $/h");
+            var classOf = snap.Nodes.ToDictionary(n => n.Name, n => n.ServerClass, StringComparer.Ordinal);
+            foreach (var g in plan.Recommendations.SelectMany(r => r.Moves.Where(m => classOf.ContainsKey(m.To)).Select(m => (r, m.To))).Distinct()
+                .GroupBy(x => (x.r.Type, x.r.Nodes.Count > 1, classOf[x.To], removed.Contains(x.To))).OrderBy(g => g.Key.ToString()))
+                Console.WriteLine($"    receivers {g.Key}: {g.Select(x => x.To).Distinct().Count()} nodes");
+            foreach (var g in plan.Recommendations.GroupBy(r => (r.Type, r.Nodes.Count > 1 ? "group" : "one")).OrderBy(g => g.Key.Type))
+                Console.WriteLine($"    {g.Key.Type} {g.Key.Item2}: {g.Count()} recs, {g.Sum(r => r.Nodes.Count)} nodes, {g.Sum(r => r.CurrentCostPerHour):0.###} -> {g.Sum(r => r.NewCostPerHour):0.###} $/h");
         }
         int unexplained = snap.Nodes.Count(n => !removed.Contains(n.Name) && (!plan.Blockers.TryGetValue(n.Name, out var bl) || bl.Count == 0));
         report.Row(Section, $"{name}: nodes neither recommended for removal nor carrying a named blocker", "0", $"{unexplained}", unexplained == 0);

@@ -34,11 +34,20 @@ internal static class MultiNodeReplacement
             eligible.Add((c, (double)((c.Price - f) / c.Price)));
         }
         int size = Math.Max(2, o.MultiNodeCandidates);
-        var ordered = eligible.OrderByDescending(e => e.Waste).ThenBy(e => e.C.Node.Name, StringComparer.Ordinal).Select(e => e.C).ToList();
         var groups = new List<List<Candidate>>();
-        for (int i = 0; i < ordered.Count; i += size) groups.Add(ordered.GetRange(i, Math.Min(size, ordered.Count - i)));
+        // Nodes of Karpetrack's own pools apart from the others: the actuator acts only on a recommendation whose every node
+        // is its own, so one node of another pool in a group would leave the whole group advisory.
+        foreach (bool own in new[] { true, false })
+        {
+            var ordered = eligible.Where(e => Own(e.C.Node) == own)
+                .OrderByDescending(e => e.Waste).ThenBy(e => e.C.Node.Name, StringComparer.Ordinal).Select(e => e.C).ToList();
+            for (int i = 0; i < ordered.Count; i += size) groups.Add(ordered.GetRange(i, Math.Min(size, ordered.Count - i)));
+        }
         return groups;
     }
+
+    /// <summary>A node of a Karpetrack-managed pool, as the actuator tells its own (the managed label and a pool).</summary>
+    private static bool Own(NodeView n) => PlanState.IsManaged(n) && n.Pool.Length > 0;
 
     /// <summary>
     /// A candidate with pods whose lower bound on new nodes saves at least the percentage threshold of its price (the

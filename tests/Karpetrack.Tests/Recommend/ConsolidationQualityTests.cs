@@ -75,6 +75,19 @@ public class ConsolidationQualityTests
     }
 
     [Fact]
+    public void AGroupReplacementNeverMixesKarpetracksOwnNodesWithOthers()
+    {
+        // The actuator acts only on a recommendation whose every node is of its own pools: m1 grouped with u1 would have
+        // left m1's replacement advisory. m1 goes alone (it saves enough), u1 and u2 together.
+        var s = new Scenario().Node("m1", "mh.vs1.xlarge-iad", labels: new() { [Actuator.ManagedLabel] = "true" }).Pod("m1-a", "m1", "1800m", "1Gi")
+            .Node("u1", "mh.vs1.xlarge-iad").Pod("u1-a", "u1", "1800m", "1Gi")
+            .Node("u2", "mh.vs1.xlarge-iad").Pod("u2-a", "u2", "1800m", "1Gi");
+        var plan = s.Run(new RecommenderOptions { Region = "us-east-iad-1", MultiNodeCandidates = 1 });
+        var replaces = plan.Recommendations.Where(r => r.Type == RecommendationType.Replace).Select(r => string.Join(",", r.Nodes)).Order().ToList();
+        Assert.Equal(["m1", "u1,u2"], replaces);
+    }
+
+    [Fact]
     public void AMultiNodeConsolidationSendsNoPodsToANodeDearForItsSize()
     {
         // d1 and d2 (ch.vs1.2xlarge, 0.01 $/h, nearly empty) are the least utilized: the multi-node consolidation's group.

@@ -33,8 +33,10 @@ public static class Recommender
         var single = new SingleNodeConsolidation(state);
         foreach (var c in single.Candidates()) state.Apply(single.Decide(c));
         state.Apply(MultiNodeConsolidation.Decide(state, MultiNodeConsolidation.Candidates(state)));
+        //    Replacements in groups first (their pods packed together waste less than node by node, and one node's saving
+        //    may miss the dollar threshold where a group's does not), then one node at a time, then groups of what is left.
+        foreach (var g in MultiNodeReplacement.Groups(state)) state.Apply(MultiNodeReplacement.Decide(state, g));
         foreach (var c in Replacement.Candidates(state)) state.Apply(Replacement.Decide(state, c));
-        //    Then those no replacement took, in groups: one node's saving may miss the dollar threshold where a group's does not.
         foreach (var g in MultiNodeReplacement.Groups(state)) state.Apply(MultiNodeReplacement.Decide(state, g));
         //    Last, one node at a time again over what is left, onto every node (the first pass spared those dear for their size).
         var last = new SingleNodeConsolidation(state, lastPass: true);

@@ -2,12 +2,18 @@ namespace Karpetrack;
 
 /// <summary>
 /// Multi-node replacement. Which candidates? The removal candidates no command has claimed that receive no pods, run
-/// pods, and whose pods alone could cost less on new nodes by the percentage threshold (the dual bound says so), yet
-/// that no replacement took: one node's saving misses the dollar threshold (a 0.005 $/h node replaced by a 0.001 $/h
-/// one saves 0.004), or the bin packing of one node's pods wastes what a shared packing would not. The dearest per
-/// unit of the cheapest room first, in groups of at most RecommenderOptions.MultiNodeCandidates. What command? Replace the group by
-/// the cheapest new nodes its pods fit on, together, when that saves both thresholds (as one node's replacement must).
+/// pods, are not past --expire-after (their own replacement says so), and whose pods alone could cost less on new nodes
+/// by the percentage threshold (the dual bound says so). The dearest per unit of the cheapest room first, in groups of at
+/// most RecommenderOptions.MultiNodeCandidates. What command? Replace the group by the cheapest new nodes its pods fit
+/// on, together, when that saves both thresholds (as one node's replacement must).
 /// </summary>
+/// <remarks>
+/// Run before the one-node replacements and again after them. Before: the pods of ten nodes packed together leave
+/// about one part-filled new node where ten packings node by node leave ten (on the 5,000-node bench cluster the plan
+/// fell from 7.0 to 5.5 $/h), and one node's saving may miss the dollar threshold (a 0.005 $/h node replaced by a
+/// 0.001 $/h one saves 0.004) where a group's does not. After: the nodes of a group that saved too little, which no
+/// replacement of their own took, regrouped.
+/// </remarks>
 internal static class MultiNodeReplacement
 {
     /// <summary>
@@ -23,16 +29,25 @@ internal static class MultiNodeReplacement
         foreach (var c in s.Candidates)
         {
             s.Tick();
-            if (s.IsClaimed(c.Node.Name) || s.Receives(c.Node.Name) || !Replaceable(s, c)) continue;
+            if (s.IsClaimed(c.Node.Name) || s.Receives(c.Node.Name) || s.Expired(c.Node) || !Replaceable(s, c)) continue;
             var f = s.Floor(c.Node.Name, () => Floor(s, c.Movable))!.Value;
             eligible.Add((c, (double)((c.Price - f) / c.Price)));
         }
         int size = Math.Max(2, o.MultiNodeCandidates);
-        var ordered = eligible.OrderByDescending(e => e.Waste).ThenBy(e => e.C.Node.Name, StringComparer.Ordinal).Select(e => e.C).ToList();
         var groups = new List<List<Candidate>>();
-        for (int i = 0; i < ordered.Count; i += size) groups.Add(ordered.GetRange(i, Math.Min(size, ordered.Count - i)));
+        // Nodes of Karpetrack's own pools apart from the others: the actuator acts only on a recommendation whose every node
+        // is its own, so one node of another pool in a group would leave the whole group advisory.
+        foreach (bool own in new[] { true, false })
+        {
+            var ordered = eligible.Where(e => Own(e.C.Node) == own)
+                .OrderByDescending(e => e.Waste).ThenBy(e => e.C.Node.Name, StringComparer.Ordinal).Select(e => e.C).ToList();
+            for (int i = 0; i < ordered.Count; i += size) groups.Add(ordered.GetRange(i, Math.Min(size, ordered.Count - i)));
+        }
         return groups;
     }
+
+    /// <summary>A node of a Karpetrack-managed pool, as the actuator tells its own (the managed label and a pool).</summary>
+    private static bool Own(NodeView n) => PlanState.IsManaged(n) && n.Pool.Length > 0;
 
     /// <summary>
     /// A candidate with pods whose lower bound on new nodes saves at least the percentage threshold of its price (the
@@ -74,7 +89,7 @@ internal static class MultiNodeReplacement
         var reasons = new List<string>
         {
             $"{group.Count} nodes ({current:0.###} $/h) fit on {capacity.Describe()} for {solution.Cost:0.###} $/h",
-            $"saves {savings / current * 100:0.#} % (threshold {o.ReplaceThresholdPercent} % and {o.ReplaceThresholdDollars} $/h), which no one of them saves alone",
+            $"saves {savings / current * 100:0.#} % (threshold {o.ReplaceThresholdPercent} % and {o.ReplaceThresholdDollars} $/h), their pods packed together",
         };
         var rec = Recommendations.Build(RecommendationType.Replace, nodes, capacity.Nodes, moves, [], new Costs(current, solution.Cost, solution.LowerBound),
             s.Budgets.Disruption(pods), reasons);

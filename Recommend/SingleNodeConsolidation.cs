@@ -14,6 +14,9 @@ namespace Karpetrack;
 /// </remarks>
 internal sealed class SingleNodeConsolidation(PlanState state, bool lastPass = false)
 {
+    /// <summary>The tier of <see cref="Tiers"/> of a removable node dear for its size (not receiving pods).</summary>
+    internal const int DearForSize = 2;
+
     private readonly Destinations destinations = new(state.Room, state.Resources, Tiers(state), maxTier: lastPass ? 2 : 1);
 
     /// <summary>
@@ -22,7 +25,7 @@ internal sealed class SingleNodeConsolidation(PlanState state, bool lastPass = f
     /// threshold's percentage less. Filled, such a node would stay as a receiver at its price; emptied or replaced
     /// (several together if need be) it saves.
     /// </summary>
-    private static Func<string, int> Tiers(PlanState s)
+    internal static Func<string, int> Tiers(PlanState s)
     {
         var byName = s.Candidates.ToDictionary(c => c.Node.Name, StringComparer.Ordinal);
         var classes = s.Offers.Where(o => !o.Gpu && o.Bin.Capacity.CpuMilli > 0 && o.Bin.Capacity.MemoryBytes > 0)
@@ -33,7 +36,7 @@ internal sealed class SingleNodeConsolidation(PlanState state, bool lastPass = f
             if (!byName.TryGetValue(name, out var c) || s.Receives(name)) return 0;
             var n = c.Node;
             double size = CheapestFor(classes, n.Allocatable[ResourceTable.Cpu], n.Allocatable[ResourceTable.Memory]);
-            return size <= (double)c.Price * keep ? 2 : 1;
+            return size <= (double)c.Price * keep ? DearForSize : 1;
         };
     }
 

@@ -73,6 +73,42 @@ internal static class ConsolidationBench
                 Console.WriteLine($"    kept {g.Key.ServerClass} [{g.Key.Item2}]: {g.Count()} nodes, util cpu {g.Average(n => n.Utilization(0)):P0} mem {g.Average(n => n.Utilization(1)):P0}, {g.Sum(n => book.NodePrice(n.ServerClass, n.CapacityType) ?? 0):0.###} $/h");
             foreach (var g in snap.Nodes.Where(n => removed.Contains(n.Name)).GroupBy(n => n.ServerClass).OrderBy(g => g.Key))
                 Console.WriteLine($"    removed {g.Key}: {g.Count()} nodes");
+            foreach (var g in plan.Recommendations.SelectMany(r => r.NewNodes.Select(nn => (r, nn))).GroupBy(x => x.nn.ServerClass).OrderBy(g => g.Key))
+                Console.WriteLine($"    new {g.Key}: {g.Sum(x => x.nn.Count)} nodes, {g.Sum(x => x.nn.Count * x.nn.PricePerHour):0.###} $/h");
+            {
+                var pdbIndex = pdbs.GroupBy(p => p.Namespace).ToDictionary(g => g.Key, g => g.ToArray());
+                var byNode = pods.Where(p => p.Node is not null).GroupBy(p => p.Node!).ToDictionary(g => g.Key, g => g.ToArray());
+                var movable = new List<PodFacts>();
+                foreach (var n in snap.Nodes)
+                {
+                    var on = byNode.GetValueOrDefault(n.Name) ?? [];
+                    if (book.NodePrice(n.ServerClass, n.CapacityType) is null || Recommender.NodeBlockers(n, on, pdbIndex, book).Count > 0) continue;
+                    movable.AddRange(on.Where(p => !p.IsOverhead && !p.Terminating));
+                }
+                var offers = Offers.For(snap, book, "us-east-iad-1", options, []);
+                var si = new ShapeIndex(snap.Resources);
+                var items = movable.Select((p, i) => si.Item(i, p)).ToList();
+                var problem = si.Problem(items, offers, [], (_, _) => false);
+                var sw2 = Stopwatch.StartNew();
+                var lp = Packer.LowerBound(problem);
+                var cg = Packer.ConfigurationBound(problem, new PackingOptions { ColumnTotalNodes = 2_000_000, ColumnIterations = 200, ColumnGroups = 400 });
+                Console.WriteLine($"    no existing room: {movable.Count} pods, LP bound {lp:0.####}, configuration bound {cg:0.####} ({(double)(cg / lp - 1) * 100:F2} % higher; {sw2.ElapsedMilliseconds} ms)");
+            }
+            var podBy = pods.ToDictionary(p => (p.Namespace, p.Name));
+            var offerCap = Offers.For(snap, book, "us-east-iad-1", options, []).ToDictionary(o => o.Bin.Name, o => o.Bin.Capacity);
+            foreach (var g in plan.Recommendations.SelectMany(r => r.Moves.Where(m => m.To.Contains('#')).Select(m => (Class: m.To[..m.To.IndexOf('#')], Node: r.Id + m.To, Pod: podBy[(m.Namespace, m.Pod)])))
+                .GroupBy(x => x.Class))
+            {
+                int bins = g.Select(x => x.Node).Distinct().Count();
+                var cap = offerCap[g.Key];
+                Console.WriteLine($"    new {g.Key} fill: {bins} nodes, cpu {g.Sum(x => (double)x.Pod.Requests[ResourceTable.Cpu]) / (bins * (double)cap.CpuMilli):P1}, mem {g.Sum(x => (double)x.Pod.Requests[ResourceTable.Memory]) / (bins * (double)cap.MemoryBytes):P1}, pods {g.Count() / (double)bins:F1}/node");
+            }
+            var classOf = snap.Nodes.ToDictionary(n => n.Name, n => n.ServerClass, StringComparer.Ordinal);
+            foreach (var g in plan.Recommendations.SelectMany(r => r.Moves.Where(m => classOf.ContainsKey(m.To)).Select(m => (r, m.To))).Distinct()
+                .GroupBy(x => (x.r.Type, x.r.Nodes.Count > 1, classOf[x.To], removed.Contains(x.To))).OrderBy(g => g.Key.ToString()))
+                Console.WriteLine($"    receivers {g.Key}: {g.Select(x => x.To).Distinct().Count()} nodes");
+            foreach (var g in plan.Recommendations.GroupBy(r => (r.Type, r.Nodes.Count > 1 ? "group" : "one")).OrderBy(g => g.Key.Type))
+                Console.WriteLine($"    {g.Key.Type} {g.Key.Item2}: {g.Count()} recs, {g.Sum(r => r.Nodes.Count)} nodes, {g.Sum(r => r.CurrentCostPerHour):0.###} -> {g.Sum(r => r.NewCostPerHour):0.###} $/h");
         }
         int unexplained = snap.Nodes.Count(n => !removed.Contains(n.Name) && (!plan.Blockers.TryGetValue(n.Name, out var bl) || bl.Count == 0));
         report.Row(Section, $"{name}: nodes neither recommended for removal nor carrying a named blocker", "0", $"{unexplained}", unexplained == 0);

@@ -76,11 +76,13 @@ internal static class ScanProfile
             if (run == 0 && Environment.GetEnvironmentVariable("SCAN_DETAIL") == "1") MultiDetail(state);
             Step("multi", () => state.Apply(MultiNodeConsolidation.Decide(state, MultiNodeConsolidation.Candidates(state))));
             if (run == 0 && Environment.GetEnvironmentVariable("SCAN_DETAIL") == "1") ReplaceDetail(state);
-            Step("replace", () => { foreach (var c in Replacement.Candidates(state)) state.Apply(Replacement.Decide(state, c)); });
-            List<List<Candidate>> groups = null!;
+            List<List<Candidate>> groups = null!, again = null!;
             Step("groups", () => groups = MultiNodeReplacement.Groups(state));
             Step("group-replace", () => { foreach (var g in groups) state.Apply(MultiNodeReplacement.Decide(state, g)); });
-            if (run == 0) Console.WriteLine($"  {groups.Count} groups of {groups.Sum(g => g.Count)} candidates");
+            Step("replace", () => { foreach (var c in Replacement.Candidates(state)) state.Apply(Replacement.Decide(state, c)); });
+            Step("groups-again", () => again = MultiNodeReplacement.Groups(state));
+            Step("group-replace-again", () => { foreach (var g in again) state.Apply(MultiNodeReplacement.Decide(state, g)); });
+            if (run == 0) Console.WriteLine($"  {groups.Count} groups of {groups.Sum(g => g.Count)} candidates, then {again.Count} of {again.Sum(g => g.Count)}");
             Step("last-single", () => { var s = new SingleNodeConsolidation(state, lastPass: true); foreach (var c in s.Candidates()) state.Apply(s.Decide(c)); });
             Step("to-plan", () => plan = state.ToPlan());
             var wall = total.Elapsed.TotalSeconds;

@@ -58,34 +58,103 @@ public class ConsolidationQualityTests
     }
 
     [Fact]
+    public void NodesThatEachSaveEnoughAloneAreReplacedTogetherWhenTheirPodsShareANewNode()
+    {
+        // Each mh.vs1.xlarge (0.01 $/h) alone would go for a ch.vs1.medium (0.001 $/h): 90 % and 0.009 $/h saved, so a
+        // one-node replacement passes. Node by node that buys two new nodes; the two pods share one ch.vs1.large (0.001 $/h).
+        // Multi-node consolidation is off (candidates 1), so only a group replacement can pack them together.
+        var s = new Scenario().Node("x1", "mh.vs1.xlarge-iad").Pod("x1-a", "x1", "1800m", "1Gi")
+            .Node("x2", "mh.vs1.xlarge-iad").Pod("x2-a", "x2", "1800m", "1Gi");
+        var plan = s.Run(new RecommenderOptions { Region = "us-east-iad-1", MultiNodeCandidates = 1 });
+        var rec = Scenario.Single(plan, RecommendationType.Replace);
+        Assert.Equal(["x1", "x2"], rec.Nodes);
+        Assert.Equal(1, Assert.Single(rec.NewNodes).Count);
+        Assert.Equal(0.001m, rec.NewCostPerHour);
+        Assert.Equal(2, rec.Moves.Count);
+        Assert.Contains("#", Assert.Single(rec.Moves.Select(m => m.To).Distinct()));
+    }
+
+    [Fact]
+    public void AGroupReplacementNeverMixesKarpetracksOwnNodesWithOthers()
+    {
+        // The actuator acts only on a recommendation whose every node is of its own pools: m1 grouped with u1 would have
+        // left m1's replacement advisory. m1 goes alone (it saves enough), u1 and u2 together.
+        var s = new Scenario().Node("m1", "mh.vs1.xlarge-iad", labels: new() { [Actuator.ManagedLabel] = "true" }).Pod("m1-a", "m1", "1800m", "1Gi")
+            .Node("u1", "mh.vs1.xlarge-iad").Pod("u1-a", "u1", "1800m", "1Gi")
+            .Node("u2", "mh.vs1.xlarge-iad").Pod("u2-a", "u2", "1800m", "1Gi");
+        var plan = s.Run(new RecommenderOptions { Region = "us-east-iad-1", MultiNodeCandidates = 1 });
+        var replaces = plan.Recommendations.Where(r => r.Type == RecommendationType.Replace).Select(r => string.Join(",", r.Nodes)).Order().ToList();
+        Assert.Equal(["m1", "u1,u2"], replaces);
+    }
+
+    [Fact]
+    public void AMultiNodeConsolidationSendsNoPodsToANodeDearForItsSize()
+    {
+        // d1 and d2 (ch.vs1.2xlarge, 0.01 $/h, nearly empty) are the least utilized: the multi-node consolidation's group.
+        // Their pods fit on t's free room (mh.vs1.xlarge, 0.01 $/h, dear for its size: its pod alone fits a 0.001 $/h
+        // class). Sent there, t became a receiver and stayed at 0.01 $/h; left out, d1 and d2 share one new node and t
+        // is replaced on its own.
+        var s = new Scenario()
+            .Node("d1", "ch.vs1.2xlarge-iad").Pod("d1-a", "d1", "200m", "256Mi")
+            .Node("d2", "ch.vs1.2xlarge-iad").Pod("d2-a", "d2", "200m", "256Mi")
+            .Node("t", "mh.vs1.xlarge-iad").Pod("t-a", "t", "1800m", "1Gi");
+        var plan = s.Run(new RecommenderOptions { Region = "us-east-iad-1", MultiNodeCandidates = 2 });
+        Assert.Equal(["d1", "d2", "t"], plan.Recommendations.SelectMany(r => r.Nodes).Order().ToList());
+        Assert.DoesNotContain(plan.Recommendations.SelectMany(r => r.Moves), m => m.To == "t");
+        Assert.True(plan.Recommendations.Sum(r => r.NewCostPerHour) <= 0.002m, $"{plan.Recommendations.Sum(r => r.NewCostPerHour)}");
+    }
+
+    [Fact]
     public void EveryRecommendedMoveFitsAndNoBlockedNodeIsTouchedOnRandomClusters()
     {
         var classes = new[] { "gp.vs1.medium-iad", "gp.vs1.large-iad", "gp.vs1.xlarge-iad", "ch.vs1.large-iad", "mh.vs1.medium-iad", "mh.vs1.large-iad" };
-        int replaced = 0, consolidated = 0;
-        for (int seed = 1; seed <= 40; seed++)
+        var (_, consolidated, _) = CheckRandomClusters(classes, seeds: 40, minNodes: 3, maxNodes: 12, maxPods: 5, fill: 0.6, podKinds: 10);
+        Assert.True(consolidated >= 20, $"{consolidated} consolidations");
+    }
+
+    [Fact]
+    public void EveryGroupReplacementMovesEveryPodOntoNodesThatHoldThemOnRandomClusters()
+    {
+        // Classes mostly dear for their size, filled so that their pods do not fit elsewhere, few blockers (whose nodes
+        // would take the pods) and more nodes than one multi-node consolidation takes: replacements, many of them in groups.
+        var classes = new[] { "gp.vs1.large-iad", "gp.vs1.xlarge-iad", "mh.vs1.large-iad", "mh.vs1.xlarge-iad", "ch.vs1.2xlarge-iad", "ch.vs1.large-iad" };
+        var (replaced, _, groups) = CheckRandomClusters(classes, seeds: 20, minNodes: 12, maxNodes: 30, maxPods: 40, fill: 0.9, podKinds: 60);
+        Assert.True(groups >= 8 && replaced > groups, $"{replaced} replacements, {groups} of groups");
+    }
+
+    /// <summary>
+    /// Random clusters with a PDB at zero, do-not-disrupt nodes and bare pods: no node with a blocker is removed, every
+    /// move fits (existing destinations never removed nor over their allocatable, new nodes within their class), every
+    /// pod of a removed node moves, replacements save both thresholds, and every node left is explained.
+    /// </summary>
+    private static (int Replaced, int Consolidated, int Groups) CheckRandomClusters(string[] classes, int seeds, int minNodes, int maxNodes, int maxPods, double fill, int podKinds)
+    {
+        int replaced = 0, consolidated = 0, groups = 0;
+        for (int seed = 1; seed <= seeds; seed++)
         {
             var rng = new Random(seed);
             var s = new Scenario().Pdb("shop", "guard", "guarded", 0);
-            int nodes = rng.Next(3, 12);
+            int nodes = rng.Next(minNodes, maxNodes);
             for (int n = 0; n < nodes; n++)
             {
                 var cls = classes[rng.Next(classes.Length)];
                 s.Node("n" + n, cls, annotations: rng.Next(6) == 0 ? Dnd : null);
                 var c = Scenario.Book.Classes[cls].Class;
                 long room = (long)(c.Cpu * 1000) - 100, used = 0;
-                int pods = rng.Next(0, 5);
+                int pods = rng.Next(0, maxPods);
                 for (int p = 0; p < pods; p++)
                 {
                     long cpu = rng.Next(1, 8) * 100;
-                    if (used + cpu > room * 0.6) break;
+                    if (used + cpu > room * fill) break;
                     used += cpu;
-                    int kind = rng.Next(10);
+                    int kind = rng.Next(podKinds);   // 0: a bare pod, 1: a pod under the PDB at zero
                     s.Pod($"n{n}-p{p}", "n" + n, $"{cpu}m", $"{rng.Next(1, 6) * 256}Mi", ownerKind: kind == 0 ? "None" : "ReplicaSet",
                         labels: kind == 1 ? """{"app":"guarded"}""" : """{"app":"app"}""");
                 }
             }
             var snap = s.Model.Snapshot();
             var all = s.Model.Pods();
+            var byName = all.ToDictionary(p => (p.Namespace, p.Name));
             var plan = s.Run();
             var pdbIndex = s.Pdbs.GroupBy(p => p.Namespace).ToDictionary(g => g.Key, g => g.ToArray());
             var removed = plan.Recommendations.SelectMany(r => r.Nodes).ToList();
@@ -105,7 +174,7 @@ public class ConsolidationQualityTests
                 var newUse = new Dictionary<string, (long Cpu, long Mem)>();
                 foreach (var m in r.Moves)
                 {
-                    var pod = all.Single(p => p.Namespace == m.Namespace && p.Name == m.Pod);
+                    var pod = byName[(m.Namespace, m.Pod)];
                     Assert.Contains(m.From, r.Nodes);
                     if (m.To.Contains('#'))
                     {
@@ -123,14 +192,17 @@ public class ConsolidationQualityTests
                     var cap = offers[node[..node.IndexOf('#')]].Bin.Capacity;
                     Assert.True(use.Cpu <= cap.CpuMilli && use.Mem <= cap.MemoryBytes, $"seed {seed}: {node} overfull");
                 }
+                // The new nodes named in the moves are the ones the recommendation buys, no more, no fewer.
+                Assert.Equal(r.NewNodes.Sum(n => n.Count), newUse.Count);
                 // Every pod of a removed node moves (DaemonSet and mirror pods aside).
                 Assert.Equal(all.Count(p => p.Node is { } at && r.Nodes.Contains(at) && !p.IsOverhead), r.Moves.Count);
                 if (r.Type == RecommendationType.Replace) { replaced++; Assert.True(r.SavingsPerHour >= 0.005m && r.SavingsPerHour >= r.CurrentCostPerHour * 0.2m); }
+                if (r.Type == RecommendationType.Replace && r.Nodes.Count > 1) groups++;
                 if (r.Type == RecommendationType.Consolidate) consolidated++;
             }
             // Every node not removed is explained.
             Assert.All(snap.Nodes.Where(n => !removed.Contains(n.Name)), n => Assert.NotEmpty(plan.Blockers[n.Name]));
         }
-        Assert.True(consolidated >= 20, $"{replaced} replacements, {consolidated} consolidations");
+        return (replaced, consolidated, groups);
     }
 }

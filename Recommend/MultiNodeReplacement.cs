@@ -22,7 +22,12 @@ internal static class MultiNodeReplacement
     /// </summary>
     private static readonly PackingOptions Group = new() { ExactItems = 0, PortfolioItems = 0, ColumnGenerationItems = 0, ChoicePortfolioItems = 0, ImproveWork = 100_000 };
 
-    public static List<List<Candidate>> Groups(PlanState s)
+    /// <summary>
+    /// The groups, Karpetrack's own nodes apart from the others. <paramref name="ownNodes"/> false leaves its own nodes out:
+    /// the first group pass does, so that an own node that saves enough alone gets a replacement of its own, which the
+    /// actuator carries out at the default --max-disrupted-nodes 1, where it refuses a group (max_disrupted_nodes).
+    /// </summary>
+    public static List<List<Candidate>> Groups(PlanState s, bool ownNodes = true)
     {
         var o = s.Options;
         var eligible = new List<(Candidate C, double Waste)>();
@@ -39,6 +44,7 @@ internal static class MultiNodeReplacement
         // is its own, so one node of another pool in a group would leave the whole group advisory.
         foreach (bool own in new[] { true, false })
         {
+            if (own && !ownNodes) continue;
             var ordered = eligible.Where(e => Own(e.C.Node) == own)
                 .OrderByDescending(e => e.Waste).ThenBy(e => e.C.Node.Name, StringComparer.Ordinal).Select(e => e.C).ToList();
             for (int i = 0; i < ordered.Count; i += size) groups.Add(ordered.GetRange(i, Math.Min(size, ordered.Count - i)));

@@ -88,6 +88,20 @@ public class ConsolidationQualityTests
     }
 
     [Fact]
+    public void KarpetracksOwnNodesThatEachSaveEnoughAloneAreReplacedOneByOne()
+    {
+        // The same two nodes as above, but of Karpetrack's own pools: the actuator carries out one node at a time at the
+        // default --max-disrupted-nodes 1 and refuses a group, so each gets a replacement of its own (actionable) rather
+        // than one shared new node (advisory).
+        var managed = new Dictionary<string, string> { [Actuator.ManagedLabel] = "true" };
+        var s = new Scenario().Node("m1", "mh.vs1.xlarge-iad", labels: new(managed)).Pod("m1-a", "m1", "1800m", "1Gi")
+            .Node("m2", "mh.vs1.xlarge-iad", labels: new(managed)).Pod("m2-a", "m2", "1800m", "1Gi");
+        var plan = s.Run(new RecommenderOptions { Region = "us-east-iad-1", MultiNodeCandidates = 1 });
+        var replaces = plan.Recommendations.Where(r => r.Type == RecommendationType.Replace).Select(r => string.Join(",", r.Nodes)).Order().ToList();
+        Assert.Equal(["m1", "m2"], replaces);
+    }
+
+    [Fact]
     public void AMultiNodeConsolidationSendsNoPodsToANodeDearForItsSize()
     {
         // d1 and d2 (ch.vs1.2xlarge, 0.01 $/h, nearly empty) are the least utilized: the multi-node consolidation's group.

@@ -34,10 +34,11 @@ while True:
 ready = time.time() - t0; c0 = cpu()
 if perf: perf.send_signal(2); perf.wait(); perf = None
 load0 = open('/proc/loadavg').read().split()[0]
-def runs():
+def metric(name):
     for l in get('/metrics').decode().split('\n'):
-        if l.startswith('karpetrack_recommender_duration_seconds_count '): return float(l.split()[1])
+        if l.startswith(name + ' '): return float(l.split()[1])
     return 0
+def runs(): return metric('karpetrack_recommender_duration_seconds_count')
 # As the bench does: the drain comes after the first recommender run, so that run's CPU is not counted in it.
 t_run = time.time()
 while 'NORECO' not in os.environ and runs() < 1 and time.time() - t_run < 180: time.sleep(0.5)
@@ -48,10 +49,10 @@ n0 = open(srv_out).read().count('churned')
 with open(srv_in, 'w') as f: f.write(f'churn {changes}\n')
 while open(srv_out).read().count('churned') == n0: time.sleep(0.05)
 if os.environ.get('PERF') == 'drain': perf = startperf('drain')
-c1 = cpu(); t1 = time.time()
+c1 = cpu(); t1 = time.time(); r1 = metric('karpetrack_recommender_duration_seconds_sum')
 while events() < before + changes and time.time() - t1 < 120: time.sleep(0.005)
-drain = time.time() - t1; c2 = cpu()
+drain = time.time() - t1; c2 = cpu(); reco = metric('karpetrack_recommender_duration_seconds_sum') - r1
 if perf: perf.send_signal(2); perf.wait()
 got = events() - before
-print(f"pid {p.pid} {' '.join(sys.argv[3:]) or 'default'} {binary}: ready {ready:.2f}s cpu {c0:.2f}s [load {load0}]; drain {got} in {drain:.2f}s = {got/drain/1000:.0f}k/s cpu {c2-c1:.2f}s [load {open('/proc/loadavg').read().split()[0]}]", flush=True)
+print(f"pid {p.pid} {' '.join(sys.argv[3:]) or 'default'} {binary}: ready {ready:.2f}s cpu {c0:.2f}s [load {load0}]; drain {got} in {drain:.2f}s = {got/drain/1000:.0f}k/s cpu {c2-c1:.2f}s (recommender runs ended in it: {reco:.1f}s) [load {open('/proc/loadavg').read().split()[0]}]", flush=True)
 p.terminate(); p.wait()

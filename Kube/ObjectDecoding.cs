@@ -161,12 +161,17 @@ internal static class Json
     /// <summary>Reads a quantity given as a JSON string or number.</summary>
     public static bool Quantity(ref Utf8JsonReader r, out Quantity q, ref string? error, string path)
     {
+        var problem = QuantityProblem(ref r, out q);
+        if (problem is null) return true;
+        Fail(ref error, path, problem);
+        return false;
+    }
+
+    /// <summary>A quantity given as a JSON string or number; null when it was read, else what is wrong with it (no path built).</summary>
+    private static string? QuantityProblem(ref Utf8JsonReader r, out Quantity q)
+    {
         q = Karpetrack.Quantity.Zero;
-        if (r.TokenType is not (JsonTokenType.String or JsonTokenType.Number))
-        {
-            Fail(ref error, path, $"expected a quantity, got {r.TokenType}");
-            return false;
-        }
+        if (r.TokenType is not (JsonTokenType.String or JsonTokenType.Number)) return $"expected a quantity, got {r.TokenType}";
         Span<char> chars = stackalloc char[64];
         int n;
         if (!r.ValueIsEscaped && !r.HasValueSequence && r.ValueSpan.Length <= chars.Length)
@@ -178,18 +183,13 @@ internal static class Json
         else if (r.TokenType == JsonTokenType.String)
         {
             var s = r.GetString() ?? "";
-            if (s.Length > chars.Length) { Fail(ref error, path, "quantity is too long"); return false; }
+            if (s.Length > chars.Length) return "quantity is too long";
             s.AsSpan().CopyTo(chars);
             n = s.Length;
         }
-        else { Fail(ref error, path, "quantity is too long"); return false; }
+        else return "quantity is too long";
 
-        if (!Karpetrack.Quantity.TryParse(chars[..n], out q, out var why))
-        {
-            Fail(ref error, path, why!);
-            return false;
-        }
-        return true;
+        return Karpetrack.Quantity.TryParse(chars[..n], out q, out var why) ? null : why ?? "";
     }
 
     /// <summary>Reads a {resourceName: quantity} map into <paramref name="into"/> (tracked resources only).</summary>
@@ -208,12 +208,19 @@ internal static class Json
                 if (!Skip(ref r)) return Decode.Incomplete;
                 continue;
             }
-            if (Quantity(ref r, out var q, ref error, $"{path}.{table.Name(idx)}"))
+            // The value's path ("spec.containers[].resources.requests.cpu") is built only for an error message: this runs for
+            // every request of every container of every pod, and building it each time was most of a decoded pod's garbage.
+            var problem = QuantityProblem(ref r, out var q);
+            if (problem is null)
             {
-                if (q.Value < 0) Fail(ref error, $"{path}.{table.Name(idx)}", $"negative quantity {q}");
+                if (q.Value < 0) error ??= $"{path}.{table.Name(idx)}: negative quantity {q}";
                 else into[idx] = table.ToStored(idx, q);
             }
-            else if (!Skip(ref r)) return Decode.Incomplete;
+            else
+            {
+                error ??= $"{path}.{table.Name(idx)}: {problem}";
+                if (!Skip(ref r)) return Decode.Incomplete;
+            }
         }
     }
 

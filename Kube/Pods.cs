@@ -91,23 +91,32 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
         raw = [];
         if (r.TokenType is not (JsonTokenType.StartObject or JsonTokenType.StartArray)) return Decode.Ok;
         long start = r.TokenStartIndex;
-        if (!r.TrySkip()) return Decode.Incomplete;
+        bool ok;
+        if (stringMap && r.TokenType == JsonTokenType.StartObject)
+        {
+            // Checked on the way past it, not by reading it a second time.
+            ok = true;
+            while (true)
+            {
+                if (!r.Read()) return Decode.Incomplete;                  // a property name, or the end
+                if (r.TokenType == JsonTokenType.EndObject) break;
+                if (!r.Read()) return Decode.Incomplete;                  // its value
+                if (r.TokenType == JsonTokenType.String) continue;
+                ok = false;
+                if (!r.TrySkip()) return Decode.Incomplete;
+            }
+        }
+        else
+        {
+            if (!r.TrySkip()) return Decode.Incomplete;
+            ok = !stringMap;   // a map of strings must be an object
+        }
         var slice = data[(int)start..(int)r.BytesConsumed];
-        if (stringMap && !IsStringMap(slice)) { Json.Fail(ref error, path, "expected a map of strings"); return Decode.Ok; }
+        if (!ok) { Json.Fail(ref error, path, "expected a map of strings"); return Decode.Ok; }
         // Parsed later, once per pod shape, where invalid UTF-8 would throw: refuse it here, with the object.
         if (!System.Text.Unicode.Utf8.IsValid(slice)) { Json.Fail(ref error, path, "not valid UTF-8"); return Decode.Ok; }
         raw = slice.ToArray();
         return Decode.Ok;
-    }
-
-    /// <summary>An object whose every value is a string (labels, nodeSelector), as the API server guarantees.</summary>
-    private static bool IsStringMap(ReadOnlySpan<byte> json)
-    {
-        var r = new Utf8JsonReader(json, isFinalBlock: true, default);
-        if (!r.Read() || r.TokenType != JsonTokenType.StartObject) return false;
-        while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
-            if (!r.Read() || r.TokenType != JsonTokenType.String) return false;
-        return r.TokenType == JsonTokenType.EndObject;
     }
 
     private static Decode Metadata(ref Utf8JsonReader r, ReadOnlySpan<byte> data, PodRecord pod, ref string? error)
@@ -173,11 +182,18 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
             if (r.TokenType == JsonTokenType.EndArray) return Decode.Ok;
             if (!Json.ExpectObject(ref r, ref error, "metadata.ownerReferences[]")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
             string? kind = null, name = null; bool controller = false;
+            OwnerKind? knownKind = null;   // a kind of the switch below, compared in place instead of read into a string
             while (true)
             {
                 if (!r.Read()) return Decode.Incomplete;
                 if (r.TokenType == JsonTokenType.EndObject) break;
-                if (r.ValueTextEquals("kind"u8)) { if (!r.Read()) return Decode.Incomplete; kind = Json.String(ref r, ref error, "ownerReferences.kind"); }
+                if (r.ValueTextEquals("kind"u8))
+                {
+                    if (!r.Read()) return Decode.Incomplete;
+                    kind = null;
+                    knownKind = r.TokenType == JsonTokenType.String ? KnownOwner(ref r) : null;
+                    if (knownKind is null) kind = Json.String(ref r, ref error, "ownerReferences.kind");
+                }
                 else if (r.ValueTextEquals("name"u8)) { if (!r.Read()) return Decode.Incomplete; name = Json.String(ref r, ref error, "ownerReferences.name"); }
                 else if (r.ValueTextEquals("controller"u8)) { if (!r.Read()) return Decode.Incomplete; controller = Json.Bool(ref r, ref error, "ownerReferences.controller"); }
                 else if (!r.TrySkip()) return Decode.Incomplete;
@@ -187,7 +203,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
             {
                 haveController = controller;
                 pod.OwnerName = name;
-                pod.Owner = kind switch
+                pod.Owner = knownKind ?? kind switch
                 {
                     "DaemonSet" => OwnerKind.DaemonSet,
                     "Node" => OwnerKind.Mirror,
@@ -294,15 +310,24 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
         }
     }
 
+    /// <summary>The paths error messages name, one set per kind of container: built once, not per container of every pod.</summary>
+    private sealed record ContainerPaths(string List, string Item, string RestartPolicy, string Resources, string Requests)
+    {
+        public static ContainerPaths Of(string list) =>
+            new(list, list + "[]", list + ".restartPolicy", list + ".resources", list + ".resources.requests");
+    }
+
+    private static readonly ContainerPaths RegularPaths = ContainerPaths.Of("spec.containers"), InitPaths = ContainerPaths.Of("spec.initContainers");
+
     private Decode Containers(ref Utf8JsonReader r, bool init, ref string? error)
     {
-        string path = init ? "spec.initContainers" : "spec.containers";
-        if (!Json.ExpectArray(ref r, ref error, path)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        var path = init ? InitPaths : RegularPaths;
+        if (!Json.ExpectArray(ref r, ref error, path.List)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;
             if (r.TokenType == JsonTokenType.EndArray) return Decode.Ok;
-            if (!Json.ExpectObject(ref r, ref error, path + "[]")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
+            if (!Json.ExpectObject(ref r, ref error, path.Item)) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
             Array.Clear(container);
             bool restartAlways = false;
             while (true)
@@ -317,7 +342,9 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
                 else if (init && r.ValueTextEquals("restartPolicy"u8))
                 {
                     if (!r.Read()) return Decode.Incomplete;
-                    restartAlways = Json.String(ref r, ref error, path + ".restartPolicy") == "Always";
+                    // Compared in place; anything but "Always" goes the way it always went (a string, or the error for a non-string).
+                    restartAlways = r.TokenType == JsonTokenType.String && r.ValueTextEquals("Always"u8)
+                        || Json.String(ref r, ref error, path.RestartPolicy) == "Always";
                 }
                 else if (!r.TrySkip()) return Decode.Incomplete;
             }
@@ -334,9 +361,9 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
         }
     }
 
-    private Decode ContainerResources(ref Utf8JsonReader r, string path, ref string? error)
+    private Decode ContainerResources(ref Utf8JsonReader r, ContainerPaths path, ref string? error)
     {
-        if (!Json.ExpectObject(ref r, ref error, path + ".resources")) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
+        if (!Json.ExpectObject(ref r, ref error, path.Resources)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         while (true)
         {
             if (!r.Read()) return Decode.Incomplete;
@@ -344,11 +371,31 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
             if (r.ValueTextEquals("requests"u8))
             {
                 if (!r.Read()) return Decode.Incomplete;
-                if (Json.ResourceMap(ref r, table, container, ref error, path + ".resources.requests") == Decode.Incomplete) return Decode.Incomplete;
+                if (Json.ResourceMap(ref r, table, container, ref error, path.Requests) == Decode.Incomplete) return Decode.Incomplete;
             }
             else if (!r.TrySkip()) return Decode.Incomplete;
         }
     }
+
+    /// <summary>The phases the switch in <see cref="Status"/> knows, compared in place (no string per pod).</summary>
+    private static bool KnownPhase(ref Utf8JsonReader r, out PodPhase phase)
+    {
+        phase = r.ValueTextEquals("Running"u8) ? PodPhase.Running
+            : r.ValueTextEquals("Pending"u8) ? PodPhase.Pending
+            : r.ValueTextEquals("Succeeded"u8) ? PodPhase.Succeeded
+            : r.ValueTextEquals("Failed"u8) ? PodPhase.Failed
+            : PodPhase.Unknown;
+        return phase != PodPhase.Unknown;
+    }
+
+    /// <summary>The owner kinds <see cref="OwnerReferences"/> maps, compared in place; null for any other.</summary>
+    private static OwnerKind? KnownOwner(ref Utf8JsonReader r) =>
+        r.ValueTextEquals("ReplicaSet"u8) ? OwnerKind.ReplicaSet
+        : r.ValueTextEquals("DaemonSet"u8) ? OwnerKind.DaemonSet
+        : r.ValueTextEquals("StatefulSet"u8) ? OwnerKind.StatefulSet
+        : r.ValueTextEquals("Job"u8) ? OwnerKind.Job
+        : r.ValueTextEquals("Node"u8) ? OwnerKind.Mirror
+        : null;
 
     private static Decode Status(ref Utf8JsonReader r, PodRecord pod, ref string? error)
     {
@@ -360,7 +407,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
             if (r.ValueTextEquals("phase"u8))
             {
                 if (!r.Read()) return Decode.Incomplete;
-                pod.Phase = Json.String(ref r, ref error, "status.phase") switch
+                pod.Phase = r.TokenType == JsonTokenType.String && KnownPhase(ref r, out var known) ? known : Json.String(ref r, ref error, "status.phase") switch
                 {
                     "Pending" => PodPhase.Pending,
                     "Running" => PodPhase.Running,

@@ -21,7 +21,7 @@ internal static class ListProbe
         var run = reflector.RunAsync(cts.Token);
         while (!status.Synced) await Task.Delay(10);
         var cpu = Process.GetCurrentProcess().TotalProcessorTime - cpu0;
-        Console.WriteLine($"list: {sw.Elapsed.TotalSeconds:F2} s wall, {cpu.TotalSeconds:F2} s CPU, {target.Count} pods, gen0 {GC.CollectionCount(0)} gen1 {GC.CollectionCount(1)} gen2 {GC.CollectionCount(2)}, heap {GC.GetTotalMemory(false) / 1e6:F0} MB, RSS {Environment.WorkingSet / 1e6:F0} MB");
+        Console.WriteLine($"list: {sw.Elapsed.TotalSeconds:F2} s wall, {cpu.TotalSeconds:F2} s CPU, {target.Count} pods, allocated {GC.GetTotalAllocatedBytes() / 1e6:F0} MB, GC pauses {GC.GetTotalPauseDuration().TotalSeconds:F2} s, gen0 {GC.CollectionCount(0)} gen1 {GC.CollectionCount(1)} gen2 {GC.CollectionCount(2)}, heap {GC.GetTotalMemory(false) / 1e6:F0} MB, RSS {Environment.WorkingSet / 1e6:F0} MB");
         cts.Cancel();
         try { await run; } catch (OperationCanceledException) { }
     }

@@ -107,7 +107,11 @@ for i in range(610):
     if i >= 10: lat.append(d)
     if d < 0.1: time.sleep(0.1 - d)
 lat.sort()
-print(f'first minute /metrics p50 {lat[len(lat)//2]*1000:.1f} p99 {lat[int(len(lat)*0.99)]*1000:.1f} ms')
+gcs = {l.rsplit(' ', 1)[0]: float(l.rsplit(' ', 1)[1]) for l in get('/metrics').decode().split('\n')
+       if l.startswith(('dotnet_collection_count_total', 'dotnet_gc_pause_seconds_total'))}
+print(f'first minute /metrics p50 {lat[len(lat)//2]*1000:.1f} p99 {lat[int(len(lat)*0.99)]*1000:.1f} ms; '
+      f'collections gen0/1/2 {[int(v) for k, v in sorted(gcs.items()) if k.startswith("dotnet_collection")]}, '
+      f'paused {gcs.get("dotnet_gc_pause_seconds_total", 0):.2f} s [load {open("/proc/loadavg").read().split()[0]}]')
 def runs():
     for l in get('/metrics').decode().split('\n'):
         if l.startswith('karpetrack_recommender_duration_seconds_count '): return float(l.split()[1])

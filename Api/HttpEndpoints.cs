@@ -113,8 +113,28 @@ internal sealed class HttpEndpoints(Collector collector, JsonApi json, WebView w
             ["gc_collections"] = new JsonArray(GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2)),
             ["gc_generation_bytes"] = generations,
             ["pods"] = model.PodCount,
+            ["gc_settings"] = GcSettings(),
         };
         return body.ToJsonString(SyncJson.Options);
+    }
+
+    /// <summary>
+    /// The GC settings in force, as the runtime reports them (those set in the binary, the runtime configuration or the
+    /// environment, and the defaults): what a memory figure was taken under.
+    /// </summary>
+    private static JsonObject GcSettings()
+    {
+        var settings = new JsonObject();
+        foreach (var (name, value) in GC.GetConfigurationVariables().OrderBy(kv => kv.Key, StringComparer.Ordinal))
+            settings[name] = value switch
+            {
+                long l => l,
+                ulong u => u,
+                int i => i,
+                bool b => b,
+                _ => value?.ToString(),
+            };
+        return settings;
     }
 
     private static class SyncJson

@@ -1,0 +1,126 @@
+# Where the resident memory of a running karpetrack is: /proc/PID/smaps grouped by what each mapping is, and the
+# runtime's own view (GET /sync's "runtime": the GC heap as of its last collection).
+# usage: python3 memmap.py KUBECONFIG BINARY [ENV=VAL ...]   Runs the binary against one `Karpetrack.Bench.dll serve`
+# as ready.py does (/metrics every 100 ms for the first minute), samples every 100 ms and prints the breakdown at ready,
+# at the highest RSS seen (the first recommender run) and at steady state (after the run and 700 back-to-back scrapes).
+import os, sys, subprocess, time, urllib.request, socket, json, threading
+kc, binary = sys.argv[1], sys.argv[2]
+env = dict(os.environ)
+for kv in sys.argv[3:]:
+    k, v = kv.split('=', 1); env[k] = v
+s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()
+p = subprocess.Popen([binary, '--kubeconfig', kc, '--metrics-addr', f'127.0.0.1:{port}', '--grpc-addr', '127.0.0.1:0',
+                      '--log-level', 'warn', '--list-page-size', '500'], env=env, stdout=subprocess.DEVNULL)
+exe = os.path.realpath(binary)
+
+def status():
+    d = {}
+    for l in open(f'/proc/{p.pid}/status'):
+        if l.startswith(('VmRSS', 'VmHWM', 'Threads', 'RssAnon', 'RssFile')):
+            k, v = l.split(':'); d[k] = int(v.split()[0]) // 1 if k == 'Threads' else int(v.split()[0]) / 1000
+    return d
+
+def smaps():
+    """Rss (MB) per kind of mapping."""
+    maps = []
+    cur = None
+    for l in open(f'/proc/{p.pid}/smaps'):
+        parts = l.split()
+        if '-' in parts[0] and ':' not in parts[0]:
+            a, b = (int(x, 16) for x in parts[0].split('-'))
+            cur = {'start': a, 'end': b, 'perm': parts[1], 'path': parts[5] if len(parts) >= 6 else '', 'rss': 0}
+            maps.append(cur)
+        elif parts[0] == 'Rss:':
+            cur['rss'] = int(parts[1])
+    # The GC's reserved range: the longest run of adjacent anonymous mappings (the regions reserve is 256 GB).
+    runs, i = [], 0
+    while i < len(maps):
+        j = i
+        while j + 1 < len(maps) and not maps[j + 1]['path'] and not maps[j]['path'] and maps[j + 1]['start'] == maps[j]['end']: j += 1
+        runs.append((i, j)); i = j + 1
+    gc = set()
+    for i, j in runs:
+        if not maps[i]['path'] and maps[j]['end'] - maps[i]['start'] > (8 << 30): gc.update(range(i, j + 1))
+    g = {}
+    def add(k, v): g[k] = g.get(k, 0) + v / 1000
+    for idx, m in enumerate(maps):
+        size = m['end'] - m['start']
+        if m['path'] == exe or m['path'].endswith('/karpetrack'): add('binary (code, data)', m['rss'])
+        elif m['path'] == '[heap]': add('malloc main arena (brk)', m['rss'])
+        elif m['path'] == '[stack]': add('main thread stack', m['rss'])
+        elif m['path'].startswith('/'): add('other files (libs)', m['rss'])
+        elif m['path'].startswith('['): add(m['path'], m['rss'])
+        elif idx in gc: add('GC heap (regions reserve)', m['rss'])
+        elif m['perm'].startswith('rw') and m['start'] % (64 << 20) == 0 and idx + 1 < len(maps) \
+                and maps[idx + 1]['start'] == m['end'] and maps[idx + 1]['perm'].startswith('---') \
+                and maps[idx + 1]['end'] - m['start'] == (64 << 20):
+            add('malloc arenas (64 MB heaps)', m['rss'])
+        elif m['perm'].startswith('rw') and idx > 0 and maps[idx - 1]['end'] == m['start'] and maps[idx - 1]['perm'].startswith('---') \
+                and maps[idx - 1]['end'] - maps[idx - 1]['start'] <= 65536 and size in range(64 << 10, 17 << 20):
+            add('thread stacks', m['rss'])
+        elif m['perm'].startswith('rw'): add('other anonymous (large mallocs, GC bookkeeping)', m['rss'])
+        else: add('other', m['rss'])
+    return g
+
+def runtime():
+    try:
+        return json.loads(urllib.request.urlopen(f'http://127.0.0.1:{port}/sync', timeout=30).read())['runtime']
+    except Exception as e:
+        return {'error': str(e)}
+
+def get(path):
+    with urllib.request.urlopen(f'http://127.0.0.1:{port}{path}', timeout=30) as r: return r.read()
+
+def show(label, st, sm, rt):
+    print(f'== {label}: VmRSS {st["VmRSS"]:.0f} MB (anon {st["RssAnon"]:.0f}, file {st["RssFile"]:.0f}), VmHWM {st["VmHWM"]:.0f}, threads {st["Threads"]}')
+    for k, v in sorted(sm.items(), key=lambda kv: -kv[1]):
+        if v >= 0.5: print(f'   {k:50} {v:7.1f} MB')
+    if 'gc_heap_bytes' in rt:
+        gens = ' '.join(f'{n} {b/1e6:.1f}' for n, b in zip(['gen0', 'gen1', 'gen2', 'loh', 'poh'], rt['gc_generation_bytes']))
+        print(f'   GC (as of its last collection): heap {rt["gc_heap_bytes"]/1e6:.1f} MB, committed {rt["gc_committed_bytes"]/1e6:.1f}, '
+              f'fragmented {rt["gc_fragmented_bytes"]/1e6:.1f}; after: {gens}; collections {rt["gc_collections"]}')
+    else: print('   ', rt)
+    sys.stdout.flush()
+
+while True:
+    try:
+        if urllib.request.urlopen(f'http://127.0.0.1:{port}/readyz', timeout=5).status == 200: break
+    except Exception: pass
+    time.sleep(0.05)
+show('ready', status(), smaps(), runtime())
+
+peak = {'rss': 0}
+stop = False
+def sampler():
+    while not stop:
+        try:
+            st = status()
+            if st['VmRSS'] > peak['rss'] + 1:
+                peak.update(rss=st['VmRSS'], st=st, sm=smaps(), rt=runtime())
+        except Exception: pass
+        time.sleep(0.1)
+th = threading.Thread(target=sampler, daemon=True); th.start()
+
+lat = []
+for i in range(610):
+    t = time.time(); get('/metrics'); d = time.time() - t
+    if i >= 10: lat.append(d)
+    if d < 0.1: time.sleep(0.1 - d)
+lat.sort()
+gcs = {l.rsplit(' ', 1)[0]: float(l.rsplit(' ', 1)[1]) for l in get('/metrics').decode().split('\n')
+       if l.startswith(('dotnet_collection_count_total', 'dotnet_gc_pause_seconds_total'))}
+print(f'first minute /metrics p50 {lat[len(lat)//2]*1000:.1f} p99 {lat[int(len(lat)*0.99)]*1000:.1f} ms; '
+      f'collections gen0/1/2 {[int(v) for k, v in sorted(gcs.items()) if k.startswith("dotnet_collection")]}, '
+      f'paused {gcs.get("dotnet_gc_pause_seconds_total", 0):.2f} s [load {open("/proc/loadavg").read().split()[0]}]')
+def runs():
+    for l in get('/metrics').decode().split('\n'):
+        if l.startswith('karpetrack_recommender_duration_seconds_count '): return float(l.split()[1])
+    return 0
+while runs() < 1: time.sleep(0.5)
+time.sleep(5); stop = True; th.join()
+show('peak (highest VmRSS sampled)', peak['st'], peak['sm'], peak['rt'])
+for i in range(700): get('/metrics')
+time.sleep(5)
+show('steady (after the run and 700 scrapes)', status(), smaps(), runtime())
+print(f'[load {open("/proc/loadavg").read().split()[0]}]')
+p.terminate(); p.wait()

@@ -35,7 +35,9 @@ public static class Recommender
         state.Apply(MultiNodeConsolidation.Decide(state, MultiNodeConsolidation.Candidates(state)));
         //    Replacements in groups first (their pods packed together waste less than node by node, and one node's saving
         //    may miss the dollar threshold where a group's does not), then one node at a time, then groups of what is left.
-        foreach (var g in MultiNodeReplacement.Groups(state)) state.Apply(MultiNodeReplacement.Decide(state, g));
+        //    Karpetrack's own nodes skip the first group pass: one node at a time is what the actuator carries out at the
+        //    default --max-disrupted-nodes 1.
+        foreach (var g in MultiNodeReplacement.Groups(state, ownNodes: false)) state.Apply(MultiNodeReplacement.Decide(state, g));
         foreach (var c in Replacement.Candidates(state)) state.Apply(Replacement.Decide(state, c));
         foreach (var g in MultiNodeReplacement.Groups(state)) state.Apply(MultiNodeReplacement.Decide(state, g));
         //    Last, one node at a time again over what is left, onto every node (the first pass spared those dear for their size).

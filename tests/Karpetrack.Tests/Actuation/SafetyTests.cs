@@ -467,6 +467,28 @@ public class SafetyTests
         Assert.Equal(before, Fingerprint(rig));
     }
 
+    /// <summary>
+    /// README: node_not_ready. A managed node someone else cordoned (no disruption annotation: not Karpetrack's cordon) is not
+    /// taken over by a removal: refused before any write, and the cordon stays theirs.
+    /// </summary>
+    [Fact]
+    public async Task ARemovalOfANodeSomeoneElseCordonedIsRefusedAsNotReady()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), steppedClock: true);
+        var actuator = await RecoveredAsync(rig, Calm());
+        var node = await RemovableManagedNodeAsync(rig, withPods: false);
+        await rig.Kube.PatchNodeAsync(node, new JsonObject { ["spec"] = new JsonObject { ["unschedulable"] = true } }, CancellationToken.None);
+        await rig.CaughtUpAsync();
+        var rec = Removal("con-cordoned-by-someone", node, 1m);
+        var before = Fingerprint(rig);
+        actuator.OnPlan(PlanOf(rec));
+        await actuator.TickAsync(CancellationToken.None);
+        Assert.Equal(1, actuator.Refusals.GetValueOrDefault("node_not_ready"));
+        Assert.Equal($"refused: {node} is cordoned", actuator.StateOf(rec.Id));
+        Assert.Equal(before, Fingerprint(rig));
+        Assert.Null(rig.Node(node)["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation]);
+    }
+
     /// <summary>README: "the saving positive". A removal that saves nothing is not started.</summary>
     [Fact]
     public async Task ARemovalThatSavesNothingIsRefusedAndNothingIsWritten()

@@ -10,23 +10,31 @@ internal static class ActuationWiring
 
     /// <summary>The actuator, and the leader elector that gates it (with --leader-elect only).</summary>
     public static (Actuator, LeaderElector?) Create(KarpetrackOptions options, ActuationInputs inputs, KubeClient kube, SpotWiring? spot,
-        ILoggerFactory loggers, Telemetry telemetry)
+        ILoggerFactory loggers, Telemetry telemetry) =>
+        Create(options, inputs, kube, spot?.Client, spot?.Cloudspace, loggers, telemetry);
+
+    /// <summary>
+    /// The same from the Spot API client and the cloudspace it acts in (null client: no Spot API), on <paramref name="clock"/>
+    /// (real time unless a test gives its own). Everything the actuator takes from the parsed options is set here.
+    /// </summary>
+    internal static (Actuator, LeaderElector?) Create(KarpetrackOptions options, ActuationInputs inputs, KubeClient kube, SpotApiClient? spot, string? cloudspace,
+        ILoggerFactory loggers, Telemetry telemetry, TimeProvider? clock = null)
     {
         var settings = options.ActuationSettings;
         bool acting = settings.Mode is ActuationMode.Approve or ActuationMode.Auto;
         if (acting && spot is null)
             throw new OptionsException($"--actuation {Actuator.ModeLabel(settings.Mode)} acts through the Spot API: set {SpotWiring.RefreshTokenVariable} (and --spot-org)");
-        if (acting && spot!.Cloudspace is null)
+        if (acting && cloudspace is null)
             throw new OptionsException($"--actuation {Actuator.ModeLabel(settings.Mode)} needs --cloudspace: new pools join it");
         LeaderElector? elector = null;
         if (options.LeaderElect)
         {
             // The pod name identifies the holder (the chart sets it); a suffix keeps two processes on one host apart.
             var identity = (Environment.GetEnvironmentVariable("POD_NAME") ?? Environment.MachineName) + "_" + Guid.NewGuid().ToString("N")[..8];
-            elector = new LeaderElector(kube, LeaderElector.DefaultNamespace(), "karpetrack", identity, new LeaderElectionOptions(), loggers.CreateLogger("leader"));
+            elector = new LeaderElector(kube, LeaderElector.DefaultNamespace(), "karpetrack", identity, new LeaderElectionOptions(), loggers.CreateLogger("leader"), clock);
         }
-        var actuator = new Actuator(settings with { Cloudspace = spot?.Cloudspace ?? "", Pools = options.Pools, NodeSelector = options.NodeSelector }, inputs.Model, inputs.Prices, inputs.Caches, loggers.CreateLogger("actuation"),
-            acting ? kube : null, acting ? spot!.Client : null,
+        var actuator = new Actuator(settings with { Cloudspace = cloudspace ?? "", Pools = options.Pools, NodeSelector = options.NodeSelector }, inputs.Model, inputs.Prices, inputs.Caches, loggers.CreateLogger("actuation"),
+            acting ? kube : null, acting ? spot : null, clock: clock,
             isLeader: elector is null ? null : () => elector.IsLeader, thresholds: inputs.Thresholds, telemetry: telemetry,
             leaseTerm: elector is null ? null : () => elector.Term);
         return (actuator, elector);

@@ -304,8 +304,6 @@ public sealed partial class Actuator
     {
         foreach (var (node, pool) in op.OldPools)
         {
-            // The last word before a pool goes: its node runs nothing but DaemonSet and mirror pods and
-            // pods already evicted (terminating).
             // The last word before a pool goes (SafetyPolicy): its node runs nothing but DaemonSet and mirror pods and pods
             // already evicted, and the unfiltered view shows the pool holding this node only, sized for one.
             var running = model.PodsOn(node).Where(p => !p.IsOverhead && !p.Terminating).Select(p => p.Namespace + "/" + p.Name).ToList();

@@ -76,6 +76,9 @@ public sealed class DemoCluster : IAsyncDisposable
 
     public KubeApiServer Api { get; }
 
+    /// <summary>The API server's clock (real time unless a test gives its own): every time the demo stamps or waits on is read from it.</summary>
+    private TimeProvider Clock => _options.Server.Clock;
+
     /// <summary>The nodes created in Karpetrack-managed single-node pools (the Spot fake adopts their pools).</summary>
     public IReadOnlyList<DemoManagedNode> ManagedNodes => _managed;
     public string KubeconfigPath { get; }
@@ -101,7 +104,7 @@ public sealed class DemoCluster : IAsyncDisposable
 
     private void Populate()
     {
-        var created = DateTimeOffset.UtcNow;
+        var created = Clock.GetUtcNow();
         var pools = new Dictionary<string, Guid>();
         for (var i = 0; i < _options.Nodes; i++)
         {
@@ -311,7 +314,7 @@ public sealed class DemoCluster : IAsyncDisposable
 
     private async Task ChurnLoopAsync(CancellationToken ct)
     {
-        using var timer = new PeriodicTimer(_options.ChurnInterval);
+        using var timer = new PeriodicTimer(_options.ChurnInterval, Clock);
         try
         {
             while (await timer.WaitForNextTickAsync(ct).ConfigureAwait(false))
@@ -333,7 +336,7 @@ public sealed class DemoCluster : IAsyncDisposable
     {
         lock (_stepLock)
         {
-            var now = DateTimeOffset.UtcNow;
+            var now = Clock.GetUtcNow();
             var changes = new List<DemoChange>();
 
             // The kubelet confirms graceful deletions started in the previous step.
@@ -384,7 +387,7 @@ public sealed class DemoCluster : IAsyncDisposable
         {
             if (_nodes.Any(n => n.Name == name) || Api.Store.Get("nodes", null, name) is not null)
                 throw new InvalidOperationException($"node {name} already exists");
-            var now = DateTimeOffset.UtcNow;
+            var now = Clock.GetUtcNow();
             var obj = SyntheticCluster.Node(_rng, cls, Guid.Empty, spot: true, _nodeIndex++, now);
             var metadata = obj["metadata"]!.AsObject();
             metadata["name"] = name;
@@ -426,7 +429,7 @@ public sealed class DemoCluster : IAsyncDisposable
             var node = _nodes.FirstOrDefault(n => n.Name == name);
             if (node is null) return false;
             Api.Store.Delete("nodes", null, name);
-            DropNode(node, DateTimeOffset.UtcNow, []);
+            DropNode(node, Clock.GetUtcNow(), []);
             DisruptionBudgets.Refresh(Api.Store);
             return true;
         }
@@ -482,7 +485,7 @@ public sealed class DemoCluster : IAsyncDisposable
         if (write.Resource is not ("nodes" or "pods")) return;
         lock (_stepLock)
         {
-            var now = DateTimeOffset.UtcNow;
+            var now = Clock.GetUtcNow();
             var changes = new List<DemoChange>();
             if (write.Resource == "nodes")
             {
@@ -549,7 +552,7 @@ public sealed class DemoCluster : IAsyncDisposable
         if (victim.Node is not null && _rng.Next(2) == 0)
         {
             victim.Terminating = true;
-            SyntheticCluster.MarkTerminating(victim.Object, DateTimeOffset.UtcNow);
+            SyntheticCluster.MarkTerminating(victim.Object, Clock.GetUtcNow());
             Api.Store.Upsert("pods", victim.Object);
             changes.Add(new DemoChange("terminating", d.Template.Namespace, victim.Name, victim.Node.Name));
         }

@@ -48,7 +48,7 @@ public sealed partial class KubeApiServer : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private int _disposed;
 
-    private sealed record ListSnapshot(IReadOnlyList<StoredObject> Items, long ResourceVersion, DateTime CreatedUtc);
+    private sealed record ListSnapshot(IReadOnlyList<StoredObject> Items, long ResourceVersion, DateTimeOffset CreatedUtc);
 
     private KubeApiServer(WebApplication app, KubeApiServerOptions options, ObjectStore store)
     {
@@ -76,7 +76,7 @@ public sealed partial class KubeApiServer : IAsyncDisposable
         });
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(5));
         var app = builder.Build();
-        var store = new ObjectStore(options.WatchHistoryLimit, options.WatcherBufferSize);
+        var store = new ObjectStore(options.WatchHistoryLimit, options.WatcherBufferSize, clock: options.Clock);
         var server = new KubeApiServer(app, options, store);
         app.Run(server.HandleJournaledAsync);
         await app.StartAsync(ct).ConfigureAwait(false);
@@ -279,7 +279,7 @@ public sealed partial class KubeApiServer : IAsyncDisposable
         if (WantsTable(ctx.Request))
         {
             var include = KubeTables.ParseInclude(ctx.Request.Query["includeObject"]);
-            await WriteJsonAsync(ctx, 200, w => KubeTables.WriteTable(w, type, [obj], obj.ResourceVersion, null, null, true, include, DateTimeOffset.UtcNow)).ConfigureAwait(false);
+            await WriteJsonAsync(ctx, 200, w => KubeTables.WriteTable(w, type, [obj], obj.ResourceVersion, null, null, true, include, _options.Clock.GetUtcNow())).ConfigureAwait(false);
             return;
         }
         ctx.Response.StatusCode = 200;
@@ -339,7 +339,7 @@ public sealed partial class KubeApiServer : IAsyncDisposable
                 await WriteStatusAsync(ctx, 400, "BadRequest", "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)").ConfigureAwait(false);
                 return;
             }
-            if (!_snapshots.TryGetValue(token.Snapshot, out var snap) || DateTime.UtcNow - snap.CreatedUtc > _options.ContinueTokenTtl)
+            if (!_snapshots.TryGetValue(token.Snapshot, out var snap) || _options.Clock.GetUtcNow() - snap.CreatedUtc > _options.ContinueTokenTtl)
             {
                 _snapshots.TryRemove(token.Snapshot, out _);
                 await WriteStatusAsync(ctx, 410, "Expired",
@@ -394,7 +394,7 @@ public sealed partial class KubeApiServer : IAsyncDisposable
             {
                 SweepSnapshots();
                 snapshotId = Guid.NewGuid().ToString("N");
-                _snapshots[snapshotId] = new ListSnapshot(matched, snapshotRv, DateTime.UtcNow);
+                _snapshots[snapshotId] = new ListSnapshot(matched, snapshotRv, _options.Clock.GetUtcNow());
             }
             next = EncodeContinue(new ContinueToken(snapshotId, snapshotRv, offset + count));
         }
@@ -407,7 +407,7 @@ public sealed partial class KubeApiServer : IAsyncDisposable
         {
             var include = KubeTables.ParseInclude(ctx.Request.Query["includeObject"]);
             var page = Slice(matched, offset, count);
-            await WriteJsonAsync(ctx, 200, w => KubeTables.WriteTable(w, type, page, snapshotRv, next, remaining > 0 ? remaining : null, true, include, DateTimeOffset.UtcNow)).ConfigureAwait(false);
+            await WriteJsonAsync(ctx, 200, w => KubeTables.WriteTable(w, type, page, snapshotRv, next, remaining > 0 ? remaining : null, true, include, _options.Clock.GetUtcNow())).ConfigureAwait(false);
             return;
         }
         await WriteListAsync(ctx, type, matched, offset, count, snapshotRv, next, remaining).ConfigureAwait(false);
@@ -432,7 +432,7 @@ public sealed partial class KubeApiServer : IAsyncDisposable
 
     private void SweepSnapshots()
     {
-        var now = DateTime.UtcNow;
+        var now = _options.Clock.GetUtcNow();
         foreach (var (id, snap) in _snapshots)
             if (now - snap.CreatedUtc > _options.ContinueTokenTtl) _snapshots.TryRemove(id, out _);
     }
@@ -637,7 +637,7 @@ public sealed partial class KubeApiServer : IAsyncDisposable
         }
     }
 
-    private static int WriteChange(PipeWriter writer, ResourceType type, StoredEvent ev, string? ns, LabelSelector labels,
+    private int WriteChange(PipeWriter writer, ResourceType type, StoredEvent ev, string? ns, LabelSelector labels,
         FieldSelector fields, bool table, KubeTables.IncludeObject include, ref bool firstTable)
     {
         switch (ev.Type)
@@ -658,7 +658,7 @@ public sealed partial class KubeApiServer : IAsyncDisposable
         }
     }
 
-    private static int WriteEvent(PipeWriter writer, ResourceType type, string eventType, byte[] utf8, StoredObject obj,
+    private int WriteEvent(PipeWriter writer, ResourceType type, string eventType, byte[] utf8, StoredObject obj,
         bool table, KubeTables.IncludeObject include, ref bool firstTable)
     {
         var head = eventType switch
@@ -673,7 +673,7 @@ public sealed partial class KubeApiServer : IAsyncDisposable
         {
             var before = writer.UnflushedBytes;
             using (var w = new Utf8JsonWriter(writer))
-                KubeTables.WriteTable(w, type, [obj], obj.ResourceVersion, null, null, firstTable, include, DateTimeOffset.UtcNow);
+                KubeTables.WriteTable(w, type, [obj], obj.ResourceVersion, null, null, firstTable, include, _options.Clock.GetUtcNow());
             firstTable = false;
             written += (int)(writer.UnflushedBytes - before);
         }

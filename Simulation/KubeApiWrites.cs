@@ -374,7 +374,7 @@ public sealed partial class KubeApiServer
             uid = (string?)meta["uid"];
             // A second delete may shorten the grace period, never lengthen it.
             if ((long?)meta["deletionGracePeriodSeconds"] is { } already && already <= grace) return false;
-            meta["deletionTimestamp"] = KubeTime.Format(DateTimeOffset.UtcNow.AddSeconds(grace));
+            meta["deletionTimestamp"] = KubeTime.Format(_options.Clock.GetUtcNow().AddSeconds(grace));
             meta["deletionGracePeriodSeconds"] = grace;
             changed = true;
             return true;

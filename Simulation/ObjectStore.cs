@@ -182,9 +182,12 @@ public sealed class ObjectStore
     private readonly int _watcherCapacity;
     private long _resourceVersion;
     private TaskCompletionSource _delivery = Open();
+    /// <summary>Stamps the creationTimestamp of an object stored without one (the API server's clock).</summary>
+    private readonly TimeProvider _clock;
 
-    public ObjectStore(int watchHistoryLimit = 20_000, int watcherCapacity = 100_000, long initialResourceVersion = 1)
+    public ObjectStore(int watchHistoryLimit = 20_000, int watcherCapacity = 100_000, long initialResourceVersion = 1, TimeProvider? clock = null)
     {
+        _clock = clock ?? TimeProvider.System;
         if (watchHistoryLimit < 1) throw new ArgumentOutOfRangeException(nameof(watchHistoryLimit));
         _historyLimit = watchHistoryLimit;
         _watcherCapacity = watcherCapacity;
@@ -250,7 +253,7 @@ public sealed class ObjectStore
             var rv = ++_resourceVersion;
             metadata["resourceVersion"] = rv.ToString(System.Globalization.CultureInfo.InvariantCulture);
             if (metadata["uid"] is null) metadata["uid"] = Guid.NewGuid().ToString();
-            if (metadata["creationTimestamp"] is null) metadata["creationTimestamp"] = KubeTime.Format(DateTimeOffset.UtcNow);
+            if (metadata["creationTimestamp"] is null) metadata["creationTimestamp"] = KubeTime.Format(_clock.GetUtcNow());
 
             var stored = Materialize(bucket.Type, ns, name, rv, obj);
             bucket.Objects[key] = stored;

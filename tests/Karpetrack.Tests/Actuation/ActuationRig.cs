@@ -147,11 +147,12 @@ public sealed class ActuationRig : IAsyncDisposable
     /// A fresh process on the same cluster and clock: its own model and caches (nodes filtered by
     /// <paramref name="nodeSelector"/> as --node-selector does), recommender and actuator; nothing
     /// shared with the one before but the APIs. With <paramref name="pods"/> and <paramref name="nodes"/>, its pod and node
-    /// caches can be held back (made to lag).
+    /// caches can be held back (made to lag). With <paramref name="build"/>, the actuator is what it builds on the new
+    /// model and caches (<paramref name="options"/> and the arguments after it are then for the caches only).
     /// </summary>
     public async Task<RigProcess> NewProcessAsync(ActuationOptions options, string? nodeSelector = null, Func<bool>? isLeader = null,
         Func<CancellationToken>? leaseTerm = null, TimeProvider? clock = null, Microsoft.Extensions.Logging.ILogger? log = null,
-        HeldCache<PodRecord>? pods = null, HeldCache<NodeRecord>? nodes = null)
+        HeldCache<PodRecord>? pods = null, HeldCache<NodeRecord>? nodes = null, Func<ClusterModel, ReflectorStatus[], Actuator>? build = null)
     {
         // As the composition root does: the actuator knows the --node-selector its node cache is filtered by.
         if (nodeSelector is not null) options = options with { NodeSelector = nodeSelector };
@@ -161,7 +162,7 @@ public sealed class ActuationRig : IAsyncDisposable
         Actuator? actuator = null;
         var recommender = new RecommenderLoop(new(model, Prices, statuses) { InFlight = () => actuator?.InFlight() ?? [] },
             new(() => new RecommenderOptions { Region = "us-east-iad-1" }, TimeSpan.Zero), NullLogger.Instance, Time);
-        actuator = new Actuator(options, model, Prices, statuses, log ?? NullLogger.Instance, Kube, SpotClient, clock: clock ?? Time, isLeader: isLeader,
+        actuator = build?.Invoke(model, statuses) ?? new Actuator(options, model, Prices, statuses, log ?? NullLogger.Instance, Kube, SpotClient, clock: clock ?? Time, isLeader: isLeader,
             thresholds: () => Thresholds(), leaseTerm: leaseTerm);
         recommender.PlanChanged += actuator.OnPlan;
         await WaitForAsync(() => statuses.All(s => s.Synced), "the new process's caches synced");

@@ -165,6 +165,35 @@ public class ActuatorUnitTests
         Assert.StartsWith("refused: the caches have not synced", unsynced.StateOf(plan.Recommendations.Single(r => r.Type == RecommendationType.Provision).Id));
     }
 
+    /// <summary>
+    /// Issue 16 defect 9: a cache that synced once and then lost its watch is frozen, not synced. Past the limit with no watch
+    /// open the actuator refuses every action (caches_stale), dry-run included; at the limit it still acts. Red with the
+    /// actuator's world not reading the caches' touch (StaleCaches left empty).
+    /// </summary>
+    [Fact]
+    public void ACacheOutOfTouchPastTheLimitIsRefusedAsStale()
+    {
+        var (s, plan) = ManagedAndUnmanaged();
+        var provision = plan.Recommendations.Single(r => r.Type == RecommendationType.Provision);
+        using var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance, initial: Fresh());
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        var pods = new ReflectorStatus("pods", clock: clock);
+        pods.MarkSynced("1", clock.Now);
+        pods.Restarted("network_error");
+        clock.Advance(ActuationOptions.CacheOutOfTouchLimit);
+        var atTheLimit = new Actuator(new ActuationOptions { Mode = ActuationMode.DryRun }, s.Model, prices, [pods], NullLogger.Instance, clock: clock);
+        atTheLimit.OnPlan(plan);
+        Assert.StartsWith("dry_run: would create_pool", atTheLimit.StateOf(provision.Id));
+        Assert.Empty(atTheLimit.Refusals);
+
+        clock.Advance(TimeSpan.FromSeconds(1));
+        var past = new Actuator(new ActuationOptions { Mode = ActuationMode.DryRun }, s.Model, prices, [pods], NullLogger.Instance, clock: clock);
+        past.OnPlan(plan);
+        Assert.Equal("refused: the pods cache has had no watch for over 120 s", past.StateOf(provision.Id));
+        Assert.True(past.Counts.GetValueOrDefault(("create_pool", "refused")) >= 1);
+        Assert.Equal(0, past.Counts.Where(kv => kv.Key.Result == "dry_run").Sum(kv => kv.Value));
+    }
+
     [Fact]
     public void ApproveNeedsATokenFileThatExists()
     {

@@ -92,6 +92,11 @@ public class SafetyPolicyTests
         yield return new("a node still leaving counts as disrupted", Start, Planned,
             w => w with { Owned = Owned(nodes: [new OwnedNode("n1", "p1", true, null, false, true), new OwnedNode("n8", "p8", true, "con-0", true, true)]) },
             RefusalReason.MaxDisruptedNodes);
+        yield return new("two nodes at once at the default --max-disrupted-nodes 1", Start, Planned, Same, RefusalReason.MaxDisruptedNodes,
+            new Recommendation("con-2", RecommendationType.Consolidate, ["n1", "n2"], [], [], [], 1m, 0m, 0, 0, -1, ["test"]), o => o with { MaxDisruptedNodes = 1 });
+        yield return new("two nodes at once at --max-disrupted-nodes 2", Start, Planned,
+            w => w with { Nodes = new Dictionary<string, NodeView> { ["n1"] = Node("n1", "p1"), ["n2"] = Node("n2", "p2") } }, null,
+            new Recommendation("con-2", RecommendationType.Consolidate, ["n1", "n2"], [], [], [], 1m, 0m, 0, 0, -1, ["test"]), o => o with { MaxDisruptedNodes = 2 });
         yield return new("a disruption within the hour", Start, Planned, w => w with { Disruptions = [Now.AddMinutes(-10)] }, RefusalReason.HourlyBudget);
         yield return new("a disruption more than an hour ago", Start, Planned, w => w with { Disruptions = [Now.AddMinutes(-61)] }, null);
         yield return new("its pool is being deleted", Start, Planned, w => w with { Owned = Owned(pools: [Pool("p1", deleting: true)]) }, RefusalReason.PoolDeleting);

@@ -390,7 +390,12 @@ public class SafetyTests
     }
 
     /// <summary>A managed node alone in its pool, with nothing on it that blocks a disruption (and pods to evict when asked).</summary>
-    private static Task<string> RemovableManagedNodeAsync(ActuationRig rig, bool withPods)
+    private static Task<string> RemovableManagedNodeAsync(ActuationRig rig, bool withPods) =>
+        Task.FromResult(RemovableManagedNodes(rig, withPods).FirstOrDefault()
+            ?? throw new InvalidOperationException("the demo has no removable managed node" + (withPods ? " with pods" : "")));
+
+    /// <summary>Every managed node alone in its pool with nothing on it that blocks a disruption (with pods to evict, when asked).</summary>
+    private static IEnumerable<string> RemovableManagedNodes(ActuationRig rig, bool withPods)
     {
         var snap = rig.Model.Snapshot();
         var book = rig.Prices.Current;
@@ -401,9 +406,37 @@ public class SafetyTests
             var pods = rig.Model.PodsOn(m.Node);
             if (withPods && !pods.Any(p => !p.IsOverhead)) continue;
             if (Recommender.NodeBlockers(view, pods, pdbs, book).Any(b => b.Reason != BlockerReasons.PdbNoDisruptions)) continue;
-            return Task.FromResult(m.Node);
+            yield return m.Node;
         }
-        throw new InvalidOperationException("the demo has no removable managed node" + (withPods ? " with pods" : ""));
+    }
+
+    /// <summary>
+    /// README: at the default --max-disrupted-nodes 1, a recommendation that disrupts two nodes at once (a group replacement, a
+    /// multi-node consolidation) is refused with max_disrupted_nodes before its first write, and nothing is written.
+    /// </summary>
+    [Theory]
+    [InlineData(RecommendationType.Consolidate)]
+    [InlineData(RecommendationType.Replace)]
+    public async Task ARecommendationDisruptingTwoNodesIsRefusedAtTheDefaultMaxDisruptedNodes(RecommendationType type)
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), steppedClock: true);
+        var options = Calm() with { MaxDisruptedNodes = new ActuationOptions().MaxDisruptedNodes };
+        Assert.Equal(1, options.MaxDisruptedNodes);
+        var actuator = await RecoveredAsync(rig, options);
+        var nodes = RemovableManagedNodes(rig, withPods: false).Take(2).ToList();
+        Assert.Equal(2, nodes.Count);
+        var book = rig.Prices.Current;
+        var cheapest = book.Classes.Keys.Where(c => book.NodePrice(c, "spot") is > 0).MinBy(c => book.NodePrice(c, "spot"))!;
+        var rec = type == RecommendationType.Replace
+            ? new Recommendation("rep-group", type, nodes, [new NewNode(cheapest, 1, 0)], [], [], 1m, 0.01m, 0, 0, -1, ["a test plan"])
+            : new Recommendation("con-group", type, nodes, [], [], [], 1m, 0m, 0, 0, -1, ["a test plan"]);
+        var before = Fingerprint(rig);
+        actuator.OnPlan(PlanOf(rec));
+        await actuator.TickAsync(CancellationToken.None);
+        Assert.Equal(1, actuator.Refusals.GetValueOrDefault("max_disrupted_nodes"));
+        Assert.Equal("refused: 0 nodes are being disrupted and this needs 2 more (--max-disrupted-nodes 1)", actuator.StateOf(rec.Id));
+        Assert.Equal(before, Fingerprint(rig));
+        Assert.DoesNotContain(rig.ManagedPools(), p => p["spec"]!["customLabels"]?[Actuator.RecommendationLabel]?.GetValue<string>() == rec.Id);
     }
 
     /// <summary>README: "Spot API circuit closed". With the breaker open, the first write of a provision is refused.</summary>
@@ -432,6 +465,28 @@ public class SafetyTests
         Assert.Null(rig.Spot.Pool(Actuator.PoolName(rec.Id, 0)));
         Assert.Equal(0, actuator.Counts.GetValueOrDefault(("create_pool", "succeeded")));
         Assert.Equal(before, Fingerprint(rig));
+    }
+
+    /// <summary>
+    /// README: node_not_ready. A managed node someone else cordoned (no disruption annotation: not Karpetrack's cordon) is not
+    /// taken over by a removal: refused before any write, and the cordon stays theirs.
+    /// </summary>
+    [Fact]
+    public async Task ARemovalOfANodeSomeoneElseCordonedIsRefusedAsNotReady()
+    {
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), steppedClock: true);
+        var actuator = await RecoveredAsync(rig, Calm());
+        var node = await RemovableManagedNodeAsync(rig, withPods: false);
+        await rig.Kube.PatchNodeAsync(node, new JsonObject { ["spec"] = new JsonObject { ["unschedulable"] = true } }, CancellationToken.None);
+        await rig.CaughtUpAsync();
+        var rec = Removal("con-cordoned-by-someone", node, 1m);
+        var before = Fingerprint(rig);
+        actuator.OnPlan(PlanOf(rec));
+        await actuator.TickAsync(CancellationToken.None);
+        Assert.Equal(1, actuator.Refusals.GetValueOrDefault("node_not_ready"));
+        Assert.Equal($"refused: {node} is cordoned", actuator.StateOf(rec.Id));
+        Assert.Equal(before, Fingerprint(rig));
+        Assert.Null(rig.Node(node)["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation]);
     }
 
     /// <summary>README: "the saving positive". A removal that saves nothing is not started.</summary>

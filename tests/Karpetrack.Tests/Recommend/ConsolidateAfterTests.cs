@@ -169,28 +169,31 @@ public class ConsolidateAfterTests
         Assert.DoesNotContain("waiting", Google.Protobuf.JsonFormatter.Default.Format(plain));
     }
 
-    /// <summary>The actuator's selection: a recommendation still waiting is not started; once its time has come it is.</summary>
+    /// <summary>
+    /// The actuator's selection: a recommendation still waiting is not started; once its time has come it is. On the rig's
+    /// stepped clock (the actuator's and the fakes'), moved by hand.
+    /// </summary>
     [Fact]
     public async Task TheActuatorDoesNotActOnAWaitingRecommendation()
     {
-        var clock = new ManualClock(DateTimeOffset.UtcNow);
-        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick());
+        await using var rig = await ActuationRig.StartAsync(ActuationRig.Quick(), steppedClock: true);
         rig.Detach(rig.Actuator);
+        var clock = rig.Clock!;
         var actuator = new Actuator(ActuationRig.Quick(), rig.Model, rig.Prices, rig.Statuses, NullLogger.Instance, rig.Kube, rig.SpotClient, clock);
         var cls = rig.Demo.ManagedNodes[0].ServerClass;
         var rec = new Recommendation("prov-waiting", RecommendationType.Provision, [], [new NewNode(cls, 1, 0)], [], ["default/p"], 0, 0, 0, 0, -1, ["a test plan"])
         {
-            ActionableAt = clock.Now.AddMinutes(5), Waiting = "waiting for consolidate-after (5m left)",
+            ActionableAt = clock.GetUtcNow().AddMinutes(5), Waiting = "waiting for consolidate-after (5m left)",
         };
         var plan = new Plan([rec], new Dictionary<string, IReadOnlyList<Blocker>>(), [], 0, 0, "us-east-iad-1");
         await actuator.TickAsync(CancellationToken.None);   // the recovery
         actuator.OnPlan(plan);
         await actuator.TickAsync(CancellationToken.None);
-        clock.Advance(TimeSpan.FromMinutes(4));
+        await rig.AdvanceAsync(TimeSpan.FromMinutes(4));
         await actuator.TickAsync(CancellationToken.None);
         Assert.Null(rig.Spot.Pool(Actuator.PoolName(rec.Id, 0)));
         Assert.Equal(0, actuator.Counts.GetValueOrDefault(("create_pool", "succeeded")));
-        clock.Advance(TimeSpan.FromMinutes(1));
+        await rig.AdvanceAsync(TimeSpan.FromMinutes(1));
         actuator.OnPlan(plan);
         await actuator.TickAsync(CancellationToken.None);
         Assert.NotNull(rig.Spot.Pool(Actuator.PoolName(rec.Id, 0)));

@@ -48,12 +48,19 @@ public sealed class KubeApiListTests
     [Fact]
     public async Task ContinueToken_ExpiresWith410Expired()
     {
+        // The token's age is read on the server's clock, which the test moves: just inside the limit it still serves.
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
         await using var server = await StartWithClusterAsync(nodes: 2, pods: 10,
-            new KubeApiServerOptions { ContinueTokenTtl = TimeSpan.FromMilliseconds(200) });
+            new KubeApiServerOptions { ContinueTokenTtl = TimeSpan.FromMinutes(5), Clock = clock });
         using var http = Client(server);
         var (_, first, _) = await GetJsonAsync(http, "/api/v1/pods?limit=3");
         var token = (string)first["metadata"]!["continue"]!;
-        await Task.Delay(400);
+        clock.Advance(TimeSpan.FromMinutes(5));
+        var (fresh, _, _) = await GetJsonAsync(http, $"/api/v1/pods?limit=3&continue={Uri.EscapeDataString(token)}");
+        Assert.Equal(200, fresh);
+        var (_, again, _) = await GetJsonAsync(http, "/api/v1/pods?limit=3");
+        token = (string)again["metadata"]!["continue"]!;
+        clock.Advance(TimeSpan.FromMinutes(5) + TimeSpan.FromSeconds(1));
         var (status, body, _) = await GetJsonAsync(http, $"/api/v1/pods?limit=3&continue={Uri.EscapeDataString(token)}");
         Assert.Equal(410, status);
         Assert.Equal("Status", (string)body["kind"]!);

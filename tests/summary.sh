@@ -11,4 +11,5 @@ for trx in "$@"; do
   failed=$(( failed + ${f:-0} + ${e:-0} + ${t:-0} + ${a:-0} ))
   grep -o '<UnitTestResult [^>]*outcome="Failed"[^>]*>' "$trx" | sed -n 's/.*testName="\([^"]*\)".*/FAILED: \1/p'
 done
-echo "${passed} passed, ${failed} failed, ${skipped} skipped"
+if (( skipped > 0 )); then echo "${skipped} skipped"; fi
+echo "${passed} passed, ${failed} failed"

@@ -181,8 +181,8 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
             if (!r.Read()) return Decode.Incomplete;
             if (r.TokenType == JsonTokenType.EndArray) return Decode.Ok;
             if (!Json.ExpectObject(ref r, ref error, "metadata.ownerReferences[]")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
-            string? kind = null, name = null; bool controller = false;
-            OwnerKind? knownKind = null;   // a kind of the switch below, compared in place instead of read into a string
+            string? name = null; bool controller = false;
+            OwnerKind? knownKind = null;   // compared in place (KnownOwner), never read into a string; any other kind is Other
             while (true)
             {
                 if (!r.Read()) return Decode.Incomplete;
@@ -190,9 +190,8 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
                 if (r.ValueTextEquals("kind"u8))
                 {
                     if (!r.Read()) return Decode.Incomplete;
-                    kind = null;
                     knownKind = r.TokenType == JsonTokenType.String ? KnownOwner(ref r) : null;
-                    if (knownKind is null) kind = Json.String(ref r, ref error, "ownerReferences.kind");
+                    if (knownKind is null) _ = Json.String(ref r, ref error, "ownerReferences.kind");   // a non-string is an error
                 }
                 else if (r.ValueTextEquals("name"u8)) { if (!r.Read()) return Decode.Incomplete; name = Json.String(ref r, ref error, "ownerReferences.name"); }
                 else if (r.ValueTextEquals("controller"u8)) { if (!r.Read()) return Decode.Incomplete; controller = Json.Bool(ref r, ref error, "ownerReferences.controller"); }
@@ -203,15 +202,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
             {
                 haveController = controller;
                 pod.OwnerName = name;
-                pod.Owner = knownKind ?? kind switch
-                {
-                    "DaemonSet" => OwnerKind.DaemonSet,
-                    "Node" => OwnerKind.Mirror,
-                    "ReplicaSet" => OwnerKind.ReplicaSet,
-                    "StatefulSet" => OwnerKind.StatefulSet,
-                    "Job" => OwnerKind.Job,
-                    _ => OwnerKind.Other,
-                };
+                pod.Owner = knownKind ?? OwnerKind.Other;
             }
         }
     }
@@ -377,7 +368,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
         }
     }
 
-    /// <summary>The phases the switch in <see cref="Status"/> knows, compared in place (no string per pod).</summary>
+    /// <summary>The pod phases, compared in place (no string per pod); false for any other, which is Unknown.</summary>
     private static bool KnownPhase(ref Utf8JsonReader r, out PodPhase phase)
     {
         phase = r.ValueTextEquals("Running"u8) ? PodPhase.Running
@@ -388,7 +379,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
         return phase != PodPhase.Unknown;
     }
 
-    /// <summary>The owner kinds <see cref="OwnerReferences"/> maps, compared in place; null for any other.</summary>
+    /// <summary>The owner kinds the model tells apart, compared in place; null for any other (Other).</summary>
     private static OwnerKind? KnownOwner(ref Utf8JsonReader r) =>
         r.ValueTextEquals("ReplicaSet"u8) ? OwnerKind.ReplicaSet
         : r.ValueTextEquals("DaemonSet"u8) ? OwnerKind.DaemonSet
@@ -407,14 +398,12 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
             if (r.ValueTextEquals("phase"u8))
             {
                 if (!r.Read()) return Decode.Incomplete;
-                pod.Phase = r.TokenType == JsonTokenType.String && KnownPhase(ref r, out var known) ? known : Json.String(ref r, ref error, "status.phase") switch
+                if (r.TokenType == JsonTokenType.String && KnownPhase(ref r, out var known)) pod.Phase = known;
+                else
                 {
-                    "Pending" => PodPhase.Pending,
-                    "Running" => PodPhase.Running,
-                    "Succeeded" => PodPhase.Succeeded,
-                    "Failed" => PodPhase.Failed,
-                    _ => PodPhase.Unknown,
-                };
+                    _ = Json.String(ref r, ref error, "status.phase");   // a non-string is an error; any other phase is Unknown
+                    pod.Phase = PodPhase.Unknown;
+                }
             }
             else if (r.ValueTextEquals("conditions"u8))
             {

@@ -307,7 +307,8 @@ public sealed partial class Actuator
         return new ActionPlan(r.Id, r.Type, steps, advisory);
     }
 
-    private static bool IsManaged(NodeView n) => n.Labels.GetValueOrDefault(ManagedLabel) == "true" && n.Pool.Length > 0;
+    /// <summary>A node of a pool Karpetrack created (the managed label and a pool): the only nodes it acts on.</summary>
+    internal static bool IsManaged(NodeView n) => n.Labels.GetValueOrDefault(ManagedLabel) == "true" && n.Pool.Length > 0;
 
     /// <summary>Safety checks that hold for every action (dry-run included), on the world as it is now.</summary>
     public Refusal? GlobalRefusal() => policy.Global(World(null, null));

@@ -8,7 +8,8 @@ namespace Karpetrack;
 /// on, together, when that saves both thresholds (as one node's replacement must).
 /// </summary>
 /// <remarks>
-/// Run before the one-node replacements and again after them. Before: the pods of ten nodes packed together leave
+/// Run before the one-node replacements (for nodes other than Karpetrack's own, which go one node at a time first: that
+/// is what the actuator carries out at the default --max-disrupted-nodes 1) and again after them. Before: the pods of ten nodes packed together leave
 /// about one part-filled new node where ten packings node by node leave ten (on the 5,000-node bench cluster the plan
 /// fell from 7.0 to 5.5 $/h), and one node's saving may miss the dollar threshold (a 0.005 $/h node replaced by a
 /// 0.001 $/h one saves 0.004) where a group's does not. After: the nodes of a group that saved too little, which no
@@ -52,8 +53,8 @@ internal static class MultiNodeReplacement
         return groups;
     }
 
-    /// <summary>A node of a Karpetrack-managed pool, as the actuator tells its own (the managed label and a pool).</summary>
-    private static bool Own(NodeView n) => PlanState.IsManaged(n) && n.Pool.Length > 0;
+    /// <summary>A node of a Karpetrack-managed pool, by the actuator's own test.</summary>
+    private static bool Own(NodeView n) => Actuator.IsManaged(n);
 
     /// <summary>
     /// A candidate with pods whose lower bound on new nodes saves at least the percentage threshold of its price (the

@@ -77,7 +77,7 @@ internal static class ScanProfile
             Step("multi", () => state.Apply(MultiNodeConsolidation.Decide(state, MultiNodeConsolidation.Candidates(state))));
             if (run == 0 && Environment.GetEnvironmentVariable("SCAN_DETAIL") == "1") ReplaceDetail(state);
             List<List<Candidate>> groups = null!, again = null!;
-            Step("groups", () => groups = MultiNodeReplacement.Groups(state));
+            Step("groups", () => groups = MultiNodeReplacement.Groups(state, ownNodes: false));
             Step("group-replace", () => { foreach (var g in groups) state.Apply(MultiNodeReplacement.Decide(state, g)); });
             Step("replace", () => { foreach (var c in Replacement.Candidates(state)) state.Apply(Replacement.Decide(state, c)); });
             Step("groups-again", () => again = MultiNodeReplacement.Groups(state));

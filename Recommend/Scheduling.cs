@@ -77,35 +77,35 @@ public sealed class PodShape
 
     /// <summary>Whether a node with these labels and taints may host a pod of this shape.</summary>
     /// <remarks>
-    /// <see cref="WhyNot"/>'s rules without its text: asked for every (constraint class, node) of a packing over the open
-    /// nodes (millions on a large cluster), a refusal builds no message and the common case enumerates nothing.
+    /// Asked for every (constraint class, node) of a packing over the open nodes (millions on a large cluster): the rules
+    /// run without building a message (<see cref="FirstMisfit"/>), and the common case enumerates nothing.
     /// </remarks>
-    public bool AllowsNode(IReadOnlyDictionary<string, string> labels, IReadOnlyList<Taint> taints)
-    {
-        if (NodeSelector.Count > 0)
-            foreach (var (k, v) in NodeSelector)
-                if (!labels.TryGetValue(k, out var x) || x != v) return false;
-        if (RequiredNodeTerms.Count > 0 && !RequiredNodeTerms.Any(term => term.Matches(labels))) return false;
-        for (int i = 0; i < taints.Count; i++)
-            if (KeepsPodsOff(taints[i]) && !Tolerates(taints[i])) return false;
-        return true;
-    }
+    public bool AllowsNode(IReadOnlyDictionary<string, string> labels, IReadOnlyList<Taint> taints) => FirstMisfit(labels, taints, out _, out _) == Misfit.None;
 
     /// <summary>Null when allowed, else the first reason the node is not a fit (for explanations).</summary>
-    public string? WhyNot(IReadOnlyDictionary<string, string> labels, IReadOnlyList<Taint> taints)
-    {
-        if (NodeSelector.Count > 0)
-            foreach (var (k, v) in NodeSelector)
-                if (!labels.TryGetValue(k, out var x) || x != v) return $"nodeSelector {k}={v}";
-        if (RequiredNodeTerms.Count > 0 && !RequiredNodeTerms.Any(term => term.Matches(labels)))
-            return "required node affinity";
-        for (int i = 0; i < taints.Count; i++)
+    public string? WhyNot(IReadOnlyDictionary<string, string> labels, IReadOnlyList<Taint> taints) =>
+        FirstMisfit(labels, taints, out var selector, out var taint) switch
         {
-            var t = taints[i];
-            if (!KeepsPodsOff(t) || Tolerates(t)) continue;
-            return $"taint {t.Key}={t.Value}:{t.Effect}";
-        }
-        return null;
+            Misfit.NodeSelector => $"nodeSelector {selector.Key}={selector.Value}",
+            Misfit.NodeAffinity => "required node affinity",
+            Misfit.Taint => $"taint {taint!.Key}={taint.Value}:{taint.Effect}",
+            _ => null,
+        };
+
+    private enum Misfit { None, NodeSelector, NodeAffinity, Taint }
+
+    /// <summary>The scheduling rules, in the order explanations give them: nodeSelector, required node affinity, taints.</summary>
+    private Misfit FirstMisfit(IReadOnlyDictionary<string, string> labels, IReadOnlyList<Taint> taints, out KeyValuePair<string, string> selector, out Taint? taint)
+    {
+        selector = default;
+        taint = null;
+        if (NodeSelector.Count > 0)
+            foreach (var kv in NodeSelector)
+                if (!labels.TryGetValue(kv.Key, out var x) || x != kv.Value) { selector = kv; return Misfit.NodeSelector; }
+        if (RequiredNodeTerms.Count > 0 && !RequiredNodeTerms.Any(term => term.Matches(labels))) return Misfit.NodeAffinity;
+        for (int i = 0; i < taints.Count; i++)
+            if (KeepsPodsOff(taints[i]) && !Tolerates(taints[i])) { taint = taints[i]; return Misfit.Taint; }
+        return Misfit.None;
     }
 
     private bool Tolerates(Taint t)

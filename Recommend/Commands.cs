@@ -47,9 +47,10 @@ internal static class Recommendations
         IReadOnlyList<string> pendingPods, Costs costs, Disruption disruption, List<string> reasons)
     {
         // Sorted once, here; the id hashes the same order.
-        moves.Sort(static (a, b) => string.CompareOrdinal(a.Namespace, b.Namespace) is var c and not 0 ? c : string.CompareOrdinal(a.Pod, b.Pod));
+        moves.Sort(PodMove.CompareByPod);
         var id = StableId(type, nodes, newNodes, pendingPods, moves);
-        return new Recommendation(id, type, nodes, newNodes, moves, pendingPods, costs.Current, costs.New, costs.LowerBound,
+        // Held as an exact array: the plan keeps its moves for as long as it is published.
+        return new Recommendation(id, type, nodes, newNodes, moves.ToArray(), pendingPods, costs.Current, costs.New, costs.LowerBound,
             disruption.PodsEvicted, disruption.PdbHeadroom, reasons);
     }
 
@@ -67,7 +68,13 @@ internal static class Recommendations
         buffer.Add('|');
         for (int i = 0; i < pending.Count; i++) { if (i > 0) buffer.Add(','); buffer.Add(pending[i]); }
         buffer.Add('|');
-        foreach (var m in moves) buffer.Add(m.Namespace).Add('/').Add(m.Pod).Add(',');
+        Span<char> name = stackalloc char[256];
+        foreach (var m in moves)
+        {
+            buffer.Add(m.Namespace).Add('/');
+            if (m.TryWritePod(name, out int length)) buffer.Add(name[..length]); else buffer.Add(m.Pod);
+            buffer.Add(',');
+        }
         buffer.Flush();
         Span<byte> digest = stackalloc byte[32];
         hash.GetHashAndReset(digest);

@@ -133,7 +133,7 @@ internal sealed class Destinations
             delta[target] = delta[target] + demand;
             if (group is not null) addedGroups.Add((order[target], group));
             var to = room.View(order[target]).Name;
-            moves.Add(new PodMove(p.Namespace, p.Name, from, to));
+            moves.Add(new PodMove(p, from, to));
             claims.Add(new RoomClaim(to, demand, group));
         }
         unfit?.Sort(StringComparer.Ordinal);

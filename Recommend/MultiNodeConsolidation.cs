@@ -40,7 +40,7 @@ internal static class MultiNodeConsolidation
             return new KeepAll(group.Select(g => Keep.AtLimit(g.Node.Name, limit)).ToList());
         var moves = new List<PodMove>();
         foreach (var (item, bin) in solution.OnExisting.OrderBy(kv => kv.Key))
-            moves.Add(new PodMove(pods[item].Namespace, pods[item].Name, pods[item].Node!, packed.Existing[bin].Name));
+            moves.Add(new PodMove(pods[item], pods[item].Node!, packed.Existing[bin].Name));
         capacity.AddMoves(moves, pods);
         var reasons = new List<string>
         {

@@ -94,7 +94,7 @@ internal sealed class NewCapacity(IReadOnlyList<PlacedBin> bins)
     /// <summary>The moves of the pods placed on new nodes (items index <paramref name="pods"/>), from where each runs now ("" when pending).</summary>
     public void AddMoves(List<PodMove> moves, PodFacts[] pods)
     {
-        foreach (var (i, node) in Placements()) moves.Add(new PodMove(pods[i].Namespace, pods[i].Name, pods[i].Node ?? "", node));
+        foreach (var (i, node) in Placements()) moves.Add(new PodMove(pods[i], pods[i].Node ?? "", node));
     }
 
     /// <summary>"2× gp.vs1.large-iad, 1× mh.vs1.medium-iad", for reasons.</summary>

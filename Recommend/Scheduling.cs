@@ -253,7 +253,16 @@ public static class Scheduling
     public static string UnpackSuffix(long v)
     {
         if (v <= 0) return "";
-        Span<char> buf = stackalloc char[12];
+        Span<char> buf = stackalloc char[MaxSuffixLength];
+        return new string(buf[..WriteSuffix(v, buf)]);
+    }
+
+    /// <summary>The most characters a packed suffix unpacks to.</summary>
+    public const int MaxSuffixLength = 12;
+
+    /// <summary>Unpacks <paramref name="v"/> into <paramref name="buf"/> (at least <see cref="MaxSuffixLength"/> long); the length written (0 for none).</summary>
+    public static int WriteSuffix(long v, Span<char> buf)
+    {
         int n = 0;
         while (v > 0)
         {
@@ -262,7 +271,7 @@ public static class Scheduling
             v /= 38;
         }
         buf[..n].Reverse();
-        return new string(buf[..n]);
+        return n;
     }
 
     /// <summary>Splits a pod name into a shared prefix (owner name and dash) and a packable suffix.</summary>

@@ -33,8 +33,24 @@ internal sealed class Budgets(Dictionary<string, PdbRecord[]> byNamespace)
     public static Budgets Index(PdbRecord[] pdbs) =>
         new(pdbs.GroupBy(p => p.Namespace).ToDictionary(g => g.Key, g => g.ToArray(), StringComparer.Ordinal));
 
-    public IEnumerable<PdbRecord> Covering(PodShape pod) =>
-        (byNamespace.GetValueOrDefault(pod.Namespace) ?? []).Where(b => b.Selector.Matches(pod.Labels));
+    /// <summary>The budgets whose selector matches the pod, in index order. A struct enumeration: asked for every pod a command evicts (a Where with a lambda was one closure and one delegate per pod).</summary>
+    public CoveringBudgets Covering(PodShape pod) => new(byNamespace.GetValueOrDefault(pod.Namespace) ?? [], pod.Labels);
+
+    public readonly struct CoveringBudgets(PdbRecord[] all, IReadOnlyDictionary<string, string> labels)
+    {
+        public Enumerator GetEnumerator() => new(all, labels);
+
+        public struct Enumerator(PdbRecord[] all, IReadOnlyDictionary<string, string> labels)
+        {
+            private int i = -1;
+            public readonly PdbRecord Current => all[i];
+            public bool MoveNext()
+            {
+                while (++i < all.Length) if (all[i].Selector.Matches(labels)) return true;
+                return false;
+            }
+        }
+    }
 
     public Disruption Disruption(PodFacts[] evicted)
     {

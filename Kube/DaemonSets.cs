@@ -17,7 +17,7 @@ public sealed class DaemonSetDecoder(ResourceTable table) : SpecStatusDecoder<Da
 
     protected override Decode ReadField(Part part, ref Utf8JsonReader r, ReadOnlySpan<byte> data, DaemonSetRecord ds, ref string? error)
     {
-        if (part != Part.Spec || !r.ValueTextEquals("template"u8)) return r.TrySkip() ? Decode.Ok : Decode.Incomplete;
+        if (part != Part.Spec || !r.ValueTextEquals("template"u8)) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
         if (!r.Read()) return Decode.Incomplete;
         if (pods.TryDecode(ref r, data, out var template, ref error) == Decode.Incomplete) return Decode.Incomplete;
         ds.Template = template;

@@ -24,7 +24,7 @@ public sealed class PdbDecoder() : SpecStatusDecoder<PdbRecord>("poddisruptionbu
             if (!r.Read()) return Decode.Incomplete;
             if (r.TokenType != JsonTokenType.StartObject) return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
             long start = r.TokenStartIndex;
-            if (!r.TrySkip()) return Decode.Incomplete;
+            if (!Json.Skip(ref r)) return Decode.Incomplete;
             using var doc = JsonDocument.Parse(data[(int)start..(int)r.BytesConsumed].ToArray());
             pdb.Selector = LabelSelector.FromJson(doc.RootElement);
             return Decode.Ok;
@@ -37,11 +37,11 @@ public sealed class PdbDecoder() : SpecStatusDecoder<PdbRecord>("poddisruptionbu
             else if (r.ValueTextEquals("currentHealthy"u8)) target = ref pdb.CurrentHealthy;
             else if (r.ValueTextEquals("desiredHealthy"u8)) target = ref pdb.DesiredHealthy;
             else if (r.ValueTextEquals("expectedPods"u8)) target = ref pdb.ExpectedPods;
-            else return r.TrySkip() ? Decode.Ok : Decode.Incomplete;
+            else return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
             if (!r.Read()) return Decode.Incomplete;
             if (r.TokenType == JsonTokenType.Number && r.TryGetInt32(out var n)) target = n;
             return Decode.Ok;
         }
-        return r.TrySkip() ? Decode.Ok : Decode.Incomplete;
+        return Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
     }
 }

@@ -61,7 +61,7 @@ public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord
             if (r.ValueTextEquals("metadata"u8)) { if (!r.Read()) return Decode.Incomplete; d = Metadata(ref r, node, ref error); }
             else if (r.ValueTextEquals("spec"u8)) { if (!r.Read()) return Decode.Incomplete; d = Spec(ref r, node, ref error); }
             else if (r.ValueTextEquals("status"u8)) { if (!r.Read()) return Decode.Incomplete; d = Status(ref r, node, ref error); }
-            else d = r.TrySkip() ? Decode.Ok : Decode.Incomplete;
+            else d = Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
             if (d == Decode.Incomplete) return d;
         }
     }
@@ -80,7 +80,7 @@ public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord
             else if (r.ValueTextEquals("creationTimestamp"u8)) { if (!r.Read()) return Decode.Incomplete; node.Created = Json.Time(ref r); }
             else if (r.ValueTextEquals("labels"u8)) { if (!r.Read()) return Decode.Incomplete; d = Json.StringMap(ref r, node.Labels, ref error, "metadata.labels", pool); }
             else if (r.ValueTextEquals("annotations"u8)) { if (!r.Read()) return Decode.Incomplete; d = Json.StringMap(ref r, node.Annotations, ref error, "metadata.annotations", pool, KeptAnnotation); }
-            else if (!r.TrySkip()) return Decode.Incomplete;
+            else if (!Json.Skip(ref r)) return Decode.Incomplete;
             if (d == Decode.Incomplete) return d;
         }
     }
@@ -111,13 +111,13 @@ public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord
                         if (r.ValueTextEquals("key"u8)) { if (!r.Read()) return Decode.Incomplete; key = Json.String(ref r, ref error, "spec.taints.key", pool); }
                         else if (r.ValueTextEquals("value"u8)) { if (!r.Read()) return Decode.Incomplete; value = Json.String(ref r, ref error, "spec.taints.value", pool); }
                         else if (r.ValueTextEquals("effect"u8)) { if (!r.Read()) return Decode.Incomplete; effect = Json.String(ref r, ref error, "spec.taints.effect", pool); }
-                        else if (!r.TrySkip()) return Decode.Incomplete;
+                        else if (!Json.Skip(ref r)) return Decode.Incomplete;
                     }
                     if (key is not null) taints.Add(new Taint(key, value, effect ?? ""));
                 }
                 node.Taints = taints.ToArray();
             }
-            else if (!r.TrySkip()) return Decode.Incomplete;
+            else if (!Json.Skip(ref r)) return Decode.Incomplete;
         }
     }
 
@@ -137,7 +137,7 @@ public sealed class NodeDecoder(ResourceTable table) : IObjectDecoder<NodeRecord
                 d = Json.Conditions(ref r, ref error, "Ready"u8, "True"u8, default, out var ready, out _);
                 if (ready is { } isReady) node.Ready = isReady;
             }
-            else if (!r.TrySkip()) return Decode.Incomplete;
+            else if (!Json.Skip(ref r)) return Decode.Incomplete;
             if (d == Decode.Incomplete) return d;
         }
     }

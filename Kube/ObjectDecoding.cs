@@ -62,7 +62,7 @@ public abstract class SpecStatusDecoder<T>(string kind) : IObjectDecoder<T> wher
             Part part;
             if (r.ValueTextEquals("spec"u8)) part = Part.Spec;
             else if (r.ValueTextEquals("status"u8)) part = Part.Status;
-            else { if (!r.TrySkip()) return Decode.Incomplete; continue; }
+            else { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
             if (!r.Read()) return Decode.Incomplete;
             if (!Json.ExpectObject(ref r, ref error, part == Part.Spec ? "spec" : "status")) { if (!Json.Skip(ref r)) return Decode.Incomplete; continue; }
             while (true)
@@ -92,7 +92,7 @@ internal static class Meta
             if (r.ValueTextEquals("name"u8)) { if (!r.Read()) return Decode.Incomplete; name = Json.String(ref r, ref error, "metadata.name") ?? ""; }
             else if (r.ValueTextEquals("namespace"u8)) { if (!r.Read()) return Decode.Incomplete; ns = Json.String(ref r, ref error, "metadata.namespace") ?? ""; }
             else if (r.ValueTextEquals("resourceVersion"u8)) { if (!r.Read()) return Decode.Incomplete; rv = Json.String(ref r, ref error, "metadata.resourceVersion"); }
-            else if (!r.TrySkip()) return Decode.Incomplete;
+            else if (!Json.Skip(ref r)) return Decode.Incomplete;
         }
     }
 }
@@ -138,7 +138,7 @@ internal static class Json
     /// <summary>Skips the value the reader is on (or, on a property name, the value after it).</summary>
     public static bool Skip(ref Utf8JsonReader r) =>
         r.TokenType is JsonTokenType.PropertyName or JsonTokenType.StartObject or JsonTokenType.StartArray
-            ? r.TrySkip()
+            ? JsonSkip.Skip(ref r)
             : true;
 
     public static void Fail(ref string? error, string path, string problem) => error ??= $"{path}: {problem}";
@@ -288,7 +288,7 @@ internal static class Json
                 if (r.ValueTextEquals("type"u8)) { if (!r.Read()) return Decode.Incomplete; typeIs = r.TokenType == JsonTokenType.String && r.ValueTextEquals(type); }
                 else if (r.ValueTextEquals("status"u8)) { if (!r.Read()) return Decode.Incomplete; statusIs = r.TokenType == JsonTokenType.String && r.ValueTextEquals(status); }
                 else if (!reason.IsEmpty && r.ValueTextEquals("reason"u8)) { if (!r.Read()) return Decode.Incomplete; reasonIs = r.TokenType == JsonTokenType.String && r.ValueTextEquals(reason); }
-                else if (!r.TrySkip()) return Decode.Incomplete;
+                else if (!Json.Skip(ref r)) return Decode.Incomplete;
             }
             if (!typeIs) continue;
             last = statusIs && reasonIs;

@@ -62,7 +62,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
             if (r.ValueTextEquals("metadata"u8)) { if (!r.Read()) return Decode.Incomplete; d = Metadata(ref r, data, pod, ref error); }
             else if (r.ValueTextEquals("spec"u8)) { if (!r.Read()) return Decode.Incomplete; d = Spec(ref r, data, pod, ref error); }
             else if (r.ValueTextEquals("status"u8)) { if (!r.Read()) return Decode.Incomplete; d = Status(ref r, pod, ref error); }
-            else d = r.TrySkip() ? Decode.Ok : Decode.Incomplete;
+            else d = Json.Skip(ref r) ? Decode.Ok : Decode.Incomplete;
             if (d == Decode.Incomplete) return d;
         }
         pod.Requests = Effective();
@@ -103,12 +103,12 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
                 if (!r.Read()) return Decode.Incomplete;                  // its value
                 if (r.TokenType == JsonTokenType.String) continue;
                 ok = false;
-                if (!r.TrySkip()) return Decode.Incomplete;
+                if (!Json.Skip(ref r)) return Decode.Incomplete;
             }
         }
         else
         {
-            if (!r.TrySkip()) return Decode.Incomplete;
+            if (!Json.Skip(ref r)) return Decode.Incomplete;
             ok = !stringMap;   // a map of strings must be an object
         }
         var slice = data[(int)start..(int)r.BytesConsumed];
@@ -146,7 +146,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
                 if (!r.Read()) return Decode.Incomplete;
                 if (Raw(ref r, data, out pod.LabelsJson, ref error, "metadata.labels", stringMap: true) == Decode.Incomplete) return Decode.Incomplete;
             }
-            else if (!r.TrySkip()) return Decode.Incomplete;
+            else if (!Json.Skip(ref r)) return Decode.Incomplete;
         }
     }
 
@@ -195,7 +195,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
                 }
                 else if (r.ValueTextEquals("name"u8)) { if (!r.Read()) return Decode.Incomplete; name = Json.String(ref r, ref error, "ownerReferences.name"); }
                 else if (r.ValueTextEquals("controller"u8)) { if (!r.Read()) return Decode.Incomplete; controller = Json.Bool(ref r, ref error, "ownerReferences.controller"); }
-                else if (!r.TrySkip()) return Decode.Incomplete;
+                else if (!Json.Skip(ref r)) return Decode.Incomplete;
             }
             if (pod.Owner == OwnerKind.Mirror || haveController) continue;
             if (controller || pod.Owner == OwnerKind.None)
@@ -229,7 +229,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
                 if (r.TokenType == JsonTokenType.Number && r.TryGetInt32(out var prio)) pod.Priority = prio;
             }
             else if (r.ValueTextEquals("volumes"u8)) { if (!r.Read()) return Decode.Incomplete; d = Volumes(ref r, pod, ref error); }
-            else if (!r.TrySkip()) return Decode.Incomplete;
+            else if (!Json.Skip(ref r)) return Decode.Incomplete;
             if (d == Decode.Incomplete) return d;
         }
     }
@@ -247,7 +247,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
             {
                 if (!r.Read()) return Decode.Incomplete;
                 if (r.TokenType == JsonTokenType.EndObject) break;
-                if (r.ValueTextEquals("hostPath"u8)) { pod.Traits |= PodTraits.LocalStorage; if (!r.TrySkip()) return Decode.Incomplete; }
+                if (r.ValueTextEquals("hostPath"u8)) { pod.Traits |= PodTraits.LocalStorage; if (!Json.Skip(ref r)) return Decode.Incomplete; }
                 else if (r.ValueTextEquals("emptyDir"u8))
                 {
                     if (!r.Read()) return Decode.Incomplete;
@@ -263,12 +263,12 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
                                 if (!r.Read()) return Decode.Incomplete;
                                 memory = r.TokenType == JsonTokenType.String && r.ValueTextEquals("Memory"u8);
                             }
-                            else if (!r.TrySkip()) return Decode.Incomplete;
+                            else if (!Json.Skip(ref r)) return Decode.Incomplete;
                         }
                     }
                     if (!memory) pod.Traits |= PodTraits.LocalStorage;
                 }
-                else if (!r.TrySkip()) return Decode.Incomplete;
+                else if (!Json.Skip(ref r)) return Decode.Incomplete;
             }
         }
     }
@@ -297,7 +297,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
                 }
                 Array.Clear(container);
             }
-            else if (!r.TrySkip()) return Decode.Incomplete;
+            else if (!Json.Skip(ref r)) return Decode.Incomplete;
         }
     }
 
@@ -337,7 +337,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
                     restartAlways = r.TokenType == JsonTokenType.String && r.ValueTextEquals("Always"u8)
                         || Json.String(ref r, ref error, path.RestartPolicy) == "Always";
                 }
-                else if (!r.TrySkip()) return Decode.Incomplete;
+                else if (!Json.Skip(ref r)) return Decode.Incomplete;
             }
             for (int i = 0; i < container.Length; i++)
             {
@@ -364,7 +364,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
                 if (!r.Read()) return Decode.Incomplete;
                 if (Json.ResourceMap(ref r, table, container, ref error, path.Requests) == Decode.Incomplete) return Decode.Incomplete;
             }
-            else if (!r.TrySkip()) return Decode.Incomplete;
+            else if (!Json.Skip(ref r)) return Decode.Incomplete;
         }
     }
 
@@ -412,7 +412,7 @@ public sealed class PodDecoder(ResourceTable table) : IObjectDecoder<PodRecord>
                     return Decode.Incomplete;
                 if (unschedulable) pod.Unschedulable = true;
             }
-            else if (!r.TrySkip()) return Decode.Incomplete;
+            else if (!Json.Skip(ref r)) return Decode.Incomplete;
         }
     }
 }

@@ -185,6 +185,7 @@ public sealed class Reflector<T> where T : class
     {
         string? lastRv = null;
         bool needList = true;
+        if (!JsonSkip.Enabled) log.LogWarning("{Resource}: the fast JSON skip failed its self-check; decoding skips values token by token (slower, same results)", path);
         var backoff = new Backoff(options, random, clock);
         while (!ct.IsCancellationRequested)
         {

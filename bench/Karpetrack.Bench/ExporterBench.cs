@@ -11,6 +11,41 @@ internal static class ExporterBench
 {
     private const string Section = "Exporter (in process)";
 
+    /// <summary>
+    /// `Karpetrack.Bench decode`: the LIST decode and the watch decode-and-apply of <see cref="Run"/>, five rounds each,
+    /// printed and not written to BENCHMARKS.md (for comparing two builds back to back).
+    /// </summary>
+    public static void RunDecode(SyntheticData data)
+    {
+        var table = ResourceTable.Default;
+        var body = data.PodList();
+        var events = new MemoryStream();
+        for (int i = 0; i < Math.Min(100_000, data.Pods.Length); i++)
+        {
+            events.Write("""{"type":"MODIFIED","object":"""u8);
+            events.Write(data.Pods[i]);
+            events.Write("}\n"u8);
+        }
+        var eventBytes = events.ToArray();
+        var model = new ClusterModel(table);
+        var nodeDecoder = new NodeDecoder(table);
+        foreach (var n in data.Nodes) model.UpsertNode(nodeDecoder.DecodeComplete(n, out _));
+        for (int round = 0; round < 5; round++)
+        {
+            var sw = Stopwatch.StartNew();
+            int count = 0;
+            using (var window = new StreamWindow(new MemoryStream(body, writable: false)))
+                new ListParser<PodRecord>(new PodDecoder(table)).ParseAsync(window, (_, _) => count++, default).GetAwaiter().GetResult();
+            double list = sw.Elapsed.TotalSeconds;
+            sw.Restart();
+            int applied = 0;
+            using (var window = new StreamWindow(new MemoryStream(eventBytes, writable: false)))
+                new WatchParser<PodRecord>(new PodDecoder(table)).ParseAsync(window, (_, p, _, _) => { model.UpsertPod(p!); applied++; }, default).GetAwaiter().GetResult();
+            double watch = sw.Elapsed.TotalSeconds;
+            Console.WriteLine($"round {round}: LIST decode {body.Length / 1e6 / list:F0} MB/s ({count} pods, {list:F2} s); watch decode+apply {applied / watch / 1000:F0}k events/s ({watch:F2} s)");
+        }
+    }
+
     public static void Run(SyntheticData data, Report report)
     {
         var table = ResourceTable.Default;

@@ -55,6 +55,12 @@ if (args.Length > 0 && args[0] == "list-throughput")
     return;
 }
 
+if (args.Length > 0 && args[0] == "decode")
+{
+    ExporterBench.RunDecode(SyntheticData.Build(nodes, pods));
+    return;
+}
+
 if (args.Length > 1 && args[0] == "probe")
 {
     await ListProbe.RunAsync(args[1], model: args.Contains("--model"));

@@ -14,7 +14,7 @@ public sealed class FuzzTests
     private static readonly DateTimeOffset Now = new(2026, 6, 1, 0, 0, 0, TimeSpan.Zero);
 
     /// <summary>Replaces, inserts, deletes or duplicates a few bytes; sometimes splices in a hostile token.</summary>
-    private static byte[] Mutate(byte[] seed, Random rng)
+    internal static byte[] Mutate(byte[] seed, Random rng)
     {
         string[] tokens = ["1e2147483647", "-1e2147483648", "99999999999999999999999999999999", "10000000000GB", "\"\\ud800\"",
             "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", "null", "{}", "-0", "1e-400", "\"9Ei\"", "\"1e2147483647\""];

@@ -14,16 +14,48 @@ internal sealed class DualBound
     public readonly double[] WMax;       // per dimension: max over types, prices existing capacity
     public readonly decimal Reported;    // max of the valid bounds below, for the items that need new bins
 
-    private DualBound(double[] w, double[] value, double[] wmax, decimal reported) { W = w; Value = value; WMax = wmax; Reported = reported; }
+    // The LP's capacities and demand groups, kept for the floor cuts.
+    private readonly (long[] CapEff, long[] GDem, double[] GCount, int[][] GTypes, int Groups) lp;
+
+    private DualBound(double[] w, double[] value, double[] wmax, decimal reported, (long[], long[], double[], int[][], int) lp)
+    {
+        W = w; Value = value; WMax = wmax; Reported = reported; this.lp = lp;
+    }
 
     public static DualBound Compute(PackingInstance x)
     {
-        const int D = PackingInstance.D;
-        int S = x.S, T = x.T;
+        var (w, value, wmax, lp, capEff, gDem, gCount, gTypes, groups) = Lp(x);
+        double bound = Math.Max(Math.Max(lp, Solitary(x, capEff)), DualFeasibleBound.Compute(x, capEff, w, gDem, gCount, gTypes, groups));
+        bound = Math.Max(bound, AntiAffinityBound.Compute(x, capEff, w, gDem, gCount, gTypes, groups));
+        return new DualBound(w, value, wmax, Report(x, bound), (capEff, gDem, gCount, gTypes, groups));
+    }
+
+    private static decimal Report(PackingInstance x, double bound)
+    {
+        // Float rounding must never lift the bound above the truth.
+        decimal reported = bound <= 0 ? 0m : (decimal)(bound * (1 - 1e-9));
+        // A cost is a sum of prices: when every price is a whole number of millionths so is the optimum, and
+        // the bound may be rounded up to the next millionth (this also removes the float margin above).
+        if (reported > 0 && x.P.Types.All(t => decimal.Round(t.PricePerHour, 6) == t.PricePerHour))
+            reported = Math.Ceiling(reported * 1_000_000m) / 1_000_000m;
+        return reported;
+    }
+
+    /// <summary>The LP relaxation's bound by dual ascent: the price vectors, each shape's worth, and the bound.</summary>
+    private static (double[] W, double[] Value, double[] WMax, double Lp, long[] CapEff, long[] GDem, double[] GCount, int[][] GTypes, int Groups) Lp(PackingInstance x)
+    {
         var capEff = EffectiveCapacities(x);
         int groups = Compress(x, out var gDem, out var gCount, out var gTypes);
         var w = new DualAscent(x, capEff, groups, gDem, gCount, gTypes).Run();
+        var (value, wmax, lp) = Values(x, w);
+        return (w, value, wmax, lp, capEff, gDem, gCount, gTypes, groups);
+    }
 
+    /// <summary>Each shape's worth at the price vectors w (its cheapest allowed type), and the bound they give.</summary>
+    private static (double[] Value, double[] WMax, double Lp) Values(PackingInstance x, double[] w)
+    {
+        const int D = PackingInstance.D;
+        int S = x.S, T = x.T;
         var value = new double[S];
         var wmax = new double[D];
         for (int t = 0; t < T; t++) for (int r = 0; r < D; r++) wmax[r] = Math.Max(wmax[r], w[t * D + r]);
@@ -43,16 +75,75 @@ internal sealed class DualBound
             if (!x.AnyBin[s]) mustNew += value[s] * x.SItems[s].Length;
         }
         for (int e = 0; e < x.E; e++) for (int r = 0; r < D; r++) existingWorth += Math.Max(0, x.Free[e * D + r]) * wmax[r];
-        double lp = Math.Max(mustNew, all - existingWorth);
-        double bound = Math.Max(Math.Max(lp, Solitary(x, capEff)), DualFeasibleBound.Compute(x, capEff, w, gDem, gCount, gTypes, groups));
-        bound = Math.Max(bound, AntiAffinityBound.Compute(x, capEff, w, gDem, gCount, gTypes, groups));
-        // Float rounding must never lift the bound above the truth.
-        decimal reported = bound <= 0 ? 0m : (decimal)(bound * (1 - 1e-9));
-        // A cost is a sum of prices: when every price is a whole number of millionths so is the optimum, and
-        // the bound may be rounded up to the next millionth (this also removes the float margin above).
-        if (reported > 0 && x.P.Types.All(t => decimal.Round(t.PricePerHour, 6) == t.PricePerHour))
-            reported = Math.Ceiling(reported * 1_000_000m) / 1_000_000m;
-        return new DualBound(w, value, wmax, reported);
+        return (value, wmax, Math.Max(mustNew, all - existingWorth));
+    }
+
+    /// <summary>
+    /// The bound raised, where it can be, by floor cuts: whatever shapes share a bin, their cpu sums to at most the
+    /// bin's, so Σ⌊cpu/q⌋ over them is at most ⌊Σcpu/q⌋ ≤ ⌊capacity/q⌋ (⌊·⌋ is superadditive) for any q. That is one more
+    /// dimension, which the LP lacks and which counts how many large pods a bin can hold: with 4-core pods, a node
+    /// of 15.9 cores holds three (the LP packs 3.98), one of 7.9 cores one. The LP is solved again with the unused GPU
+    /// dimension carrying ⌊cpu/q⌋ (so only where no shape asks for a GPU), for two q (the largest distinct cpu demands
+    /// below half the largest capacity whose pods with at least that much hold a tenth of all cpu), and the best is kept. W and Value stay this LP's.
+    /// </summary>
+    public DualBound WithFloorCuts(PackingInstance x, int candidates = 2)
+    {
+        const int D = PackingInstance.D;
+        double total = 0;
+        var bySize = new SortedDictionary<long, double>();
+        for (int s = 0; s < x.S; s++)
+        {
+            if (!x.AnyType[s]) continue;
+            if (x.SDem[s * D + 2] != 0) return this;
+            long c = x.SDem[s * D];
+            if (c <= 0) continue;
+            double all = (double)c * x.SItems[s].Length;
+            total += all;
+            bySize[c] = bySize.GetValueOrDefault(c) + all;
+        }
+        if (total <= 0) return this;
+        long maxCap = 0;
+        for (int t = 0; t < x.T; t++) maxCap = Math.Max(maxCap, x.Cap[t * D]);
+        double best = 0, bestGrouped = 0, above = 0;
+        int tried = 0;
+        long chosenQ = 0;
+        double[]? chosenW = null;
+        var (capEff, gDem, gCount, gTypes, groups) = lp;
+        var capQ = (long[])capEff.Clone();
+        var demQ = (long[])gDem.Clone();
+        foreach (var (c, all) in bySize.Reverse())
+        {
+            above += all;
+            if (tried >= candidates) break;
+            // A q of at least half the largest capacity only counts solitary pods (Solitary does that); one whose pods
+            // with at least q hold less than a tenth of the cpu cannot lift the bound by much.
+            if (2 * c >= maxCap || above < 0.1 * total) continue;
+            tried++;
+            // Each q is judged by the LP over this LP's demand groups (each group's cpu is its members' least, so ⌊cpu/q⌋
+            // is theirs too, and the group value is itself a bound); only the best is valued shape by shape.
+            for (int t = 0; t < x.T; t++) capQ[t * D + 2] = Math.Max(0, x.Cap[t * D]) / c;
+            for (int g = 0; g < groups; g++) demQ[g * D + 2] = Math.Max(0, gDem[g * D]) / c;
+            var w = new DualAscent(x, capQ, groups, demQ, gCount, gTypes).Run();
+            double grouped = 0;
+            for (int g = 0; g < groups; g++)
+            {
+                double m = double.PositiveInfinity;
+                foreach (int t in gTypes[g])
+                {
+                    double sum = 0;
+                    for (int r = 0; r < D; r++) sum += demQ[g * D + r] * w[t * D + r];
+                    m = Math.Min(m, sum);
+                }
+                if (!double.IsPositiveInfinity(m)) grouped += gCount[g] * m;
+            }
+            if (chosenW is null || grouped > bestGrouped) { bestGrouped = grouped; chosenQ = c; chosenW = w; }
+        }
+        if (chosenW is null) return this;
+        // The groups cover every item, also those an existing bin may take: a bound only where there are no existing bins.
+        if (x.E == 0) best = bestGrouped;
+        best = Math.Max(best, Values(new PackingInstance(x, chosenQ), chosenW).Lp);
+        var raised = Report(x, best);
+        return raised > Reported ? new DualBound(W, Value, WMax, raised, lp) : this;
     }
 
     private static long[] EffectiveCapacities(PackingInstance x)

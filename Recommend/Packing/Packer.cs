@@ -12,8 +12,9 @@ public static class Packer
         o ??= new PackingOptions();
         var x = new PackingInstance(p);
         var dual = DualBound.Compute(x);
-        var best = Construct(x, dual, o);
         int placeable = x.PlaceableItems;
+        if (placeable >= o.FloorCutMinItems) dual = dual.WithFloorCuts(x);
+        var best = Construct(x, dual, o);
         if (placeable <= o.ChoicePortfolioItems && !o.ChoiceByDual)
         {
             var alt = Construct(x, dual, o with { ChoiceByDual = true });

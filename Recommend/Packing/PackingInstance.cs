@@ -76,6 +76,27 @@ internal sealed class PackingInstance
         TypesByPrice = [.. Enumerable.Range(0, T).OrderBy(t => Price[t]).ThenBy(t => p.Types[t].Id).ThenBy(t => t)];
     }
 
+    /// <summary>
+    /// A copy whose GPU dimension counts whole multiples of <paramref name="q"/> millicores instead: ⌊cpu / q⌋ of each
+    /// shape, type and existing bin (see <see cref="DualBound.WithFloorCuts"/>). Only for instances where no shape asks
+    /// for a GPU; compatibility (TypeOk, BinOk, the GPU rule) is the original's.
+    /// </summary>
+    internal PackingInstance(PackingInstance x, long q)
+    {
+        P = x.P; N = x.N; T = x.T; E = x.E; S = x.S;
+        Price = x.Price; MaxCount = x.MaxCount; ShapeOf = x.ShapeOf; SCon = x.SCon; SAa = x.SAa; SItems = x.SItems;
+        TypeOk = x.TypeOk; BinOk = x.BinOk; AnyType = x.AnyType; AnyBin = x.AnyBin; SRow = x.SRow;
+        TypesByPrice = x.TypesByPrice; PlaceableItems = x.PlaceableItems;
+        Cap = Floors(x.Cap, q); SDem = Floors(x.SDem, q); Free = Floors(x.Free, q);
+    }
+
+    private static long[] Floors(long[] a, long q)
+    {
+        var b = (long[])a.Clone();
+        for (int k = 0; k < b.Length; k += D) b[k + 2] = Math.Max(0, b[k]) / q;
+        return b;
+    }
+
     /// <summary>Fills TypeOk, BinOk, AnyType and AnyBin; returns the number of items some bin may take.</summary>
     private int Compatibility(PackingProblem p)
     {

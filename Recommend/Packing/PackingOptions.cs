@@ -71,6 +71,11 @@ public sealed record PackingOptions
     /// the recommender's per-node replacement problems (at most 110 pods each, thousands of them) must stay cheap.
     /// </summary>
     public int ColumnGenerationMinItems { get; init; } = 200;
+    /// <summary>
+    /// From this many placeable items on, the reported bound also tries the LP with floor cuts (<see cref="DualBound.WithFloorCuts"/>:
+    /// a few more dual ascents); below, the recommender's many small per-node problems stay as cheap as before.
+    /// </summary>
+    public int FloorCutMinItems { get; init; } = 200;
     /// <summary>Rows of the master LP: shapes are merged on a geometric grid until at most this many remain.</summary>
     public int ColumnGroups { get; init; } = 160;
     /// <summary>Column generation rounds (master solve, then pricing of every type).</summary>

@@ -30,6 +30,7 @@ internal static class FamilyProfile
         var workloads = Arg(args, "--workloads")?.Split(',') ?? PackingFamily.Workloads;
         int n = Arg(args, "--pods") is { } p ? int.Parse(p, CultureInfo.InvariantCulture) : 10_000;
         int runs = Arg(args, "--runs") is { } r ? int.Parse(r, CultureInfo.InvariantCulture) : 5;
+        if (Arg(args, "--dump") is not null) { RunDump(args); return; }
         if (args.Contains("--recommender-bench"))
         {
             // The recommender table's instance (RecommenderBench.RunProvisioning): the perf-anchors mix on the iad classes of
@@ -83,6 +84,8 @@ internal static class FamilyProfile
             var dual = DualBound.Compute(x);
             Mark("dual bound");
             var o = new PackingOptions();
+            if (x.PlaceableItems >= o.FloorCutMinItems) dual = dual.WithFloorCuts(x);
+            Mark("floor cuts");
             PackingSolution? best = null;
             foreach (var byDual in x.PlaceableItems <= o.ChoicePortfolioItems ? new[] { false, true } : [false])
             {
@@ -182,6 +185,45 @@ internal static class FamilyProfile
                 Console.WriteLine($"{model.Name} {workload} {n}: product plan {product.Cost} bound {product.LowerBound} (resource {product.ResourceBound}); "
                     + $"configuration LP rounded down: {D(down)} in {c1 - c0:F0} ms; rounded up: {D(up)}; its plan {plan?.Cost} ({plan?.Unplaced.Count} unplaced) in {c2 - c1:F0} ms");
             }
+    }
+
+    /// <summary>
+    /// `Karpetrack.Bench family-profile --models a --workloads w --pods N --dump file`: the recommender's packing problem of one
+    /// instance as text, for offline checks (an independent LP): "T name cpu mem gpu pods price" per bin type, "C con
+    /// allowed-type-ids" per constraint class, "S con group cpu mem gpu pods count" per shape; then the product's plan and bound.
+    /// </summary>
+    public static void RunDump(string[] args)
+    {
+        var model = PackingFamily.PriceModels().Single(m => m.Name == Arg(args, "--models"));
+        string workload = Arg(args, "--workloads") ?? "mix";
+        int n = Arg(args, "--pods") is { } p ? int.Parse(p, CultureInfo.InvariantCulture) : 10_000;
+        var cluster = PackingFamily.Cluster(workload, n, seed: n + Array.IndexOf(PackingFamily.Workloads, workload));
+        var state = new PlanState(cluster.Snapshot(), cluster.Pods(), [], [], model.Book, model.Options, [], null);
+        var pending = Provisioning.Candidates(state);
+        var shapes = new ShapeIndex(state.Resources);
+        var items = pending.Select((q, i) => shapes.Item(i, q)).ToList();
+        var problem = shapes.Problem(items, state.Offers, state.Room.Bins(null), (c, b) => shapes.AllowsNode(c, state.Room.View(b.Name), state.Room.GroupsOn(b.Name)));
+        var x = new PackingInstance(problem);
+        var w = new StringWriter(CultureInfo.InvariantCulture);
+        for (int t = 0; t < x.T; t++)
+            w.WriteLine($"T {problem.Types[t].Name} {x.Cap[t * 4]} {x.Cap[t * 4 + 1]} {x.Cap[t * 4 + 2]} {x.Cap[t * 4 + 3]} {problem.Types[t].PricePerHour}");
+        foreach (var con in Enumerable.Range(0, x.S).Select(s => x.SCon[s]).Distinct().Order())
+        {
+            w.WriteLine($"C {con} " + string.Join(' ', Enumerable.Range(0, x.T).Where(t => problem.TypeAllows(con, problem.Types[t]))));
+        }
+        for (int s = 0; s < x.S; s++)
+            w.WriteLine($"S {x.SCon[s]} {x.SAa[s]} {x.SDem[s * 4]} {x.SDem[s * 4 + 1]} {x.SDem[s * 4 + 2]} {x.SDem[s * 4 + 3]} {x.SItems[s].Length} " + string.Join(',', Enumerable.Range(0, x.T).Where(t => x.TypeOk[s * x.T + t])));
+        var sol = Packer.Solve(problem);
+        w.WriteLine($"# plan {sol.Cost} bound {sol.LowerBound} resource {sol.ResourceBound} unplaced {sol.Unplaced.Count}");
+        foreach (var g in sol.NewBins.GroupBy(b => b.Type.Name).OrderBy(g => g.Key, StringComparer.Ordinal))
+        {
+            double cpu = g.Sum(b => (double)b.Used.CpuMilli) / g.Sum(b => (double)b.Type.Capacity.CpuMilli);
+            double mem = g.Sum(b => (double)b.Used.MemoryBytes) / g.Sum(b => (double)b.Type.Capacity.MemoryBytes);
+            var cons = string.Join(',', g.SelectMany(b => b.Items).GroupBy(i => problem.Items[i].Constraint).OrderBy(c => c.Key).Select(c => $"{c.Key}:{c.Count()}"));
+            w.WriteLine($"# bins {g.Key} {g.Count()} cpu {cpu:P1} mem {mem:P1} items by class {cons}");
+        }
+        foreach (var u in sol.Unplaced) w.WriteLine($"# unplaced {u.Item} class {problem.Items[u.Item].Constraint} {problem.Items[u.Item].Demand}: {u.Reason}");
+        File.WriteAllText(Arg(args, "--dump")!, w.ToString());
     }
 
     private static string? Arg(string[] args, string name)

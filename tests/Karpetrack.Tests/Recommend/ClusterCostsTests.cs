@@ -104,6 +104,28 @@ public class ClusterCostsTests
     }
 
     [Fact]
+    public void PodsOnNodesTheSnapshotHidesAreLeftOutOfTheBoundPendingPodsAreNot()
+    {
+        // b is hidden (as --node-selector hides a node): its pod is neither in today's cost nor in the bound.
+        var s = new Scenario().Node("a", "gp.vs1.large-iad").Node("b", "gp.vs1.large-iad")
+            .Pod("on-a", "a", "1", "2Gi").Pod("on-b", "b", "2", "6Gi").Pod("waiting", null, "1", "2Gi", pending: true);
+        var full = s.Model.Snapshot();
+        var hiding = new ClusterSnapshot
+        {
+            Resources = full.Resources, Nodes = full.Nodes.Where(n => n.Name != "b").ToArray(), PendingRequests = full.PendingRequests,
+            PendingPods = full.PendingPods, Version = full.Version,
+        };
+        var costs = ClusterCosts.WithOutlook(Plan.Empty, hiding, s.Model.Pods(), [], Scenario.Book, Options).Costs!;
+        var expected = ClusterCosts.LowerBound(s.Model.Pods().Where(p => p.Node != "b").ToArray(), Offers.For(hiding, Scenario.Book, "us-east-iad-1", Options, []), full.Resources);
+        Assert.Equal(expected, (costs.LowerBoundPerHour, costs.LowerBoundExcludedPods));
+        var all = ClusterCosts.WithOutlook(Plan.Empty, full, s.Model.Pods(), [], Scenario.Book, Options).Costs!;
+        Assert.True(all.LowerBoundPerHour > costs.LowerBoundPerHour);
+        // The pending pod counts: without it the bound is lower still.
+        var noPending = ClusterCosts.LowerBound(s.Model.Pods().Where(p => p.Node == "a").ToArray(), Offers.For(hiding, Scenario.Book, "us-east-iad-1", Options, []), full.Resources);
+        Assert.True(costs.LowerBoundPerHour > noPending.Bound);
+    }
+
+    [Fact]
     public void AnEmptyClusterCostsNothingAtBest()
     {
         var costs = Outlook(new Scenario().Node("a", "gp.vs1.large-iad")).Costs!;

@@ -15,6 +15,7 @@ internal sealed class ListPrefetch : IAsyncDisposable
     private readonly CancellationTokenSource cts;
     private readonly TimeSpan timeout;
     private readonly int limit;
+    private readonly ArrayPool<byte> pool;
     private readonly Task run;
     private HttpResponseMessage? response;
     private Stream? body;
@@ -26,10 +27,13 @@ internal sealed class ListPrefetch : IAsyncDisposable
     /// <param name="open">Sends the GET and returns the response once its headers are in (throws on an error answer).</param>
     /// <param name="limit">At most this many bytes of the body are read ahead; 0 only sends the request.</param>
     /// <param name="timeout">Bound on the request and read-ahead, and again on the rest of the page once taken.</param>
-    public ListPrefetch(Func<CancellationToken, Task<HttpResponseMessage>> open, int limit, TimeSpan timeout, CancellationToken ct)
+    /// <param name="pool">Where the read-ahead buffer and the window's come from and go back to (the shared pool unless given).</param>
+    public ListPrefetch(Func<CancellationToken, Task<HttpResponseMessage>> open, int limit, TimeSpan timeout, CancellationToken ct,
+        ArrayPool<byte>? pool = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(limit);
         this.limit = limit;
+        this.pool = pool ?? ArrayPool<byte>.Shared;
         this.timeout = timeout;
         cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         cts.CancelAfter(timeout);
@@ -52,7 +56,7 @@ internal sealed class ListPrefetch : IAsyncDisposable
         {
             // Taken already (the page before was short): the window reads from the connection, no buffer is needed.
             if (limit == 0 || stop) return;
-            buffer = ArrayPool<byte>.Shared.Rent(limit);
+            buffer = pool.Rent(limit);
             while (!stop && filled < limit)
             {
                 int n = await body.ReadAsync(buffer.AsMemory(filled, limit - filled), token).ConfigureAwait(false);
@@ -81,7 +85,7 @@ internal sealed class ListPrefetch : IAsyncDisposable
         cts.CancelAfter(timeout);
         var taken = buffer;
         buffer = null;
-        return taken is null ? new StreamWindow(body!) : new StreamWindow(body!, taken, filled, eof);
+        return taken is null ? new StreamWindow(body!, pool: pool) : new StreamWindow(body!, taken, filled, eof, pool: pool);
     }
 
     public async ValueTask DisposeAsync()
@@ -92,7 +96,7 @@ internal sealed class ListPrefetch : IAsyncDisposable
         catch (Exception) when (run.IsFaulted || run.IsCanceled) { }   // the page is being dropped: its failure does not matter
         if (body is not null) await body.DisposeAsync().ConfigureAwait(false);
         response?.Dispose();
-        if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
+        if (buffer is not null) pool.Return(buffer);
         buffer = null;
         cts.Dispose();
     }

@@ -11,30 +11,34 @@ namespace Karpetrack;
 
 /// <summary>
 /// A growable byte window over a response stream, so a parser can see whole objects without the
-/// whole body ever being in memory. Buffers come from the shared pool.
+/// whole body ever being in memory. Buffers come from the given pool (the shared one unless said): the initial list
+/// passes a pool of its own, dropped with its large buffers once the list is done (BENCHMARKS.md, "Where the memory is").
 /// </summary>
 internal sealed class StreamWindow : IDisposable
 {
     private readonly Stream stream;
     private readonly int maxSize;
+    private readonly ArrayPool<byte> pool;
     private byte[] buffer;
     private int start, end;
 
-    public StreamWindow(Stream stream, int initialSize = 256 * 1024, int maxSize = 64 * 1024 * 1024)
+    public StreamWindow(Stream stream, int initialSize = 256 * 1024, int maxSize = 64 * 1024 * 1024, ArrayPool<byte>? pool = null)
     {
         this.stream = stream;
         this.maxSize = maxSize;
-        buffer = ArrayPool<byte>.Shared.Rent(initialSize);
+        this.pool = pool ?? ArrayPool<byte>.Shared;
+        buffer = this.pool.Rent(initialSize);
     }
 
     /// <summary>
     /// A window that starts with bytes already read from <paramref name="stream"/> (a prefetched LIST page): it takes
-    /// <paramref name="pooled"/>, rented from the shared pool, as its buffer, so nothing is copied.
+    /// <paramref name="pooled"/>, rented from <paramref name="pool"/> (the shared pool unless given), as its buffer, so nothing is copied.
     /// </summary>
-    public StreamWindow(Stream stream, byte[] pooled, int filled, bool eof, int maxSize = 64 * 1024 * 1024)
+    public StreamWindow(Stream stream, byte[] pooled, int filled, bool eof, int maxSize = 64 * 1024 * 1024, ArrayPool<byte>? pool = null)
     {
         this.stream = stream;
         this.maxSize = maxSize;
+        this.pool = pool ?? ArrayPool<byte>.Shared;
         buffer = pooled;
         end = filled;
         TotalRead = filled;
@@ -61,9 +65,9 @@ internal sealed class StreamWindow : IDisposable
         if (end == buffer.Length)
         {
             if (buffer.Length >= maxSize) throw new InvalidDataException($"a single JSON object is larger than {maxSize} bytes");
-            var bigger = ArrayPool<byte>.Shared.Rent(Math.Min(maxSize, buffer.Length * 2));
+            var bigger = pool.Rent(Math.Min(maxSize, buffer.Length * 2));
             Buffer.BlockCopy(buffer, 0, bigger, 0, end);
-            ArrayPool<byte>.Shared.Return(buffer);
+            pool.Return(buffer);
             buffer = bigger;
         }
         int n = await stream.ReadAsync(buffer.AsMemory(end), ct).ConfigureAwait(false);
@@ -86,7 +90,7 @@ internal sealed class StreamWindow : IDisposable
 
     public void Dispose()
     {
-        ArrayPool<byte>.Shared.Return(buffer);
+        if (buffer.Length > 0) pool.Return(buffer);
         buffer = [];
     }
 }

@@ -208,6 +208,13 @@ internal static class Json
                 if (!Skip(ref r)) return Decode.Incomplete;
                 continue;
             }
+            // The plain forms ("250m", "2", "128Mi", "1G") are most requests: read straight to the stored integer, without
+            // the exact decimal arithmetic of Quantity (4 % of the sync's CPU); anything else goes the full way.
+            if (r.TokenType == JsonTokenType.String && !r.ValueIsEscaped && !r.HasValueSequence && PlainStored(r.ValueSpan, table.IsMilli(idx), out long stored))
+            {
+                into[idx] = stored;
+                continue;
+            }
             // The value's path ("spec.containers[].resources.requests.cpu") is built only for an error message: this runs for
             // every request of every container of every pod, and building it each time was most of a decoded pod's garbage.
             var problem = QuantityProblem(ref r, out var q);
@@ -222,6 +229,65 @@ internal static class Json
                 if (!Skip(ref r)) return Decode.Incomplete;
             }
         }
+    }
+
+    /// <summary>
+    /// A quantity of the plain form - an integer without sign or leading zero, then nothing, an SI suffix m, k, M, G, T or a
+    /// binary one Ki, Mi, Gi, Ti - as the stored integer (<see cref="ResourceTable.ToStored"/>: ceil of the value in
+    /// millis or in units); false for any other form or a result that would not fit, which then takes the exact path.
+    /// </summary>
+    internal static bool PlainStored(ReadOnlySpan<byte> text, bool milli, out long stored)
+    {
+        stored = 0;
+        int i = 0;
+        ulong n = 0;
+        while (i < text.Length && (uint)(text[i] - '0') <= 9)
+        {
+            if (i == 15 || (i == 1 && text[0] == '0')) return false;   // long, or a leading zero: the exact path
+            n = n * 10 + (uint)(text[i] - '0');
+            i++;
+        }
+        if (i == 0) return false;
+        // value = n × 10^exp10 × 2^shift
+        int exp10 = 0, shift = 0;
+        var suffix = text[i..];
+        if (suffix.Length == 0) { }
+        else if (suffix.Length == 1)
+        {
+            switch (suffix[0])
+            {
+                case (byte)'m': exp10 = -3; break;
+                case (byte)'k': exp10 = 3; break;
+                case (byte)'M': exp10 = 6; break;
+                case (byte)'G': exp10 = 9; break;
+                case (byte)'T': exp10 = 12; break;
+                default: return false;
+            }
+        }
+        else if (suffix.Length == 2 && suffix[1] == 'i')
+        {
+            switch (suffix[0])
+            {
+                case (byte)'K': shift = 10; break;
+                case (byte)'M': shift = 20; break;
+                case (byte)'G': shift = 30; break;
+                case (byte)'T': shift = 40; break;
+                default: return false;
+            }
+        }
+        else return false;
+        if (milli) exp10 += 3;
+        if (exp10 < 0)
+        {
+            // Only "m" on a unit resource: a ceiling division by 1000.
+            stored = (long)((n + 999) / 1000);
+            return true;
+        }
+        ulong scale = 1;
+        for (int k = 0; k < exp10; k++) scale *= 10;   // at most 10^15
+        if (Math.BigMul(n, scale, out ulong low) != 0 || low > (ulong)long.MaxValue >> shift) return false;
+        stored = (long)(low << shift);
+        return true;
     }
 
     /// <summary>Reads a {string: string} map (labels, annotations).</summary>

@@ -282,6 +282,10 @@ public sealed class Reflector<T> where T : class
         // Pipelined: the next page is requested as soon as this one's continue token is read (before its items), and
         // read ahead by at most one page's bytes while this one is decoded. A page ahead that fails throws only when
         // its turn comes, after every item of the page before it is applied.
+        // The pages' buffers (the read-ahead, up to 4 MB a page, and the windows) come from a pool of this list's own:
+        // from the shared pool they stayed on the large object heap, 0-40 MB, long after the list (BENCHMARKS.md, "Where
+        // the memory is"); this one is dropped with them when the list is done, and the next gen2 collection frees them.
+        var buffers = ArrayPool<byte>.Create(maxArrayLength: 64 << 20, maxArraysPerBucket: 4);
         ListPrefetch? next = Request(null, 0);
         try
         {
@@ -319,7 +323,7 @@ public sealed class Reflector<T> where T : class
         ListPrefetch Request(string? continueToken, int readAhead)
         {
             var query = Query(("limit", options.PageSize.ToString(System.Globalization.CultureInfo.InvariantCulture)), ("continue", continueToken));
-            return new ListPrefetch(t => client.GetAsync(query, t), readAhead, client.RequestTimeout, ct);
+            return new ListPrefetch(t => client.GetAsync(query, t), readAhead, client.RequestTimeout, ct, buffers);
         }
     }
 

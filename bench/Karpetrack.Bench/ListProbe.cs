@@ -4,11 +4,22 @@ using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Karpetrack.Bench;
 
-/// <summary>`Karpetrack.Bench probe KUBECONFIG`: one paged LIST of pods through the product's client, for profiling.</summary>
+/// <summary>
+/// `Karpetrack.Bench probe KUBECONFIG`: one paged LIST of pods through the product's client, for profiling. With `--raw`:
+/// the exporter table's baseline instead (<see cref="SyncBench.RawListAsync"/>, a byte-counting HttpClient), so that a
+/// time to ready measured by hand can be set against the table's own baseline, taken right before it.
+/// </summary>
 internal static class ListProbe
 {
     public static async Task RunAsync(string kubeconfig, bool model)
     {
+        if (Environment.GetCommandLineArgs().Contains("--raw"))
+        {
+            var server = File.ReadLines(kubeconfig).Select(l => l.Trim()).First(l => l.StartsWith("server:", StringComparison.Ordinal))["server:".Length..].Trim();
+            var (seconds, bytes) = await SyncBench.RawListAsync(server);
+            Console.WriteLine($"raw list (the table's baseline): {seconds:F2} s for {bytes / 1e6:F0} MB");
+            return;
+        }
         var conn = KubeConnection.Resolve(kubeconfig, null, KubeEnvironment.Process);
         using var client = new KubeClient(conn);
         var cm = new ClusterModel(ResourceTable.Default);

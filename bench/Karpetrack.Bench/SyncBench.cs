@@ -58,7 +58,7 @@ internal static class SyncBench
     }
 
     /// <summary>A plain paged LIST of all pods read by a client that only counts bytes: the API server's own share.</summary>
-    private static async Task<(double Seconds, long Bytes)> RawListAsync(string baseAddress)
+    internal static async Task<(double Seconds, long Bytes)> RawListAsync(string baseAddress)
     {
         using var raw = new HttpClient { BaseAddress = new Uri(baseAddress), Timeout = TimeSpan.FromMinutes(2) };
         var sw = Stopwatch.StartNew();

@@ -294,4 +294,41 @@ public sealed class ListPipelineTests : IAsyncLifetime
         Assert.Equal(body, window.Data.ToArray());
     }
 
+
+    /// <summary>An array pool that counts what it lends and gets back.</summary>
+    private sealed class CountingPool : System.Buffers.ArrayPool<byte>
+    {
+        private readonly System.Buffers.ArrayPool<byte> inner = Create();
+        public int Rented, Returned;
+        public override byte[] Rent(int minimumLength) { Interlocked.Increment(ref Rented); return inner.Rent(minimumLength); }
+        public override void Return(byte[] array, bool clearArray = false) { Interlocked.Increment(ref Returned); inner.Return(array, clearArray); }
+    }
+
+    /// <summary>
+    /// A page's buffers - the read-ahead, the window that adopts it, the larger one it grows into - all come from the pool
+    /// the list gives (the reflector's own for one list, dropped after it) and all go back to it, whether the page was
+    /// taken or dropped unread.
+    /// </summary>
+    [Fact]
+    public async Task APagesBuffersComeFromTheListsOwnPoolAndAllGoBack()
+    {
+        var body = Enumerable.Range(0, 3_000).Select(i => (byte)('a' + i % 26)).ToArray();
+        var pool = new CountingPool();
+        await using (var prefetch = new ListPrefetch(_ => Task.FromResult(new HttpResponseMessage { Content = new ByteArrayContent(body) }),
+            limit: 1_024, TimeSpan.FromSeconds(20), CancellationToken.None, pool))
+        {
+            await ReflectorTests.WaitFor(() => prefetch.BytesAhead == 1_024, () => $"read ahead {prefetch.BytesAhead} of 1024 bytes");
+            using var window = await prefetch.OpenWindowAsync();
+            while (!window.Eof) await window.FillAsync(prefetch.Token);   // the 1 KB buffer is full: the window grows twice
+            Assert.Equal(body, window.Data.ToArray());
+        }
+        Assert.Equal(3, pool.Rented);
+        Assert.Equal(pool.Rented, pool.Returned);
+
+        var dropped = new CountingPool();
+        await using (var prefetch = new ListPrefetch(_ => Task.FromResult(new HttpResponseMessage { Content = new ByteArrayContent(body) }),
+            limit: 1_024, TimeSpan.FromSeconds(20), CancellationToken.None, dropped))
+            await ReflectorTests.WaitFor(() => prefetch.BytesAhead == 1_024, () => $"read ahead {prefetch.BytesAhead} of 1024 bytes");
+        Assert.Equal((1, 1), (dropped.Rented, dropped.Returned));
+    }
 }

@@ -77,4 +77,41 @@ public class QuantityTests
         Assert.Equal(milli, q.CeilMilli);
         Assert.Equal(units, q.CeilUnits);
     }
+
+    /// <summary>
+    /// The decoder's shortcut for plain request quantities stores exactly what the exact path stores (ceil of the value in
+    /// millis for cpu, in units otherwise), over every suffix and sizes up to the int64 cap; it declines what it does not
+    /// cover, and it does cover the everyday forms.
+    /// </summary>
+    [Fact]
+    public void PlainRequestQuantitiesAreStoredAsTheExactPathStoresThem()
+    {
+        var table = ResourceTable.Default;
+        string[] suffixes = ["", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "u", "n", "e3", "E-2", ".5", "x", "mi", "K"];
+        var rng = new Random(5);
+        int taken = 0;
+        for (int i = 0; i < 20_000; i++)
+        {
+            int digits = rng.Next(1, 18);
+            var number = new string(Enumerable.Range(0, digits).Select(_ => (char)('0' + rng.Next(10))).ToArray());
+            if (rng.Next(4) == 0) number = number.TrimStart('0') is { Length: > 0 } t ? t : "0";
+            var text = number + suffixes[rng.Next(suffixes.Length)];
+            foreach (var idx in new[] { ResourceTable.Cpu, ResourceTable.Memory })
+            {
+                if (!Json.PlainStored(System.Text.Encoding.ASCII.GetBytes(text), table.IsMilli(idx), out long fast)) continue;
+                taken++;
+                Assert.True(Quantity.TryParse(text, out var q, out _), text);
+                Assert.Equal(table.ToStored(idx, q), fast);
+            }
+        }
+        Assert.True(taken > 5_000, $"the shortcut took only {taken}");
+        foreach (var text in new[] { "0", "2", "250m", "1500m", "1001m", "128Mi", "64Ki", "1G", "8Gi", "3T" })
+        {
+            Assert.True(Json.PlainStored(System.Text.Encoding.ASCII.GetBytes(text), milli: true, out long milli), text);
+            Assert.True(Json.PlainStored(System.Text.Encoding.ASCII.GetBytes(text), milli: false, out long units), text);
+            Assert.Equal((Quantity.Parse(text).CeilMilli, Quantity.Parse(text).CeilUnits), (milli, units));
+        }
+        foreach (var text in new[] { "", "0100m", "+1", "-1", "1.5", "1e3", "1Ei", "99999999999999999", "1 m" })
+            Assert.False(Json.PlainStored(System.Text.Encoding.ASCII.GetBytes(text), milli: true, out _), text);
+    }
 }

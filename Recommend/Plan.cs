@@ -51,6 +51,11 @@ public readonly struct PodMove : IEquatable<PodMove>
     public string From { get; }
     public string To { get; }
 
+    private string PodPrefix => who switch { PodShape s => s.NamePrefix, Named n => n.Pod, _ => "" };
+
+    /// <summary>A buffer of this many chars always holds the pod's name for <see cref="TryWritePod"/>.</summary>
+    internal int PodBufferLength => PodPrefix.Length + Scheduling.MaxSuffixLength;
+
     /// <summary>
     /// The pod's name written into <paramref name="buffer"/> without building a string (<paramref name="length"/> chars);
     /// false when it does not fit.
@@ -58,7 +63,7 @@ public readonly struct PodMove : IEquatable<PodMove>
     internal bool TryWritePod(Span<char> buffer, out int length)
     {
         length = 0;
-        string prefix = who switch { PodShape s => s.NamePrefix, Named n => n.Pod, _ => "" };
+        string prefix = PodPrefix;
         if (prefix.Length + Scheduling.MaxSuffixLength > buffer.Length) return false;
         prefix.CopyTo(buffer);
         length = prefix.Length + (who is PodShape ? Scheduling.WriteSuffix(suffix, buffer[prefix.Length..]) : 0);
@@ -70,8 +75,11 @@ public readonly struct PodMove : IEquatable<PodMove>
     {
         int c = string.CompareOrdinal(a.Namespace, b.Namespace);
         if (c != 0) return c;
-        Span<char> x = stackalloc char[256];
-        Span<char> y = stackalloc char[256];
+        // Sized to the two names (stack memory is zeroed per call: two fixed 256-char buffers cost 1 KB a comparison).
+        int lx = a.PodBufferLength, ly = b.PodBufferLength;
+        if (lx > 256 || ly > 256) return string.CompareOrdinal(a.Pod, b.Pod);
+        Span<char> x = stackalloc char[lx];
+        Span<char> y = stackalloc char[ly];
         if (a.TryWritePod(x, out int nx) && b.TryWritePod(y, out int ny))
             return x[..nx].SequenceCompareTo(y[..ny]);
         return string.CompareOrdinal(a.Pod, b.Pod);

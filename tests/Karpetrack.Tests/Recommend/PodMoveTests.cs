@@ -44,8 +44,13 @@ public class PodMoveTests
     {
         var pods = Pods();
         var moves = pods.Select(p => new PodMove(p, p.Node!, "n2")).ToList();
+        // Names too long for the comparison's stack buffers are compared as built strings: the same order.
+        string longName = new string('z', 250), longer = new string('z', 300);
+        moves.Add(new PodMove(pods[0].Namespace, longer, "n1", "n2"));
+        moves.Add(new PodMove(pods[0].Namespace, longName + "a", "n1", "n2"));
+        moves.Add(new PodMove(pods[0].Namespace, longName, "n1", "n2"));
         moves.Sort(PodMove.CompareByPod);
-        var expected = pods.Select(p => (p.Namespace, p.Name)).ToList();
+        var expected = pods.Select(p => (p.Namespace, p.Name)).Concat([(pods[0].Namespace, Name: longer), (pods[0].Namespace, Name: longName + "a"), (pods[0].Namespace, Name: longName)]).ToList();
         expected.Sort((a, b) => string.CompareOrdinal(a.Namespace, b.Namespace) is var c and not 0 ? c : string.CompareOrdinal(a.Name, b.Name));
         Assert.Equal(expected, moves.Select(m => (m.Namespace, m.Pod)));
     }

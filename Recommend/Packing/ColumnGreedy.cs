@@ -4,9 +4,11 @@ namespace Karpetrack;
 /// Bin by bin, with work that does not grow with the number of distinct shapes (the shapes are searched through
 /// <see cref="ShapeColumns"/>). A bin is filled one item at a time with the candidate of largest dot product with the
 /// normalised residual (bin-centric "DotProduct", Panigrahy et al. 2011); its type is the one whose dry-run fill
-/// absorbs the largest share of the demand per dollar, re-examined every few bins and whenever the largest remaining
-/// shape changes much. With <see cref="PackingOptions.BalancedFill"/> a bin instead keeps its fill on the line to its
-/// own full corner, so it ends full in cpu and memory together.
+/// absorbs the largest share of the demand per dollar, re-examined every few bins, whenever the largest remaining
+/// shape changes much and (up to <see cref="PackingOptions.ChoicePortfolioItems"/> items) whenever its constraint row
+/// (the new bins its class allows) changes. With
+/// <see cref="PackingOptions.BalancedFill"/> a bin instead keeps its fill on the line to its own full corner, so it
+/// ends full in cpu and memory together.
 /// </summary>
 internal sealed class ColumnGreedy
 {
@@ -172,19 +174,28 @@ internal sealed class ColumnGreedy
     {
         int L = order.Count, T = x.T;
         var dual = st.Dual;
-        int head = 0, chosen = -1, sinceChoice = 0;
+        int head = 0, chosen = -1, sinceChoice = 0, chosenRow = -1;
+        bool byRow = x.PlaceableItems <= o.ChoicePortfolioItems;
         double chosenAtValue = 0;
         while (true)
         {
             while (head < L && st.Remaining(order[head]) == 0) head++;
             if (head >= L) break;
             int s = order[head];
+            // Also when the head's constraint row changes (up to ChoicePortfolioItems): a type chosen for a pinned pod
+            // would otherwise go on taking the unpinned pods after it (up to 48 bins), though a type the pin excludes
+            // suits them better (aus-syd-1 pinned 10k: 89 ch and 44 mh 15.9-core nodes, most of them full of unpinned
+            // pods). Above, where one construction runs, it made 2 of 11 pinned plans at 100k dearer (linear, convex).
             bool reconsider = chosen < 0 || sinceChoice >= 48 || dual.Value[s] < 0.9 * chosenAtValue
-                || !x.TypeOk[s * T + chosen] || st.TypeCount[chosen] >= x.MaxCount[chosen];
+                || !x.TypeOk[s * T + chosen] || st.TypeCount[chosen] >= x.MaxCount[chosen] || (byRow && x.SRow[s] != chosenRow);
             if (reconsider)
             {
-                chosen = ChooseType(s);
+                // Where only the row changed, the type in use stays unless another beats it by 1 % on this head.
+                bool rowOnly = chosen >= 0 && sinceChoice < 48 && dual.Value[s] >= 0.9 * chosenAtValue && x.TypeOk[s * T + chosen]
+                    && st.TypeCount[chosen] < x.MaxCount[chosen];
+                chosen = ChooseType(s, rowOnly ? chosen : -1);
                 chosenAtValue = dual.Value[s];
+                chosenRow = x.SRow[s];
                 sinceChoice = 0;
                 if (chosen < 0)
                 {
@@ -198,16 +209,23 @@ internal sealed class ColumnGreedy
     }
 
     /// <summary>The type whose dry-run fill starting with shape s absorbs the most per dollar; -1 when every type that takes s is at its maximum count.</summary>
-    private int ChooseType(int s)
+    private int ChooseType(int s, int prefer = -1)
     {
         int T = x.T;
         int chosen = -1;
         double chosenScore = double.NegativeInfinity;
         chosenFillType = -1;
         if (++choices == 32 && o.ChoiceByDual && o.ChoiceBounds) TightenDualBounds();
+        if (prefer >= 0 && x.TypeOk[s * T + prefer] && st.TypeCount[prefer] < x.MaxCount[prefer])
+        {
+            chosenScore = Fill(prefer, commit: false, s, keep: true) / Math.Max(x.Price[prefer], 1e-12);
+            chosen = chosenFillType = prefer;
+            KeepFill();
+            Clear(commit: false);
+        }
         foreach (int t in useful)
         {
-            if (!x.TypeOk[s * T + t] || st.TypeCount[t] >= x.MaxCount[t]) continue;
+            if (t == prefer || !x.TypeOk[s * T + t] || st.TypeCount[t] >= x.MaxCount[t]) continue;
             // A type that cannot score above 1.01 times the choice so far would not replace it: no dry run.
             if (chosen >= 0 && o.ChoiceBounds && scoreBound[t] <= chosenScore * 1.01) continue;
             double score = Fill(t, commit: false, s, keep: true) / Math.Max(x.Price[t], 1e-12);

@@ -126,7 +126,8 @@ internal static class JsonSkip
         }
         if (i < 0) return -1;
 
-        // After a value: a comma and the next member, or the container's end.
+    AfterValue:
+        // After a value (a scalar, or a container just closed): a comma and the next member, or this container's end.
         i = SkipWhitespace(s, i);
         if (i >= s.Length) return -1;
         c = s[i];
@@ -145,18 +146,7 @@ internal static class JsonSkip
         inObject = (outer & 1) != 0;
         outer >>= 1;
         i++;
-        i = SkipWhitespace(s, i);
-        if (i >= s.Length) return -1;
-        c = s[i];
-        if (c == ',')
-        {
-            i = SkipWhitespace(s, i + 1);
-            if (i >= s.Length) return -1;
-            if (inObject) goto Key;
-            goto Value;
-        }
-        if (c != (inObject ? (byte)'}' : (byte)']')) return -1;
-        goto Close;
+        goto AfterValue;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -205,6 +205,31 @@ public class JsonSkipTests
         Assert.Empty(decoded);
     }
 
+    /// <summary>
+    /// After a fast skip the reader's line and byte-in-line position count the skipped bytes, so a later error in the
+    /// same buffer names the same place as after the reader's own skip.
+    /// </summary>
+    [Theory]
+    [InlineData("{\"a\":{\"x\":[1, \"é\", {}]},\"b\":tru}")]                          // no line feed in the skipped value
+    [InlineData("{\"a\": [1,\n  2,\r\n\t{\"y\" :\n \"é\"}\n  ] ,\n \"b\":tru}")]     // line feeds inside and after it
+    [InlineData("{\n\"a\":\n{\"x\":\n\n[]},\"b\":\n  nul }")]
+    public void AnErrorAfterAFastSkipReportsTheReadersLineAndBytePosition(string json)
+    {
+        var bytes = Encoding.UTF8.GetBytes(json);
+        (string message, long? line, long? position) SkipAThenFail(bool useFast)
+        {
+            var r = new Utf8JsonReader(bytes, isFinalBlock: true, default);
+            Assert.True(r.Read() && r.Read() && r.ValueTextEquals("a"u8));
+            int before = JsonSkip.FastSkips;
+            Assert.True(useFast ? JsonSkip.SkipFast(ref r) : r.TrySkip());
+            if (useFast) Assert.Equal(before + 1, JsonSkip.FastSkips);
+            try { while (r.Read()) { } }
+            catch (JsonException e) { return (e.Message, e.LineNumber, e.BytePositionInLine); }
+            throw new InvalidOperationException("no error");
+        }
+        Assert.Equal(SkipAThenFail(useFast: false), SkipAThenFail(useFast: true));
+    }
+
     [Fact]
     public async Task ValidSkippedValuesOfEveryKindLeaveTheDecodedFieldsIntact()
     {

@@ -31,14 +31,74 @@ public class JsonSkipTests
             while (r.Read())
             {
                 if (r.TokenType is not (JsonTokenType.StartObject or JsonTokenType.StartArray)) continue;
-                var copy = r;
-                Assert.True(copy.TrySkip());
+                var slow = r;
+                Assert.True(slow.TrySkip());
                 int close = JsonSkip.FindClose(json, (int)r.BytesConsumed, r.TokenType == JsonTokenType.StartObject, 63 - r.CurrentDepth);
-                Assert.Equal(copy.TokenStartIndex, close);
+                Assert.Equal(slow.TokenStartIndex, close);
+                // SkipFast itself (its own depth budget, the reader moved onto the bracket) skips it, not the fallback.
+                var fast = r;
+                int before = JsonSkip.FastSkips;
+                Assert.True(JsonSkip.SkipFast(ref fast));
+                Assert.Equal(before + 1, JsonSkip.FastSkips);
+                Assert.Equal((slow.TokenType, slow.BytesConsumed, slow.CurrentDepth), (fast.TokenType, fast.BytesConsumed, fast.CurrentDepth));
                 containers++;
             }
         }
         Assert.True(containers > 1_000, $"only {containers} containers seen");
+    }
+
+    /// <summary>
+    /// Nesting exactly to the reader's depth limit is skipped by the fast path; one level deeper fails with the reader's
+    /// own error, for the default limit and for a reader built with a smaller one.
+    /// </summary>
+    [Theory]
+    [InlineData(0)]     // the default (64)
+    [InlineData(8)]
+    [InlineData(64)]
+    public void NestingToTheReadersDepthLimitIsSkippedFastAndOneDeeperFailsWithTheReadersError(int maxDepth)
+    {
+        var options = new JsonReaderOptions { MaxDepth = maxDepth };
+        byte[] Doc(int n) => Encoding.UTF8.GetBytes("{\"a\":" + new string('[', n) + new string(']', n) + ",\"b\":1}");
+        Utf8JsonReader OnA(byte[] json)
+        {
+            var r = new Utf8JsonReader(json, isFinalBlock: true, new JsonReaderState(options));
+            Assert.True(r.Read() && r.Read());
+            Assert.Equal(JsonTokenType.PropertyName, r.TokenType);
+            return r;
+        }
+        static string? ReaderError(byte[] json, JsonReaderOptions options)
+        {
+            var r = new Utf8JsonReader(json, isFinalBlock: true, new JsonReaderState(options));
+            try { while (r.Read()) { } return null; } catch (JsonException e) { return e.Message; }
+        }
+
+        // The reader's own limit: the object is one level, so n arrays inside it reach depth n + 1.
+        int limit = (maxDepth == 0 ? 64 : maxDepth) - 1;
+        Assert.Null(ReaderError(Doc(limit), options));
+        Assert.NotNull(ReaderError(Doc(limit + 1), options));
+
+        var atLimit = Doc(limit);
+        var fast = OnA(atLimit);
+        var slow = OnA(atLimit);
+        int before = JsonSkip.FastSkips;
+        Assert.True(JsonSkip.SkipFast(ref fast));
+        Assert.Equal(before + 1, JsonSkip.FastSkips);
+        Assert.True(slow.TrySkip());
+        Assert.Equal((slow.TokenType, slow.BytesConsumed, slow.CurrentDepth), (fast.TokenType, fast.BytesConsumed, fast.CurrentDepth));
+        Assert.True(fast.Read() && fast.ValueTextEquals("b"u8));
+
+        var tooDeep = Doc(limit + 1);
+        var fastDeep = OnA(tooDeep);
+        var slowDeep = OnA(tooDeep);
+        JsonException? slowError = null, fastError = null;
+        try { slowDeep.TrySkip(); } catch (JsonException e) { slowError = e; }
+        before = JsonSkip.FastSkips;
+        try { JsonSkip.SkipFast(ref fastDeep); } catch (JsonException e) { fastError = e; }
+        Assert.NotNull(slowError);
+        Assert.NotNull(fastError);
+        Assert.Equal(slowError.Message, fastError.Message);
+        Assert.Contains("depth", fastError.Message, StringComparison.OrdinalIgnoreCase);
+        Assert.Equal(before, JsonSkip.FastSkips);
     }
 
     /// <summary>
@@ -113,13 +173,73 @@ public class JsonSkipTests
         Assert.Empty(decoded);
     }
 
+    /// <summary>Through a list: managedFields nested to the reader's limit decodes the pod, one deeper fails the list with the reader's error.</summary>
+    [Fact]
+    public async Task AListWithSkippedValuesAtTheDepthLimitDecodesAndOneDeeperFailsWithTheReadersError()
+    {
+        static byte[] Body(int n)
+        {
+            var pod = """{"metadata":{"name":"a","namespace":"ns","managedFields":@MF@},"spec":{"containers":[]}}""".Replace("@MF@", new string('[', n) + new string(']', n));
+            return Encoding.UTF8.GetBytes("""{"metadata":{"resourceVersion":"1"},"items":[@P@]}""".Replace("@P@", pod));
+        }
+        static string? ReaderError(byte[] json)
+        {
+            var r = new Utf8JsonReader(json, isFinalBlock: true, default);
+            try { while (r.Read()) { } return null; } catch (JsonException e) { return e.Message; }
+        }
+        // managedFields' array opens at depth 5 (body, items, pod, metadata): 60 arrays reach the reader's 64.
+        const int limit = 60;
+        Assert.Null(ReaderError(Body(limit)));
+        var readerError = ReaderError(Body(limit + 1));
+        Assert.NotNull(readerError);
+
+        var decoded = new List<string>();
+        using (var window = new StreamWindow(new MemoryStream(Body(limit))))
+            await new ListParser<PodRecord>(new PodDecoder(ResourceTable.Default)).ParseAsync(window, (p, _) => decoded.Add(p.Name), default);
+        Assert.Equal(["a"], decoded);
+
+        decoded.Clear();
+        using var deep = new StreamWindow(new MemoryStream(Body(limit + 1)));
+        var e = await Assert.ThrowsAnyAsync<JsonException>(() => new ListParser<PodRecord>(new PodDecoder(ResourceTable.Default)).ParseAsync(deep, (p, _) => decoded.Add(p.Name), default));
+        Assert.Equal(readerError, e.Message);
+        Assert.Empty(decoded);
+    }
+
+    /// <summary>
+    /// After a fast skip the reader's line and byte-in-line position count the skipped bytes, so a later error in the
+    /// same buffer names the same place as after the reader's own skip.
+    /// </summary>
+    [Theory]
+    [InlineData("{\"a\":{\"x\":[1, \"é\", {}]},\"b\":tru}")]                          // no line feed in the skipped value
+    [InlineData("{\"a\": [1,\n  2,\r\n\t{\"y\" :\n \"é\"}\n  ] ,\n \"b\":tru}")]     // line feeds inside and after it
+    [InlineData("{\n\"a\":\n{\"x\":\n\n[]},\"b\":\n  nul }")]
+    public void AnErrorAfterAFastSkipReportsTheReadersLineAndBytePosition(string json)
+    {
+        var bytes = Encoding.UTF8.GetBytes(json);
+        (string message, long? line, long? position) SkipAThenFail(bool useFast)
+        {
+            var r = new Utf8JsonReader(bytes, isFinalBlock: true, default);
+            Assert.True(r.Read() && r.Read() && r.ValueTextEquals("a"u8));
+            int before = JsonSkip.FastSkips;
+            Assert.True(useFast ? JsonSkip.SkipFast(ref r) : r.TrySkip());
+            if (useFast) Assert.Equal(before + 1, JsonSkip.FastSkips);
+            try { while (r.Read()) { } }
+            catch (JsonException e) { return (e.Message, e.LineNumber, e.BytePositionInLine); }
+            throw new InvalidOperationException("no error");
+        }
+        Assert.Equal(SkipAThenFail(useFast: false), SkipAThenFail(useFast: true));
+    }
+
     [Fact]
     public async Task ValidSkippedValuesOfEveryKindLeaveTheDecodedFieldsIntact()
     {
         const string managedFields = """[{"s":"\"q\" \\ \/ \b\f\n\r\t \u00e9 é","n":[0,-1,2.5,-3e10,4E+2,5e-3,1.0E-0],"l":[true,false,null],"o":{},"a":[],"deep":[[[{"x":[{}]}]]]} , 7 ,"x"]""";
         var pod = """{"metadata":{"name":"a","namespace":"ns","managedFields":@MF@ ,"labels":{"app":"web"}},"spec":{"env":@MF@,"nodeName":"n1","containers":[{"name":"c","probe":@MF@,"resources":{"requests":{"cpu":"250m"}}}]}}""".Replace("@MF@", managedFields);
+        int before = JsonSkip.FastSkips;
         var got = new PodDecoder(ResourceTable.Default).DecodeComplete(Encoding.UTF8.GetBytes(pod), out var error);
         Assert.Null(error);
+        // managedFields, env and probe at least were skipped by the fast path, not handed to the reader's TrySkip.
+        Assert.True(JsonSkip.FastSkips - before >= 3, $"{JsonSkip.FastSkips - before} fast skips");
         Assert.Equal(("ns", "a", "n1"), (got.Namespace, got.Name, got.NodeName));
         Assert.Equal(250, got.Requests[ResourceTable.Cpu]);
         Assert.Equal("""{"app":"web"}""", Encoding.UTF8.GetString(got.LabelsJson));

@@ -159,12 +159,7 @@ internal static class FamilyProfile
             foreach (var workload in workloads)
             {
                 if (workload == "gpu" && !model.HasGpu) continue;
-                var cluster = PackingFamily.Cluster(workload, n, seed: n + Array.IndexOf(PackingFamily.Workloads, workload));
-                var state = new PlanState(cluster.Snapshot(), cluster.Pods(), [], [], model.Book, model.Options, [], null);
-                var pending = Provisioning.Candidates(state);
-                var shapes = new ShapeIndex(state.Resources);
-                var items = pending.Select((q, i) => shapes.Item(i, q)).ToList();
-                var problem = shapes.Problem(items, state.Offers, state.Room.Bins(null), (c, b) => shapes.AllowsNode(c, state.Room.View(b.Name), state.Room.GroupsOn(b.Name)));
+                var problem = RecommenderProblem(model, workload, n);
                 var product = Packer.Solve(problem);
                 var x = new PackingInstance(problem);
                 var dual = DualBound.Compute(x);
@@ -187,6 +182,17 @@ internal static class FamilyProfile
             }
     }
 
+    /// <summary>The packing problem the recommender builds for the pending pods of one family instance.</summary>
+    private static PackingProblem RecommenderProblem(PackingFamily.PriceModel model, string workload, int n)
+    {
+        var cluster = PackingFamily.Cluster(workload, n, seed: n + Array.IndexOf(PackingFamily.Workloads, workload));
+        var state = new PlanState(cluster.Snapshot(), cluster.Pods(), [], [], model.Book, model.Options, [], null);
+        var pending = Provisioning.Candidates(state);
+        var shapes = new ShapeIndex(state.Resources);
+        var items = pending.Select((q, i) => shapes.Item(i, q)).ToList();
+        return shapes.Problem(items, state.Offers, state.Room.Bins(null), (c, b) => shapes.AllowsNode(c, state.Room.View(b.Name), state.Room.GroupsOn(b.Name)));
+    }
+
     /// <summary>
     /// `Karpetrack.Bench family-profile --models a --workloads w --pods N --dump file`: the recommender's packing problem of one
     /// instance as text, for offline checks (an independent LP): "T name cpu mem gpu pods price" per bin type, "C con
@@ -197,12 +203,7 @@ internal static class FamilyProfile
         var model = PackingFamily.PriceModels().Single(m => m.Name == Arg(args, "--models"));
         string workload = Arg(args, "--workloads") ?? "mix";
         int n = Arg(args, "--pods") is { } p ? int.Parse(p, CultureInfo.InvariantCulture) : 10_000;
-        var cluster = PackingFamily.Cluster(workload, n, seed: n + Array.IndexOf(PackingFamily.Workloads, workload));
-        var state = new PlanState(cluster.Snapshot(), cluster.Pods(), [], [], model.Book, model.Options, [], null);
-        var pending = Provisioning.Candidates(state);
-        var shapes = new ShapeIndex(state.Resources);
-        var items = pending.Select((q, i) => shapes.Item(i, q)).ToList();
-        var problem = shapes.Problem(items, state.Offers, state.Room.Bins(null), (c, b) => shapes.AllowsNode(c, state.Room.View(b.Name), state.Room.GroupsOn(b.Name)));
+        var problem = RecommenderProblem(model, workload, n);
         var x = new PackingInstance(problem);
         var w = new StringWriter(CultureInfo.InvariantCulture);
         for (int t = 0; t < x.T; t++)

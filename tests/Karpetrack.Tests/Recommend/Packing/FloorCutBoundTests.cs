@@ -41,6 +41,39 @@ public class FloorCutBoundTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// As above, with what the recommender also hands the packer: existing nodes' free room (the bound values it at the
+    /// floored free capacity), a constraint class that may not use one of them, and a GPU class no pod needs (whose GPU
+    /// dimension the cut takes over).
+    /// </summary>
+    [Fact]
+    public void WithExistingRoomAndAnUnusedGpuClassTheFloorCutBoundIsStillNeverAboveTheOptimum()
+    {
+        int proven = 0, higher = 0;
+        for (int seed = 0; seed < 40; seed++)
+        {
+            var basic = LargePods(8800 + seed, 5 + seed % 8, constraints: seed % 2 == 1);
+            var rng = new Random(seed);
+            var types = basic.Types.Append(new BinType(basic.Types.Count, "gpu", Demand.Node(7900, 32 * GiB, 1, 20), 1.5m)).ToList();
+            var existing = Enumerable.Range(0, 1 + seed % 3)
+                .Select(e => new ExistingBin(900 + e, $"node{e}", Demand.Node(500L * rng.Next(1, 10), GiB * rng.Next(1, 12), 0, 2 + rng.Next(4)))).ToList();
+            var p = Problem(basic.Items, types, existing, basic.TypeAllows, (c, b) => c == 0 || b.Id != 900);
+            var exact = Packer.Exact(p, TimeSpan.FromSeconds(2));
+            AssertValid(p, exact);
+            if (!exact.ProvenOptimal || exact.Unplaced.Count > 0) continue;
+            proven++;
+            var x = new PackingInstance(p);
+            var plain = DualBound.Compute(x);
+            var cut = plain.WithFloorCuts(x);
+            Assert.True(cut.Reported <= exact.Cost, $"seed {seed}: floor-cut bound {cut.Reported} above the optimum {exact.Cost}");
+            Assert.True(cut.Reported >= plain.Reported, $"seed {seed}: floor-cut bound {cut.Reported} below the bound without {plain.Reported}");
+            if (cut.Reported > plain.Reported) higher++;
+        }
+        output.WriteLine($"{proven} of 40 proven; the floor cuts lifted the bound on {higher}");
+        Assert.True(proven >= 30, $"only {proven} of 40 proven");
+        Assert.True(higher >= 3, $"the floor cuts lifted the bound on only {higher} instances");
+    }
+
+    /// <summary>
     /// 30 pods of 4 cores, which only the 15.9-core class ($10) takes, three to a node (the LP packs 3.98), and 300 pods
     /// of 0.25 cores, 15 to a node of the 3.9-core class ($1) or in what the large nodes leave. The optimum is 10 large
     /// nodes and 10 small ones, $110; the LP without cuts says about $95, and the dual-feasible functions $100 (they

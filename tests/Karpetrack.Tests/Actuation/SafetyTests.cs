@@ -365,6 +365,20 @@ public class SafetyTests
 
     private static readonly Dictionary<string, IReadOnlyList<Blocker>> NoBlockers = new();
 
+    /// <summary>
+    /// Hands <paramref name="rec"/> to the actuator and runs one tick: it is refused for <paramref name="reason"/>, once,
+    /// its state reads <paramref name="state"/>, and the nodes' cordons and disruption annotations, the pods and the Spot pools are as before.
+    /// </summary>
+    private static async Task AssertRefusedBeforeAnyWriteAsync(ActuationRig rig, Actuator actuator, Recommendation rec, string reason, string state)
+    {
+        var before = Fingerprint(rig);
+        actuator.OnPlan(PlanOf(rec));
+        await actuator.TickAsync(CancellationToken.None);
+        Assert.Equal(1, actuator.Refusals.GetValueOrDefault(reason));
+        Assert.Equal(state, actuator.StateOf(rec.Id));
+        Assert.Equal(before, Fingerprint(rig));
+    }
+
     internal static Plan PlanOf(params Recommendation[] recs) => new(recs, NoBlockers, [], 0, 0, "us-east-iad-1");
 
     internal static Recommendation Removal(string id, string node, decimal savingPerHour) =>
@@ -430,12 +444,7 @@ public class SafetyTests
         var rec = type == RecommendationType.Replace
             ? new Recommendation("rep-group", type, nodes, [new NewNode(cheapest, 1, 0)], [], [], 1m, 0.01m, 0, 0, -1, ["a test plan"])
             : new Recommendation("con-group", type, nodes, [], [], [], 1m, 0m, 0, 0, -1, ["a test plan"]);
-        var before = Fingerprint(rig);
-        actuator.OnPlan(PlanOf(rec));
-        await actuator.TickAsync(CancellationToken.None);
-        Assert.Equal(1, actuator.Refusals.GetValueOrDefault("max_disrupted_nodes"));
-        Assert.Equal("refused: 0 nodes are being disrupted and this needs 2 more (--max-disrupted-nodes 1)", actuator.StateOf(rec.Id));
-        Assert.Equal(before, Fingerprint(rig));
+        await AssertRefusedBeforeAnyWriteAsync(rig, actuator, rec, "max_disrupted_nodes", "refused: 0 nodes are being disrupted and this needs 2 more (--max-disrupted-nodes 1)");
         Assert.DoesNotContain(rig.ManagedPools(), p => p["spec"]!["customLabels"]?[Actuator.RecommendationLabel]?.GetValue<string>() == rec.Id);
     }
 
@@ -457,14 +466,9 @@ public class SafetyTests
         Assert.True(spot.CircuitOpen);
         var rec = new Recommendation("prov-circuit-open", RecommendationType.Provision, [], [new NewNode(rig.Demo.ManagedNodes[0].ServerClass, 1, 0)], [],
             ["default/p"], 0, 0, 0, 0, -1, ["a test plan"]);
-        var before = Fingerprint(rig);
-        actuator.OnPlan(PlanOf(rec));
-        await actuator.TickAsync(CancellationToken.None);
-        Assert.Equal(1, actuator.Refusals.GetValueOrDefault("circuit_open"));
-        Assert.Equal("refused: the Spot API circuit breaker is open", actuator.StateOf(rec.Id));
+        await AssertRefusedBeforeAnyWriteAsync(rig, actuator, rec, "circuit_open", "refused: the Spot API circuit breaker is open");
         Assert.Null(rig.Spot.Pool(Actuator.PoolName(rec.Id, 0)));
         Assert.Equal(0, actuator.Counts.GetValueOrDefault(("create_pool", "succeeded")));
-        Assert.Equal(before, Fingerprint(rig));
     }
 
     /// <summary>
@@ -480,12 +484,7 @@ public class SafetyTests
         await rig.Kube.PatchNodeAsync(node, new JsonObject { ["spec"] = new JsonObject { ["unschedulable"] = true } }, CancellationToken.None);
         await rig.CaughtUpAsync();
         var rec = Removal("con-cordoned-by-someone", node, 1m);
-        var before = Fingerprint(rig);
-        actuator.OnPlan(PlanOf(rec));
-        await actuator.TickAsync(CancellationToken.None);
-        Assert.Equal(1, actuator.Refusals.GetValueOrDefault("node_not_ready"));
-        Assert.Equal($"refused: {node} is cordoned", actuator.StateOf(rec.Id));
-        Assert.Equal(before, Fingerprint(rig));
+        await AssertRefusedBeforeAnyWriteAsync(rig, actuator, rec, "node_not_ready", $"refused: {node} is cordoned");
         Assert.Null(rig.Node(node)["metadata"]?["annotations"]?[Actuator.DisruptionAnnotation]);
     }
 
@@ -497,13 +496,8 @@ public class SafetyTests
         var actuator = await RecoveredAsync(rig, Calm());
         var node = await RemovableManagedNodeAsync(rig, withPods: false);
         var rec = Removal("con-saves-nothing", node, 0);
-        var before = Fingerprint(rig);
-        actuator.OnPlan(PlanOf(rec));
-        await actuator.TickAsync(CancellationToken.None);
-        Assert.Equal(1, actuator.Refusals.GetValueOrDefault("saves_nothing"));
-        Assert.Equal("refused: it saves nothing", actuator.StateOf(rec.Id));
+        await AssertRefusedBeforeAnyWriteAsync(rig, actuator, rec, "saves_nothing", "refused: it saves nothing");
         Assert.Equal(0, actuator.Counts.GetValueOrDefault(("cordon", "succeeded")));
-        Assert.Equal(before, Fingerprint(rig));
     }
 
     /// <summary>README: "nor of a node younger than that" (--scale-up-cooldown).</summary>
@@ -524,12 +518,7 @@ public class SafetyTests
         var created = rig.Model.Snapshot().Nodes.Single(n => n.Name == node).Created;
         Assert.True(created is { } c && rig.Clock.GetUtcNow() - c is var age && age >= TimeSpan.FromSeconds(29) && age <= TimeSpan.FromSeconds(31), $"created {created}");
         var rec = Removal("con-too-young", node, 1m);
-        var before = Fingerprint(rig);
-        actuator.OnPlan(PlanOf(rec));
-        await actuator.TickAsync(CancellationToken.None);
-        Assert.Equal(1, actuator.Refusals.GetValueOrDefault("node_too_young"));
-        Assert.Equal($"refused: {node} joined less than 2 min ago", actuator.StateOf(rec.Id));
-        Assert.Equal(before, Fingerprint(rig));
+        await AssertRefusedBeforeAnyWriteAsync(rig, actuator, rec, "node_too_young", $"refused: {node} joined less than 2 min ago");
     }
 
     /// <summary>

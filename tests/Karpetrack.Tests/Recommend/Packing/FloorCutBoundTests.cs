@@ -18,27 +18,8 @@ public class FloorCutBoundTests(ITestOutputHelper output)
     /// optimum our exhaustive search proves, never below the bound without them, and above it on some.
     /// </summary>
     [Fact]
-    public void TheFloorCutBoundIsNeverAboveTheProvenOptimum()
-    {
-        int proven = 0, higher = 0;
-        for (int seed = 0; seed < 60; seed++)
-        {
-            var p = LargePods(7700 + seed, 4 + seed % 9, constraints: seed % 2 == 1);
-            var exact = Packer.Exact(p, TimeSpan.FromSeconds(2));
-            AssertValid(p, exact);
-            if (!exact.ProvenOptimal || exact.Unplaced.Count > 0) continue;
-            proven++;
-            var x = new PackingInstance(p);
-            var plain = DualBound.Compute(x);
-            var cut = plain.WithFloorCuts(x);
-            Assert.True(cut.Reported <= exact.Cost, $"seed {seed}: floor-cut bound {cut.Reported} above the optimum {exact.Cost}");
-            Assert.True(cut.Reported >= plain.Reported, $"seed {seed}: floor-cut bound {cut.Reported} below the bound without {plain.Reported}");
-            if (cut.Reported > plain.Reported) higher++;
-        }
-        output.WriteLine($"{proven} of 60 proven; the floor cuts lifted the bound on {higher}");
-        Assert.True(proven >= 50, $"only {proven} of 60 proven");
-        Assert.True(higher >= 5, $"the floor cuts lifted the bound on only {higher} instances");
-    }
+    public void TheFloorCutBoundIsNeverAboveTheProvenOptimum() =>
+        AssertNeverAboveTheProvenOptimum(60, seed => LargePods(7700 + seed, 4 + seed % 9, constraints: seed % 2 == 1), minProven: 50, minHigher: 5);
 
     /// <summary>
     /// As above, with what the recommender also hands the packer: existing nodes' free room (the bound values it at the
@@ -46,17 +27,27 @@ public class FloorCutBoundTests(ITestOutputHelper output)
     /// dimension the cut takes over).
     /// </summary>
     [Fact]
-    public void WithExistingRoomAndAnUnusedGpuClassTheFloorCutBoundIsStillNeverAboveTheOptimum()
-    {
-        int proven = 0, higher = 0;
-        for (int seed = 0; seed < 40; seed++)
+    public void WithExistingRoomAndAnUnusedGpuClassTheFloorCutBoundIsStillNeverAboveTheOptimum() =>
+        AssertNeverAboveTheProvenOptimum(40, seed =>
         {
             var basic = LargePods(8800 + seed, 5 + seed % 8, constraints: seed % 2 == 1);
             var rng = new Random(seed);
             var types = basic.Types.Append(new BinType(basic.Types.Count, "gpu", Demand.Node(7900, 32 * GiB, 1, 20), 1.5m)).ToList();
             var existing = Enumerable.Range(0, 1 + seed % 3)
                 .Select(e => new ExistingBin(900 + e, $"node{e}", Demand.Node(500L * rng.Next(1, 10), GiB * rng.Next(1, 12), 0, 2 + rng.Next(4)))).ToList();
-            var p = Problem(basic.Items, types, existing, basic.TypeAllows, (c, b) => c == 0 || b.Id != 900);
+            return Problem(basic.Items, types, existing, basic.TypeAllows, (c, b) => c == 0 || b.Id != 900);
+        }, minProven: 30, minHigher: 3);
+
+    /// <summary>
+    /// On each of <paramref name="count"/> instances whose optimum the exhaustive search proves: the bound with the cuts is
+    /// never above it and never below the bound without them; enough are proven, and the cuts lift the bound on some.
+    /// </summary>
+    private void AssertNeverAboveTheProvenOptimum(int count, Func<int, PackingProblem> instance, int minProven, int minHigher)
+    {
+        int proven = 0, higher = 0;
+        for (int seed = 0; seed < count; seed++)
+        {
+            var p = instance(seed);
             var exact = Packer.Exact(p, TimeSpan.FromSeconds(2));
             AssertValid(p, exact);
             if (!exact.ProvenOptimal || exact.Unplaced.Count > 0) continue;
@@ -68,9 +59,9 @@ public class FloorCutBoundTests(ITestOutputHelper output)
             Assert.True(cut.Reported >= plain.Reported, $"seed {seed}: floor-cut bound {cut.Reported} below the bound without {plain.Reported}");
             if (cut.Reported > plain.Reported) higher++;
         }
-        output.WriteLine($"{proven} of 40 proven; the floor cuts lifted the bound on {higher}");
-        Assert.True(proven >= 30, $"only {proven} of 40 proven");
-        Assert.True(higher >= 3, $"the floor cuts lifted the bound on only {higher} instances");
+        output.WriteLine($"{proven} of {count} proven; the floor cuts lifted the bound on {higher}");
+        Assert.True(proven >= minProven, $"only {proven} of {count} proven");
+        Assert.True(higher >= minHigher, $"the floor cuts lifted the bound on only {higher} instances");
     }
 
     /// <summary>

@@ -43,6 +43,12 @@ if (args.Length > 0 && args[0] == "scan-profile")
     return;
 }
 
+if (args.Length > 0 && args[0] == "cache")
+{
+    CacheProbe.Run(args, nodes, pods);
+    return;
+}
+
 if (args.Length > 0 && args[0] == "family-cg")
 {
     FamilyProfile.RunOffline(args);

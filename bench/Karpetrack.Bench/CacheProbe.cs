@@ -29,6 +29,7 @@ internal static class CacheProbe
         using var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance);
         var book = prices.Current;
 
+        var sink = new ArrayBufferWriter<byte>(8 << 20);
         long m0 = Settle();
         var model = new ClusterModel(table);
         foreach (var n in data.Nodes) model.UpsertNode(nodeDecoder.DecodeComplete(n, out _));
@@ -36,7 +37,6 @@ internal static class CacheProbe
         model.Snapshot();
         long m1 = Settle();
         var collector = new Collector(model, [], prices);
-        var sink = new ArrayBufferWriter<byte>(8 << 20);
         long a0 = GC.GetAllocatedBytesForCurrentThread();
         collector.Render(sink);
         long firstAlloc = GC.GetAllocatedBytesForCurrentThread() - a0;
@@ -76,13 +76,16 @@ internal static class CacheProbe
         }
         if (hold)
         {
+            // Only the model, the collector and the price book stay alive: the dump shows them and little else.
+            data = null!;
+            records = null!;
+            nodeRecords = null!;
+            Settle();
             Console.WriteLine($"holding: pid {Environment.ProcessId}; press Enter to end");
             Console.ReadLine();
         }
         GC.KeepAlive(model);
         GC.KeepAlive(collector);
-        GC.KeepAlive(data);
-        GC.KeepAlive(records);
         GC.KeepAlive(book);
     }
 

@@ -73,6 +73,7 @@ internal static class CacheProbe
                               $"+5 node updates {nodeChurn.P50:F2}/{nodeChurn.P99:F2} ms ({nodeAlloc / 1e3:F0} KB); " +
                               $"cold {cold.P50:F1}/{cold.P99:F1} ms ({coldAlloc / 1e6:F1} MB); model updates {apply / 1e6:F2}M/s; " +
                               $"model+collector retained {(m3 - m0) / 1e6:F2} MB; load {Load()}");
+            GC.KeepAlive(data);   // the baseline counted it: it must stay alive until the last measurement
         }
         if (hold)
         {

@@ -1,5 +1,3 @@
-using System.Runtime.InteropServices;
-
 namespace Karpetrack;
 
 /// <summary>
@@ -81,11 +79,15 @@ public sealed class ClusterModel
     private sealed class NodeSlot(string name, int resourceCount)
     {
         public readonly string Name = name;
-        public NodeRecord? Record;                      // null while only pods name this node
+        public NodeBase? Record;                        // the node object's facts; null while only pods name this node
         public long[] Allocated = new long[resourceCount];
         public long[] DaemonSetOverhead = new long[resourceCount];
         public int Pods;
-        public readonly Dictionary<int, long[]> Namespaces = [];   // namespace id → requests of counted pods
+        // Requests of counted pods per namespace: ids, names and tallies at the same positions. The three arrays are
+        // replaced, never changed in place, when a namespace comes or goes, so a view can hold them as they are.
+        public int[] NamespaceIds = [];
+        public string[] NamespaceNames = [];
+        public long[][] NamespaceTallies = [];
         public bool TalliesShared;                      // View holds the arrays above: copy before writing
         public int References;                          // pods that name this node, plus one for the node object
         public NodeView? View;
@@ -271,10 +273,23 @@ public sealed class ClusterModel
                 for (int i = 0; i < r.Length; i++) n.DaemonSetOverhead[i] += sign * r[i];
             n.Pods += sign;
             int nsId = shapes.NamespaceOf(slot.Shape);
-            if (!n.Namespaces.TryGetValue(nsId, out var ns)) n.Namespaces[nsId] = ns = new long[r.Length];
+            int at = Array.IndexOf(n.NamespaceIds, nsId);
+            if (at < 0)
+            {
+                at = n.NamespaceIds.Length;
+                n.NamespaceIds = [.. n.NamespaceIds, nsId];
+                n.NamespaceNames = [.. n.NamespaceNames, shapes.NamespaceName(nsId)];
+                n.NamespaceTallies = [.. n.NamespaceTallies, new long[r.Length]];
+            }
+            var ns = n.NamespaceTallies[at];
             bool empty = true;
             for (int i = 0; i < r.Length; i++) { ns[i] += sign * r[i]; empty &= ns[i] == 0; }
-            if (empty && sign < 0) n.Namespaces.Remove(nsId);
+            if (empty && sign < 0)
+            {
+                n.NamespaceIds = Without(n.NamespaceIds, at);
+                n.NamespaceNames = Without(n.NamespaceNames, at);
+                n.NamespaceTallies = Without(n.NamespaceTallies, at);
+            }
             MarkDirty(slot.Node);
         }
         if ((slot.Flags & PodFlags.Pending) != 0)
@@ -290,12 +305,19 @@ public sealed class ClusterModel
     {
         n.Allocated = (long[])n.Allocated.Clone();
         n.DaemonSetOverhead = (long[])n.DaemonSetOverhead.Clone();
-        foreach (var id in n.Namespaces.Keys)
-        {
-            ref var tally = ref CollectionsMarshal.GetValueRefOrNullRef(n.Namespaces, id);
-            tally = (long[])tally.Clone();
-        }
+        var tallies = new long[n.NamespaceTallies.Length][];
+        for (int i = 0; i < tallies.Length; i++) tallies[i] = (long[])n.NamespaceTallies[i].Clone();
+        n.NamespaceTallies = tallies;
         n.TalliesShared = false;
+    }
+
+    private static T[] Without<T>(T[] items, int at)
+    {
+        if (items.Length == 1) return [];
+        var rest = new T[items.Length - 1];
+        Array.Copy(items, rest, at);
+        Array.Copy(items, at + 1, rest, at, rest.Length - at);
+        return rest;
     }
 
     /// <summary>
@@ -365,7 +387,7 @@ public sealed class ClusterModel
             int id = NodeId(node.Name);
             var slot = nodes[id];
             if (slot.Record is null) { slot.References++; membershipChanged = true; }
-            slot.Record = node;
+            slot.Record = Base(node);
             MarkDirty(id);
             version++;
         }
@@ -487,26 +509,46 @@ public sealed class ClusterModel
         }
     }
 
+    /// <summary>
+    /// What the model keeps of a node object: not the decoded record (its Dictionaries, resource version), but its
+    /// labels on shared layouts, the kept annotations (almost always none: one shared empty map) and the rest as is.
+    /// </summary>
+    private sealed class NodeBase
+    {
+        public required NodeLabels Labels, Annotations;
+        public required long[] Allocatable, Capacity;
+        public required bool Ready, Unschedulable, Deleting;
+        public required Taint[] Taints;
+        public DateTimeOffset? Created;
+    }
+
+    private readonly LabelLayouts labelLayouts = new();
+
+    private NodeBase Base(NodeRecord r) => new()
+    {
+        Labels = NodeLabels.Of(r.Labels, labelLayouts),
+        Annotations = NodeLabels.Of(r.Annotations, labelLayouts),
+        Allocatable = Fit(r.Allocatable),
+        Capacity = Fit(r.Capacity),
+        Ready = r.Ready,
+        Unschedulable = r.Unschedulable,
+        Deleting = r.Deleting,
+        Taints = r.Taints,
+        Created = r.Created,
+    };
+
     private NodeView BuildView(NodeSlot slot)
     {
         var r = slot.Record!;
         // The view takes the tallies as they are (no copies); the model copies them before its next change.
         slot.TalliesShared = true;
-        var namespaceKeys = slot.Namespaces.Count == 0 ? [] : new string[slot.Namespaces.Count];
-        var namespaceValues = slot.Namespaces.Count == 0 ? [] : new long[slot.Namespaces.Count][];
-        int k = 0;
-        foreach (var (id, tally) in slot.Namespaces)
-        {
-            namespaceKeys[k] = shapes.NamespaceName(id);
-            namespaceValues[k++] = tally;
-        }
         return new NodeView
         {
             Name = slot.Name,
             Labels = r.Labels,
             Annotations = r.Annotations,
-            Allocatable = Fit(r.Allocatable),
-            Capacity = Fit(r.Capacity),
+            Allocatable = r.Allocatable,
+            Capacity = r.Capacity,
             Allocated = slot.Allocated,
             DaemonSetOverhead = slot.DaemonSetOverhead,
             Pods = slot.Pods,
@@ -515,7 +557,7 @@ public sealed class ClusterModel
             Deleting = r.Deleting,
             Taints = r.Taints,
             Created = r.Created,
-            NamespaceRequests = k == 0 ? SmallMap<long[]>.Empty : new SmallMap<long[]>(namespaceKeys, namespaceValues),
+            NamespaceRequests = slot.NamespaceIds.Length == 0 ? SmallMap<long[]>.Empty : new SmallMap<long[]>(slot.NamespaceNames, slot.NamespaceTallies),
         };
     }
 

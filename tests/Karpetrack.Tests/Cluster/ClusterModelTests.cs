@@ -355,4 +355,81 @@ public class ClusterModelTests
         Assert.Equal(pending.Count, snap.PendingPods);
         Assert.Equal(pending.Sum(p => p.Requests[0]), snap.PendingRequests[0]);
     }
+    [Fact]
+    public void ManyNamespacesOnANodeKeepExactTalliesAndEveryOldViewKeepsItsOwn()
+    {
+        // Namespaces come and go in the middle of a node's list (its arrays are replaced, the view keeps the old ones);
+        // every view must equal the live pods' sums as of its snapshot, then and after all later changes.
+        var rng = new Random(11);
+        var m = new ClusterModel(Table);
+        m.UpsertNode(Node("a"));
+        var live = new Dictionary<string, PodRecord>();
+        var views = new List<(NodeView View, Dictionary<string, long[]> Expected)>();
+        for (int step = 0; step < 300; step++)
+        {
+            if (live.Count > 0 && rng.Next(3) == 0)
+            {
+                var gone = live.Keys.ElementAt(rng.Next(live.Count));
+                m.DeletePod(live[gone].Uid);
+                live.Remove(gone);
+            }
+            else
+            {
+                var pod = Pod($"p{step}", "a", rng.Next(1, 500), rng.Next(1, 1000));
+                pod.Namespace = $"ns{rng.Next(7)}";
+                m.UpsertPod(pod);
+                live[pod.Name] = pod;
+            }
+            var expected = live.Values.GroupBy(p => p.Namespace)
+                .ToDictionary(g => g.Key, g => new[] { g.Sum(p => p.Requests[0]), g.Sum(p => p.Requests[1]), 0L });
+            var view = View(m, "a");
+            views.Add((view, expected));
+            Assert.Equal(expected.Keys.Order(), view.NamespaceRequests.Keys.Order());
+            foreach (var (ns, sums) in expected) Assert.Equal(sums, view.NamespaceRequests[ns]);
+        }
+        foreach (var (view, expected) in views)
+        {
+            Assert.Equal(expected.Count, view.NamespaceRequests.Count);
+            foreach (var (ns, sums) in expected) Assert.Equal(sums, view.NamespaceRequests[ns]);
+        }
+    }
+
+    [Fact]
+    public void NodeLabelsReadLikeTheRecordsAndNodesWithTheSameKeysShareThem()
+    {
+        var m = new ClusterModel(Table);
+        Dictionary<string, string> Labels(string pool, string host) => new() { ["pool"] = pool, ["kubernetes.io/hostname"] = host, ["zone"] = "z1" };
+        var a = Node("a", labels: Labels("p1", "a"));
+        m.UpsertNode(a);
+        m.UpsertNode(Node("b", labels: Labels("p2", "b")));
+        m.UpsertNode(Node("c", labels: new() { ["zone"] = "z1", ["pool"] = "p1" }));
+        a.Labels["pool"] = "changed";   // the model keeps what it was given, not the decoder's object
+        var (va, vb, vc) = (View(m, "a"), View(m, "b"), View(m, "c"));
+        Assert.Equal(new KeyValuePair<string, string>[] { new("pool", "p1"), new("kubernetes.io/hostname", "a"), new("zone", "z1") }, va.Labels.ToArray());
+        Assert.Equal("p2", vb.Labels["pool"]);
+        Assert.True(vb.Labels.TryGetValue("kubernetes.io/hostname", out var host) && host == "b");
+        Assert.False(va.Labels.ContainsKey("missing"));
+        Assert.False(vc.Labels.TryGetValue("kubernetes.io/hostname", out _));
+        Assert.Throws<KeyNotFoundException>(() => vc.Labels["kubernetes.io/hostname"]);
+        Assert.Equal(["zone", "pool"], vc.Labels.Keys);
+        Assert.Equal(2, vc.Labels.Count);
+        Assert.Same(va.Labels.Keys, vb.Labels.Keys);      // one key layout for the nodes that carry the same keys
+        Assert.NotSame(va.Labels.Keys, vc.Labels.Keys);
+        Assert.Same(va.Annotations, vb.Annotations);      // no kept annotations: one shared empty map
+        Assert.Empty(va.Annotations);
+    }
+
+    [Fact]
+    public void LabelLayoutsStartAfreshPastTheirCapacityAndKeepWhatTheyHandedOut()
+    {
+        var layouts = new LabelLayouts(capacity: 2);
+        var first = layouts.For(["a", "b"]);
+        Assert.Same(first, layouts.For(["a", "b"]));
+        Assert.NotSame(first, layouts.For(["b", "a"]));   // order is part of the layout
+        layouts.For(["c"]);                               // the third distinct layout: the table starts afresh
+        Assert.Equal(1, layouts.Count);
+        Assert.Equal(["a", "b"], first.Keys);
+        Assert.Equal(1, first.IndexOf("b"));
+        Assert.NotSame(first, layouts.For(["a", "b"]));
+    }
 }

@@ -262,6 +262,7 @@ public sealed class Collector
     private readonly object cacheGate = new();
     private Dictionary<string, CachedNode> nodeCache = new(StringComparer.Ordinal);
     private Chunk[] chunks = [];
+    private readonly ArrayBufferWriter<byte> scratch = new(4096);   // a node's lines as they are rendered, under cacheGate
     private (long Version, PriceBook? Book) cachedKey = (-1, null);
 
     /// <param name="prices">Read for the current price book only (the cost and catalogue families).</param>
@@ -279,17 +280,36 @@ public sealed class Collector
 
     /// <summary>One node's cached lines and the derived facts the sums need.</summary>
     /// <remarks>
-    /// The lines are held once: freshly rendered they are arrays of their own, and once their chunk is built they
-    /// are slices of the chunk's concatenated blocks (<see cref="BuildChunk"/> repoints them, under the cache's
-    /// lock, the only place that reads them). Holding both doubled the cache (6 MB more at 5,000 nodes).
+    /// The lines are held once: freshly rendered they are one array of their own (<see cref="Fresh"/>, every family's
+    /// block in turn), and once their chunk is built they are the node's stretch of the chunk's concatenated blocks,
+    /// found through the chunk's offsets (<see cref="BuildChunk"/> moves them, under the cache's lock, the only place
+    /// that reads them). Holding both doubled the cache (6 MB more at 5,000 nodes); a slice per family per node
+    /// (a ReadOnlyMemory array each) cost 152 bytes a node more than the offsets.
     /// </remarks>
-    private sealed class CachedNode(NodeView view, PriceBook? book, ReadOnlyMemory<byte>[] blocks, NodeCost? cost, string[] groupKeys)
+    private sealed class CachedNode(NodeView view, PriceBook? book, byte[] fresh, int[] freshEnds, NodeCost? cost, string[] groupKeys)
     {
         public readonly NodeView View = view;
         public readonly PriceBook? Book = book;
-        public readonly ReadOnlyMemory<byte>[] Blocks = blocks;   // one per NodeFamilies entry
         public readonly NodeCost? Cost = cost;      // null when unpriced
         public readonly string[] GroupKeys = groupKeys;   // this node's label_group_value per --label-group
+        public byte[]? Fresh = fresh;               // the lines as rendered, until a chunk takes them
+        public int[]? FreshEnds = freshEnds;        // where each family's block ends in Fresh
+        public Chunk? Home;                         // the chunk that holds the lines, once built
+        public int Slot;                            // this node's position in Home
+
+        /// <summary>This node's lines of one family.</summary>
+        public ReadOnlySpan<byte> Block(int family)
+        {
+            if (Fresh is { } fresh)
+            {
+                int start = family == 0 ? 0 : FreshEnds![family - 1];
+                return fresh.AsSpan(start, FreshEnds![family] - start);
+            }
+            var home = Home!;
+            int at = family * home.Nodes.Length + Slot;
+            int from = Slot == 0 ? 0 : home.Ends[at - 1];
+            return home.Families[family].AsSpan(from, home.Ends[at] - from);
+        }
     }
 
     /// <summary>Up to 64 consecutive nodes: their blocks concatenated per family, and their partial sums.</summary>
@@ -297,6 +317,7 @@ public sealed class Collector
     {
         public required CachedNode[] Nodes { get; init; }
         public required byte[][] Families { get; init; }
+        public required int[] Ends { get; init; }   // [family * Nodes.Length + i]: where node i's block ends in Families[family]
         public required long[] Allocated { get; init; }
         public required long[] Allocatable { get; init; }
         public required long[] Overhead { get; init; }
@@ -448,7 +469,7 @@ public sealed class Collector
                         n = byName;
                     if (n is null)
                     {
-                        n = RenderNode(snap.Resources, v, book, labelGroups);
+                        n = RenderNode(snap.Resources, v, book, labelGroups, scratch);
                         // The by-name entry follows at once: a stale one would keep its old chunk's blocks alive.
                         nodeCache[v.Name] = n;
                     }
@@ -479,12 +500,17 @@ public sealed class Collector
             {
                 if (System.Runtime.InteropServices.MemoryMarshal.TryGetArray(m, out var a) && a.Array is { } array && seen.Add(array)) total += array.Length;
             }
+            void Held(CachedNode n)
+            {
+                if (n.Fresh is not null) Count(n.Fresh);
+                if (n.Home is not null) foreach (var f in n.Home.Families) Count(f);
+            }
             foreach (var c in chunks)
             {
                 foreach (var f in c.Families) Count(f);
-                foreach (var n in c.Nodes) foreach (ReadOnlyMemory<byte> b in n.Blocks) Count(b);
+                foreach (var n in c.Nodes) Held(n);
             }
-            foreach (var n in nodeCache.Values) foreach (ReadOnlyMemory<byte> b in n.Blocks) Count(b);
+            foreach (var n in nodeCache.Values) Held(n);
             return total;
         }
     }
@@ -492,18 +518,19 @@ public sealed class Collector
     private Chunk BuildChunk(ResourceTable t, CachedNode[] members)
     {
         var families = new byte[NodeFamilies.Length][];
+        var ends = new int[NodeFamilies.Length * members.Length];
         for (int f = 0; f < families.Length; f++)
         {
             int length = 0;
-            foreach (var n in members) length += n.Blocks[f].Length;
+            foreach (var n in members) length += n.Block(f).Length;
             var block = new byte[length];
             int at = 0;
-            foreach (var n in members)
+            for (int i = 0; i < members.Length; i++)
             {
-                int size = n.Blocks[f].Length;
-                n.Blocks[f].Span.CopyTo(block.AsSpan(at));
-                n.Blocks[f] = new ReadOnlyMemory<byte>(block, at, size);   // the same bytes, now held once
-                at += size;
+                var lines = members[i].Block(f);
+                lines.CopyTo(block.AsSpan(at));
+                at += lines.Length;
+                ends[f * members.Length + i] = at;
             }
             families[f] = block;
         }
@@ -511,6 +538,7 @@ public sealed class Collector
         {
             Nodes = members,
             Families = families,
+            Ends = ends,
             Allocated = new long[t.Count],
             Allocatable = new long[t.Count],
             Overhead = new long[t.Count],
@@ -537,21 +565,27 @@ public sealed class Collector
             }
             chunk.Costs.Add(n.Cost);
         }
+        // Every member's lines are now read from this chunk (the same bytes, held once): only after all families
+        // were copied, since a member's old home may be read until then.
+        for (int i = 0; i < members.Length; i++)
+        {
+            var n = members[i];
+            n.Home = chunk;
+            n.Slot = i;
+            n.Fresh = null;
+            n.FreshEnds = null;
+        }
         return chunk;
     }
 
-    private static CachedNode RenderNode(ResourceTable table, NodeView n, PriceBook? book, IReadOnlyList<IReadOnlyList<string>> labelGroups)
+    /// <param name="buf">Scratch space, reused (under the cache's lock): the node keeps an exact copy.</param>
+    private static CachedNode RenderNode(ResourceTable table, NodeView n, PriceBook? book, IReadOnlyList<IReadOnlyList<string>> labelGroups, ArrayBufferWriter<byte> buf)
     {
-        var blocks = new ReadOnlyMemory<byte>[NodeFamilies.Length];
-        var buf = new ArrayBufferWriter<byte>(512);
+        var ends = new int[NodeFamilies.Length];
+        buf.ResetWrittenCount();
         var w = new Exposition(buf);
 
-        byte[] Take()
-        {
-            var b = buf.WrittenSpan.ToArray();
-            buf.ResetWrittenCount();
-            return b;
-        }
+        int Take() => buf.WrittenCount;
 
         void PerResource(MetricFamily f, long[] values)
         {
@@ -563,17 +597,17 @@ public sealed class Collector
         }
 
         PerResource(Families.NodeAllocated, n.Allocated);
-        blocks[0] = Take();
+        ends[0] = Take();
         PerResource(Families.NodeAllocatable, n.Allocatable);
-        blocks[1] = Take();
+        ends[1] = Take();
         foreach (var r in table.Exported)
         {
             w.Begin(Families.NodeUtilization, "node", n.Name); w.Label("resource", table.Name(r)); w.EndLabels();
             w.Double(n.Utilization(r));
         }
-        blocks[2] = Take();
+        ends[2] = Take();
         PerResource(Families.NodeDaemonSetOverhead, n.DaemonSetOverhead);
-        blocks[3] = Take();
+        ends[3] = Take();
 
         w.Begin(Families.NodeInfo, "node", n.Name);
         w.Label("server_class", n.ServerClass);
@@ -583,26 +617,25 @@ public sealed class Collector
         w.Label("schedulable", n.Schedulable ? "true" : "false");
         w.Label("ready", n.Ready ? "true" : "false");
         w.EndLabels(); w.Integer(1);
-        blocks[4] = Take();
+        ends[4] = Take();
 
         w.Begin(Families.NodePods, "node", n.Name); w.EndLabels(); w.Integer(n.Pods);
-        blocks[5] = Take();
+        ends[5] = Take();
 
         var cost = CostRules.Of(n, book);
         if (cost is not null)
         {
             w.Begin(Families.NodePrice, "node", n.Name); w.EndLabels(); w.Double(CostRules.Dollars(cost.Price));
-            blocks[6] = Take();
+            ends[6] = Take();
             w.Begin(Families.NodeIdleCost, "node", n.Name); w.EndLabels(); w.Double(CostRules.Dollars(cost.Idle));
-            blocks[7] = Take();
+            ends[7] = Take();
         }
         else
         {
-            blocks[6] = ReadOnlyMemory<byte>.Empty;
-            blocks[7] = ReadOnlyMemory<byte>.Empty;
+            ends[6] = ends[7] = Take();
         }
 
-        var keys = new string[labelGroups.Count];
+        var keys = labelGroups.Count == 0 ? [] : new string[labelGroups.Count];
         for (int g = 0; g < labelGroups.Count; g++)
         {
             var group = labelGroups[g];
@@ -610,7 +643,7 @@ public sealed class Collector
             for (int k = 0; k < group.Count; k++) values[k] = n.Labels.TryGetValue(group[k], out var v) ? v : "<none>";
             keys[g] = string.Join(',', values);
         }
-        return new CachedNode(n, book, blocks, cost, keys);
+        return new CachedNode(n, book, buf.WrittenSpan.ToArray(), ends, cost, keys);
     }
 
     private static void RenderCluster(Exposition w, ResourceTable t, Chunk[] chunks)

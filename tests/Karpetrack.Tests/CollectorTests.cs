@@ -183,6 +183,61 @@ public class CollectorTests
     }
 
     [Fact]
+    public void CachedChunksMatchAFreshRenderThroughNodeUpdatesDeletesAndReAddsWithinChunks()
+    {
+        // Priced nodes (price and idle-cost lines, cost sums) whose node objects change in place (allocatable, labels,
+        // readiness), leave and come back under the same name within a chunk, beside pod churn: every scrape must
+        // equal a collector without a cache, and the cache must still hold each node's lines once.
+        using var prices = new PriceFeed(new PriceFeedOptions(), NullLogger.Instance);
+        var rng = new Random(5);
+        var m = new ClusterModel(ResourceTable.Default);
+        string[] classes = ["gp.vs1.large-iad", "gp.vs1.medium-iad", "unknown-class"];
+        NodeRecord NodeOf(string name) => ClusterModelTests.Node(name, rng.Next(2, 16) * 1000, (long)rng.Next(4, 64) << 30, ready: rng.Next(8) > 0,
+            cordoned: rng.Next(8) == 0, labels: new() { [SpotLabels.ServerClass] = classes[rng.Next(classes.Length)], [SpotLabels.CapacityType] = rng.Next(4) == 0 ? "on-demand" : "spot", ["pool"] = $"p{rng.Next(3)}" });
+        var names = Enumerable.Range(0, 200).Select(i => $"node-{i:D4}").ToList();
+        foreach (var n in names) m.UpsertNode(NodeOf(n));
+        var gone = new List<string>();
+        var collector = new Collector(m, [["pool"]], prices);
+        int pods = 0;
+        for (int step = 0; step < 80; step++)
+        {
+            for (int k = rng.Next(1, 6); k > 0; k--)
+            {
+                switch (rng.Next(5))
+                {
+                    case 0:
+                        m.UpsertNode(NodeOf(names[rng.Next(names.Count)]));   // the same node, changed
+                        break;
+                    case 1 when names.Count > 20:
+                        int at = rng.Next(names.Count);
+                        m.DeleteNode(names[at]);
+                        gone.Add(names[at]);
+                        names.RemoveAt(at);
+                        break;
+                    case 2 when gone.Count > 0:
+                        int back = rng.Next(gone.Count);
+                        m.UpsertNode(NodeOf(gone[back]));                     // back where it was, between its old neighbours
+                        names.Add(gone[back]);
+                        gone.RemoveAt(back);
+                        break;
+                    default:
+                        var pod = ClusterModelTests.Pod($"p{pods++}", names[rng.Next(names.Count)], rng.Next(10, 900), rng.Next(1, 256) << 20);
+                        pod.Namespace = $"ns{rng.Next(4)}";
+                        m.UpsertPod(pod);
+                        break;
+                }
+            }
+            var cached = Encoding.UTF8.GetString(collector.RenderToArray());
+            Assert.Equal(Encoding.UTF8.GetString(new Collector(m, [["pool"]], prices).RenderToArray()), cached);
+            long nodeLines = 0;
+            foreach (var line in cached.Split('\n'))
+                if (line.StartsWith("karpetrack_node_", StringComparison.Ordinal) && line.Contains("node=\"", StringComparison.Ordinal)) nodeLines += line.Length + 1;
+            Assert.Equal(nodeLines, collector.CachedLineBytes());
+        }
+        Assert.Contains("karpetrack_node_price_dollars_per_hour{node=", Encoding.UTF8.GetString(collector.RenderToArray()));
+    }
+
+    [Fact]
     public void TheCacheHoldsEachNodesLinesOnceThroughChurn()
     {
         // The per-node lines and the chunks' concatenated blocks are the same bytes: the cache must hold them once,

@@ -64,14 +64,26 @@ internal static class CacheProbe
             }, out long nodeAlloc);
             // Every node rendered afresh: what a new price book costs the next scrape.
             var cold = Time(10, () => { sink.ResetWrittenCount(); new Collector(model, [], prices).Render(sink); }, out long coldAlloc);
-            var sw = Stopwatch.StartNew();
-            foreach (var r in records) model.UpsertPod(r);
-            double apply = records.Length / sw.Elapsed.TotalSeconds;
+            // Best of three passes, and the gen2 collections during all three: a full collection of the ~900 MB heap
+            // (the synthetic JSON is alive) landing in a 20 ms pass would otherwise decide the figure.
+            double apply = 0;
+            var passes = new List<string>();
+            int gen2 = GC.CollectionCount(2);
+            for (int pass = 0; pass < 3; pass++)
+            {
+                int g0 = GC.CollectionCount(0), g1 = GC.CollectionCount(1);
+                var sw = Stopwatch.StartNew();
+                foreach (var r in records) model.UpsertPod(r);
+                double rate = records.Length / sw.Elapsed.TotalSeconds;
+                apply = Math.Max(apply, rate);
+                passes.Add($"{rate / 1e6:F2} ({GC.CollectionCount(0) - g0}/{GC.CollectionCount(1) - g1})");
+            }
+            gen2 = GC.CollectionCount(2) - gen2;
             long m3 = Settle();
             Console.WriteLine($"round {round}: scrape p50/p99 {steady.P50:F2}/{steady.P99:F2} ms ({steadyAlloc / 1e3:F0} KB); " +
                               $"+20 pod events {churn.P50:F2}/{churn.P99:F2} ms ({churnAlloc / 1e3:F0} KB); " +
                               $"+5 node updates {nodeChurn.P50:F2}/{nodeChurn.P99:F2} ms ({nodeAlloc / 1e3:F0} KB); " +
-                              $"cold {cold.P50:F1}/{cold.P99:F1} ms ({coldAlloc / 1e6:F1} MB); model updates {apply / 1e6:F2}M/s; " +
+                              $"cold {cold.P50:F1}/{cold.P99:F1} ms ({coldAlloc / 1e6:F1} MB); model updates {apply / 1e6:F2}M/s (best of 3: {string.Join(", ", passes)} gen0/gen1; {gen2} gen2 GCs); " +
                               $"model+collector retained {(m3 - m0) / 1e6:F2} MB; load {Load()}");
             GC.KeepAlive(data);   // the baseline counted it: it must stay alive until the last measurement
         }

@@ -32,10 +32,17 @@ internal sealed class ShapeIndex(ResourceTable table)
 
     public PackItem Item(int id, PodFacts p)
     {
+        var (demand, c, group) = Key(p);
+        return new PackItem(id, demand, c, group);
+    }
+
+    /// <summary>What an item of this pod would hold (its demand, constraint class and anti-affinity group), numbering classes and groups as <see cref="Item"/> does.</summary>
+    public (Demand Demand, int Constraint, int Group) Key(PodFacts p)
+    {
         var demand = PodRules.DemandOf(p, table);
         var key = (p.Shape, demand.Gpu > 0);
         if (!ids.TryGetValue(key, out var c)) { ids[key] = c = classes.Count; classes.Add(key); }
-        return new PackItem(id, demand, c, AntiAffinityGroup(p.Shape));
+        return (demand, c, AntiAffinityGroup(p.Shape));
     }
 
     /// <summary>Pods that repel their own kind share a group, keyed by the term (see PodShape.SelfAntiAffinityKey).</summary>

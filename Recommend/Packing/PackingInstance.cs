@@ -32,10 +32,25 @@ internal sealed class PackingInstance
     private const int ScratchKeys = 1024;
     [ThreadStatic] private static ItemKey[]? keyScratch;
 
-    public PackingInstance(PackingProblem p)
+    public PackingInstance(PackingProblem p) : this(p, null) { }
+
+    /// <summary>
+    /// The instance of items given as distinct ones with their numbers: <c>p.Items[i]</c> stands for <c>copies[i]</c> items,
+    /// numbered on from the copies before it (item ids are not kept). Shapes, their order, demands, classes and counts are
+    /// those of the instance over every copy, so its bounds are the same; for bounds only (<see cref="ClusterCosts"/>'s
+    /// outlook over 150,000 pods holds a few thousand items instead of one object per pod), not for packing: P's items are
+    /// not the instance's.
+    /// </summary>
+    internal static PackingInstance Counted(PackingProblem p, int[] copies) => new(p, copies);
+
+    private PackingInstance(PackingProblem p, int[]? copies)
     {
         P = p;
-        N = p.Items.Count; T = p.Types.Count; E = p.Existing.Count;
+        int K = p.Items.Count;
+        if (copies is not null && copies.Length != K) throw new ArgumentException($"{copies.Length} counts for {K} items", nameof(copies));
+        long n = K;
+        if (copies is not null) { n = 0; foreach (int c in copies) n += c >= 1 ? c : throw new ArgumentException("every item stands for at least one copy", nameof(copies)); }
+        N = checked((int)n); T = p.Types.Count; E = p.Existing.Count;
         Cap = new long[T * D]; Price = new double[T]; MaxCount = new int[T];
         for (int t = 0; t < T; t++)
         {
@@ -54,25 +69,40 @@ internal sealed class PackingInstance
         ShapeOf = new int[N];
         // The sort's keys live only in this constructor: a small instance (a node's or a group's pods; thousands per scan)
         // sorts in the thread's scratch array instead of a new one.
-        var keys = N <= ScratchKeys ? (keyScratch ??= new ItemKey[ScratchKeys]) : new ItemKey[N];
-        for (int i = 0; i < N; i++)
+        var keys = K <= ScratchKeys ? (keyScratch ??= new ItemKey[ScratchKeys]) : new ItemKey[K];
+        for (int i = 0; i < K; i++)
         {
             var it = p.Items[i];
             keys[i] = new ItemKey(it.Constraint, it.AntiAffinityGroup < 0 ? -1 : it.AntiAffinityGroup, it.Demand, i);
         }
-        Array.Sort(keys, 0, N);
+        Array.Sort(keys, 0, K);
+        // Counted: given item i's copies are items first[i] .. first[i] + copies[i] - 1.
+        int[]? first = null;
+        if (copies is not null)
+        {
+            first = new int[K];
+            for (int i = 1; i < K; i++) first[i] = first[i - 1] + copies[i - 1];
+        }
         int shapes = 0;
-        for (int j = 0; j < N; j++) if (j == 0 || !keys[j].SameShape(keys[j - 1])) shapes++;
+        for (int j = 0; j < K; j++) if (j == 0 || !keys[j].SameShape(keys[j - 1])) shapes++;
         S = shapes;
         SDem = new long[S * D]; SCon = new int[S]; SAa = new int[S]; SItems = new int[S][];
-        for (int j = 0, s = 0; j < N; s++)
+        for (int j = 0, s = 0; j < K; s++)
         {
             int end = j + 1;
-            while (end < N && keys[end].SameShape(keys[j])) end++;
+            while (end < K && keys[end].SameShape(keys[j])) end++;
             var k = keys[j];
             Put(SDem, s, k.Demand); SCon[s] = k.Con; SAa[s] = k.Aa;
-            var members = new int[end - j];
-            for (int m = j; m < end; m++) { members[m - j] = keys[m].Index; ShapeOf[keys[m].Index] = s; }
+            int count = 0;
+            for (int m = j; m < end; m++) count += copies is null ? 1 : copies[keys[m].Index];
+            var members = new int[count];
+            count = 0;
+            for (int m = j; m < end; m++)
+            {
+                int i = keys[m].Index;
+                if (first is null) { members[count++] = i; ShapeOf[i] = s; continue; }
+                for (int c = 0; c < copies![i]; c++) { members[count++] = first[i] + c; ShapeOf[first[i] + c] = s; }
+            }
             SItems[s] = members;
             j = end;
         }

@@ -109,7 +109,7 @@ internal static class ScanProfile
             var counts = string.Join(", ", plan.Recommendations.GroupBy(r => r.Type).OrderBy(g => g.Key).Select(g => $"{g.Count()} {g.Key}"));
             decimal after = plan.Costs!.AfterRecommendationsPerHour;
             Console.WriteLine($"{name} run {run}: plan wall {wall:F2} s, CPU {cpu:F2} s, gen0 GCs {GC.CollectionCount(0) - gcs0}; allocated {allocated / 1e6:F0} MB; "
-                + $"peak managed heap {(peak - before) / 1e6:F0} MB above {before / 1e6:F0} MB; peak GC committed {peakCommitted / 1e6:F0} MB (before {committed0 / 1e6:F0}), gen2 after a collection {peakGen2 / 1e6:F0} MB; kept after with the outlook {kept / 1e6:F1} MB; {counts}; after {after:0.###} $/h; load {Load()}");
+                + $"peak managed heap {(peak - before) / 1e6:F0} MB above {before / 1e6:F0} MB; peak GC committed {peakCommitted / 1e6:F0} MB (before {committed0 / 1e6:F0}), gen2 after a collection {peakGen2 / 1e6:F0} MB; kept after with the outlook {kept / 1e6:F1} MB; {counts}; after {after:0.###} $/h, outlook bound {plan.Costs.LowerBoundPerHour} $/h ({plan.Costs.LowerBoundExcludedPods} pods out); load {Load()}");
             Console.WriteLine("  " + string.Join(", ", steps.Select(s => $"{s.Step} {s.Ms:F0} ms (GC {s.GcMs:F0})/{s.Bytes / 1e6:F0} MB")));
             GC.KeepAlive(plan);
         }

@@ -71,20 +71,29 @@ internal static class MultiNodeReplacement
     /// <summary>The packer's lower bound on new nodes for these pods; null when some pod fits no offered class.</summary>
     public static decimal? Floor(PlanState s, PodFacts[] pods)
     {
-        var shapes = new ShapeIndex(s.Resources);
-        var items = pods.Select((p, i) => shapes.Item(i, p)).ToList();
-        var floor = Packer.LowerBound(shapes.Problem(items, s.Offers, [], (_, _) => false), out bool placeable);
+        var shapes = s.Shapes();
+        var floor = Packer.LowerBound(shapes.Problem(shapes.Items(pods), s.Offers, [], (_, _) => false), out bool placeable);
         return placeable ? floor : null;
+    }
+
+    /// <summary>The group's movable pods in group order, in one array of their exact count.</summary>
+    private static PodFacts[] Concat(List<Candidate> group)
+    {
+        int n = 0;
+        foreach (var g in group) n += g.Movable.Length;
+        var pods = new PodFacts[n];
+        n = 0;
+        foreach (var g in group) { g.Movable.CopyTo(pods, n); n += g.Movable.Length; }
+        return pods;
     }
 
     public static Decision? Decide(PlanState s, List<Candidate> group)
     {
         if (group.Count < 2) return null;
         var o = s.Options;
-        var pods = group.SelectMany(g => g.Movable).ToArray();
-        var shapes = new ShapeIndex(s.Resources);
-        var items = pods.Select((p, i) => shapes.Item(i, p)).ToList();
-        var solution = Packer.Solve(shapes.Problem(items, s.Offers, [], (_, _) => false), Group);
+        var pods = Concat(group);
+        var shapes = s.Shapes();
+        var solution = Packer.Solve(shapes.Problem(shapes.Items(pods), s.Offers, [], (_, _) => false), Group);
         if (solution.Unplaced.Count > 0) return null;
         var current = group.Sum(g => g.Price);
         var savings = current - solution.Cost;

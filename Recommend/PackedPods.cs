@@ -9,13 +9,40 @@ internal sealed class ShapeIndex(ResourceTable table)
     private readonly Dictionary<(PodShape, bool), int> ids = [];
     private readonly Dictionary<string, int> groups = new(StringComparer.Ordinal);
     private readonly List<(PodShape Shape, bool Gpu)> classes = [];
+    private readonly List<PackItem> items = [];
+
+    /// <summary>
+    /// Empties the index for the next packing, keeping its tables' room: classes and groups are numbered from 0 again,
+    /// as in a new index. For a run's many small packings one after the other (<see cref="PlanState.Shapes"/>); a problem
+    /// built before must not be used after.
+    /// </summary>
+    public ShapeIndex Reset()
+    {
+        ids.Clear(); groups.Clear(); classes.Clear(); items.Clear();
+        return this;
+    }
+
+    /// <summary>The items of these pods (item i is pod i), in a list the index reuses after <see cref="Reset"/>.</summary>
+    public List<PackItem> Items(PodFacts[] pods)
+    {
+        items.Clear();
+        for (int i = 0; i < pods.Length; i++) items.Add(Item(i, pods[i]));
+        return items;
+    }
 
     public PackItem Item(int id, PodFacts p)
+    {
+        var (demand, c, group) = Key(p);
+        return new PackItem(id, demand, c, group);
+    }
+
+    /// <summary>What an item of this pod would hold (its demand, constraint class and anti-affinity group), numbering classes and groups as <see cref="Item"/> does.</summary>
+    public (Demand Demand, int Constraint, int Group) Key(PodFacts p)
     {
         var demand = PodRules.DemandOf(p, table);
         var key = (p.Shape, demand.Gpu > 0);
         if (!ids.TryGetValue(key, out var c)) { ids[key] = c = classes.Count; classes.Add(key); }
-        return new PackItem(id, demand, c, AntiAffinityGroup(p.Shape));
+        return (demand, c, AntiAffinityGroup(p.Shape));
     }
 
     /// <summary>Pods that repel their own kind share a group, keyed by the term (see PodShape.SelfAntiAffinityKey).</summary>

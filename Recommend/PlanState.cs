@@ -28,7 +28,12 @@ internal sealed class PlanState
     /// <summary>The nodes without blockers, empty ones first, then the least utilized, the dearest, by name; set by <see cref="RankCandidates"/>.</summary>
     public IReadOnlyList<Candidate> Candidates { get; private set; } = [];
 
-    private readonly Dictionary<string, PodFacts[]> podsByNode;
+    /// <summary>
+    /// Each node's movable pods (<see cref="PodRules.Movable"/>): what its blockers look at (DaemonSet and mirror pods never
+    /// block) and its candidate's pods, one array for both. Dropped once the candidates are ranked: the candidates hold
+    /// what the run needs, and the blocked nodes' pods (a whole copy of the cluster's pods otherwise) can go.
+    /// </summary>
+    private Dictionary<string, PodFacts[]>? movableByNode;
     private readonly HashSet<string> claimed = new(StringComparer.Ordinal);
     private readonly HashSet<string> receivers = new(StringComparer.Ordinal);   // nodes that take pods of a claimed node stay
     private readonly Dictionary<string, List<Blocker>> blockers = new(StringComparer.Ordinal);
@@ -48,7 +53,7 @@ internal sealed class PlanState
         Region = Karpetrack.Offers.Region(snap, o);
         Offers = Karpetrack.Offers.For(snap, book, Region, o, daemonSets);
         Budgets = Budgets.Index(pdbs);
-        podsByNode = PodRules.ByNode(pods);
+        movableByNode = PodRules.ByNode(pods, movableOnly: true);
         Pending = pods.Where(p => p.Pending).ToArray();
         Room = Room.Of(snap, pods, o, inFlight, Offers);
         InFlight = inFlight;
@@ -104,6 +109,15 @@ internal sealed class PlanState
         return f;
     }
 
+    private ShapeIndex? shapes;
+
+    /// <summary>
+    /// An empty shape index for one packing of this run's one-after-the-other small packings (each candidate's bound, each
+    /// replacement): one index and item list reused instead of new dictionaries per packing; dropped with the run. Numbering
+    /// is as in a new index, so the packings are the same. The problem of the packing before must be done with.
+    /// </summary>
+    public ShapeIndex Shapes() => (shapes ??= new ShapeIndex(Resources)).Reset();
+
     private (double Cpu, double Mem, double Price)[]? coverClasses;
 
     /// <summary>
@@ -129,8 +143,11 @@ internal sealed class PlanState
     public void Tick() => pacer.Tick();
 
     /// <summary>Blockers for every node; the nodes without any become the removal candidates.</summary>
+    /// <remarks>Once per run: it hands the pods of each node to the candidates and lets go of the rest.</remarks>
     public void RankCandidates()
     {
+        var byNode = movableByNode ?? throw new InvalidOperationException("the candidates of this run are ranked already");
+        PodFacts[] PodsOn(string node) => byNode.GetValueOrDefault(node) ?? [];
         foreach (var n in Snapshot.Nodes)
         {
             blockers[n.Name] = Blockers.Of(n, PodsOn(n.Name), Budgets, Book);
@@ -138,15 +155,15 @@ internal sealed class PlanState
         }
         Candidates = Snapshot.Nodes
             .Where(n => blockers[n.Name].Count == 0)
-            .Select(n => new Candidate(n, PodRules.Movable(PodsOn(n.Name)), Book.NodePrice(n.ServerClass, n.CapacityType)!.Value))
+            .Select(n => new Candidate(n, PodsOn(n.Name), Book.NodePrice(n.ServerClass, n.CapacityType)!.Value))
             .OrderBy(c => c.Movable.Length == 0 ? 0 : 1)
             .ThenBy(c => Room.Utilization(c.Node))
             .ThenByDescending(c => c.Price)
             .ThenBy(c => c.Node.Name, StringComparer.Ordinal)
             .ToList();
+        movableByNode = null;
     }
 
-    private PodFacts[] PodsOn(string node) => podsByNode.GetValueOrDefault(node) ?? [];
 
     /// <summary>
     /// Carries a decision into the ledgers: a command's claims take room, its nodes are claimed (and close), and

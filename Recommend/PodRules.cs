@@ -22,16 +22,22 @@ internal static class PodRules
         new(p.Requests[ResourceTable.Cpu], p.Requests[ResourceTable.Memory], Gpus(p.Requests, t), 1);
 
     /// <summary>The pods bound to each node, in their order in <paramref name="pods"/> (two passes over the pods, no grouping objects).</summary>
-    public static Dictionary<string, PodFacts[]> ByNode(PodFacts[] pods)
+    public static Dictionary<string, PodFacts[]> ByNode(PodFacts[] pods) => ByNode(pods, movableOnly: false);
+
+    /// <summary>
+    /// The same with <paramref name="movableOnly"/>: only the pods a removal moves (<see cref="Movable"/>), so that each
+    /// node's array is its <see cref="Movable"/> pods, in their order, without a second copy.
+    /// </summary>
+    public static Dictionary<string, PodFacts[]> ByNode(PodFacts[] pods, bool movableOnly)
     {
         var counts = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var p in pods)
-            if (p.Node is not null) CollectionsMarshal.GetValueRefOrAddDefault(counts, p.Node, out _)++;
+            if (p.Node is not null && !(movableOnly && p.IsOverhead)) CollectionsMarshal.GetValueRefOrAddDefault(counts, p.Node, out _)++;
         var byNode = new Dictionary<string, PodFacts[]>(counts.Count, StringComparer.Ordinal);
         foreach (var (node, count) in counts) byNode[node] = new PodFacts[count];
         foreach (var key in counts.Keys) counts[key] = 0;
         foreach (var p in pods)
-            if (p.Node is not null) byNode[p.Node][CollectionsMarshal.GetValueRefOrNullRef(counts, p.Node)++] = p;
+            if (p.Node is not null && !(movableOnly && p.IsOverhead)) byNode[p.Node][CollectionsMarshal.GetValueRefOrNullRef(counts, p.Node)++] = p;
         return byNode;
     }
 

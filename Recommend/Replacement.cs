@@ -44,9 +44,8 @@ internal static class Replacement
         // too little. A candidate the packer's tighter bound would have ruled out still gets a full search: Solve takes no
         // threshold; its cost then saves too little too, so the plan is the same, only slower for those candidates.
         if (!expired && !o.SavesEnoughToReplace(price, price - s.CoverFloor(movable))) return null;
-        var shapes = new ShapeIndex(s.Resources);
-        var items = movable.Select((p, i) => shapes.Item(i, p)).ToList();
-        var solution = Packer.Solve(shapes.Problem(items, s.Offers, [], (_, _) => false), PerNode);
+        var shapes = s.Shapes();
+        var solution = Packer.Solve(shapes.Problem(shapes.Items(movable), s.Offers, [], (_, _) => false), PerNode);
         if (solution.Unplaced.Count > 0) return null;
         var savings = price - solution.Cost;
         bool savesEnough = o.SavesEnoughToReplace(price, savings);

@@ -28,10 +28,29 @@ internal sealed class PackingInstance
     public readonly int[] TypesByPrice;
     public readonly int PlaceableItems;
 
-    public PackingInstance(PackingProblem p)
+    /// <summary>Instances of at most this many items sort their keys in <see cref="keyScratch"/> (48 KB, under the large object heap's threshold).</summary>
+    private const int ScratchKeys = 1024;
+    [ThreadStatic] private static ItemKey[]? keyScratch;
+
+    public PackingInstance(PackingProblem p) : this(p, null) { }
+
+    /// <summary>
+    /// The instance of items given as distinct ones with their numbers: <c>p.Items[i]</c> stands for <c>copies[i]</c> items,
+    /// numbered on from the copies before it (item ids are not kept). Shapes, their order, demands, classes and counts are
+    /// those of the instance over every copy, so its bounds are the same; for bounds only (<see cref="ClusterCosts"/>'s
+    /// outlook over 150,000 pods holds a few thousand items instead of one object per pod), not for packing: P's items are
+    /// not the instance's.
+    /// </summary>
+    internal static PackingInstance Counted(PackingProblem p, int[] copies) => new(p, copies);
+
+    private PackingInstance(PackingProblem p, int[]? copies)
     {
         P = p;
-        N = p.Items.Count; T = p.Types.Count; E = p.Existing.Count;
+        int K = p.Items.Count;
+        if (copies is not null && copies.Length != K) throw new ArgumentException($"{copies.Length} counts for {K} items", nameof(copies));
+        long n = K;
+        if (copies is not null) { n = 0; foreach (int c in copies) n += c >= 1 ? c : throw new ArgumentException("every item stands for at least one copy", nameof(copies)); }
+        N = checked((int)n); T = p.Types.Count; E = p.Existing.Count;
         Cap = new long[T * D]; Price = new double[T]; MaxCount = new int[T];
         for (int t = 0; t < T; t++)
         {
@@ -48,25 +67,42 @@ internal sealed class PackingInstance
         // neighbours in memory order: the fill's searches walk them in that order (a dictionary of 100k shapes in input
         // order cost a cache miss per shape touched).
         ShapeOf = new int[N];
-        var keys = new ItemKey[N];
-        for (int i = 0; i < N; i++)
+        // The sort's keys live only in this constructor: a small instance (a node's or a group's pods; thousands per scan)
+        // sorts in the thread's scratch array instead of a new one.
+        var keys = K <= ScratchKeys ? (keyScratch ??= new ItemKey[ScratchKeys]) : new ItemKey[K];
+        for (int i = 0; i < K; i++)
         {
             var it = p.Items[i];
             keys[i] = new ItemKey(it.Constraint, it.AntiAffinityGroup < 0 ? -1 : it.AntiAffinityGroup, it.Demand, i);
         }
-        Array.Sort(keys);
+        Array.Sort(keys, 0, K);
+        // Counted: given item i's copies are items first[i] .. first[i] + copies[i] - 1.
+        int[]? first = null;
+        if (copies is not null)
+        {
+            first = new int[K];
+            for (int i = 1; i < K; i++) first[i] = first[i - 1] + copies[i - 1];
+        }
         int shapes = 0;
-        for (int j = 0; j < N; j++) if (j == 0 || !keys[j].SameShape(keys[j - 1])) shapes++;
+        for (int j = 0; j < K; j++) if (j == 0 || !keys[j].SameShape(keys[j - 1])) shapes++;
         S = shapes;
         SDem = new long[S * D]; SCon = new int[S]; SAa = new int[S]; SItems = new int[S][];
-        for (int j = 0, s = 0; j < N; s++)
+        for (int j = 0, s = 0; j < K; s++)
         {
             int end = j + 1;
-            while (end < N && keys[end].SameShape(keys[j])) end++;
+            while (end < K && keys[end].SameShape(keys[j])) end++;
             var k = keys[j];
             Put(SDem, s, k.Demand); SCon[s] = k.Con; SAa[s] = k.Aa;
-            var members = new int[end - j];
-            for (int m = j; m < end; m++) { members[m - j] = keys[m].Index; ShapeOf[keys[m].Index] = s; }
+            int count = 0;
+            for (int m = j; m < end; m++) count += copies is null ? 1 : copies[keys[m].Index];
+            var members = new int[count];
+            count = 0;
+            for (int m = j; m < end; m++)
+            {
+                int i = keys[m].Index;
+                if (first is null) { members[count++] = i; ShapeOf[i] = s; continue; }
+                for (int c = 0; c < copies![i]; c++) { members[count++] = first[i] + c; ShapeOf[first[i] + c] = s; }
+            }
             SItems[s] = members;
             j = end;
         }
@@ -98,27 +134,30 @@ internal sealed class PackingInstance
     }
 
     /// <summary>Fills TypeOk, BinOk, AnyType and AnyBin; returns the number of items some bin may take.</summary>
+    /// <remarks>
+    /// The shapes come sorted by constraint class (see the constructor), so one class's shapes are neighbours: the
+    /// class's answers (which types and bins it allows, its row per GPU rule) are asked when the class changes and kept
+    /// in arrays reused for the next class, not in dictionaries of one array per class. The answers and the rows'
+    /// numbering (by first appearance in shape order) are those of a lookup per class; a scan builds thousands of small
+    /// instances, and those dictionaries were about 45 MB of a 5,000-node run's garbage.
+    /// </remarks>
     private int Compatibility(PackingProblem p)
     {
         int placeable = 0;
         // Delegates are called once per (constraint class, bin), never per item.
-        var typeByCon = new Dictionary<int, bool[]>();
-        var binByCon = new Dictionary<int, bool[]>();
-        var rowOfCon = new Dictionary<(int, bool), int>();
-        var rows = new Dictionary<string, int>(StringComparer.Ordinal);
+        var ta = new bool[T];
+        var ba = new bool[E];
+        int con = 0, rowPlain = -1, rowGpu = -1;
+        Dictionary<string, int>? rows = null;
+        Span<char> key = T + 1 <= 256 ? stackalloc char[T + 1] : new char[T + 1];
         for (int s = 0; s < S; s++)
         {
-            if (!typeByCon.TryGetValue(SCon[s], out var ta))
+            if (s == 0 || SCon[s] != con)
             {
-                ta = new bool[T];
-                for (int t = 0; t < T; t++) ta[t] = p.TypeAllows(SCon[s], p.Types[t]);
-                typeByCon[SCon[s]] = ta;
-            }
-            if (!binByCon.TryGetValue(SCon[s], out var ba))
-            {
-                ba = new bool[E];
-                for (int e = 0; e < E; e++) ba[e] = p.BinAllows(SCon[s], p.Existing[e]);
-                binByCon[SCon[s]] = ba;
+                con = SCon[s];
+                for (int t = 0; t < T; t++) ta[t] = p.TypeAllows(con, p.Types[t]);
+                for (int e = 0; e < E; e++) ba[e] = p.BinAllows(con, p.Existing[e]);
+                rowPlain = rowGpu = -1;
             }
             bool nonGpuTypeFits = false;
             for (int t = 0; t < T; t++)
@@ -131,14 +170,14 @@ internal sealed class PackingInstance
             bool gpuRule = SDem[s * D + 2] == 0 && nonGpuTypeFits;
             if (gpuRule)
                 for (int t = 0; t < T; t++) if (Cap[t * D + 2] > 0) TypeOk[s * T + t] = false;
-            if (!rowOfCon.TryGetValue((SCon[s], gpuRule), out int row))
+            ref int row = ref gpuRule ? ref rowGpu : ref rowPlain;
+            if (row < 0)
             {
-                var key = new char[T + 1];
                 for (int t = 0; t < T; t++) key[t] = ta[t] && MaxCount[t] > 0 && !(gpuRule && Cap[t * D + 2] > 0) ? '1' : '0';
                 key[T] = gpuRule ? 'g' : '-';
-                var text = new string(key);
-                if (!rows.TryGetValue(text, out row)) rows[text] = row = rows.Count;
-                rowOfCon[(SCon[s], gpuRule)] = row;
+                rows ??= new Dictionary<string, int>(StringComparer.Ordinal);
+                var lookup = rows.GetAlternateLookup<ReadOnlySpan<char>>();
+                if (!lookup.TryGetValue(key, out row)) rows[new string(key)] = row = rows.Count;
             }
             SRow[s] = row;
             for (int t = 0; t < T; t++) AnyType[s] |= TypeOk[s * T + t];

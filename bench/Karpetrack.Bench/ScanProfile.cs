@@ -52,11 +52,18 @@ internal static class ScanProfile
             GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
             long before = GC.GetTotalMemory(true);
             var steps = new List<(string Step, double Ms, long Bytes, double GcMs)>();
-            long peak = before;
+            long peak = before, committed0 = GC.GetGCMemoryInfo().TotalCommittedBytes, peakCommitted = committed0, peakGen2 = 0;
             using var stop = new ManualResetEventSlim();
             var sampler = new Thread(() =>
             {
-                while (!stop.Wait(1)) peak = Math.Max(peak, GC.GetTotalMemory(false));
+                while (!stop.Wait(1))
+                {
+                    peak = Math.Max(peak, GC.GetTotalMemory(false));
+                    // As of the last collection: what the GC holds committed, and what survived into gen2 (live or not yet collected).
+                    var info = GC.GetGCMemoryInfo();
+                    peakCommitted = Math.Max(peakCommitted, info.TotalCommittedBytes);
+                    if (info.GenerationInfo.Length > 2) peakGen2 = Math.Max(peakGen2, info.GenerationInfo[2].SizeAfterBytes);
+                }
             }) { IsBackground = true };
             sampler.Start();
             var proc = Process.GetCurrentProcess();
@@ -102,7 +109,7 @@ internal static class ScanProfile
             var counts = string.Join(", ", plan.Recommendations.GroupBy(r => r.Type).OrderBy(g => g.Key).Select(g => $"{g.Count()} {g.Key}"));
             decimal after = plan.Costs!.AfterRecommendationsPerHour;
             Console.WriteLine($"{name} run {run}: plan wall {wall:F2} s, CPU {cpu:F2} s, gen0 GCs {GC.CollectionCount(0) - gcs0}; allocated {allocated / 1e6:F0} MB; "
-                + $"peak managed heap {(peak - before) / 1e6:F0} MB above {before / 1e6:F0} MB; kept after with the outlook {kept / 1e6:F1} MB; {counts}; after {after:0.###} $/h; load {Load()}");
+                + $"peak managed heap {(peak - before) / 1e6:F0} MB above {before / 1e6:F0} MB; peak GC committed {peakCommitted / 1e6:F0} MB (before {committed0 / 1e6:F0}), gen2 after a collection {peakGen2 / 1e6:F0} MB; kept after with the outlook {kept / 1e6:F1} MB; {counts}; after {after:0.###} $/h, outlook bound {plan.Costs.LowerBoundPerHour} $/h ({plan.Costs.LowerBoundExcludedPods} pods out); load {Load()}");
             Console.WriteLine("  " + string.Join(", ", steps.Select(s => $"{s.Step} {s.Ms:F0} ms (GC {s.GcMs:F0})/{s.Bytes / 1e6:F0} MB")));
             GC.KeepAlive(plan);
         }

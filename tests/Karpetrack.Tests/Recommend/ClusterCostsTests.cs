@@ -126,6 +126,46 @@ public class ClusterCostsTests
     }
 
     [Fact]
+    public void TheBoundOverCountedShapesIsTheBoundOverOneItemPerPod()
+    {
+        // Many pods of few shapes (the outlook counts each shape's pods instead of making an item per pod): the bound and
+        // the pods left out are those of the packer's instance over every pod, to the last digit.
+        var pinned = ""","nodeSelector":{"kubernetes.io/hostname":"n0"}""";
+        int checkedBounds = 0;
+        for (int seed = 1; seed <= 25; seed++)
+        {
+            var rng = new Random(seed);
+            var s = new Scenario();
+            for (int n = 0; n < 3; n++) s.Node("n" + n, Classes[rng.Next(Classes.Length)]);
+            int pods = rng.Next(20, 120);
+            for (int p = 0; p < pods; p++)
+            {
+                int kind = rng.Next(6), o = rng.Next(3);
+                var node = rng.Next(4) == 0 ? null : "n" + rng.Next(3);
+                // Named after their owner, so that the model gives the pods of one owner and kind one shape; one owner's
+                // pods request the same.
+                var owner = $"app-{kind}-{o}";
+                s.Pod($"{owner}-p{p}", node, $"{(1 + o) * 250}m", $"{(1 + (kind + o) % 3) * 512}Mi", pending: node is null, owner: owner,
+                    ownerKind: kind == 0 ? "DaemonSet" : "ReplicaSet", labels: kind == 1 ? Scenario.Spread : """{"app":"app"}""",
+                    extraSpec: kind == 1 ? Scenario.AntiSpread : kind == 2 ? pinned : "");
+            }
+            var snap = s.Model.Snapshot();
+            var all = s.Model.Pods();
+            var offers = Offers.For(snap, Scenario.Book, "us-east-iad-1", Small, []);
+            var selected = new HashSet<string>(["n0", "n1"], StringComparer.Ordinal);   // n2's pods left out, as a hidden node's
+            var actual = ClusterCosts.LowerBound(all, offers, snap.Resources, selected);
+            var hosted = all.Where(p => !p.IsOverhead && !p.Terminating && (p.Pending || selected.Contains(p.Node!))).ToArray();
+            var shapes = new ShapeIndex(snap.Resources);
+            var x = new PackingInstance(shapes.Problem(hosted.Select((p, i) => shapes.Item(i, p)).ToList(), offers, [], (_, _) => false));
+            var expected = hosted.Length == 0 ? (0m, 0) : (x.T == 0 || x.PlaceableItems == 0 ? 0m : DualBound.Compute(x).Reported, x.N - x.PlaceableItems);
+            Assert.Equal(expected, actual);
+            Assert.True(x.S < x.N, $"seed {seed}: {x.N} pods, {x.S} shapes");
+            checkedBounds += actual.Bound > 0 ? 1 : 0;
+        }
+        Assert.True(checkedBounds >= 20, $"{checkedBounds} positive bounds");
+    }
+
+    [Fact]
     public void AnEmptyClusterCostsNothingAtBest()
     {
         var costs = Outlook(new Scenario().Node("a", "gp.vs1.large-iad")).Costs!;

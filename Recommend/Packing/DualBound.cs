@@ -19,10 +19,12 @@ internal sealed class DualBound
     // The floor cut WithFloorCuts chose (0: none) and the ascent's price vectors for it, for the exact solve.
     private readonly long floorQ;
     private readonly double[]? floorW;
+    // Per shape: its demand group (-1: none), for the exact solve's mean demands.
+    private readonly int[] groupOf;
 
-    private DualBound(double[] w, double[] value, double[] wmax, decimal reported, (long[], long[], double[], int[][], int) lp, long floorQ = 0, double[]? floorW = null)
+    private DualBound(double[] w, double[] value, double[] wmax, decimal reported, (long[], long[], double[], int[][], int) lp, int[] groupOf, long floorQ = 0, double[]? floorW = null)
     {
-        W = w; Value = value; WMax = wmax; Reported = reported; this.lp = lp; this.floorQ = floorQ; this.floorW = floorW;
+        W = w; Value = value; WMax = wmax; Reported = reported; this.lp = lp; this.groupOf = groupOf; this.floorQ = floorQ; this.floorW = floorW;
     }
 
     /// <summary>Pivots and rows of the last exact solves (for the bench's profile).</summary>
@@ -38,10 +40,9 @@ internal sealed class DualBound
     /// are valued shape by shape as the ascent's are, so the result is a valid bound whatever the grouping and however far
     /// the simplex got. W and Value stay the ascent's (the greedy's prices), so no plan changes.
     /// </summary>
-    public DualBound WithExactLp(PackingInstance x, long maxPivots, int target = 300)
+    public DualBound WithExactLp(PackingInstance x, long maxPivots)
     {
-        var capEff = lp.CapEff;
-        int groups = Compress(x, out _, out var gCount, out var gTypes, out var groupOf, target);
+        var (capEff, _, gCount, gTypes, groups) = lp;
         if (groups == 0) return this;
         var stats = new List<ResourceLp.Stats>();
         var w = ResourceLp.Solve(x, capEff, groups, Means(x, groupOf, groups, gCount), gCount, gTypes, W, maxPivots, out var st);
@@ -57,7 +58,7 @@ internal sealed class DualBound
             best = Math.Max(best, cut);
         }
         var raised = Report(x, best);
-        return new DualBound(W, Value, WMax, raised > Reported ? raised : Reported, lp, floorQ, floorW) { ExactStats = [.. stats] };
+        return new DualBound(W, Value, WMax, raised > Reported ? raised : Reported, lp, groupOf, floorQ, floorW) { ExactStats = [.. stats] };
     }
 
     /// <summary>
@@ -94,10 +95,10 @@ internal sealed class DualBound
 
     public static DualBound Compute(PackingInstance x)
     {
-        var (w, value, wmax, lp, capEff, gDem, gCount, gTypes, groups) = Lp(x);
+        var (w, value, wmax, lp, capEff, gDem, gCount, gTypes, groups) = Lp(x, out var groupOf);
         double bound = Math.Max(Math.Max(lp, Solitary(x, capEff)), DualFeasibleBound.Compute(x, capEff, w, gDem, gCount, gTypes, groups));
         bound = Math.Max(bound, AntiAffinityBound.Compute(x, capEff, w, gDem, gCount, gTypes, groups));
-        return new DualBound(w, value, wmax, Report(x, bound), (capEff, gDem, gCount, gTypes, groups));
+        return new DualBound(w, value, wmax, Report(x, bound), (capEff, gDem, gCount, gTypes, groups), groupOf);
     }
 
     private static decimal Report(PackingInstance x, double bound)
@@ -112,10 +113,10 @@ internal sealed class DualBound
     }
 
     /// <summary>The LP relaxation's bound by dual ascent: the price vectors, each shape's worth, and the bound.</summary>
-    private static (double[] W, double[] Value, double[] WMax, double Lp, long[] CapEff, long[] GDem, double[] GCount, int[][] GTypes, int Groups) Lp(PackingInstance x)
+    private static (double[] W, double[] Value, double[] WMax, double Lp, long[] CapEff, long[] GDem, double[] GCount, int[][] GTypes, int Groups) Lp(PackingInstance x, out int[] groupOf)
     {
         var capEff = EffectiveCapacities(x);
-        int groups = Compress(x, out var gDem, out var gCount, out var gTypes);
+        int groups = Compress(x, out var gDem, out var gCount, out var gTypes, out groupOf);
         var w = new DualAscent(x, capEff, groups, gDem, gCount, gTypes).Run();
         var (value, wmax, lp) = Values(x, w);
         return (w, value, wmax, lp, capEff, gDem, gCount, gTypes, groups);
@@ -209,7 +210,7 @@ internal sealed class DualBound
         // Valued shape by shape: each shape's demand is at least its group's, so without existing bins this is at least
         // the grouped value, and with them it is the one that is a bound.
         var raised = Report(x, Values(new PackingInstance(x, chosenQ), chosenW).Lp);
-        return new DualBound(W, Value, WMax, raised > Reported ? raised : Reported, lp, chosenQ, chosenW);
+        return new DualBound(W, Value, WMax, raised > Reported ? raised : Reported, lp, groupOf, chosenQ, chosenW);
     }
 
     private static long[] EffectiveCapacities(PackingInstance x)
@@ -269,12 +270,9 @@ internal sealed class DualBound
     /// Shapes for the search of w (their number is returned), with demands rounded down onto a geometric grid (the group keeps the
     /// component-wise minimum, so it never overstates anything) until there are few enough to iterate over.
     /// </summary>
-    private static int Compress(PackingInstance x, out long[] gDem, out double[] gCount, out int[][] gTypes, int Target = 300) =>
-        Compress(x, out gDem, out gCount, out gTypes, out _, Target);
-
-    private static int Compress(PackingInstance x, out long[] gDem, out double[] gCount, out int[][] gTypes, out int[] groupOf, int Target)
+    private static int Compress(PackingInstance x, out long[] gDem, out double[] gCount, out int[][] gTypes, out int[] groupOf)
     {
-        const int D = PackingInstance.D;
+        const int D = PackingInstance.D, Target = 300;
         int S = x.S, T = x.T;
         var sig = new int[S];
         var sigIndex = new Dictionary<string, int>();

@@ -46,14 +46,15 @@ internal sealed class DualBound
         if (groups == 0) return this;
         var stats = new List<ResourceLp.Stats>();
         var w = ResourceLp.Solve(x, capEff, groups, Means(x, groupOf, groups, gCount), gCount, gTypes, W, maxPivots, out var st);
-        double best = Values(x, w).Lp;
+        // The anti-affinity term is valid at any feasible prices (AntiAffinityBound), so it is tried at these too.
+        double best = Math.Max(Values(x, w).Lp, AntiAffinityBound.Compute(x, capEff, w, lp.GDem, gCount, gTypes, groups));
         stats.Add(st with { Bound = best });
         if (floorW is not null)
         {
             var xq = new PackingInstance(x, floorQ);
-            var (capQ, _) = FloorRows(x, floorQ);
+            var (capQ, demQ) = FloorRows(x, floorQ);
             var wq = ResourceLp.Solve(x, capQ, groups, Means(xq, groupOf, groups, gCount), gCount, gTypes, floorW, maxPivots, out st);
-            double cut = Values(xq, wq).Lp;
+            double cut = Math.Max(Values(xq, wq).Lp, AntiAffinityBound.Compute(xq, capQ, wq, demQ, gCount, gTypes, groups));
             stats.Add(st with { Bound = cut });
             best = Math.Max(best, cut);
         }

@@ -14,20 +14,92 @@ internal sealed class DualBound
     public readonly double[] WMax;       // per dimension: max over types, prices existing capacity
     public readonly decimal Reported;    // max of the valid bounds below, for the items that need new bins
 
-    // The LP's capacities and demand groups, kept for the floor cuts.
+    // The LP's capacities and demand groups, kept for the floor cuts and the exact solve.
     private readonly (long[] CapEff, long[] GDem, double[] GCount, int[][] GTypes, int Groups) lp;
+    // The floor cut WithFloorCuts chose (0: none) and the ascent's price vectors for it, for the exact solve.
+    private readonly long floorQ;
+    private readonly double[]? floorW;
+    // Per shape: its demand group (-1: none), for the exact solve's mean demands.
+    private readonly int[] groupOf;
 
-    private DualBound(double[] w, double[] value, double[] wmax, decimal reported, (long[], long[], double[], int[][], int) lp)
+    private DualBound(double[] w, double[] value, double[] wmax, decimal reported, (long[], long[], double[], int[][], int) lp, int[] groupOf, long floorQ = 0, double[]? floorW = null)
     {
-        W = w; Value = value; WMax = wmax; Reported = reported; this.lp = lp;
+        W = w; Value = value; WMax = wmax; Reported = reported; this.lp = lp; this.groupOf = groupOf; this.floorQ = floorQ; this.floorW = floorW;
+    }
+
+    /// <summary>Pivots and rows of the last exact solves (for the bench's profile).</summary>
+    internal ResourceLp.Stats[] ExactStats { get; private init; } = [];
+
+    /// <summary>
+    /// The bound raised by solving the resource LP by the simplex (<see cref="ResourceLp"/>, started from the ascent's price
+    /// vectors), and the floor-cut LP that <see cref="WithFloorCuts"/> chose the same way, over demand groups at their
+    /// members' mean demand. The ascent's groups keep their members' least demand (so that the grouped LP is itself a
+    /// bound), and with many distinct pods the grid is coarse: on the family's pinned rows at 10k pods their LP lies 2-5 %
+    /// below the LP over the pods themselves, and the ascent is at that grouped optimum (the simplex on the same groups finds
+    /// the same value); on small instances the ascent also stops short now and then. The simplex's duals, made feasible,
+    /// are valued shape by shape as the ascent's are, so the result is a valid bound whatever the grouping and however far
+    /// the simplex got. W and Value stay the ascent's (the greedy's prices), so no plan changes.
+    /// </summary>
+    public DualBound WithExactLp(PackingInstance x, long maxPivots)
+    {
+        var (capEff, _, gCount, gTypes, groups) = lp;
+        if (groups == 0) return this;
+        var stats = new List<ResourceLp.Stats>();
+        var w = ResourceLp.Solve(x, capEff, groups, Means(x, groupOf, groups, gCount), gCount, gTypes, W, maxPivots, out var st);
+        // The anti-affinity term is valid at any feasible prices (AntiAffinityBound), so it is tried at these too.
+        double best = Math.Max(Values(x, w).Lp, AntiAffinityBound.Compute(x, capEff, w, lp.GDem, gCount, gTypes, groups));
+        stats.Add(st with { Bound = best });
+        if (floorW is not null)
+        {
+            var xq = new PackingInstance(x, floorQ);
+            var (capQ, demQ) = FloorRows(x, floorQ);
+            var wq = ResourceLp.Solve(x, capQ, groups, Means(xq, groupOf, groups, gCount), gCount, gTypes, floorW, maxPivots, out st);
+            double cut = Math.Max(Values(xq, wq).Lp, AntiAffinityBound.Compute(xq, capQ, wq, demQ, gCount, gTypes, groups));
+            stats.Add(st with { Bound = cut });
+            best = Math.Max(best, cut);
+        }
+        var raised = Report(x, best);
+        return new DualBound(W, Value, WMax, raised > Reported ? raised : Reported, lp, groupOf, floorQ, floorW) { ExactStats = [.. stats] };
+    }
+
+    /// <summary>
+    /// Each group's mean demand (over its items). Unlike the least demand the ascent's groups keep, it does not make the
+    /// grouped LP a relaxation, but it finds better prices: the prices are valued shape by shape, which is a bound for any.
+    /// </summary>
+    private static double[] Means(PackingInstance x, int[] groupOf, int groups, double[] gCount)
+    {
+        const int D = PackingInstance.D;
+        var mean = new double[groups * D];
+        for (int s = 0; s < x.S; s++)
+        {
+            int g = groupOf[s];
+            if (g < 0) continue;
+            int n = x.SItems[s].Length;
+            for (int r = 0; r < D; r++) mean[g * D + r] += (double)n * x.SDem[s * D + r];
+        }
+        for (int g = 0; g < groups; g++) for (int r = 0; r < D; r++) mean[g * D + r] /= gCount[g];
+        return mean;
+    }
+
+    /// <summary>The LP's capacities and group demands with the GPU dimension carrying ⌊cpu/q⌋ (see <see cref="WithFloorCuts"/>).</summary>
+    private (long[] Cap, long[] Dem) FloorRows(PackingInstance x, long q) => FloorRows(x, q, lp.CapEff, lp.GDem, lp.Groups);
+
+    private static (long[] Cap, long[] Dem) FloorRows(PackingInstance x, long q, long[] capEff, long[] gDem, int groups)
+    {
+        const int D = PackingInstance.D;
+        var capQ = (long[])capEff.Clone();
+        var demQ = (long[])gDem.Clone();
+        for (int t = 0; t < x.T; t++) capQ[t * D + 2] = Math.Max(0, x.Cap[t * D]) / q;
+        for (int g = 0; g < groups; g++) demQ[g * D + 2] = Math.Max(0, gDem[g * D]) / q;
+        return (capQ, demQ);
     }
 
     public static DualBound Compute(PackingInstance x)
     {
-        var (w, value, wmax, lp, capEff, gDem, gCount, gTypes, groups) = Lp(x);
+        var (w, value, wmax, lp, capEff, gDem, gCount, gTypes, groups) = Lp(x, out var groupOf);
         double bound = Math.Max(Math.Max(lp, Solitary(x, capEff)), DualFeasibleBound.Compute(x, capEff, w, gDem, gCount, gTypes, groups));
         bound = Math.Max(bound, AntiAffinityBound.Compute(x, capEff, w, gDem, gCount, gTypes, groups));
-        return new DualBound(w, value, wmax, Report(x, bound), (capEff, gDem, gCount, gTypes, groups));
+        return new DualBound(w, value, wmax, Report(x, bound), (capEff, gDem, gCount, gTypes, groups), groupOf);
     }
 
     private static decimal Report(PackingInstance x, double bound)
@@ -42,10 +114,10 @@ internal sealed class DualBound
     }
 
     /// <summary>The LP relaxation's bound by dual ascent: the price vectors, each shape's worth, and the bound.</summary>
-    private static (double[] W, double[] Value, double[] WMax, double Lp, long[] CapEff, long[] GDem, double[] GCount, int[][] GTypes, int Groups) Lp(PackingInstance x)
+    private static (double[] W, double[] Value, double[] WMax, double Lp, long[] CapEff, long[] GDem, double[] GCount, int[][] GTypes, int Groups) Lp(PackingInstance x, out int[] groupOf)
     {
         var capEff = EffectiveCapacities(x);
-        int groups = Compress(x, out var gDem, out var gCount, out var gTypes);
+        int groups = Compress(x, out var gDem, out var gCount, out var gTypes, out groupOf);
         var w = new DualAscent(x, capEff, groups, gDem, gCount, gTypes).Run();
         var (value, wmax, lp) = Values(x, w);
         return (w, value, wmax, lp, capEff, gDem, gCount, gTypes, groups);
@@ -104,13 +176,11 @@ internal sealed class DualBound
         if (total <= 0) return this;
         long maxCap = 0;
         for (int t = 0; t < x.T; t++) maxCap = Math.Max(maxCap, x.Cap[t * D]);
-        double best = 0, bestGrouped = 0, above = 0;
+        double bestGrouped = 0, above = 0;
         int tried = 0;
         long chosenQ = 0;
         double[]? chosenW = null;
-        var (capEff, gDem, gCount, gTypes, groups) = lp;
-        var capQ = (long[])capEff.Clone();
-        var demQ = (long[])gDem.Clone();
+        var (_, _, gCount, gTypes, groups) = lp;
         foreach (var (c, all) in bySize.Reverse())
         {
             above += all;
@@ -121,8 +191,7 @@ internal sealed class DualBound
             tried++;
             // Each q is judged by the LP over this LP's demand groups (each group's cpu is its members' least, so ⌊cpu/q⌋
             // is theirs too, and the group value is itself a bound); only the best is valued shape by shape.
-            for (int t = 0; t < x.T; t++) capQ[t * D + 2] = Math.Max(0, x.Cap[t * D]) / c;
-            for (int g = 0; g < groups; g++) demQ[g * D + 2] = Math.Max(0, gDem[g * D]) / c;
+            var (capQ, demQ) = FloorRows(x, c);
             var w = new DualAscent(x, capQ, groups, demQ, gCount, gTypes).Run();
             double grouped = 0;
             for (int g = 0; g < groups; g++)
@@ -139,11 +208,10 @@ internal sealed class DualBound
             if (chosenW is null || grouped > bestGrouped) { bestGrouped = grouped; chosenQ = c; chosenW = w; }
         }
         if (chosenW is null) return this;
-        // The groups cover every item, also those an existing bin may take: a bound only where there are no existing bins.
-        if (x.E == 0) best = bestGrouped;
-        best = Math.Max(best, Values(new PackingInstance(x, chosenQ), chosenW).Lp);
-        var raised = Report(x, best);
-        return raised > Reported ? new DualBound(W, Value, WMax, raised, lp) : this;
+        // Valued shape by shape: each shape's demand is at least its group's, so without existing bins this is at least
+        // the grouped value, and with them it is the one that is a bound.
+        var raised = Report(x, Values(new PackingInstance(x, chosenQ), chosenW).Lp);
+        return new DualBound(W, Value, WMax, raised > Reported ? raised : Reported, lp, groupOf, chosenQ, chosenW);
     }
 
     private static long[] EffectiveCapacities(PackingInstance x)
@@ -203,7 +271,7 @@ internal sealed class DualBound
     /// Shapes for the search of w (their number is returned), with demands rounded down onto a geometric grid (the group keeps the
     /// component-wise minimum, so it never overstates anything) until there are few enough to iterate over.
     /// </summary>
-    private static int Compress(PackingInstance x, out long[] gDem, out double[] gCount, out int[][] gTypes)
+    private static int Compress(PackingInstance x, out long[] gDem, out double[] gCount, out int[][] gTypes, out int[] groupOf)
     {
         const int D = PackingInstance.D, Target = 300;
         int S = x.S, T = x.T;
@@ -259,10 +327,12 @@ internal sealed class DualBound
         gDem = new long[G * D]; gCount = new double[G]; gTypes = new int[G][];
         Array.Fill(gDem, long.MaxValue);
         double lg2 = step > 0 ? Math.Log(1 + step) : 0;
+        groupOf = new int[S];
         for (int s = 0; s < S; s++)
         {
+            groupOf[s] = -1;
             if (sig[s] < 0) continue;
-            int g = map[Key(s, lg2)];
+            int g = groupOf[s] = map[Key(s, lg2)];
             for (int r = 0; r < D; r++) gDem[g * D + r] = Math.Min(gDem[g * D + r], x.SDem[s * D + r]);
             gCount[g] += x.SItems[s].Length;
             gTypes[g] = sigTypes[sig[s]];

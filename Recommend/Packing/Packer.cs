@@ -31,6 +31,11 @@ public static class Packer
                 if (alt.Unplaced.Count <= best.Unplaced.Count && alt.Cost < best.Cost)
                     best = alt with { Strategy = "portfolio: " + alt.Strategy };
         }
+        if (placeable >= o.ExactLpMinItems && FarFromBound(best, dual, o.ExactLpGoal))
+        {
+            var lifted = dual.WithExactLp(x, o.ExactLpPivots);
+            if (lifted.Reported > dual.Reported) { dual = lifted; best = best with { LowerBound = Math.Max(best.LowerBound, dual.Reported) }; }
+        }
         if (placeable <= o.ExactItems)
         {
             var exact = BranchAndBound.Run(x, dual, best, o.ExactNodes);
@@ -73,6 +78,18 @@ public static class Packer
         // As in DualBound: whole millionths of prices allow rounding up to the next millionth.
         if (x.P.Types.All(t => decimal.Round(t.PricePerHour, 6) == t.PricePerHour)) b = Math.Ceiling(b * 1_000_000m) / 1_000_000m;
         return b;
+    }
+
+    /// <summary>
+    /// The plan is more than <paramref name="goal"/> (a share) plus its dearest new bin above the bound: only then can a higher
+    /// bound change whether it meets the goal (a negative goal: always).
+    /// </summary>
+    private static bool FarFromBound(PackingSolution plan, DualBound dual, double goal)
+    {
+        if (goal < 0) return true;
+        decimal dearest = 0;
+        foreach (var b in plan.NewBins) dearest = Math.Max(dearest, b.Type.PricePerHour);
+        return plan.Cost > dual.Reported * (1 + (decimal)goal) + dearest;
     }
 
     private static bool HasGroups(PackingInstance x)

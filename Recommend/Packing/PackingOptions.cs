@@ -76,6 +76,17 @@ public sealed record PackingOptions
     /// a few more dual ascents); below, the recommender's many small per-node problems stay as cheap as before.
     /// </summary>
     public int FloorCutMinItems { get; init; } = 200;
+    /// <summary>
+    /// From this many placeable items on, Solve also solves the resource LP of the reported bound exactly (and the floor-cut
+    /// LP; see <see cref="DualBound.WithExactLp"/>) when its plan is more than <see cref="ExactLpGoal"/> plus its dearest new
+    /// bin above the ascent's bound: the ascent's demand groups (each at its least demand) lose 2-5 % of the LP's
+    /// optimum where constraint classes split the demand. No plan changes, only the bound.
+    /// </summary>
+    public int ExactLpMinItems { get; init; } = 200;
+    /// <summary>The gap (a share of the bound, plus one node) above which the exact LP runs; negative: always.</summary>
+    public double ExactLpGoal { get; init; } = 0.02;
+    /// <summary>Simplex pivots per exact LP (a few hundred suffice on the provisioning family; the bound is valid at any).</summary>
+    public long ExactLpPivots { get; init; } = 5_000;
     /// <summary>Rows of the master LP: shapes are merged on a geometric grid until at most this many remain.</summary>
     public int ColumnGroups { get; init; } = 160;
     /// <summary>Column generation rounds (master solve, then pricing of every type).</summary>

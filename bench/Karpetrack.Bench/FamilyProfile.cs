@@ -86,6 +86,10 @@ internal static class FamilyProfile
             var o = new PackingOptions();
             if (x.PlaceableItems >= o.FloorCutMinItems) dual = dual.WithFloorCuts(x);
             Mark("floor cuts");
+            // Unconditionally here (Solve runs it only where the plan is more than 2 % + one node above the bound), to cost it.
+            var exactLp = dual.WithExactLp(x, o.ExactLpPivots);
+            Mark("exact LP");
+            if (run == 0) Console.WriteLine($"  bound: ascent {dual.Reported}, exact LP {exactLp.Reported} ({string.Join("; ", exactLp.ExactStats.Select(q => $"{q.Rows} rows, {q.Columns} columns, {q.Pivots} pivots, optimal {q.Optimal}, bound {q.Bound:F4}"))})");
             PackingSolution? best = null;
             foreach (var byDual in x.PlaceableItems <= o.ChoicePortfolioItems ? new[] { false, true } : [false])
             {

@@ -15,6 +15,9 @@ public class OracleTests(ITestOutputHelper output)
 {
     private const long GiB = 1L << 30;
 
+    /// <summary>Solve with the resource LP solved exactly whatever the size and the plan's gap (from 200 items and 2 % + one node in the product).</summary>
+    private static readonly PackingOptions ExactLpAlways = new() { ExactLpMinItems = 0, ExactLpGoal = -1 };
+
     /// <summary>Prices of the test instances have at most six decimals: costs in millionths are exact.</summary>
     private static long Micro(decimal price) => (long)(price * 1_000_000m);
 
@@ -157,6 +160,8 @@ public class OracleTests(ITestOutputHelper output)
             var opt = Dollars(micro);
             var bound = Packer.LowerBound(p);
             Assert.True(bound <= opt, $"seed {seed}: our bound {bound} is above CP-SAT's optimum {opt}");
+            var exactLp = Packer.Solve(p, ExactLpAlways).ResourceBound;
+            Assert.True(exactLp <= opt, $"seed {seed}: our bound with the exact LP {exactLp} is above CP-SAT's optimum {opt}");
             var s = Packer.Solve(p);
             PackingInstances.AssertValid(p, s);
             Assert.Equal(bound, s.LowerBound);
@@ -191,6 +196,8 @@ public class OracleTests(ITestOutputHelper output)
             var s = Packer.Solve(p);
             PackingInstances.AssertValid(p, s);
             Assert.True(s.LowerBound <= opt, $"seed {seed}: our bound {s.LowerBound} is above CP-SAT's optimum {opt}");
+            var exactLp = Packer.Solve(p, ExactLpAlways).ResourceBound;
+            Assert.True(exactLp <= opt, $"seed {seed}: our bound with the exact LP {exactLp} is above CP-SAT's optimum {opt}");
             Assert.True(s.Cost >= opt, $"seed {seed}: Solve's {s.Cost} is below CP-SAT's optimum {opt}");
         }
         Assert.True(solved >= 16, $"CP-SAT proved only {solved} of 20");
@@ -253,5 +260,68 @@ public class OracleTests(ITestOutputHelper output)
             Assert.True(ratio >= 0.999, $"seed {seed}: our bound {ours} is {1 - ratio:P4} below GLOP's {lpRounded}");
         }
         output.WriteLine($"ours / GLOP (rounded capacities): worst {worst:P2}, mean {sum / 40:P2}; above it on {above} of 40");
+    }
+
+    /// <summary>
+    /// Instances shaped like the provisioning family's pinned rows: twelve node classes in three categories (1.875, 3.75 and
+    /// 7.5 GiB per core; 2-16 cores, less a reservation), the small ones cheap per core on some seeds, and 600-1,400 pods
+    /// of distinct sizes, 30 % of them pinned (to one category, or away from the compute-heavy one). More distinct
+    /// shapes than the bound's 300 demand groups, and constraint classes that split the demand: where the dual ascent's
+    /// groups (each at its members' least demand) lose 2-5 % of the LP. The bound Solve reports (exact LP, no floor cuts)
+    /// is GLOP's LP optimum to 0.25 % (the prices come from groups at their mean demand), and below every feasible plan.
+    /// </summary>
+    [Fact]
+    public void TheExactLpBoundIsGlopsLpOptimumOnPinnedInstances()
+    {
+        var options = new PackingOptions { FloorCutMinItems = int.MaxValue, ExactLpGoal = -1, ColumnGenerationMinItems = int.MaxValue };
+        const double Tolerance = 0.0025;
+        var below = new List<string>();
+        double worst = double.PositiveInfinity, worstAscent = double.PositiveInfinity;
+        for (int seed = 0; seed < 8; seed++)
+        {
+            var p = PinnedProblem(9100 + seed, 2000 + 600 * seed, cheapSmall: seed % 2 == 0);
+            var lp = GlopBound(p, roundDown: true);
+            var s = Packer.Solve(p, options);
+            PackingInstances.AssertValid(p, s);
+            double ours = (double)s.ResourceBound, ascent = (double)Packer.LowerBound(p);
+            output.WriteLine($"seed {seed}: {p.Items.Count} items: GLOP {lp:F6}, ours {ours:F6} ({ours / lp:P3}), the ascent alone {ascent:F6} ({ascent / lp:P3}), plan {s.Cost}");
+            Assert.True(ours <= (double)s.Cost, $"seed {seed}: our bound {ours} above a feasible plan {s.Cost}");
+            if (ours < lp * (1 - Tolerance)) below.Add($"seed {seed}: our bound {ours} is {1 - ours / lp:P3} below GLOP's LP optimum {lp}");
+            worst = Math.Min(worst, ours / lp);
+            worstAscent = Math.Min(worstAscent, ascent / lp);
+        }
+        output.WriteLine($"ours / GLOP: worst {worst:P3}; the ascent alone: worst {worstAscent:P3}");
+        Assert.True(below.Count == 0, string.Join("; ", below));
+    }
+
+    /// <summary>See <see cref="TheExactLpBoundIsGlopsLpOptimumOnPinnedInstances"/>.</summary>
+    private static PackingProblem PinnedProblem(int seed, int items, bool cheapSmall)
+    {
+        var rng = new Random(seed);
+        var types = new List<BinType>();
+        double[] perCore = [1.875, 3.75, 7.5];
+        string[] names = ["ch", "gp", "mh"];
+        for (int c = 0; c < 3; c++)
+            foreach (int size in new[] { 2, 4, 8, 16 })
+            {
+                decimal price = Math.Round((decimal)(size * (0.004 + 0.0012 * perCore[c]) * (0.8 + 0.4 * rng.NextDouble())), 6);
+                if (cheapSmall && size == 4) price = Math.Round(price / 3, 6);
+                types.Add(new BinType(types.Count, $"{names[c]}{size}", Demand.Node(size * 1000L - 100, (long)(size * perCore[c] * 0.95 * GiB), 0, 110), price));
+            }
+        int[] cores = [250, 500, 1000, 2000, 4000, 8000], weights = [30, 25, 20, 15, 7, 3], gibPerCore = [1, 2, 2, 4, 4, 4, 8];
+        var list = new List<PackItem>();
+        for (int i = 0; i < items; i++)
+        {
+            // The family's pods: cores 0.25-8 (most small), memory 1-8 GiB per core ± 40 %.
+            int pick = rng.Next(100), k = 0;
+            while (pick >= weights[k]) pick -= weights[k++];
+            long cpu = cores[k];
+            long mem = (long)(cpu / 1000.0 * gibPerCore[rng.Next(gibPerCore.Length)] * GiB * (0.6 + 0.8 * rng.NextDouble()));
+            double u = rng.NextDouble();
+            int con = u < 0.7 ? 0 : u < 0.85 ? 1 + rng.Next(3) : 4;
+            list.Add(new PackItem(i, new Demand(cpu, mem), con));
+        }
+        // Class 0 anywhere; 1-3 pinned to ch, gp or mh (a nodeSelector); 4 anywhere but ch (required node affinity).
+        return PackingInstances.Problem(list, types, [], (c, t) => c == 0 || (c == 4 ? t.Id >= 4 : t.Id / 4 == c - 1));
     }
 }

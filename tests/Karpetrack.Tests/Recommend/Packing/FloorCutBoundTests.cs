@@ -39,10 +39,28 @@ public class FloorCutBoundTests(ITestOutputHelper output)
         }, minProven: 30, minHigher: 3);
 
     /// <summary>
+    /// The resource LP and the floor-cut LP solved by the simplex (<see cref="DualBound.WithExactLp"/>), on both kinds of
+    /// instance above (constraint classes, existing room, an unused GPU class): never above the proven optimum, never below
+    /// the ascent's bound with the cuts.
+    /// </summary>
+    [Fact]
+    public void TheExactLpBoundIsNeverAboveTheProvenOptimum()
+    {
+        AssertNeverAboveTheProvenOptimum(40, seed => LargePods(6600 + seed, 4 + seed % 9, constraints: seed % 2 == 1), minProven: 32, minHigher: 3, exactLp: true);
+        AssertNeverAboveTheProvenOptimum(40, seed =>
+        {
+            var basic = RandomProblem(6700 + seed, 5 + seed % 8, 2 + seed % 3, constraints: true, existing: seed % 2 == 0);
+            var types = basic.Types.Append(new BinType(basic.Types.Count, "gpu", Demand.Node(7900, 32 * GiB, 1, 20), 1.5m)).ToList();
+            return Problem(basic.Items, types, basic.Existing, basic.TypeAllows, basic.BinAllows);
+        }, minProven: 32, minHigher: 3, exactLp: true);
+    }
+
+    /// <summary>
     /// On each of <paramref name="count"/> instances whose optimum the exhaustive search proves: the bound with the cuts is
     /// never above it and never below the bound without them; enough are proven, and the cuts lift the bound on some.
+    /// With <paramref name="exactLp"/>, the same of the bound with the cuts and the exact LP against the cuts alone.
     /// </summary>
-    private void AssertNeverAboveTheProvenOptimum(int count, Func<int, PackingProblem> instance, int minProven, int minHigher)
+    private void AssertNeverAboveTheProvenOptimum(int count, Func<int, PackingProblem> instance, int minProven, int minHigher, bool exactLp = false)
     {
         int proven = 0, higher = 0;
         for (int seed = 0; seed < count; seed++)
@@ -55,13 +73,15 @@ public class FloorCutBoundTests(ITestOutputHelper output)
             var x = new PackingInstance(p);
             var plain = DualBound.Compute(x);
             var cut = plain.WithFloorCuts(x);
-            Assert.True(cut.Reported <= exact.Cost, $"seed {seed}: floor-cut bound {cut.Reported} above the optimum {exact.Cost}");
-            Assert.True(cut.Reported >= plain.Reported, $"seed {seed}: floor-cut bound {cut.Reported} below the bound without {plain.Reported}");
+            if (exactLp) (plain, cut) = (cut, cut.WithExactLp(x, 5000));
+            string what = exactLp ? "exact-LP bound" : "floor-cut bound";
+            Assert.True(cut.Reported <= exact.Cost, $"seed {seed}: {what} {cut.Reported} above the optimum {exact.Cost}");
+            Assert.True(cut.Reported >= plain.Reported, $"seed {seed}: {what} {cut.Reported} below the bound without {plain.Reported}");
             if (cut.Reported > plain.Reported) higher++;
         }
-        output.WriteLine($"{proven} of {count} proven; the floor cuts lifted the bound on {higher}");
+        output.WriteLine($"{proven} of {count} proven; {(exactLp ? "the exact LP" : "the floor cuts")} lifted the bound on {higher}");
         Assert.True(proven >= minProven, $"only {proven} of {count} proven");
-        Assert.True(higher >= minHigher, $"the floor cuts lifted the bound on only {higher} instances");
+        Assert.True(higher >= minHigher, $"{(exactLp ? "the exact LP" : "the floor cuts")} lifted the bound on only {higher} instances");
     }
 
     /// <summary>

@@ -7,6 +7,8 @@ kc, binary = sys.argv[1], sys.argv[2]
 env = dict(os.environ)
 for kv in sys.argv[3:]:
     k, v = kv.split('=', 1); env[k] = v
+    if k.startswith('DOTNET_') and v.lower().startswith('0x'):
+        sys.exit(f'{k}={v}: the NativeAOT runtime ignores a DOTNET_ value with a 0x prefix (silently); write the hex digits only')
 server = re.search(r'server:\s*(\S+)', open(kc).read()).group(1)
 
 def raw_list():

@@ -8,8 +8,11 @@ namespace Karpetrack;
 /// </summary>
 internal static class Replacement
 {
-    /// <summary>Per-node replacement checks are many and small: a bounded exact polish is enough there.</summary>
-    private static readonly PackingOptions PerNode = new() { ExactItems = 12, ExactNodes = 20_000, PortfolioItems = 0 };
+    /// <summary>
+    /// Per-node replacement checks are many and small: a bounded exact polish is enough there. No simplex for the bound
+    /// (a node of 200 pods or more far from its bound would run one per candidate, and it changes only the bound shown).
+    /// </summary>
+    private static readonly PackingOptions PerNode = new() { ExactItems = 12, ExactNodes = 20_000, PortfolioItems = 0, ExactLpMinItems = int.MaxValue };
 
     public static IEnumerable<Candidate> Candidates(PlanState s)
     {

@@ -20,6 +20,9 @@ internal static class ResourceLp
 
     public readonly record struct Stats(int Rows, int Columns, long Pivots, bool Optimal, double Bound = 0);
 
+    /// <summary>Rows (demand groups plus priced type × dimension pairs) above which the simplex is not run (~5 MB inverse).</summary>
+    public const int MaxRows = 800;
+
     /// <summary>Price vectors w (T×D), dual feasible, from the simplex's duals; <paramref name="start"/> is the ascent's.</summary>
     public static double[] Solve(PackingInstance x, long[] capEff, int G, double[] gDem, double[] gCount, int[][] gTypes, double[] start, long maxPivots, out Stats stats)
     {
@@ -45,6 +48,8 @@ internal static class ResourceLp
         for (int g = 0; g < G; g++) rhs[g] = gCount[g];
         for (int k = 0; k < R; k++) rhs[G + k] = 1e-9 * (1 + (k * 7919 % 997) / 997.0);
 
+        // The dense inverse is m² and each pivot O(m²): past MaxRows (hundreds of offered types) keep the ascent's prices.
+        if (m > MaxRows) { stats = new Stats(m, n, 0, false); return start; }
         var binv = ArrayPool<double>.Shared.Rent(m * m);
         try
         {
@@ -52,7 +57,10 @@ internal static class ResourceLp
             lp.Crash(start);
             bool optimal = lp.Run(maxPivots);
             stats = new Stats(m, n, lp.Pivots, optimal);
-            return lp.FeasibleW();
+            var w = lp.FeasibleW();
+            // A drifted inverse could leave a NaN or an infinity: then the ascent's prices, whose bound stands.
+            foreach (var v in w) if (!double.IsFinite(v)) { stats = stats with { Optimal = false }; return start; }
+            return w;
         }
         finally { ArrayPool<double>.Shared.Return(binv); }
     }

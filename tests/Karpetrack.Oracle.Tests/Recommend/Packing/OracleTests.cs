@@ -286,6 +286,8 @@ public class OracleTests(ITestOutputHelper output)
             double ours = (double)s.ResourceBound, ascent = (double)Packer.LowerBound(p);
             output.WriteLine($"seed {seed}: {p.Items.Count} items: GLOP {lp:F6}, ours {ours:F6} ({ours / lp:P3}), the ascent alone {ascent:F6} ({ascent / lp:P3}), plan {s.Cost}");
             Assert.True(ours <= (double)s.Cost, $"seed {seed}: our bound {ours} above a feasible plan {s.Cost}");
+            // No cuts, no anti-affinity here: our LP bound is one of GLOP's LP's dual values, never above its optimum.
+            Assert.True(ours <= lp * (1 + 1e-6), $"seed {seed}: our bound {ours} above GLOP's LP optimum {lp}");
             if (ours < lp * (1 - Tolerance)) below.Add($"seed {seed}: our bound {ours} is {1 - ours / lp:P3} below GLOP's LP optimum {lp}");
             worst = Math.Min(worst, ours / lp);
             worstAscent = Math.Min(worstAscent, ascent / lp);

@@ -115,4 +115,74 @@ public sealed class BackgroundTests
             System.Runtime.InteropServices.Marshal.FreeHGlobal(top);
         }
     }
+
+    /// <summary>Resident bytes and private (anonymous) bytes of every mapping of <paramref name="path"/>, read from smaps apart from the product's parser.</summary>
+    private static (long Rss, long Anonymous) Resident(string path)
+    {
+        long rss = 0, anon = 0;
+        bool ours = false;
+        foreach (var line in File.ReadLines("/proc/self/smaps"))
+        {
+            var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (f.Length > 0 && f[0].Contains('-') && !f[0].EndsWith(':')) ours = f.Length >= 6 && line.EndsWith(" " + path, StringComparison.Ordinal);
+            else if (ours && f[0] == "Rss:") rss += long.Parse(f[1]) * 1024;
+            else if (ours && f[0] == "Anonymous:") anon += long.Parse(f[1]) * 1024;
+        }
+        return (rss, anon);
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc")]
+    private static extern int mprotect(nint addr, nuint len, int prot);
+
+    [Fact]
+    public void ReleasedImagePagesLeaveTheProcessAndComeBackWithTheSameBytes()
+    {
+        const int Size = 4 << 20;
+        var path = Path.Combine(Path.GetTempPath(), $"karpetrack-image-{Guid.NewGuid():N}");
+        var bytes = new byte[Size];
+        new Random(7).NextBytes(bytes);
+        File.WriteAllBytes(path, bytes);
+        try
+        {
+            using var file = System.IO.MemoryMappedFiles.MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, System.IO.MemoryMappedFiles.MemoryMappedFileAccess.Read);
+            using var view = file.CreateViewAccessor(0, Size, System.IO.MemoryMappedFiles.MemoryMappedFileAccess.Read);
+            long sum = 0;
+            for (int i = 0; i < Size; i += 4096) sum += view.ReadByte(i);   // every page resident
+            Assert.True(Resident(path).Rss >= Size, $"{Resident(path).Rss} resident before");
+            long released = NativeHeap.ReleaseImagePages(path);
+            Assert.True(released >= Size, $"released {released}");
+            Assert.True(Resident(path).Rss < Size / 16, $"{Resident(path).Rss} resident after");
+            var again = new byte[Size];
+            view.ReadArray(0, again, 0, Size);
+            Assert.Equal(bytes, again);
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Fact]
+    public void PagesOfOurOwnInAReadOnlyMappingAndWritableMappingsAreKept()
+    {
+        const int Size = 1 << 20;
+        var path = Path.Combine(Path.GetTempPath(), $"karpetrack-image-{Guid.NewGuid():N}");
+        File.WriteAllBytes(path, new byte[Size]);
+        try
+        {
+            using var file = System.IO.MemoryMappedFiles.MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, System.IO.MemoryMappedFiles.MemoryMappedFileAccess.CopyOnWrite);
+            using var view = file.CreateViewAccessor(0, Size, System.IO.MemoryMappedFiles.MemoryMappedFileAccess.CopyOnWrite);
+            for (int i = 0; i < Size; i += 4096) view.ReadByte(i);
+            // Writable (rw-p), read only: nothing of ours in it yet, but a writable mapping is never given back.
+            Assert.Equal(0, NativeHeap.ReleaseImagePages(path));
+            Assert.True(Resident(path).Rss >= Size);
+            // A private copy of one page (what a relocation makes of a page of read-only data), then read-only (r--p):
+            // that page holds our bytes, the file has zeros, so the mapping is kept.
+            view.Write(8192, (byte)42);
+            nint start = view.SafeMemoryMappedViewHandle.DangerousGetHandle() + (nint)view.PointerOffset;
+            Assert.Equal(0, mprotect(start, Size, 1 /* PROT_READ */));
+            Assert.True(Resident(path).Anonymous >= 4096);
+            Assert.Equal(0, NativeHeap.ReleaseImagePages(path));
+            Assert.Equal(42, System.Runtime.InteropServices.Marshal.ReadByte(start + 8192));
+            Assert.True(Resident(path).Rss >= Size);
+        }
+        finally { File.Delete(path); }
+    }
 }

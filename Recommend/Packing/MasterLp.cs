@@ -1,5 +1,3 @@
-using System.Numerics;
-
 namespace Karpetrack;
 
 /// <summary>
@@ -138,56 +136,16 @@ internal sealed class MasterLp
             for (int i = 0; i < m; i++) d[i] = -binv[(long)i * m + surplus];
     }
 
-    private int Leaving()
-    {
-        int r = -1;
-        double best = double.PositiveInfinity, bestD = 0;
-        for (int i = 0; i < m; i++)
-        {
-            if (d[i] <= 1e-9) continue;
-            double ratio = Math.Max(0, xb[i]) / d[i];
-            if (ratio < best - 1e-12 || (ratio <= best + 1e-12 && d[i] > bestD)) { best = ratio; bestD = d[i]; r = i; }
-        }
-        return r;
-    }
+    private int Leaving() => DenseBasis.Leaving(d.AsSpan(0, m), xb.AsSpan(0, m));
 
     private void Pivot(int r, int entering, double rc)
     {
         Pivots++;
-        double dr = d[r];
-        double theta = Math.Max(0, xb[r]) / dr;
-        for (int i = 0; i < m; i++) xb[i] -= theta * d[i];
-        xb[r] = theta;
-        var rowR = binv.AsSpan((int)((long)r * m), m);
-        // y' = y + rc / d_r · (row r of the old inverse): the entering column's reduced cost becomes zero.
-        double f = rc / dr;
-        for (int i = 0; i < m; i++) y[i] += f * rowR[i];
-        double inv = 1 / dr;
-        for (int i = 0; i < m; i++) rowR[i] *= inv;
-        for (int i = 0; i < m; i++)
-        {
-            if (i == r || d[i] == 0) continue;
-            Axpy(binv.AsSpan((int)((long)i * m), m), rowR, -d[i]);
-        }
+        DenseBasis.Pivot(binv, m, xb, y, d, r, rc);
         int old = basic[r];
         if (old >= 0) inBasis[old] = false; else surplusIn[-1 - old] = false;
         basic[r] = entering;
         if (entering >= 0) inBasis[entering] = true; else surplusIn[-1 - entering] = true;
-    }
-
-    private static void Axpy(Span<double> target, ReadOnlySpan<double> source, double a)
-    {
-        int i = 0;
-        if (Vector.IsHardwareAccelerated)
-        {
-            var va = new Vector<double>(a);
-            for (; i <= target.Length - Vector<double>.Count; i += Vector<double>.Count)
-            {
-                var t = new Vector<double>(target[i..]);
-                (t + va * new Vector<double>(source[i..])).CopyTo(target[i..]);
-            }
-        }
-        for (; i < target.Length; i++) target[i] += a * source[i];
     }
 
     /// <summary>Recomputes the basic solution and the duals from the inverse, against the drift of the incremental updates.</summary>

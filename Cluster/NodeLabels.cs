@@ -36,7 +36,7 @@ public sealed class NodeLabels : IReadOnlyDictionary<string, string>
 
     public string this[string key] => TryGetValue(key, out var v) ? v : throw new KeyNotFoundException($"{key} is not present");
 
-    public IEnumerable<string> Keys => Array.AsReadOnly(layout.Keys);   // shared by every node of the layout: not writable through a cast
+    public IEnumerable<string> Keys => layout.Keys;
 
     public IEnumerable<string> Values => values;
 

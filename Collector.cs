@@ -585,7 +585,6 @@ public sealed class Collector
         buf.ResetWrittenCount();
         var w = new Exposition(buf);
 
-        int Take() => buf.WrittenCount;
 
         void PerResource(MetricFamily f, long[] values)
         {
@@ -597,17 +596,17 @@ public sealed class Collector
         }
 
         PerResource(Families.NodeAllocated, n.Allocated);
-        ends[0] = Take();
+        ends[0] = buf.WrittenCount;
         PerResource(Families.NodeAllocatable, n.Allocatable);
-        ends[1] = Take();
+        ends[1] = buf.WrittenCount;
         foreach (var r in table.Exported)
         {
             w.Begin(Families.NodeUtilization, "node", n.Name); w.Label("resource", table.Name(r)); w.EndLabels();
             w.Double(n.Utilization(r));
         }
-        ends[2] = Take();
+        ends[2] = buf.WrittenCount;
         PerResource(Families.NodeDaemonSetOverhead, n.DaemonSetOverhead);
-        ends[3] = Take();
+        ends[3] = buf.WrittenCount;
 
         w.Begin(Families.NodeInfo, "node", n.Name);
         w.Label("server_class", n.ServerClass);
@@ -617,22 +616,22 @@ public sealed class Collector
         w.Label("schedulable", n.Schedulable ? "true" : "false");
         w.Label("ready", n.Ready ? "true" : "false");
         w.EndLabels(); w.Integer(1);
-        ends[4] = Take();
+        ends[4] = buf.WrittenCount;
 
         w.Begin(Families.NodePods, "node", n.Name); w.EndLabels(); w.Integer(n.Pods);
-        ends[5] = Take();
+        ends[5] = buf.WrittenCount;
 
         var cost = CostRules.Of(n, book);
         if (cost is not null)
         {
             w.Begin(Families.NodePrice, "node", n.Name); w.EndLabels(); w.Double(CostRules.Dollars(cost.Price));
-            ends[6] = Take();
+            ends[6] = buf.WrittenCount;
             w.Begin(Families.NodeIdleCost, "node", n.Name); w.EndLabels(); w.Double(CostRules.Dollars(cost.Idle));
-            ends[7] = Take();
+            ends[7] = buf.WrittenCount;
         }
         else
         {
-            ends[6] = ends[7] = Take();
+            ends[6] = ends[7] = buf.WrittenCount;
         }
 
         var keys = labelGroups.Count == 0 ? [] : new string[labelGroups.Count];

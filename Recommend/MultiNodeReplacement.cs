@@ -71,8 +71,7 @@ internal static class MultiNodeReplacement
     /// <summary>The packer's lower bound on new nodes for these pods; null when some pod fits no offered class.</summary>
     public static decimal? Floor(PlanState s, PodFacts[] pods)
     {
-        var shapes = s.Shapes();
-        var floor = Packer.LowerBound(shapes.Problem(shapes.Items(pods), s.Offers, [], (_, _) => false), out bool placeable);
+        var floor = Packer.LowerBound(s.NewNodesProblem(pods), out bool placeable);
         return placeable ? floor : null;
     }
 
@@ -92,8 +91,7 @@ internal static class MultiNodeReplacement
         if (group.Count < 2) return null;
         var o = s.Options;
         var pods = Concat(group);
-        var shapes = s.Shapes();
-        var solution = Packer.Solve(shapes.Problem(shapes.Items(pods), s.Offers, [], (_, _) => false), Group);
+        var solution = Packer.Solve(s.NewNodesProblem(pods), Group);
         if (solution.Unplaced.Count > 0) return null;
         var current = group.Sum(g => g.Price);
         var savings = current - solution.Cost;

@@ -118,6 +118,13 @@ internal sealed class PlanState
     /// </summary>
     public ShapeIndex Shapes() => (shapes ??= new ShapeIndex(Resources)).Reset();
 
+    /// <summary>The packing of these pods onto new nodes of the offered classes only (no existing room), on <see cref="Shapes"/>.</summary>
+    public PackingProblem NewNodesProblem(PodFacts[] pods)
+    {
+        var index = Shapes();
+        return index.Problem(index.Items(pods), Offers, [], (_, _) => false);
+    }
+
     private (double Cpu, double Mem, double Price)[]? coverClasses;
 
     /// <summary>
@@ -163,7 +170,6 @@ internal sealed class PlanState
             .ToList();
         movableByNode = null;
     }
-
 
     /// <summary>
     /// Carries a decision into the ledgers: a command's claims take room, its nodes are claimed (and close), and

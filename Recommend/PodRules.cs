@@ -32,17 +32,20 @@ internal static class PodRules
     {
         var counts = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var p in pods)
-            if (p.Node is not null && !(movableOnly && p.IsOverhead)) CollectionsMarshal.GetValueRefOrAddDefault(counts, p.Node, out _)++;
+            if (p.Node is not null && (!movableOnly || IsMovable(p))) CollectionsMarshal.GetValueRefOrAddDefault(counts, p.Node, out _)++;
         var byNode = new Dictionary<string, PodFacts[]>(counts.Count, StringComparer.Ordinal);
         foreach (var (node, count) in counts) byNode[node] = new PodFacts[count];
         foreach (var key in counts.Keys) counts[key] = 0;
         foreach (var p in pods)
-            if (p.Node is not null && !(movableOnly && p.IsOverhead)) byNode[p.Node][CollectionsMarshal.GetValueRefOrNullRef(counts, p.Node)++] = p;
+            if (p.Node is not null && (!movableOnly || IsMovable(p))) byNode[p.Node][CollectionsMarshal.GetValueRefOrNullRef(counts, p.Node)++] = p;
         return byNode;
     }
 
     /// <summary>The pods a removal moves: all but DaemonSet and mirror pods, which go with their node.</summary>
-    public static PodFacts[] Movable(PodFacts[] onNode) => onNode.Where(p => !p.IsOverhead).ToArray();
+    public static PodFacts[] Movable(PodFacts[] onNode) => onNode.Where(IsMovable).ToArray();
+
+    /// <summary>A pod a node's removal moves: not a DaemonSet or mirror pod (overhead, which goes with the node).</summary>
+    public static bool IsMovable(PodFacts p) => !p.IsOverhead;
 
     /// <summary>The anti-affinity groups (PodShape.SelfAntiAffinityKey) of the pods bound to each node; most nodes have none.</summary>
     public static Dictionary<string, HashSet<string>> AntiAffinityGroups(PodFacts[] pods)

@@ -47,8 +47,7 @@ internal static class Replacement
         // too little. A candidate the packer's tighter bound would have ruled out still gets a full search: Solve takes no
         // threshold; its cost then saves too little too, so the plan is the same, only slower for those candidates.
         if (!expired && !o.SavesEnoughToReplace(price, price - s.CoverFloor(movable))) return null;
-        var shapes = s.Shapes();
-        var solution = Packer.Solve(shapes.Problem(shapes.Items(movable), s.Offers, [], (_, _) => false), PerNode);
+        var solution = Packer.Solve(s.NewNodesProblem(movable), PerNode);
         if (solution.Unplaced.Count > 0) return null;
         var savings = price - solution.Cost;
         bool savesEnough = o.SavesEnoughToReplace(price, savings);

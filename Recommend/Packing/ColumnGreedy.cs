@@ -186,14 +186,12 @@ internal sealed class ColumnGreedy
             // would otherwise go on taking the unpinned pods after it (up to 48 bins), though a type the pin excludes
             // suits them better (aus-syd-1 pinned 10k: 89 ch and 44 mh 15.9-core nodes, most of them full of unpinned
             // pods). Above, where one construction runs, it made 2 of 11 pinned plans at 100k dearer (linear, convex).
-            bool reconsider = chosen < 0 || sinceChoice >= 48 || dual.Value[s] < 0.9 * chosenAtValue
-                || !x.TypeOk[s * T + chosen] || st.TypeCount[chosen] >= x.MaxCount[chosen] || (byRow && x.SRow[s] != chosenRow);
-            if (reconsider)
+            bool keeps = chosen >= 0 && sinceChoice < 48 && dual.Value[s] >= 0.9 * chosenAtValue
+                && x.TypeOk[s * T + chosen] && st.TypeCount[chosen] < x.MaxCount[chosen];
+            if (!keeps || (byRow && x.SRow[s] != chosenRow))
             {
                 // Where only the row changed, the type in use stays unless another beats it by 1 % on this head.
-                bool rowOnly = chosen >= 0 && sinceChoice < 48 && dual.Value[s] >= 0.9 * chosenAtValue && x.TypeOk[s * T + chosen]
-                    && st.TypeCount[chosen] < x.MaxCount[chosen];
-                chosen = ChooseType(s, rowOnly ? chosen : -1);
+                chosen = ChooseType(s, keeps ? chosen : -1);
                 chosenAtValue = dual.Value[s];
                 chosenRow = x.SRow[s];
                 sinceChoice = 0;

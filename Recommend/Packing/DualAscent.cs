@@ -256,5 +256,4 @@ internal sealed class DualAscent
         }
         return best;
     }
-
 }

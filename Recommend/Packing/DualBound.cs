@@ -45,18 +45,20 @@ internal sealed class DualBound
         var (capEff, _, gCount, gTypes, groups) = lp;
         if (groups == 0) return this;
         var stats = new List<ResourceLp.Stats>();
-        var w = ResourceLp.Solve(x, capEff, groups, Means(x, groupOf, groups, gCount), gCount, gTypes, W, maxPivots, out var st);
-        // The anti-affinity term is valid at any feasible prices (AntiAffinityBound), so it is tried at these too.
-        double best = Math.Max(Values(x, w).Lp, AntiAffinityBound.Compute(x, capEff, w, lp.GDem, gCount, gTypes, groups));
-        stats.Add(st with { Bound = best });
+        // One LP (plain, or with the floor cut in the GPU dimension: xi its instance, cap and dem its rows) from the ascent's prices.
+        double Lift(PackingInstance xi, long[] cap, long[] dem, double[] start)
+        {
+            var w = ResourceLp.Solve(x, cap, groups, Means(xi, groupOf, groups, gCount), gCount, gTypes, start, maxPivots, out var st);
+            // The anti-affinity term is valid at any feasible prices (AntiAffinityBound), so it is tried at these too.
+            double bound = Math.Max(Values(xi, w).Lp, AntiAffinityBound.Compute(xi, cap, w, dem, gCount, gTypes, groups));
+            stats.Add(st with { Bound = bound });
+            return bound;
+        }
+        double best = Lift(x, capEff, lp.GDem, W);
         if (floorW is not null)
         {
-            var xq = new PackingInstance(x, floorQ);
             var (capQ, demQ) = FloorRows(x, floorQ);
-            var wq = ResourceLp.Solve(x, capQ, groups, Means(xq, groupOf, groups, gCount), gCount, gTypes, floorW, maxPivots, out st);
-            double cut = Math.Max(Values(xq, wq).Lp, AntiAffinityBound.Compute(xq, capQ, wq, demQ, gCount, gTypes, groups));
-            stats.Add(st with { Bound = cut });
-            best = Math.Max(best, cut);
+            best = Math.Max(best, Lift(new PackingInstance(x, floorQ), capQ, demQ, floorW));
         }
         var raised = Report(x, best);
         return new DualBound(W, Value, WMax, raised > Reported ? raised : Reported, lp, groupOf, floorQ, floorW) { ExactStats = [.. stats] };
@@ -82,11 +84,10 @@ internal sealed class DualBound
     }
 
     /// <summary>The LP's capacities and group demands with the GPU dimension carrying ⌊cpu/q⌋ (see <see cref="WithFloorCuts"/>).</summary>
-    private (long[] Cap, long[] Dem) FloorRows(PackingInstance x, long q) => FloorRows(x, q, lp.CapEff, lp.GDem, lp.Groups);
-
-    private static (long[] Cap, long[] Dem) FloorRows(PackingInstance x, long q, long[] capEff, long[] gDem, int groups)
+    private (long[] Cap, long[] Dem) FloorRows(PackingInstance x, long q)
     {
         const int D = PackingInstance.D;
+        var (capEff, gDem, _, _, groups) = lp;
         var capQ = (long[])capEff.Clone();
         var demQ = (long[])gDem.Clone();
         for (int t = 0; t < x.T; t++) capQ[t * D + 2] = Math.Max(0, x.Cap[t * D]) / q;
